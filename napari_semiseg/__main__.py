@@ -1,0 +1,71 @@
+"""`python -m napari_semiseg`: open napari with a sample scan (and the assistant, when present)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ._sample_data import SAMPLES, sample_dir
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="napari-semiseg",
+        description="Open napari with napari-semiseg on a scan: the demo of `make demo`.",
+    )
+    p.add_argument("path", nargs="?", help="scan to open (file, DICOM folder or PNG folder); "
+                   "default: the sample chosen by --sample")
+    p.add_argument("--sample", choices=sorted(SAMPLES), default="acdc",
+                   help="which shipped sample to open when no path is given (default: acdc)")
+    p.add_argument("--no-labels", action="store_true", help="open the scan without its labels")
+    p.add_argument("--screenshot", metavar="PNG",
+                   help="save a screenshot of the window to PNG and quit (for docs and tests)")
+    return p
+
+
+def open_viewer(args: argparse.Namespace):
+    import napari
+
+    viewer = napari.Viewer(title="napari-semiseg")
+    if args.path:
+        viewer.open(args.path, plugin="napari-semiseg")
+    else:
+        paths = SAMPLES[args.sample][:1] if args.no_labels else SAMPLES[args.sample]
+        for rel in paths:
+            viewer.open(str(sample_dir() / rel), plugin="napari-semiseg")
+    _dock_assistant(viewer)
+    return viewer
+
+
+def _dock_assistant(viewer) -> None:
+    try:
+        from ._widget import dock_assistant
+    except ImportError:  # the assistant is not part of this build yet
+        return
+    dock_assistant(viewer)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        viewer = open_viewer(args)
+    except Exception as e:  # a bad path must read as a message, not a traceback
+        print(f"napari-semiseg: {e}", file=sys.stderr)
+        return 1
+    if args.screenshot:
+        from qtpy.QtWidgets import QApplication
+
+        for _ in range(20):
+            QApplication.processEvents()
+        viewer.screenshot(args.screenshot, canvas_only=False)
+        viewer.close()
+        print(f"saved {args.screenshot}")
+        return 0
+    import napari
+
+    napari.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
