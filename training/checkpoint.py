@@ -1,0 +1,80 @@
+"""Atomic, safe-to-load checkpoints: weights plus a plain-data ``meta`` dict.
+
+The file is a ``torch.save`` of ``{"format": ..., "state_dict": ..., "meta": ...}`` where meta
+holds only dicts, lists, strings and numbers, so ``torch.load(weights_only=True)`` can read it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from training.ema import unwrap
+from training.networks import build_network, network_config
+
+FORMAT = "napari-semiseg-checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """The file is missing, corrupt, or not a napari-semiseg checkpoint."""
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict) -> str:
+    """Write ``model`` and ``meta`` to ``path`` atomically (temporary file, then ``os.replace``).
+
+    ``meta["network"]`` is filled from the model; the rest of meta must be plain data.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = unwrap(model)
+    meta = {**meta, "network": network_config(model)}
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    payload = {"format": FORMAT, "state_dict": state, "meta": meta}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return str(path)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """The raw payload, validated (weights only, no pickled code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"unreadable checkpoint {path}: {first[:200]}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a napari-semiseg checkpoint")
+    return payload
+
+
+def load_checkpoint(
+    path: str | os.PathLike, device: torch.device | str | None = None
+) -> tuple[nn.Module, dict]:
+    """Rebuild the network from its stored config and load the weights; returns (model, meta)."""
+    payload = read_checkpoint(path)
+    meta = payload["meta"]
+    try:
+        model = build_network(meta["network"])
+        model.load_state_dict(payload["state_dict"])
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"checkpoint {path} does not match its network: {exc}") from None
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model, meta

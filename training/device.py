@@ -1,0 +1,28 @@
+"""Choose the compute device: CUDA, then Apple MPS, then CPU."""
+
+from __future__ import annotations
+
+import torch
+
+
+def pick_device(prefer: str = "auto") -> torch.device:
+    """Return the requested device, or the best available one for ``prefer="auto"``.
+
+    ``prefer`` may be ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``. A request for an
+    unavailable accelerator raises ``ValueError`` instead of silently falling back.
+    """
+    prefer = (prefer or "auto").lower()
+    if prefer == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if prefer.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("CUDA was requested but is not available")
+    if prefer == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError("MPS was requested but is not available")
+    return torch.device(prefer)

@@ -1,0 +1,44 @@
+"""Exponential moving average teachers."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare module behind a DDP wrapper."""
+    return getattr(model, "module", model)
+
+
+def make_teacher(student: nn.Module) -> nn.Module:
+    """A frozen deep copy of ``student`` (no gradients)."""
+    teacher = copy.deepcopy(unwrap(student))
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+@torch.no_grad()
+def ema_update(
+    teacher: nn.Module, student: nn.Module, alpha: float, step: int | None = None
+) -> None:
+    """teacher = a * teacher + (1 - a) * student for parameters; buffers are copied.
+
+    With ``step`` given, ``a = min(alpha, 1 - 1 / (step + 1))`` so the early teacher follows the
+    student closely (Tarvainen & Valpola).
+    """
+    a = alpha if step is None else min(alpha, 1.0 - 1.0 / (step + 1))
+    s = unwrap(student)
+    for tp, sp in zip(teacher.parameters(), s.parameters(), strict=True):
+        tp.mul_(a).add_(sp.detach(), alpha=1.0 - a)
+    for tb, sb in zip(teacher.buffers(), s.buffers(), strict=True):
+        tb.copy_(sb)
+
+
+@torch.no_grad()
+def copy_weights(target: nn.Module, source: nn.Module) -> None:
+    """Overwrite ``target``'s parameters and buffers with ``source``'s."""
+    target.load_state_dict(unwrap(source).state_dict())

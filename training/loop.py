@@ -1,0 +1,254 @@
+"""The interactive loop's logic on plain arrays: pick slices, build sparse labels, judge a retrain.
+
+Shared by the napari session (``napari_semiseg.session``), the background retrain
+(``napari_semiseg.training_bridge``) and the simulated clinician (``training.simulate``), so the
+plugin and the benchmark make the same decisions. No Qt, no napari.
+
+A "slice" is ``(axis, index)`` of a (z, y, x) volume; label value 255 means "not annotated".
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training import IGNORE_INDEX
+
+Event = dict[str, Any]
+
+
+class NoLabelledSlicesError(ValueError):
+    """Retraining was asked for with no labelled slice to learn from."""
+
+
+# ----- slices ----------------------------------------------------------------------------------
+
+
+def slice_index(ndim: int, axis: int, index: int) -> tuple:
+    """Numpy index selecting slice ``index`` along ``axis`` of an ``ndim`` array."""
+    idx: list[Any] = [slice(None)] * ndim
+    idx[axis] = index
+    return tuple(idx)
+
+
+def _check_axis(volume: np.ndarray, axis: int) -> int:
+    if not -volume.ndim <= axis < volume.ndim:
+        raise ValueError(f"axis {axis} does not exist in a {volume.ndim}-D volume")
+    return axis % volume.ndim
+
+
+def _labelled_flags(labelled: Iterable[int] | np.ndarray | None, n: int) -> np.ndarray:
+    """Per-slice booleans from either a boolean mask of length ``n`` or slice indices."""
+    flags = np.zeros(n, dtype=bool)
+    if labelled is None:
+        return flags
+    arr = np.asarray(list(labelled) if not isinstance(labelled, np.ndarray) else labelled)
+    if arr.dtype == bool:
+        if arr.shape != (n,):
+            raise ValueError(f"labelled mask has shape {arr.shape}, expected ({n},)")
+        return arr.copy()
+    for i in arr.astype(int).ravel():
+        if not 0 <= i < n:
+            raise IndexError(f"slice {i} is outside 0..{n - 1}")
+        flags[i] = True
+    return flags
+
+
+def rank_uncertain_slices(
+    uncertainty: np.ndarray,
+    labelled: Iterable[int] | np.ndarray | None = None,
+    axis: int = 0,
+) -> list[tuple[int, float]]:
+    """Slices along ``axis`` by decreasing mean uncertainty, leaving out labelled ones.
+
+    ``labelled`` is either slice indices or a boolean mask with one entry per slice. Ties keep
+    slice order, so the ranking is deterministic.
+    """
+    u = np.asarray(uncertainty, dtype=np.float64)
+    axis = _check_axis(u, axis)
+    n = u.shape[axis]
+    other = tuple(a for a in range(u.ndim) if a != axis)
+    means = u.mean(axis=other) if other else u
+    means = np.where(np.isfinite(means), means, -np.inf)  # a NaN slice is never "most unsure"
+    flags = _labelled_flags(labelled, n)
+    order = np.argsort(-means, kind="stable")
+    return [(int(i), float(means[i])) for i in order if not flags[i]]
+
+
+def even_slices(n: int, k: int, exclude: Iterable[int] = ()) -> list[int]:
+    """``k`` slices spread evenly over ``n`` (centres of k equal bins), skipping ``exclude``."""
+    free = [i for i in range(n) if i not in set(exclude)]
+    if k <= 0 or not free:
+        return []
+    k = min(k, len(free))
+    picks = [free[int((j + 0.5) * len(free) / k)] for j in range(k)]
+    return sorted(set(picks))
+
+
+def choose_slices(
+    strategy: str,
+    k: int,
+    n: int,
+    uncertainty: np.ndarray | None = None,
+    axis: int = 0,
+    exclude: Iterable[int] = (),
+    seed: int = 0,
+) -> list[int]:
+    """The ``k`` slices a clinician corrects next: ``uncertainty``, ``even`` or ``random``."""
+    exclude = set(exclude)
+    if strategy == "uncertainty":
+        if uncertainty is None:
+            raise ValueError("the uncertainty strategy needs an uncertainty map")
+        return [i for i, _ in rank_uncertain_slices(uncertainty, sorted(exclude), axis)[:k]]
+    if strategy == "even":
+        return even_slices(n, k, exclude)
+    if strategy == "random":
+        free = [i for i in range(n) if i not in exclude]
+        return sorted(random.Random(seed).sample(free, min(k, len(free))))
+    raise ValueError(f"unknown strategy {strategy!r}; use uncertainty, even or random")
+
+
+STRATEGIES = ("uncertainty", "even", "random")
+
+
+def sparse_labels(
+    labels: np.ndarray, labelled_slices: Iterable[int], axis: int = 0
+) -> np.ndarray:
+    """A copy of ``labels`` keeping only ``labelled_slices`` along ``axis``; 255 elsewhere."""
+    labels = np.asarray(labels)
+    axis = _check_axis(labels, axis)
+    out = np.full(labels.shape, IGNORE_INDEX, dtype=np.uint8)
+    for i in sorted(set(int(s) for s in labelled_slices)):
+        if not 0 <= i < labels.shape[axis]:
+            raise IndexError(f"slice {i} is outside 0..{labels.shape[axis] - 1} on axis {axis}")
+        sl = slice_index(labels.ndim, axis, i)
+        out[sl] = labels[sl]
+    return out
+
+
+def annotated_slices(labels: np.ndarray, axis: int = 0) -> list[int]:
+    """Slices along ``axis`` that hold at least one annotated (non-255) voxel."""
+    labels = np.asarray(labels)
+    axis = _check_axis(labels, axis)
+    other = tuple(a for a in range(labels.ndim) if a != axis)
+    return [int(i) for i in np.flatnonzero((labels != IGNORE_INDEX).any(axis=other))]
+
+
+def split_held_back(
+    labelled_slices: Sequence[Any], fraction: float = 0.25, seed: int = 0
+) -> tuple[list[Any], list[Any]]:
+    """Split labelled slices into (train, held back) to judge a retrain on unseen annotations.
+
+    With two or more labelled slices at least one is held back and at least one is trained on;
+    with a single slice nothing is held back (there would be nothing left to learn from).
+    Items may be ints or ``(axis, index)`` pairs; the split is reproducible for a given seed.
+    """
+    items = sorted(set(labelled_slices))
+    if len(items) < 2:
+        return items, []
+    n_held = min(len(items) - 1, max(1, int(round(fraction * len(items)))))
+    held = sorted(random.Random(seed).sample(items, n_held))
+    train = [s for s in items if s not in set(held)]
+    return train, held
+
+
+# ----- scores ------------------------------------------------------------------------------------
+
+
+def dice_score(prediction: np.ndarray, reference: np.ndarray, num_classes: int | None = None
+               ) -> float:
+    """Mean foreground Dice over classes present in either array, on annotated voxels only.
+
+    Voxels where ``reference`` is 255 are ignored. When neither holds any foreground the
+    prediction is perfect (1.0).
+    """
+    pred = np.asarray(prediction)
+    ref = np.asarray(reference)
+    if pred.shape != ref.shape:
+        raise ValueError(f"prediction {pred.shape} and reference {ref.shape} differ in shape")
+    valid = ref != IGNORE_INDEX
+    pred, ref = pred[valid], ref[valid]
+    classes = (range(1, num_classes) if num_classes else
+               sorted((set(np.unique(pred).tolist()) | set(np.unique(ref).tolist())) - {0}))
+    scores = []
+    for c in classes:
+        p, r = pred == c, ref == c
+        denom = int(p.sum()) + int(r.sum())
+        if denom == 0:
+            continue
+        scores.append(2.0 * int(np.logical_and(p, r).sum()) / denom)
+    return float(np.mean(scores)) if scores else 1.0
+
+
+def score_slices(
+    prediction: np.ndarray,
+    reference: np.ndarray,
+    slices: Iterable[Any],
+    axis: int = 0,
+    num_classes: int | None = None,
+) -> dict[Any, float]:
+    """Dice per slice, ``{slice: dice}``. Slices are indices along ``axis`` or (axis, index)."""
+    out: dict[Any, float] = {}
+    for s in slices:
+        ax, i = (s if isinstance(s, tuple) else (axis, s))
+        sl = slice_index(np.ndim(prediction), ax, int(i))
+        out[s] = dice_score(np.asarray(prediction)[sl], np.asarray(reference)[sl], num_classes)
+    return out
+
+
+def mean_score(scores: Mapping[Any, float] | float | None) -> float | None:
+    if scores is None:
+        return None
+    if isinstance(scores, Mapping):
+        return float(np.mean(list(scores.values()))) if scores else None
+    return float(scores)
+
+
+def accept_retrain(
+    old_scores: Mapping[Any, float] | float | None,
+    new_scores: Mapping[Any, float] | float | None,
+    tolerance: float = 0.0,
+) -> tuple[bool, str]:
+    """Should the retrained model replace the old one? Compares Dice on held-back slices.
+
+    Rejects when the new mean Dice is below the old one by more than ``tolerance``. With no
+    held-back slice there is nothing to judge by, and the retrain is accepted (and says so).
+    """
+    old, new = mean_score(old_scores), mean_score(new_scores)
+    if old is None or new is None:
+        return True, "adopted: no held-back labelled slice to check it against"
+    if new + tolerance < old:
+        return False, (f"rejected: Dice on held-back labelled slices fell from {old:.3f} to "
+                       f"{new:.3f}; the previous model stays current")
+    return True, f"adopted: Dice on held-back labelled slices {old:.3f} -> {new:.3f}"
+
+
+# ----- fine-tuning -------------------------------------------------------------------------------
+
+
+def finetune(
+    model_path: str | Path,
+    image: np.ndarray,
+    labels: np.ndarray,
+    unlabelled_volumes: Sequence[np.ndarray] = (),
+    method: str = "supervised",
+    steps: int = 50,
+    out_path: str | Path | None = None,
+    *,
+    seed: int = 0,
+    device: str | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    **config: Any,
+) -> str:
+    """Fine-tune the checkpoint at ``model_path`` on sparse ``labels`` (255 = not annotated).
+
+    ``image`` is the scan (z, y, x); the unannotated rest of it and ``unlabelled_volumes`` feed
+    the semi-supervised terms. Returns the new checkpoint's path (``out_path`` or a sibling of
+    ``model_path``). Extra keyword arguments go to ``training.trainer.TrainConfig``.
+    """
+    raise NotImplementedError  # filled in once training.trainer lands

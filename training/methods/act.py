@@ -1,0 +1,87 @@
+"""Asymmetric co-teacher distillation (after Zhao et al. 2022, ACT-Net).
+
+A large teacher learns from the labels plus mean-teacher consistency with its own EMA (the
+co-teacher). A tiny student learns from the labels and from the averaged soft predictions of the
+teacher and co-teacher on labelled and unlabelled images. The output model is the student.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from training.ema import copy_weights, ema_update, make_teacher, unwrap
+from training.losses import softmax_mse, supervised_loss
+from training.methods.base import Batch, Method, load_compatible, perturb
+from training.networks import build_network, tiny_student
+
+
+def distillation_loss(
+    student_logits: torch.Tensor, target_probs: torch.Tensor, temperature: float = 2.0
+) -> torch.Tensor:
+    """KL(target || student) on temperature-softened outputs, scaled by T^2."""
+    log_p = F.log_softmax(student_logits / temperature, 1)
+    target = target_probs.detach()
+    kl = (target * (torch.log(target.clamp_min(1e-8)) - log_p)).sum(1).mean()
+    return kl * temperature**2
+
+
+class ACT(Method):
+    name = "act"
+
+    def build(self, model_config: dict) -> None:
+        self.nets["teacher"] = build_network(model_config)
+        student = tiny_student(
+            int(model_config["dims"]), int(model_config["in_channels"]),
+            int(model_config["num_classes"]),
+            base=int(self.opts.get("student_base", 4)),
+            depth=int(self.opts.get("student_depth", 3)),
+            norm=model_config.get("norm", "group"),
+        )
+        self.nets["student"] = student
+        self.model_config = student.config
+
+    def _after_build(self) -> None:
+        self.co_teacher = make_teacher(self.nets["teacher"]).to(self.device)
+        self.temperature = float(self.opts.get("temperature", 2.0))
+        self.kd_weight = float(self.opts.get("kd_weight", 1.0))
+
+    def load_weights(self, state_dict: dict) -> None:
+        """Fine-tuning an ``act`` checkpoint starts the student from its weights."""
+        load_compatible(unwrap(self.nets["student"]), state_dict)
+
+    def teacher_model(self) -> torch.nn.Module:
+        return unwrap(self.nets["teacher"])
+
+    def warmup_losses(self, labeled: Batch) -> dict:
+        xl, yl = labeled["image"], labeled["label"]
+        return {
+            "teacher_sup": supervised_loss(self.nets["teacher"](xl)["logits"], yl),
+            "student_sup": supervised_loss(self.nets["student"](xl)["logits"], yl),
+        }
+
+    def losses(self, labeled: Batch, unlabeled: Batch, step: int, total: int) -> dict:
+        xl, yl, xu = labeled["image"], labeled["label"], unlabeled["image"]
+        n = len(xl)
+        t_out = self.nets["teacher"](torch.cat([xl, perturb(xu)]))["logits"]
+        with torch.no_grad():
+            self.co_teacher.eval()
+            co = self.co_teacher(torch.cat([xl, xu]))["logits"]
+        s_out = self.nets["student"](torch.cat([xl, xu]))["logits"]
+        w = self.ramp(step, total)
+        target = 0.5 * (
+            torch.softmax(t_out.detach() / self.temperature, 1)
+            + torch.softmax(co / self.temperature, 1)
+        )
+        return {
+            "teacher_sup": supervised_loss(t_out[:n], yl),
+            "teacher_cons": self.consistency * w * softmax_mse(t_out[n:], co[n:]).mean(),
+            "student_sup": supervised_loss(s_out[:n], yl),
+            "distil": self.kd_weight * w * distillation_loss(s_out, target, self.temperature),
+        }
+
+    def after_step(self, step: int, total: int, in_warmup: bool) -> None:
+        if in_warmup:
+            copy_weights(self.co_teacher, self.nets["teacher"])
+        else:
+            ema_update(self.co_teacher, self.nets["teacher"], self.ema_alpha, step)

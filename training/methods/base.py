@@ -1,0 +1,157 @@
+"""The shared interface every semi-supervised method implements."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from training.ema import unwrap
+from training.losses import supervised_loss
+from training.networks import build_network
+
+Batch = dict[str, torch.Tensor]
+
+
+def perturb(x: torch.Tensor, std: float = 0.1, clip: float = 0.2) -> torch.Tensor:
+    """Clipped Gaussian noise, the input perturbation of mean-teacher style methods."""
+    return x + torch.clamp(torch.randn_like(x) * std, -clip, clip)
+
+
+HEAD_PREFIXES = ("sdf.", "edge.", "cls.")
+
+
+def load_compatible(model: nn.Module, state_dict: dict) -> None:
+    """Load weights, tolerating only optional heads that one side has and the other lacks."""
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    bad = [k for k in [*missing, *unexpected] if not k.startswith(HEAD_PREFIXES)]
+    if bad:
+        raise ValueError(f"checkpoint weights do not fit the network (e.g. {bad[0]})")
+
+
+def poly_lr(base_lr: float, step: int, total: int, power: float = 0.9) -> float:
+    """Polynomial decay ``base * (1 - step / total) ** power``."""
+    if total <= 0:
+        return base_lr
+    return base_lr * max(0.0, 1.0 - step / total) ** power
+
+
+class Method:
+    """One training method.
+
+    Lifecycle: ``setup(model_config, device)`` builds the networks and the optimiser, optionally
+    ``wrap(fn)`` (DDP), then ``step(labeled, unlabeled, step, total_steps)`` per iteration and
+    ``inference_model()`` for the network to save. ``labeled`` is ``{"image": (N,1,...),
+    "label": (N,...)}`` with 255 = not annotated; ``unlabeled`` is ``{"image": (M,1,...)}``.
+
+    Subclasses implement :meth:`build` and :meth:`losses`; the first ``warmup_fraction`` of the
+    steps is plain supervised training of the main network.
+    """
+
+    name = "base"
+    default_warmup = 0.0
+
+    def __init__(
+        self,
+        lr: float = 1e-2,
+        warmup_fraction: float | None = None,
+        rampup_fraction: float = 0.4,
+        consistency: float = 0.1,
+        ema_alpha: float = 0.99,
+        weight_decay: float = 1e-4,
+        **opts: Any,
+    ) -> None:
+        self.lr = lr
+        self.warmup_fraction = self.default_warmup if warmup_fraction is None else warmup_fraction
+        self.rampup_fraction = rampup_fraction
+        self.consistency = consistency
+        self.ema_alpha = ema_alpha
+        self.weight_decay = weight_decay
+        self.opts = opts
+        self.nets: dict[str, nn.Module] = {}
+        self.device = torch.device("cpu")
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    # ----- construction -------------------------------------------------------------------
+    def setup(self, model_config: dict, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.model_config = dict(model_config)
+        self.num_classes = int(model_config["num_classes"])
+        self.build(self.model_config)
+        for net in self.nets.values():
+            net.to(self.device)
+        self._after_build()
+        params = [p for net in self.nets.values() for p in net.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+
+    def build(self, model_config: dict) -> None:
+        self.nets["student"] = build_network(model_config)
+
+    def _after_build(self) -> None:
+        """Hook for teachers that must exist on the device after :meth:`build`."""
+
+    def wrap(self, fn: Callable[[nn.Module], nn.Module]) -> None:
+        """Wrap every trainable network, e.g. with DistributedDataParallel."""
+        self.nets = {k: fn(v) for k, v in self.nets.items()}
+
+    def load_weights(self, state_dict: dict) -> None:
+        """Initialise the main network (and its teachers) from a checkpoint's weights."""
+        load_compatible(unwrap(self.main()), state_dict)
+        self._after_build()
+
+    def main(self) -> nn.Module:
+        return self.nets["student"]
+
+    def inference_model(self) -> nn.Module:
+        """The network to save and predict with."""
+        return unwrap(self.main())
+
+    # ----- training -----------------------------------------------------------------------
+    def warmup_steps(self, total: int) -> int:
+        return int(round(self.warmup_fraction * total))
+
+    def ramp(self, step: int, total: int) -> float:
+        from training.losses import sigmoid_rampup
+
+        warm = self.warmup_steps(total)
+        return sigmoid_rampup(step - warm, int(self.rampup_fraction * max(total - warm, 1)))
+
+    def step(self, labeled: Batch, unlabeled: Batch | None, step: int, total_steps: int) -> dict:
+        """One optimisation step; returns the losses as plain floats."""
+        assert self.optimizer is not None, "call setup() first"
+        for net in self.nets.values():
+            net.train()
+        lr = poly_lr(self.lr, step, total_steps)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        labeled = {k: v.to(self.device) for k, v in labeled.items()}
+        if unlabeled is not None:
+            unlabeled = {k: v.to(self.device) for k, v in unlabeled.items()}
+        in_warmup = step < self.warmup_steps(total_steps) or unlabeled is None
+        if in_warmup:
+            terms = self.warmup_losses(labeled)
+        else:
+            terms = self.losses(labeled, unlabeled, step, total_steps)
+        loss = sum(terms.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.after_step(step, total_steps, in_warmup)
+        out = {k: float(v.detach()) for k, v in terms.items()}
+        out["loss"] = float(loss.detach())
+        out["lr"] = lr
+        return out
+
+    def warmup_losses(self, labeled: Batch) -> dict[str, torch.Tensor]:
+        out = self.main()(labeled["image"])
+        return {"sup": supervised_loss(out["logits"], labeled["label"])}
+
+    def losses(
+        self, labeled: Batch, unlabeled: Batch, step: int, total: int
+    ) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def after_step(self, step: int, total: int, in_warmup: bool) -> None:
+        """Hook run after the optimiser step (EMA updates, teacher refreshes)."""

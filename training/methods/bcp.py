@@ -1,0 +1,98 @@
+"""Bidirectional copy-paste (Bai et al. 2023) with the EGM / dual-teacher extension.
+
+After a supervised warm-up, each step pastes a box of a labelled image into an unlabelled one and
+a box of an unlabelled image into a labelled one; the mixed labels combine ground truth with
+pseudo-labels from two teachers (an EMA teacher and a static teacher that is a frozen copy of the
+student, refreshed every ``refresh_every`` steps). The box side shrinks over training (dynamic
+mask size). An edge head learns the boundaries of the mixed label map (edge-guided module).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from training import IGNORE_INDEX
+from training.copy_paste import box_mask, dynamic_ratio, label_edges, mix
+from training.ema import copy_weights, ema_update, make_teacher
+from training.losses import edge_loss, supervised_loss
+from training.methods.base import Batch, Method
+
+
+def should_refresh(step: int, warmup_steps: int, period: int) -> bool:
+    """Whether the static teacher is replaced by a copy of the student at ``step``."""
+    return step >= warmup_steps and (step - warmup_steps) % max(period, 1) == 0
+
+
+class BCP(Method):
+    name = "bcp"
+    default_warmup = 0.5
+
+    def build(self, model_config: dict) -> None:
+        cfg = {**model_config, "edge_head": bool(self.opts.get("edge", True))}
+        self.model_config = cfg
+        super().build(cfg)
+
+    def _after_build(self) -> None:
+        self.ema_teacher = make_teacher(self.main()).to(self.device)
+        self.static_teacher = make_teacher(self.main()).to(self.device)
+        self.refresh_every = int(self.opts.get("refresh_every", 100))
+        self.u_weight = float(self.opts.get("u_weight", 0.5))
+        self.edge_weight = float(self.opts.get("edge_weight", 0.1))
+        self.generator = torch.Generator().manual_seed(int(self.opts.get("seed", 0)))
+
+    @torch.no_grad()
+    def pseudo_labels(self, x: torch.Tensor) -> torch.Tensor:
+        """Argmax of the mean softmax of the EMA and static teachers."""
+        self.ema_teacher.eval()
+        self.static_teacher.eval()
+        p = torch.softmax(self.ema_teacher(x)["logits"], 1)
+        p = p + torch.softmax(self.static_teacher(x)["logits"], 1)
+        return p.argmax(1)
+
+    def _edge_term(self, out: dict, labels: torch.Tensor) -> torch.Tensor:
+        if "edge" not in out:
+            return out["logits"].sum() * 0.0
+        edges, valid = label_edges(labels)
+        return self.edge_weight * edge_loss(out["edge"], edges, valid)
+
+    def warmup_losses(self, labeled: Batch) -> dict:
+        out = self.main()(labeled["image"])
+        return {
+            "sup": supervised_loss(out["logits"], labeled["label"]),
+            "edge": self._edge_term(out, labeled["label"]),
+        }
+
+    def losses(self, labeled: Batch, unlabeled: Batch, step: int, total: int) -> dict:
+        warm = self.warmup_steps(total)
+        if should_refresh(step, warm, self.refresh_every):
+            copy_weights(self.static_teacher, self.main())
+        n = min(len(labeled["image"]), len(unlabeled["image"]))
+        xl, yl = labeled["image"][:n], labeled["label"][:n]
+        xu = unlabeled["image"][:n]
+        pu = self.pseudo_labels(xu)
+        ratio = dynamic_ratio(step - warm, total - warm)
+        mask = box_mask(tuple(xl.shape[2:]), ratio, self.generator).to(xl.device)
+        # labelled box into unlabelled surroundings, and unlabelled box into labelled surroundings
+        img1, lab1 = mix(xl, xu, yl, pu, mask)
+        xu2, pu2 = xu.roll(1, 0), pu.roll(1, 0)
+        img2, lab2 = mix(xu2, xl, pu2, yl, mask)
+        out = self.main()(torch.cat([img1, img2]))
+        logits1, logits2 = out["logits"][:n], out["logits"][n:]
+        inside = mask.bool()
+        ign = torch.full_like(yl, IGNORE_INDEX)
+        sup = supervised_loss(logits1, torch.where(inside, lab1, ign))
+        sup = sup + supervised_loss(logits2, torch.where(inside, ign, lab2))
+        unsup = supervised_loss(logits1, torch.where(inside, ign, lab1))
+        unsup = unsup + supervised_loss(logits2, torch.where(inside, lab2, ign))
+        return {
+            "sup": 0.5 * sup,
+            "unsup": 0.5 * self.u_weight * unsup,
+            "edge": self._edge_term(out, torch.cat([lab1, lab2])),
+        }
+
+    def after_step(self, step: int, total: int, in_warmup: bool) -> None:
+        if in_warmup:
+            copy_weights(self.ema_teacher, self.main())
+            copy_weights(self.static_teacher, self.main())
+        else:
+            ema_update(self.ema_teacher, self.main(), self.ema_alpha)

@@ -1,0 +1,163 @@
+"""2D/3D U-Nets with optional signed-distance, edge and classification heads.
+
+Built from MONAI's ``Convolution`` block (conv + norm + activation). Normalisation is GroupNorm or
+BatchNorm only: InstanceNorm is several times slower on CPU (GUIDE section 6).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from monai.networks.blocks import Convolution
+from torch import nn
+
+NORMS = ("group", "batch")
+
+
+def _norm(norm: str, channels: int) -> tuple | str:
+    if norm == "group":
+        groups = 8 if channels % 8 == 0 else (4 if channels % 4 == 0 else 1)
+        return ("group", {"num_groups": min(groups, channels)})
+    if norm == "batch":
+        return "batch"
+    raise ValueError(f"unsupported norm {norm!r}; use one of {NORMS} (never instance norm)")
+
+
+class _DoubleConv(nn.Sequential):
+    def __init__(self, dims: int, cin: int, cout: int, norm: str, dropout: float) -> None:
+        act = ("leakyrelu", {"negative_slope": 0.01, "inplace": True})
+        layers: list[nn.Module] = [
+            Convolution(dims, cin, cout, kernel_size=3, act=act, norm=_norm(norm, cout)),
+        ]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        layers.append(Convolution(dims, cout, cout, kernel_size=3, act=act, norm=_norm(norm, cout)))
+        super().__init__(*layers)
+
+
+class UNet(nn.Module):
+    """A plain U-Net for ``dims`` = 2 or 3.
+
+    ``forward(x)`` returns a dict: ``"logits"`` (N, C, ...); ``"sdf"`` (N, C-1, ...) in [-1, 1] when
+    ``sdf_head``; ``"edge"`` (N, 1, ...) logits when ``edge_head``; ``"cls"`` (N, C) multi-label
+    logits and ``"features"`` (the last decoder features, for CAMs) when ``cls_head``.
+    Dropout (``dropout > 0``) sits in the deep blocks and can be switched on at inference with
+    :func:`enable_mc_dropout`.
+    """
+
+    def __init__(
+        self,
+        dims: int,
+        in_channels: int,
+        num_classes: int,
+        base: int = 16,
+        depth: int = 4,
+        dropout: float = 0.0,
+        norm: str = "group",
+        sdf_head: bool = False,
+        edge_head: bool = False,
+        cls_head: bool = False,
+    ) -> None:
+        super().__init__()
+        if dims not in (2, 3):
+            raise ValueError("dims must be 2 or 3")
+        if num_classes < 2:
+            raise ValueError("num_classes must be at least 2 (background + one structure)")
+        self.config: dict[str, Any] = {
+            "kind": "unet", "dims": dims, "in_channels": in_channels,
+            "num_classes": num_classes, "base": base, "depth": depth, "dropout": dropout,
+            "norm": norm, "sdf_head": bool(sdf_head), "edge_head": bool(edge_head),
+            "cls_head": bool(cls_head),
+        }
+        conv = nn.Conv2d if dims == 2 else nn.Conv3d
+        up = nn.ConvTranspose2d if dims == 2 else nn.ConvTranspose3d
+        pool = nn.MaxPool2d if dims == 2 else nn.MaxPool3d
+        widths = [base * 2**i for i in range(depth + 1)]
+        self.pool = pool(2)
+        self.down = nn.ModuleList()
+        cin = in_channels
+        for i, w in enumerate(widths):
+            deep = i >= depth - 1
+            self.down.append(_DoubleConv(dims, cin, w, norm, dropout if deep else 0.0))
+            cin = w
+        self.ups = nn.ModuleList()
+        self.up_blocks = nn.ModuleList()
+        for i in range(depth, 0, -1):
+            self.ups.append(up(widths[i], widths[i - 1], kernel_size=2, stride=2))
+            deep = i >= depth - 1
+            self.up_blocks.append(
+                _DoubleConv(dims, 2 * widths[i - 1], widths[i - 1], norm, dropout if deep else 0.0)
+            )
+        self.seg = conv(base, num_classes, kernel_size=1)
+        self.sdf = conv(base, max(num_classes - 1, 1), kernel_size=1) if sdf_head else None
+        self.edge = conv(base, 1, kernel_size=1) if edge_head else None
+        self.cls = nn.Linear(base, num_classes) if cls_head else None
+        self.dims = dims
+        self.num_classes = num_classes
+        self.depth = depth
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x)
+            if i < self.depth:
+                skips.append(x)
+                x = self.pool(x)
+        for up, block in zip(self.ups, self.up_blocks, strict=True):
+            x = up(x)
+            x = block(torch.cat([skips.pop(), x], dim=1))
+        out = {"logits": self.seg(x)}
+        if self.sdf is not None:
+            out["sdf"] = torch.tanh(self.sdf(x))
+        if self.edge is not None:
+            out["edge"] = self.edge(x)
+        if self.cls is not None:
+            pooled = x.flatten(2).mean(dim=2)
+            out["cls"] = self.cls(pooled)
+            out["features"] = x
+        return out
+
+
+def enable_mc_dropout(model: nn.Module, enabled: bool = True) -> int:
+    """Put every dropout layer in train mode (MC-dropout) or back to eval mode.
+
+    The rest of the model keeps its mode. Returns the number of dropout layers touched, so a caller
+    can tell whether MC sampling will vary at all.
+    """
+    count = 0
+    for m in model.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd):
+            m.train(enabled)
+            count += 1
+    return count
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters of ``model``."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def tiny_student(
+    dims: int, in_channels: int, num_classes: int, base: int = 4, depth: int = 3, **kw: Any
+) -> UNet:
+    """The small, fast network that ``act`` distils into (>= 50x fewer parameters than default)."""
+    return UNet(dims, in_channels, num_classes, base=base, depth=depth, **kw)
+
+
+def build_network(config: dict) -> nn.Module:
+    """Rebuild a network from :func:`network_config` output (as stored in checkpoints)."""
+    cfg = dict(config)
+    kind = cfg.pop("kind", "unet")
+    if kind != "unet":
+        raise ValueError(f"unknown network kind {kind!r}")
+    return UNet(**cfg)
+
+
+def network_config(model: nn.Module) -> dict:
+    """Plain-dict constructor arguments of ``model`` (unwrapping DDP)."""
+    model = getattr(model, "module", model)
+    if not hasattr(model, "config"):
+        raise ValueError("model has no network config")
+    return copy.deepcopy(model.config)

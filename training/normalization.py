@@ -1,0 +1,25 @@
+"""Intensity normalisation applied in every loader and at inference (stored in checkpoints)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_NORMALIZATION: dict = {"kind": "percentile_zscore", "low": 0.5, "high": 99.5}
+
+
+def normalize_intensity(volume: np.ndarray, scheme: dict | None = None) -> np.ndarray:
+    """Per-volume percentile clip then z-score, as float32.
+
+    ``scheme`` is a plain dict (``kind``, ``low``, ``high``) so checkpoints can store it.
+    A constant volume maps to zeros.
+    """
+    scheme = scheme or DEFAULT_NORMALIZATION
+    if scheme.get("kind") != "percentile_zscore":
+        raise ValueError(f"unknown normalisation {scheme.get('kind')!r}")
+    v = np.asarray(volume, dtype=np.float32)
+    lo, hi = np.percentile(v, [scheme["low"], scheme["high"]])
+    v = np.clip(v, lo, hi)
+    std = float(v.std())
+    if std < 1e-8:
+        return np.zeros_like(v)
+    return ((v - float(v.mean())) / std).astype(np.float32)
