@@ -15,7 +15,7 @@ from .io import (
 
 
 def napari_get_reader(path):
-    """Return a reader for files and folders this plugin handles, else None (napari tries others)."""
+    """A reader for files and folders this plugin handles, else None (napari tries others)."""
     if isinstance(path, list):
         if len(path) != 1:
             return None

@@ -142,12 +142,57 @@ def _read_sitk(path: Path) -> sitk.Image:
         raise VolumeReadError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise VolumeReadError(f"{path}: file is empty")
+    if str(path).lower().endswith((".nii", ".nii.gz")):
+        _check_nifti_complete(path)
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as e:
         raise VolumeReadError(
             f"{path}: not a readable image, it may be truncated or corrupt ({_first_line(e)})"
         ) from e
+
+
+def _check_nifti_complete(path: Path) -> None:
+    """SimpleITK pads a truncated NIfTI with zeros instead of failing; catch that here."""
+    import gzip
+    import struct
+
+    with open(path, "rb") as f:
+        opener = gzip.open if f.read(2) == b"\x1f\x8b" else open
+    try:
+        with opener(path, "rb") as f:
+            head = f.read(540)
+            total = len(head)
+            while chunk := f.read(1 << 20):  # stream: never hold a whole decompressed scan
+                total += len(chunk)
+    except (OSError, EOFError) as e:
+        raise VolumeReadError(f"{path}: compressed data is truncated or corrupt ({e})") from e
+    if len(head) < 348:
+        raise VolumeReadError(f"{path}: file is truncated ({len(head)} bytes, no full header)")
+    for endian in "<>":
+        sizeof_hdr = struct.unpack(endian + "i", head[:4])[0]
+        if sizeof_hdr == 348:
+            dims = struct.unpack(endian + "8h", head[40:56])
+            bitpix = struct.unpack(endian + "h", head[72:74])[0]
+            offset = int(struct.unpack(endian + "f", head[108:112])[0])
+            break
+        if sizeof_hdr == 540:
+            bitpix = struct.unpack(endian + "h", head[14:16])[0]
+            dims = struct.unpack(endian + "8q", head[16:80])
+            offset = struct.unpack(endian + "q", head[168:176])[0]
+            break
+    else:
+        raise VolumeReadError(f"{path}: not a NIfTI file (bad header size)")
+    ndim = max(1, min(int(dims[0]), 7))
+    voxels = 1
+    for d in dims[1 : ndim + 1]:
+        voxels *= max(int(d), 1)
+    expected = max(offset, 348) + voxels * max(int(bitpix), 8) // 8
+    if total < expected:
+        raise VolumeReadError(
+            f"{path}: file is truncated: {total:,} bytes of data where the header promises "
+            f"{expected:,}"
+        )
 
 
 def _read_png_stack(folder: Path, pngs: list[Path]) -> sitk.Image:

@@ -1,0 +1,61 @@
+"""Shared fixtures: small synthetic scans with non-trivial geometry, made with SimpleITK."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "sample_data"
+
+
+def rotated_direction(degrees: float = 30.0) -> tuple[float, ...]:
+    """A rotation about z then x: a direction no axis-aligned writer can fake."""
+    a, b = math.radians(degrees), math.radians(degrees / 2)
+    rz = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, math.cos(b), -math.sin(b)], [0, math.sin(b), math.cos(b)]])
+    return tuple((rz @ rx).ravel().tolist())
+
+
+@pytest.fixture
+def disc_scan() -> tuple[np.ndarray, np.ndarray]:
+    """A (z, y, x) = (6, 32, 40) scan with a bright disc and its label."""
+    rng = np.random.default_rng(0)
+    z, y, x = np.mgrid[0:6, 0:32, 0:40]
+    label = ((y - 16) ** 2 + (x - 20) ** 2 < 64).astype(np.uint8)
+    image = (100 + 400 * label.astype(np.int16) + rng.normal(0, 20, label.shape)).astype(np.int16)
+    return image, label
+
+
+@pytest.fixture
+def dicom_folder(tmp_path: Path, disc_scan) -> Path:
+    """A real DICOM series, one file per slice, with position tags SimpleITK orders by."""
+    image, _ = disc_scan
+    folder = tmp_path / "dicom_series"
+    folder.mkdir()
+    spacing = (0.7, 0.8, 2.5)
+    uid = "1.2.826.0.1.3680043.2.1125.1.99999"
+    for k in range(image.shape[0]):
+        sl = sitk.GetImageFromArray(image[k])
+        sl.SetSpacing(spacing[:2])
+        tags = {
+            "0008|0060": "MR",
+            "0020|000d": uid + ".1",
+            "0020|000e": uid + ".2",
+            "0020|0013": str(k + 1),
+            "0020|0032": f"10\\-20\\{30 + k * spacing[2]}",
+            "0020|0037": "1\\0\\0\\0\\1\\0",
+            "0028|0030": f"{spacing[1]}\\{spacing[0]}",
+            "0018|0050": str(spacing[2]),
+        }
+        for key, value in tags.items():
+            sl.SetMetaData(key, value)
+        w = sitk.ImageFileWriter()
+        w.KeepOriginalImageUIDOn()
+        w.SetFileName(str(folder / f"slice{k:03d}.dcm"))
+        w.Execute(sl)
+    return folder
