@@ -54,4 +54,8 @@ def write_like(array: np.ndarray, reference: sitk.Image, path: str | Path) -> No
         out.SetSpacing(reference.GetSpacing())
         out.SetOrigin(reference.GetOrigin())
         out.SetDirection(reference.GetDirection())
-    sitk.WriteImage(out, str(path), useCompression=True)
+    try:
+        sitk.WriteImage(out, str(path), useCompression=True)
+    except RuntimeError as exc:
+        msg = str(exc).strip().splitlines()[-1]
+        raise DataError(f"cannot write {path}: {msg}") from None

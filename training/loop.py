@@ -9,7 +9,9 @@ A "slice" is ``(axis, index)`` of a (z, y, x) volume; label value 255 means "not
 
 from __future__ import annotations
 
+import os
 import random
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -229,6 +231,10 @@ def accept_retrain(
 
 # ----- fine-tuning -------------------------------------------------------------------------------
 
+# A fine-tune starts from a trained model: a gentler learning rate than training from scratch,
+# and no supervised warm-up (the starting model already gives sensible pseudo-labels).
+FINETUNE_DEFAULTS: dict[str, Any] = {"lr": 2e-3, "warmup_fraction": 0.0, "log_every": 1}
+
 
 def finetune(
     model_path: str | Path,
@@ -244,11 +250,41 @@ def finetune(
     on_event: Callable[[Event], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     **config: Any,
-) -> str:
+) -> str | None:
     """Fine-tune the checkpoint at ``model_path`` on sparse ``labels`` (255 = not annotated).
 
     ``image`` is the scan (z, y, x); the unannotated rest of it and ``unlabelled_volumes`` feed
     the semi-supervised terms. Returns the new checkpoint's path (``out_path`` or a sibling of
-    ``model_path``). Extra keyword arguments go to ``training.trainer.TrainConfig``.
+    ``model_path``), or ``None`` when cancelled before the first step. Extra keyword
+    arguments go to ``training.trainer.TrainConfig`` (e.g. ``lr``, ``labeled_bs``,
+    ``checkpoint_every``). The network, its input size and normalisation come from the checkpoint.
     """
-    raise NotImplementedError  # filled in once training.trainer lands
+    from training.checkpoint import read_checkpoint
+    from training.data import TrainData
+    from training.trainer import TrainConfig, train
+
+    meta = read_checkpoint(model_path)["meta"]
+    net = meta["network"]
+    num_classes = int(net["num_classes"])
+    names = meta.get("class_names")
+    if not (np.asarray(labels) != IGNORE_INDEX).any():
+        raise NoLabelledSlicesError("nothing to retrain on: label at least one slice first")
+    data = TrainData.from_arrays(
+        [image], [labels], list(unlabelled_volumes), num_classes=num_classes,
+        class_names=names if names and len(names) == num_classes else None,
+        normalization=meta.get("normalization"),
+    )
+    if out_path is None:
+        stem = Path(model_path).name.removesuffix(".pt")
+        out_path = Path(model_path).with_name(f"{stem}-ft{time.strftime('%Y%m%d-%H%M%S')}"
+                                              f"-{os.getpid()}.pt")
+    opts: dict[str, Any] = {**FINETUNE_DEFAULTS, **config}
+    cfg = TrainConfig(
+        method=method, dims=int(net["dims"]), steps=int(steps),
+        size=list(meta.get("size") or TrainConfig().size),
+        downsample=float(meta.get("downsample", 1.0)), seed=seed, device=device or "auto",
+        checkpoint=str(out_path), **opts,
+    )
+    path = train(cfg, data, on_event=on_event, should_stop=should_stop,
+                 init_checkpoint=str(model_path))
+    return None if path is None else str(path)

@@ -1,0 +1,82 @@
+"""Measure the per-step training time of every method on ACDC (3 labelled patients, 2D).
+
+Usage: PYTHONPATH=. python benchmarks/step_times.py --steps 20 --size 128 128 \
+    --out benchmarks/results/step_times.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from training.data import load_train_data
+from training.methods import METHODS
+from training.networks import count_parameters
+from training.trainer import TrainConfig, train
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="/work/shared/data/acdc")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--size", type=int, nargs=2, default=[128, 128])
+    ap.add_argument("--base", type=int, default=16)
+    ap.add_argument("--depth", type=int, default=3)
+    ap.add_argument("--bs", type=int, default=8)
+    ap.add_argument("--methods", nargs="+", default=METHODS)
+    ap.add_argument("--out", default="benchmarks/results/step_times.md")
+    args = ap.parse_args()
+    data = load_train_data(args.data, "3")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.methods:
+            times: list[float] = []
+            last = [time.perf_counter()]
+
+            def on_event(e: dict, times=times, last=last) -> None:
+                if e["type"] == "progress":
+                    now = time.perf_counter()
+                    times.append(now)
+
+            cfg = TrainConfig(method=name, steps=args.steps, size=list(args.size),
+                              base=args.base, depth=args.depth, labeled_bs=args.bs,
+                              unlabeled_bs=args.bs, warmup_fraction=0.0, log_every=1,
+                              device="cpu", checkpoint=str(Path(tmp) / f"{name}.pt"))
+            path = train(cfg, data, on_event=on_event)
+            # skip the first 3 steps (allocator warm-up); time the rest
+            per_step = (times[-1] - times[2]) / (len(times) - 3)
+            from training.checkpoint import load_checkpoint
+
+            model, _ = load_checkpoint(path)
+            rows.append((name, per_step, count_parameters(model)))
+            print(f"{name}: {per_step:.3f} s/step", file=sys.stderr, flush=True)
+    lines = [
+        "# Per-step training time per method",
+        "",
+        f"- command: `PYTHONPATH=. python benchmarks/step_times.py --steps {args.steps} "
+        f"--size {args.size[0]} {args.size[1]} --base {args.base} --depth {args.depth} "
+        f"--bs {args.bs}`",
+        f"- machine: {platform.machine()}, {torch.get_num_threads()} torch threads (2 CPU cores),"
+        f" torch {torch.__version__}, CPU only",
+        f"- data: ACDC, 3 labelled patients (6 volumes) + 56 unlabelled train volumes, 2D "
+        f"{args.size[0]}x{args.size[1]}, batch {args.bs} labelled + {args.bs} unlabelled, "
+        "no warm-up (semi-supervised branch from step 0)",
+        f"- mean over steps 4..{args.steps} (first 3 skipped)",
+        "",
+        "| method | s/step | parameters of the output model |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {n} | {t:.3f} | {p:,} |" for n, t, p in rows]
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

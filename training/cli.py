@@ -1,0 +1,242 @@
+"""The ``semiseg`` command line: train, predict, evaluate, benchmark label-efficiency."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from training.checkpoint import CheckpointError, load_checkpoint
+from training.io import IMAGE_SUFFIXES, DataError, case_name, read_image, write_like
+from training.methods import METHODS
+
+
+def _dims(value: str) -> int:
+    v = value.lower().rstrip("d")
+    if v not in ("2", "3"):
+        raise argparse.ArgumentTypeError("--dims must be 2d or 3d")
+    return int(v)
+
+
+def _train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dims", type=_dims, default=2, help="2d (slices) or 3d (patches)")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--size", type=int, nargs="+", default=None,
+                   help="2D: in-plane H W; 3D: patch D H W")
+    p.add_argument("--labeled-bs", type=int, default=None)
+    p.add_argument("--unlabeled-bs", type=int, default=None)
+    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--base", type=int, default=16)
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--warmup", type=float, default=None, help="supervised warm-up fraction")
+    p.add_argument("--downsample", type=float, default=1.0, help="3D: downsampling factor")
+    p.add_argument("--refresh-every", type=int, default=100, help="bcp static-teacher period")
+    p.add_argument("--device", default="auto")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="semiseg", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model on a dataset folder")
+    t.add_argument("--data", required=True)
+    t.add_argument("--method", default="supervised", choices=METHODS)
+    t.add_argument("--labeled", required=True, help="N patients or case,case,...")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", required=True)
+    t.add_argument("--init", default=None, help="fine-tune from this checkpoint")
+    t.add_argument("--num-classes", type=int, default=None)
+    t.add_argument("--checkpoint-every", type=int, default=0)
+    t.add_argument("--log-every", type=int, default=10)
+    _train_options(t)
+
+    p = sub.add_parser("predict", help="segment image files with a model")
+    p.add_argument("--model", required=True)
+    p.add_argument("--input", required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--uncertainty", default=None)
+    p.add_argument("--mc", type=int, default=0, help="MC-dropout samples")
+    p.add_argument("--device", default="auto")
+
+    e = sub.add_parser("evaluate", help="Dice and HD95 of predictions against labels")
+    e.add_argument("--pred", required=True)
+    e.add_argument("--labels", required=True)
+    e.add_argument("--json", default=None)
+    e.add_argument("--num-classes", type=int, default=None)
+
+    b = sub.add_parser("benchmark", help="benchmarks")
+    bsub = b.add_subparsers(dest="benchmark", required=True)
+    le = bsub.add_parser("label-efficiency")
+    le.add_argument("--data", required=True)
+    le.add_argument("--labeled", required=True)
+    le.add_argument("--methods", nargs="+", required=True)
+    le.add_argument("--seeds", type=int, default=2)
+    le.add_argument("--out", required=True)
+    _train_options(le)
+    return parser
+
+
+def _config(args: argparse.Namespace, **extra):
+    from training.trainer import TrainConfig
+
+    size = args.size or ([128, 128] if args.dims == 2 else [32, 64, 64])
+    if len(size) != args.dims:
+        raise DataError(f"--size needs {args.dims} numbers for {args.dims}D")
+    lbs = args.labeled_bs or (8 if args.dims == 2 else 2)
+    ubs = args.unlabeled_bs if args.unlabeled_bs is not None else lbs
+    return TrainConfig(
+        dims=args.dims, steps=args.steps, size=list(size), labeled_bs=lbs, unlabeled_bs=ubs,
+        lr=args.lr, base=args.base, depth=args.depth, dropout=args.dropout,
+        warmup_fraction=args.warmup, downsample=args.downsample,
+        refresh_every=args.refresh_every, device=args.device, **extra,
+    )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from training.data import load_train_data
+    from training.trainer import train
+
+    if args.steps < 1:
+        raise DataError("--steps must be at least 1")
+    data = load_train_data(args.data, args.labeled, num_classes=args.num_classes)
+    cfg = _config(args, method=args.method, seed=args.seed, checkpoint=args.out,
+                  checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+                  num_classes=args.num_classes)
+
+    def on_event(e: dict) -> None:
+        if e["type"] == "progress":
+            losses = " ".join(f"{k}={v:.4f}" for k, v in e["losses"].items() if k != "lr")
+            print(f"[rank {e.get('rank', 0)}] step {e['step']}/{e['total']} {losses} "
+                  f"elapsed={e['elapsed']:.1f}s eta={e['eta']:.1f}s", file=sys.stderr, flush=True)
+        elif e["type"] in ("checkpoint", "done"):
+            print(f"[rank 0] {e['type']}: {e['path']}", file=sys.stderr, flush=True)
+
+    train(cfg, data, on_event=on_event, init_checkpoint=args.init)
+    return 0
+
+
+def _inputs(path: Path) -> list[Path]:
+    if path.is_dir():
+        folder = path / "images" if (path / "images").is_dir() else path
+        files = [p for p in sorted(folder.iterdir()) if p.name.lower().endswith(IMAGE_SUFFIXES)]
+        if not files:
+            raise DataError(f"no image files in {folder}")
+        return files
+    if not path.exists():
+        raise DataError(f"input not found: {path}")
+    return [path]
+
+
+def _target(out_arg: str, src: Path, many: bool, float_data: bool) -> Path:
+    out = Path(out_arg)
+    as_dir = many or out.is_dir() or out_arg.endswith(("/", "\\"))
+    if not as_dir:
+        if not out.name.lower().endswith(IMAGE_SUFFIXES):
+            raise DataError(f"output {out} has no image file extension (e.g. .nii.gz)")
+        return out
+    name = src.name
+    if float_data and name.lower().endswith((".png", ".jpg", ".tif", ".tiff")):
+        name = case_name(src) + ".nii.gz"
+    return out / name
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from training.device import pick_device
+    from training.inference import predict_volume
+
+    device = pick_device(args.device)
+    model, meta = load_checkpoint(args.model, device=device)
+    files = _inputs(Path(args.input))
+    many = len(files) > 1 or Path(args.input).is_dir()
+    for f in files:
+        arr, ref = read_image(f)
+        res = predict_volume(model, meta, arr, mc_samples=args.mc, device=device)
+        out = _target(args.output, f, many, float_data=False)
+        write_like(res["labels"], ref, out)
+        if args.uncertainty:
+            unc = _target(args.uncertainty, f, many, float_data=True)
+            write_like(res["uncertainty"], ref, unc)
+        print(f"{f.name}: wrote {out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from training.metrics import dice_hd95, mean_over_cases
+
+    preds = {case_name(p): p for p in _inputs(Path(args.pred))}
+    refs = {case_name(p): p for p in _inputs(Path(args.labels))}
+    common = sorted(set(preds) & set(refs))
+    if not common:
+        raise DataError("no prediction matches a label file by case name")
+    missing = sorted(set(refs) - set(preds))
+    loaded = []
+    for name in common:
+        p, _ = read_image(preds[name])
+        r, ref_img = read_image(refs[name])
+        if p.shape != r.shape:
+            raise DataError(f"shape mismatch for {name}: prediction {p.shape}, label {r.shape}")
+        loaded.append((name, p, r, list(ref_img.GetSpacing())[::-1][: r.ndim]))
+    n_cls = args.num_classes or max(
+        2, 1 + max(int(np.max(np.where(r == 255, 0, r))) for _, _, r, _ in loaded)
+    )
+    per_case = {name: dice_hd95(p, r, n_cls, sp) for name, p, r, sp in loaded}
+    summary = {"cases": per_case, "mean": mean_over_cases(list(per_case.values())),
+               "missing_predictions": missing, "num_classes": n_cls}
+    for name, res in per_case.items():
+        print(name, "dice", " ".join(f"{d:.4f}" for d in res["dice"]),
+              "hd95", " ".join(f"{h:.2f}" for h in res["hd95"]))
+    m = summary["mean"]
+    print("mean", "dice", " ".join(f"{d:.4f}" for d in m["dice"]),
+          "hd95", " ".join(f"{h:.2f}" for h in m["hd95"]))
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=1))
+    return 0
+
+
+def _cmd_benchmark(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from training.benchmark import label_efficiency
+
+    methods = [m for item in args.methods for m in item.split(",") if m]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise DataError(f"unknown method {unknown[0]}; choose from {', '.join(METHODS)}")
+    cfg = _config(args)
+    command = "semiseg " + " ".join(shlex.quote(a) for a in argv)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    table = label_efficiency(args.data, args.labeled, methods, args.seeds, cfg, args.out,
+                             command, log)
+    print(table)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``semiseg``; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            return _cmd_train(args)
+        if args.command == "predict":
+            return _cmd_predict(args)
+        if args.command == "evaluate":
+            return _cmd_evaluate(args)
+        return _cmd_benchmark(args, argv)
+    except (DataError, CheckpointError, ValueError, OSError) as exc:
+        print(f"semiseg: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("semiseg: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

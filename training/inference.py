@@ -1,0 +1,131 @@
+"""Prediction of whole volumes: labels, probabilities, uncertainty and (optionally) CAMs.
+
+2D models run slice by slice at their trained in-plane size and are resized back; 3D models use
+MONAI's sliding-window inference on the (possibly downsampled) volume.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.inferers import sliding_window_inference
+from torch import nn
+
+from training.device import pick_device
+from training.networks import enable_mc_dropout
+from training.normalization import normalize_intensity
+
+
+def entropy_map(probs: np.ndarray | torch.Tensor, axis: int = 0) -> np.ndarray:
+    """Per-voxel Shannon entropy (nats) of class probabilities along ``axis``."""
+    p = torch.as_tensor(probs, dtype=torch.float32)
+    return (-(p * torch.log(p.clamp_min(1e-8))).sum(dim=axis)).numpy().astype(np.float32)
+
+
+def disagreement(probs_a: np.ndarray, probs_b: np.ndarray) -> np.ndarray:
+    """Teacher/student disagreement: total-variation distance 0.5 * sum_c |a - b|, in [0, 1]."""
+    a = np.asarray(probs_a, dtype=np.float32)
+    b = np.asarray(probs_b, dtype=np.float32)
+    if a.shape != b.shape:
+        raise ValueError(f"probability shapes differ: {a.shape} vs {b.shape}")
+    return (0.5 * np.abs(a - b).sum(axis=0)).astype(np.float32)
+
+
+def _cam(out: dict, model: nn.Module) -> torch.Tensor | None:
+    """Foreground class-activation map (N, ...) in [0, 1] from the classification head."""
+    if "cls" not in out:
+        return None
+    weight = getattr(model, "module", model).cls.weight  # (C, F)
+    feats = out["features"]
+    cams = torch.relu(torch.einsum("cf,nf...->nc...", weight, feats))[:, 1:]
+    cam = cams.max(dim=1).values
+    peak = cam.flatten(1).max(dim=1).values.clamp_min(1e-8)
+    return cam / peak.view(-1, *([1] * (cam.dim() - 1)))
+
+
+@torch.no_grad()
+def _predict_2d(model, x, size, mc, batch_size):
+    z, h, w = x.shape
+    t = torch.from_numpy(x).unsqueeze(1)
+    probs_out, cam_out = [], []
+    for i in range(0, z, batch_size):
+        chunk = F.interpolate(t[i:i + batch_size], size=tuple(size), mode="bilinear",
+                              align_corners=False).to(next(model.parameters()).device)
+        probs, cam = 0.0, None
+        for _ in range(max(mc, 1)):
+            out = model(chunk)
+            probs = probs + torch.softmax(out["logits"], 1) / max(mc, 1)
+            if cam is None:
+                cam = _cam(out, model)
+        probs_out.append(F.interpolate(probs, size=(h, w), mode="bilinear",
+                                       align_corners=False).cpu())
+        if cam is not None:
+            cam_out.append(F.interpolate(cam.unsqueeze(1), size=(h, w), mode="bilinear",
+                                         align_corners=False)[:, 0].cpu())
+    probs = torch.cat(probs_out).movedim(1, 0)  # (C, z, y, x)
+    cam = torch.cat(cam_out) if cam_out else None
+    return probs, cam
+
+
+@torch.no_grad()
+def _predict_3d(model, x, roi, factor, mc):
+    dev = next(model.parameters()).device
+    t = torch.from_numpy(x)[None, None].to(dev)
+    shape = x.shape
+    if factor != 1:
+        small = [max(1, int(round(s / factor))) for s in shape]
+        t = F.interpolate(t, size=small, mode="trilinear", align_corners=False)
+
+    def predictor(inp: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(model(inp)["logits"], 1)
+
+    probs = 0.0
+    for _ in range(max(mc, 1)):
+        probs = probs + sliding_window_inference(t, roi_size=tuple(roi), sw_batch_size=2,
+                                                 predictor=predictor, overlap=0.25) / max(mc, 1)
+    if tuple(probs.shape[2:]) != tuple(shape):
+        probs = F.interpolate(probs, size=shape, mode="trilinear", align_corners=False)
+    return probs[0].cpu(), None
+
+
+def predict_volume(
+    model: nn.Module,
+    meta: dict,
+    volume: np.ndarray,
+    mc_samples: int = 0,
+    device: torch.device | str | None = None,
+    batch_size: int = 16,
+) -> dict:
+    """Segment a raw-intensity (z, y, x) volume.
+
+    Returns ``labels`` uint8 (z, y, x), ``probabilities`` float32 (C, z, y, x), ``uncertainty``
+    float32 (z, y, x) = entropy of the mean (MC-dropout) softmax, and ``cam`` float32 (z, y, x) or
+    ``None``. With ``mc_samples > 0`` dropout stays active for that many passes (no effect on a
+    model without dropout).
+    """
+    vol = np.asarray(volume)
+    if vol.ndim == 2:
+        vol = vol[None]
+    if vol.ndim != 3:
+        raise ValueError(f"expected a (z, y, x) volume, got shape {vol.shape}")
+    dev = torch.device(device) if device is not None else pick_device()
+    model = model.to(dev).eval()
+    mc = int(mc_samples)
+    if mc > 0 and enable_mc_dropout(model, True) == 0:
+        mc = 0
+    try:
+        x = normalize_intensity(vol, meta.get("normalization"))
+        if int(meta.get("dims", 2)) == 2:
+            probs, cam = _predict_2d(model, x, meta["size"], mc, batch_size)
+        else:
+            probs, cam = _predict_3d(model, x, meta["size"], float(meta.get("downsample", 1)), mc)
+    finally:
+        enable_mc_dropout(model, False)
+    probs_np = probs.numpy().astype(np.float32)
+    return {
+        "labels": probs_np.argmax(0).astype(np.uint8),
+        "probabilities": probs_np,
+        "uncertainty": entropy_map(probs),
+        "cam": cam.numpy().astype(np.float32) if cam is not None else None,
+    }
