@@ -19,7 +19,7 @@ PLUGIN = "napari-semiseg"
 
 def test_manifest_validates():
     out = subprocess.run([sys.executable, "-m", "npe2", "validate", PLUGIN],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, encoding="utf-8", errors="replace")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "valid" in out.stdout
 
@@ -138,7 +138,8 @@ def test_demo_launch_screenshot_is_not_blank(tmp_path):
     shot = tmp_path / "demo.png"
     out = subprocess.run(
         [sys.executable, "-m", "napari_semiseg", "--screenshot", str(shot)],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300,
+        cwd=ROOT,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     rgb = sitk.GetArrayFromImage(sitk.ReadImage(str(shot)))
@@ -154,13 +155,13 @@ def test_demo_launch_screenshot_is_not_blank(tmp_path):
 def test_cli_help_needs_no_display():
     env = {"PATH": "/usr/bin:/bin", "HOME": str(ROOT)}
     out = subprocess.run([sys.executable, "-m", "napari_semiseg", "--help"], capture_output=True,
-                         text=True, env=env, timeout=120)
+                         text=True, encoding="utf-8", env=env, timeout=120)
     assert out.returncode == 0 and "usage" in out.stdout.lower()
 
 
 def test_cli_bad_path_is_a_message_and_exit_code(tmp_path):
     out = subprocess.run([sys.executable, "-m", "napari_semiseg", str(tmp_path / "nope.nii.gz"),
                           "--screenshot", str(tmp_path / "x.png")],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, encoding="utf-8", timeout=300)
     assert out.returncode == 1
     assert "nope.nii.gz" in out.stderr and "Traceback" not in out.stderr
