@@ -1,0 +1,693 @@
+"""The interactive loop's state, Qt-free: scan, prediction, labelled slices, model versions.
+
+The dock widget binds this object to napari layers; everything that decides something lives here
+so it can be tested without a display. Two invariants:
+
+- the voxels of a labelled slice (painted or accepted by the user) are kept in ``user_labels`` and
+  no model output ever overwrites them (:meth:`Session.merge_prediction`);
+- every change is autosaved atomically to the session folder, so a crash loses no stroke.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_semiseg.io import (
+    NOT_ANNOTATED,
+    Geometry,
+    LabelShapeError,
+    check_labels_fit,
+    read_volume,
+    strip_suffix,
+    write_volume,
+)
+from training.loop import (
+    NoLabelledSlicesError,
+    accept_retrain,
+    mean_score,
+    rank_uncertain_slices,
+    slice_index,
+    split_held_back,
+)
+
+FORMAT = "napari-semiseg-session/1"
+SESSION_FILE = "session.json"
+PREDICTION_FILE = "prediction.nii.gz"
+USER_LABELS_FILE = "user_labels.nii.gz"
+UNCERTAINTY_FILE = "uncertainty.npy"
+IMAGE_FILE = "image.nii.gz"  # only written when the scan has no file of its own
+MODELS_DIR = "models"
+
+Slice = tuple[int, int]  # (axis, index)
+
+__all__ = [
+    "ModelVersion",
+    "NoLabelledSlicesError",
+    "Session",
+    "SessionError",
+    "Settings",
+    "default_folder",
+]
+
+
+def default_folder(image_path: str | os.PathLike | None = None) -> Path:
+    """Where a session autosaves when the user has not chosen a folder.
+
+    ``$NAPARI_SEMISEG_HOME/sessions/<scan name>-<time>`` (default home: ``~/.napari-semiseg``).
+    """
+    home = Path(os.environ.get("NAPARI_SEMISEG_HOME", Path.home() / ".napari-semiseg"))
+    stem = strip_suffix(image_path) if image_path else "scan"
+    return home / "sessions" / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+class SessionError(ValueError):
+    """A session folder that cannot be opened, or an action the session cannot take."""
+
+
+@dataclass
+class Settings:
+    """What the user chose for retraining; saved with the session."""
+
+    method: str = "mean_teacher"
+    steps: int = 50
+    axis: int = 0
+    held_back_fraction: float = 0.25
+    tolerance: float = 0.01  # Dice points a retrain may lose on held-back slices (noise)
+    mc_samples: int = 0
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Settings:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass
+class ModelVersion:
+    """One model the session knows: the starting model or the result of one retrain."""
+
+    id: str
+    path: str
+    parent: str | None = None
+    method: str | None = None
+    steps: int = 0
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S"))
+    score: float | None = None  # mean Dice on the held-back labelled slices
+    parent_score: float | None = None  # the parent's Dice on the same slices
+    adopted: bool = True
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelVersion:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, array)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _atomic_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class Session:
+    """Image, prediction, labelled-slice record, model versions and settings of one scan.
+
+    ``prediction`` is the array the widget shows (and the user paints on): it is updated in place
+    so a napari layer that shares it sees every change. ``user_labels`` holds the user's voxels on
+    labelled slices and 255 (not annotated) everywhere else.
+
+    With a ``folder``, the session autosaves there after every change (turn off with
+    ``autosave=False``); without one nothing is written until :meth:`save`.
+    """
+
+    def __init__(
+        self,
+        image: np.ndarray,
+        geometry: Geometry | None = None,
+        image_path: str | os.PathLike | None = None,
+        prediction: np.ndarray | None = None,
+        folder: str | os.PathLike | None = None,
+        settings: Settings | None = None,
+        autosave: bool = True,
+    ) -> None:
+        image = np.asarray(image)
+        if image.ndim not in (2, 3):
+            raise SessionError(f"the scan must be 2-D or 3-D, got shape {image.shape}")
+        if image.ndim == 2:
+            image = image[None]
+        self.image = image
+        self.geometry = geometry or Geometry.identity(3)
+        if self.geometry.ndim == 2:  # a single 2-D slice: lift its geometry to (x, y, 1)
+            sp, org, d = self.geometry.spacing, self.geometry.origin, self.geometry.direction
+            self.geometry = Geometry((*sp, 1.0), (*org, 0.0),
+                                     (d[0], d[1], 0.0, d[2], d[3], 0.0, 0.0, 0.0, 1.0),
+                                     self.geometry.source)
+        self.image_path = str(image_path) if image_path else None
+        self.prediction = np.zeros(image.shape, dtype=np.uint8)
+        self.user_labels = np.full(image.shape, NOT_ANNOTATED, dtype=np.uint8)
+        self.uncertainty: np.ndarray | None = None
+        self.labelled: dict[int, set[int]] = {a: set() for a in range(image.ndim)}
+        self.versions: list[ModelVersion] = []
+        self.current: str | None = None
+        self.settings = settings or Settings()
+        self.folder = Path(folder) if folder else None
+        self.autosave_enabled = autosave
+        self._before_preview: np.ndarray | None = None
+        self._dirty: set[str] = {"json", "prediction", "user_labels"}
+        if prediction is not None:
+            self._set_prediction_array(prediction)
+        self._autosave()
+
+    # ----- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def from_file(cls, image_path: str | os.PathLike, **kwargs: Any) -> Session:
+        """A new session on a scan file (any format :func:`napari_semiseg.io.read_volume` reads)."""
+        vol = read_volume(image_path, as_labels=False)
+        if vol.rgb:
+            raise SessionError(f"{image_path}: an RGB image cannot be segmented; open a grey scan")
+        return cls(vol.data, vol.geometry, image_path=image_path, **kwargs)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.image.shape)
+
+    def _check_fits(self, array: np.ndarray, name: str) -> np.ndarray:
+        array = np.asarray(array)
+        if array.ndim == 2 and self.image.shape[0] == 1:
+            array = array[None]
+        check_labels_fit(array.shape, self.image.shape, name, "the scan")
+        return array
+
+    def _set_prediction_array(self, prediction: np.ndarray) -> None:
+        prediction = self._check_fits(prediction, "prediction")
+        self._check_label_values(prediction, "prediction")
+        self.prediction[...] = prediction
+
+    @staticmethod
+    def _check_label_values(array: np.ndarray, name: str) -> None:
+        if not np.issubdtype(array.dtype, np.integer) and array.dtype != np.bool_:
+            raise LabelShapeError(f"{name} must hold integer labels, found {array.dtype}")
+        if array.size and (int(array.min()) < 0 or int(array.max()) > 255):
+            raise LabelShapeError(f"{name} holds values outside 0..255")
+
+    # ----- labelled slices --------------------------------------------------------------------
+
+    def _check_slice(self, axis: int, index: int) -> tuple[int, int]:
+        if not 0 <= axis < self.image.ndim:
+            raise IndexError(f"axis {axis} does not exist in a {self.image.ndim}-D scan")
+        n = self.image.shape[axis]
+        if not 0 <= index < n:
+            raise IndexError(f"slice {index} is outside 0..{n - 1} on axis {axis}")
+        return int(axis), int(index)
+
+    def labelled_slices(self, axis: int | None = None) -> list[int] | list[Slice]:
+        """Sorted labelled slice indices along ``axis``, or all ``(axis, index)`` pairs."""
+        if axis is not None:
+            return sorted(self.labelled.get(axis, ()))
+        return [(a, i) for a in sorted(self.labelled) for i in sorted(self.labelled[a])]
+
+    @property
+    def n_labelled(self) -> int:
+        return sum(len(s) for s in self.labelled.values())
+
+    def is_labelled(self, axis: int, index: int) -> bool:
+        return index in self.labelled.get(axis, ())
+
+    def labelled_mask(self) -> np.ndarray:
+        """Boolean volume: True on every voxel of every labelled slice (any axis)."""
+        mask = np.zeros(self.image.shape, dtype=bool)
+        for axis, indices in self.labelled.items():
+            for i in indices:
+                mask[slice_index(mask.ndim, axis, i)] = True
+        return mask
+
+    def mark_labelled(self, axis: int, index: int, labels: np.ndarray | None = None) -> None:
+        """Record slice ``index`` along ``axis`` as labelled by the user.
+
+        The slice's voxels are taken from ``labels`` (a 2-D slice) when given, otherwise from the
+        prediction as it stands; from then on they are the user's and survive every merge.
+        """
+        self._mark(axis, index, labels)
+        self._autosave()
+
+    def _mark(self, axis: int, index: int, labels: np.ndarray | None = None) -> None:
+        axis, index = self._check_slice(axis, index)
+        sl = slice_index(self.image.ndim, axis, index)
+        if labels is not None:
+            labels = np.asarray(labels)
+            if labels.shape != self.prediction[sl].shape:
+                raise LabelShapeError(f"slice labels have shape {labels.shape}, the slice is "
+                                      f"{self.prediction[sl].shape}")
+            self._check_label_values(labels, "slice labels")
+            self.prediction[sl] = labels
+        self.user_labels[sl] = self.prediction[sl]
+        self.labelled[axis].add(index)
+        self._dirty |= {"json", "user_labels", "prediction"}
+
+    def accept_slice(self, axis: int, index: int) -> None:
+        """The user says this slice is right as it stands: it becomes a labelled slice."""
+        self.mark_labelled(axis, index)
+
+    def unmark_labelled(self, axis: int, index: int) -> None:
+        """Forget that a slice was labelled; its voxels go back to the model's care."""
+        axis, index = self._check_slice(axis, index)
+        if index not in self.labelled[axis]:
+            return
+        self.labelled[axis].discard(index)
+        keep = self.labelled_mask()
+        sl = slice_index(self.image.ndim, axis, index)
+        self.user_labels[sl] = np.where(keep[sl], self.user_labels[sl], NOT_ANNOTATED)
+        self._dirty |= {"json", "user_labels"}
+        self._autosave()
+
+    def detect_painted_slices(
+        self,
+        old: np.ndarray | None = None,
+        new: np.ndarray | None = None,
+        *,
+        indices: Sequence[np.ndarray] | Iterable[Any] | None = None,
+        axis: int | None = None,
+    ) -> list[int]:
+        """Find the slices along ``axis`` that the user painted, and mark them labelled.
+
+        Either compare ``old`` and ``new`` label volumes (``new`` becomes the prediction on the
+        changed slices), or pass ``indices``: the voxel coordinates a napari paint event reports,
+        as a tuple of per-axis index arrays or napari's list of ``(indices, old_values)`` atoms.
+        Returns the sorted slice indices that changed.
+        """
+        axis = self.settings.axis if axis is None else axis
+        if indices is not None:
+            changed = sorted(self._slices_from_indices(indices, axis))
+            for i in changed:
+                self._mark(axis, i)
+            self._autosave()
+            return changed
+        if old is None or new is None:
+            raise ValueError("give old and new label volumes, or the painted indices")
+        old = self._check_fits(old, "labels before painting")
+        new = self._check_fits(new, "labels after painting")
+        other = tuple(a for a in range(new.ndim) if a != axis)
+        changed = [int(i) for i in np.flatnonzero((old != new).any(axis=other))]
+        for i in changed:
+            self._mark(axis, i, new[slice_index(new.ndim, axis, i)])
+        self._autosave()
+        return changed
+
+    def _slices_from_indices(self, indices: Any, axis: int) -> set[int]:
+        self._check_slice(axis, 0)
+        # napari Labels paint events carry [(indices, old_values), ...]
+        if isinstance(indices, list) and indices and isinstance(indices[0], tuple) \
+                and len(indices[0]) == 2 and not np.isscalar(indices[0][0]):
+            out: set[int] = set()
+            for atom, _old in indices:
+                out |= self._slices_from_indices(atom, axis)
+            return out
+        coords = tuple(np.asarray(c) for c in indices)
+        if len(coords) != self.image.ndim:
+            raise ValueError(f"painted indices have {len(coords)} axes, the scan has "
+                             f"{self.image.ndim}")
+        found = {int(i) for i in np.unique(coords[axis])}
+        n = self.image.shape[axis]
+        return {i for i in found if 0 <= i < n}
+
+    def record_stroke(self, axis: int, index: int) -> None:
+        """A labelled slice was painted again: take its current voxels as the user's."""
+        self.mark_labelled(axis, index)
+
+    # ----- prediction ---------------------------------------------------------------------------
+
+    def merge_prediction(
+        self, new_prediction: np.ndarray, uncertainty: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Take a model's prediction everywhere except on labelled slices (kept bit for bit).
+
+        Updates ``prediction`` in place and returns it.
+        """
+        new_prediction = self._check_fits(new_prediction, "new prediction")
+        self._check_label_values(new_prediction, "new prediction")
+        mask = self.labelled_mask()
+        np.copyto(self.prediction, new_prediction, casting="unsafe", where=~mask)
+        np.copyto(self.prediction, self.user_labels, where=mask)
+        if uncertainty is not None:
+            self.set_uncertainty(uncertainty, save=False)
+        self._dirty |= {"prediction"}
+        self._autosave()
+        return self.prediction
+
+    def set_uncertainty(self, uncertainty: np.ndarray, save: bool = True) -> None:
+        unc = self._check_fits(uncertainty, "uncertainty").astype(np.float32, copy=False)
+        self.uncertainty = unc
+        self._dirty |= {"uncertainty"}
+        if save:
+            self._autosave()
+
+    def preview_prediction(self, prediction: np.ndarray) -> np.ndarray:
+        """Show a mid-training prediction; :meth:`restore_prediction` undoes it."""
+        if self._before_preview is None:
+            self._before_preview = self.prediction.copy()
+        return self.merge_prediction(prediction)
+
+    def restore_prediction(self) -> np.ndarray:
+        """Back to the prediction from before any preview (after a cancel, crash or reject).
+
+        Labelled slices keep the user's voxels, including strokes made during the preview.
+        """
+        if self._before_preview is not None:
+            before, self._before_preview = self._before_preview, None
+            self.merge_prediction(before)
+        return self.prediction
+
+    def ranked_uncertain_slices(self, axis: int | None = None) -> list[tuple[int, float]]:
+        """Unlabelled slices along ``axis`` by decreasing mean uncertainty."""
+        axis = self.settings.axis if axis is None else axis
+        if self.uncertainty is None:
+            raise SessionError("no uncertainty map yet: run Predict first")
+        return rank_uncertain_slices(self.uncertainty, sorted(self.labelled[axis]), axis)
+
+    def next_uncertain_slice(self, axis: int | None = None) -> int | None:
+        ranked = self.ranked_uncertain_slices(axis)
+        return ranked[0][0] if ranked else None
+
+    # ----- training inputs ----------------------------------------------------------------------
+
+    def training_labels(self, slices: Iterable[Slice] | None = None) -> np.ndarray:
+        """A label volume for training: the user's voxels on labelled slices, 255 elsewhere.
+
+        ``slices`` restricts it to some ``(axis, index)`` pairs (e.g. without held-back ones).
+        """
+        if self.n_labelled == 0:
+            raise NoLabelledSlicesError(
+                "no labelled slice yet: paint or accept at least one slice before retraining")
+        if slices is None:
+            return self.user_labels.copy()
+        out = np.full(self.image.shape, NOT_ANNOTATED, dtype=np.uint8)
+        for axis, i in slices:
+            if i not in self.labelled.get(axis, ()):
+                raise SessionError(f"slice {i} on axis {axis} is not labelled")
+            sl = slice_index(out.ndim, axis, i)
+            out[sl] = self.user_labels[sl]
+        return out
+
+    def held_back_split(self, seed: int | None = None) -> tuple[list[Slice], list[Slice]]:
+        """(train, held back) labelled slices; the held-back ones judge a retrain."""
+        if self.n_labelled == 0:
+            raise NoLabelledSlicesError(
+                "no labelled slice yet: paint or accept at least one slice before retraining")
+        seed = self.settings.seed if seed is None else seed
+        return split_held_back(self.labelled_slices(), self.settings.held_back_fraction, seed)
+
+    # ----- model versions -----------------------------------------------------------------------
+
+    def version(self, version_id: str) -> ModelVersion:
+        for v in self.versions:
+            if v.id == version_id:
+                return v
+        raise SessionError(f"no model version {version_id!r}; known: "
+                           f"{', '.join(v.id for v in self.versions) or 'none'}")
+
+    @property
+    def current_version(self) -> ModelVersion | None:
+        return self.version(self.current) if self.current else None
+
+    @property
+    def current_model_path(self) -> str | None:
+        v = self.current_version
+        return None if v is None else self.model_file(v)
+
+    def model_file(self, version: ModelVersion) -> str:
+        """Absolute path of a version's checkpoint (stored relative to the session folder)."""
+        p = Path(version.path)
+        if not p.is_absolute() and self.folder is not None:
+            p = self.folder / p
+        return str(p)
+
+    def _next_id(self) -> str:
+        n = 0
+        for v in self.versions:
+            if v.id.startswith("v") and v.id[1:].isdigit():
+                n = max(n, int(v.id[1:]) + 1)
+        return f"v{n}"
+
+    def add_version(
+        self,
+        path: str | os.PathLike,
+        parent: str | None = None,
+        method: str | None = None,
+        steps: int = 0,
+        score: float | None = None,
+        parent_score: float | None = None,
+        adopted: bool = True,
+        note: str = "",
+        make_current: bool | None = None,
+    ) -> ModelVersion:
+        """List a checkpoint as a new version (copied into the session folder, if any).
+
+        It becomes current when ``make_current`` (default: when ``adopted``).
+        """
+        src = Path(path)
+        if not src.is_file():
+            raise SessionError(f"model checkpoint not found: {src}")
+        if parent is not None:
+            self.version(parent)
+        v = ModelVersion(id=self._next_id(), path=str(src.resolve()), parent=parent,
+                         method=method, steps=int(steps), score=score,
+                         parent_score=parent_score, adopted=adopted, note=note)
+        if self.folder is not None:
+            v.path = self._store_model(src, v.id, self.folder)
+        self.versions.append(v)
+        if adopted if make_current is None else make_current:
+            self.current = v.id
+        self._dirty.add("json")
+        self._autosave()
+        return v
+
+    @staticmethod
+    def _store_model(src: Path, version_id: str, folder: Path) -> str:
+        rel = Path(MODELS_DIR) / f"{version_id}.pt"
+        dst = folder / rel
+        if src.resolve() != dst.resolve():
+            _atomic_copy(src, dst)
+        return rel.as_posix()
+
+    def use_version(self, version_id: str) -> ModelVersion:
+        """Make an earlier (or a rejected) version current: the rollback."""
+        v = self.version(version_id)
+        if not Path(self.model_file(v)).is_file():
+            raise SessionError(f"the checkpoint of version {v.id} is missing: {self.model_file(v)}")
+        self.current = v.id
+        self._dirty.add("json")
+        self._autosave()
+        return v
+
+    def adopt_or_reject(
+        self,
+        path: str | os.PathLike,
+        old_scores: Any,
+        new_scores: Any,
+        *,
+        parent: str | None = None,
+        method: str | None = None,
+        steps: int = 0,
+        tolerance: float | None = None,
+    ) -> tuple[ModelVersion, bool, str]:
+        """List a retrained model, making it current only if it did not get worse on the
+        held-back labelled slices. Returns (version, adopted, reason for the user)."""
+        tol = self.settings.tolerance if tolerance is None else tolerance
+        ok, reason = accept_retrain(old_scores, new_scores, tol)
+        v = self.add_version(
+            path, parent=parent if parent is not None else self.current, method=method,
+            steps=steps, score=mean_score(new_scores), parent_score=mean_score(old_scores),
+            adopted=ok, note=reason,
+        )
+        return v, ok, reason
+
+    def apply_retrain_result(self, event: dict) -> tuple[ModelVersion, bool, str]:
+        """Apply the bridge's ``done`` event: list the version, then refresh or restore.
+
+        Adopted: the new prediction replaces the old one off the labelled slices. Rejected: the
+        prediction from before any mid-training preview comes back.
+        """
+        v, ok, reason = self.adopt_or_reject(
+            event["checkpoint"], event.get("old_scores"), event.get("new_scores"),
+            parent=event.get("parent"), method=event.get("method"),
+            steps=int(event.get("steps") or 0),
+        )
+        if ok and event.get("prediction"):
+            self._before_preview = None
+            unc = np.load(event["uncertainty"]) if event.get("uncertainty") else None
+            self.merge_prediction(np.load(event["prediction"]), unc)
+        else:
+            self.restore_prediction()
+        return v, ok, reason
+
+    # ----- saving -------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT,
+            "image_path": self.image_path,
+            "shape": list(self.image.shape),
+            "geometry": self.geometry.to_dict(),
+            "labelled_slices": {str(a): sorted(s) for a, s in self.labelled.items()},
+            "versions": [v.to_dict() for v in self.versions],
+            "current_version": self.current,
+            "settings": asdict(self.settings),
+            "files": {"prediction": PREDICTION_FILE, "user_labels": USER_LABELS_FILE,
+                      "uncertainty": UNCERTAINTY_FILE if self.uncertainty is not None else None},
+            "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+
+    def save(self, folder: str | os.PathLike | None = None) -> Path:
+        """Write the whole session to ``folder`` (default: its own) and autosave there from now.
+
+        Saving to a new folder copies the model checkpoints into ``folder/models``.
+        """
+        if folder is None and self.folder is None:
+            raise SessionError("choose a folder to save the session in")
+        target = Path(folder) if folder is not None else self.folder
+        assert target is not None
+        target.mkdir(parents=True, exist_ok=True)
+        for v in self.versions:
+            v.path = self._store_model(Path(self.model_file(v)), v.id, target)
+        self.folder = target
+        self._dirty |= {"json", "prediction", "user_labels", "uncertainty", "image"}
+        self._write_dirty()
+        return target
+
+    def _autosave(self) -> None:
+        if self.autosave_enabled and self.folder is not None:
+            self._write_dirty()
+
+    def _write_dirty(self) -> None:
+        """Write what changed; label files first and the record last, each atomically."""
+        folder = self.folder
+        assert folder is not None
+        folder.mkdir(parents=True, exist_ok=True)
+        dirty, self._dirty = self._dirty, set()
+        try:
+            if self.image_path is None and ("image" in dirty
+                                            or not (folder / IMAGE_FILE).exists()):
+                write_volume(folder / IMAGE_FILE, self.image, self.geometry)
+            if "user_labels" in dirty:
+                write_volume(folder / USER_LABELS_FILE, self.user_labels, self.geometry)
+            if "prediction" in dirty:
+                write_volume(folder / PREDICTION_FILE, self.prediction, self.geometry)
+            if "uncertainty" in dirty and self.uncertainty is not None:
+                _atomic_save_npy(folder / UNCERTAINTY_FILE, self.uncertainty)
+            if dirty:
+                data = json.dumps(self.to_dict(), indent=2).encode()
+                _atomic_write_bytes(folder / SESSION_FILE, data)
+        except BaseException:
+            self._dirty |= dirty  # try again on the next change
+            raise
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike, autosave: bool = True) -> Session:
+        """Reopen a saved (or autosaved) session folder."""
+        folder = Path(folder)
+        record = folder / SESSION_FILE
+        if not record.is_file():
+            raise SessionError(f"{folder} is not a napari-semiseg session (no {SESSION_FILE})")
+        try:
+            d = json.loads(record.read_text())
+        except (OSError, ValueError) as e:
+            raise SessionError(f"{record}: unreadable session record ({e})") from e
+        if d.get("format") != FORMAT:
+            raise SessionError(f"{record}: not a {FORMAT} record")
+        geometry = Geometry.from_dict(d["geometry"])
+        image_path = d.get("image_path")
+        if image_path:
+            if not Path(image_path).exists():
+                raise SessionError(f"the session's scan is missing: {image_path}")
+            image = read_volume(image_path, as_labels=False).data
+        else:
+            image = read_volume(folder / IMAGE_FILE, as_labels=False).data
+        if image.ndim == 2:
+            image = image[None]
+        if list(image.shape) != list(d["shape"]):
+            raise LabelShapeError(f"the scan {image_path} now has shape {image.shape}, the "
+                                  f"session was made on {tuple(d['shape'])}")
+        s = cls.__new__(cls)
+        s.image = image
+        s.geometry = geometry
+        s.image_path = image_path
+        s.folder = folder
+        s.autosave_enabled = autosave
+        s._before_preview = None
+        s._dirty = set()
+        s.settings = Settings.from_dict(d.get("settings", {}))
+        s.labelled = {a: set() for a in range(image.ndim)}
+        for a, idx in d.get("labelled_slices", {}).items():
+            s.labelled[int(a)] = {int(i) for i in idx}
+        s.versions = [ModelVersion.from_dict(v) for v in d.get("versions", [])]
+        s.current = d.get("current_version")
+        s.prediction = s._read_labels(folder / PREDICTION_FILE, "prediction")
+        s.user_labels = s._read_labels(folder / USER_LABELS_FILE, "user labels")
+        unc = folder / UNCERTAINTY_FILE
+        s.uncertainty = np.load(unc) if unc.is_file() else None
+        # a kill between two writes can leave a labelled slice whose voxels are only in the
+        # prediction file; the user's strokes win
+        mask = s.labelled_mask()
+        missing = mask & (s.user_labels == NOT_ANNOTATED)
+        s.user_labels[missing] = s.prediction[missing]
+        s.user_labels[~mask] = NOT_ANNOTATED
+        s.prediction[mask] = s.user_labels[mask]
+        return s
+
+    def _read_labels(self, path: Path, name: str) -> np.ndarray:
+        if not path.is_file():
+            raise SessionError(f"the session's {name} file is missing: {path}")
+        data = read_volume(path, as_labels=True).data
+        if data.ndim == 2:
+            data = data[None]
+        check_labels_fit(data.shape, self.image.shape, name, "the scan")
+        return np.ascontiguousarray(data.astype(np.uint8))
