@@ -136,10 +136,14 @@ def run_retrain(job: RetrainJob, emit: Callable[[Event], None],
     paths), ``old_scores`` / ``new_scores`` (Dice per held-back slice), ``accepted``, ``reason``,
     ``parent``, ``method``, ``steps``. Or with ``cancelled``.
     """
+    import torch
+
     from training.checkpoint import load_checkpoint
     from training.inference import predict_volume
     from training.loop import accept_retrain, finetune, score_slices
 
+    if os.environ.get("OMP_NUM_THREADS"):  # set by the bridge in its child
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     out = Path(job.out_dir)
     image = np.load(job.image)
     labels = np.load(job.labels)
@@ -216,7 +220,8 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 def error_event(exc: BaseException) -> Event:
     """An ``error`` event the user can read, with the traceback kept for the log."""
-    from training.data import DataError
+    # light imports only: this also runs in children that never loaded torch
+    from training.io import DataError
     from training.loop import NoLabelledSlicesError
 
     if is_out_of_memory(exc):
@@ -237,10 +242,10 @@ def _child_main(target: Target, job: Any, events: Any, stop: Any, threads: int) 
         os.nice(5)  # the UI process wins any contention for the CPU
     except (AttributeError, OSError):
         pass
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    import torch
-
-    torch.set_num_threads(threads)
+    # torch reads these when it is first imported (by the target); set them explicitly too
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
     code = 0
     try:
         events.put({"type": "started", "pid": os.getpid()})

@@ -1,0 +1,154 @@
+"""The loop's pure functions (training.loop): ranking, sparse labels, held-back split, judgement,
+and a real (tiny) fine-tune."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+from training import IGNORE_INDEX
+from training.checkpoint import load_checkpoint, save_checkpoint
+from training.loop import (
+    NoLabelledSlicesError,
+    accept_retrain,
+    annotated_slices,
+    choose_slices,
+    dice_score,
+    even_slices,
+    finetune,
+    rank_uncertain_slices,
+    score_slices,
+    sparse_labels,
+    split_held_back,
+)
+from training.networks import UNet
+from training.simulate import synthetic_case
+
+META = {"num_classes": 2, "class_names": ["background", "disc"], "dims": 2, "size": [32, 32],
+        "normalization": {"kind": "percentile_zscore", "low": 0.5, "high": 99.5}}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    return save_checkpoint(path, UNet(2, 1, 2, base=4, depth=2), META)
+
+
+def test_rank_orders_by_mean_uncertainty_and_skips_labelled():
+    u = np.zeros((5, 4, 4), np.float32)
+    for i, level in enumerate([0.1, 0.9, 0.5, 0.7, 0.3]):
+        u[i] = level
+    assert [i for i, _ in rank_uncertain_slices(u)] == [1, 3, 2, 4, 0]
+    ranked = rank_uncertain_slices(u, labelled=[1, 2])
+    assert [i for i, _ in ranked] == [3, 4, 0]
+    assert ranked[0][1] == pytest.approx(0.7)
+    mask = np.array([False, True, False, True, False])
+    assert [i for i, _ in rank_uncertain_slices(u, mask)] == [2, 4, 0]
+
+
+def test_rank_along_other_axes_and_nan_slices_last():
+    u = np.zeros((3, 4, 5), np.float32)
+    u[:, :, 2] = 1.0  # x = 2 is the most uncertain column-slice
+    u[:, :, 4] = 0.5
+    assert [i for i, _ in rank_uncertain_slices(u, axis=2)][:2] == [2, 4]
+    assert [i for i, _ in rank_uncertain_slices(u, [2], axis=-1)][0] == 4
+    u2 = np.ones((3, 2, 2), np.float32)
+    u2[0] = np.nan
+    assert [i for i, _ in rank_uncertain_slices(u2)][-1] == 0
+    with pytest.raises(IndexError):
+        rank_uncertain_slices(u2, [7])
+
+
+def test_sparse_labels_keep_only_labelled_slices():
+    lab = np.random.default_rng(0).integers(0, 3, (4, 6, 5)).astype(np.uint8)
+    sp = sparse_labels(lab, [1, 3])
+    assert np.array_equal(sp[[1, 3]], lab[[1, 3]])
+    assert (sp[[0, 2]] == IGNORE_INDEX).all()
+    sp_x = sparse_labels(lab, [2], axis=2)
+    assert np.array_equal(sp_x[:, :, 2], lab[:, :, 2])
+    assert (np.delete(sp_x, 2, axis=2) == IGNORE_INDEX).all()
+    assert annotated_slices(sp) == [1, 3]
+    assert annotated_slices(sp_x, axis=2) == [2]
+
+
+def test_split_held_back_rules():
+    assert split_held_back([4]) == ([4], [])
+    train, held = split_held_back([3, 1])
+    assert len(held) == 1 and len(train) == 1 and set(train) | set(held) == {1, 3}
+    train, held = split_held_back(list(range(8)), fraction=0.25, seed=3)
+    assert len(held) == 2 and not set(train) & set(held)
+    assert split_held_back(list(range(8)), 0.25, seed=3) == (train, held)  # reproducible
+    pairs = [(0, 2), (0, 5), (1, 7)]
+    train, held = split_held_back(pairs, 0.9)
+    assert len(train) == 1 and len(held) == 2  # always keeps one slice to learn from
+
+
+def test_dice_and_scores():
+    ref = np.zeros((2, 4, 4), np.uint8)
+    ref[0, :2] = 1
+    pred = ref.copy()
+    assert dice_score(pred, ref) == 1.0
+    pred[0, 0] = 0  # half the structure lost
+    assert dice_score(pred, ref) == pytest.approx(2 * 4 / (4 + 8))
+    ignore = ref.copy()
+    ignore[0, 0] = IGNORE_INDEX  # unannotated voxels never count
+    assert dice_score(pred, ignore) == 1.0
+    assert dice_score(np.zeros((3, 3)), np.zeros((3, 3))) == 1.0
+    scores = score_slices(pred, ref, [0, 1])
+    assert scores[1] == 1.0 and scores[0] < 1.0
+    assert score_slices(pred, ref, [(0, 0)])[(0, 0)] == scores[0]
+
+
+def test_accept_retrain_rejects_a_worse_model():
+    ok, reason = accept_retrain({3: 0.8, 5: 0.6}, {3: 0.6, 5: 0.5})
+    assert not ok and "rejected" in reason
+    ok, _ = accept_retrain({3: 0.8}, {3: 0.79}, tolerance=0.02)
+    assert ok
+    ok, _ = accept_retrain(0.7, 0.9)
+    assert ok
+    ok, reason = accept_retrain({}, {})
+    assert ok and "no held-back" in reason
+
+
+def test_choose_slices_strategies():
+    u = np.zeros((10, 2, 2))
+    u[[7, 2, 5]] = [[[3.0]], [[2.0]], [[1.0]]]
+    assert choose_slices("uncertainty", 2, 10, u) == [7, 2]
+    assert choose_slices("uncertainty", 2, 10, u, exclude=[7]) == [2, 5]
+    assert even_slices(10, 3) == [1, 5, 8]
+    r = choose_slices("random", 3, 10, seed=1)
+    assert len(set(r)) == 3 and r == choose_slices("random", 3, 10, seed=1)
+    with pytest.raises(ValueError):
+        choose_slices("nearest", 1, 10)
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def test_finetune_writes_a_new_checkpoint_and_leaves_the_old_one(tiny_model, tmp_path):
+    image, truth = synthetic_case((6, 32, 32), seed=1)
+    before = _digest(tiny_model)
+    events = []
+    out = finetune(tiny_model, image, sparse_labels(truth, [1, 4]), [image[:2]],
+                   method="mean_teacher", steps=3, out_path=tmp_path / "ft.pt", device="cpu",
+                   on_event=events.append, labeled_bs=2, unlabeled_bs=2)
+    assert out == str(tmp_path / "ft.pt")
+    assert _digest(tiny_model) == before
+    _, meta = load_checkpoint(out)
+    assert meta["init_checkpoint"] == str(tiny_model) and meta["steps_done"] == 3
+    assert [e["step"] for e in events if e["type"] == "progress"] == [1, 2, 3]
+    assert events[-1]["type"] == "done"
+
+
+def test_finetune_refuses_empty_annotation_and_can_be_stopped(tiny_model, tmp_path):
+    image, truth = synthetic_case((4, 32, 32))
+    with pytest.raises(NoLabelledSlicesError):
+        finetune(tiny_model, image, np.full_like(truth, IGNORE_INDEX), steps=2)
+    out = finetune(tiny_model, image, sparse_labels(truth, [0]), steps=5, device="cpu",
+                   out_path=tmp_path / "never.pt", should_stop=lambda: True)
+    assert out is None and not (tmp_path / "never.pt").exists()

@@ -1,0 +1,282 @@
+"""The Qt-free session: labelled slices, a merge that never overwrites them, autosave."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_semiseg.io import Geometry, LabelShapeError, read_volume, write_volume
+from napari_semiseg.session import (
+    NoLabelledSlicesError,
+    Session,
+    SessionError,
+    Settings,
+    default_folder,
+)
+
+SHAPE = (6, 12, 10)
+
+
+def _image(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=SHAPE).astype(np.float32)
+
+
+def _random_labels(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 4, SHAPE).astype(np.uint8)
+
+
+def _geometry() -> Geometry:
+    return Geometry(spacing=(0.8, 0.7, 2.5), origin=(10.0, -4.0, 3.0),
+                    direction=(1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0))
+
+
+@pytest.fixture
+def scan(tmp_path) -> Path:
+    path = tmp_path / "scan.nii.gz"
+    write_volume(path, _image(), _geometry())
+    return path
+
+
+def _checkpoint(tmp_path: Path, name: str, content: bytes = b"weights") -> Path:
+    # the session only copies checkpoints around; it never loads them
+    p = tmp_path / name
+    p.write_bytes(content)
+    return p
+
+
+def test_merge_never_touches_labelled_slices():
+    s = Session(_image(), prediction=_random_labels(1))
+    s.mark_labelled(0, 2)
+    painted = np.full(SHAPE[1:], 3, np.uint8)
+    painted[:4] = 0
+    s.mark_labelled(0, 4, painted)
+    s.accept_slice(2, 7)  # a slice along x: crosses every z slice
+    mask = s.labelled_mask()
+    kept = s.prediction[mask].copy()
+    user = s.user_labels.copy()
+    for seed in range(2, 6):
+        new = _random_labels(seed)
+        out = s.merge_prediction(new)
+        assert out is s.prediction  # in place: a napari layer sharing it sees the update
+        assert np.array_equal(s.prediction[mask], kept)  # bit for bit
+        assert np.array_equal(s.prediction[~mask], new[~mask])
+        assert np.array_equal(s.user_labels, user)
+    assert np.array_equal(s.prediction[4], painted)
+
+
+def test_merge_checks_shape():
+    s = Session(_image())
+    with pytest.raises(LabelShapeError):
+        s.merge_prediction(np.zeros((6, 12, 9), np.uint8))
+    with pytest.raises(LabelShapeError):
+        Session(_image(), prediction=np.zeros((5, 12, 10), np.uint8))
+    with pytest.raises(LabelShapeError):
+        s.merge_prediction(np.zeros(SHAPE, np.float32))
+
+
+def test_painted_slices_detected_from_arrays():
+    s = Session(_image(), prediction=np.zeros(SHAPE, np.uint8))
+    old = s.prediction.copy()
+    new = old.copy()
+    new[1, 3:5, 3:5] = 2
+    new[4, 0, 0] = 1
+    assert s.detect_painted_slices(old, new, axis=0) == [1, 4]
+    assert s.labelled_slices(0) == [1, 4]
+    assert np.array_equal(s.user_labels[1], new[1]) and np.array_equal(s.prediction[4], new[4])
+    assert (s.user_labels[[0, 2, 3, 5]] == 255).all()
+    new2 = s.prediction.copy()
+    new2[:, 5, :] = 1  # one stroke along y, seen on axis 1
+    assert s.detect_painted_slices(s.prediction.copy(), new2, axis=1) == [5]
+    assert s.is_labelled(1, 5)
+
+
+def test_painted_slices_detected_from_napari_paint_indices():
+    s = Session(_image(), prediction=np.zeros(SHAPE, np.uint8))
+    # napari paints into the layer's array (shared with the session), then reports the voxels
+    s.prediction[3, 2:4, 2:4] = 1
+    s.prediction[5, 0, 1] = 1
+    atoms = [((np.array([3, 3, 3, 3]), np.array([2, 2, 3, 3]), np.array([2, 3, 2, 3])),
+              np.zeros(4, np.uint8)),
+             ((np.array([5]), np.array([0]), np.array([1])), np.zeros(1, np.uint8))]
+    assert s.detect_painted_slices(indices=atoms, axis=0) == [3, 5]
+    assert np.array_equal(s.user_labels[3], s.prediction[3])
+    assert s.user_labels[5, 0, 1] == 1
+    # the same stroke seen along x: the slices are x = 1, 2, 3
+    assert s.detect_painted_slices(indices=atoms[0][0] + (), axis=2) == [2, 3]
+    # painting a labelled slice again updates the user's voxels
+    s.prediction[3, 0, 0] = 2
+    s.detect_painted_slices(indices=(np.array([3]), np.array([0]), np.array([0])))
+    assert s.user_labels[3, 0, 0] == 2
+    s.merge_prediction(np.zeros(SHAPE, np.uint8))
+    assert s.prediction[3, 0, 0] == 2 and s.prediction[5, 0, 1] == 1
+
+
+def test_unmark_returns_slice_to_the_model():
+    s = Session(_image(), prediction=np.ones(SHAPE, np.uint8))
+    s.mark_labelled(0, 1)
+    s.mark_labelled(2, 0)
+    s.unmark_labelled(0, 1)
+    assert s.labelled_slices() == [(2, 0)]
+    assert (s.user_labels[1, :, 1:] == 255).all() and (s.user_labels[1, :, 0] == 1).all()
+    s.merge_prediction(np.zeros(SHAPE, np.uint8))
+    assert (s.prediction[1, :, 1:] == 0).all() and (s.prediction[:, :, 0] == 1).all()
+
+
+def test_ranked_uncertain_slices_skip_labelled():
+    s = Session(_image())
+    with pytest.raises(SessionError, match="Predict"):
+        s.ranked_uncertain_slices()
+    unc = np.zeros(SHAPE, np.float32)
+    unc[[0, 3, 5]] = np.array([0.2, 0.9, 0.5])[:, None, None]
+    s.merge_prediction(np.zeros(SHAPE, np.uint8), uncertainty=unc)
+    assert [i for i, _ in s.ranked_uncertain_slices()][:3] == [3, 5, 0]
+    s.accept_slice(0, 3)
+    assert s.next_uncertain_slice() == 5
+    assert s.ranked_uncertain_slices(0)[0] == (5, pytest.approx(0.5))
+
+
+def test_training_labels_and_held_back_split():
+    s = Session(_image(), prediction=_random_labels(0))
+    with pytest.raises(NoLabelledSlicesError):
+        s.training_labels()
+    with pytest.raises(NoLabelledSlicesError):
+        s.held_back_split()
+    for i in (0, 2, 5):
+        s.accept_slice(0, i)
+    lab = s.training_labels()
+    assert np.array_equal(lab[[0, 2, 5]], s.prediction[[0, 2, 5]])
+    assert (lab[[1, 3, 4]] == 255).all()
+    train, held = s.held_back_split()
+    assert len(held) == 1 and len(train) == 2
+    only = s.training_labels(train)
+    assert (only[held[0][1]] == 255).all()
+    with pytest.raises(SessionError):
+        s.training_labels([(0, 1)])
+
+
+def test_worse_retrain_is_rejected_and_previous_version_stays(tmp_path):
+    s = Session(_image(), folder=tmp_path / "sess")
+    v0 = s.add_version(_checkpoint(tmp_path, "base.pt"), method="pretrained")
+    v1, ok, _ = s.adopt_or_reject(_checkpoint(tmp_path, "a.pt", b"a"), {(0, 1): 0.60},
+                                  {(0, 1): 0.75}, method="supervised", steps=5)
+    assert ok and s.current == v1.id and v1.parent == v0.id and v1.adopted
+    v2, ok, reason = s.adopt_or_reject(_checkpoint(tmp_path, "b.pt", b"b"), {(0, 1): 0.75},
+                                       {(0, 1): 0.50}, method="mean_teacher", steps=5)
+    assert not ok and "rejected" in reason
+    assert s.current == v1.id  # the previous version stays current
+    assert not v2.adopted and v2.score == 0.5 and v2.parent_score == 0.75
+    assert [v.id for v in s.versions] == ["v0", "v1", "v2"]
+    assert Path(s.current_model_path).read_bytes() == b"a"
+
+
+def test_rollback_and_missing_version(tmp_path):
+    s = Session(_image())
+    s.add_version(_checkpoint(tmp_path, "base.pt"))
+    s.add_version(_checkpoint(tmp_path, "new.pt", b"new"), parent="v0")
+    assert s.current == "v1"
+    s.use_version("v0")
+    assert s.current == "v0" and Path(s.current_model_path).read_bytes() == b"weights"
+    with pytest.raises(SessionError, match="no model version"):
+        s.use_version("v9")
+    with pytest.raises(SessionError, match="not found"):
+        s.add_version(tmp_path / "nope.pt")
+
+
+def test_preview_then_reject_restores_prediction(tmp_path):
+    s = Session(_image(), prediction=np.zeros(SHAPE, np.uint8))
+    s.add_version(_checkpoint(tmp_path, "base.pt"))
+    s.accept_slice(0, 0)
+    s.preview_prediction(np.ones(SHAPE, np.uint8))
+    assert (s.prediction[1:] == 1).all() and (s.prediction[0] == 0).all()
+    s.prediction[2, 0, 0] = 3  # the user keeps painting during the run
+    s.detect_painted_slices(indices=(np.array([2]), np.array([0]), np.array([0])))
+    np.save(tmp_path / "p.npy", np.full(SHAPE, 2, np.uint8))
+    done = {"type": "done", "checkpoint": str(_checkpoint(tmp_path, "r.pt", b"r")),
+            "prediction": str(tmp_path / "p.npy"), "uncertainty": None,
+            "old_scores": {(0, 0): 0.9}, "new_scores": {(0, 0): 0.1}, "parent": "v0",
+            "method": "supervised", "steps": 3}
+    v, ok, _ = s.apply_retrain_result(done)
+    assert not ok and s.current == "v0" and v.id == "v1"
+    assert (s.prediction[[1, 3, 4, 5]] == 0).all()  # back to the pre-preview prediction
+    assert s.prediction[2, 0, 0] == 3 and s.user_labels[2, 0, 0] == 3  # stroke kept
+    done["new_scores"] = {(0, 0): 0.95}
+    v, ok, _ = s.apply_retrain_result(done)
+    assert ok and s.current == v.id
+    assert (s.prediction[[1, 3, 4, 5]] == 2).all() and s.prediction[2, 0, 0] == 3
+
+
+def test_autosave_and_reopen_restore_everything(tmp_path, scan):
+    folder = tmp_path / "session"
+    s = Session.from_file(scan, folder=folder,
+                          settings=Settings(method="ua_mt", steps=7, axis=0))
+    s.add_version(_checkpoint(tmp_path, "base.pt"), method="pretrained")
+    unc = np.random.default_rng(3).random(SHAPE).astype(np.float32)
+    s.merge_prediction(_random_labels(2), uncertainty=unc)
+    s.prediction[1, 2:5, 2:5] = 3
+    s.detect_painted_slices(indices=(np.array([1]), np.array([2]), np.array([2])))
+    s.accept_slice(2, 4)
+    s.adopt_or_reject(_checkpoint(tmp_path, "worse.pt", b"w"), 0.8, 0.2, method="ua_mt")
+    # no explicit save: everything above was autosaved; "kill" the process by dropping it
+    expected_pred, expected_user = s.prediction.copy(), s.user_labels.copy()
+    del s
+    r = Session.open(folder)
+    assert r.image_path == str(scan)
+    assert np.array_equal(r.image, read_volume(scan).data)
+    assert r.geometry.spacing == pytest.approx(_geometry().spacing)  # NIfTI keeps float32
+    assert r.geometry.origin == pytest.approx(_geometry().origin)
+    assert r.labelled_slices() == [(0, 1), (2, 4)]
+    assert np.array_equal(r.prediction, expected_pred)
+    assert np.array_equal(r.user_labels, expected_user)
+    assert np.array_equal(r.uncertainty, unc)
+    assert r.settings == Settings(method="ua_mt", steps=7, axis=0)
+    assert [(v.id, v.adopted, v.method) for v in r.versions] == [
+        ("v0", True, "pretrained"), ("v1", False, "ua_mt")]
+    assert r.current == "v0"
+    assert Path(r.current_model_path).read_bytes() == b"weights"
+    assert Path(r.current_model_path).parent == folder / "models"
+    # label files carry the scan's geometry, so they land back on it
+    saved = read_volume(folder / "user_labels.nii.gz", as_labels=True)
+    assert saved.geometry.spacing == pytest.approx(_geometry().spacing)
+    assert saved.geometry.origin == pytest.approx(_geometry().origin)
+    # the reopened session keeps the user's voxels through a merge and keeps autosaving
+    r.merge_prediction(np.zeros(SHAPE, np.uint8))
+    assert r.prediction[1, 3, 3] == 3
+    r.accept_slice(0, 5)
+    assert json.loads((folder / "session.json").read_text())["labelled_slices"]["0"] == [1, 5]
+    leftovers = [p.name for p in folder.iterdir() if p.name.startswith(".")]
+    assert leftovers == []  # atomic writes leave no temporary files
+
+
+def test_save_as_copies_models_and_in_memory_image(tmp_path):
+    s = Session(_image(), _geometry())  # no file, no folder: nothing written yet
+    s.add_version(_checkpoint(tmp_path, "base.pt"))
+    s.accept_slice(0, 3)
+    target = s.save(tmp_path / "saved")
+    assert (target / "models" / "v0.pt").read_bytes() == b"weights"
+    assert (target / "image.nii.gz").exists()
+    r = Session.open(target)
+    assert np.allclose(r.image, _image()) and r.labelled_slices() == [(0, 3)]
+    with pytest.raises(SessionError):
+        Session(_image()).save()
+
+
+def test_open_reports_clear_errors(tmp_path, scan):
+    with pytest.raises(SessionError, match="not a napari-semiseg session"):
+        Session.open(tmp_path)
+    folder = tmp_path / "s"
+    Session.from_file(scan, folder=folder)
+    write_volume(scan, np.zeros((3, 3, 3), np.float32), None)
+    with pytest.raises(LabelShapeError):
+        Session.open(folder)
+    scan.unlink()
+    with pytest.raises(SessionError, match="missing"):
+        Session.open(folder)
+
+
+def test_default_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("NAPARI_SEMISEG_HOME", str(tmp_path))
+    f = default_folder("/data/patient001_frame01.nii.gz")
+    assert f.parent == tmp_path / "sessions" and f.name.startswith("patient001_frame01-")
