@@ -327,6 +327,7 @@ class Session:
         axis = self.settings.axis if axis is None else axis
         if indices is not None:
             changed = sorted(self._slices_from_indices(indices, axis))
+            self._apply_paint(indices)
             for i in changed:
                 self._mark(axis, i)
             self._autosave()
@@ -342,22 +343,75 @@ class Session:
         self._autosave()
         return changed
 
-    def _slices_from_indices(self, indices: Any, axis: int) -> set[int]:
+    def _apply_paint(self, value: Any) -> None:
+        """Write the new values a napari paint event carries into ``prediction``.
+
+        napari emits the event before it writes a programmatic edit (paint, fill, polygon) to
+        the array, so the values are taken from the event itself; napari then writes the same
+        values. Plain coordinate tuples carry no values and change nothing.
+        """
+        if hasattr(value, "slice_key"):  # masked atom: bounding box, changed pixels, new label
+            box = tuple(value.slice_key)
+            if value.mask is None:
+                self.prediction[box] = value.new_value
+            else:
+                region = self.prediction[box]  # basic slicing: a view, edited in place
+                region[value.mask] = value.new_value
+        elif isinstance(value, list):
+            for atom in value:
+                self._apply_paint(atom)
+        elif isinstance(value, tuple) and len(value) == 3 and isinstance(value[0], tuple):
+            self.prediction[value[0]] = value[2]  # (indices, old values, new values)
+
+    def _slices_from_indices(self, value: Any, axis: int) -> set[int]:
+        """Slice indices along ``axis`` touched by a napari paint event value (or part of it)."""
         self._check_slice(axis, 0)
-        # napari Labels paint events carry [(indices, old_values), ...]
-        if isinstance(indices, list) and indices and isinstance(indices[0], tuple) \
-                and len(indices[0]) == 2 and not np.isscalar(indices[0][0]):
+        n = self.image.shape[axis]
+        if hasattr(value, "slice_key"):  # napari >= 0.6 masked atom: a bounding box (+ mask)
+            box = value.slice_key[axis]
+            start = box.start or 0
+            mask = getattr(value, "mask", None)
+            if mask is not None and mask.ndim == len(value.slice_key):
+                other = tuple(a for a in range(mask.ndim) if a != axis)
+                hits = np.flatnonzero(mask.any(axis=other)) + start
+            else:
+                hits = np.arange(start, n if box.stop is None else box.stop)
+            return {int(i) for i in hits if 0 <= i < n}
+        if isinstance(value, list):  # one history item: a list of atoms
             out: set[int] = set()
-            for atom, _old in indices:
+            for atom in value:
                 out |= self._slices_from_indices(atom, axis)
             return out
-        coords = tuple(np.asarray(c) for c in indices)
+        if isinstance(value, tuple) and value and isinstance(value[0], tuple):
+            return self._slices_from_indices(value[0], axis)  # (indices, old[, new]) atom
+        coords = tuple(value)
         if len(coords) != self.image.ndim:
             raise ValueError(f"painted indices have {len(coords)} axes, the scan has "
                              f"{self.image.ndim}")
-        found = {int(i) for i in np.unique(coords[axis])}
-        n = self.image.shape[axis]
-        return {i for i in found if 0 <= i < n}
+        c = coords[axis]
+        if isinstance(c, slice):
+            found = range(*c.indices(n))
+        else:
+            found = np.unique(np.asarray(c)).tolist()
+        return {int(i) for i in found if 0 <= int(i) < n}
+
+    def sync_user_labels(self) -> bool:
+        """Take the labelled slices' voxels from ``prediction`` as the user's.
+
+        The napari layer shares ``prediction``; napari's undo changes it without a paint event.
+        Labelled slices are only ever written by the user (merges skip them), so what
+        ``prediction`` holds there is the user's latest word. Returns True if anything changed.
+        """
+        mask = self.labelled_mask()
+        if not mask.any():
+            return False
+        differs = mask & (self.user_labels != self.prediction)
+        if not differs.any():
+            return False
+        self.user_labels[differs] = self.prediction[differs]
+        self._dirty |= {"user_labels"}
+        self._autosave()
+        return True
 
     def record_stroke(self, axis: int, index: int) -> None:
         """A labelled slice was painted again: take its current voxels as the user's."""
@@ -374,6 +428,7 @@ class Session:
         """
         new_prediction = self._check_fits(new_prediction, "new prediction")
         self._check_label_values(new_prediction, "new prediction")
+        self.sync_user_labels()  # an undo may have changed a labelled slice since
         mask = self.labelled_mask()
         np.copyto(self.prediction, new_prediction, casting="unsafe", where=~mask)
         np.copyto(self.prediction, self.user_labels, where=mask)
@@ -427,6 +482,7 @@ class Session:
         if self.n_labelled == 0:
             raise NoLabelledSlicesError(
                 "no labelled slice yet: paint or accept at least one slice before retraining")
+        self.sync_user_labels()
         if slices is None:
             return self.user_labels.copy()
         out = np.full(self.image.shape, NOT_ANNOTATED, dtype=np.uint8)
@@ -596,6 +652,7 @@ class Session:
         target = Path(folder) if folder is not None else self.folder
         assert target is not None
         target.mkdir(parents=True, exist_ok=True)
+        self.sync_user_labels()
         for v in self.versions:
             v.path = self._store_model(Path(self.model_file(v)), v.id, target)
         self.folder = target
