@@ -1,0 +1,612 @@
+"""The Segmentation assistant dock: a thin binding of a Session to napari layers and buttons.
+
+Decisions live in :mod:`napari_semiseg.session`; training runs in another process through
+:mod:`napari_semiseg.training_bridge`; this module only wires buttons, layers and notifications.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from napari.layers import Image
+from napari.qt.threading import thread_worker
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from training.loop import slice_index
+
+from .colors import label_colormap
+from .default_model import DEFAULT_MODEL, default_model_available
+from .io import Geometry
+from .painting import painted_slices
+from .session import Session, default_folder
+from .training_bridge import TrainingBridge, make_job
+
+PREDICTION, UNCERTAINTY, CAM = "prediction", "uncertainty", "CAM"
+OUTPUT_TAG = "napari_semiseg_output"  # metadata key marking layers the assistant made
+SHIPPED, CHECKPOINT = "Shipped default (ACDC cardiac, 2D U-Net)", "Checkpoint file…"
+
+
+@thread_worker(progress={"desc": "Predicting"})
+def _predict(model_path: str, image: np.ndarray, mc_samples: int) -> dict:
+    from training.checkpoint import load_checkpoint
+    from training.inference import predict_volume
+
+    model, meta = load_checkpoint(model_path)
+    return predict_volume(model, meta, image, mc_samples=mc_samples)
+
+
+class AssistantWidget(QWidget):
+    """Predict, review uncertain slices, correct, retrain in the background, keep versions."""
+
+    def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.session: Session | None = None
+        self.bridge = TrainingBridge()
+        self.checkpoint_path: str | None = None
+        self._image_layer: Image | None = None
+        self._worker = None
+        self._timer = QTimer(self)
+        self._timer.setInterval(100)
+        self._timer.timeout.connect(self._poll_training)
+        self._build()
+        self.viewer.layers.events.inserted.connect(self._refresh_images)
+        self.viewer.layers.events.removed.connect(self._refresh_images)
+        self._refresh_images()
+        self._update_state()
+
+    # ----- layout -------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        from training.device import pick_device
+        from training.methods import METHODS
+
+        root = QVBoxLayout(self)
+        form = QFormLayout()
+        self.image_combo = QComboBox()
+        form.addRow("Image", self.image_combo)
+        self.model_combo = QComboBox()
+        self.model_combo.addItems([SHIPPED, CHECKPOINT])
+        self.model_combo.activated.connect(self._model_chosen)
+        form.addRow("Model", self.model_combo)
+        self.model_label = QLabel(Path(DEFAULT_MODEL).name)
+        self.model_label.setWordWrap(True)
+        form.addRow("", self.model_label)
+        self.method_combo = QComboBox()
+        self.method_combo.addItems(list(METHODS))
+        self.method_combo.setCurrentText("mean_teacher")
+        form.addRow("Retrain method", self.method_combo)
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(1, 100000)
+        self.steps_spin.setValue(60)
+        form.addRow("Retrain steps", self.steps_spin)
+        self.device_label = QLabel(str(pick_device()))
+        form.addRow("Device", self.device_label)
+        root.addLayout(form)
+
+        self.predict_btn = QPushButton("Predict")
+        self.predict_btn.clicked.connect(self.predict)
+        root.addWidget(self.predict_btn)
+
+        review = QGroupBox("Review and correct")
+        rv = QVBoxLayout(review)
+        row = QHBoxLayout()
+        self.next_btn = QPushButton("Next uncertain slice")
+        self.next_btn.clicked.connect(self.next_uncertain_slice)
+        self.accept_btn = QPushButton("Accept slice")
+        self.accept_btn.clicked.connect(self.accept_slice)
+        row.addWidget(self.next_btn)
+        row.addWidget(self.accept_btn)
+        rv.addLayout(row)
+        rv.addWidget(QLabel("Most uncertain unlabelled slices:"))
+        self.uncertain_list = QListWidget()
+        self.uncertain_list.setMaximumHeight(90)
+        self.uncertain_list.itemClicked.connect(self._jump_to_listed)
+        rv.addWidget(self.uncertain_list)
+        self.labelled_label = QLabel("Labelled slices: 0")
+        self.labelled_label.setWordWrap(True)
+        rv.addWidget(self.labelled_label)
+        root.addWidget(review)
+
+        train = QGroupBox("Retrain")
+        tv = QVBoxLayout(train)
+        row = QHBoxLayout()
+        self.retrain_btn = QPushButton("Retrain")
+        self.retrain_btn.clicked.connect(self.retrain)
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.clicked.connect(self.cancel)
+        row.addWidget(self.retrain_btn)
+        row.addWidget(self.cancel_btn)
+        tv.addLayout(row)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        tv.addWidget(self.progress)
+        self.status = QLabel("Idle")
+        self.status.setWordWrap(True)
+        tv.addWidget(self.status)
+        root.addWidget(train)
+
+        versions = QGroupBox("Model versions")
+        vv = QVBoxLayout(versions)
+        self.versions_list = QListWidget()
+        self.versions_list.setMaximumHeight(100)
+        vv.addWidget(self.versions_list)
+        row = QHBoxLayout()
+        self.use_btn = QPushButton("Use this version")
+        self.use_btn.clicked.connect(lambda: self.use_version())
+        self.save_model_btn = QPushButton("Save model")
+        self.save_model_btn.clicked.connect(lambda: self.save_model())
+        row.addWidget(self.use_btn)
+        row.addWidget(self.save_model_btn)
+        vv.addLayout(row)
+        root.addWidget(versions)
+
+        row = QHBoxLayout()
+        self.save_session_btn = QPushButton("Save session")
+        self.save_session_btn.clicked.connect(lambda: self.save_session())
+        self.open_session_btn = QPushButton("Open session")
+        self.open_session_btn.clicked.connect(lambda: self.open_session())
+        row.addWidget(self.save_session_btn)
+        row.addWidget(self.open_session_btn)
+        root.addLayout(row)
+        root.addStretch(1)
+
+    # ----- choosing image and model -------------------------------------------------------------
+
+    def _images(self) -> list[Image]:
+        return [ly for ly in self.viewer.layers if isinstance(ly, Image) and not ly.rgb
+                and not ly.metadata.get(OUTPUT_TAG) and ly.data.ndim in (2, 3)]
+
+    def _refresh_images(self, event: Any = None) -> None:
+        current = self.image_combo.currentText()
+        self.image_combo.clear()
+        names = [ly.name for ly in self._images()]
+        self.image_combo.addItems(names)
+        if current in names:
+            self.image_combo.setCurrentText(current)
+
+    def _model_chosen(self, index: int = 0, path: str | None = None) -> None:
+        if self.model_combo.currentText() != CHECKPOINT:
+            self.checkpoint_path = None
+            self.model_label.setText(Path(DEFAULT_MODEL).name)
+            return
+        if path is None:
+            path, _ = QFileDialog.getOpenFileName(self, "Model checkpoint", "",
+                                                  "Checkpoints (*.pt *.pth)")
+        if not path:
+            self.model_combo.setCurrentText(SHIPPED)
+            return
+        from training.checkpoint import CheckpointError, read_checkpoint
+
+        try:
+            read_checkpoint(path)  # refuse a corrupt file now, not at Predict
+        except (CheckpointError, OSError) as e:
+            show_error(f"Cannot use this model: {e}")
+            self.model_combo.setCurrentText(SHIPPED)
+            return
+        self.checkpoint_path = str(path)
+        self.model_label.setText(Path(path).name)
+        if self.session is not None:
+            self.session.add_version(path, note="loaded by the user", make_current=True)
+            self._show_versions()
+
+    def set_checkpoint(self, path: str) -> None:
+        """Choose a checkpoint file as the model (what the file dialog does)."""
+        self.model_combo.setCurrentText(CHECKPOINT)
+        self._model_chosen(path=path)
+
+    def _selected_image(self) -> Image | None:
+        name = self.image_combo.currentText()
+        return next((ly for ly in self._images() if ly.name == name), None)
+
+    def _ensure_session(self) -> Session | None:
+        layer = self._selected_image()
+        if layer is None:
+            show_error("No compatible image: open a grey 2-D or 3-D scan (File > Open) first.")
+            return None
+        if self.session is not None and self._image_layer is layer:
+            return self.session
+        geometry = layer.metadata.get("geometry")
+        geom = (Geometry.from_dict(geometry) if geometry else
+                Geometry.identity(layer.data.ndim, layer.scale, layer.translate))
+        source = geom.source or None
+        model = self.checkpoint_path or str(DEFAULT_MODEL)
+        if not self.checkpoint_path and not default_model_available():
+            show_error(f"The shipped model is missing ({DEFAULT_MODEL}); choose a checkpoint.")
+            return None
+        try:
+            session = Session(np.asarray(layer.data), geom, image_path=source,
+                              folder=default_folder(source or layer.name))
+            session.settings.method = self.method_combo.currentText()
+            session.add_version(model, note="starting model")
+        except Exception as e:
+            show_error(f"Cannot start a session on {layer.name!r}: {e}")
+            return None
+        self._bind(session, layer)
+        return session
+
+    def _bind(self, session: Session, layer: Image) -> None:
+        self.session = session
+        self._image_layer = layer
+        self._show_versions()
+        self._show_labelled()
+
+    # ----- layers -------------------------------------------------------------------------------
+
+    def _layer_kwargs(self, name: str) -> dict:
+        ref = self._image_layer
+        meta = {OUTPUT_TAG: True}
+        if self.session is not None:
+            meta["geometry"] = self.session.geometry.to_dict()
+        kw: dict = {"name": name, "metadata": meta}
+        if ref is not None:
+            kw.update(scale=ref.scale, translate=ref.translate)
+        return kw
+
+    def _layer(self, name: str):
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def _show_prediction(self) -> None:
+        s = self.session
+        assert s is not None
+        layer = self._layer(PREDICTION)
+        data = s.prediction if self._image_layer.data.ndim == 3 else s.prediction[0]
+        if layer is None or not np.shares_memory(layer.data, s.prediction):
+            if layer is not None:
+                self.viewer.layers.remove(layer)
+            layer = self.viewer.add_labels(data, colormap=label_colormap(),
+                                           **self._layer_kwargs(PREDICTION))
+            layer.events.paint.connect(self._on_paint)
+        else:
+            layer.refresh()
+        if s.uncertainty is not None:
+            unc = s.uncertainty if self._image_layer.data.ndim == 3 else s.uncertainty[0]
+            self._set_image_layer(UNCERTAINTY, unc, colormap="inferno", blending="additive",
+                                  opacity=0.5, visible=False)
+        self._show_uncertain()
+        self.viewer.layers.selection.active = layer
+
+    def _set_image_layer(self, name: str, data: np.ndarray, **kwargs: Any) -> None:
+        layer = self._layer(name)
+        if layer is None:
+            self.viewer.add_image(data, **self._layer_kwargs(name), **kwargs)
+        else:
+            layer.data = data
+            layer.contrast_limits = (float(np.min(data)), float(np.max(data)) or 1.0)
+
+    def _on_paint(self, event: Any) -> None:
+        s = self.session
+        if s is None:
+            return
+        axis = self._slicing_axis()
+        touched = sorted(painted_slices(event.value, axis, s.image.ndim))
+        # napari emits `paint` before it writes the stroke into the array: take the slice's
+        # voxels once the event loop has finished the stroke.
+        QTimer.singleShot(0, lambda: self._take_slices(axis, touched))
+
+    def _take_slices(self, axis: int, indices: list[int]) -> None:
+        s = self.session
+        if s is None:
+            return
+        for i in indices:
+            s.mark_labelled(axis, i)
+        self._show_labelled()
+
+    def _slicing_axis(self) -> int:
+        """The axis the user steps through: the first one not on screen."""
+        if self.session is None or self.session.image.ndim < 3 or self._image_layer is None \
+                or self._image_layer.data.ndim < 3:
+            return 0
+        not_shown = list(self.viewer.dims.not_displayed)
+        world_axis = not_shown[0] if not_shown else 0
+        return world_axis - (self.viewer.dims.ndim - 3)
+
+    def _current_slice(self) -> int:
+        axis = self._slicing_axis()
+        if self._image_layer is None or self._image_layer.data.ndim < 3:
+            return 0
+        world = self.viewer.dims.point[axis + self.viewer.dims.ndim - 3]
+        layer = self._image_layer
+        i = round((world - layer.translate[axis]) / layer.scale[axis])
+        return int(np.clip(i, 0, layer.data.shape[axis] - 1))
+
+    def go_to_slice(self, index: int) -> None:
+        layer = self._image_layer
+        if layer is None or layer.data.ndim < 3:
+            return
+        axis = self._slicing_axis()
+        world = layer.translate[axis] + index * layer.scale[axis]
+        self.viewer.dims.set_point(axis + self.viewer.dims.ndim - 3, world)
+
+    def _sync_user_slices(self) -> None:
+        """Re-read labelled slices from the layer, so napari undo/redo is what gets trained."""
+        s = self.session
+        if s is None:
+            return
+        for axis, i in s.labelled_slices():
+            sl = slice_index(s.image.ndim, axis, i)
+            s.user_labels[sl] = s.prediction[sl]
+
+    # ----- actions ------------------------------------------------------------------------------
+
+    def predict(self) -> None:
+        s = self._ensure_session()
+        if s is None:
+            return
+        model = s.current_model_path
+        self.predict_btn.setEnabled(False)
+        self.progress.setRange(0, 0)  # busy
+        self.status.setText("Predicting…")
+        worker = _predict(model, s.image, s.settings.mc_samples)
+        worker.returned.connect(self._on_predicted)
+        worker.errored.connect(self._on_predict_error)
+        worker.finished.connect(self._predict_finished)
+        self._worker = worker
+        worker.start()
+
+    def _on_predicted(self, result: dict) -> None:
+        s = self.session
+        if s is None:
+            return
+        self._sync_user_slices()
+        s.merge_prediction(result["labels"], result["uncertainty"])
+        self._show_prediction()
+        if result.get("cam") is not None:
+            self._set_image_layer(CAM, result["cam"], colormap="turbo", blending="additive",
+                                  opacity=0.5, visible=False)
+        self.status.setText("Prediction ready. Correct a few slices, then Retrain.")
+
+    def _on_predict_error(self, exc: Exception) -> None:
+        show_error(f"Prediction failed: {exc}")
+        self.status.setText(f"Prediction failed: {exc}")
+
+    def _predict_finished(self) -> None:
+        self._worker = None
+        self.progress.setRange(0, 1)
+        self._update_state()
+
+    def next_uncertain_slice(self) -> int | None:
+        s = self.session
+        if s is None or s.uncertainty is None:
+            show_warning("Run Predict first: there is no uncertainty map yet.")
+            return None
+        ranked = s.ranked_uncertain_slices(self._slicing_axis())
+        self._show_uncertain(ranked)
+        if not ranked:
+            show_info("Every slice along this axis is labelled.")
+            return None
+        self.go_to_slice(ranked[0][0])
+        return ranked[0][0]
+
+    def accept_slice(self) -> None:
+        s = self.session
+        if s is None or self._layer(PREDICTION) is None:
+            show_warning("Run Predict first: there is no prediction to accept.")
+            return
+        s.accept_slice(self._slicing_axis(), self._current_slice())
+        self._show_labelled()
+        self._show_uncertain()
+
+    def retrain(self) -> None:
+        s = self.session
+        if s is None or self._layer(PREDICTION) is None:
+            show_warning("Run Predict first, then correct or accept a few slices.")
+            return
+        if self.bridge.running:
+            show_warning("A retrain is already running.")
+            return
+        self._sync_user_slices()
+        others = [np.asarray(ly.data) for ly in self._images()
+                  if ly is not self._image_layer and ly.data.ndim == s.image.ndim]
+        steps = self.steps_spin.value()
+        try:
+            job = make_job(s, unlabelled_volumes=others, method=self.method_combo.currentText(),
+                           steps=steps, preview_every=max(1, steps // 3))
+            self.bridge.start(job)
+        except Exception as e:
+            show_error(f"Cannot retrain: {e}")
+            return
+        self.progress.setRange(0, steps)
+        self.progress.setValue(0)
+        self.status.setText("Retraining in the background; keep correcting.")
+        self._timer.start()
+        self._update_state()
+
+    def cancel(self) -> None:
+        if self.bridge.running:
+            self.bridge.cancel()
+            self.status.setText("Cancelling…")
+
+    def _poll_training(self) -> None:
+        for ev in self.bridge.poll():
+            self._handle_event(ev)
+        if not self.bridge.running:
+            self._timer.stop()
+            self._update_state()
+
+    def _handle_event(self, ev: dict) -> None:
+        s = self.session
+        kind = ev.get("type")
+        if kind == "progress":
+            self.progress.setRange(0, int(ev["total"]))
+            self.progress.setValue(int(ev["step"]))
+            loss = ev.get("losses", {}).get("loss")
+            loss_txt = f" · loss {loss:.3f}" if isinstance(loss, float) else ""
+            self.status.setText(f"Step {ev['step']}/{ev['total']}{loss_txt}"
+                                f" · ETA {ev.get('eta', 0):.0f} s")
+        elif kind == "prediction" and s is not None:
+            self._sync_user_slices()
+            s.preview_prediction(np.load(ev["path"]))
+            self._show_prediction()
+        elif kind == "done" and s is not None:
+            self._sync_user_slices()
+            version, adopted, reason = s.apply_retrain_result(ev)
+            self._show_prediction()
+            self._show_versions()
+            if adopted:
+                show_info(f"New model version {version.id} is in use. {reason}")
+                self.status.setText(f"Done: version {version.id} in use. {reason}")
+            else:
+                show_warning(f"Retrain not adopted, the previous version stays: {reason}")
+                self.status.setText(f"Version {version.id} not adopted: {reason}")
+        elif kind == "cancelled":
+            if s is not None:
+                s.restore_prediction()
+                self._show_prediction()
+            show_info(ev.get("message", "Retrain cancelled; the current model is kept."))
+            self.status.setText("Cancelled; the current model is kept.")
+        elif kind == "error":
+            if s is not None:
+                s.restore_prediction()
+                self._show_prediction()
+            show_error(f"Retrain failed: {ev.get('message')}")
+            self.status.setText(f"Retrain failed: {ev.get('message')}")
+
+    def use_version(self, version_id: str | None = None) -> None:
+        s = self.session
+        if s is None:
+            return
+        if version_id is None:
+            item = self.versions_list.currentItem()
+            if item is None:
+                show_warning("Select a version in the list first.")
+                return
+            version_id = item.text().split(" ")[0]
+        try:
+            s.use_version(version_id)
+        except Exception as e:
+            show_error(str(e))
+            return
+        self._show_versions()
+        self.predict()
+
+    def save_model(self, path: str | None = None) -> str | None:
+        s = self.session
+        if s is None or s.current_model_path is None:
+            show_warning("No model to save yet.")
+            return None
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Save model", "model.pt",
+                                                  "Checkpoints (*.pt)")
+        if not path:
+            return None
+        tmp = Path(path).with_name(f".{Path(path).name}.partial")
+        shutil.copyfile(s.current_model_path, tmp)
+        tmp.replace(path)
+        show_info(f"Model saved to {path}")
+        return str(path)
+
+    def save_session(self, folder: str | None = None) -> str | None:
+        s = self.session
+        if s is None:
+            show_warning("Nothing to save yet: run Predict first.")
+            return None
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Save session in folder")
+        if not folder:
+            return None
+        self._sync_user_slices()
+        try:
+            out = s.save(folder)
+        except Exception as e:
+            show_error(f"Could not save the session: {e}")
+            return None
+        show_info(f"Session saved to {out}")
+        return str(out)
+
+    def open_session(self, folder: str | None = None) -> Session | None:
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Open session folder")
+        if not folder:
+            return None
+        try:
+            s = Session.open(folder)
+        except Exception as e:
+            show_error(f"Could not open the session: {e}")
+            return None
+        name = Path(s.image_path).name if s.image_path else "scan"
+        layer = self.viewer.add_image(s.image, name=name, scale=s.geometry.scale,
+                                      translate=s.geometry.translate,
+                                      metadata={"geometry": s.geometry.to_dict()})
+        self._refresh_images()
+        self.image_combo.setCurrentText(layer.name)
+        self._bind(s, layer)
+        self._show_prediction()
+        return s
+
+    # ----- dock text ------------------------------------------------------------------------------
+
+    def _show_labelled(self) -> None:
+        s = self.session
+        if s is None:
+            self.labelled_label.setText("Labelled slices: 0")
+            return
+        parts = [f"axis {a}: {', '.join(map(str, s.labelled_slices(a)))}"
+                 for a in sorted(s.labelled) if s.labelled[a]]
+        self.labelled_label.setText(f"Labelled slices: {s.n_labelled}"
+                                    + (f" ({'; '.join(parts)})" if parts else ""))
+
+    def _show_uncertain(self, ranked: list | None = None) -> None:
+        s = self.session
+        self.uncertain_list.clear()
+        if s is None or s.uncertainty is None:
+            return
+        if ranked is None:
+            ranked = s.ranked_uncertain_slices(self._slicing_axis())
+        for i, u in ranked[:10]:
+            self.uncertain_list.addItem(f"slice {i}   mean entropy {u:.3f}")
+
+    def _jump_to_listed(self, item: Any) -> None:
+        self.go_to_slice(int(item.text().split()[1]))
+
+    def _show_versions(self) -> None:
+        s = self.session
+        self.versions_list.clear()
+        if s is None:
+            return
+        for v in s.versions:
+            bits = [v.id]
+            bits.append(f"{v.method} {v.steps} steps" if v.method else v.note or "model")
+            if v.score is not None and v.parent_score is not None:
+                bits.append(f"held-back Dice {v.parent_score:.3f} → {v.score:.3f}")
+            if not v.adopted:
+                bits.append("not adopted")
+            if v.id == s.current:
+                bits.append("(in use)")
+            self.versions_list.addItem(" · ".join(bits))
+
+    def _update_state(self) -> None:
+        busy = self.bridge.running
+        self.retrain_btn.setEnabled(not busy)
+        self.cancel_btn.setEnabled(busy)
+        self.predict_btn.setEnabled(self._worker is None)
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt's name)
+        self.bridge.close()
+        super().closeEvent(event)
+
+
+def dock_assistant(viewer: Any) -> AssistantWidget:
+    """Dock the assistant in ``viewer`` (what `make demo` does)."""
+    widget = AssistantWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segmentation assistant", area="right")
+    return widget

@@ -1,0 +1,193 @@
+"""The assistant as a user meets it: Predict, paint, Retrain in the background, versions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import SAMPLES
+
+from napari_semiseg._widget import PREDICTION, UNCERTAINTY, AssistantWidget
+from napari_semiseg.io import read_volume
+
+pytestmark = pytest.mark.gui
+PLUGIN = "napari-semiseg"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    """A tiny U-Net (base 4) trained for 3 steps on the ACDC sample, downsampled."""
+    from training.data import TrainData
+    from training.trainer import TrainConfig, train
+
+    vol = read_volume(SAMPLES / "acdc/patient001_frame01.nii.gz")
+    lab = read_volume(SAMPLES / "acdc/patient001_frame01_labels.nii.gz").data
+    data = TrainData.from_arrays([vol.data[:, ::2, ::2]], [lab[:, ::2, ::2]], num_classes=4)
+    out = tmp_path_factory.mktemp("model") / "tiny.pt"
+    cfg = TrainConfig(method="supervised", steps=3, size=[48, 48], base=4, depth=3,
+                      dropout=0.1, labeled_bs=2, unlabeled_bs=0, checkpoint=str(out),
+                      device="cpu")
+    return train(cfg, data)
+
+
+@pytest.fixture
+def assistant(make_napari_viewer, tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_SEMISEG_HOME", str(tmp_path / "home"))
+    viewer = make_napari_viewer()
+    viewer.open(str(SAMPLES / "acdc/patient001_frame01.nii.gz"), plugin=PLUGIN)
+    widget = AssistantWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.set_checkpoint(tiny_model)
+    yield viewer, widget
+    widget.bridge.close()
+
+
+def _predict(qtbot, widget):
+    widget.predict_btn.click()
+    qtbot.waitUntil(lambda: widget._worker is None and widget.session is not None
+                    and widget.session.uncertainty is not None, timeout=60000)
+
+
+def test_widget_is_in_the_plugins_menu(make_napari_viewer):
+    viewer = make_napari_viewer()
+    dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segmentation assistant")
+    assert isinstance(widget, AssistantWidget)
+
+
+def test_predict_adds_prediction_and_uncertainty_on_the_scan(qtbot, assistant):
+    viewer, widget = assistant
+    _predict(qtbot, widget)
+    pred, unc = viewer.layers[PREDICTION], viewer.layers[UNCERTAINTY]
+    scan = viewer.layers["patient001_frame01"]
+    assert pred.data.shape == scan.data.shape == unc.data.shape
+    np.testing.assert_allclose(pred.scale, scan.scale)
+    np.testing.assert_allclose(pred.translate, scan.translate)
+    assert pred.data.max() < 4 and np.isfinite(unc.data).all() and unc.data.max() > 0
+    assert "geometry" in pred.metadata
+
+
+def test_next_uncertain_slice_goes_to_the_top_ranked_slice(qtbot, assistant):
+    viewer, widget = assistant
+    _predict(qtbot, widget)
+    unc = widget.session.uncertainty
+    expected = int(np.argmax(unc.reshape(unc.shape[0], -1).mean(1)))
+    assert widget.next_uncertain_slice() == expected
+    assert widget._current_slice() == expected
+    assert widget.uncertain_list.count() > 0
+    assert widget.uncertain_list.item(0).text().startswith(f"slice {expected} ")
+
+
+def test_painting_marks_slice_labelled_and_undo_still_works(qtbot, assistant):
+    viewer, widget = assistant
+    _predict(qtbot, widget)
+    layer = viewer.layers[PREDICTION]
+    widget.go_to_slice(4)
+    before = layer.data[4].copy()
+    layer.brush_size = 6
+    layer.paint((4, 100, 100), 3)  # what a brush stroke does
+    qtbot.waitUntil(lambda: widget.session.labelled_slices(0) == [4])
+    assert "Labelled slices: 1" in widget.labelled_label.text()
+    assert (widget.session.user_labels[4, 100, 100] == 3)
+    layer.undo()
+    np.testing.assert_array_equal(layer.data[4], before)
+
+
+def test_accept_slice_marks_current_slice(qtbot, assistant):
+    viewer, widget = assistant
+    _predict(qtbot, widget)
+    widget.go_to_slice(7)
+    widget.accept_btn.click()
+    assert widget.session.labelled_slices(0) == [7]
+
+
+def test_full_loop_retrain_keeps_painted_slice_and_refreshes_others(qtbot, assistant):
+    viewer, widget = assistant
+    _predict(qtbot, widget)
+    layer = viewer.layers[PREDICTION]
+    truth = read_volume(SAMPLES / "acdc/patient001_frame01_labels.nii.gz").data
+    # the user corrects three slices (copying the expert's labels with the brush's effect)
+    for z in (3, 5, 7):
+        widget.go_to_slice(z)
+        layer.brush_size = 1
+        layer.paint((z, 5, 5), 2)  # a stroke: this marks the slice as labelled
+        qtbot.waitUntil(lambda z=z: z in widget.session.labelled_slices(0))
+        layer.data[z] = truth[z]  # the rest of the correction, as many strokes would leave it
+        layer.refresh()
+    painted = {z: layer.data[z].copy() for z in (3, 5, 7)}
+    old_other = layer.data[[0, 1, 2, 4, 6, 8, 9]].copy()
+    widget.steps_spin.setValue(4)
+    widget.method_combo.setCurrentText("mean_teacher")
+    widget.retrain_btn.click()
+    assert widget.bridge.running and widget.cancel_btn.isEnabled()
+    # the user keeps painting while it trains
+    layer.paint((5, 120, 120), 2)
+    painted[5] = layer.data[5].copy()
+    qtbot.waitUntil(lambda: widget.session.user_labels[5, 120, 120] == 2)
+    qtbot.waitUntil(lambda: not widget.bridge.running, timeout=240000)
+    s = widget.session
+    assert len(s.versions) == 2, widget.status.text()
+    assert widget.versions_list.count() == 2
+    for z, arr in painted.items():
+        np.testing.assert_array_equal(layer.data[z], arr)  # bit for bit
+    v = s.versions[-1]
+    if v.adopted:
+        assert s.current == v.id
+        assert not np.array_equal(layer.data[[0, 1, 2, 4, 6, 8, 9]], old_other)
+    else:
+        assert s.current == s.versions[0].id
+        np.testing.assert_array_equal(layer.data[[0, 1, 2, 4, 6, 8, 9]], old_other)
+    assert "Step" in widget.status.text() or "version" in widget.status.text()
+
+
+def test_cancel_keeps_current_version(qtbot, assistant):
+    viewer, widget = assistant
+    _predict(qtbot, widget)
+    widget.go_to_slice(5)
+    widget.accept_slice()
+    widget.steps_spin.setValue(2000)
+    widget.retrain()
+    qtbot.waitUntil(lambda: "Step" in widget.status.text(), timeout=120000)
+    widget.cancel_btn.click()
+    qtbot.waitUntil(lambda: not widget.bridge.running, timeout=60000)
+    assert len(widget.session.versions) == 1
+    assert widget.session.current == widget.session.versions[0].id
+    assert "Cancelled" in widget.status.text()
+
+
+def test_retrain_without_labelled_slice_is_refused(qtbot, assistant):
+    viewer, widget = assistant
+    _predict(qtbot, widget)
+    widget.retrain()
+    assert not widget.bridge.running
+    assert len(widget.session.versions) == 1
+
+
+def test_no_image_is_a_notification_not_a_crash(make_napari_viewer, tiny_model):
+    viewer = make_napari_viewer()
+    widget = AssistantWidget(viewer)
+    widget.set_checkpoint(tiny_model)
+    widget.predict()
+    assert widget.session is None
+
+
+def test_corrupt_checkpoint_is_refused(make_napari_viewer, tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    viewer = make_napari_viewer()
+    widget = AssistantWidget(viewer)
+    widget.set_checkpoint(str(bad))
+    assert widget.checkpoint_path is None
+
+
+def test_save_and_open_session_restore_labels_and_versions(qtbot, assistant, tmp_path):
+    viewer, widget = assistant
+    _predict(qtbot, widget)
+    widget.go_to_slice(2)
+    widget.accept_slice()
+    folder = widget.save_session(str(tmp_path / "saved"))
+    assert folder
+    labelled = viewer.layers[PREDICTION].data[2].copy()
+    viewer.layers.clear()
+    s = widget.open_session(folder)
+    assert s.labelled_slices(0) == [2]
+    np.testing.assert_array_equal(viewer.layers[PREDICTION].data[2], labelled)
+    assert len(s.versions) == 1
