@@ -17,7 +17,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: the sample chosen by --sample")
     p.add_argument("--sample", choices=sorted(SAMPLES), default="acdc",
                    help="which shipped sample to open when no path is given (default: acdc)")
-    p.add_argument("--no-labels", action="store_true", help="open the scan without its labels")
+    p.add_argument("--with-labels", action="store_true",
+                   help="also open the sample's expert labels")
+    p.add_argument("--no-predict", action="store_true",
+                   help="do not run the shipped model on the scan at start")
     p.add_argument("--screenshot", metavar="PNG",
                    help="save a screenshot of the window to PNG and quit (for docs and tests)")
     return p
@@ -30,33 +33,41 @@ def open_viewer(args: argparse.Namespace):
     if args.path:
         viewer.open(args.path, plugin="napari-semiseg")
     else:
-        paths = SAMPLES[args.sample][:1] if args.no_labels else SAMPLES[args.sample]
+        paths = SAMPLES[args.sample] if args.with_labels else SAMPLES[args.sample][:1]
         for rel in paths:
             viewer.open(str(sample_dir() / rel), plugin="napari-semiseg")
-    _dock_assistant(viewer)
-    return viewer
+    viewer.window._qt_window.resize(1500, 950)
+    from ._widget import dock_assistant
+
+    widget = dock_assistant(viewer)
+    if not args.no_predict and widget._selected_image() is not None:
+        widget.predict()
+    return viewer, widget
 
 
-def _dock_assistant(viewer) -> None:
-    try:
-        from ._widget import dock_assistant
-    except ImportError:  # the assistant is not part of this build yet
-        return
-    dock_assistant(viewer)
+def _settle(widget, timeout_s: float = 300.0) -> None:
+    """Let a started prediction finish and the window draw (screenshot mode only)."""
+    import time
+
+    from qtpy.QtWidgets import QApplication
+
+    end = time.monotonic() + timeout_s
+    while widget._worker is not None and time.monotonic() < end:
+        QApplication.processEvents()
+        time.sleep(0.05)
+    for _ in range(20):
+        QApplication.processEvents()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        viewer = open_viewer(args)
+        viewer, widget = open_viewer(args)
     except Exception as e:  # a bad path must read as a message, not a traceback
         print(f"napari-semiseg: {e}", file=sys.stderr)
         return 1
     if args.screenshot:
-        from qtpy.QtWidgets import QApplication
-
-        for _ in range(20):
-            QApplication.processEvents()
+        _settle(widget)
         viewer.screenshot(args.screenshot, canvas_only=False)
         viewer.close()
         print(f"saved {args.screenshot}")

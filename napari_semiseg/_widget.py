@@ -281,7 +281,7 @@ class AssistantWidget(QWidget):
         if s.uncertainty is not None:
             unc = s.uncertainty if self._image_layer.data.ndim == 3 else s.uncertainty[0]
             self._set_image_layer(UNCERTAINTY, unc, colormap="inferno", blending="additive",
-                                  opacity=0.5, visible=False)
+                                  opacity=0.4)
         self._show_uncertain()
         self.viewer.layers.selection.active = layer
 
