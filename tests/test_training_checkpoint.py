@@ -1,0 +1,58 @@
+import os
+
+import pytest
+import torch
+
+from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from training.networks import UNet
+
+
+def test_round_trip_rebuilds_network(tmp_path):
+    net = UNet(2, 1, 3, base=4, depth=2, edge_head=True)
+    meta = {"num_classes": 3, "class_names": ["bg", "a", "b"], "size": [32, 32], "dims": 2}
+    path = save_checkpoint(tmp_path / "m.pt", net, meta)
+    model, got = load_checkpoint(path)
+    assert got["class_names"] == ["bg", "a", "b"] and got["network"]["edge_head"]
+    for a, b in zip(net.state_dict().values(), model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert [p for p in os.listdir(tmp_path) if p != "m.pt"] == []  # no temporary left
+
+
+def test_failed_save_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):
+    net = UNet(2, 1, 2, base=4, depth=1)
+    path = save_checkpoint(tmp_path / "m.pt", net, {"step": 1})
+    before = (tmp_path / "m.pt").read_bytes()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(OSError):
+        save_checkpoint(path, net, {"step": 2})
+    assert (tmp_path / "m.pt").read_bytes() == before
+    assert os.listdir(tmp_path) == ["m.pt"]
+
+
+def test_corrupt_and_foreign_files_raise_checkpoint_error(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="unreadable"):
+        load_checkpoint(bad)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    with pytest.raises(CheckpointError, match="not a napari-semiseg"):
+        load_checkpoint(foreign)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_pickled_code_is_refused(tmp_path):
+    p = tmp_path / "evil.pt"
+    torch.save({"format": "napari-semiseg-checkpoint/1", "meta": _Evil()}, p)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(p)

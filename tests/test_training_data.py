@@ -1,0 +1,110 @@
+import numpy as np
+import pytest
+from test_training_synth import blob_volume, write_dataset
+
+from training import IGNORE_INDEX
+from training.data import (
+    DataError,
+    PatchSampler,
+    SliceSampler,
+    TrainData,
+    load_train_data,
+    scan_dataset,
+    select_labeled,
+)
+from training.normalization import normalize_intensity
+
+
+def test_scan_dataset_reads_index_splits_and_patients(tmp_path):
+    write_dataset(tmp_path, n=5)
+    cases = scan_dataset(tmp_path)
+    assert [c.split for c in cases] == ["train"] * 4 + ["test"]
+    lab, unl = select_labeled(cases, 1)  # first patient = its two cases
+    assert [c.name for c in lab] == ["case00", "case01"]
+    assert [c.name for c in unl] == ["case02", "case03"]  # test case never used for training
+    lab, _ = select_labeled(cases, "case03")
+    assert [c.name for c in lab] == ["case03"]
+
+
+def test_scan_dataset_without_index_matches_by_name(tmp_path):
+    write_dataset(tmp_path, n=2, with_index=False)
+    cases = scan_dataset(tmp_path)
+    assert [(c.name, c.label.name) for c in cases] == [
+        ("case00", "case00.nii.gz"), ("case01", "case01.nii.gz")]
+
+
+def test_missing_label_file_is_reported(tmp_path):
+    write_dataset(tmp_path, n=2)
+    (tmp_path / "labels" / "case00.nii.gz").unlink()
+    with pytest.raises(DataError, match="label file missing"):
+        scan_dataset(tmp_path)
+
+
+def test_empty_and_unknown_labelled_sets(tmp_path):
+    write_dataset(tmp_path, n=3)
+    cases = scan_dataset(tmp_path)
+    with pytest.raises(DataError, match="empty"):
+        select_labeled(cases, 0)
+    with pytest.raises(DataError, match="unknown case"):
+        select_labeled(cases, "nobody")
+
+
+def test_normalisation_is_zscore_after_clipping():
+    v = np.random.default_rng(0).normal(500, 50, (4, 16, 16))
+    v[0, 0, 0] = 1e6  # outlier is clipped
+    n = normalize_intensity(v)
+    assert abs(n.mean()) < 1e-4 and abs(n.std() - 1) < 1e-3
+    assert n.max() < 5
+
+
+def test_from_arrays_validates():
+    img, lab = blob_volume(0)
+    with pytest.raises(DataError, match="differs"):
+        TrainData.from_arrays([img], [lab[:, :10]])
+    with pytest.raises(DataError, match="empty"):
+        TrainData.from_arrays([img], [np.full_like(lab, IGNORE_INDEX)])
+    with pytest.raises(DataError, match="unknown class"):
+        TrainData.from_arrays([img], [lab], num_classes=2)
+    data = TrainData.from_arrays([img], [lab], [img])
+    assert data.num_classes == 3 and data.images[0].dtype == np.float32
+    assert data.summary()["unlabeled_volumes"] == 1
+
+
+def test_slice_sampler_puts_unannotated_slices_in_unlabelled_pool():
+    img, lab = blob_volume(0)
+    lab = lab.copy()
+    lab[1:3] = IGNORE_INDEX  # slices 1 and 2 not annotated
+    lab[0, :5] = IGNORE_INDEX  # slice 0 partially annotated
+    data = TrainData.from_arrays([img], [lab], [img[:1]])
+    s = SliceSampler(data, (16, 16), labeled_bs=3, unlabeled_bs=2, seed=0)
+    assert len(s.lab_img) == 2 and len(s.unl_img) == 3
+    lab_b, unl_b = s.next()
+    assert lab_b["image"].shape == (3, 1, 16, 16) and unl_b["image"].shape == (2, 1, 16, 16)
+    assert set(np.unique(lab_b["label"].numpy())) <= {0, 1, 2, IGNORE_INDEX}  # nearest resize
+
+
+def test_slice_sampler_is_deterministic_under_seed():
+    img, lab = blob_volume(0)
+    data = TrainData.from_arrays([img], [lab])
+    a = SliceSampler(data, (16, 16), seed=3).next()[0]["image"]
+    b = SliceSampler(data, (16, 16), seed=3).next()[0]["image"]
+    assert np.array_equal(a.numpy(), b.numpy())
+
+
+def test_patch_sampler_3d_with_sparse_volume():
+    img, lab = blob_volume(0, shape=(8, 24, 24))
+    lab = lab.copy()
+    lab[4:] = IGNORE_INDEX
+    data = TrainData.from_arrays([img], [lab])
+    s = PatchSampler(data, (4, 16, 16), labeled_bs=2, unlabeled_bs=1, seed=0, downsample=1.0)
+    lab_b, unl_b = s.next()
+    assert lab_b["image"].shape == (2, 1, 4, 16, 16)
+    assert (lab_b["label"] != IGNORE_INDEX).any(dim=(1, 2, 3)).all()
+    assert unl_b is not None  # the sparse volume also feeds the unlabelled pool
+
+
+def test_load_train_data_from_folder(tmp_path):
+    write_dataset(tmp_path, n=4)
+    data = load_train_data(tmp_path, 1)
+    assert len(data.images) == 2 and len(data.unlabeled) == 1
+    assert data.names == ["case00", "case01"]

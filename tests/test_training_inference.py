@@ -1,0 +1,57 @@
+import numpy as np
+import torch
+from test_training_synth import blob_volume
+
+from training.inference import disagreement, entropy_map, predict_volume
+from training.networks import UNet
+
+META2 = {"dims": 2, "size": [16, 16], "normalization": None, "num_classes": 3}
+
+
+def test_2d_prediction_shapes_probabilities_and_entropy():
+    torch.manual_seed(0)
+    img, _ = blob_volume(0, shape=(3, 20, 24))
+    res = predict_volume(UNet(2, 1, 3, base=4, depth=2), META2, img, device="cpu")
+    assert res["labels"].shape == (3, 20, 24) and res["labels"].dtype == np.uint8
+    assert res["probabilities"].shape == (3, 3, 20, 24)
+    assert np.allclose(res["probabilities"].sum(0), 1, atol=1e-5)
+    assert np.array_equal(res["labels"], res["probabilities"].argmax(0))
+    p = res["probabilities"]
+    assert np.allclose(res["uncertainty"], -(p * np.log(np.clip(p, 1e-8, None))).sum(0),
+                       atol=1e-5)
+    assert res["cam"] is None
+
+
+def test_mc_dropout_changes_probabilities():
+    torch.manual_seed(0)
+    img, _ = blob_volume(0, shape=(2, 16, 16))
+    net = UNet(2, 1, 3, base=4, depth=2, dropout=0.5)
+    plain = predict_volume(net, META2, img, device="cpu")
+    torch.manual_seed(1)
+    mc = predict_volume(net, META2, img, mc_samples=4, device="cpu")
+    assert not np.allclose(plain["probabilities"], mc["probabilities"])
+    assert not any(m.training for m in net.modules())  # dropout switched off again
+
+
+def test_cam_from_classification_head():
+    img, _ = blob_volume(0, shape=(2, 16, 16))
+    net = UNet(2, 1, 3, base=4, depth=2, cls_head=True)
+    cam = predict_volume(net, META2, img, device="cpu")["cam"]
+    assert cam.shape == (2, 16, 16) and cam.min() >= 0 and cam.max() <= 1 + 1e-6
+
+
+def test_3d_sliding_window_with_downsampling():
+    img, _ = blob_volume(0, shape=(10, 20, 18))
+    meta = {"dims": 3, "size": [8, 8, 8], "downsample": 2.0, "normalization": None}
+    res = predict_volume(UNet(3, 1, 3, base=4, depth=2), meta, img, device="cpu")
+    assert res["labels"].shape == img.shape and res["probabilities"].shape == (3, *img.shape)
+
+
+def test_entropy_and_disagreement():
+    uniform = np.full((4, 2, 2), 0.25)
+    assert np.allclose(entropy_map(uniform), np.log(4))
+    a = np.zeros((2, 3))
+    a[0] = 1
+    b = np.zeros((2, 3))
+    b[1] = 1
+    assert np.allclose(disagreement(a, a), 0) and np.allclose(disagreement(a, b), 1)

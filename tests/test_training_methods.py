@@ -1,0 +1,229 @@
+"""Each method's own mechanism, on tiny tensors."""
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+from test_training_synth import TINY
+
+from training import IGNORE_INDEX
+from training.copy_paste import box_mask, dynamic_ratio, label_edges, mix
+from training.ema import ema_update
+from training.methods import METHODS, get_method
+from training.methods.act import distillation_loss
+from training.methods.bcp import should_refresh
+from training.methods.ua_mt import certainty_mask, entropy, uncertainty_threshold
+from training.networks import UNet, count_parameters
+from training.sdf import batch_signed_distance, signed_distance
+
+
+def _batches(seed=0, n=2, size=16):
+    g = torch.Generator().manual_seed(seed)
+    xl = torch.randn(n, 1, size, size, generator=g)
+    yl = torch.randint(0, 3, (n, size, size), generator=g)
+    yl[:, : size // 4] = IGNORE_INDEX  # sparse annotation
+    xu = torch.randn(n, 1, size, size, generator=g)
+    return {"image": xl, "label": yl}, {"image": xu}
+
+
+def _flat(model):
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_every_method_steps_on_sparse_labels(name):
+    torch.manual_seed(0)
+    m = get_method(name, warmup_fraction=0.0)
+    m.setup(TINY, "cpu")
+    before = _flat(m.inference_model()).clone()
+    lab, unl = _batches()
+    losses = m.step(lab, unl, 1, 4)
+    assert all(math.isfinite(v) for v in losses.values())
+    assert not torch.equal(before, _flat(m.inference_model()))
+
+
+def test_ema_update_equals_formula():
+    t, s = UNet(2, 1, 2, base=4, depth=1), UNet(2, 1, 2, base=4, depth=1)
+    t0 = [p.clone() for p in t.parameters()]
+    ema_update(t, s, 0.9)
+    for p, p0, ps in zip(t.parameters(), t0, s.parameters(), strict=True):
+        assert torch.allclose(p, 0.9 * p0 + 0.1 * ps)
+
+
+def test_mean_teacher_teacher_is_ema_of_student_after_step():
+    torch.manual_seed(0)
+    m = get_method("mean_teacher", warmup_fraction=0.0, ema_alpha=0.9)
+    m.setup(TINY, "cpu")
+    teacher_before = _flat(m.teacher).clone()
+    lab, unl = _batches()
+    step = 20  # min(0.9, 1 - 1/21) = 0.9
+    m.step(lab, unl, step, 40)
+    expected = 0.9 * teacher_before + 0.1 * _flat(m.main())
+    assert torch.allclose(_flat(m.teacher), expected, atol=1e-6)
+
+
+def test_ua_mt_threshold_ramps_and_mask_grows():
+    c = 3
+    thr = [uncertainty_threshold(s, 100, c) for s in range(0, 101, 10)]
+    assert thr[0] == pytest.approx(0.75 * math.log(c), rel=0.01)
+    assert thr[-1] == pytest.approx(math.log(c))
+    g = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(1, c, 32, 32, generator=g) * 2, 1)
+    unc = entropy(probs)
+    sizes = [certainty_mask(unc, t).sum().item() for t in thr]
+    assert all(a <= b for a, b in zip(sizes, sizes[1:], strict=False))
+    assert sizes[-1] > sizes[0]
+
+
+def test_ua_mt_consistency_ignores_uncertain_voxels():
+    unc = torch.tensor([0.1, 2.0])
+    mask = certainty_mask(unc, 1.0)
+    assert mask.tolist() == [1.0, 0.0]
+
+
+def _brute_sdf(mask):
+    """Reference: distances to the nearest voxel of the other set by brute force."""
+    pts_in = np.argwhere(mask)
+    pts_out = np.argwhere(~mask)
+    d_out = np.zeros(mask.shape)
+    d_in = np.zeros(mask.shape)
+    for idx in np.ndindex(mask.shape):
+        other = pts_out if mask[idx] else pts_in
+        d = np.sqrt(((other - np.array(idx)) ** 2).sum(1)).min()
+        (d_in if mask[idx] else d_out)[idx] = d
+    # edt convention: an inside voxel's distance is to the nearest outside voxel
+    ref = d_out / d_out.max() - d_in / d_in.max()
+    boundary = mask & ~ndimage.binary_erosion(mask, border_value=1)
+    ref[boundary] = 0
+    return ref
+
+
+def test_signed_distance_matches_exact_reference():
+    y, x = np.mgrid[0:14, 0:14]
+    mask = (y - 6) ** 2 + (x - 7) ** 2 < 16
+    sdf = signed_distance(mask)
+    assert np.allclose(sdf, _brute_sdf(mask), atol=1e-5)
+    assert (sdf[mask & ~np.isclose(sdf, 0)] < 0).all() and (sdf[~mask] > 0).all()
+
+
+def test_batch_sdf_per_class_and_empty():
+    lab = torch.zeros(1, 8, 8, dtype=torch.long)
+    lab[0, 2:5, 2:5] = 1
+    sdf = batch_signed_distance(lab, 3)
+    assert sdf.shape == (1, 2, 8, 8)
+    assert sdf[0, 1].abs().max() == 0  # class 2 absent: no boundary, all zeros
+    assert sdf[0, 0, 3, 3] < 0 and sdf[0, 0, 7, 7] > 0
+
+
+def test_dtml_networks_teach_each_other_without_labels():
+    torch.manual_seed(0)
+    m = get_method("dtml", warmup_fraction=0.0, rampup_fraction=0.0)
+    m.setup(TINY, "cpu")
+    lab, unl = _batches()
+    lab["label"][:] = IGNORE_INDEX  # no supervision at all: only the mutual term
+    terms = m.losses(lab, unl, 5, 10)
+    sum(terms.values()).backward()
+    for name in ("student", "sdf_net"):
+        grads = [p.grad for p in m.nets[name].parameters() if p.grad is not None]
+        assert grads and max(g.abs().max() for g in grads) > 0
+
+
+def test_ug_mcl_has_dual_task_student_and_ema_teacher():
+    torch.manual_seed(0)
+    m = get_method("ug_mcl", warmup_fraction=0.0, ema_alpha=0.5)
+    m.setup(TINY, "cpu")
+    assert "sdf" in m.main()(torch.randn(1, 1, 16, 16))
+    before = _flat(m.teacher).clone()
+    lab, unl = _batches()
+    losses = m.step(lab, unl, 30, 40)
+    assert {"intra", "cross", "sdf"} <= set(losses)
+    assert torch.allclose(_flat(m.teacher), 0.5 * before + 0.5 * _flat(m.main()), atol=1e-6)
+
+
+def test_copy_paste_mixes_labels_exactly_where_images_mix():
+    g = torch.Generator().manual_seed(1)
+    mask = box_mask((16, 16), 0.5, g)
+    a_img, b_img = torch.full((2, 1, 16, 16), 1.0), torch.full((2, 1, 16, 16), -1.0)
+    a_lab, b_lab = torch.full((2, 16, 16), 1), torch.full((2, 16, 16), 2)
+    img, lab = mix(a_img, b_img, a_lab, b_lab, mask)
+    from_a_img = img[:, 0] == 1.0
+    assert torch.equal(from_a_img, lab == 1)
+    assert torch.equal(from_a_img[0], mask.bool())
+    assert mask.sum() == 64  # box side 0.5 * 16
+
+
+def test_dynamic_mask_shrinks_over_training():
+    ratios = [dynamic_ratio(s, 100) for s in (0, 50, 100)]
+    assert ratios[0] > ratios[1] > ratios[2]
+    g = torch.Generator().manual_seed(0)
+    assert box_mask((30, 30), ratios[0], g).sum() > box_mask((30, 30), ratios[2], g).sum()
+
+
+def test_label_edges_mark_boundaries_and_skip_unannotated():
+    lab = torch.zeros(1, 10, 10, dtype=torch.long)
+    lab[0, 3:7, 3:7] = 1
+    lab[0, :, 9] = IGNORE_INDEX
+    edges, valid = label_edges(lab)
+    assert edges[0, 0, 5, 5] == 0 and edges[0, 0, 3, 5] == 1 and edges[0, 0, 2, 5] == 1
+    assert edges[0, 0, 0, 0] == 0
+    assert valid[0, 0, 5, 8] == 0 and valid[0, 0, 5, 5] == 1
+
+
+def test_bcp_static_teacher_changes_only_at_its_period():
+    torch.manual_seed(0)
+    total, period = 12, 3
+    m = get_method("bcp", warmup_fraction=0.25, refresh_every=period)
+    m.setup(TINY, "cpu")
+    warm = m.warmup_steps(total)
+    lab, unl = _batches()
+    changed = []
+    for step in range(total):
+        before = _flat(m.static_teacher).clone()
+        m.step(lab, unl, step, total)
+        changed.append(not torch.equal(before, _flat(m.static_teacher)))
+    # during warm-up it tracks the student; the refresh at the end of warm-up copies identical
+    # weights; afterwards it is frozen except every `period` steps
+    expected = [s < warm or (s > warm and should_refresh(s, warm, period)) for s in range(total)]
+    assert changed == expected
+    assert sum(changed[warm:]) == len(range(warm + period, total, period)) > 0
+
+
+def test_bcp_has_edge_head_and_loss():
+    m = get_method("bcp", warmup_fraction=0.0)
+    m.setup(TINY, "cpu")
+    lab, unl = _batches()
+    losses = m.step(lab, unl, 0, 4)
+    assert losses["edge"] > 0
+    assert m.inference_model().config["edge_head"]
+
+
+def test_act_student_is_small_and_is_the_output():
+    m = get_method("act")
+    m.setup({**TINY, "base": 16, "depth": 4, "num_classes": 4}, "cpu")
+    ratio = count_parameters(m.teacher_model()) / count_parameters(m.inference_model())
+    assert ratio >= 50
+    assert m.inference_model() is m.nets["student"]
+
+
+def test_distillation_is_zero_when_student_matches_target():
+    logits = torch.randn(2, 3, 4, 4)
+    target = torch.softmax(logits / 2.0, 1)
+    assert distillation_loss(logits, target, 2.0).item() == pytest.approx(0, abs=1e-6)
+    assert distillation_loss(-logits, target, 2.0).item() > 0.01
+
+
+def test_warmup_is_supervised_only():
+    m = get_method("mean_teacher", warmup_fraction=0.5)
+    m.setup(TINY, "cpu")
+    lab, unl = _batches()
+    assert set(m.step(lab, unl, 0, 10)) == {"sup", "loss", "lr"}
+    assert "cons" in m.step(lab, unl, 6, 10)
+    assert copy.deepcopy(m.teacher) is not None
+
+
+def test_unknown_method():
+    with pytest.raises(ValueError, match="unknown method"):
+        get_method("nope")

@@ -1,0 +1,68 @@
+import pytest
+import torch
+
+from training.networks import (
+    UNet,
+    build_network,
+    count_parameters,
+    enable_mc_dropout,
+    network_config,
+    tiny_student,
+)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_unet_outputs_and_heads(dims):
+    net = UNet(dims, 1, 3, base=4, depth=2, sdf_head=True, edge_head=True, cls_head=True)
+    shape = (2, 1) + (16,) * dims
+    out = net(torch.randn(shape))
+    assert out["logits"].shape == (2, 3) + (16,) * dims
+    assert out["sdf"].shape == (2, 2) + (16,) * dims
+    assert out["sdf"].abs().max() <= 1
+    assert out["edge"].shape == (2, 1) + (16,) * dims
+    assert out["cls"].shape == (2, 3)
+    assert out["features"].shape[1] == 4
+
+
+def test_heads_absent_by_default():
+    out = UNet(2, 1, 2, base=4, depth=1)(torch.randn(1, 1, 8, 8))
+    assert set(out) == {"logits"}
+
+
+def test_instance_norm_is_refused():
+    with pytest.raises(ValueError, match="instance"):
+        UNet(2, 1, 2, norm="instance")
+
+
+def test_no_instance_norm_modules():
+    net = UNet(3, 1, 2, base=4, depth=2, norm="batch")
+    assert not any(isinstance(m, torch.nn.modules.instancenorm._InstanceNorm)
+                   for m in net.modules())
+
+
+def test_config_round_trip_rebuilds_same_architecture():
+    net = UNet(2, 1, 4, base=4, depth=2, dropout=0.2, edge_head=True)
+    cfg = network_config(net)
+    clone = build_network(cfg)
+    clone.load_state_dict(net.state_dict())  # same parameter names and shapes
+    assert network_config(clone) == cfg
+
+
+def test_mc_dropout_varies_only_when_enabled():
+    torch.manual_seed(0)
+    net = UNet(2, 1, 2, base=4, depth=2, dropout=0.5).eval()
+    x = torch.randn(1, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(net(x)["logits"], net(x)["logits"])
+        assert enable_mc_dropout(net) > 0
+        a, b = net(x)["logits"], net(x)["logits"]
+    assert not torch.equal(a, b)
+    enable_mc_dropout(net, False)
+    assert not any(m.training for m in net.modules())
+
+
+def test_tiny_student_is_at_least_50x_smaller_than_default():
+    for dims in (2, 3):
+        default = UNet(dims, 1, 4)
+        student = tiny_student(dims, 1, 4)
+        assert count_parameters(default) >= 50 * count_parameters(student)

@@ -1,0 +1,111 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from test_training_synth import blob_volume
+
+from training.checkpoint import load_checkpoint, read_checkpoint
+from training.data import TrainData
+from training.trainer import TrainConfig, train
+
+
+def _data(n=2):
+    vols = [blob_volume(i) for i in range(n)]
+    return TrainData.from_arrays([v[0] for v in vols], [v[1] for v in vols],
+                                 [blob_volume(9)[0]], class_names=["bg", "disc", "square"])
+
+
+def _cfg(tmp_path, **kw):
+    base = dict(method="supervised", steps=4, size=[16, 16], labeled_bs=2, unlabeled_bs=2,
+                base=4, depth=2, device="cpu", checkpoint=str(tmp_path / "m.pt"), log_every=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_events_checkpoints_and_meta(tmp_path):
+    events = []
+    path = train(_cfg(tmp_path, checkpoint_every=2), _data(), on_event=events.append)
+    kinds = [e["type"] for e in events]
+    assert kinds == ["progress", "progress", "checkpoint", "progress", "progress", "done"]
+    pickle.dumps(events)  # plain data, can cross process boundaries
+    prog = [e for e in events if e["type"] == "progress"]
+    assert [e["step"] for e in prog] == [1, 2, 3, 4] and prog[-1]["eta"] == 0
+    assert {"loss", "sup"} <= set(prog[0]["losses"])
+    _, meta = load_checkpoint(path)
+    assert meta["class_names"] == ["bg", "disc", "square"] and meta["num_classes"] == 3
+    assert meta["normalization"]["kind"] == "percentile_zscore"
+    assert meta["method"] == "supervised" and meta["size"] == [16, 16]
+    assert meta["data"]["labeled_volumes"] == 2 and meta["steps_done"] == 4
+
+
+def test_cancel_stops_with_a_valid_checkpoint(tmp_path):
+    events = []
+    calls = {"n": 0}
+
+    def stop():
+        calls["n"] += 1
+        return calls["n"] > 3  # three steps, then cancel
+
+    path = train(_cfg(tmp_path, steps=50, checkpoint_every=2), _data(), on_event=events.append,
+                 should_stop=stop)
+    assert events[-1]["type"] == "cancelled" and events[-1]["path"] == path
+    assert read_checkpoint(path)["meta"]["steps_done"] == 3
+    assert sum(e["type"] == "progress" for e in events) == 3
+
+
+def test_cancel_before_first_step_writes_nothing(tmp_path):
+    path = train(_cfg(tmp_path), _data(), should_stop=lambda: True)
+    assert path is None and not (tmp_path / "m.pt").exists()
+
+
+def test_deterministic_under_seed(tmp_path):
+    a = train(_cfg(tmp_path, method="mean_teacher", checkpoint=str(tmp_path / "a.pt"), seed=3),
+              _data())
+    b = train(_cfg(tmp_path, method="mean_teacher", checkpoint=str(tmp_path / "b.pt"), seed=3),
+              _data())
+    c = train(_cfg(tmp_path, method="mean_teacher", checkpoint=str(tmp_path / "c.pt"), seed=4),
+              _data())
+    sa, sb, sc = (read_checkpoint(p)["state_dict"] for p in (a, b, c))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_fine_tune_keeps_network_config(tmp_path):
+    first = train(_cfg(tmp_path, base=4, checkpoint=str(tmp_path / "first.pt")), _data())
+    events = []
+    second = train(_cfg(tmp_path, method="bcp", base=16, warmup_fraction=0.0,
+                        checkpoint=str(tmp_path / "second.pt")), _data(),
+                   on_event=events.append, init_checkpoint=first)
+    model, meta = load_checkpoint(second)
+    assert meta["network"]["base"] == 4  # from the checkpoint, not the config
+    assert meta["init_checkpoint"] == first
+    # it started from the first model's weights: the first loss is lower than from scratch
+    scratch = []
+    train(_cfg(tmp_path, method="bcp", base=4, warmup_fraction=0.0,
+               checkpoint=str(tmp_path / "s.pt")), _data(), on_event=scratch.append)
+    assert events[0]["losses"]["sup"] < scratch[0]["losses"]["sup"]
+
+
+def test_fine_tune_rejects_more_classes(tmp_path):
+    img, lab = blob_volume(0)
+    two = TrainData.from_arrays([img], [np.minimum(lab, 1)])
+    first = train(_cfg(tmp_path, checkpoint=str(tmp_path / "f.pt")), two)
+    with pytest.raises(ValueError, match="classes"):
+        train(_cfg(tmp_path), _data(), init_checkpoint=first)
+
+
+def test_training_learns_the_blobs(tmp_path):
+    events = []
+    train(_cfg(tmp_path, steps=40, lr=1e-2, log_every=1, base=8, labeled_bs=4), _data(3),
+          on_event=events.append)
+    losses = [e["losses"]["sup"] for e in events if e["type"] == "progress"]
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
+
+
+def test_3d_training_runs(tmp_path):
+    vols = [blob_volume(i, shape=(8, 16, 16)) for i in range(2)]
+    data = TrainData.from_arrays([v[0] for v in vols], [v[1] for v in vols])
+    path = train(_cfg(tmp_path, dims=3, size=[8, 8, 8], method="ua_mt", steps=2), data)
+    model, meta = load_checkpoint(path)
+    assert meta["dims"] == 3 and model.config["dims"] == 3 and model.config["dropout"] > 0
