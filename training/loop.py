@@ -232,8 +232,10 @@ def accept_retrain(
 # ----- fine-tuning -------------------------------------------------------------------------------
 
 # A fine-tune starts from a trained model: a gentler learning rate than training from scratch,
-# and no supervised warm-up (the starting model already gives sensible pseudo-labels).
-FINETUNE_DEFAULTS: dict[str, Any] = {"lr": 2e-3, "warmup_fraction": 0.0, "log_every": 1}
+# and no supervised warm-up (the starting model already gives sensible pseudo-labels). Half the
+# training batch: a few labelled slices need no batch of 8, and the user waits for each step.
+FINETUNE_DEFAULTS: dict[str, Any] = {"lr": 2e-3, "warmup_fraction": 0.0, "log_every": 1,
+                                     "labeled_bs": 4, "unlabeled_bs": 4}
 
 
 def finetune(
