@@ -30,14 +30,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from training.loop import slice_index
-
 from .colors import label_colormap
 from .default_model import DEFAULT_MODEL, default_model_available
 from .io import Geometry
-from .painting import painted_slices
 from .session import Session, default_folder
-from .training_bridge import TrainingBridge, make_job
+from .training_bridge import TrainingBridge, discard_job, make_job
 
 PREDICTION, UNCERTAINTY, CAM = "prediction", "uncertainty", "CAM"
 OUTPUT_TAG = "napari_semiseg_output"  # metadata key marking layers the assistant made
@@ -64,6 +61,7 @@ class AssistantWidget(QWidget):
         self.checkpoint_path: str | None = None
         self._image_layer: Image | None = None
         self._worker = None
+        self._job = None
         self._timer = QTimer(self)
         self._timer.setInterval(100)
         self._timer.timeout.connect(self._poll_training)
@@ -297,18 +295,7 @@ class AssistantWidget(QWidget):
         s = self.session
         if s is None:
             return
-        axis = self._slicing_axis()
-        touched = sorted(painted_slices(event.value, axis, s.image.ndim))
-        # napari emits `paint` before it writes the stroke into the array: take the slice's
-        # voxels once the event loop has finished the stroke.
-        QTimer.singleShot(0, lambda: self._take_slices(axis, touched))
-
-    def _take_slices(self, axis: int, indices: list[int]) -> None:
-        s = self.session
-        if s is None:
-            return
-        for i in indices:
-            s.mark_labelled(axis, i)
+        s.detect_painted_slices(indices=event.value, axis=self._slicing_axis())
         self._show_labelled()
 
     def _slicing_axis(self) -> int:
@@ -337,15 +324,6 @@ class AssistantWidget(QWidget):
         world = layer.translate[axis] + index * layer.scale[axis]
         self.viewer.dims.set_point(axis + self.viewer.dims.ndim - 3, world)
 
-    def _sync_user_slices(self) -> None:
-        """Re-read labelled slices from the layer, so napari undo/redo is what gets trained."""
-        s = self.session
-        if s is None:
-            return
-        for axis, i in s.labelled_slices():
-            sl = slice_index(s.image.ndim, axis, i)
-            s.user_labels[sl] = s.prediction[sl]
-
     # ----- actions ------------------------------------------------------------------------------
 
     def predict(self) -> None:
@@ -367,7 +345,6 @@ class AssistantWidget(QWidget):
         s = self.session
         if s is None:
             return
-        self._sync_user_slices()
         s.merge_prediction(result["labels"], result["uncertainty"])
         self._show_prediction()
         if result.get("cam") is not None:
@@ -414,7 +391,6 @@ class AssistantWidget(QWidget):
         if self.bridge.running:
             show_warning("A retrain is already running.")
             return
-        self._sync_user_slices()
         others = [np.asarray(ly.data) for ly in self._images()
                   if ly is not self._image_layer and ly.data.ndim == s.image.ndim]
         steps = self.steps_spin.value()
@@ -422,6 +398,7 @@ class AssistantWidget(QWidget):
             job = make_job(s, unlabelled_volumes=others, method=self.method_combo.currentText(),
                            steps=steps, preview_every=max(1, steps // 3))
             self.bridge.start(job)
+            self._job = job
         except Exception as e:
             show_error(f"Cannot retrain: {e}")
             return
@@ -454,12 +431,11 @@ class AssistantWidget(QWidget):
             self.status.setText(f"Step {ev['step']}/{ev['total']}{loss_txt}"
                                 f" · ETA {ev.get('eta', 0):.0f} s")
         elif kind == "prediction" and s is not None:
-            self._sync_user_slices()
             s.preview_prediction(np.load(ev["path"]))
             self._show_prediction()
         elif kind == "done" and s is not None:
-            self._sync_user_slices()
             version, adopted, reason = s.apply_retrain_result(ev)
+            self._discard_job()
             self._show_prediction()
             self._show_versions()
             if adopted:
@@ -469,17 +445,25 @@ class AssistantWidget(QWidget):
                 show_warning(f"Retrain not adopted, the previous version stays: {reason}")
                 self.status.setText(f"Version {version.id} not adopted: {reason}")
         elif kind == "cancelled":
+            self._discard_job()
             if s is not None:
                 s.restore_prediction()
                 self._show_prediction()
             show_info(ev.get("message", "Retrain cancelled; the current model is kept."))
             self.status.setText("Cancelled; the current model is kept.")
         elif kind == "error":
+            self._discard_job()
             if s is not None:
                 s.restore_prediction()
                 self._show_prediction()
             show_error(f"Retrain failed: {ev.get('message')}")
             self.status.setText(f"Retrain failed: {ev.get('message')}")
+
+    def _discard_job(self) -> None:
+        """The checkpoint was copied into the session; the job's scan copy can go."""
+        if self._job is not None:
+            discard_job(self._job)
+            self._job = None
 
     def use_version(self, version_id: str | None = None) -> None:
         s = self.session
@@ -524,7 +508,6 @@ class AssistantWidget(QWidget):
             folder = QFileDialog.getExistingDirectory(self, "Save session in folder")
         if not folder:
             return None
-        self._sync_user_slices()
         try:
             out = s.save(folder)
         except Exception as e:

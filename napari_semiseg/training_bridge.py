@@ -281,6 +281,7 @@ class TrainingBridge:
         self._finished = True
         self._cancel_at: float | None = None
         self.last_event: Event | None = None
+        self._exiting: list[tuple[Any, float]] = []
 
     @property
     def running(self) -> bool:
@@ -332,6 +333,7 @@ class TrainingBridge:
 
     def poll(self) -> list[Event]:
         """Events since the last call; never blocks."""
+        self._reap()
         if self._finished:
             return []
         events = self._drain()
@@ -371,16 +373,27 @@ class TrainingBridge:
                            f"the current model is kept"}
 
     def _finish(self) -> None:
+        """Mark the run over without waiting for the child to exit: poll() runs on the UI
+        thread, and a child still tearing torch down can take seconds (measured: 5 s)."""
         self._finished = True
-        proc = self._proc
-        if proc is not None:
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(timeout=5)
+        if self._proc is not None:
+            self._exiting.append((self._proc, time.monotonic()))
+        self._reap()
         if self._events is not None:
             self._events.close()
             self._events.cancel_join_thread()
+
+    def _reap(self, grace_s: float = 20.0) -> None:
+        """Collect finished children; kill one that lingers past ``grace_s`` after its result."""
+        still = []
+        for proc, since in self._exiting:
+            if proc.is_alive() and time.monotonic() - since > grace_s:
+                proc.kill()
+            if proc.is_alive():
+                still.append((proc, since))
+            else:
+                proc.join(timeout=0)
+        self._exiting = still
 
     def wait(self, timeout: float | None = None, interval: float = 0.05) -> list[Event]:
         """Poll until the run ends (headless use and tests); returns every event."""
@@ -402,3 +415,8 @@ class TrainingBridge:
             if self._proc is not None:
                 self._proc.join(timeout=5)
             self.poll()
+        for proc, _ in self._exiting:  # closing may wait a little; the window is going away
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+        self._exiting = []

@@ -84,7 +84,7 @@ def test_painting_marks_slice_labelled_and_undo_still_works(qtbot, assistant):
     before = layer.data[4].copy()
     layer.brush_size = 6
     layer.paint((4, 100, 100), 3)  # what a brush stroke does
-    qtbot.waitUntil(lambda: widget.session.labelled_slices(0) == [4])
+    assert widget.session.labelled_slices(0) == [4]
     assert "Labelled slices: 1" in widget.labelled_label.text()
     assert (widget.session.user_labels[4, 100, 100] == 3)
     layer.undo()
