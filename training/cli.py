@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", default=None)
     e.add_argument("--num-classes", type=int, default=None)
 
+    from training.simulate import add_subcommand as add_simulate
+
+    add_simulate(sub)
+
     b = sub.add_parser("benchmark", help="benchmarks")
     bsub = b.add_subparsers(dest="benchmark", required=True)
     le = bsub.add_parser("label-efficiency")
@@ -229,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_predict(args)
         if args.command == "evaluate":
             return _cmd_evaluate(args)
+        if args.command == "simulate":
+            return args.func(args)
         return _cmd_benchmark(args, argv)
     except (DataError, CheckpointError, ValueError, OSError) as exc:
         print(f"semiseg: error: {exc}", file=sys.stderr)
