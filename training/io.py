@@ -10,6 +10,21 @@ import SimpleITK as sitk
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".png", ".tif", ".tiff", ".jpg")
 
 
+RGB_CHANNEL = 1  # LGG PNGs are (pre-contrast, FLAIR, post-contrast); for photos, green ~ luma
+
+
+def rgb_to_grey(array: np.ndarray) -> np.ndarray:
+    """The one grey channel networks see for an RGB(A) image (..., 3|4): the FLAIR channel.
+
+    The LGG masks outline FLAIR abnormality and the tumour contrast is ~3x larger in FLAIR than
+    in the channel mean, so every loader (CLI, plugin) keeps channel 1 and drops the rest.
+    """
+    array = np.asarray(array)
+    if array.shape[-1] not in (3, 4):
+        raise DataError(f"expected an RGB(A) array (..., 3 or 4), got shape {array.shape}")
+    return array[..., RGB_CHANNEL]
+
+
 class DataError(ValueError):
     """A problem with input files or arrays, reported to the user in one line."""
 
@@ -26,7 +41,7 @@ def case_name(path: str | Path) -> str:
 def read_image(path: str | Path) -> tuple[np.ndarray, sitk.Image]:
     """Read an image file, returning a (z, y, x) array and the SimpleITK image (for geometry).
 
-    2D images become a single z slice; RGB(A) pixels are averaged to grey.
+    2D images become a single z slice; RGB(A) images keep one channel (:func:`rgb_to_grey`).
     """
     path = Path(path)
     if not path.exists():
@@ -37,7 +52,7 @@ def read_image(path: str | Path) -> tuple[np.ndarray, sitk.Image]:
         raise DataError(f"cannot read image {path}: {str(exc).strip().splitlines()[-1]}") from None
     arr = sitk.GetArrayFromImage(img)
     if img.GetNumberOfComponentsPerPixel() > 1:
-        arr = arr[..., :3].mean(axis=-1)
+        arr = rgb_to_grey(arr)
     if arr.ndim == 2:
         arr = arr[None]
     return arr, img
