@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -103,7 +104,8 @@ def render_table(results: dict[str, list[dict]], class_names: list[str], header:
             cells.append(_ms(gaps, 1, 0) + " %")
         cells.append(f"{np.mean([r['step_seconds'] for r in rs]):.2f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "Dice in %, HD95 in voxel units (ACDC spacing is a 1 mm placeholder); mean ± std "
+    lines += ["", "Dice in %, HD95 in the images' spacing units (mm; ACDC's is a 1 mm placeholder); "
+              "mean ± std "
               "over seeds. Gap recovered = (method − labelled-only) / (all-labelled − "
               "labelled-only), computed on mean Dice per seed against the seed-mean baselines."]
     return "\n".join(lines) + "\n"
@@ -134,6 +136,20 @@ def label_efficiency(
     return _write(out_path, results, data_dir, command, start, base_config, seeds, final=True)
 
 
+def machine_description() -> str:
+    """CPU model, core count, torch threads and versions, for benchmark headers."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{model}, {os.cpu_count()} CPU cores visible, {torch.get_num_threads()} torch "
+            f"threads, torch {torch.__version__}, {platform.system()} {platform.release()}")
+
+
 def _write(out_path, results, data_dir, command, start, cfg, seeds, final) -> str:
     names = class_names_from_index(data_dir)
     if names is None:
@@ -144,9 +160,7 @@ def _write(out_path, results, data_dir, command, start, cfg, seeds, final) -> st
         "# Label-efficiency benchmark" + ("" if final else " (partial, still running)"),
         "",
         f"- command: `{command}`",
-        f"- machine: {platform.machine()} {platform.processor() or ''}, "
-        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-        f"{platform.system()} {platform.release()}",
+        f"- machine: {machine_description()}",
         f"- wall time: {wall / 60:.1f} min (this invocation; cached runs not re-timed)",
         f"- budget: {cfg.steps} steps per run, batch {cfg.labeled_bs}+{cfg.unlabeled_bs}, "
         f"{cfg.dims}D, size {cfg.size}, U-Net base {cfg.base} depth {cfg.depth}, Adam lr {cfg.lr}"
