@@ -104,8 +104,8 @@ def render_table(results: dict[str, list[dict]], class_names: list[str], header:
             cells.append(_ms(gaps, 1, 0) + " %")
         cells.append(f"{np.mean([r['step_seconds'] for r in rs]):.2f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "Dice in %, HD95 in the images' spacing units (mm; ACDC's is a 1 mm placeholder); "
-              "mean ± std "
+    lines += ["", "Dice in %, HD95 in the images' spacing units (mm; ACDC's is a 1 mm "
+              "placeholder); mean ± std "
               "over seeds. Gap recovered = (method − labelled-only) / (all-labelled − "
               "labelled-only), computed on mean Dice per seed against the seed-mean baselines."]
     return "\n".join(lines) + "\n"
