@@ -7,6 +7,7 @@ from typing import Any
 from training.methods.act import ACT
 from training.methods.base import Method
 from training.methods.bcp import BCP
+from training.methods.cam_weak import CamWeak
 from training.methods.dtml import DTML
 from training.methods.mean_teacher import MeanTeacher
 from training.methods.supervised import Supervised
@@ -14,7 +15,7 @@ from training.methods.ua_mt import UAMT
 from training.methods.ug_mcl import UGMCL
 
 _REGISTRY: dict[str, type[Method]] = {
-    cls.name: cls for cls in (Supervised, MeanTeacher, UAMT, DTML, UGMCL, BCP, ACT)
+    cls.name: cls for cls in (Supervised, MeanTeacher, UAMT, DTML, UGMCL, BCP, ACT, CamWeak)
 }
 METHODS: list[str] = list(_REGISTRY)
 

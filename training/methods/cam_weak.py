@@ -1,0 +1,63 @@
+"""cam_weak: learn segmentation from CAM-derived weak masks with teacher-student refinement.
+
+After the consistency label transfer idea (weakly supervised lesion segmentation from image-level
+labels): weak masks are noisy, so after a warm-up on them an EMA teacher regenerates the
+pseudo-labels of every weak voxel. Voxels where the teacher is confident take its label;
+uncertain ones are ignored (255). Trusted labels (the user's dense or sparse voxels, and empty
+masks of slices tagged negative) are never overruled. Unlabelled slices get the mean-teacher
+consistency term, as in :mod:`training.methods.mean_teacher`.
+
+Label encoding in a batch (see :mod:`training.weak_masks`): 0..C-1 trusted, ``WEAK_BASE + c``
+weak, 255 not annotated.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from training import IGNORE_INDEX
+from training.losses import softmax_mse, supervised_loss
+from training.methods.base import Batch
+from training.methods.mean_teacher import MeanTeacher
+from training.weak_masks import WEAK_BASE
+
+
+def split_weak(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(labels with weak classes decoded to 0..C-1, boolean mask of weak voxels)."""
+    weak = (labels >= WEAK_BASE) & (labels != IGNORE_INDEX)
+    return torch.where(weak, labels - WEAK_BASE, labels), weak
+
+
+def pseudo_labels(
+    labels: torch.Tensor, teacher_probs: torch.Tensor, threshold: float = 0.8
+) -> torch.Tensor:
+    """Training target: trusted voxels as given; weak voxels take the teacher's label where its
+    top probability is at least ``threshold`` and become 255 (ignored) where it is not."""
+    decoded, weak = split_weak(labels)
+    conf, arg = teacher_probs.max(dim=1)
+    regenerated = torch.where(conf >= threshold, arg.to(labels.dtype),
+                              torch.full_like(labels, IGNORE_INDEX))
+    return torch.where(weak, regenerated, decoded)
+
+
+class CamWeak(MeanTeacher):
+    """Warm-up on the weak masks, then EMA-teacher pseudo-labels on weak voxels."""
+
+    name = "cam_weak"
+    default_warmup = 0.3
+
+    def warmup_losses(self, labeled: Batch) -> dict[str, torch.Tensor]:
+        decoded, _ = split_weak(labeled["label"])
+        out = self.main()(labeled["image"])
+        return {"sup": supervised_loss(out["logits"], decoded)}
+
+    def losses(self, labeled: Batch, unlabeled: Batch, step: int, total: int) -> dict:
+        xl, xu = labeled["image"], unlabeled["image"]
+        with torch.no_grad():
+            self.teacher.eval()
+            t_lab = torch.softmax(self.teacher(xl)["logits"], 1)
+        target = pseudo_labels(labeled["label"], t_lab, float(self.opts.get("confidence", 0.8)))
+        out = self.main()(torch.cat([xl, xu]))["logits"]
+        sup = supervised_loss(out[: len(xl)], target)
+        cons = softmax_mse(out[len(xl):], self.teacher_logits(xu)).mean()
+        return {"sup": sup, "cons": self.consistency * self.ramp(step, total) * cons}
