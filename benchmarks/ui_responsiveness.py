@@ -138,9 +138,14 @@ def run_bridge(widget, steps: int) -> tuple[dict, float, float, float]:
     first: list[float] = []
     handle = widget._handle_event
 
+    slow: dict[str, float] = {}
+
     def spy(ev):
+        t = time.perf_counter()
         handle(ev)
-        if ev.get("type") in ("prediction", "done") and not first:
+        kind = ev.get("type", "?")
+        slow[kind] = max(slow.get(kind, 0.0), (time.perf_counter() - t) * 1000)
+        if kind in ("prediction", "done") and not first:
             first.append(time.perf_counter() - t0)
 
     widget._handle_event = spy
@@ -150,7 +155,7 @@ def run_bridge(widget, steps: int) -> tuple[dict, float, float, float]:
     peak = 0
     t0 = time.perf_counter()
     widget.retrain_btn.click()
-    while widget.bridge.running:
+    while widget.training:
         pump(0.05)
         pid = widget.bridge.pid
         try:
@@ -161,7 +166,10 @@ def run_bridge(widget, steps: int) -> tuple[dict, float, float, float]:
     total = time.perf_counter() - t0
     pump(0.3)
     widget._handle_event = handle
-    return hb.stop(), (first[0] if first else float("nan")), total, peak / 2**20
+    gaps = hb.stop()
+    gaps["handlers"] = ", ".join(f"{k} {v:.0f}" for k, v in sorted(slow.items()))
+    gaps["worst_at"] = hb.ticks[int(np.argmax(np.diff(hb.ticks)))] - t0
+    return gaps, (first[0] if first else float("nan")), total, peak / 2**20
 
 
 def main(argv=None) -> int:
@@ -221,6 +229,11 @@ def main(argv=None) -> int:
     for scan, shape, where, g, first, total, peak in rows:
         lines.append(f"| {scan} | {shape} | {where} | {g['p50']:.1f} | {g['p99']:.1f} | "
                      f"{g['max']:.0f} | {first:.1f} | {total:.1f} | {peak:.0f} |")
+    lines += ["", "Slowest handling of each event kind on the UI thread (ms), and when the longest "
+              "gap happened (s after the click):", ""]
+    for scan, _, _where, g, *_ in rows:
+        if "handlers" in g:
+            lines.append(f"- {scan}: {g['handlers']}; longest gap at {g['worst_at']:.1f} s")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

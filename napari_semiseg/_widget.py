@@ -7,6 +7,7 @@ Decisions live in :mod:`napari_semiseg.session`; training runs in another proces
 from __future__ import annotations
 
 import shutil
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ class AssistantWidget(QWidget):
         self._image_layer: Image | None = None
         self._worker = None
         self._job = None
+        self._pending: deque[dict] = deque()
         self._timer = QTimer(self)
         self._timer.setInterval(100)
         self._timer.timeout.connect(self._poll_training)
@@ -388,7 +390,7 @@ class AssistantWidget(QWidget):
         if s is None or self._layer(PREDICTION) is None:
             show_warning("Run Predict first, then correct or accept a few slices.")
             return
-        if self.bridge.running:
+        if self.training:
             show_warning("A retrain is already running.")
             return
         others = [np.asarray(ly.data) for ly in self._images()
@@ -413,10 +415,21 @@ class AssistantWidget(QWidget):
             self.bridge.cancel()
             self.status.setText("Cancelling…")
 
+    @property
+    def training(self) -> bool:
+        """A retrain is running, or its last results are still being applied."""
+        return self.bridge.running or bool(self._pending)
+
     def _poll_training(self) -> None:
-        for ev in self.bridge.poll():
-            self._handle_event(ev)
-        if not self.bridge.running:
+        """One timer tick: at most one heavy event, so the event loop gets back in between."""
+        self._pending.extend(self.bridge.poll())
+        while self._pending and self._pending[0].get("type") == "progress":
+            ev = self._pending.popleft()
+            if not any(e.get("type") == "progress" for e in self._pending):
+                self._handle_event(ev)  # only the latest progress is worth drawing
+        if self._pending:
+            self._handle_event(self._pending.popleft())
+        if not self.bridge.running and not self._pending:
             self._timer.stop()
             self._update_state()
 
@@ -436,6 +449,11 @@ class AssistantWidget(QWidget):
         elif kind == "done" and s is not None:
             version, adopted, reason = s.apply_retrain_result(ev)
             self._discard_job()
+            # drawing waits for the next tick: applying and drawing in one go blocked ~80 ms
+            self._pending.appendleft({"type": "show_result", "version": version,
+                                      "adopted": adopted, "reason": reason})
+        elif kind == "show_result":
+            version, adopted, reason = ev["version"], ev["adopted"], ev["reason"]
             self._show_prediction()
             self._show_versions()
             if adopted:
@@ -578,7 +596,7 @@ class AssistantWidget(QWidget):
             self.versions_list.addItem(" · ".join(bits))
 
     def _update_state(self) -> None:
-        busy = self.bridge.running
+        busy = self.training
         self.retrain_btn.setEnabled(not busy)
         self.cancel_btn.setEnabled(busy)
         self.predict_btn.setEnabled(self._worker is None)

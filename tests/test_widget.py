@@ -122,7 +122,7 @@ def test_full_loop_retrain_keeps_painted_slice_and_refreshes_others(qtbot, assis
     layer.paint((5, 120, 120), 2)
     painted[5] = layer.data[5].copy()
     qtbot.waitUntil(lambda: widget.session.user_labels[5, 120, 120] == 2)
-    qtbot.waitUntil(lambda: not widget.bridge.running, timeout=240000)
+    qtbot.waitUntil(lambda: not widget.training, timeout=240000)
     s = widget.session
     assert len(s.versions) == 2, widget.status.text()
     assert widget.versions_list.count() == 2
@@ -147,7 +147,7 @@ def test_cancel_keeps_current_version(qtbot, assistant):
     widget.retrain()
     qtbot.waitUntil(lambda: "Step" in widget.status.text(), timeout=120000)
     widget.cancel_btn.click()
-    qtbot.waitUntil(lambda: not widget.bridge.running, timeout=60000)
+    qtbot.waitUntil(lambda: not widget.training, timeout=60000)
     assert len(widget.session.versions) == 1
     assert widget.session.current == widget.session.versions[0].id
     assert "Cancelled" in widget.status.text()
@@ -157,7 +157,7 @@ def test_retrain_without_labelled_slice_is_refused(qtbot, assistant):
     viewer, widget = assistant
     _predict(qtbot, widget)
     widget.retrain()
-    assert not widget.bridge.running
+    assert not widget.training
     assert len(widget.session.versions) == 1
 
 
