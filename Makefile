@@ -31,8 +31,10 @@ display:
 	  fi; \
 	fi
 
+# DEMO_ARGS, e.g. "--sample left_atrium" or "--screenshot demo.png" (saves and quits)
+DEMO_ARGS ?=
 demo: install
-	$(PY) -m napari_semiseg
+	$(PY) -m napari_semiseg $(DEMO_ARGS)
 
 test: install display
 	$(PY) -m ruff check napari_semiseg training tests

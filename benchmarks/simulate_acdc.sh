@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The simulated clinician on ACDC test volumes: K = 1, 3, 5 corrected slices, supervised vs
+# semi-supervised fine-tuning, from the shipped model. Writes benchmarks/results/acdc_simulate.md.
+#   bash benchmarks/simulate_acdc.sh [CASES] [STEPS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CASES=${1:-6}
+STEPS=${2:-40}
+DATA=${DATA:-../shared/data/acdc}
+MODEL=napari_semiseg/models/acdc_unet2d.pt
+OUT=benchmarks/results/acdc_simulate.md
+TMP=$(mktemp -d)
+start=$(date +%s)
+for method in supervised mean_teacher; do
+  for k in 1 3 5; do
+    OMP_NUM_THREADS=1 .venv/bin/semiseg simulate --data "$DATA" --model "$MODEL" \
+      --corrections "$k" --strategy uncertainty --retrain-steps "$STEPS" --method "$method" \
+      --cases "$CASES" --out "$TMP/$method-$k.md" >/dev/null
+  done
+done
+{
+  echo "# Simulated clinician on ACDC test volumes"
+  echo
+  echo "Command: \`bash benchmarks/simulate_acdc.sh $CASES $STEPS\` (each block below is one"
+  echo "\`semiseg simulate\` call). Machine: $(uname -m), $(nproc) cores, 1 torch thread, shared"
+  echo "with other jobs; wall time $(( $(date +%s) - start )) s. Start model: the shipped"
+  echo "\`acdc_unet2d.pt\`. Dice is the mean foreground Dice on the slices that were **not**"
+  echo "corrected, before and after one retrain of $STEPS steps."
+  echo
+  for method in supervised mean_teacher; do
+    for k in 1 3 5; do
+      echo "## $method, K = $k"
+      echo
+      cat "$TMP/$method-$k.md"
+      echo
+    done
+  done
+} > "$OUT"
+rm -rf "$TMP"
+echo "wrote $OUT"
