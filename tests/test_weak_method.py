@@ -43,6 +43,8 @@ def test_cam_weak_is_registered_and_steps():
     later = m.step(batch, unl, 3, 4)  # teacher pseudo-labels + consistency
     assert set(warm) >= {"sup", "loss"} and "cons" in later
     assert all(np.isfinite(v) for v in later.values())
+    alone = m.step(batch, None, 3, 4)  # every slice tagged: no unlabelled pool, still refines
+    assert set(alone) == {"sup", "loss", "lr"} and np.isfinite(alone["loss"])
 
 
 def test_train_from_tags_end_to_end(tmp_path):

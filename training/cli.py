@@ -47,7 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model on a dataset folder")
     t.add_argument("--data", required=True)
     t.add_argument("--method", default="supervised", choices=METHODS)
-    t.add_argument("--labeled", required=True, help="N patients or case,case,...")
+    t.add_argument("--labeled", default=None,
+                   help="N patients or case,case,... (dense labels; optional with --tags)")
+    t.add_argument("--tags", default=None, metavar="FILE.csv",
+                   help="slice tags (case,slice,tag; LGG index.csv; ACDC slices.csv): train a "
+                        "tag classifier, make CAM weak masks, then --method (cam_weak)")
+    t.add_argument("--tag-column", default=None, help="tag column of an ACDC slices.csv")
+    t.add_argument("--classifier-steps", type=int, default=None,
+                   help="tag classifier steps (default: half of --steps)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", required=True)
     t.add_argument("--init", default=None, help="fine-tune from this checkpoint")
@@ -62,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True)
     p.add_argument("--uncertainty", default=None)
     p.add_argument("--mc", type=int, default=0, help="MC-dropout samples")
+    p.add_argument("--cam", default=None, metavar="FILE_OR_DIR",
+                   help="also write the class-activation map (the model's tag classifier "
+                        "<model>.classifier.pt if present, its cls head, else Grad-CAM)")
     p.add_argument("--device", default="auto")
 
     e = sub.add_parser("evaluate", help="Dice and HD95 of predictions against labels")
@@ -83,6 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
     le.add_argument("--seeds", type=int, default=2)
     le.add_argument("--out", required=True)
     _train_options(le)
+    wk = bsub.add_parser("weak", help="slice tags -> CAM -> weak masks -> cam_weak, by patient")
+    wk.add_argument("--data", required=True, help="2-D slices with patient and tags (LGG)")
+    wk.add_argument("--tags", default=None, help="tag CSV (default: the data's index.csv)")
+    wk.add_argument("--test-patients", type=int, default=4)
+    wk.add_argument("--dense", type=int, default=8, help="dense masks for the baseline")
+    wk.add_argument("--classifier-steps", type=int, default=300)
+    wk.add_argument("--seed", type=int, default=0)
+    wk.add_argument("--out", required=True, help="work folder (checkpoints, results.json)")
+    wk.add_argument("--table", default=None, help="also write the Markdown table here")
+    _train_options(wk)
     return parser
 
 
@@ -108,6 +128,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if args.steps < 1:
         raise DataError("--steps must be at least 1")
+    if args.tags:
+        return _train_from_tags(args)
+    if args.labeled is None:
+        raise DataError("--labeled is required (or give --tags FILE.csv)")
     data = load_train_data(args.data, args.labeled, num_classes=args.num_classes)
     cfg = _config(args, method=args.method, seed=args.seed, checkpoint=args.out,
                   checkpoint_every=args.checkpoint_every, log_every=args.log_every,
@@ -122,6 +146,50 @@ def _cmd_train(args: argparse.Namespace) -> int:
             print(f"[rank 0] {e['type']}: {e['path']}", file=sys.stderr, flush=True)
 
     train(cfg, data, on_event=on_event, init_checkpoint=args.init)
+    return 0
+
+
+def _print_event(e: dict) -> None:
+    if e["type"] == "progress":
+        losses = " ".join(f"{k}={v:.4f}" for k, v in e["losses"].items() if k != "lr")
+        phase = f" {e['phase']}" if e.get("phase") else ""
+        print(f"step {e['step']}/{e['total']}{phase} {losses}", file=sys.stderr, flush=True)
+    elif e["type"] in ("checkpoint", "done"):
+        print(f"{e['type']}: {e['path']}", file=sys.stderr, flush=True)
+
+
+def _train_from_tags(args: argparse.Namespace) -> int:
+    """Tags (and optional dense labels) of a dataset folder -> cam_weak checkpoint."""
+    from training.data import scan_dataset, select_labeled
+    from training.tags import read_tags, tag_counts, volume_tags
+    from training.weak import train_from_tags
+
+    tags = read_tags(args.tags, args.tag_column)
+    cases = [c for c in scan_dataset(args.data) if c.split in (None, "train")]
+    dense = set()
+    if args.labeled is not None:
+        dense = {c.name for c in select_labeled(cases, args.labeled)[0]}
+    images, vol_tags, user = [], [], []
+    for c in cases:
+        im, _ = read_image(c.image)
+        images.append(im)
+        vol_tags.append(volume_tags(tags, c.name, len(im)))
+        lab = None
+        if c.name in dense and c.label is not None:
+            lab, _ = read_image(c.label)
+            if c.label.suffix == ".png":
+                lab = (lab > 0).astype(np.uint8)
+        user.append(lab if lab is not None else np.full(im.shape, 255, np.uint8))
+    counts = tag_counts(np.concatenate(vol_tags))
+    print(f"{len(cases)} cases; tags: {counts['positive']} positive, {counts['negative']} "
+          f"negative; {len(dense)} cases with dense labels", file=sys.stderr)
+    cfg = _config(args, method=args.method if args.method != "supervised" else "cam_weak",
+                  seed=args.seed, checkpoint=args.out, checkpoint_every=args.checkpoint_every,
+                  log_every=args.log_every)
+    res = train_from_tags(images, vol_tags, cfg, user_labels=user,
+                          classifier_steps=args.classifier_steps, on_event=_print_event,
+                          init_checkpoint=args.init)
+    print(f"classifier: {res.classifier}", file=sys.stderr)
     return 0
 
 
@@ -166,8 +234,23 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if args.uncertainty:
             unc = _target(args.uncertainty, f, many, float_data=True)
             write_like(res["uncertainty"], ref, unc)
+        if args.cam:
+            write_like(cam_model_map(args.model, model, meta, arr, device),
+                       ref, _target(args.cam, f, many, float_data=True))
         print(f"{f.name}: wrote {out}", file=sys.stderr)
     return 0
+
+
+def cam_model_map(model_path: str, model, meta: dict, volume: np.ndarray, device) -> np.ndarray:
+    """CAM (z, y, x) in [0, 1]: from ``<model>.classifier.pt`` when training made one."""
+    from training.cam import volume_cam
+    from training.weak import classifier_path
+
+    clf_path = classifier_path(model_path)
+    if clf_path.is_file():
+        model, meta = load_checkpoint(clf_path, device=device)
+    cam, _ = volume_cam(model, volume, meta["size"], normalization=meta.get("normalization"))
+    return cam
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -206,6 +289,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_benchmark(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from training.benchmark import label_efficiency
 
+    if args.benchmark == "weak":
+        return _cmd_benchmark_weak(args, argv)
     methods = [m for item in args.methods for m in item.split(",") if m]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -218,6 +303,22 @@ def _cmd_benchmark(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     table = label_efficiency(args.data, args.labeled, methods, args.seeds, cfg, args.out,
                              command, log)
+    print(table)
+    return 0
+
+
+def _cmd_benchmark_weak(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from training.weak_benchmark import weak_benchmark
+
+    cfg = _config(args, seed=args.seed)
+    command = "semiseg " + " ".join(shlex.quote(a) for a in argv)
+    table = weak_benchmark(args.data, cfg, args.out, test_patients=args.test_patients,
+                           dense=args.dense, classifier_steps=args.classifier_steps,
+                           command=command, tag_file=args.tags,
+                           log=lambda m: print(m, file=sys.stderr, flush=True))
+    if args.table:
+        Path(args.table).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.table).write_text(table)
     print(table)
     return 0
 

@@ -46,6 +46,13 @@ class CamWeak(MeanTeacher):
     name = "cam_weak"
     default_warmup = 0.3
 
+    def step(self, labeled: Batch, unlabeled: Batch | None, step: int, total_steps: int) -> dict:
+        # every slice may carry a tag, so there may be no unlabelled pool: the teacher refinement
+        # must still run (the base class would stay in warm-up without unlabelled data)
+        if unlabeled is None:
+            unlabeled = {"image": labeled["image"][:0]}
+        return super().step(labeled, unlabeled, step, total_steps)
+
     def warmup_losses(self, labeled: Batch) -> dict[str, torch.Tensor]:
         decoded, _ = split_weak(labeled["label"])
         out = self.main()(labeled["image"])
@@ -59,5 +66,7 @@ class CamWeak(MeanTeacher):
         target = pseudo_labels(labeled["label"], t_lab, float(self.opts.get("confidence", 0.8)))
         out = self.main()(torch.cat([xl, xu]))["logits"]
         sup = supervised_loss(out[: len(xl)], target)
+        if len(xu) == 0:
+            return {"sup": sup}
         cons = softmax_mse(out[len(xl):], self.teacher_logits(xu)).mean()
         return {"sup": sup, "cons": self.consistency * self.ramp(step, total) * cons}
