@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from torch import nn
 
 from training import IGNORE_INDEX
 from training.cam import train_classifier, volume_cam
@@ -54,12 +55,14 @@ def train_from_tags(
     on_event: Callable[[Event], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     init_checkpoint: str | None = None,
+    classifier: nn.Module | None = None,
 ) -> WeakResult:
     """Tag classifier, CAMs, weak masks, then ``config.method`` (normally ``cam_weak``).
 
     ``tags[i]`` holds one 1/0/-1 per slice of ``images[i]``. ``user_labels`` (255 = not
     annotated) are dense or sparse labels the user also has: they win over weak masks.
-    ``classifier_steps`` defaults to half of ``config.steps``. Progress events carry
+    ``classifier_steps`` defaults to half of ``config.steps``; a trained ``classifier`` (a U-Net
+    with a cls head) is reused instead of training one. Progress events carry
     ``phase`` = ``classifier`` | ``segmentation`` and a ``step``/``total`` over both phases.
     """
     emit = on_event or (lambda e: None)
@@ -74,10 +77,12 @@ def train_from_tags(
     def cls_event(e: Event) -> None:
         emit({**e, "total": grand_total})
 
-    clf = train_classifier(x, tags, size=config.size, steps=n_cls, lr=3e-3, base=config.base,
-                           depth=config.depth, seed=config.seed,
-                           device=pick_device(config.device), on_event=cls_event,
-                           should_stop=should_stop)
+    clf = classifier
+    if clf is None:
+        clf = train_classifier(x, tags, size=config.size, steps=n_cls, lr=3e-3, base=config.base,
+                               depth=config.depth, seed=config.seed,
+                               device=pick_device(config.device), on_event=cls_event,
+                               should_stop=should_stop)
     if clf is None:
         emit({"type": "cancelled", "phase": "classifier"})
         return WeakResult(None, None, [], [])

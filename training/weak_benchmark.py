@@ -175,7 +175,7 @@ def weak_benchmark(
 
     combo_cfg = replace(cfg, checkpoint=str(out / f"cam_weak_dense{dense}.pt"))
     combo = train_from_tags(imgs, [d["tags"] for d in train_p.values()], combo_cfg,
-                            user_labels=user, classifier_steps=classifier_steps,
+                            user_labels=user, classifier_steps=0, classifier=clf,
                             normalization=norm, on_event=progress("cam_weak + dense"))
     assert combo.checkpoint
     results[f"cam_weak network, tags + {dense} dense masks"] = _scores(
