@@ -31,10 +31,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ._tags import add_tags_panel
 from .colors import label_colormap
 from .default_model import DEFAULT_MODEL, default_model_available
 from .io import Geometry
-from .session import Session, default_folder
+from .session import Session, default_folder, grey_scan
 from .training_bridge import TrainingBridge, discard_job, make_job
 
 PREDICTION, UNCERTAINTY, CAM = "prediction", "uncertainty", "CAM"
@@ -169,12 +170,14 @@ class AssistantWidget(QWidget):
         row.addWidget(self.open_session_btn)
         root.addLayout(row)
         root.addStretch(1)
+        add_tags_panel(self)  # slice tags, Train from tags, CAM / weak mask layers
 
     # ----- choosing image and model -------------------------------------------------------------
 
     def _images(self) -> list[Image]:
-        return [ly for ly in self.viewer.layers if isinstance(ly, Image) and not ly.rgb
-                and not ly.metadata.get(OUTPUT_TAG) and ly.data.ndim in (2, 3)]
+        # RGB stacks (LGG PNG folders) count: the session keeps their FLAIR channel
+        return [ly for ly in self.viewer.layers if isinstance(ly, Image)
+                and not ly.metadata.get(OUTPUT_TAG) and ly.ndim in (2, 3)]
 
     def _refresh_images(self, event: Any = None) -> None:
         current = self.image_combo.currentText()
@@ -227,14 +230,14 @@ class AssistantWidget(QWidget):
             return self.session
         geometry = layer.metadata.get("geometry")
         geom = (Geometry.from_dict(geometry) if geometry else
-                Geometry.identity(layer.data.ndim, layer.scale, layer.translate))
+                Geometry.identity(layer.ndim, layer.scale, layer.translate))
         source = geom.source or None
         model = self.checkpoint_path or str(DEFAULT_MODEL)
         if not self.checkpoint_path and not default_model_available():
             show_error(f"The shipped model is missing ({DEFAULT_MODEL}); choose a checkpoint.")
             return None
         try:
-            session = Session(np.asarray(layer.data), geom, image_path=source,
+            session = Session(grey_scan(layer.data, layer.rgb), geom, image_path=source,
                               folder=default_folder(source or layer.name))
             session.settings.method = self.method_combo.currentText()
             session.add_version(model, note="starting model")
@@ -269,7 +272,7 @@ class AssistantWidget(QWidget):
         s = self.session
         assert s is not None
         layer = self._layer(PREDICTION)
-        data = s.prediction if self._image_layer.data.ndim == 3 else s.prediction[0]
+        data = s.prediction if self._image_layer.ndim == 3 else s.prediction[0]
         if layer is None or not np.shares_memory(layer.data, s.prediction):
             if layer is not None:
                 self.viewer.layers.remove(layer)
@@ -279,7 +282,7 @@ class AssistantWidget(QWidget):
         else:
             layer.refresh()
         if s.uncertainty is not None:
-            unc = s.uncertainty if self._image_layer.data.ndim == 3 else s.uncertainty[0]
+            unc = s.uncertainty if self._image_layer.ndim == 3 else s.uncertainty[0]
             self._set_image_layer(UNCERTAINTY, unc, colormap="inferno", blending="additive",
                                   opacity=0.4)
         self._show_uncertain()
@@ -303,7 +306,7 @@ class AssistantWidget(QWidget):
     def _slicing_axis(self) -> int:
         """The axis the user steps through: the first one not on screen."""
         if self.session is None or self.session.image.ndim < 3 or self._image_layer is None \
-                or self._image_layer.data.ndim < 3:
+                or self._image_layer.ndim < 3:
             return 0
         not_shown = list(self.viewer.dims.not_displayed)
         world_axis = not_shown[0] if not_shown else 0
@@ -311,7 +314,7 @@ class AssistantWidget(QWidget):
 
     def _current_slice(self) -> int:
         axis = self._slicing_axis()
-        if self._image_layer is None or self._image_layer.data.ndim < 3:
+        if self._image_layer is None or self._image_layer.ndim < 3:
             return 0
         world = self.viewer.dims.point[axis + self.viewer.dims.ndim - 3]
         layer = self._image_layer
@@ -320,7 +323,7 @@ class AssistantWidget(QWidget):
 
     def go_to_slice(self, index: int) -> None:
         layer = self._image_layer
-        if layer is None or layer.data.ndim < 3:
+        if layer is None or layer.ndim < 3:
             return
         axis = self._slicing_axis()
         world = layer.translate[axis] + index * layer.scale[axis]
@@ -393,8 +396,8 @@ class AssistantWidget(QWidget):
         if self.training:
             show_warning("A retrain is already running.")
             return
-        others = [np.asarray(ly.data) for ly in self._images()
-                  if ly is not self._image_layer and ly.data.ndim == s.image.ndim]
+        others = [grey_scan(ly.data, ly.rgb) for ly in self._images()
+                  if ly is not self._image_layer and ly.ndim == s.image.ndim]
         steps = self.steps_spin.value()
         try:
             job = make_job(s, unlabelled_volumes=others, method=self.method_combo.currentText(),
@@ -603,6 +606,7 @@ class AssistantWidget(QWidget):
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt's name)
         self.bridge.close()
+        self.tags_panel.close_bridge()
         super().closeEvent(event)
 
 

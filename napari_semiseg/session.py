@@ -31,6 +31,7 @@ from napari_semiseg.io import (
     strip_suffix,
     write_volume,
 )
+from training.io import rgb_to_grey
 from training.loop import (
     NoLabelledSlicesError,
     accept_retrain,
@@ -68,6 +69,11 @@ def default_folder(image_path: str | os.PathLike | None = None) -> Path:
     home = Path(os.environ.get("NAPARI_SEMISEG_HOME", Path.home() / ".napari-semiseg"))
     stem = strip_suffix(image_path) if image_path else "scan"
     return home / "sessions" / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def grey_scan(data: Any, rgb: bool = False) -> np.ndarray:
+    """The array a session segments: RGB(A) stacks (LGG PNGs) keep the FLAIR channel only."""
+    return np.asarray(rgb_to_grey(data) if rgb else data)
 
 
 class SessionError(ValueError):
@@ -195,6 +201,7 @@ class Session:
         self.user_labels = np.full(image.shape, NOT_ANNOTATED, dtype=np.uint8)
         self.uncertainty: np.ndarray | None = None
         self.labelled: dict[int, set[int]] = {a: set() for a in range(image.ndim)}
+        self.tags: dict[int, int] = {}  # slice along axis 0 -> 1 (structure) / 0 (none)
         self.versions: list[ModelVersion] = []
         self.current: str | None = None
         self.settings = settings or Settings()
@@ -212,9 +219,7 @@ class Session:
     def from_file(cls, image_path: str | os.PathLike, **kwargs: Any) -> Session:
         """A new session on a scan file (any format :func:`napari_semiseg.io.read_volume` reads)."""
         vol = read_volume(image_path, as_labels=False)
-        if vol.rgb:
-            raise SessionError(f"{image_path}: an RGB image cannot be segmented; open a grey scan")
-        return cls(vol.data, vol.geometry, image_path=image_path, **kwargs)
+        return cls(grey_scan(vol.data, vol.rgb), vol.geometry, image_path=image_path, **kwargs)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -292,6 +297,25 @@ class Session:
         self.user_labels[sl] = self.prediction[sl]
         self.labelled[axis].add(index)
         self._dirty |= {"json", "user_labels", "prediction"}
+
+    def tag_slice(self, index: int, tag: int | None) -> None:
+        """Tag slice ``index`` (axis 0) 1 = contains the structure, 0 = does not; None untags."""
+        _, index = self._check_slice(0, index)
+        if tag is None:
+            self.tags.pop(index, None)
+        elif tag in (0, 1):
+            self.tags[index] = int(tag)
+        else:
+            raise SessionError(f"a tag is 0 or 1, not {tag!r}")
+        self._dirty.add("json")
+        self._autosave()
+
+    def tag_array(self) -> np.ndarray:
+        """Per-slice tags along axis 0: int8 1 / 0 / -1 (untagged)."""
+        out = np.full(self.image.shape[0], -1, dtype=np.int8)
+        for i, t in self.tags.items():
+            out[i] = t
+        return out
 
     def accept_slice(self, axis: int, index: int) -> None:
         """The user says this slice is right as it stands: it becomes a labelled slice."""
@@ -634,6 +658,7 @@ class Session:
             "shape": list(self.image.shape),
             "geometry": self.geometry.to_dict(),
             "labelled_slices": {str(a): sorted(s) for a, s in self.labelled.items()},
+            "tags": {str(i): t for i, t in sorted(self.tags.items())},
             "versions": [v.to_dict() for v in self.versions],
             "current_version": self.current,
             "settings": asdict(self.settings),
@@ -705,7 +730,8 @@ class Session:
         if image_path:
             if not Path(image_path).exists():
                 raise SessionError(f"the session's scan is missing: {image_path}")
-            image = read_volume(image_path, as_labels=False).data
+            vol = read_volume(image_path, as_labels=False)
+            image = grey_scan(vol.data, vol.rgb)
         else:
             image = read_volume(folder / IMAGE_FILE, as_labels=False).data
         if image.ndim == 2:
@@ -725,6 +751,7 @@ class Session:
         s.labelled = {a: set() for a in range(image.ndim)}
         for a, idx in d.get("labelled_slices", {}).items():
             s.labelled[int(a)] = {int(i) for i in idx}
+        s.tags = {int(i): int(t) for i, t in d.get("tags", {}).items()}
         s.versions = [ModelVersion.from_dict(v) for v in d.get("versions", [])]
         s.current = d.get("current_version")
         s.prediction = s._read_labels(folder / PREDICTION_FILE, "prediction")
