@@ -1,0 +1,91 @@
+"""The slice-tags section of the assistant on an LGG PNG stack: tag, train from tags, promote."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import SAMPLES
+
+from napari_semiseg._tags import CAM_LAYER, KEY_NEGATIVE, KEY_POSITIVE, WEAK_LAYER, TagsPanel
+from napari_semiseg._widget import AssistantWidget
+from napari_semiseg.io import read_volume
+from napari_semiseg.session import Session
+
+pytestmark = pytest.mark.gui
+PLUGIN = "napari-semiseg"
+LGG = SAMPLES / "lgg/TCGA_CS_4941_19960909"
+
+
+@pytest.fixture(scope="module")
+def tiny_lgg_model(tmp_path_factory) -> str:
+    """A 2-class U-Net (base 4) trained for 2 steps on the LGG sample's FLAIR channel."""
+    from training.data import TrainData
+    from training.trainer import TrainConfig, train
+
+    img = read_volume(LGG / "images").data[..., 1]
+    lab = read_volume(LGG / "masks", as_labels=True).data
+    data = TrainData.from_arrays([img[:, ::4, ::4]], [lab[:, ::4, ::4]], num_classes=2)
+    out = tmp_path_factory.mktemp("model") / "tiny.pt"
+    cfg = TrainConfig(method="supervised", steps=2, size=[32, 32], base=4, depth=2,
+                      labeled_bs=2, unlabeled_bs=0, checkpoint=str(out), device="cpu")
+    return train(cfg, data)
+
+
+def test_tag_train_from_tags_and_promote_on_an_lgg_stack(make_napari_viewer, qtbot,
+                                                         tiny_lgg_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_SEMISEG_HOME", str(tmp_path / "home"))
+    viewer = make_napari_viewer()
+    viewer.open(str(LGG / "images"), plugin=PLUGIN)
+    scan = viewer.layers[-1]
+    assert scan.rgb and scan.data.shape == (23, 256, 256, 3)
+    widget = AssistantWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.set_checkpoint(tiny_lgg_model)
+    panel = widget.tags_panel
+    assert isinstance(panel, TagsPanel)
+    assert scan.name in [widget.image_combo.itemText(i) for i in range(widget.image_combo.count())]
+    try:
+        assert widget._ensure_session() is not None  # binds the scan, so go_to_slice works
+        # tag with the buttons and with the keyboard shortcuts (slices 10-17 hold tumour)
+        for index, btn in ((12, panel.pos_btn), (2, panel.neg_btn)):
+            widget.go_to_slice(index)
+            btn.click()
+        for index, key in ((15, KEY_POSITIVE), (20, KEY_NEGATIVE), (5, KEY_NEGATIVE)):
+            widget.go_to_slice(index)
+            viewer.keymap[_binding(viewer, key)](viewer)
+        s = widget.session
+        assert s.image.shape == (23, 256, 256)  # the FLAIR channel of the RGB stack
+        np.testing.assert_array_equal(s.image, np.asarray(scan.data)[..., 1])
+        assert s.tags == {12: 1, 2: 0, 15: 1, 20: 0, 5: 0}
+        assert panel.count_label.text() == "Tags: 2 with structure, 3 without"
+
+        panel.model_kwargs = {"base": 4, "depth": 2, "size": (32, 32)}
+        panel.steps_spin.setValue(3)
+        panel.train_btn.click()
+        assert panel.bridge.running
+        qtbot.waitUntil(lambda: not panel.bridge.running, timeout=180000)
+        assert CAM_LAYER in viewer.layers and WEAK_LAYER in viewer.layers, panel.status.text()
+        cam, weak = viewer.layers[CAM_LAYER], viewer.layers[WEAK_LAYER]
+        assert cam.data.shape == weak.data.shape == (23, 256, 256)
+        assert 0 <= cam.data.min() and cam.data.max() <= 1.0 + 1e-6
+        assert (weak.data[[2, 5, 20]] == 0).all()  # "no structure" slices: empty weak masks
+        assert s.current_version.method == "cam_weak"  # Retrain goes on from this network
+
+        widget.go_to_slice(12)
+        assert panel.promote_current() == 12
+        assert s.is_labelled(0, 12)
+        expected = panel.weak[12].copy()
+        np.testing.assert_array_equal(s.prediction[12], expected)
+        s.save()
+        assert Session.open(s.folder).tags[12] == 1
+    finally:
+        panel.close_bridge()
+        widget.bridge.close()
+
+
+def _binding(viewer, key: str):
+    """The keymap entry napari stored for ``key`` (it normalises the key's spelling)."""
+    from app_model.types import KeyBinding
+
+    wanted = KeyBinding.from_str(key.replace("-", "+"))
+    return next(k for k in viewer.keymap if k == wanted or str(k) == str(wanted))
