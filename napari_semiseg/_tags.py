@@ -189,8 +189,8 @@ class TagsPanel(QGroupBox):
     def promote_current(self) -> int | None:
         """The weak mask of the slice on screen becomes a labelled slice of the prediction."""
         s = self.assistant.session
-        if s is None or self.weak is None:
-            show_warning("Train from tags first: there is no weak mask yet.")
+        if s is None or self.weak is None or self.weak.shape != s.image.shape:
+            show_warning("Train from tags first: there is no weak mask for this scan yet.")
             return None
         index = self.assistant._current_slice()
         labels = self.weak[index].copy()
