@@ -238,6 +238,39 @@ FINETUNE_DEFAULTS: dict[str, Any] = {"lr": 2e-3, "warmup_fraction": 0.0, "log_ev
                                      "labeled_bs": 4, "unlabeled_bs": 4}
 
 
+def anchor_labels(prediction_probs: np.ndarray, labels: np.ndarray, threshold: float
+                  ) -> np.ndarray:
+    """The starting model's confident voxels as pseudo-labels, off the user's slices.
+
+    A few corrected slices alone pull a network wherever they point (one corrected empty slice
+    taught it "no heart anywhere" in the simulate benchmark); these anchors keep what it already
+    did confidently elsewhere. Unconfident voxels and every user-annotated slice stay 255.
+    """
+    probs = np.asarray(prediction_probs)
+    conf = probs.max(0)
+    pseudo = np.where(conf >= threshold, probs.argmax(0), IGNORE_INDEX).astype(np.uint8)
+    annotated = (np.asarray(labels) != IGNORE_INDEX).reshape(len(labels), -1).any(1)
+    pseudo[annotated] = IGNORE_INDEX
+    return pseudo
+
+
+def _with_anchor(model_path, image, labels, threshold, device):
+    """Image/label volumes for an anchored fine-tune: the user's slices repeated so that they
+    are drawn about as often as all anchor slices together."""
+    from training.checkpoint import load_checkpoint
+    from training.inference import predict_volume
+
+    model, meta = load_checkpoint(model_path, device=device)
+    probs = predict_volume(model, meta, image, device=device)["probabilities"]
+    pseudo = anchor_labels(probs, labels, threshold)
+    n_user = int((np.asarray(labels) != IGNORE_INDEX).reshape(len(labels), -1).any(1).sum())
+    n_anchor = int((pseudo != IGNORE_INDEX).reshape(len(pseudo), -1).any(1).sum())
+    if n_anchor == 0:
+        return [image], [labels]
+    repeat = max(1, round(n_anchor / max(n_user, 1)))
+    return [image] * repeat + [image], [labels] * repeat + [pseudo]
+
+
 def finetune(
     model_path: str | Path,
     image: np.ndarray,
@@ -251,6 +284,7 @@ def finetune(
     device: str | None = None,
     on_event: Callable[[Event], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    anchor: float | None = None,
     **config: Any,
 ) -> str | None:
     """Fine-tune the checkpoint at ``model_path`` on sparse ``labels`` (255 = not annotated).
@@ -271,8 +305,11 @@ def finetune(
     names = meta.get("class_names")
     if not (np.asarray(labels) != IGNORE_INDEX).any():
         raise NoLabelledSlicesError("nothing to retrain on: label at least one slice first")
+    images, label_vols = [image], [labels]
+    if anchor is not None:
+        images, label_vols = _with_anchor(model_path, image, labels, anchor, device)
     data = TrainData.from_arrays(
-        [image], [labels], list(unlabelled_volumes), num_classes=num_classes,
+        images, label_vols, list(unlabelled_volumes), num_classes=num_classes,
         class_names=names if names and len(names) == num_classes else None,
         normalization=meta.get("normalization"),
     )

@@ -229,6 +229,9 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--hold-back", action="store_true",
                    help="also apply the plugin's adopt/reject rule on held-back slices")
     p.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate")
+    p.add_argument("--anchor", type=float, default=None, metavar="CONF",
+                   help="keep the start model's voxels of confidence >= CONF as pseudo-labels "
+                        "off the corrected slices (what the plugin's Retrain does)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None, help="write the Markdown table to this file")
     p.set_defaults(func=run_from_args)
@@ -243,7 +246,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     cases: int | list[str] | None = None
     if args.cases:
         cases = int(args.cases) if str(args.cases).isdigit() else args.cases.split(",")
-    extra = {"lr": args.lr} if args.lr is not None else {}
+    extra: dict[str, Any] = {"lr": args.lr} if args.lr is not None else {}
+    if args.anchor is not None:
+        extra["anchor"] = args.anchor
     try:
         rows = run_simulation(
             args.data, args.model, args.corrections, args.strategy, args.retrain_steps,
