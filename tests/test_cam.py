@@ -12,14 +12,14 @@ from training.networks import UNet
 
 
 def blob_slices(n: int = 48, size: int = 32, seed: int = 0):
-    """Half the slices hold a dark disc (the class); all hold a bright square (a distractor)."""
+    """Half the slices hold a bright disc (the class); all hold a dark square (a distractor)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size]
     imgs, masks, tags = [], [], []
     for i in range(n):
         img = rng.normal(0, 0.3, (size, size)).astype(np.float32)
         sy, sx = rng.integers(2, size - 8, 2)
-        img[sy:sy + 6, sx:sx + 6] += 2.0  # distractor present in both classes
+        img[sy:sy + 6, sx:sx + 6] -= 2.0  # distractor present in both classes
         mask = np.zeros((size, size), bool)
         if i % 2 == 0:
             while True:
@@ -27,7 +27,7 @@ def blob_slices(n: int = 48, size: int = 32, seed: int = 0):
                 mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= 16
                 if not mask[sy:sy + 6, sx:sx + 6].any():
                     break
-            img[mask] -= 2.0  # dark disc: the class is a local feature, unlike the square
+            img[mask] += 2.0  # bright disc: the class; the dark square is a distractor
         imgs.append(img)
         masks.append(mask)
         tags.append(int(i % 2 == 0))

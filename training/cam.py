@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from torch import nn
 
 from training.data import resize_slices
@@ -47,16 +48,42 @@ def cam_from_output(out: dict, model: nn.Module, target_class: int = 1) -> torch
     return torch.relu(class_scores(out, model, target_class))
 
 
-def lse_pool(scores: torch.Tensor, r: float = 4.0) -> torch.Tensor:
-    """Log-sum-exp pooling (Pinheiro & Collobert 2015) of per-pixel scores (N, ...) -> (N,).
+def topk_pool(scores: torch.Tensor, fraction: float = 0.02) -> torch.Tensor:
+    """Mean of the top ``fraction`` of per-pixel scores (N, ...) -> (N,) (WILDCAT-style).
 
-    Between mean (r -> 0) and max (r -> inf) pooling. The head's own mean pooling lets a
-    GroupNorm network spread the evidence over the whole slice, which makes flat CAMs; a
-    smooth max makes the score depend on where the evidence is, so the CAM localises.
+    The head's own mean pooling lets a GroupNorm network spread the evidence over the whole
+    slice (flat CAMs); max pooling lets it sit on one pixel. The mean of the top 2 % asks for a
+    region of evidence about the size of a small lesion.
     """
     flat = scores.flatten(1)
-    n = torch.log(torch.tensor(float(flat.shape[1]), device=flat.device))
-    return (torch.logsumexp(r * flat, dim=1) - n) / r
+    k = max(1, int(round(fraction * flat.shape[1])))
+    return flat.topk(k, dim=1).values.mean(dim=1)
+
+
+OUTSIDE = -20.0  # score given to pixels outside the body: they never count as evidence
+
+
+def body_mask(x: torch.Tensor, erode: float = 0.04) -> torch.Tensor:
+    """Pixels inside the body (N, H, W): above the slice's background level, eroded by
+    ``erode`` x the slice width (4 px at 96 px).
+
+    Without this the LGG classifier learns the slice level from the head's outline (tumour
+    slices are mid-brain) and puts its CAM on the skull base or the border of the head.
+    """
+    lo = x.flatten(1).min(dim=1).values.view(-1, *([1] * (x.dim() - 1)))
+    inside = (x > lo + 0.3).float()  # normalised units: background sits at the minimum
+    r = int(round(erode * x.shape[-1]))
+    if r > 0:
+        inside = -F.max_pool2d(-inside, 2 * r + 1, stride=1, padding=r)
+    return inside[:, 0] > 0
+
+
+def evidence(model: nn.Module, x: torch.Tensor, target_class: int = 1,
+             erode: float = 0.04) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-pixel scores with the outside of the body at :data:`OUTSIDE`, body mask)."""
+    scores = class_scores(model(x), model, target_class)
+    body = body_mask(x, erode)
+    return torch.where(body, scores, torch.full_like(scores, OUTSIDE)), body
 
 
 def grad_cam(
@@ -66,11 +93,11 @@ def grad_cam(
 
     The class score is the sum of ``target_class`` logits over the pixels predicted as that class
     (all pixels when none is), as in Grad-CAM for segmentation (Vinogradova et al. 2020).
-    ``layer`` defaults to the U-Net's first (coarsest) decoder block: the bottleneck alone
-    localises poorly in a U-Net, whose skips carry the "where".
+    ``layer`` defaults to the U-Net's last decoder block (full resolution): in a U-Net the
+    skips carry the "where", and coarser layers localised poorly in our tests.
     """
     net = unwrap(model)
-    layer = layer if layer is not None else net.up_blocks[0]
+    layer = layer if layer is not None else net.up_blocks[-1]
     store: dict[str, torch.Tensor] = {}
 
     def hook(_m, _inp, output):
@@ -149,8 +176,8 @@ def train_classifier(
 
     ``images`` are normalised (z, y, x) volumes, ``tags`` per-slice 1/0/-1 arrays. Batches are
     balanced between positive and negative slices (LGG is 40 / 60) and augmented by rot90/flip.
-    The loss is binary cross-entropy on the log-sum-exp pooled per-pixel score of class 1
-    (:func:`lse_pool`), i.e. on the pooled CAM itself.
+    The loss is binary cross-entropy on the top-2 % pooled per-pixel score of class 1 inside
+    the body (:func:`topk_pool`, :func:`body_mask`), i.e. on the pooled CAM itself.
     """
     emit = on_event or (lambda e: None)
     torch.manual_seed(seed)
@@ -170,8 +197,7 @@ def train_classifier(
         xb = torch.stack([_augment(x[i], gen) for i in idx.tolist()]).to(device)
         yb = y[idx].to(device)
         model.train()
-        out = model(xb)
-        logit = lse_pool(class_scores(out, model, 1))
+        logit = topk_pool(evidence(model, xb, 1)[0])
         loss = F.binary_cross_entropy_with_logits(logit, yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -185,9 +211,8 @@ def train_classifier(
 
 @torch.no_grad()
 def _classifier_pass(model: nn.Module, x: torch.Tensor, target_class: int):
-    out = model(x)
-    scores = class_scores(out, model, target_class)
-    return torch.relu(scores), torch.sigmoid(lse_pool(scores))
+    scores, body = evidence(model, x, target_class)
+    return torch.relu(scores) * body, torch.sigmoid(topk_pool(scores))
 
 
 def volume_cam(
@@ -198,12 +223,16 @@ def volume_cam(
     normalised: bool = False,
     target_class: int = 1,
     batch_size: int = 16,
+    smooth: float = 0.015,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """CAM of every slice of a (z, y, x) volume at its own size, plus per-slice class probability.
 
-    With a classification head: the CAM and ``sigmoid(lse_pool(score))``; without one:
+    With a classification head: the CAM (zero outside the body) and the class probability
+    ``sigmoid(topk_pool(score))``; without one:
     Grad-CAM and ``None``.
-    Each slice's CAM is scaled to a peak of 1 (a map of where, not of how sure).
+    Each slice's CAM is smoothed (Gaussian, sigma = ``smooth`` x the slice width: the top-k head
+    makes peaky maps, and a few hot pixels are no region to seed a mask from) and scaled to a
+    peak of 1 (a map of where, not of how sure).
     """
     vol = np.asarray(volume, dtype=np.float32)
     if vol.ndim == 2:
@@ -227,4 +256,10 @@ def volume_cam(
         cam = F.interpolate(cam.unsqueeze(1), size=(h, w), mode="bilinear", align_corners=False)
         cams.append(cam[:, 0].clamp(0, 1).cpu())
     prob_np = torch.cat(probs).numpy().astype(np.float32) if probs else None
-    return torch.cat(cams).numpy().astype(np.float32), prob_np
+    cam_np = torch.cat(cams).numpy().astype(np.float32)
+    sigma = smooth * w
+    if sigma >= 0.5:
+        cam_np = ndimage.gaussian_filter(cam_np, sigma=(0, sigma, sigma))
+        peak = cam_np.reshape(len(cam_np), -1).max(axis=1).clip(min=1e-8)
+        cam_np = (cam_np / peak[:, None, None]).astype(np.float32)
+    return cam_np, prob_np

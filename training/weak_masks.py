@@ -66,19 +66,25 @@ def refine_mask(
     bg_threshold: float = 0.05,
     beta: float = 130.0,
     min_size: int = 20,
+    margin: float = 0.12,
 ) -> np.ndarray:
     """Image-driven weak mask of one slice, seeded from the confident parts of its CAM.
 
-    Foreground seeds: ``CAM >= fg_threshold`` (small specks removed); background seeds:
-    ``CAM <= bg_threshold``. The random walker (Grady 2006) labels the uncertain band between
-    them by intensity similarity. ``image`` is any-scaled grey; it is standardised here.
+    Foreground seeds: the largest component of ``CAM >= fg_threshold``; background seeds:
+    ``CAM <= bg_threshold`` *and* farther than ``margin`` x the slice size from the foreground
+    seeds (a CAM often covers only the most telling part of a lesion, so its low values near
+    the peak are not evidence of background). The random walker (Grady 2006) labels the rest by
+    intensity similarity. ``image`` is any-scaled grey; it is standardised here.
     """
     img = np.asarray(image, dtype=np.float64)
     c = normalise_cam(cam)
-    fg = _clean(c >= fg_threshold, min_size)
-    if not fg.any():
+    comp, n = ndimage.label(c >= fg_threshold)
+    if n == 0:
         return np.zeros(c.shape, dtype=bool)
-    bg = c <= bg_threshold
+    sizes = ndimage.sum(np.ones_like(c), comp, index=range(1, n + 1))
+    fg = comp == 1 + int(np.argmax(sizes))
+    far = ndimage.distance_transform_edt(~fg) > margin * max(c.shape)
+    bg = (c <= bg_threshold) & far
     seeds = np.zeros(c.shape, dtype=np.int32)
     seeds[bg] = 1
     seeds[fg] = 2
@@ -93,7 +99,7 @@ def refine_mask(
     # keep only the components that hold a foreground seed: the walker can leak into far blobs
     comp, _ = ndimage.label(mask)
     keep = np.unique(comp[fg & mask])
-    return _clean(np.isin(comp, keep[keep > 0]), min_size)
+    return _clean(np.isin(comp, keep[keep > 0]), min_size) | fg
 
 
 def weak_masks(
