@@ -8,10 +8,10 @@ CASES=${1:-6}
 STEPS=${2:-40}
 DATA=${DATA:-../shared/data/acdc}
 MODEL=napari_semiseg/models/acdc_unet2d.pt
-OUT=benchmarks/results/acdc_simulate.md
+OUT=${OUT:-benchmarks/results/acdc_simulate.md}
 TMP=$(mktemp -d)
 start=$(date +%s)
-VARIANTS="supervised mean_teacher supervised+anchor mean_teacher+anchor"
+VARIANTS=${VARIANTS:-"supervised mean_teacher supervised+anchor mean_teacher+anchor"}
 for variant in $VARIANTS; do
   method=${variant%+anchor}
   extra=()
@@ -25,7 +25,7 @@ done
 {
   echo "# Simulated clinician on ACDC test volumes"
   echo
-  echo "Command: \`bash benchmarks/simulate_acdc.sh $CASES $STEPS\` (each block below is one"
+  echo "Command: \`VARIANTS=\"$VARIANTS\" bash benchmarks/simulate_acdc.sh $CASES $STEPS\` (each block is one"
   echo "\`semiseg simulate\` call). Machine: $(uname -m), $(nproc) cores, 1 torch thread, shared"
   echo "with other jobs; wall time $(( $(date +%s) - start )) s. Start model: the shipped"
   echo "\`acdc_unet2d.pt\`. Dice is the mean foreground Dice on the slices that were **not**"

@@ -264,7 +264,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.out:
         header = (f"`semiseg simulate --data {args.data} --model {args.model} --corrections "
                   f"{args.corrections} --strategy {args.strategy} --retrain-steps "
-                  f"{args.retrain_steps} --method {args.method}`\n\n")
+                  f"{args.retrain_steps} --method {args.method} --cases {args.cases}"
+                  + (f" --anchor {args.anchor}" if args.anchor is not None else "") + "`\n\n")
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(header + table + "\n")
     return 0
