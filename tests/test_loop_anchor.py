@@ -42,3 +42,21 @@ def test_anchored_finetune_trains_on_user_and_anchor_slices(tmp_path):
     # the user's volume is repeated and the anchor volume added: more than one labelled volume
     assert summary["labeled_volumes"] >= 2
     assert any(e["type"] == "progress" for e in events)
+
+
+def test_balanced_sampler_draws_each_labelled_volume_equally():
+    from training.data import SliceSampler, TrainData
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(10, 16, 16)).astype(np.float32)
+    user = np.full((10, 16, 16), IGNORE_INDEX, np.uint8)
+    user[4] = 1  # one user slice ...
+    anchors = np.zeros((10, 16, 16), np.uint8)
+    anchors[4] = IGNORE_INDEX  # ... against nine anchor slices
+    for balance, expected in [(False, 0.1), (True, 0.5)]:
+        data = TrainData.from_arrays([image, image], [user, anchors])
+        data.balance_volumes = balance
+        sampler = SliceSampler(data, (16, 16), labeled_bs=400, unlabeled_bs=0, augment=False)
+        batch, _ = sampler.next()
+        share = (batch["label"].reshape(400, -1) == 1).all(1).float().mean().item()
+        assert abs(share - expected) < 0.08, (balance, share)

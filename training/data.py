@@ -147,6 +147,9 @@ class TrainData:
     class_names: list[str] = field(default_factory=list)
     normalization: dict = field(default_factory=lambda: dict(DEFAULT_NORMALIZATION))
     names: list[str] = field(default_factory=list)
+    # Draw labelled 2D slices volume by volume (each labelled volume equally often) instead of
+    # uniformly over slices: lets a few user slices weigh as much as a whole pseudo-labelled scan
+    balance_volumes: bool = False
 
     @classmethod
     def from_arrays(
@@ -289,6 +292,9 @@ class SliceSampler:
             lab_lab.append(lab_r[annotated])
             unl.append(im_r[~annotated])
         unl += [resize_slices(u, self.size, nearest=False) for u in data.unlabeled]
+        counts = [len(x) for x in lab_img]
+        self.volume_of = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+        self.balance = bool(data.balance_volumes) and sum(c > 0 for c in counts) > 1
         self.lab_img = torch.from_numpy(np.concatenate(lab_img)).float()
         self.lab_lab = torch.from_numpy(np.concatenate(lab_lab))
         self.unl_img = torch.from_numpy(np.concatenate(unl)).float() if unl else torch.empty(0)
@@ -298,8 +304,20 @@ class SliceSampler:
         self.gen = torch.Generator().manual_seed(seed)
         self.augment = augment
 
-    def _take(self, images, labels, n):
-        idx = torch.randint(0, len(images), (n,), generator=self.gen)
+    def _labelled_indices(self, n: int) -> torch.Tensor:
+        if not self.balance:
+            return torch.randint(0, len(self.lab_img), (n,), generator=self.gen)
+        vols = torch.unique(self.volume_of)
+        picks = vols[torch.randint(0, len(vols), (n,), generator=self.gen)]
+        out = []
+        for v in picks.tolist():
+            members = torch.nonzero(self.volume_of == v).flatten()
+            out.append(members[torch.randint(0, len(members), (1,), generator=self.gen)])
+        return torch.cat(out)
+
+    def _take(self, images, labels, n, idx=None):
+        if idx is None:
+            idx = torch.randint(0, len(images), (n,), generator=self.gen)
         imgs, labs = [], []
         for i in idx.tolist():
             im = images[i][None]
@@ -315,7 +333,8 @@ class SliceSampler:
 
     def next(self) -> tuple[dict, dict | None]:
         """One labelled batch and one unlabelled batch (``None`` when there is no unlabelled)."""
-        lab = self._take(self.lab_img, self.lab_lab, self.labeled_bs)
+        lab = self._take(self.lab_img, self.lab_lab, self.labeled_bs,
+                         self._labelled_indices(self.labeled_bs))
         unl = None
         if len(self.unl_img) and self.unlabeled_bs > 0:
             unl = self._take(self.unl_img, None, self.unlabeled_bs)

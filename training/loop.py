@@ -255,20 +255,17 @@ def anchor_labels(prediction_probs: np.ndarray, labels: np.ndarray, threshold: f
 
 
 def _with_anchor(model_path, image, labels, threshold, device):
-    """Image/label volumes for an anchored fine-tune: the user's slices repeated so that they
-    are drawn about as often as all anchor slices together."""
+    """Image/label volumes for an anchored fine-tune: the user's labels and the anchors as two
+    volumes of the same scan (the sampler then draws the user's slices half the time)."""
     from training.checkpoint import load_checkpoint
     from training.inference import predict_volume
 
     model, meta = load_checkpoint(model_path, device=device)
     probs = predict_volume(model, meta, image, device=device)["probabilities"]
     pseudo = anchor_labels(probs, labels, threshold)
-    n_user = int((np.asarray(labels) != IGNORE_INDEX).reshape(len(labels), -1).any(1).sum())
-    n_anchor = int((pseudo != IGNORE_INDEX).reshape(len(pseudo), -1).any(1).sum())
-    if n_anchor == 0:
+    if not (pseudo != IGNORE_INDEX).any():
         return [image], [labels]
-    repeat = max(1, round(n_anchor / max(n_user, 1)))
-    return [image] * repeat + [image], [labels] * repeat + [pseudo]
+    return [image, image], [labels, pseudo]
 
 
 def finetune(
@@ -313,6 +310,7 @@ def finetune(
         class_names=names if names and len(names) == num_classes else None,
         normalization=meta.get("normalization"),
     )
+    data.balance_volumes = anchor is not None
     if out_path is None:
         stem = Path(model_path).name.removesuffix(".pt")
         out_path = Path(model_path).with_name(f"{stem}-ft{time.strftime('%Y%m%d-%H%M%S')}"
