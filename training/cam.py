@@ -1,10 +1,13 @@
 """Class-activation maps: a slice classifier trained on tags (CAM) and Grad-CAM for any network.
 
-The classifier is the shared U-Net with its pooled classification head (``cls_head=True``): the
-head is a linear layer on the global average of the last decoder features, so the CAM of class c
-is ``relu(w_c . features)`` at full resolution (Zhou et al. 2016). Grad-CAM (Selvaraju et al.
-2017, in its segmentation form) weighs a layer's activations by the pooled gradient of the class
-score, so it works for networks trained without a classification head.
+The classifier is the shared U-Net with its classification head (``cls_head=True``), a linear
+layer ``w_c . features + b_c`` on the last decoder features. Applied per pixel it is the CAM of
+class c (Zhou et al. 2016), at full resolution. For training, the per-pixel scores are pooled
+over the top 2 % of pixels inside the body (:func:`topk_pool`, :func:`body_mask`) rather than by
+the head's global mean, which gave flat or off-target CAMs (see benchmarks/results/lgg_weak.md).
+Grad-CAM (Selvaraju et al. 2017, in its segmentation form) weighs a layer's activations by the
+pooled gradient of the class score, so it works for networks trained without a classification
+head.
 """
 
 from __future__ import annotations
