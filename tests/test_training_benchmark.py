@@ -17,3 +17,10 @@ def test_gap_recovered_uses_baselines_of_the_same_budget():
     assert "72.0 ± 8.0" in row  # mean Dice in %
     baseline = next(line for line in table.splitlines() if line.startswith("| labelled-only |"))
     assert "—" in baseline and "50.0 ± 10.0" in baseline
+
+
+def test_gap_is_not_reported_when_baselines_do_not_separate():
+    results = {LABELED_ONLY: [_r(0.5, 0)], "bcp": [_r(0.6, 0)], ALL_LABELED: [_r(0.505, 0)]}
+    row = next(line for line in render_table(results, ["bg", "a", "b"], "#").splitlines()
+               if line.startswith("| bcp |"))
+    assert "n/a" in row

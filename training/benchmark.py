@@ -22,6 +22,7 @@ from training.trainer import TrainConfig, train
 
 LABELED_ONLY = "labelled-only"
 ALL_LABELED = "all-labelled"
+MIN_GAP = 0.01  # below one Dice point the ratio is noise, not a measurement
 
 
 def evaluate_split(model_path: str, data_dir: str, split: str = "test") -> dict:
@@ -97,8 +98,10 @@ def render_table(results: dict[str, list[dict]], class_names: list[str], header:
         cells.append(_ms(mean_dice[name], 100))
         cells += [_ms([r["hd95"][i] for r in rs]) for i in range(len(fg))]
         cells.append(_ms([float(np.mean(r["hd95"])) for r in rs]))
-        if name in (LABELED_ONLY, ALL_LABELED) or not np.isfinite(hi - lo) or hi == lo:
+        if name in (LABELED_ONLY, ALL_LABELED) or not np.isfinite(hi - lo):
             cells.append("—")
+        elif hi - lo < MIN_GAP:
+            cells.append("n/a (gap < 1 pt)")
         else:
             gaps = [(d - lo) / (hi - lo) * 100 for d in mean_dice[name]]
             cells.append(_ms(gaps, 1, 0) + " %")
