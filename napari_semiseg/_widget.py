@@ -31,6 +31,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from training.atomic import atomic_write
+
 from ._tags import add_tags_panel
 from .colors import label_colormap
 from .default_model import DEFAULT_MODEL, default_model_available
@@ -519,9 +521,8 @@ class AssistantWidget(QWidget):
                                                   "Checkpoints (*.pt)")
         if not path:
             return None
-        tmp = Path(path).with_name(f".{Path(path).name}.partial")
-        shutil.copyfile(s.current_model_path, tmp)
-        tmp.replace(path)
+        with open(s.current_model_path, "rb") as fin:
+            atomic_write(path, lambda fh: shutil.copyfileobj(fin, fh))
         show_info(f"Model saved to {path}")
         return str(path)
 

@@ -7,12 +7,12 @@ holds only dicts, lists, strings and numbers, so ``torch.load(weights_only=True)
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from training.atomic import atomic_write
 from training.ema import unwrap
 from training.networks import build_network, network_config
 
@@ -34,18 +34,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict) -> st
     meta = {**meta, "network": network_config(model)}
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     payload = {"format": FORMAT, "state_dict": state, "meta": meta}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return str(path)
+    return atomic_write(path, lambda fh: torch.save(payload, fh))
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
