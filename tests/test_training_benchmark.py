@@ -1,4 +1,10 @@
-from training.benchmark import ALL_LABELED, LABELED_ONLY, render_table
+import json
+import threading
+import time
+
+import pytest
+
+from training.benchmark import ALL_LABELED, LABELED_ONLY, parse_variant, render_table
 
 
 def _r(d, seed):
@@ -24,3 +30,27 @@ def test_gap_is_not_reported_when_baselines_do_not_separate():
     row = next(line for line in render_table(results, ["bg", "a", "b"], "#").splitlines()
                if line.startswith("| bcp |"))
     assert "n/a" in row
+
+
+def test_method_variants_carry_options():
+    assert parse_variant("bcp") == ("bcp", {})
+    assert parse_variant("bcp:conf=0.9,sup=1") == ("bcp", {"conf": 0.9, "sup": 1.0})
+    for bad in ("bcp:conf", "bcp:conf=high"):
+        with pytest.raises(ValueError, match="bcp"):
+            parse_variant(bad)
+
+
+def test_a_run_held_by_another_invocation_is_waited_for_not_retrained(tmp_path, monkeypatch):
+    """Two benchmark processes sharing a folder must not train the same baseline twice."""
+    import training.benchmark as bm
+
+    real_sleep = time.sleep
+    monkeypatch.setattr(bm.time, "sleep", lambda s: real_sleep(0.02))
+    monkeypatch.setattr(bm, "_train_and_evaluate", lambda *a: pytest.fail("retrained"))
+    (tmp_path / "labelled-only_seed0.lock").touch()  # the other process is training it
+    other = threading.Timer(0.2, lambda: (tmp_path / "labelled-only_seed0.json").write_text(
+        json.dumps({"name": LABELED_ONLY, "dice": [0.5]})))
+    other.start()
+    out = bm.run_one(LABELED_ONLY, 0, "unused", "3", None, tmp_path, lambda m: None)
+    other.join()
+    assert out["dice"] == [0.5]

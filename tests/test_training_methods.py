@@ -12,6 +12,7 @@ from test_training_synth import TINY
 from training import IGNORE_INDEX
 from training.copy_paste import box_mask, dynamic_ratio, label_edges, mix
 from training.ema import ema_update
+from training.losses import supervised_loss
 from training.methods import METHODS, get_method
 from training.methods.act import distillation_loss
 from training.methods.bcp import should_refresh
@@ -198,6 +199,39 @@ def test_bcp_has_edge_head_and_loss():
     losses = m.step(lab, unl, 0, 4)
     assert losses["edge"] > 0
     assert m.inference_model().config["edge_head"]
+
+
+def test_bcp_ignores_pseudo_labels_below_confidence():
+    torch.manual_seed(0)
+    _, unl = _batches()
+    labels = {}
+    for conf in (0.0, 0.5, 0.99):
+        m = get_method("bcp", warmup_fraction=0.0, conf=conf)
+        m.setup(TINY, "cpu")
+        with torch.no_grad():
+            p = 0.5 * (torch.softmax(m.ema_teacher(unl["image"])["logits"], 1)
+                       + torch.softmax(m.static_teacher(unl["image"])["logits"], 1))
+        labels[conf] = m.pseudo_labels(unl["image"])
+        kept = labels[conf] != IGNORE_INDEX
+        assert torch.equal(kept, p.max(1).values >= conf)
+        assert torch.equal(labels[conf][kept], p.argmax(1)[kept])
+    assert (labels[0.0] != IGNORE_INDEX).all()  # an untrained net is never 99 % sure
+    assert (labels[0.99] == IGNORE_INDEX).all()
+
+
+def test_bcp_plain_supervised_term_is_the_loss_on_the_unmixed_batch():
+    torch.manual_seed(0)
+    lab, unl = _batches()
+    m = get_method("bcp", warmup_fraction=0.0, sup=2.0)
+    m.setup(TINY, "cpu")
+    net = copy.deepcopy(m.inference_model())
+    losses = m.step(lab, unl, 0, 4)
+    with torch.no_grad():  # GroupNorm: a sample's output does not depend on its batch mates
+        expected = 2.0 * supervised_loss(net.train()(lab["image"])["logits"], lab["label"])
+    assert math.isclose(losses["plain"], float(expected), rel_tol=1e-4)
+    plain = get_method("bcp", warmup_fraction=0.0)
+    plain.setup(TINY, "cpu")
+    assert "plain" not in plain.step(lab, unl, 0, 4)  # off by default, as in the paper
 
 
 def test_act_student_is_small_and_is_the_output():

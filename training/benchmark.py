@@ -44,14 +44,48 @@ def evaluate_split(model_path: str, data_dir: str, split: str = "test") -> dict:
     return out
 
 
+def parse_variant(spec: str) -> tuple[str, dict]:
+    """``"bcp:conf=0.9,sup=1"`` -> ``("bcp", {"conf": 0.9, "sup": 1.0})``: a method plus options."""
+    name, _, rest = spec.partition(":")
+    opts: dict = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ValueError(f"method option {item!r} in {spec!r} is not key=value")
+        try:
+            opts[key] = float(value)
+        except ValueError:
+            raise ValueError(f"method option {item!r} in {spec!r} needs a number") from None
+    return name, opts
+
+
 def run_one(
     name: str, seed: int, data_dir: str, labeled: str, base_config: TrainConfig,
     workdir: Path, log: Callable[[str], None],
 ) -> dict:
     """Train and evaluate one (method, seed) run, caching its result as JSON."""
-    cache = workdir / f"{name}_seed{seed}.json"
+    stem = name.replace(":", "_").replace(",", "_").replace("=", "")
+    cache = workdir / f"{stem}_seed{seed}.json"
     if cache.exists():
         return json.loads(cache.read_text())
+    lock = cache.with_suffix(".lock")
+    try:  # another invocation sharing this folder may be training the same run: wait for it
+        os.close(os.open(lock, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        log(f"waiting for {name} seed {seed} (another run holds {lock.name})")
+        while not cache.exists():
+            if not lock.exists():
+                return run_one(name, seed, data_dir, labeled, base_config, workdir, log)
+            time.sleep(10)
+        return json.loads(cache.read_text())
+    try:
+        return _train_and_evaluate(name, seed, data_dir, labeled, base_config, workdir, log,
+                                   cache, stem)
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _train_and_evaluate(name, seed, data_dir, labeled, base_config, workdir, log, cache, stem):
     if name == LABELED_ONLY:
         data = load_train_data(data_dir, labeled, use_unlabeled=False)
         cfg = replace(base_config, method="supervised")
@@ -61,8 +95,10 @@ def run_one(
         cfg = replace(base_config, method="supervised")
     else:
         data = load_train_data(data_dir, labeled)
-        cfg = replace(base_config, method=name)
-    cfg = replace(cfg, seed=seed, checkpoint=str(workdir / f"{name}_seed{seed}.pt"))
+        method, opts = parse_variant(name)
+        cfg = replace(base_config, method=method,
+                      method_opts={**base_config.method_opts, **opts})
+    cfg = replace(cfg, seed=seed, checkpoint=str(workdir / f"{stem}_seed{seed}.pt"))
     t0 = time.perf_counter()
     log(f"start {name} seed {seed}")
     path = train(cfg, data, on_event=lambda e: e["type"] == "progress" and e["step"] % 250 == 0
@@ -70,8 +106,11 @@ def run_one(
                          f"loss {e['losses']['loss']:.3f}"))
     train_s = time.perf_counter() - t0
     metrics = evaluate_split(str(path), data_dir, "test")
+    # The val split is what method options are chosen on; test is only reported.
+    has_val = any(c.split == "val" and c.label is not None for c in scan_dataset(data_dir))
+    val = evaluate_split(str(path), data_dir, "val") if has_val else None
     result = {"name": name, "seed": seed, "train_seconds": train_s,
-              "step_seconds": train_s / max(cfg.steps, 1), **metrics}
+              "step_seconds": train_s / max(cfg.steps, 1), **metrics, "val": val}
     cache.write_text(json.dumps(result))
     log(f"done {name} seed {seed}: mean Dice {np.mean(metrics['dice']):.4f} ({train_s:.0f} s)")
     return result
@@ -91,7 +130,7 @@ def render_table(results: dict[str, list[dict]], class_names: list[str], header:
     lo = np.mean(mean_dice.get(LABELED_ONLY, [np.nan]))
     hi = np.mean(mean_dice.get(ALL_LABELED, [np.nan]))
     cols = ([f"Dice {c}" for c in fg] + ["mean Dice"] + [f"HD95 {c}" for c in fg]
-            + ["mean HD95", "gap recovered", "s/step"])
+            + ["mean HD95", "gap recovered", "val mean Dice", "s/step"])
     lines = [header, "", "| run | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, rs in results.items():
         cells = [_ms([r["dice"][i] for r in rs], 100) for i in range(len(fg))]
@@ -105,12 +144,15 @@ def render_table(results: dict[str, list[dict]], class_names: list[str], header:
         else:
             gaps = [(d - lo) / (hi - lo) * 100 for d in mean_dice[name]]
             cells.append(_ms(gaps, 1, 0) + " %")
+        vals = [float(np.mean(r["val"]["dice"])) for r in rs if r.get("val")]
+        cells.append(_ms(vals, 100) if len(vals) == len(rs) else "—")
         cells.append(f"{np.mean([r['step_seconds'] for r in rs]):.2f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "Dice in %, HD95 in the images' spacing units (mm; ACDC's is a 1 mm "
               "placeholder); mean ± std "
               "over seeds. Gap recovered = (method − labelled-only) / (all-labelled − "
-              "labelled-only), computed on mean Dice per seed against the seed-mean baselines."]
+              "labelled-only), computed on mean Dice per seed against the seed-mean baselines. "
+              "Val mean Dice is on the val split, the only one method options are chosen on."]
     return "\n".join(lines) + "\n"
 
 
@@ -131,8 +173,10 @@ def label_efficiency(
     names = [LABELED_ONLY, *[m for m in methods if m != "supervised"], ALL_LABELED]
     start = time.perf_counter()
     results: dict[str, list[dict]] = {n: [] for n in names}
+    # methods before baselines, so parallel invocations sharing the baselines need not wait
+    order = names[1:-1] + [LABELED_ONLY, ALL_LABELED]
     for seed in range(seeds):
-        for name in names:
+        for name in order:
             results[name].append(run_one(name, seed, data_dir, labeled, base_config, workdir, log))
             partial = {k: v for k, v in results.items() if v}
             _write(out_path, partial, data_dir, command, start, base_config, seeds, final=False)

@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     le = bsub.add_parser("label-efficiency")
     le.add_argument("--data", required=True)
     le.add_argument("--labeled", required=True)
-    le.add_argument("--methods", nargs="+", required=True)
+    le.add_argument("--methods", nargs="+", required=True,
+                    help="method names, each optionally with options: bcp:conf=0.9,sup=1")
     le.add_argument("--seeds", type=int, default=2)
     le.add_argument("--out", required=True)
     _train_options(le)
@@ -291,8 +292,10 @@ def _cmd_benchmark(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     if args.benchmark == "weak":
         return _cmd_benchmark_weak(args, argv)
-    methods = [m for item in args.methods for m in item.split(",") if m]
-    unknown = [m for m in methods if m not in METHODS]
+    from training.benchmark import parse_variant
+
+    methods = [m for m in args.methods if m]
+    unknown = [m for m in methods if parse_variant(m)[0] not in METHODS]
     if unknown:
         raise DataError(f"unknown method {unknown[0]}; choose from {', '.join(METHODS)}")
     cfg = _config(args)

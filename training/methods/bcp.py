@@ -39,15 +39,23 @@ class BCP(Method):
         self.u_weight = float(self.opts.get("u_weight", 0.5))
         self.edge_weight = float(self.opts.get("edge_weight", 0.1))
         self.generator = torch.Generator().manual_seed(int(self.opts.get("seed", 0)))
+        # Options beyond the paper, for a weak early teacher (CPU budgets): pseudo-labels below
+        # ``conf`` mean teacher probability are ignored, and ``sup`` weights a plain supervised
+        # term on the unmixed labelled batch so ground truth is never seen only in pieces.
+        self.conf = float(self.opts.get("conf", 0.0))
+        self.sup_weight = float(self.opts.get("sup", 0.0))
 
     @torch.no_grad()
     def pseudo_labels(self, x: torch.Tensor) -> torch.Tensor:
-        """Argmax of the mean softmax of the EMA and static teachers."""
+        """Argmax of the mean softmax of the EMA and static teachers; 255 below ``conf``."""
         self.ema_teacher.eval()
         self.static_teacher.eval()
         p = torch.softmax(self.ema_teacher(x)["logits"], 1)
-        p = p + torch.softmax(self.static_teacher(x)["logits"], 1)
-        return p.argmax(1)
+        p = 0.5 * (p + torch.softmax(self.static_teacher(x)["logits"], 1))
+        conf, labels = p.max(1)
+        if self.conf > 0:
+            labels = torch.where(conf >= self.conf, labels, torch.full_like(labels, IGNORE_INDEX))
+        return labels
 
     def _edge_term(self, out: dict, labels: torch.Tensor) -> torch.Tensor:
         if "edge" not in out:
@@ -76,19 +84,25 @@ class BCP(Method):
         img1, lab1 = mix(xl, xu, yl, pu, mask)
         xu2, pu2 = xu.roll(1, 0), pu.roll(1, 0)
         img2, lab2 = mix(xu2, xl, pu2, yl, mask)
-        out = self.main()(torch.cat([img1, img2]))
-        logits1, logits2 = out["logits"][:n], out["logits"][n:]
+        batch = [img1, img2] + ([labeled["image"]] if self.sup_weight > 0 else [])
+        out = self.main()(torch.cat(batch))
+        logits1, logits2 = out["logits"][:n], out["logits"][n:2 * n]
         inside = mask.bool()
         ign = torch.full_like(yl, IGNORE_INDEX)
         sup = supervised_loss(logits1, torch.where(inside, lab1, ign))
         sup = sup + supervised_loss(logits2, torch.where(inside, ign, lab2))
         unsup = supervised_loss(logits1, torch.where(inside, ign, lab1))
         unsup = unsup + supervised_loss(logits2, torch.where(inside, lab2, ign))
-        return {
+        terms = {
             "sup": 0.5 * sup,
             "unsup": 0.5 * self.u_weight * unsup,
-            "edge": self._edge_term(out, torch.cat([lab1, lab2])),
+            "edge": self._edge_term({k: v[: 2 * n] for k, v in out.items()},
+                                    torch.cat([lab1, lab2])),
         }
+        if self.sup_weight > 0:
+            terms["plain"] = self.sup_weight * supervised_loss(out["logits"][2 * n:],
+                                                               labeled["label"])
+        return terms
 
     def after_step(self, step: int, total: int, in_warmup: bool) -> None:
         if in_warmup:
