@@ -96,3 +96,33 @@ def test_python_m_training_runs_without_traceback(tmp_path):
     )
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr and "semiseg: error" in proc.stderr
+
+
+def test_speed_benchmark_times_an_act_student_against_its_teacher(dataset, tmp_path, capsys):
+    model = tmp_path / "act.pt"
+    assert main(["train", "--data", str(dataset), "--method", "act", "--labeled", "1",
+                 "--dims", "2d", "--steps", "2", "--out", str(model), "--size", "16", "16",
+                 "--base", "16", "--depth", "3", "--labeled-bs", "2", "--device", "cpu"]) == 0
+    out = tmp_path / "speed.md"
+    volume = str(next((dataset / "images").iterdir()))
+    assert main(["benchmark", "speed", "--models", str(model), "--volume", volume,
+                 "--shape", "6", "24", "24", "--mc", "0", "2", "--repeats", "2",
+                 "--data", str(dataset), "--out", str(out)]) == 0
+    rows = {line.split(" | ")[1]: line.split(" | ") for line in out.read_text().splitlines()
+            if line.startswith("| act.pt")}
+    assert set(rows) == {"student", "teacher"}
+    student, teacher = rows["student"], rows["teacher"]
+    assert int(teacher[2].replace(",", "")) > 10 * int(student[2].replace(",", ""))
+    assert float(student[6].rstrip("×")) > 0  # speed-up is a measured ratio
+    assert 0 <= float(student[5]) <= 100 and 0 <= float(teacher[5]) <= 100  # test Dice
+
+
+def test_speed_benchmark_refuses_a_2d_image_as_volume(dataset, tmp_path, capsys):
+    model = tmp_path / "m.pt"
+    assert _train(dataset, model) == 0
+    capsys.readouterr()
+    png = tmp_path / "slice.png"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((8, 8), np.uint8)), str(png))
+    msg = _error(capsys, ["benchmark", "speed", "--models", str(model), "--volume", str(png),
+                          "--out", str(tmp_path / "s.md")])
+    assert "3-D" in msg

@@ -55,6 +55,8 @@ def test_normalisation_is_zscore_after_clipping():
     n = normalize_intensity(v)
     assert abs(n.mean()) < 1e-4 and abs(n.std() - 1) < 1e-3
     assert n.max() < 5
+    assert n.dtype == np.float32  # float64 input, float32 out: what the networks take
+    assert normalize_intensity(np.full((2, 4, 4), 3.0)).dtype == np.float32  # constant too
 
 
 def test_from_arrays_validates():

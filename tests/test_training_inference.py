@@ -22,6 +22,14 @@ def test_2d_prediction_shapes_probabilities_and_entropy():
     assert res["cam"] is None
 
 
+def test_a_blank_scan_is_predicted_not_crashed():
+    # a constant volume (blank or zero-filled export) normalises to zeros; it must stay float32
+    for value in (0, 7):
+        blank = np.full((2, 20, 24), value, dtype=np.uint8)
+        res = predict_volume(UNet(2, 1, 3, base=4, depth=2), META2, blank, device="cpu")
+        assert res["labels"].shape == blank.shape
+
+
 def test_mc_dropout_changes_probabilities():
     torch.manual_seed(0)
     img, _ = blob_volume(0, shape=(2, 16, 16))

@@ -5,8 +5,9 @@ import pytest
 import torch
 from test_training_synth import blob_volume
 
-from training.checkpoint import load_checkpoint, read_checkpoint
+from training.checkpoint import companion_path, load_checkpoint, read_checkpoint
 from training.data import TrainData
+from training.networks import count_parameters
 from training.trainer import TrainConfig, train
 
 
@@ -109,3 +110,12 @@ def test_3d_training_runs(tmp_path):
     path = train(_cfg(tmp_path, dims=3, size=[8, 8, 8], method="ua_mt", steps=2), data)
     model, meta = load_checkpoint(path)
     assert meta["dims"] == 3 and model.config["dims"] == 3 and model.config["dropout"] > 0
+
+
+def test_act_keeps_its_teacher_beside_the_student(tmp_path):
+    path = train(_cfg(tmp_path, method="act", base=16, depth=3), _data())
+    student, meta = load_checkpoint(path)
+    teacher, tmeta = load_checkpoint(companion_path(path, "teacher"))
+    assert companion_path(path, "teacher").name == "m.teacher.pt"
+    assert tmeta["role"] == "teacher" and meta["method"] == tmeta["method"] == "act"
+    assert count_parameters(teacher) > 10 * count_parameters(student)

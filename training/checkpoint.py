@@ -37,6 +37,12 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict) -> st
     return atomic_write(path, lambda fh: torch.save(payload, fh))
 
 
+def companion_path(path: str | os.PathLike, name: str) -> Path:
+    """Where a companion network of ``path`` is kept: ``model.pt`` -> ``model.teacher.pt``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.{name}{path.suffix or '.pt'}")
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """The raw payload, validated (weights only, no pickled code)."""
     path = Path(path)

@@ -6,6 +6,7 @@ import argparse
 import json
 import shlex
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -94,6 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
     le.add_argument("--seeds", type=int, default=2)
     le.add_argument("--out", required=True)
     _train_options(le)
+    sp = bsub.add_parser("speed", help="predict + uncertainty time; act student vs teacher")
+    sp.add_argument("--models", nargs="+", required=True,
+                    help="checkpoints; an act checkpoint brings its teacher (NAME.teacher.pt)")
+    sp.add_argument("--volume", required=True, help="a real scan, resampled to --shape")
+    sp.add_argument("--shape", type=int, nargs=3, default=[100, 256, 256], help="z y x")
+    sp.add_argument("--mc", type=int, nargs="+", default=[0, 8],
+                    help="MC-dropout passes to time (0 = entropy of one softmax)")
+    sp.add_argument("--repeats", type=int, default=5)
+    sp.add_argument("--data", default=None, help="dataset folder: also report test-split Dice")
+    sp.add_argument("--out", required=True)
     wk = bsub.add_parser("weak", help="slice tags -> CAM -> weak masks -> cam_weak, by patient")
     wk.add_argument("--data", required=True, help="2-D slices with patient and tags (LGG)")
     wk.add_argument("--tags", default=None, help="tag CSV (default: the data's index.csv)")
@@ -292,6 +303,8 @@ def _cmd_benchmark(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     if args.benchmark == "weak":
         return _cmd_benchmark_weak(args, argv)
+    if args.benchmark == "speed":
+        return _cmd_benchmark_speed(args, argv)
     from training.benchmark import parse_variant
 
     methods = [m for m in args.methods if m]
@@ -306,6 +319,39 @@ def _cmd_benchmark(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     table = label_efficiency(args.data, args.labeled, methods, args.seeds, cfg, args.out,
                              command, log)
+    print(table)
+    return 0
+
+
+def _cmd_benchmark_speed(args: argparse.Namespace, argv: Sequence[str]) -> int:
+
+    from training.benchmark import evaluate_split, machine_description
+    from training.speed import benchmark_volume, entries_for, speed_table, time_predictions
+
+    if args.repeats < 1:
+        raise DataError("--repeats must be at least 1")
+    entries = entries_for(args.models)
+    volume = benchmark_volume(args.volume, args.shape)
+    t0 = time.perf_counter()
+    medians = time_predictions(entries, volume, args.mc, args.repeats,
+                               log=lambda m: print(m, file=sys.stderr, flush=True))
+    dice = None
+    if args.data:
+        dice = {i: float(np.mean(evaluate_split(e.path, args.data, "test")["dice"]))
+                for i, e in enumerate(entries)}
+    header = "\n".join([
+        "# Predict speed benchmark", "",
+        "- command: `semiseg " + " ".join(shlex.quote(a) for a in argv) + "`",
+        f"- machine: {machine_description()}",
+        f"- volume: {args.volume} resampled to {tuple(args.shape)} (z, y, x); median of "
+        f"{args.repeats} repeats, models interleaved; timing took "
+        f"{time.perf_counter() - t0:.0f} s",
+        "- predict + uncertainty = `predict_volume` (the plugin's Predict): labels, "
+        "probabilities and the entropy map, on CPU.",
+    ])
+    table = speed_table(entries, medians, args.mc, dice, header)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(table)
     print(table)
     return 0
 

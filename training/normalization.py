@@ -17,9 +17,9 @@ def normalize_intensity(volume: np.ndarray, scheme: dict | None = None) -> np.nd
     if scheme.get("kind") != "percentile_zscore":
         raise ValueError(f"unknown normalisation {scheme.get('kind')!r}")
     v = np.asarray(volume, dtype=np.float32)
-    lo, hi = np.percentile(v, [scheme["low"], scheme["high"]])
-    v = np.clip(v, lo, hi)
+    lo, hi = (float(q) for q in np.percentile(v, [scheme["low"], scheme["high"]]))
+    v = np.clip(v, lo, hi)  # Python floats keep float32 (NumPy scalars would promote)
     std = float(v.std())
     if std < 1e-8:
-        return np.zeros_like(v)
+        return np.zeros(v.shape, np.float32)
     return ((v - float(v.mean())) / std).astype(np.float32)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from training.checkpoint import read_checkpoint, save_checkpoint
+from training.checkpoint import companion_path, read_checkpoint, save_checkpoint
 from training.data import DataError, PatchSampler, SliceSampler, TrainData
 from training.device import pick_device
 from training.distributed import any_rank, barrier, init_distributed
@@ -128,8 +128,10 @@ def train(
     }
 
     def save(step_done: int) -> str:
-        return save_checkpoint(config.checkpoint, method.inference_model(),
-                               {**meta_base, "steps_done": step_done})
+        meta = {**meta_base, "steps_done": step_done}
+        for name, net in method.companions().items():
+            save_checkpoint(companion_path(config.checkpoint, name), net, {**meta, "role": name})
+        return save_checkpoint(config.checkpoint, method.inference_model(), meta)
 
     start = time.perf_counter()
     last_saved: str | None = None

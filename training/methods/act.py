@@ -53,6 +53,10 @@ class ACT(Method):
     def teacher_model(self) -> torch.nn.Module:
         return unwrap(self.nets["teacher"])
 
+    def companions(self) -> dict[str, torch.nn.Module]:
+        """The large teacher, saved beside the student so speed and Dice can be compared."""
+        return {"teacher": self.teacher_model()}
+
     def warmup_losses(self, labeled: Batch) -> dict:
         xl, yl = labeled["image"], labeled["label"]
         return {

@@ -108,6 +108,10 @@ class Method:
         """The network to save and predict with."""
         return unwrap(self.main())
 
+    def companions(self) -> dict[str, nn.Module]:
+        """Other networks worth keeping next to the checkpoint (e.g. the teacher of ``act``)."""
+        return {}
+
     # ----- training -----------------------------------------------------------------------
     def warmup_steps(self, total: int) -> int:
         return int(round(self.warmup_fraction * total))
