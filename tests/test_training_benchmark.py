@@ -54,3 +54,24 @@ def test_a_run_held_by_another_invocation_is_waited_for_not_retrained(tmp_path, 
     out = bm.run_one(LABELED_ONLY, 0, "unused", "3", None, tmp_path, lambda m: None)
     other.join()
     assert out["dice"] == [0.5]
+
+
+def test_variant_options_reach_the_config_or_the_method(tmp_path, monkeypatch):
+    import training.benchmark as bm
+    from training.trainer import TrainConfig
+
+    seen = {}
+
+    def fake_train(cfg, data, on_event=None):
+        seen["cfg"] = cfg
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(bm, "train", fake_train)
+    monkeypatch.setattr(bm, "load_train_data", lambda *a, **k: None)
+    with pytest.raises(RuntimeError, match="stop here"):
+        bm.run_one("bcp:conf=0.9,warmup_fraction=0.3", 1, "d", "3", TrainConfig(), tmp_path,
+                   lambda m: None)
+    cfg = seen["cfg"]
+    assert cfg.method == "bcp" and cfg.warmup_fraction == 0.3 and cfg.seed == 1
+    assert cfg.method_opts == {"conf": 0.9}
+    assert not list(tmp_path.glob("*.lock"))  # a crashed run frees its lock

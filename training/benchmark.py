@@ -96,8 +96,11 @@ def _train_and_evaluate(name, seed, data_dir, labeled, base_config, workdir, log
     else:
         data = load_train_data(data_dir, labeled)
         method, opts = parse_variant(name)
-        cfg = replace(base_config, method=method,
-                      method_opts={**base_config.method_opts, **opts})
+        # options naming a TrainConfig field (warmup_fraction, consistency, ...) set that field
+        fields = {k: v for k, v in opts.items() if k in TrainConfig.__dataclass_fields__}
+        rest = {k: v for k, v in opts.items() if k not in fields}
+        cfg = replace(base_config, method=method, **fields,
+                      method_opts={**base_config.method_opts, **rest})
     cfg = replace(cfg, seed=seed, checkpoint=str(workdir / f"{stem}_seed{seed}.pt"))
     t0 = time.perf_counter()
     log(f"start {name} seed {seed}")
