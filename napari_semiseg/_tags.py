@@ -66,9 +66,14 @@ class TagsPanel(QGroupBox):
         self.steps_spin.setRange(1, 100000)
         self.steps_spin.setValue(60)
         self.steps_spin.setToolTip("steps of the tag classifier and of the segmentation network")
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setToolTip("Stop training from tags; the model in use stays as it was")
+        self.cancel_btn.setEnabled(False)
+        self.cancel_btn.clicked.connect(self.cancel)
         row.addWidget(self.train_btn)
         row.addWidget(QLabel("steps"))
         row.addWidget(self.steps_spin)
+        row.addWidget(self.cancel_btn)
         lay.addLayout(row)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
@@ -126,11 +131,14 @@ class TagsPanel(QGroupBox):
         self.progress.setValue(0)
         self.status.setText("Training from tags in the background…")
         self.train_btn.setEnabled(False)
+        self.cancel_btn.setEnabled(True)
         self._timer.start()
 
     def cancel(self) -> None:
         if self.bridge.running:
             self.bridge.cancel()
+            self.cancel_btn.setEnabled(False)
+            self.status.setText("Cancelling…")
 
     def _poll(self) -> None:
         for ev in self.bridge.poll():
@@ -138,6 +146,7 @@ class TagsPanel(QGroupBox):
         if not self.bridge.running:
             self._timer.stop()
             self.train_btn.setEnabled(True)
+            self.cancel_btn.setEnabled(False)
 
     def _handle(self, ev: dict) -> None:
         kind = ev.get("type")

@@ -83,6 +83,36 @@ def test_tag_train_from_tags_and_promote_on_an_lgg_stack(make_napari_viewer, qtb
         widget.bridge.close()
 
 
+def test_cancel_train_from_tags_keeps_the_model(make_napari_viewer, qtbot, tiny_lgg_model,
+                                                tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_SEMISEG_HOME", str(tmp_path / "home"))
+    viewer = make_napari_viewer()
+    viewer.open(str(LGG / "images"), plugin=PLUGIN)
+    widget = AssistantWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.set_checkpoint(tiny_lgg_model)
+    panel = widget.tags_panel
+    try:
+        s = widget._ensure_session()
+        for index, tag in ((12, 1), (15, 1), (2, 0), (20, 0)):
+            s.tag_slice(index, tag)
+        before = s.current_version
+        assert not panel.cancel_btn.isEnabled()
+        panel.model_kwargs = {"base": 4, "depth": 2, "size": (32, 32)}
+        panel.steps_spin.setValue(100000)  # would run for hours
+        panel.train_btn.click()
+        assert panel.cancel_btn.isEnabled() and not panel.train_btn.isEnabled()
+        qtbot.waitUntil(lambda: panel.progress.value() > 0, timeout=120000)
+        panel.cancel_btn.click()
+        qtbot.waitUntil(lambda: not panel.bridge.running, timeout=60000)
+        assert "cancel" in panel.status.text().lower()
+        assert s.current_version == before and CAM_LAYER not in viewer.layers
+        assert panel.train_btn.isEnabled() and not panel.cancel_btn.isEnabled()
+    finally:
+        panel.close_bridge()
+        widget.bridge.close()
+
+
 def _binding(viewer, key: str):
     """The keymap entry napari stored for ``key`` (it normalises the key's spelling)."""
     from app_model.types import KeyBinding
