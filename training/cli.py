@@ -324,7 +324,6 @@ def _cmd_benchmark(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _cmd_benchmark_speed(args: argparse.Namespace, argv: Sequence[str]) -> int:
-
     from training.benchmark import evaluate_split, machine_description
     from training.speed import benchmark_volume, entries_for, speed_table, time_predictions
 

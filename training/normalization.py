@@ -21,5 +21,5 @@ def normalize_intensity(volume: np.ndarray, scheme: dict | None = None) -> np.nd
     v = np.clip(v, lo, hi)  # Python floats keep float32 (NumPy scalars would promote)
     std = float(v.std())
     if std < 1e-8:
-        return np.zeros(v.shape, np.float32)
+        return np.zeros_like(v)
     return ((v - float(v.mean())) / std).astype(np.float32)
