@@ -73,7 +73,7 @@ def main() -> int:
         "|---|---|---|",
     ]
     lines += [f"| {n} | {t:.3f} | {p:,} |" for n, t, p in rows]
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
     return 0
 

@@ -235,7 +235,7 @@ def main(argv=None) -> int:
         if "handlers" in g:
             lines.append(f"- {scan}: {g['handlers']}; longest gap at {g['worst_at']:.1f} s")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
     return 0
 

@@ -254,8 +254,15 @@ class AssistantWidget(QWidget):
         return session
 
     def _bind(self, session: Session, layer: Image) -> None:
+        if self.session is not None and self.session is not session:
+            self.session.close()  # frees its folder for another window
         self.session = session
         self._image_layer = layer
+        session.on_autosave_error = self._on_autosave_error
+        if session.autosave_error:
+            self._on_autosave_error(session.autosave_error)
+        for warning in session.warnings:
+            show_warning(warning)
         self._show_versions()
         self._show_labelled()
 
@@ -352,11 +359,18 @@ class AssistantWidget(QWidget):
         self._worker = worker
         worker.start()
 
+    def _on_autosave_error(self, message: str) -> None:
+        show_error(message)
+
     def _on_predicted(self, result: dict) -> None:
         s = self.session
         if s is None:
             return
-        s.merge_prediction(result["labels"], result["uncertainty"])
+        try:
+            s.merge_prediction(result["labels"], result["uncertainty"])
+        except Exception as e:  # a prediction that does not fit: nothing was changed
+            self._on_predict_error(e)
+            return
         self._show_prediction()
         if result.get("cam") is not None:
             self._set_image_layer(CAM, result["cam"], colormap="turbo", blending="additive",
@@ -457,7 +471,11 @@ class AssistantWidget(QWidget):
             s.preview_prediction(np.load(ev["path"]))
             self._show_prediction()
         elif kind == "done" and s is not None:
-            version, adopted, reason = s.apply_retrain_result(ev)
+            try:
+                version, adopted, reason = s.apply_retrain_result(ev)
+            except Exception as e:  # unreadable result files: keep the current model
+                self._handle_event({"type": "error", "message": f"its result is unusable: {e}"})
+                return
             self._discard_job()
             # drawing waits for the next tick: applying and drawing in one go blocked ~80 ms
             self._pending.appendleft({"type": "show_result", "version": version,
@@ -612,6 +630,8 @@ class AssistantWidget(QWidget):
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt's name)
         self.bridge.close()
+        if self.session is not None:
+            self.session.close()
         self.tags_panel.close_bridge()
         super().closeEvent(event)
 

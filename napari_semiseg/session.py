@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import time
 from collections.abc import Iterable, Sequence
@@ -21,8 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from napari_semiseg.folder_lock import FolderLock
 from napari_semiseg.io import (
     NOT_ANNOTATED,
+    DataError,
     Geometry,
     LabelShapeError,
     check_labels_fit,
@@ -64,11 +67,14 @@ __all__ = [
 def default_folder(image_path: str | os.PathLike | None = None) -> Path:
     """Where a session autosaves when the user has not chosen a folder.
 
-    ``$NAPARI_SEMISEG_HOME/sessions/<scan name>-<time>`` (default home: ``~/.napari-semiseg``).
+    ``$NAPARI_SEMISEG_HOME/sessions/<scan name>-<time>-<pid>-<random>`` (default home:
+    ``~/.napari-semiseg``): unique per window, so two windows on one scan started in the same
+    second never share a folder.
     """
     home = Path(os.environ.get("NAPARI_SEMISEG_HOME", Path.home() / ".napari-semiseg"))
     stem = strip_suffix(image_path) if image_path else "scan"
-    return home / "sessions" / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    unique = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{secrets.token_hex(3)}"
+    return home / "sessions" / f"{stem}-{unique}"
 
 
 def grey_scan(data: Any, rgb: bool = False) -> np.ndarray:
@@ -182,11 +188,28 @@ class Session:
         self.settings = settings or Settings()
         self.folder = Path(folder) if folder else None
         self.autosave_enabled = autosave
+        self._init_saving()
         self._before_preview: np.ndarray | None = None
         self._dirty: set[str] = {"json", "prediction", "user_labels"}
         if prediction is not None:
             self._set_prediction_array(prediction)
         self._autosave()
+
+    def _init_saving(self) -> None:
+        # the folder is this window's alone while it autosaves there
+        self._lock = (FolderLock(self.folder).acquire()
+                      if self.autosave_enabled and self.folder is not None else None)
+        self.autosave_error: str | None = None
+        # called once per run of failures (the widget shows a notification), not per stroke
+        self.on_autosave_error: Any = None
+        self.warnings: list[str] = []
+
+    def close(self) -> None:
+        """Stop autosaving and free the folder for another window."""
+        self.autosave_enabled = False
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     # ----- construction ---------------------------------------------------------------------
 
@@ -427,6 +450,8 @@ class Session:
         """
         new_prediction = self._check_fits(new_prediction, "new prediction")
         self._check_label_values(new_prediction, "new prediction")
+        if uncertainty is not None:  # checked before anything changes: all or nothing
+            uncertainty = self._checked_uncertainty(uncertainty)
         self.sync_user_labels()  # an undo may have changed a labelled slice since
         mask = self.labelled_mask()
         np.copyto(self.prediction, new_prediction, casting="unsafe", where=~mask)
@@ -437,9 +462,15 @@ class Session:
         self._autosave()
         return self.prediction
 
+    def _checked_uncertainty(self, uncertainty: np.ndarray) -> np.ndarray:
+        unc = self._check_fits(uncertainty, "uncertainty")
+        if not np.issubdtype(unc.dtype, np.floating) or not np.isfinite(unc).all():
+            raise LabelShapeError(f"uncertainty must be finite numbers, found {unc.dtype} "
+                                  f"with NaN/Inf or of another kind")
+        return unc.astype(np.float32, copy=False)
+
     def set_uncertainty(self, uncertainty: np.ndarray, save: bool = True) -> None:
-        unc = self._check_fits(uncertainty, "uncertainty").astype(np.float32, copy=False)
-        self.uncertainty = unc
+        self.uncertainty = self._checked_uncertainty(uncertainty)
         self._dirty |= {"uncertainty"}
         if save:
             self._autosave()
@@ -611,15 +642,22 @@ class Session:
         Adopted: the new prediction replaces the old one off the labelled slices. Rejected: the
         prediction from before any mid-training preview comes back.
         """
+        pred = unc = None
+        if event.get("prediction"):  # read and check first: a bad result changes nothing
+            pred = self._check_fits(np.load(event["prediction"], allow_pickle=False),
+                                    "new prediction")
+            self._check_label_values(pred, "new prediction")
+            if event.get("uncertainty"):
+                unc = self._checked_uncertainty(np.load(event["uncertainty"],
+                                                        allow_pickle=False))
         v, ok, reason = self.adopt_or_reject(
             event["checkpoint"], event.get("old_scores"), event.get("new_scores"),
             parent=event.get("parent"), method=event.get("method"),
             steps=int(event.get("steps") or 0),
         )
-        if ok and event.get("prediction"):
+        if ok and pred is not None:
+            self.merge_prediction(pred, unc)
             self._before_preview = None
-            unc = np.load(event["uncertainty"]) if event.get("uncertainty") else None
-            self.merge_prediction(np.load(event["prediction"]), unc)
         else:
             self.restore_prediction()
         return v, ok, reason
@@ -651,18 +689,51 @@ class Session:
             raise SessionError("choose a folder to save the session in")
         target = Path(folder) if folder is not None else self.folder
         assert target is not None
-        target.mkdir(parents=True, exist_ok=True)
-        self.sync_user_labels()
-        for v in self.versions:
-            v.path = self._store_model(Path(self.model_file(v)), v.id, target)
-        self.folder = target
-        self._dirty |= {"json", "prediction", "user_labels", "uncertainty", "image"}
-        self._write_dirty()
+        moving = self.folder is None or target.resolve() != self.folder.resolve()
+        new_lock = FolderLock(target).acquire() if moving else None
+        old_folder, old_paths = self.folder, [v.path for v in self.versions]
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            self.sync_user_labels()
+            for v in self.versions:
+                v.path = self._store_model(Path(self.model_file(v)), v.id, target)
+            self.folder = target
+            self._dirty |= {"json", "prediction", "user_labels", "uncertainty", "image"}
+            self._write_dirty()
+        except BaseException:
+            # autosave keeps going to the last folder that holds a complete session
+            self.folder = old_folder
+            for v, p in zip(self.versions, old_paths, strict=True):
+                v.path = p
+            self._dirty |= {"json", "prediction", "user_labels", "uncertainty"}
+            if new_lock is not None:
+                new_lock.release()
+            raise
+        if new_lock is not None:
+            if self._lock is not None:
+                self._lock.release()
+            self._lock = new_lock
+        self.autosave_error = None
         return target
 
     def _autosave(self) -> None:
-        if self.autosave_enabled and self.folder is not None:
+        """Write what changed. A failure (full disk) keeps the last good autosave, is reported
+        once through ``on_autosave_error`` and retried at the next change; the work itself is
+        safe in memory."""
+        if not (self.autosave_enabled and self.folder is not None):
+            return
+        try:
             self._write_dirty()
+        except (OSError, DataError) as e:
+            first = self.autosave_error is None
+            self.autosave_error = (
+                f"Autosave to {self.folder} failed: {e}. Your work is kept in this window and "
+                f"the last good autosave is untouched; free some disk space or use Save session "
+                f"to another place.")
+            if first and self.on_autosave_error is not None:
+                self.on_autosave_error(self.autosave_error)
+            return
+        self.autosave_error = None
 
     def _write_dirty(self) -> None:
         """Write what changed; label files first and the record last, each atomically."""
@@ -695,7 +766,7 @@ class Session:
         if not record.is_file():
             raise SessionError(f"{folder} is not a napari-semiseg session (no {SESSION_FILE})")
         try:
-            d = json.loads(record.read_text())
+            d = json.loads(record.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise SessionError(f"{record}: unreadable session record ({e})") from e
         if d.get("format") != FORMAT:
@@ -720,6 +791,7 @@ class Session:
         s.image_path = image_path
         s.folder = folder
         s.autosave_enabled = autosave
+        s._init_saving()
         s._before_preview = None
         s._dirty = set()
         s.settings = Settings.from_dict(d.get("settings", {}))
@@ -731,8 +803,12 @@ class Session:
         s.current = d.get("current_version")
         s.prediction = s._read_labels(folder / PREDICTION_FILE, "prediction")
         s.user_labels = s._read_labels(folder / USER_LABELS_FILE, "user labels")
-        unc = folder / UNCERTAINTY_FILE
-        s.uncertainty = np.load(unc) if unc.is_file() else None
+        s.uncertainty = s._read_uncertainty(folder / UNCERTAINTY_FILE)
+        # a failed or killed autosave can leave user labels newer than the record: a slice with
+        # the user's voxels is labelled whatever the record says, so no stroke is dropped
+        unrecorded = (s.user_labels != NOT_ANNOTATED) & ~s.labelled_mask()
+        for z in np.flatnonzero(unrecorded.reshape(len(unrecorded), -1).any(1)):
+            s.labelled[0].add(int(z))
         # a kill between two writes can leave a labelled slice whose voxels are only in the
         # prediction file; the user's strokes win
         mask = s.labelled_mask()
@@ -741,6 +817,23 @@ class Session:
         s.user_labels[~mask] = NOT_ANNOTATED
         s.prediction[mask] = s.user_labels[mask]
         return s
+
+    def _read_uncertainty(self, path: Path) -> np.ndarray | None:
+        """The saved uncertainty map, or None (with a warning) when it does not fit: it is only
+        a view of the model and Predict makes it again."""
+        if not path.is_file():
+            return None
+        try:
+            unc = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            self.warnings.append(f"{path.name} is unreadable ({e}); run Predict to remake it")
+            return None
+        if unc.shape != self.image.shape or not np.issubdtype(unc.dtype, np.floating) \
+                or not np.isfinite(unc).all():
+            self.warnings.append(f"{path.name} does not fit the scan (shape {unc.shape}, "
+                                 f"{unc.dtype}); run Predict to remake it")
+            return None
+        return unc
 
     def _read_labels(self, path: Path, name: str) -> np.ndarray:
         if not path.is_file():

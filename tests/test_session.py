@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from napari_semiseg.folder_lock import LOCK_FILE
 from napari_semiseg.io import Geometry, LabelShapeError, read_volume, write_volume
 from napari_semiseg.session import (
     NoLabelledSlicesError,
@@ -245,8 +246,10 @@ def test_autosave_and_reopen_restore_everything(tmp_path, scan):
     r.merge_prediction(np.zeros(SHAPE, np.uint8))
     assert r.prediction[1, 3, 3] == 3
     r.accept_slice(0, 5)
-    assert json.loads((folder / "session.json").read_text())["labelled_slices"]["0"] == [1, 5]
-    leftovers = [p.name for p in folder.iterdir() if p.name.startswith(".")]
+    record = json.loads((folder / "session.json").read_text(encoding="utf-8"))
+    assert record["labelled_slices"]["0"] == [1, 5]
+    leftovers = [p.name for p in folder.iterdir()
+                 if p.name.startswith(".") and p.name != LOCK_FILE]
     assert leftovers == []  # atomic writes leave no temporary files
 
 

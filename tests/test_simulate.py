@@ -82,7 +82,7 @@ def test_simulate_command(tiny_model, tmp_path):
         "--out", str(out)])
     assert args.func is run_from_args
     assert run_from_args(args) == 0
-    text = out.read_text()
+    text = out.read_text(encoding="utf-8")
     assert "--corrections 2 --strategy even" in text
     assert "| case0 | supervised | 2 | even |" in text and "case1" not in text
     bad = parser.parse_args(["simulate", "--data", str(tmp_path / "none"), "--model",

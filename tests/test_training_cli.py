@@ -49,7 +49,7 @@ def test_train_predict_evaluate_keeps_geometry(dataset, tmp_path, capsys):
     report = tmp_path / "eval.json"
     assert main(["evaluate", "--pred", str(tmp_path / "preds"), "--labels",
                  str(dataset / "labels"), "--json", str(report)]) == 0
-    res = json.loads(report.read_text())
+    res = json.loads(report.read_text(encoding="utf-8"))
     assert len(res["cases"]) == 4 and len(res["mean"]["dice"]) == 2
     assert all(0 <= d <= 1 for d in res["mean"]["dice"])
 
@@ -108,7 +108,8 @@ def test_speed_benchmark_times_an_act_student_against_its_teacher(dataset, tmp_p
     assert main(["benchmark", "speed", "--models", str(model), "--volume", volume,
                  "--shape", "6", "24", "24", "--mc", "0", "2", "--repeats", "2",
                  "--data", str(dataset), "--out", str(out)]) == 0
-    rows = {line.split(" | ")[1]: line.split(" | ") for line in out.read_text().splitlines()
+    text = out.read_text(encoding="utf-8")
+    rows = {line.split(" | ")[1]: line.split(" | ") for line in text.splitlines()
             if line.startswith("| act.pt")}
     assert set(rows) == {"student", "teacher"}
     student, teacher = rows["student"], rows["teacher"]

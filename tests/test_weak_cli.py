@@ -82,12 +82,12 @@ def test_benchmark_weak_writes_a_table(tmp_path, capsys):
     assert main(["benchmark", "weak", "--data", str(data), "--test-patients", "1", "--dense",
                  "2", "--classifier-steps", "2", "--steps", "2", "--out", str(tmp_path / "w"),
                  "--table", str(table), *TINY]) == 0
-    text = table.read_text()
+    text = table.read_text(encoding="utf-8")
     assert text.startswith("# Weak supervision") and "Command: `semiseg benchmark weak" in text
     for arm in ("CAM threshold", "random walker", "cam_weak network (tags only)",
                 "supervised, 2 dense masks", "ceiling"):
         assert arm in text
-    res = json.loads((tmp_path / "w" / "results.json").read_text())
+    res = json.loads((tmp_path / "w" / "results.json").read_text(encoding="utf-8"))
     assert res["meta"]["test_patients"] == ["P3"]
     r = res["results"]["cam_weak network (tags only)"]
     assert r["n_pos"] == 2 and r["n_neg"] == 2 and 0 <= r["dice"] <= 1

@@ -16,7 +16,7 @@ import torch
 from training.checkpoint import load_checkpoint
 from training.data import class_names_from_index, load_train_data, scan_dataset
 from training.inference import predict_volume
-from training.io import read_image
+from training.io import read_image, read_labels
 from training.metrics import dice_hd95, mean_over_cases
 from training.trainer import TrainConfig, train
 
@@ -32,10 +32,10 @@ def evaluate_split(model_path: str, data_dir: str, split: str = "test") -> dict:
     for case in scan_dataset(data_dir):
         if case.split != split or case.label is None:
             continue
-        img, sitk_img = read_image(case.image)
-        ref, _ = read_image(case.label)
+        img, geometry = read_image(case.image)
+        ref, _ = read_labels(case.label)
         pred = predict_volume(model, meta, img, device="cpu")["labels"]
-        spacing = list(sitk_img.GetSpacing())[::-1][: ref.ndim]
+        spacing = list(geometry.spacing)[::-1][: ref.ndim]
         results.append(dice_hd95(pred, ref, int(meta["num_classes"]), spacing))
     if not results:
         raise ValueError(f"no labelled cases in split {split!r}")
@@ -67,7 +67,7 @@ def run_one(
     stem = name.replace(":", "_").replace(",", "_").replace("=", "")
     cache = workdir / f"{stem}_seed{seed}.json"
     if cache.exists():
-        return json.loads(cache.read_text())
+        return json.loads(cache.read_text(encoding="utf-8"))
     lock = cache.with_suffix(".lock")
     try:  # another invocation sharing this folder may be training the same run: wait for it
         os.close(os.open(lock, os.O_CREAT | os.O_EXCL))
@@ -77,7 +77,7 @@ def run_one(
             if not lock.exists():
                 return run_one(name, seed, data_dir, labeled, base_config, workdir, log)
             time.sleep(10)
-        return json.loads(cache.read_text())
+        return json.loads(cache.read_text(encoding="utf-8"))
     try:
         return _train_and_evaluate(name, seed, data_dir, labeled, base_config, workdir, log,
                                    cache, stem)
@@ -114,7 +114,7 @@ def _train_and_evaluate(name, seed, data_dir, labeled, base_config, workdir, log
     val = evaluate_split(str(path), data_dir, "val") if has_val else None
     result = {"name": name, "seed": seed, "train_seconds": train_s,
               "step_seconds": train_s / max(cfg.steps, 1), **metrics, "val": val}
-    cache.write_text(json.dumps(result))
+    cache.write_text(json.dumps(result), encoding="utf-8")
     log(f"done {name} seed {seed}: mean Dice {np.mean(metrics['dice']):.4f} ({train_s:.0f} s)")
     return result
 
@@ -190,7 +190,7 @@ def machine_description() -> str:
     """CPU model, core count, torch threads and versions, for benchmark headers."""
     model = platform.processor() or platform.machine()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
@@ -217,5 +217,5 @@ def _write(out_path, results, data_dir, command, start, cfg, seeds, final) -> st
         f" poly, seeds {seeds}; evaluated on the test split (3D Dice per volume).",
     ])
     table = render_table(results, names, header)
-    out_path.write_text(table)
+    out_path.write_text(table, encoding="utf-8")
     return table

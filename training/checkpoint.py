@@ -33,6 +33,10 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict) -> st
     model = unwrap(model)
     meta = {**meta, "network": network_config(model)}
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"not writing {path}: weights {bad[0]} are NaN or Inf "
+                              f"(the previous checkpoint, if any, is kept)")
     payload = {"format": FORMAT, "state_dict": state, "meta": meta}
     return atomic_write(path, lambda fh: torch.save(payload, fh))
 

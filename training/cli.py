@@ -12,8 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
+from training.atomic import atomic_write
 from training.checkpoint import CheckpointError, load_checkpoint
-from training.io import IMAGE_SUFFIXES, DataError, case_name, read_image, write_like
+from training.io import (
+    IMAGE_SUFFIXES,
+    DataError,
+    case_name,
+    read_image,
+    read_labels,
+    write_like,
+)
 from training.methods import METHODS
 
 
@@ -188,9 +196,7 @@ def _train_from_tags(args: argparse.Namespace) -> int:
         vol_tags.append(volume_tags(tags, c.name, len(im)))
         lab = None
         if c.name in dense and c.label is not None:
-            lab, _ = read_image(c.label)
-            if c.label.suffix == ".png":
-                lab = (lab > 0).astype(np.uint8)
+            lab, _ = read_labels(c.label)
         user.append(lab if lab is not None else np.full(im.shape, 255, np.uint8))
     counts = tag_counts(np.concatenate(vol_tags))
     print(f"{len(cases)} cases; tags: {counts['positive']} positive, {counts['negative']} "
@@ -238,18 +244,30 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     model, meta = load_checkpoint(args.model, device=device)
     files = _inputs(Path(args.input))
     many = len(files) > 1 or Path(args.input).is_dir()
-    for f in files:
-        arr, ref = read_image(f)
-        res = predict_volume(model, meta, arr, mc_samples=args.mc, device=device)
-        out = _target(args.output, f, many, float_data=False)
-        write_like(res["labels"], ref, out)
-        if args.uncertainty:
-            unc = _target(args.uncertainty, f, many, float_data=True)
-            write_like(res["uncertainty"], ref, unc)
-        if args.cam:
-            write_like(cam_model_map(args.model, model, meta, arr, device),
-                       ref, _target(args.cam, f, many, float_data=True))
-        print(f"{f.name}: wrote {out}", file=sys.stderr)
+    for f in files:  # every input is checked before anything is written
+        read_image(f)
+    written: list[Path] = []
+    try:
+        for f in files:
+            arr, ref = read_image(f)
+            res = predict_volume(model, meta, arr, mc_samples=args.mc, device=device)
+            outputs = [(_target(args.output, f, many, float_data=False), res["labels"])]
+            if args.uncertainty:
+                outputs.append((_target(args.uncertainty, f, many, float_data=True),
+                                res["uncertainty"]))
+            if args.cam:
+                outputs.append((_target(args.cam, f, many, float_data=True),
+                                cam_model_map(args.model, model, meta, arr, device)))
+            for path, data in outputs:
+                existed = path.exists()
+                write_like(data, ref, path)
+                if not existed:
+                    written.append(path)
+            print(f"{f.name}: wrote {outputs[0][0]}", file=sys.stderr)
+    except BaseException:
+        for path in written:  # no half-finished set of outputs is left behind
+            path.unlink(missing_ok=True)
+        raise
     return 0
 
 
@@ -276,26 +294,44 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     missing = sorted(set(refs) - set(preds))
     loaded = []
     for name in common:
-        p, _ = read_image(preds[name])
-        r, ref_img = read_image(refs[name])
+        p, _ = read_labels(preds[name])
+        r, ref_geom = read_labels(refs[name])
         if p.shape != r.shape:
             raise DataError(f"shape mismatch for {name}: prediction {p.shape}, label {r.shape}")
-        loaded.append((name, p, r, list(ref_img.GetSpacing())[::-1][: r.ndim]))
+        loaded.append((name, p, r, list(ref_geom.spacing)[::-1][: r.ndim]))
     n_cls = args.num_classes or max(
         2, 1 + max(int(np.max(np.where(r == 255, 0, r))) for _, _, r, _ in loaded)
     )
-    per_case = {name: dice_hd95(p, r, n_cls, sp) for name, p, r, sp in loaded}
-    summary = {"cases": per_case, "mean": mean_over_cases(list(per_case.values())),
-               "missing_predictions": missing, "num_classes": n_cls}
+    # a class in neither prediction nor reference is not scored (n/a), never a free Dice of 1
+    per_case = {name: dice_hd95(p, r, n_cls, sp, empty_score=float("nan"))
+                for name, p, r, sp in loaded}
+    mean = mean_over_cases(list(per_case.values()))
+    summary = {"cases": per_case, "mean": mean, "missing_predictions": missing,
+               "num_classes": n_cls,
+               "not_scored": [c for c in range(1, n_cls) if np.isnan(mean["dice"][c - 1])]}
+
+    def fmt(values: list[float], spec: str) -> str:
+        return " ".join("n/a" if np.isnan(v) else format(v, spec) for v in values)
+
     for name, res in per_case.items():
-        print(name, "dice", " ".join(f"{d:.4f}" for d in res["dice"]),
-              "hd95", " ".join(f"{h:.2f}" for h in res["hd95"]))
-    m = summary["mean"]
-    print("mean", "dice", " ".join(f"{d:.4f}" for d in m["dice"]),
-          "hd95", " ".join(f"{h:.2f}" for h in m["hd95"]))
+        print(name, "dice", fmt(res["dice"], ".4f"), "hd95", fmt(res["hd95"], ".2f"))
+    print("mean", "dice", fmt(mean["dice"], ".4f"), "hd95", fmt(mean["hd95"], ".2f"))
+    if summary["not_scored"]:
+        print(f"classes {summary['not_scored']} are in no label file and no prediction: "
+              f"not scored", file=sys.stderr)
     if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=1))
+        text = json.dumps(_nan_to_none(summary), indent=1)
+        atomic_write(args.json, lambda fh: fh.write(text.encode()))
     return 0
+
+
+def _nan_to_none(obj):
+    """JSON has no NaN: not-scored values are written as null."""
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_nan_to_none(v) for v in obj]
+    return None if isinstance(obj, float) and np.isnan(obj) else obj
 
 
 def _cmd_benchmark(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -350,7 +386,7 @@ def _cmd_benchmark_speed(args: argparse.Namespace, argv: Sequence[str]) -> int:
     ])
     table = speed_table(entries, medians, args.mc, dice, header)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(table)
+    Path(args.out).write_text(table, encoding="utf-8")
     print(table)
     return 0
 
@@ -366,7 +402,7 @@ def _cmd_benchmark_weak(args: argparse.Namespace, argv: Sequence[str]) -> int:
                            log=lambda m: print(m, file=sys.stderr, flush=True))
     if args.table:
         Path(args.table).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.table).write_text(table)
+        Path(args.table).write_text(table, encoding="utf-8")
     print(table)
     return 0
 

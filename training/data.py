@@ -17,7 +17,14 @@ import torch
 import torch.nn.functional as F
 
 from training import IGNORE_INDEX
-from training.io import IMAGE_SUFFIXES, DataError, case_name, read_image
+from training.io import (
+    IMAGE_SUFFIXES,
+    DataError,
+    case_name,
+    label_values,
+    read_image,
+    read_labels,
+)
 from training.normalization import DEFAULT_NORMALIZATION, normalize_intensity
 
 SPLIT_COLUMNS = ("ssl4mis_split", "ssl_benchmark_split", "split")
@@ -172,8 +179,9 @@ class TrainData:
             if im.shape != lab.shape:
                 raise DataError(f"label shape {lab.shape} differs from image shape {im.shape}"
                                 f" (volume {i})")
-            imgs.append(normalize_intensity(im, norm))
-            labs.append(np.asarray(lab).astype(np.uint8))
+            name = names[i] if names and i < len(names) else f"volume {i}"
+            imgs.append(normalize_intensity(_finite(im, name), norm))
+            labs.append(label_values(lab, f"labels of {name}"))
         if not any((lab != IGNORE_INDEX).any() for lab in labs):
             raise DataError("the labelled set is empty: no annotated voxel (all 255)")
         max_label = max(int(lab[lab != IGNORE_INDEX].max(initial=0)) for lab in labs)
@@ -186,7 +194,8 @@ class TrainData:
         )
         if len(names_c) != num_classes:
             raise DataError(f"{len(names_c)} class names for {num_classes} classes")
-        unl = [normalize_intensity(_as_volume(u), norm) for u in unlabeled]
+        unl = [normalize_intensity(_finite(_as_volume(u), f"unlabelled volume {k}"), norm)
+               for k, u in enumerate(unlabeled)]
         return cls(imgs, labs, unl, num_classes, names_c, norm, list(names or []))
 
     def summary(self) -> dict:
@@ -196,6 +205,15 @@ class TrainData:
             "labeled_volumes": len(self.images), "unlabeled_volumes": len(self.unlabeled),
             "annotated_voxels": annotated, "names": list(self.names),
         }
+
+
+def _finite(a: np.ndarray, name: str) -> np.ndarray:
+    """Refuse NaN/Inf voxels: one of them turns every loss and weight into NaN."""
+    if np.issubdtype(a.dtype, np.floating):
+        bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+        if bad:
+            raise DataError(f"{name}: {bad:,} voxels are NaN or Inf")
+    return a
 
 
 def _as_volume(a: np.ndarray) -> np.ndarray:
@@ -220,12 +238,10 @@ def load_train_data(
     images, labels = [], []
     for c in lab_cases:
         im, _ = read_image(c.image)
-        lab, _ = read_image(c.label)  # type: ignore[arg-type]
+        lab, _ = read_labels(c.label)  # type: ignore[arg-type]
         if im.shape != lab.shape:
             raise DataError(f"label shape {lab.shape} differs from image shape {im.shape}"
                             f" for case {c.name}")
-        if lab.max() > 1 and set(np.unique(lab)) <= {0, 255} and c.label.suffix == ".png":
-            lab = (lab > 0).astype(np.uint8)  # binary PNG masks stored as 0/255
         images.append(im)
         labels.append(lab)
     unl = [read_image(c.image)[0] for c in unl_cases] if use_unlabeled else []

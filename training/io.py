@@ -1,16 +1,388 @@
-"""Image reading and writing with SimpleITK (arrays are (z, y, x))."""
+"""The one reader and writer of scans and label maps, with geometry and every check.
+
+The engine, the command line, the plugin and saved sessions all read and write through this
+module, so a file that one of them refuses, all of them refuse. SimpleITK does the format work;
+what it does silently wrong is caught here:
+
+- it pads a truncated NIfTI with zeros and turns NaN voxels into 0: the raw NIfTI stream is
+  checked for length and, for float data, for NaN/Inf (:func:`_check_nifti_raw`);
+- its writer only prints "wrote only 0 of N bytes" on a full disk: every write goes to a
+  temporary sibling that is read back and compared before it is renamed (:func:`write_volume`).
+
+Arrays are (z, y, x); SimpleITK's spacing, origin and direction are (x, y, z).
+"""
 
 from __future__ import annotations
 
+import gzip
+import os
+import re
+import struct
+import zlib
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".png", ".tif", ".tiff", ".jpg")
-
-
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+SLICE_SUFFIXES = (".png",)
+WRITE_SUFFIXES = (".nii.gz", ".nrrd", ".mha")
+NOT_ANNOTATED = 255  # GUIDE §3: unannotated is not background
+MAX_VOXELS = 1024**3  # beyond this a CPU loop is hopeless; refuse before allocating
 RGB_CHANNEL = 1  # LGG PNGs are (pre-contrast, FLAIR, post-contrast); for photos, green ~ luma
+
+# NIfTI datatype codes of floating data, with their NumPy types (complex is refused by SimpleITK)
+_NIFTI_FLOATS = {16: "f4", 64: "f8"}
+
+
+class DataError(ValueError):
+    """A problem with input files or arrays, reported to the user in one line."""
+
+
+class VolumeReadError(DataError):
+    """A file that cannot be read as a usable scan, with the file and the reason named."""
+
+
+class LabelShapeError(DataError):
+    """A label map that does not fit the scan it is meant for, or holds invalid values."""
+
+
+class WriteError(OSError):
+    """A file that could not be written completely; the previous file at that path is intact."""
+
+
+@dataclass
+class Geometry:
+    """Where a scan lies in physical space, in SimpleITK's (x, y, z) order."""
+
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+    source: str = ""
+
+    @property
+    def ndim(self) -> int:
+        return len(self.spacing)
+
+    @property
+    def scale(self) -> tuple[float, ...]:
+        """Spacing in napari's (z, y, x) order."""
+        return tuple(float(s) for s in self.spacing[::-1])
+
+    @property
+    def translate(self) -> tuple[float, ...]:
+        """Origin in napari's (z, y, x) order."""
+        return tuple(float(o) for o in self.origin[::-1])
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Geometry:
+        return cls(
+            spacing=tuple(float(v) for v in d["spacing"]),
+            origin=tuple(float(v) for v in d["origin"]),
+            direction=tuple(float(v) for v in d["direction"]),
+            source=str(d.get("source", "")),
+        )
+
+    @classmethod
+    def identity(cls, ndim: int, scale=None, translate=None) -> Geometry:
+        """Geometry for data that has none: napari's scale/translate, axis-aligned."""
+        scale = tuple(scale) if scale is not None else (1.0,) * ndim
+        translate = tuple(translate) if translate is not None else (0.0,) * ndim
+        return cls(
+            spacing=tuple(float(s) for s in scale[::-1]),
+            origin=tuple(float(t) for t in translate[::-1]),
+            direction=tuple(np.eye(ndim).ravel().tolist()),
+        )
+
+    @classmethod
+    def of(cls, img: sitk.Image, source: str = "") -> Geometry:
+        return cls(tuple(img.GetSpacing()), tuple(img.GetOrigin()), tuple(img.GetDirection()),
+                   source)
+
+
+@dataclass
+class Volume:
+    """A scan or label map as read: (z, y, x[, channel]) array plus geometry."""
+
+    data: np.ndarray
+    geometry: Geometry
+    is_labels: bool = False
+    rgb: bool = False
+    name: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+# ----- names ----------------------------------------------------------------------------------
+
+
+def has_suffix(path: str | os.PathLike, suffixes=VOLUME_SUFFIXES + SLICE_SUFFIXES) -> bool:
+    return str(path).lower().endswith(tuple(suffixes))
+
+
+def case_name(path: str | os.PathLike) -> str:
+    """File name without its (possibly double) image suffix."""
+    name = Path(path).name
+    for suf in IMAGE_SUFFIXES + (".dcm",):
+        if name.lower().endswith(suf):
+            return name[: -len(suf)]
+    return Path(name).stem if "." in name else name
+
+
+def _natural_key(p: Path):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
+
+
+def png_slices(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.iterdir() if has_suffix(p, SLICE_SUFFIXES)), key=_natural_key)
+
+
+def dicom_series_files(folder: Path) -> list[str]:
+    """The files of the (largest) DICOM series in a folder, in slice order."""
+    reader = sitk.ImageSeriesReader
+    ids = reader.GetGDCMSeriesIDs(str(folder))
+    if not ids:
+        return []
+    series = [reader.GetGDCMSeriesFileNames(str(folder), i) for i in ids]
+    return list(max(series, key=len))
+
+
+# ----- reading --------------------------------------------------------------------------------
+
+
+def _reason(e: Exception, path: Path) -> str:
+    """SimpleITK's useful sentence (its last line), minus errno text that misleads.
+
+    A truncated .mha is reported by SimpleITK as "No such file or directory" although the file
+    is there; say what is known instead.
+    """
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    last = lines[-1] if lines else type(e).__name__
+    if "no such file" in last.lower() and path.exists():
+        return "its data ends early or cannot be decoded"
+    return last
+
+
+def _read_sitk(path: Path) -> sitk.Image:
+    if path.is_dir():
+        pngs = png_slices(path)
+        if pngs:
+            return _read_png_stack(path, pngs)
+        files = dicom_series_files(path)
+        if not files:
+            raise VolumeReadError(f"{path}: folder holds no DICOM series and no PNG slices")
+        try:
+            return sitk.ReadImage(files)
+        except RuntimeError as e:
+            raise VolumeReadError(f"{path}: DICOM series is unreadable ({_reason(e, path)})") from e
+    if not path.exists():
+        raise VolumeReadError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise VolumeReadError(f"{path}: file is empty")
+    if has_suffix(path, (".nii", ".nii.gz")):
+        _check_nifti_raw(path)
+    elif has_suffix(path, (".mhd",)):
+        _check_mhd_data_file(path)
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        raise VolumeReadError(
+            f"{path}: not a readable image, it may be truncated or corrupt ({_reason(e, path)})"
+        ) from e
+
+
+def _check_mhd_data_file(path: Path) -> None:
+    """A .mhd header whose separate data file is missing: name that file."""
+    try:
+        head = path.read_bytes()[:4096].decode("latin-1")
+    except OSError as e:
+        raise VolumeReadError(f"{path}: cannot read ({e})") from e
+    m = re.search(r"^\s*ElementDataFile\s*=\s*(.+?)\s*$", head, re.M)
+    if m and m.group(1).upper() not in ("LOCAL", "LIST") and "%" not in m.group(1):
+        data = path.parent / m.group(1)
+        if not data.is_file():
+            raise VolumeReadError(f"{path}: its data file {data.name} is missing")
+
+
+def _nifti_header(head: bytes, path: Path) -> tuple[str, tuple[int, ...], int, int, int]:
+    """(endian, dims, datatype, bitpix, vox_offset) of a NIfTI-1 or NIfTI-2 header."""
+    if len(head) < 348:
+        raise VolumeReadError(f"{path}: file is truncated ({len(head)} bytes, no full header)")
+    for endian in "<>":
+        sizeof_hdr = struct.unpack(endian + "i", head[:4])[0]
+        if sizeof_hdr == 348:
+            dims = struct.unpack(endian + "8h", head[40:56])
+            datatype, bitpix = struct.unpack(endian + "hh", head[70:74])
+            offset = int(struct.unpack(endian + "f", head[108:112])[0])
+            return endian, dims, datatype, bitpix, max(offset, 352)
+        if sizeof_hdr == 540 and len(head) >= 540:
+            datatype, bitpix = struct.unpack(endian + "hh", head[12:16])
+            dims = struct.unpack(endian + "8q", head[16:80])
+            offset = struct.unpack(endian + "q", head[168:176])[0]
+            return endian, dims, datatype, bitpix, max(int(offset), 544)
+    raise VolumeReadError(f"{path}: not a NIfTI file (bad header size)")
+
+
+def _check_nifti_raw(path: Path) -> None:
+    """Check the raw NIfTI stream: complete, and free of NaN/Inf in float data.
+
+    SimpleITK alone pads a truncated file with zeros and reads NaN voxels as 0, so both are
+    checked here on the bytes themselves, streamed so that a large scan is never held twice.
+    """
+    with open(path, "rb") as f:
+        opener = gzip.open if f.read(2) == b"\x1f\x8b" else open
+    try:
+        with opener(path, "rb") as f:
+            head = f.read(540)
+            endian, dims, datatype, bitpix, offset = _nifti_header(head, path)
+            ndim = max(1, min(int(dims[0]), 7))
+            voxels = 1
+            for d in dims[1 : ndim + 1]:
+                voxels *= max(int(d), 1)
+            expected = offset + voxels * max(int(bitpix), 8) // 8
+            float_type = _NIFTI_FLOATS.get(int(datatype))
+            dtype = np.dtype(endian + float_type) if float_type else None
+            total, pending, bad = len(head), head[offset:] if len(head) > offset else b"", 0
+            skip = max(0, offset - len(head))  # header extensions beyond the first read
+            while chunk := f.read(1 << 20):  # stream: never hold a whole decompressed scan
+                total += len(chunk)
+                if dtype is None:
+                    continue
+                if skip:
+                    cut = min(skip, len(chunk))
+                    chunk, skip = chunk[cut:], skip - cut
+                pending += chunk
+                n = len(pending) // dtype.itemsize * dtype.itemsize
+                values = np.frombuffer(pending[:n], dtype=dtype)
+                bad += int(values.size - np.count_nonzero(np.isfinite(values)))
+                pending = pending[n:]
+            if dtype is not None and pending and not skip and len(pending) >= dtype.itemsize:
+                values = np.frombuffer(pending[: len(pending) // dtype.itemsize * dtype.itemsize],
+                                       dtype=dtype)
+                bad += int(values.size - np.count_nonzero(np.isfinite(values)))
+    except (OSError, EOFError, zlib.error) as e:
+        raise VolumeReadError(f"{path}: compressed data is truncated or corrupt ({e})") from e
+    if total < expected:
+        raise VolumeReadError(
+            f"{path}: file is truncated: {total:,} bytes of data where the header promises "
+            f"{expected:,}"
+        )
+    if bad:
+        raise VolumeReadError(
+            f"{path}: {bad:,} voxels are NaN or Inf; fix or mask them before segmenting"
+        )
+
+
+def _read_png_stack(folder: Path, pngs: list[Path]) -> sitk.Image:
+    sizes: dict = {}
+    for p in pngs:
+        r = sitk.ImageFileReader()
+        r.SetFileName(str(p))
+        try:
+            r.ReadImageInformation()
+        except RuntimeError as e:
+            raise VolumeReadError(f"{p}: not a readable PNG ({_reason(e, p)})") from e
+        sizes.setdefault((r.GetSize(), r.GetNumberOfComponents()), []).append(p.name)
+    if len(sizes) > 1:
+        desc = "; ".join(f"{k[0]} x{k[1]}: {len(v)} files (e.g. {v[0]})" for k, v in sizes.items())
+        raise VolumeReadError(f"{folder}: PNG slices differ in size, cannot stack them ({desc})")
+    try:
+        return sitk.ReadImage([str(p) for p in pngs])
+    except RuntimeError as e:
+        raise VolumeReadError(f"{folder}: PNG stack is unreadable ({_reason(e, folder)})") from e
+
+
+def read_volume(path: str | os.PathLike, as_labels: bool = False) -> Volume:
+    """Read a scan (file, DICOM folder or PNG slice folder) as a (z, y, x) array with geometry.
+
+    Raises :class:`VolumeReadError` with the file and the reason for anything that is not a
+    usable 2-D or 3-D scan: missing, empty, truncated or corrupt, 4-D or more, NaN/Inf voxels,
+    too large. With ``as_labels`` the values are checked as a label map (:func:`label_values`).
+    RGB(A) images keep their channels in a last axis (``rgb``); grey+alpha keeps the grey.
+    """
+    path = Path(path)
+    img = _read_sitk(path)
+    dim = img.GetDimension()
+    if dim > 3:
+        raise VolumeReadError(
+            f"{path}: image is {dim}-D with size {img.GetSize()}; napari-semiseg works on one "
+            f"2-D or 3-D scan. Split the series (e.g. one time point) and open that."
+        )
+    n = int(np.prod(img.GetSize(), dtype=np.int64)) * img.GetNumberOfComponentsPerPixel()
+    if n > MAX_VOXELS:
+        raise VolumeReadError(
+            f"{path}: {n:,} voxels is more than the {MAX_VOXELS:,} this tool handles; crop or "
+            f"downsample it first"
+        )
+    try:
+        data = sitk.GetArrayFromImage(img)
+    except RuntimeError as e:
+        raise VolumeReadError(f"{path}: pixel data cannot be decoded ({_reason(e, path)})") from e
+    channels = img.GetNumberOfComponentsPerPixel()
+    if channels == 2:  # grey + alpha (PNG): the alpha channel is not image content
+        data, channels = data[..., 0], 1
+    elif channels > 4:
+        raise VolumeReadError(f"{path}: {channels} values per voxel; expected grey or RGB(A)")
+    rgb = channels > 1
+    if np.issubdtype(data.dtype, np.floating):
+        bad = ~np.isfinite(data)
+        if bad.any():
+            raise VolumeReadError(
+                f"{path}: {int(bad.sum()):,} voxels are NaN or Inf; fix or mask them before "
+                f"segmenting"
+            )
+    geometry = Geometry.of(img, str(path.resolve()))
+    if as_labels:
+        if rgb:
+            raise LabelShapeError(f"{path}: a label map must have one value per voxel, "
+                                  f"found {channels} channels")
+        data = label_values(data, str(path), png_binary=is_png(path))
+    return Volume(data=data, geometry=geometry, is_labels=bool(as_labels), rgb=rgb,
+                  name=case_name(path))
+
+
+def label_values(data: np.ndarray, source: str = "label map",
+                 png_binary: bool = False) -> np.ndarray:
+    """A label map as uint8: integers 0..254 plus 255 (not annotated), anything else refused.
+
+    Float maps whose values are all whole numbers (some tools save masks as float) are accepted.
+    ``png_binary``: a 0/255 mask (how PNG masks store "structure") becomes 0/1.
+    """
+    data = np.asarray(data)
+    if data.dtype == np.bool_:
+        return data.astype(np.uint8)
+    if np.issubdtype(data.dtype, np.floating):
+        finite = np.isfinite(data)
+        whole = finite & (data == np.round(np.where(finite, data, 0)))
+        if not whole.all():
+            idx = tuple(int(i) for i in np.argwhere(~whole)[0])
+            raise LabelShapeError(f"{source}: a label map must hold whole numbers; found "
+                                  f"{data[idx]!r} at voxel {idx}")
+    elif not np.issubdtype(data.dtype, np.integer):
+        raise LabelShapeError(f"{source}: a label map must hold integers, found {data.dtype}")
+    if data.size:
+        lo, hi = data.min(), data.max()
+        if lo < 0 or hi > NOT_ANNOTATED:
+            value = lo if lo < 0 else hi
+            idx = tuple(int(i) for i in np.argwhere(data == value)[0])
+            raise LabelShapeError(
+                f"{source}: label value {value:g} at voxel {idx} is outside 0..254 "
+                f"(and 255 = not annotated)"
+            )
+    out = data.astype(np.uint8)
+    if png_binary and out.size and out.max() == 255 and set(np.unique(out)) <= {0, 255}:
+        out = (out > 0).astype(np.uint8)
+    return out
+
+
+def is_png(path: str | os.PathLike) -> bool:
+    """A PNG file or a folder of PNG slices (whose masks store "structure" as 255)."""
+    path = Path(path)
+    return has_suffix(path, SLICE_SUFFIXES) or (path.is_dir() and bool(png_slices(path)))
 
 
 def rgb_to_grey(array: np.ndarray) -> np.ndarray:
@@ -25,52 +397,102 @@ def rgb_to_grey(array: np.ndarray) -> np.ndarray:
     return array[..., RGB_CHANNEL]
 
 
-class DataError(ValueError):
-    """A problem with input files or arrays, reported to the user in one line."""
+def read_image(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
+    """A scan as the networks see it: grey (z, y, x) array (2-D -> one slice) and geometry."""
+    vol = read_volume(path)
+    arr = rgb_to_grey(vol.data) if vol.rgb else vol.data
+    return (arr[None] if arr.ndim == 2 else arr), vol.geometry
 
 
-def case_name(path: str | Path) -> str:
-    """File name without its (possibly double) image suffix."""
-    name = Path(path).name
-    for suf in IMAGE_SUFFIXES:
-        if name.lower().endswith(suf):
-            return name[: -len(suf)]
-    return Path(name).stem
+def read_labels(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
+    """A label map (z, y, x) uint8 with values checked (:func:`label_values`), and geometry."""
+    vol = read_volume(path, as_labels=True)
+    arr = vol.data
+    return (arr[None] if arr.ndim == 2 else arr), vol.geometry
 
 
-def read_image(path: str | Path) -> tuple[np.ndarray, sitk.Image]:
-    """Read an image file, returning a (z, y, x) array and the SimpleITK image (for geometry).
+def check_labels_fit(labels_shape: tuple[int, ...], image_shape: tuple[int, ...],
+                     labels_name: str = "labels", image_name: str = "image") -> None:
+    """Raise LabelShapeError when a label map cannot lie voxel for voxel on an image."""
+    if tuple(labels_shape) != tuple(image_shape):
+        raise LabelShapeError(
+            f"{labels_name} has shape {tuple(labels_shape)} (z, y, x) but {image_name} has "
+            f"{tuple(image_shape)}: it was made for another scan"
+        )
 
-    2D images become a single z slice; RGB(A) images keep one channel (:func:`rgb_to_grey`).
+
+# ----- writing --------------------------------------------------------------------------------
+
+
+def to_sitk(data: np.ndarray, geometry: Geometry | None) -> sitk.Image:
+    """Array (z, y, x) plus geometry as a SimpleITK image."""
+    arr = np.asarray(data)
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8)
+    if arr.dtype == np.int64:
+        arr = arr.astype(np.int32)
+    if geometry is not None and geometry.ndim == 2 and arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]  # a single slice written back onto a 2-D scan
+    img = sitk.GetImageFromArray(arr)
+    if geometry is not None:
+        if geometry.ndim != img.GetDimension():
+            raise LabelShapeError(
+                f"array is {img.GetDimension()}-D but its scan geometry is {geometry.ndim}-D"
+            )
+        img.SetSpacing([float(s) for s in geometry.spacing])
+        img.SetOrigin([float(o) for o in geometry.origin])
+        img.SetDirection([float(d) for d in geometry.direction])
+    return img
+
+
+def write_volume(path: str | os.PathLike, data: np.ndarray, geometry: Geometry | None) -> str:
+    """Write an array with its scan's geometry; the file is complete or not there at all.
+
+    It is written to a temporary sibling, synced, read back and compared voxel for voxel, and only
+    then renamed over ``path``. Any failure (a full disk, which SimpleITK does not report) raises
+    :class:`WriteError` and leaves the previous file at ``path`` untouched.
     """
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"file not found: {path}")
+    if not has_suffix(path, WRITE_SUFFIXES):
+        raise DataError(f"{path}: save as one of {', '.join(WRITE_SUFFIXES)}")
+    img = to_sitk(data, geometry)
+    suffix = next(s for s in WRITE_SUFFIXES if str(path).lower().endswith(s))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial{suffix}")
     try:
-        img = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise DataError(f"cannot read image {path}: {str(exc).strip().splitlines()[-1]}") from None
-    arr = sitk.GetArrayFromImage(img)
-    if img.GetNumberOfComponentsPerPixel() > 1:
-        arr = rgb_to_grey(arr)
-    if arr.ndim == 2:
-        arr = arr[None]
-    return arr, img
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(img, str(tmp), useCompression=True)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        back = sitk.GetArrayFromImage(_read_sitk(tmp))
+        if back.shape != np.shape(sitk.GetArrayViewFromImage(img)) or not np.array_equal(
+                back, sitk.GetArrayViewFromImage(img), equal_nan=True):
+            raise WriteError(f"{path}: the written file does not read back the same")
+        os.replace(tmp, path)
+    except (OSError, RuntimeError, DataError) as e:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        if isinstance(e, WriteError):
+            raise
+        raise WriteError(f"cannot write {path}: {_write_reason(e, path)}; the previous file "
+                         f"(if any) is kept") from e
+    return str(path)
 
 
-def write_like(array: np.ndarray, reference: sitk.Image, path: str | Path) -> None:
-    """Write ``array`` (z, y, x) with the spacing, origin and direction of ``reference``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ref_dim = reference.GetDimension()
-    data = array[0] if ref_dim == 2 and array.ndim == 3 and array.shape[0] == 1 else array
-    out = sitk.GetImageFromArray(data)
-    if out.GetDimension() == ref_dim:
-        out.SetSpacing(reference.GetSpacing())
-        out.SetOrigin(reference.GetOrigin())
-        out.SetDirection(reference.GetDirection())
+def _write_reason(e: Exception, path: Path) -> str:
     try:
-        sitk.WriteImage(out, str(path), useCompression=True)
-    except RuntimeError as exc:
-        msg = str(exc).strip().splitlines()[-1]
-        raise DataError(f"cannot write {path}: {msg}") from None
+        free = os.statvfs(path.parent).f_bavail * os.statvfs(path.parent).f_frsize
+    except OSError:
+        free = None
+    text = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+    if free is not None and free < (1 << 20):
+        return f"the disk is full ({free:,} bytes free)"
+    if isinstance(e, VolumeReadError):
+        return "the written file is incomplete (is the disk full?)"
+    return text
+
+
+def write_like(array: np.ndarray, geometry: Geometry, path: str | os.PathLike) -> str:
+    """Write ``array`` (z, y, x) with ``geometry`` (the source scan's), verified and atomic."""
+    return write_volume(path, array, geometry)

@@ -1,6 +1,7 @@
 """Per-class Dice and HD95 with MONAI, with explicit rules for empty structures.
 
-Rules: a class absent from both prediction and reference scores Dice 1 and HD95 0; a class present
+Rules: a class absent from both prediction and reference scores Dice 1 and HD95 0 (or NaN = not
+scored, with ``empty_score=nan``, which ``semiseg evaluate`` uses); a class present
 in only one of them scores Dice 0 and HD95 = the volume diagonal (worst case, in spacing units).
 Reference voxels labelled 255 (not annotated) are excluded from both.
 """
@@ -26,6 +27,7 @@ def dice_hd95(
     reference: np.ndarray,
     num_classes: int,
     spacing: Sequence[float] | None = None,
+    empty_score: float = 1.0,
 ) -> dict[str, list[float]]:
     """Dice and HD95 for classes 1..C-1 of one (z, y, x) (or 2D) label volume pair."""
     pred = np.asarray(pred)
@@ -44,8 +46,8 @@ def dice_hd95(
         p, r = _one_hot(pred, c), _one_hot(ref, c)
         ps, rs = bool(p.any()), bool(r.any())
         if not ps and not rs:
-            dices.append(1.0)
-            hds.append(0.0)
+            dices.append(empty_score)
+            hds.append(0.0 if empty_score == 1.0 else float("nan"))
             continue
         if ps != rs:
             dices.append(0.0)
@@ -61,10 +63,13 @@ def dice_hd95(
 
 
 def mean_over_cases(per_case: Sequence[dict[str, list[float]]]) -> dict[str, list[float]]:
-    """Class-wise mean of :func:`dice_hd95` results over cases."""
+    """Class-wise mean of :func:`dice_hd95` results over cases; NaN (not scored) is left out,
+    and a class scored in no case stays NaN."""
     if not per_case:
         return {"dice": [], "hd95": []}
-    return {
-        k: np.mean(np.array([r[k] for r in per_case], dtype=np.float64), axis=0).tolist()
-        for k in ("dice", "hd95")
-    }
+    out = {}
+    for k in ("dice", "hd95"):
+        a = np.array([r[k] for r in per_case], dtype=np.float64)
+        n = np.sum(~np.isnan(a), axis=0)
+        out[k] = np.where(n > 0, np.nansum(a, axis=0) / np.maximum(n, 1), np.nan).tolist()
+    return out

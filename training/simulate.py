@@ -149,7 +149,7 @@ def run_simulation(
     folder's ``index.csv`` split column (all labelled cases when it has none).
     """
     from training.data import scan_dataset
-    from training.io import DataError, read_image
+    from training.io import DataError, read_image, read_labels
 
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
@@ -167,7 +167,7 @@ def run_simulation(
     rows = []
     for k, case in enumerate(pool):
         image, _ = read_image(case.image)
-        truth, _ = read_image(case.label)  # type: ignore[arg-type]
+        truth, _ = read_labels(case.label)  # type: ignore[arg-type]
         row = simulate_case(image, truth.astype(np.uint8), model_path, corrections, strategy,
                             retrain_steps, method, seed=seed + k, axis=axis, device=device,
                             hold_back=hold_back, name=case.name, **config)
@@ -267,5 +267,5 @@ def run_from_args(args: argparse.Namespace) -> int:
                   f"{args.retrain_steps} --method {args.method} --cases {args.cases}"
                   + (f" --anchor {args.anchor}" if args.anchor is not None else "") + "`\n\n")
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(header + table + "\n")
+        Path(args.out).write_text(header + table + "\n", encoding="utf-8")
     return 0

@@ -20,6 +20,10 @@ from training.methods import get_method
 Event = dict
 
 
+class TrainingDiverged(DataError):
+    """The loss became NaN or Inf; no checkpoint is written from that point on."""
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run needs besides the data (plain values only)."""
@@ -145,6 +149,14 @@ def train(
         labeled, unlabeled = sampler.next()
         losses = method.step(labeled, unlabeled, step, config.steps)
         done = step + 1
+        bad = [k for k, v in losses.items() if k != "lr" and not np.isfinite(v)]
+        if any_rank(bool(bad)):
+            # the weights are already poisoned by this step; the last checkpoint is not
+            kept = f"; the last good checkpoint is kept: {last_saved}" if last_saved else ""
+            raise TrainingDiverged(
+                f"training stopped at step {done}: the loss became "
+                f"{', '.join(f'{k}={losses[k]}' for k in bad) or 'non-finite on another rank'}"
+                f" (try a lower learning rate, or check the data){kept}")
         elapsed = time.perf_counter() - start
         if done % max(config.log_every, 1) == 0 or done == config.steps or done == 1:
             emit({"type": "progress", "step": done, "total": config.steps, "losses": losses,

@@ -28,7 +28,7 @@ from training.cam import volume_cam
 from training.checkpoint import load_checkpoint
 from training.data import TrainData, scan_dataset
 from training.inference import predict_volume
-from training.io import DataError, read_image
+from training.io import DataError, read_image, read_labels
 from training.normalization import DEFAULT_NORMALIZATION, normalize_intensity
 from training.tags import read_tags
 from training.trainer import TrainConfig, train
@@ -51,7 +51,7 @@ def load_patients(root: str | Path, tag_file: str | Path | None = None) -> dict[
         imgs, masks, tg = [], [], []
         for c in cs:  # index.csv lists slices in order
             imgs.append(read_image(c.image)[0][0])
-            masks.append((read_image(c.label)[0][0] > 0).astype(np.uint8))
+            masks.append((read_labels(c.label)[0][0] > 0).astype(np.uint8))
             if (c.name, 0) not in tags:
                 raise DataError(f"no tag for {c.name}")
             tg.append(tags[(c.name, 0)])
@@ -195,14 +195,15 @@ def weak_benchmark(
             "config": {"steps": config.steps, "classifier_steps": classifier_steps,
                        "size": list(config.size), "base": config.base, "depth": config.depth,
                        "labeled_bs": config.labeled_bs, "lr": config.lr, "seed": config.seed}}
-    (out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    text = json.dumps({"meta": meta, "results": results}, indent=1)
+    (out / "results.json").write_text(text, encoding="utf-8")
     return _table(results, meta)
 
 
 def _machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break

@@ -1,0 +1,87 @@
+"""One writer per session folder: a lock file naming the process that autosaves there.
+
+Two napari windows on the same scan must never write into one folder, or one silently erases the
+other's slices. The lock is a file created exclusively; a lock left by a process that is gone
+(a crash, kill -9) is taken over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+LOCK_FILE = ".napari-semiseg.lock"
+
+
+class FolderLockedError(RuntimeError):
+    """Another live process is autosaving into this folder."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:
+        return False
+    return True
+
+
+class FolderLock:
+    """Hold ``folder`` for this process until :meth:`release` (or the process ends)."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_FILE
+        self.held = False
+
+    def owner(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def acquire(self) -> FolderLock:
+        """Take the folder; raises :class:`FolderLockedError` if a live process holds it."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname()}
+        for _attempt in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                other = self.owner()
+                if other == me:
+                    self.held = True
+                    return self
+                if other and other.get("host") == me["host"] and _alive(int(other["pid"])):
+                    raise FolderLockedError(
+                        f"{self.folder} is in use by another napari-semiseg window "
+                        f"(process {other['pid']}); open a copy or close that window"
+                    ) from None
+                if other and other.get("host") != me["host"]:
+                    raise FolderLockedError(
+                        f"{self.folder} is in use on {other.get('host')} (process "
+                        f"{other.get('pid')}); delete {self.path.name} if that is not so"
+                    ) from None
+                try:  # stale: its process is gone
+                    self.path.unlink()
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w") as fh:
+                json.dump(me, fh)
+            self.held = True
+            return self
+        raise FolderLockedError(f"{self.folder}: could not take the folder lock")
+
+    def release(self) -> None:
+        if self.held and self.owner() == {"pid": os.getpid(), "host": socket.gethostname()}:
+            try:
+                self.path.unlink()
+            except OSError:
+                pass
+        self.held = False
