@@ -566,6 +566,10 @@ class AssistantWidget(QWidget):
             folder = QFileDialog.getExistingDirectory(self, "Open session folder")
         if not folder:
             return None
+        current = self.session
+        if current is not None and current.folder is not None \
+                and Path(folder).resolve() == current.folder.resolve():
+            current.close()  # reopening this window's own folder: let the new session have it
         try:
             s = Session.open(folder)
         except Exception as e:

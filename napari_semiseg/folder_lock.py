@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 from pathlib import Path
 
@@ -38,6 +39,8 @@ class FolderLock:
         self.folder = Path(folder)
         self.path = self.folder / LOCK_FILE
         self.held = False
+        # one holder per session object, even within one process (two viewers in a script)
+        self.me = {"pid": os.getpid(), "host": socket.gethostname(), "token": secrets.token_hex(4)}
 
     def owner(self) -> dict | None:
         try:
@@ -48,7 +51,7 @@ class FolderLock:
     def acquire(self) -> FolderLock:
         """Take the folder; raises :class:`FolderLockedError` if a live process holds it."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        me = {"pid": os.getpid(), "host": socket.gethostname()}
+        me = self.me
         for _attempt in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -58,8 +61,9 @@ class FolderLock:
                     self.held = True
                     return self
                 if other and other.get("host") == me["host"] and _alive(int(other["pid"])):
+                    which = "this" if int(other["pid"]) == me["pid"] else "another"
                     raise FolderLockedError(
-                        f"{self.folder} is in use by another napari-semiseg window "
+                        f"{self.folder} is in use by {which} napari-semiseg window "
                         f"(process {other['pid']}); open a copy or close that window"
                     ) from None
                 if other and other.get("host") != me["host"]:
@@ -79,7 +83,7 @@ class FolderLock:
         raise FolderLockedError(f"{self.folder}: could not take the folder lock")
 
     def release(self) -> None:
-        if self.held and self.owner() == {"pid": os.getpid(), "host": socket.gethostname()}:
+        if self.held and self.owner() == self.me:
             try:
                 self.path.unlink()
             except OSError:

@@ -190,9 +190,27 @@ def _read_sitk(path: Path) -> sitk.Image:
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as e:
+        if has_suffix(path, SLICE_SUFFIXES) and "PixelType" in str(e):
+            return _png_without_alpha([path])
         raise VolumeReadError(
             f"{path}: not a readable image, it may be truncated or corrupt ({_reason(e, path)})"
         ) from e
+
+
+def _png_without_alpha(pngs: list[Path]) -> sitk.Image:
+    """Grey+alpha PNGs, which SimpleITK cannot read ("Unknown PixelType"): keep the grey."""
+    import imageio.v3 as iio  # comes with scikit-image
+
+    slices = []
+    for p in pngs:
+        try:
+            a = np.asarray(iio.imread(p))
+        except Exception as e:  # noqa: BLE001 - imageio raises many types for bad files
+            raise VolumeReadError(f"{p}: not a readable PNG ({e})") from e
+        slices.append(a[..., 0] if a.ndim == 3 and a.shape[-1] == 2 else a)
+    if len(slices) == 1:
+        return sitk.GetImageFromArray(slices[0], isVector=slices[0].ndim == 3)
+    return sitk.GetImageFromArray(np.stack(slices), isVector=slices[0].ndim == 3)
 
 
 def _check_mhd_data_file(path: Path) -> None:
@@ -293,6 +311,8 @@ def _read_png_stack(folder: Path, pngs: list[Path]) -> sitk.Image:
     try:
         return sitk.ReadImage([str(p) for p in pngs])
     except RuntimeError as e:
+        if "PixelType" in str(e):
+            return _png_without_alpha(pngs)
         raise VolumeReadError(f"{folder}: PNG stack is unreadable ({_reason(e, folder)})") from e
 
 
