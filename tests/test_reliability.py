@@ -417,3 +417,16 @@ def test_grey_plus_alpha_png_reads_as_grey(tmp_path):
     assert not vol.rgb and np.array_equal(vol.data, grey)
     arr, _ = read_image(path)
     assert arr.shape == (1, 8, 8)
+
+
+def test_nii_beside_nii_gz_reads_each_file_as_itself(tmp_path):
+    """Found by the fuzz corpus: SimpleITK alone reads scan.nii.gz's header with scan.nii's
+    voxels when both lie in one folder."""
+    a = np.random.default_rng(0).normal(100, 30, (3, 6, 7)).astype(np.float32)
+    b = np.arange(3 * 6 * 7, dtype=np.int16).reshape(3, 6, 7)
+    _nifti(tmp_path / "scan.nii.gz", a)
+    _nifti(tmp_path / "scan.nii", b)
+    assert not np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path /
+                                                                        "scan.nii.gz"))), a)
+    assert np.array_equal(read_volume(tmp_path / "scan.nii.gz").data, a)
+    assert np.array_equal(read_volume(tmp_path / "scan.nii").data, b)

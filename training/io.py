@@ -33,8 +33,9 @@ NOT_ANNOTATED = 255  # GUIDE §3: unannotated is not background
 MAX_VOXELS = 1024**3  # beyond this a CPU loop is hopeless; refuse before allocating
 RGB_CHANNEL = 1  # LGG PNGs are (pre-contrast, FLAIR, post-contrast); for photos, green ~ luma
 
-# NIfTI datatype codes of floating data, with their NumPy types (complex is refused by SimpleITK)
-_NIFTI_FLOATS = {16: "f4", 64: "f8"}
+# NIfTI datatype codes with their NumPy types (RGB and complex are left to SimpleITK)
+_NIFTI_TYPES = {2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: "u2", 768: "u4",
+                1024: "i8", 1280: "u8"}
 
 
 class DataError(ValueError):
@@ -183,12 +184,21 @@ def _read_sitk(path: Path) -> sitk.Image:
         raise VolumeReadError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise VolumeReadError(f"{path}: file is empty")
+    checksum = None
     if has_suffix(path, (".nii", ".nii.gz")):
-        _check_nifti_raw(path)
+        checksum = _check_nifti_raw(path)
     elif has_suffix(path, (".mhd",)):
         _check_mhd_data_file(path)
+    elif has_suffix(path, (".nrrd",)):
+        _check_nrrd_compressed(path)
+    elif has_suffix(path, (".mha",)):
+        _check_mha_compressed(path)
     try:
-        return sitk.ReadImage(str(path))
+        if checksum is None:
+            return sitk.ReadImage(str(path))
+        img = _read_nifti_alone(path)
+        _check_sum(img, checksum, path)
+        return img
     except RuntimeError as e:
         if has_suffix(path, SLICE_SUFFIXES) and "PixelType" in str(e):
             return _png_without_alpha([path])
@@ -213,6 +223,28 @@ def _png_without_alpha(pngs: list[Path]) -> sitk.Image:
     return sitk.GetImageFromArray(np.stack(slices), isVector=slices[0].ndim == 3)
 
 
+def _read_nifti_alone(path: Path) -> sitk.Image:
+    """Read a NIfTI file through a private link: with ``scan.nii`` beside ``scan.nii.gz``,
+    SimpleITK reads the header of one and the voxels of the other (found by fuzzing)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="semiseg-read-") as tmp:
+        link = Path(tmp) / ("scan.nii.gz" if has_suffix(path, (".gz",)) else "scan.nii")
+        try:
+            os.symlink(path.resolve(), link)
+        except OSError:  # no symlinks here (some Windows setups): read in place
+            return sitk.ReadImage(str(path))
+        return sitk.ReadImage(str(link))
+
+
+def _check_sum(img: sitk.Image, expected: float, path: Path) -> None:
+    """What SimpleITK returned must sum to what the file's bytes hold."""
+    got = float(sitk.GetArrayViewFromImage(img).sum(dtype=np.float64))
+    if not np.isclose(got, expected, rtol=1e-5, atol=1e-3 * max(1.0, abs(expected)) ** 0.5):
+        raise VolumeReadError(f"{path}: the voxels read back differ from the file's data "
+                              f"(sum {got:.6g} vs {expected:.6g}); the file may be corrupt")
+
+
 def _check_mhd_data_file(path: Path) -> None:
     """A .mhd header whose separate data file is missing: name that file."""
     try:
@@ -226,46 +258,78 @@ def _check_mhd_data_file(path: Path) -> None:
             raise VolumeReadError(f"{path}: its data file {data.name} is missing")
 
 
-def _nifti_header(head: bytes, path: Path) -> tuple[str, tuple[int, ...], int, int, int]:
-    """(endian, dims, datatype, bitpix, vox_offset) of a NIfTI-1 or NIfTI-2 header."""
+@dataclass
+class _NiftiHeader:
+    endian: str
+    dims: tuple[int, ...]
+    datatype: int
+    bitpix: int
+    offset: int
+    slope: float
+    inter: float
+
+
+def _nifti_header(head: bytes, path: Path) -> _NiftiHeader:
+    """The fields of a NIfTI-1 or NIfTI-2 header that say how much data follows, and how."""
     if len(head) < 348:
         raise VolumeReadError(f"{path}: file is truncated ({len(head)} bytes, no full header)")
-    for endian in "<>":
-        sizeof_hdr = struct.unpack(endian + "i", head[:4])[0]
+    for e in "<>":
+        sizeof_hdr = struct.unpack(e + "i", head[:4])[0]
         if sizeof_hdr == 348:
-            dims = struct.unpack(endian + "8h", head[40:56])
-            datatype, bitpix = struct.unpack(endian + "hh", head[70:74])
-            offset = int(struct.unpack(endian + "f", head[108:112])[0])
-            return endian, dims, datatype, bitpix, max(offset, 352)
+            datatype, bitpix = struct.unpack(e + "hh", head[70:74])
+            offset, slope, inter = struct.unpack(e + "3f", head[108:120])
+            return _NiftiHeader(e, struct.unpack(e + "8h", head[40:56]), datatype, bitpix,
+                                max(int(offset), 352), slope, inter)
         if sizeof_hdr == 540 and len(head) >= 540:
-            datatype, bitpix = struct.unpack(endian + "hh", head[12:16])
-            dims = struct.unpack(endian + "8q", head[16:80])
-            offset = struct.unpack(endian + "q", head[168:176])[0]
-            return endian, dims, datatype, bitpix, max(int(offset), 544)
+            datatype, bitpix = struct.unpack(e + "hh", head[12:16])
+            offset = struct.unpack(e + "q", head[168:176])[0]
+            slope, inter = struct.unpack(e + "2d", head[176:192])
+            return _NiftiHeader(e, struct.unpack(e + "8q", head[16:80]), datatype, bitpix,
+                                max(int(offset), 544), slope, inter)
     raise VolumeReadError(f"{path}: not a NIfTI file (bad header size)")
 
 
-def _check_nifti_raw(path: Path) -> None:
+def _check_nifti_raw(path: Path) -> float | None:
     """Check the raw NIfTI stream: complete, and free of NaN/Inf in float data.
 
     SimpleITK alone pads a truncated file with zeros and reads NaN voxels as 0, so both are
     checked here on the bytes themselves, streamed so that a large scan is never held twice.
+    Returns the sum of the (scaled) voxel values, to check what SimpleITK then returns.
     """
     with open(path, "rb") as f:
         opener = gzip.open if f.read(2) == b"\x1f\x8b" else open
     try:
         with opener(path, "rb") as f:
             head = f.read(540)
-            endian, dims, datatype, bitpix, offset = _nifti_header(head, path)
-            ndim = max(1, min(int(dims[0]), 7))
+            h = _nifti_header(head, path)
+            ndim = max(1, min(int(h.dims[0]), 7))
             voxels = 1
-            for d in dims[1 : ndim + 1]:
+            for d in h.dims[1 : ndim + 1]:
                 voxels *= max(int(d), 1)
-            expected = offset + voxels * max(int(bitpix), 8) // 8
-            float_type = _NIFTI_FLOATS.get(int(datatype))
-            dtype = np.dtype(endian + float_type) if float_type else None
-            total, pending, bad = len(head), head[offset:] if len(head) > offset else b"", 0
-            skip = max(0, offset - len(head))  # header extensions beyond the first read
+            nbytes = voxels * max(int(h.bitpix), 8) // 8
+            code = _NIFTI_TYPES.get(int(h.datatype))
+            dtype = np.dtype(h.endian + code) if code else None
+            if dtype is not None and dtype.itemsize * 8 != h.bitpix:
+                raise VolumeReadError(f"{path}: NIfTI header is inconsistent (datatype "
+                                      f"{h.datatype} with {h.bitpix} bits per voxel)")
+            total, bad, value_sum, seen = len(head), 0, 0.0, 0
+            pending = head[h.offset:] if len(head) > h.offset else b""
+            skip = max(0, h.offset - len(head))  # header extensions beyond the first read
+
+            def consume(buf: bytes) -> bytes:
+                nonlocal bad, value_sum, seen
+                want = nbytes - seen
+                n = min(len(buf) // dtype.itemsize * dtype.itemsize, max(want, 0))
+                values = np.frombuffer(buf[:n], dtype=dtype)
+                if dtype.kind == "f":
+                    finite = np.isfinite(values)
+                    bad += int(values.size - np.count_nonzero(finite))
+                    value_sum += float(values[finite].sum(dtype=np.float64))
+                else:
+                    value_sum += float(values.sum(dtype=np.float64))
+                seen += n
+                return buf[n:] if n < want else b""
+
             while chunk := f.read(1 << 20):  # stream: never hold a whole decompressed scan
                 total += len(chunk)
                 if dtype is None:
@@ -273,26 +337,64 @@ def _check_nifti_raw(path: Path) -> None:
                 if skip:
                     cut = min(skip, len(chunk))
                     chunk, skip = chunk[cut:], skip - cut
-                pending += chunk
-                n = len(pending) // dtype.itemsize * dtype.itemsize
-                values = np.frombuffer(pending[:n], dtype=dtype)
-                bad += int(values.size - np.count_nonzero(np.isfinite(values)))
-                pending = pending[n:]
-            if dtype is not None and pending and not skip and len(pending) >= dtype.itemsize:
-                values = np.frombuffer(pending[: len(pending) // dtype.itemsize * dtype.itemsize],
-                                       dtype=dtype)
-                bad += int(values.size - np.count_nonzero(np.isfinite(values)))
+                pending = consume(pending + chunk)
+            if dtype is not None and pending:
+                consume(pending)
     except (OSError, EOFError, zlib.error) as e:
         raise VolumeReadError(f"{path}: compressed data is truncated or corrupt ({e})") from e
-    if total < expected:
+    if total < h.offset + nbytes:
         raise VolumeReadError(
             f"{path}: file is truncated: {total:,} bytes of data where the header promises "
-            f"{expected:,}"
+            f"{h.offset + nbytes:,}"
         )
     if bad:
         raise VolumeReadError(
             f"{path}: {bad:,} voxels are NaN or Inf; fix or mask them before segmenting"
         )
+    if dtype is None:
+        return None
+    if np.isfinite(h.slope) and h.slope != 0 and (h.slope != 1 or h.inter != 0):
+        return h.slope * value_sum + h.inter * voxels
+    return value_sum
+
+
+def _inflate_all(path: Path, start: int, wbits: int) -> None:
+    """Decompress ``path`` from byte ``start`` to its end, checking length and checksum."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            stream = zlib.decompressobj(wbits=wbits)
+            while chunk := f.read(1 << 20):
+                stream.decompress(chunk)
+            stream.flush()
+            if not stream.eof:
+                raise zlib.error("the compressed stream ends early")
+    except zlib.error as e:
+        raise VolumeReadError(f"{path}: compressed data is truncated or corrupt ({e})") from e
+
+
+def _check_mha_compressed(path: Path) -> None:
+    """A compressed .mha: SimpleITK's MetaIO does not check the zlib checksum; check it here."""
+    with open(path, "rb") as f:
+        head = f.read(65536)
+    m = re.search(rb"^ElementDataFile\s*=\s*LOCAL[ \t]*\r?\n", head, re.M)
+    if m is None or not re.search(rb"^CompressedData\s*=\s*True", head, re.M | re.I):
+        return
+    _inflate_all(path, m.end(), wbits=47)
+
+
+def _check_nrrd_compressed(path: Path) -> None:
+    """A gzip-encoded NRRD: SimpleITK does not check the gzip CRC, so flipped bytes would be
+    read as other voxel values. Decompress it here once, checking length and CRC."""
+    with open(path, "rb") as f:
+        head = f.read(65536)
+    end = head.find(b"\n\n")
+    if end < 0 or not head.startswith(b"NRRD"):
+        return  # not an attached-data NRRD header; SimpleITK will say what is wrong
+    header = head[:end].decode("latin-1").lower()
+    if not re.search(r"^encoding:\s*(gzip|gz)\s*$", header, re.M) or "data file:" in header:
+        return
+    _inflate_all(path, end + 2, wbits=47)  # gzip or zlib, with their checksums
 
 
 def _read_png_stack(folder: Path, pngs: list[Path]) -> sitk.Image:
