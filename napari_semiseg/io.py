@@ -60,12 +60,16 @@ def looks_like_label_path(path: str | os.PathLike) -> bool:
 def read_volume(path: str | os.PathLike, as_labels: bool | None = None) -> Volume:
     """:func:`training.io.read_volume`; ``as_labels=None`` decides from the name and dtype.
 
-    A grey integer file named like a label map (``labels/``, ``*_seg.nrrd``) opens as labels,
-    with its values checked (0..254 plus 255 = not annotated).
+    A grey integer file named like a label map (``labels/``, ``*_seg.nrrd``) opens as labels
+    when its values are those of a label map (0..254 plus 255 = not annotated); with other values
+    it is a scan after all and opens as an image, unchanged.
     """
     vol = _read_volume(path, as_labels=bool(as_labels))
     if as_labels is None and not vol.rgb and np.issubdtype(vol.data.dtype, np.integer) \
             and looks_like_label_path(path):
-        vol.data = label_values(vol.data, str(path), png_binary=is_png(path))
-        vol.is_labels = True
+        try:
+            vol.data = label_values(vol.data, str(path), png_binary=is_png(path))
+            vol.is_labels = True
+        except LabelShapeError:
+            pass
     return vol

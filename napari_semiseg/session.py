@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import time
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -199,6 +200,8 @@ class Session:
         # the folder is this window's alone while it autosaves there
         self._lock = (FolderLock(self.folder).acquire()
                       if self.autosave_enabled and self.folder is not None else None)
+        if self._lock is not None:  # a session that is dropped frees its folder too
+            weakref.finalize(self, self._lock.release)
         self.autosave_error: str | None = None
         # called once per run of failures (the widget shows a notification), not per stroke
         self.on_autosave_error: Any = None
@@ -713,6 +716,7 @@ class Session:
             if self._lock is not None:
                 self._lock.release()
             self._lock = new_lock
+            weakref.finalize(self, new_lock.release)
         self.autosave_error = None
         return target
 

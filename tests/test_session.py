@@ -260,7 +260,7 @@ def test_save_as_copies_models_and_in_memory_image(tmp_path):
     target = s.save(tmp_path / "saved")
     assert (target / "models" / "v0.pt").read_bytes() == b"weights"
     assert (target / "image.nii.gz").exists()
-    r = Session.open(target)
+    r = Session.open(target, autosave=False)
     assert np.allclose(r.image, _image()) and r.labelled_slices() == [(0, 3)]
     with pytest.raises(SessionError):
         Session(_image()).save()

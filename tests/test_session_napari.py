@@ -61,7 +61,7 @@ def test_stroke_is_on_disk_as_soon_as_napari_reports_it(tmp_path):
     layer.brush_size = 3
     layer.paint((1, 12, 12), 2)  # napari reports this before writing it to the array
     layer.data_setitem((np.array([3]), np.array([4]), np.array([5])), 6)
-    reopened = Session.open(folder)  # as if the process were killed right now
+    reopened = Session.open(folder, autosave=False)  # as if the process were killed now
     assert reopened.labelled_slices(0) == [1, 3]
     assert reopened.user_labels[1, 12, 12] == 2 and reopened.user_labels[3, 4, 5] == 6
     assert np.array_equal(reopened.prediction, layer.data)

@@ -77,7 +77,7 @@ def test_tag_train_from_tags_and_promote_on_an_lgg_stack(make_napari_viewer, qtb
         expected = panel.weak[12].copy()
         np.testing.assert_array_equal(s.prediction[12], expected)
         s.save()
-        assert Session.open(s.folder).tags[12] == 1
+        assert Session.open(s.folder, autosave=False).tags[12] == 1
     finally:
         panel.close_bridge()
         widget.bridge.close()
