@@ -191,3 +191,34 @@ def test_save_and_open_session_restore_labels_and_versions(qtbot, assistant, tmp
     assert s.labelled_slices(0) == [2]
     np.testing.assert_array_equal(viewer.layers[PREDICTION].data[2], labelled)
     assert len(s.versions) == 1
+
+
+def test_a_full_disk_is_reported_once_and_predict_does_not_hang(qtbot, assistant, monkeypatch):
+    """SimpleITK's silent full-disk writes are caught by the writer (tests/test_reliability.py,
+    on a real tmpfs); here the widget must tell the user once and carry on."""
+    import napari_semiseg._widget as widget_module
+    import napari_semiseg.session as session_module
+    from napari_semiseg.io import WriteError
+
+    viewer, widget = assistant
+    _predict(qtbot, widget)
+    errors: list[str] = []
+    monkeypatch.setattr(widget_module, "show_error", errors.append)
+
+    def full_disk(path, *args, **kwargs):
+        raise WriteError(f"cannot write {path}: the disk is full (0 bytes free)")
+
+    monkeypatch.setattr(session_module, "write_volume", full_disk)
+    _predict(qtbot, widget)  # a second Predict on a full disk
+    assert widget.status.text().startswith("Prediction ready")
+    layer = viewer.layers[PREDICTION]
+    layer.brush_size = 6
+    for z in (2, 3):  # painting goes on
+        widget.go_to_slice(z)
+        layer.paint((z, 100, 100), 2)
+    assert len(errors) == 1 and "Autosave" in errors[0] and "disk is full" in errors[0]
+    assert widget.session.labelled_slices(0) == [2, 3]
+    monkeypatch.undo()  # space again: the next change is saved and the error clears
+    widget.go_to_slice(5)
+    widget.accept_btn.click()
+    assert widget.session.autosave_error is None
