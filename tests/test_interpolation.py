@@ -1,0 +1,56 @@
+"""The interpolation baseline ("fill between slices") scored on shapes with a known answer."""
+
+import numpy as np
+
+from training import IGNORE_INDEX
+from training.interpolation import even_slices, interpolate_between_slices
+
+
+def _dice(a, b):
+    return 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+
+
+def _cone(n=21, size=64):
+    """Discs whose radius grows linearly along z: the exact answer of shape interpolation."""
+    z, y, x = np.mgrid[0:n, 0:size, 0:size]
+    radius = 6 + z  # 6 .. 26 pixels
+    return ((y - 32) ** 2 + (x - 32) ** 2 <= radius**2).astype(np.uint8)
+
+
+def test_cone_is_recovered_from_its_two_end_slices():
+    truth = _cone()
+    sparse = np.full(truth.shape, IGNORE_INDEX, np.uint8)
+    sparse[[0, 20]] = truth[[0, 20]]
+    filled = interpolate_between_slices(sparse)
+    inner = slice(1, 20)
+    assert _dice(filled[inner] == 1, truth[inner] == 1) > 0.98
+    np.testing.assert_array_equal(filled[[0, 20]], truth[[0, 20]])  # painted slices kept
+
+
+def test_two_classes_and_a_structure_that_ends():
+    truth = _cone()
+    truth[:, 30:35, 30:35] = 2  # a small second structure inside
+    truth[15:] = np.where(truth[15:] == 2, 1, truth[15:])  # which ends at slice 15
+    painted = [0, 10, 20]
+    sparse = np.full(truth.shape, IGNORE_INDEX, np.uint8)
+    sparse[painted] = truth[painted]
+    filled = interpolate_between_slices(sparse)
+    assert (filled[1:10] == 2).sum() > 0.8 * (truth[1:10] == 2).sum()
+    assert (filled[16:20] == 2).sum() == 0  # shrinks to nothing before the empty slice
+    assert _dice(filled > 0, truth > 0) > 0.97
+
+
+def test_outside_the_painted_range_is_background():
+    truth = _cone()
+    sparse = np.full(truth.shape, IGNORE_INDEX, np.uint8)
+    sparse[[5, 15]] = truth[[5, 15]]
+    filled = interpolate_between_slices(sparse)
+    assert filled[:5].max() == 0 and filled[16:].max() == 0
+
+
+def test_even_slices_span_the_structure():
+    truth = np.zeros((30, 4, 4), np.uint8)
+    truth[7:23, 1:3, 1:3] = 1
+    assert even_slices(truth, 5) == [7, 11, 14, 18, 22]
+    assert even_slices(truth, 1) == [14]
+    assert even_slices(np.zeros((5, 2, 2), np.uint8), 3) == []
