@@ -261,6 +261,8 @@ def _with_anchor(model_path, image, labels, threshold, device):
     from training.inference import predict_volume
 
     model, meta = load_checkpoint(model_path, device=device)
+    if meta.get("untrained"):  # a new model's guesses are noise, not anchors
+        return [image], [labels]
     probs = predict_volume(model, meta, image, device=device)["probabilities"]
     pseudo = anchor_labels(probs, labels, threshold)
     if not (pseudo != IGNORE_INDEX).any():
@@ -282,6 +284,7 @@ def finetune(
     on_event: Callable[[Event], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     anchor: float | None = None,
+    class_names: Sequence[str] | None = None,
     **config: Any,
 ) -> str | None:
     """Fine-tune the checkpoint at ``model_path`` on sparse ``labels`` (255 = not annotated).
@@ -291,6 +294,8 @@ def finetune(
     ``model_path``), or ``None`` when cancelled before the first step. Extra keyword
     arguments go to ``training.trainer.TrainConfig`` (e.g. ``lr``, ``labeled_bs``,
     ``checkpoint_every``). The network, its input size and normalisation come from the checkpoint.
+    ``class_names`` (background first) name the structures; labels above the checkpoint's
+    classes add structures to it.
     """
     from training.checkpoint import read_checkpoint
     from training.data import TrainData
@@ -298,10 +303,14 @@ def finetune(
 
     meta = read_checkpoint(model_path)["meta"]
     net = meta["network"]
-    num_classes = int(net["num_classes"])
-    names = meta.get("class_names")
+    names = list(class_names) if class_names else meta.get("class_names")
     if not (np.asarray(labels) != IGNORE_INDEX).any():
         raise NoLabelledSlicesError("nothing to retrain on: label at least one slice first")
+    # a label the model does not know adds a structure: the network's head grows for it
+    annotated = np.asarray(labels)[np.asarray(labels) != IGNORE_INDEX]
+    num_classes = max(int(net["num_classes"]), len(names or []), int(annotated.max()) + 1)
+    if names and len(names) < num_classes:
+        names = list(names) + [f"structure {k}" for k in range(len(names), num_classes)]
     images, label_vols = [image], [labels]
     if anchor is not None:
         images, label_vols = _with_anchor(model_path, image, labels, anchor, device)

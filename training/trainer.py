@@ -70,8 +70,8 @@ def _model_config(config: TrainConfig, data: TrainData, init: dict | None) -> di
         if int(net["dims"]) != config.dims:
             raise DataError(f"checkpoint is {net['dims']}D but training is {config.dims}D")
         if data.num_classes > int(net["num_classes"]):
-            raise DataError(f"labels have {data.num_classes} classes, checkpoint has "
-                            f"{net['num_classes']}")
+            # a structure added to a trained model: its head grows, old classes keep weights
+            net = {**net, "num_classes": int(data.num_classes)}
         return net
     return {
         "kind": "unet", "dims": config.dims, "in_channels": 1,
@@ -97,8 +97,9 @@ def train(
     model_config = _model_config(config, data, init)
     num_classes = int(model_config["num_classes"])
     class_names = list(data.class_names)
-    if init is not None:
-        class_names = list(init["meta"].get("class_names", class_names))
+    if init is not None:  # the checkpoint's names, then the data's for any added class
+        old = list(init["meta"].get("class_names", []))
+        class_names = old + class_names[len(old):] if len(old) < len(class_names) else old
     if len(class_names) != num_classes:
         class_names = ["background"] + [f"class{i}" for i in range(1, num_classes)]
     method = get_method(

@@ -23,9 +23,30 @@ def perturb(x: torch.Tensor, std: float = 0.1, clip: float = 0.2) -> torch.Tenso
 HEAD_PREFIXES = ("sdf.", "edge.", "cls.")
 
 
+def grown(model: nn.Module, state_dict: dict) -> dict:
+    """``state_dict`` fitted to a ``model`` with more output classes: the old classes keep their
+    weights (the first rows of each output layer), the new rows keep their fresh initialisation.
+
+    This is how a structure is added to a trained model (e.g. a fourth class on the cardiac one).
+    Anything else that differs in shape is left as it is, for ``load_state_dict`` to refuse.
+    """
+    own = model.state_dict()
+    out = dict(state_dict)
+    for k, old in state_dict.items():
+        new = own.get(k)
+        if new is None or new.shape == old.shape or new.ndim != old.ndim:
+            continue
+        if new.shape[0] > old.shape[0] and new.shape[1:] == old.shape[1:]:
+            merged = new.detach().clone()
+            merged[: old.shape[0]] = old
+            out[k] = merged
+    return out
+
+
 def load_compatible(model: nn.Module, state_dict: dict) -> None:
-    """Load weights, tolerating only optional heads that one side has and the other lacks."""
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    """Load weights, tolerating optional heads that one side has and the other lacks, and
+    output layers grown for new classes (:func:`grown`)."""
+    missing, unexpected = model.load_state_dict(grown(model, state_dict), strict=False)
     bad = [k for k in [*missing, *unexpected] if not k.startswith(HEAD_PREFIXES)]
     if bad:
         raise ValueError(f"checkpoint weights do not fit the network (e.g. {bad[0]})")

@@ -1,0 +1,89 @@
+"""Any structure: a new model from named structures, and a structure added to a trained model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from training import IGNORE_INDEX
+from training.checkpoint import load_checkpoint, read_checkpoint
+from training.loop import finetune
+from training.methods.base import grown, load_compatible
+from training.networks import UNet
+from training.new_model import new_model
+
+TINY = {"labeled_bs": 2, "unlabeled_bs": 0, "lr": 1e-2}
+
+
+def _scan(seed=0):
+    """Two bright structures on a noisy background, (8, 32, 32)."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.mgrid[0:8, 0:32, 0:32]
+    truth = np.zeros((8, 32, 32), np.uint8)
+    truth[(y - 10) ** 2 + (x - 10) ** 2 < 25] = 1
+    truth[(y - 22) ** 2 + (x - 22) ** 2 < 16] = 2
+    image = (truth.astype(np.float32) * 300 + rng.normal(0, 30, truth.shape)).astype(np.float32)
+    return image, truth
+
+
+def test_grown_head_keeps_the_old_classes_weights():
+    torch.manual_seed(0)
+    old = UNet(2, 1, 3, base=4, depth=2, sdf_head=True)
+    new = UNet(2, 1, 4, base=4, depth=2, sdf_head=True)
+    fresh = {k: v.clone() for k, v in new.state_dict().items()}
+    load_compatible(new, old.state_dict())
+    for k, v in old.state_dict().items():
+        got = new.state_dict()[k]
+        if got.shape == v.shape:
+            assert torch.equal(got, v), k
+        else:  # an output layer: old rows copied, the new class's row freshly initialised
+            assert torch.equal(got[: v.shape[0]], v), k
+            assert torch.equal(got[v.shape[0]:], fresh[k][v.shape[0]:]), k
+    assert set(grown(new, old.state_dict())) == set(old.state_dict())
+
+
+def test_a_new_model_learns_two_named_structures_from_painted_slices(tmp_path):
+    image, truth = _scan()
+    start = new_model(tmp_path / "new.pt", ["background", "left kidney", "right kidney"],
+                      size=[32, 32], base=4, depth=2)
+    assert read_checkpoint(start)["meta"]["untrained"] is True
+    sparse = np.full(truth.shape, IGNORE_INDEX, np.uint8)
+    sparse[[1, 6]] = truth[[1, 6]]
+    out = finetune(start, image, sparse, steps=60, out_path=tmp_path / "v1.pt", device="cpu",
+                   anchor=0.9, **TINY)
+    model, meta = load_checkpoint(out)
+    assert meta["class_names"] == ["background", "left kidney", "right kidney"]
+    assert not meta.get("untrained")
+    from training.inference import predict_volume
+
+    pred = predict_volume(model, meta, image, device="cpu")["labels"]
+    for c in (1, 2):  # both structures found on slices nobody painted
+        inter = ((pred == c) & (truth == c))[2:6].sum()
+        assert 2 * inter / ((pred == c)[2:6].sum() + (truth == c)[2:6].sum()) > 0.7
+
+
+def test_painting_an_unknown_label_adds_a_structure_to_a_trained_model(tmp_path):
+    image, truth = _scan(1)
+    two = np.where(truth == 2, 0, truth)
+    start = new_model(tmp_path / "a.pt", ["background", "left"], size=[32, 32], base=4, depth=2)
+    sparse = np.full(truth.shape, IGNORE_INDEX, np.uint8)
+    sparse[[1, 6]] = two[[1, 6]]
+    trained = finetune(start, image, sparse, steps=5, out_path=tmp_path / "b.pt", device="cpu",
+                       **TINY)
+    sparse[[1, 6]] = truth[[1, 6]]  # now class 2 is painted too
+    out = finetune(trained, image, sparse, steps=5, out_path=tmp_path / "c.pt", device="cpu",
+                   class_names=["background", "left", "right"], **TINY)
+    meta = read_checkpoint(out)["meta"]
+    assert meta["num_classes"] == 3 and meta["network"]["num_classes"] == 3
+    assert meta["class_names"] == ["background", "left", "right"]
+    # unnamed: the new class still gets a name
+    out2 = finetune(trained, image, sparse, steps=2, out_path=tmp_path / "d.pt", device="cpu",
+                    **TINY)
+    assert read_checkpoint(out2)["meta"]["class_names"] == ["background", "left", "structure 2"]
+
+
+@pytest.mark.parametrize("names", [["background"], ["background", ""], ["bg", "a", "a"]])
+def test_new_model_refuses_bad_names(tmp_path, names):
+    with pytest.raises(ValueError):
+        new_model(tmp_path / "m.pt", names)
