@@ -33,10 +33,11 @@ from qtpy.QtWidgets import (
 
 from training.atomic import atomic_write
 
+from ._structures import StructuresPanel
 from ._tags import add_tags_panel
 from .colors import label_colormap
 from .default_model import DEFAULT_MODEL, default_model_available
-from .io import Geometry
+from .io import NOT_ANNOTATED, Geometry
 from .session import Session, default_folder, grey_scan
 from .training_bridge import TrainingBridge, discard_job, make_job
 
@@ -47,6 +48,8 @@ OUTPUT_TAG = "napari_semiseg_output"  # metadata key marking layers the assistan
 # acdc_simulate.md); with them it rose to 0.83.
 ANCHOR_CONFIDENCE = 0.9
 SHIPPED, CHECKPOINT = "Shipped default (ACDC cardiac, 2D U-Net)", "Checkpoint file…"
+NEW = "New model (name the structures, then paint)"
+NEW_MODEL_STEPS = 200  # from scratch: a preview at 1/3 comes in ~20-30 s on 2 CPU cores
 
 
 @thread_worker(progress={"desc": "Predicting"})
@@ -58,6 +61,17 @@ def _predict(model_path: str, image: np.ndarray, mc_samples: int) -> dict:
     return predict_volume(model, meta, image, mc_samples=mc_samples)
 
 
+def _untrained(model_path: str | None) -> bool:
+    from training.checkpoint import CheckpointError, read_checkpoint
+
+    if not model_path:
+        return False
+    try:
+        return bool(read_checkpoint(model_path)["meta"].get("untrained"))
+    except (CheckpointError, OSError):
+        return False  # Predict reports the problem
+
+
 class AssistantWidget(QWidget):
     """Predict, review uncertain slices, correct, retrain in the background, keep versions."""
 
@@ -67,6 +81,7 @@ class AssistantWidget(QWidget):
         self.session: Session | None = None
         self.bridge = TrainingBridge()
         self.checkpoint_path: str | None = None
+        self.new_model = False  # the user chose New model: the next session starts untrained
         self._image_layer: Image | None = None
         self._worker = None
         self._job = None
@@ -91,7 +106,7 @@ class AssistantWidget(QWidget):
         self.image_combo = QComboBox()
         form.addRow("Image", self.image_combo)
         self.model_combo = QComboBox()
-        self.model_combo.addItems([SHIPPED, CHECKPOINT])
+        self.model_combo.addItems([SHIPPED, NEW, CHECKPOINT])
         self.model_combo.activated.connect(self._model_chosen)
         form.addRow("Model", self.model_combo)
         self.model_label = QLabel(Path(DEFAULT_MODEL).name)
@@ -108,6 +123,8 @@ class AssistantWidget(QWidget):
         self.device_label = QLabel(str(pick_device()))
         form.addRow("Device", self.device_label)
         root.addLayout(form)
+        self.structures = StructuresPanel(self._names_edited)
+        root.addWidget(self.structures)
 
         self.predict_btn = QPushButton("Predict")
         self.predict_btn.clicked.connect(self.predict)
@@ -194,6 +211,16 @@ class AssistantWidget(QWidget):
             self.image_combo.setCurrentText(current)
 
     def _model_chosen(self, index: int = 0, path: str | None = None) -> None:
+        self.new_model = self.model_combo.currentText() == NEW
+        if self.new_model:
+            self.checkpoint_path = None
+            self.model_label.setText("New model: name the structures below, then paint a few "
+                                     "slices of the scan with their label values and Retrain.")
+            self.steps_spin.setValue(max(self.steps_spin.value(), NEW_MODEL_STEPS))
+            if self._selected_image() is not None:
+                self._drop_session()
+                self._ensure_session()
+            return
         if self.model_combo.currentText() != CHECKPOINT:
             self.checkpoint_path = None
             self.model_label.setText(Path(DEFAULT_MODEL).name)
@@ -238,6 +265,8 @@ class AssistantWidget(QWidget):
         geom = (Geometry.from_dict(geometry) if geometry else
                 Geometry.identity(layer.ndim, layer.scale, layer.translate))
         source = geom.source or None
+        if self.new_model:
+            return self._start_new_model(layer, geom, source)
         model = self.checkpoint_path or str(DEFAULT_MODEL)
         if not self.checkpoint_path and not default_model_available():
             show_error(f"The shipped model is missing ({DEFAULT_MODEL}); choose a checkpoint.")
@@ -253,6 +282,58 @@ class AssistantWidget(QWidget):
         self._bind(session, layer)
         return session
 
+    def _start_new_model(self, layer: Image, geom: Geometry, source: str | None) -> Session | None:
+        """A session on an untrained model with the user's structure names, and an empty
+        prediction layer (all "not annotated") to paint on."""
+        import tempfile
+
+        from training.new_model import new_model
+
+        names = self.structures.names()
+        try:
+            session = Session(grey_scan(layer.data, layer.rgb), geom, image_path=source,
+                              folder=default_folder(source or layer.name))
+            session.settings.method = self.method_combo.currentText()
+            session.set_class_names(names)
+            with tempfile.TemporaryDirectory() as tmp:
+                start = new_model(Path(tmp) / "new-model.pt", names)
+                session.add_version(start, note="new model (untrained)")
+            session.prediction[...] = NOT_ANNOTATED
+            session._dirty.add("prediction")
+        except Exception as e:
+            show_error(f"Cannot start a new model on {layer.name!r}: {e}")
+            return None
+        self._bind(session, layer)
+        self._show_prediction()
+        self.status.setText("Paint a few slices (label 1, 2, … as listed under Structures), "
+                            "then Retrain.")
+        return session
+
+    def _drop_session(self) -> None:
+        if self.session is not None:
+            self.session.close()
+        self.session = None
+
+    def _names_edited(self, names: list[str]) -> None:
+        s = self.session
+        if s is None:
+            return
+        try:
+            s.set_class_names(names)
+        except Exception as e:
+            show_error(f"Cannot use these names: {e}")
+            self.structures.set_names(s.settings.class_names)
+            return
+        self._show_names()
+
+    def _show_names(self) -> None:
+        """Names on the prediction layer: napari shows the one under the cursor."""
+        s, layer = self.session, self._layer(PREDICTION)
+        if s is None or layer is None or not s.settings.class_names:
+            return
+        names = s.settings.class_names
+        layer.features = {"index": list(range(len(names))), "name": list(names)}
+
     def _bind(self, session: Session, layer: Image) -> None:
         if self.session is not None and self.session is not session:
             self.session.close()  # frees its folder for another window
@@ -263,6 +344,17 @@ class AssistantWidget(QWidget):
             self._on_autosave_error(session.autosave_error)
         for warning in session.warnings:
             show_warning(warning)
+        if not session.settings.class_names and session.current_model_path:
+            from training.checkpoint import read_checkpoint
+
+            try:
+                names = read_checkpoint(session.current_model_path)["meta"].get("class_names")
+                if names:
+                    session.set_class_names(names)
+            except Exception:  # noqa: BLE001 - names are a convenience; Predict reports errors
+                pass
+        if session.settings.class_names:
+            self.structures.set_names(session.settings.class_names)
         self._show_versions()
         self._show_labelled()
 
@@ -292,8 +384,11 @@ class AssistantWidget(QWidget):
             layer = self.viewer.add_labels(data, colormap=label_colormap(),
                                            **self._layer_kwargs(PREDICTION))
             layer.events.paint.connect(self._on_paint)
+            if self.new_model:
+                layer.selected_label = 1
         else:
             layer.refresh()
+        self._show_names()
         if s.uncertainty is not None:
             unc = s.uncertainty if self._image_layer.ndim == 3 else s.uncertainty[0]
             self._set_image_layer(UNCERTAINTY, unc, colormap="inferno", blending="additive",
@@ -314,6 +409,13 @@ class AssistantWidget(QWidget):
         if s is None:
             return
         s.detect_painted_slices(indices=event.value, axis=self._slicing_axis())
+        new = s.name_new_labels()
+        if new:  # a label the model does not know: a new structure, the model grows for it
+            self.structures.set_names(s.settings.class_names)
+            self._show_names()
+            show_info(f"Label {', '.join(map(str, new))} is a new structure: it was added as "
+                      f"{', '.join(repr(s.settings.class_names[k]) for k in new)} under "
+                      f"Structures (rename it there). Retrain adds it to the model.")
         self._show_labelled()
 
     def _slicing_axis(self) -> int:
@@ -349,6 +451,10 @@ class AssistantWidget(QWidget):
         if s is None:
             return
         model = s.current_model_path
+        if _untrained(model):
+            show_warning("This new model has not learnt anything yet: paint a few slices with "
+                         "the structures' label values, then click Retrain.")
+            return
         self.predict_btn.setEnabled(False)
         self.progress.setRange(0, 0)  # busy
         self.status.setText("Predicting…")
@@ -422,7 +528,8 @@ class AssistantWidget(QWidget):
         try:
             job = make_job(s, unlabelled_volumes=others, method=self.method_combo.currentText(),
                            steps=steps, preview_every=max(1, steps // 3),
-                           anchor=ANCHOR_CONFIDENCE)
+                           anchor=ANCHOR_CONFIDENCE,
+                           class_names=list(s.settings.class_names) or None)
             self.bridge.start(job)
             self._job = job
         except Exception as e:

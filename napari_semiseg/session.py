@@ -98,6 +98,8 @@ class Settings:
     tolerance: float = 0.01  # Dice points a retrain may lose on held-back slices (noise)
     mc_samples: int = 0
     seed: int = 0
+    # names of the label values, background first (from the model, or typed by the user)
+    class_names: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, d: dict) -> Settings:
@@ -245,6 +247,37 @@ class Session:
         if array.size and (int(array.min()) < 0 or int(array.max()) > 255):
             raise LabelShapeError(f"{name} holds values outside 0..255")
 
+    # ----- structures -------------------------------------------------------------------------
+
+    def set_class_names(self, names: Sequence[str]) -> None:
+        """Name the label values (background first); a name per value the user has painted."""
+        names = [str(n).strip() for n in names]
+        if len(names) < 2 or any(not n for n in names) or len(set(names)) != len(names):
+            raise SessionError("name the background and at least one structure, each once")
+        if len(names) > NOT_ANNOTATED:
+            raise SessionError("at most 254 structures (255 means 'not annotated')")
+        used = self.user_labels[self.user_labels != NOT_ANNOTATED]
+        if used.size and int(used.max()) >= len(names):
+            raise SessionError(f"label {int(used.max())} is painted: it needs a name too")
+        self.settings.class_names = names
+        self._dirty.add("json")
+        self._autosave()
+
+    def unnamed_labels(self) -> list[int]:
+        """Painted label values that have no name yet (the user painted a new structure)."""
+        used = np.unique(self.user_labels[self.user_labels != NOT_ANNOTATED])
+        return [int(v) for v in used if int(v) >= len(self.settings.class_names)]
+
+    def name_new_labels(self) -> list[int]:
+        """Give every painted, unnamed label value a name ("structure k"); returns the values."""
+        new = self.unnamed_labels()
+        if new and self.settings.class_names:
+            names = list(self.settings.class_names)
+            for k in range(len(names), max(new) + 1):
+                names.append(f"structure {k}")
+            self.set_class_names(names)
+        return new
+
     # ----- labelled slices --------------------------------------------------------------------
 
     def _check_slice(self, axis: int, index: int) -> tuple[int, int]:
@@ -295,7 +328,11 @@ class Session:
                                       f"{self.prediction[sl].shape}")
             self._check_label_values(labels, "slice labels")
             self.prediction[sl] = labels
-        self.user_labels[sl] = self.prediction[sl]
+        # a labelled slice is labelled everywhere: what the user did not paint on it (a new
+        # model's empty prediction) is background
+        view = self.prediction[sl]
+        view[view == NOT_ANNOTATED] = 0
+        self.user_labels[sl] = view
         self.labelled[axis].add(index)
         self._dirty |= {"json", "user_labels", "prediction"}
 
@@ -531,6 +568,11 @@ class Session:
         if self.n_labelled == 0:
             raise NoLabelledSlicesError(
                 "no labelled slice yet: paint or accept at least one slice before retraining")
+        if self.current_version is not None and self.current_version.note.startswith(
+                "new model"):
+            # nothing to protect yet: an untrained model cannot get worse, so every painted
+            # slice trains it
+            return list(self.labelled_slices()), []
         seed = self.settings.seed if seed is None else seed
         return split_held_back(self.labelled_slices(), self.settings.held_back_fraction, seed)
 

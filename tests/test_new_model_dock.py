@@ -1,0 +1,106 @@
+"""pytest-qt: a structure no model knows, named in the dock, painted, learnt in the background."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_widget import PLUGIN, tiny_model  # noqa: F401 - the fixture is used by name
+
+from napari_semiseg._widget import NEW, PREDICTION, AssistantWidget
+from training.checkpoint import read_checkpoint
+
+pytestmark = pytest.mark.gui
+
+
+def _two_structures(n=8, size=64):
+    rng = np.random.default_rng(0)
+    z, y, x = np.mgrid[0:n, 0:size, 0:size]
+    truth = np.zeros((n, size, size), np.uint8)
+    truth[(y - 20) ** 2 + (x - 20) ** 2 < 100] = 1
+    truth[(y - 44) ** 2 + (x - 44) ** 2 < 64] = 2
+    image = (truth.astype(np.float32) * 400 + rng.normal(100, 30, truth.shape)).astype(np.float32)
+    return image, truth
+
+
+def _wait_retrain(qtbot, widget, timeout=180000):
+    qtbot.waitUntil(lambda: not widget.training, timeout=timeout)
+
+
+def test_new_model_two_named_structures_paint_retrain(qtbot, make_napari_viewer, tmp_path,
+                                                      monkeypatch):
+    monkeypatch.setenv("NAPARI_SEMISEG_HOME", str(tmp_path / "home"))
+    viewer = make_napari_viewer()
+    image, truth = _two_structures()
+    viewer.add_image(image, name="kidneys")
+    widget = AssistantWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    try:
+        widget.structures.rename(1, "left kidney")  # what typing in the list does
+        widget.structures.add_structure()
+        widget.structures.rename(2, "right kidney")
+        assert widget.structures.names() == ["background", "left kidney", "right kidney"]
+        widget.model_combo.setCurrentText(NEW)
+        widget._model_chosen()
+        s = widget.session
+        assert s is not None and s.settings.class_names[1:] == ["left kidney", "right kidney"]
+        layer = viewer.layers[PREDICTION]
+        assert (layer.data == 255).all()  # nothing is annotated yet
+        assert list(layer.features["name"]) == ["background", "left kidney", "right kidney"]
+        for z in (1, 6):  # the user paints both structures on two slices
+            widget.go_to_slice(z)
+            layer.brush_size = 1
+            for c in (1, 2):
+                ys, xs = np.nonzero(truth[z] == c)
+                layer.data_setitem((np.full(len(ys), z), ys, xs), c)
+        assert s.labelled_slices(0) == [1, 6]
+        assert set(np.unique(s.user_labels[1])) == {0, 1, 2}  # the rest of a painted slice is
+        painted = s.user_labels[[1, 6]].copy()                # background, not "unannotated"
+        widget.steps_spin.setValue(40)
+        widget.retrain_btn.click()
+        _wait_retrain(qtbot, widget)
+        assert s.current != "v0", widget.status.text()
+        meta = read_checkpoint(s.current_model_path)["meta"]
+        assert meta["class_names"] == ["background", "left kidney", "right kidney"]
+        pred = s.prediction
+        np.testing.assert_array_equal(pred[[1, 6]], painted)  # painted slices untouched
+        for c in (1, 2):  # both structures found on the slices nobody painted
+            inter = ((pred == c) & (truth == c))[2:6].sum()
+            assert 2 * inter / ((pred == c)[2:6].sum() + (truth == c)[2:6].sum()) > 0.6
+        assert list(viewer.layers[PREDICTION].features["name"])[2] == "right kidney"
+    finally:
+        widget.bridge.close()
+
+
+def test_a_fifth_label_on_a_trained_model_adds_a_structure(qtbot, make_napari_viewer, tmp_path,
+                                                           monkeypatch, tiny_model):  # noqa: F811
+    from conftest import SAMPLES
+
+    monkeypatch.setenv("NAPARI_SEMISEG_HOME", str(tmp_path / "home"))
+    viewer = make_napari_viewer()
+    viewer.open(str(SAMPLES / "acdc/patient001_frame01.nii.gz"), plugin=PLUGIN)
+    widget = AssistantWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.set_checkpoint(tiny_model)
+    try:
+        widget.predict_btn.click()
+        qtbot.waitUntil(lambda: widget._worker is None and widget.session is not None
+                        and widget.session.uncertainty is not None, timeout=60000)
+        s = widget.session
+        assert len(s.settings.class_names) == 4
+        layer = viewer.layers[PREDICTION]
+        widget.go_to_slice(5)
+        layer.brush_size = 8
+        layer.paint((5, 120, 120), 4)  # a label the 4-class model does not know
+        assert s.settings.class_names[4] == "structure 4"
+        assert widget.structures.names()[4] == "structure 4"
+        widget.structures.rename(4, "scar")
+        assert s.settings.class_names[4] == "scar"
+        widget.steps_spin.setValue(3)
+        widget.retrain_btn.click()
+        _wait_retrain(qtbot, widget)
+        newest = s.versions[-1]
+        meta = read_checkpoint(s.model_file(newest))["meta"]
+        assert meta["network"]["num_classes"] == 5 and meta["class_names"][4] == "scar"
+        assert s.user_labels[5, 120, 120] == 4  # the stroke is kept
+    finally:
+        widget.bridge.close()
