@@ -533,6 +533,8 @@ class AssistantWidget(QWidget):
             self.bridge.start(job)
             self._job = job
         except Exception as e:
+            if "job" in locals():
+                discard_job(job)  # the scan copy made for a run that never started
             show_error(f"Cannot retrain: {e}")
             return
         self.progress.setRange(0, steps)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from napari_semiseg import training_bridge
 from napari_semiseg.session import NoLabelledSlicesError, Session, SessionError, Settings
 from napari_semiseg.training_bridge import (
     RetrainJob,
@@ -19,11 +23,14 @@ from napari_semiseg.training_bridge import (
     error_event,
     is_out_of_memory,
     make_job,
+    run_retrain,
+    target_reference,
 )
+from napari_semiseg.weak_job import run_weak
 from training.loop import score_slices
 
-# ----- child targets (module level so the spawned process can import them; no torch here, so
-# these children start fast) -------------------------------------------------------------------
+# ----- child targets (module level so the child process can import them by name; no torch
+# here, so these children start fast) ---------------------------------------------------------
 
 
 def _progress(step: int = 1) -> dict:
@@ -57,6 +64,31 @@ def cooperative_target(job, emit, should_stop):
     while not should_stop():
         time.sleep(0.02)
     emit({"type": "cancelled", "message": "stopped"})
+
+
+def noisy_target(job, emit, should_stop):
+    """Writes junk to stdout every way a library might, between events."""
+    emit(_progress(1))
+    print("a library chatting on stdout " * 2000, end="", flush=True)
+    os.write(1, b"\x00\xffSSEG raw bytes on fd 1")
+    subprocess.run([sys.executable, "-c", "print('a grandchild printing')"], check=True)
+    emit(_progress(2))
+    emit({"type": "done", "blob": bytes(range(256)) * 4096})  # 1 MiB: bigger than a pipe
+
+
+def probe_target(job, emit, should_stop):
+    """Reports what the child process looks like from inside."""
+    main = sys.modules["__main__"]
+    emit({"type": "done", "main": getattr(main.__spec__, "name", None),
+          "qt": sorted(m for m in sys.modules if m.split(".")[0] in ("PyQt5", "PyQt6",
+                                                                      "PySide2", "PySide6",
+                                                                      "qtpy", "napari")),
+          "display": os.environ.get("DISPLAY"), "omp": os.environ.get("OMP_NUM_THREADS"),
+          "nice": os.nice(0), "sys_path": list(sys.path), "job": job})
+
+
+def quick_target(job, emit, should_stop):
+    emit({"type": "done", "job": job})
 
 
 # ----- helpers --------------------------------------------------------------------------------
@@ -137,6 +169,7 @@ def test_real_child_streams_progress_and_result(session, tmp_path):
     assert done["new_scores"] == score_slices(np.load(done["prediction"]), reference,
                                               job.held_back)
     assert not bridge.running and bridge.poll() == []
+    assert bridge._proc.wait(timeout=60) == 0  # torch and all, the child exits cleanly
 
     session.preview_prediction(np.load(preview["path"]))
     v, ok, _ = session.apply_retrain_result(done)
@@ -186,18 +219,20 @@ def test_out_of_memory_is_named(tmp_path):
     assert error_event(NoLabelledSlicesError("label a slice"))["kind"] == "data"
 
 
-def test_killed_child_is_detected_and_session_untouched(session, tmp_path):
+def test_killed_child_is_detected_and_session_untouched(session, tmp_path, monkeypatch):
+    # no sign of an out-of-memory kill, whatever else runs on this machine meanwhile
+    monkeypatch.setattr(training_bridge, "_oom_kills", lambda: (7, None))
     model_digest = _digest(session.current_model_path)
     before = session.prediction.copy()
     bridge = TrainingBridge(target=waiting_target)
     bridge.start(_job(tmp_path))
     _wait_for(bridge, "progress", timeout=60)
     session.preview_prediction(np.ones_like(before))
-    os.kill(bridge.pid, signal.SIGKILL)  # what the kernel's OOM killer does
+    os.kill(bridge.pid, signal.SIGKILL)  # what the kernel's OOM killer does, among others
     events = bridge.wait(timeout=60)
     err = events[-1]
     assert err["type"] == "error" and err["exitcode"] == -signal.SIGKILL
-    assert "killed" in err["message"] and "memory" in err["message"]
+    assert "killed" in err["message"]
     session.restore_prediction()
     assert np.array_equal(session.prediction, before)
     assert session.current == "v0" and len(session.versions) == 1
@@ -232,3 +267,148 @@ def test_make_job_needs_labels_and_a_model(tmp_path):
     s.add_version(_tiny_model(tmp_path / "m.pt"))
     with pytest.raises(NoLabelledSlicesError):
         make_job(s, tmp_path)
+
+
+# ----- the child process itself ---------------------------------------------------------------
+
+_TINY_MODULE = '''
+def tiny(job, emit, should_stop):
+    emit({"type": "progress", "step": 1, "total": 1, "losses": {}, "elapsed": 0.0, "eta": 0.0})
+    print("a stray print in the child")
+    emit({"type": "done", "answer": job["x"] * 2})
+'''
+
+# what a napari example script looks like: no `if __name__ == "__main__":` guard
+_USER_SCRIPT = '''
+import json, sys
+with open({marker!r}, "a") as f:
+    f.write("imported\\n")
+sys.path.insert(0, {module_dir!r})
+import semiseg_tiny_target
+from napari_semiseg.training_bridge import TrainingBridge
+bridge = TrainingBridge(target=semiseg_tiny_target.tiny, threads=1)
+bridge.start({{"x": 21}})
+events = bridge.wait(timeout=120)
+print("EVENTS " + json.dumps([e["type"] for e in events]))
+print("RESULT " + json.dumps(events[-1]))
+'''
+
+
+@pytest.mark.parametrize("how", ["script", "-c"])
+def test_unguarded_user_script_is_not_run_again_in_the_child(tmp_path, how):
+    module_dir = tmp_path / "modules"
+    module_dir.mkdir()
+    (module_dir / "semiseg_tiny_target.py").write_text(_TINY_MODULE)
+    marker = tmp_path / "marker.txt"
+    code = _USER_SCRIPT.format(marker=str(marker), module_dir=str(module_dir))
+    if how == "script":
+        script = tmp_path / "user_script.py"
+        script.write_text(code)
+        cmd = [sys.executable, str(script)]
+    else:
+        cmd = [sys.executable, "-c", code]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    print(res.stdout, res.stderr)
+    assert res.returncode == 0, res.stderr
+    assert marker.read_text().splitlines() == ["imported"]  # once: the parent's import only
+    lines = res.stdout.splitlines()
+    kinds = json.loads(next(x for x in lines if x.startswith("EVENTS "))[7:])
+    result = json.loads(next(x for x in lines if x.startswith("RESULT "))[7:])
+    assert kinds == ["started", "progress", "done"]
+    assert result == {"type": "done", "answer": 42}
+    assert "a stray print in the child" in res.stderr  # a stray print is not lost, nor harmful
+
+
+def test_child_is_its_own_headless_program(tmp_path):
+    bridge = TrainingBridge(target=probe_target, threads=1)
+    bridge.start({"job": 1})
+    done = bridge.wait(timeout=60)[-1]
+    assert done["type"] == "done" and done["job"] == {"job": 1}
+    assert done["main"] == "napari_semiseg._training_child"  # not this test's __main__
+    assert done["qt"] == [] and done["display"] is None and done["omp"] == "1"
+    assert done["nice"] >= os.nice(0) + 5 or done["nice"] == 19
+    assert done["sys_path"][: len(sys.path)] == sys.path
+    assert bridge._proc.wait(timeout=30) == 0  # and it exits cleanly
+
+
+def test_stray_stdout_in_the_child_does_not_corrupt_events(tmp_path):
+    bridge = TrainingBridge(target=noisy_target)
+    bridge.start(_job(tmp_path))
+    events = bridge.wait(timeout=60)
+    assert [e["type"] for e in events] == ["started", "progress", "progress", "done"]
+    assert [e["step"] for e in events[1:3]] == [1, 2]
+    assert events[-1]["blob"] == bytes(range(256)) * 4096
+
+
+def test_targets_are_sent_by_name():
+    assert target_reference(run_retrain) == "napari_semiseg.training_bridge:run_retrain"
+    assert target_reference(run_weak) == "napari_semiseg.weak_job:run_weak"
+    assert target_reference(quick_target).endswith(":quick_target")
+
+
+def test_a_start_that_fails_leaves_the_bridge_idle(tmp_path, monkeypatch):
+    def local_target(job, emit, should_stop):
+        emit({"type": "done"})
+
+    def main_target(job, emit, should_stop):
+        emit({"type": "done"})
+
+    main_target.__module__ = "__main__"  # as if defined in a script, `python -c` or a notebook
+    for target in (lambda job, emit, stop: None, local_target, main_target):
+        bridge = TrainingBridge(target=target)
+        with pytest.raises(ValueError, match="importable module"):
+            bridge.start(_job(tmp_path))
+        assert not bridge.running and bridge.pid is None and bridge.poll() == []
+
+    bridge = TrainingBridge(target=quick_target)
+
+    def no_process(*args, **kwargs):
+        raise OSError("fork failed: resource temporarily unavailable")
+
+    monkeypatch.setattr(training_bridge.subprocess, "Popen", no_process)
+    with pytest.raises(OSError, match="fork failed"):
+        bridge.start(_job(tmp_path))
+    assert not bridge.running and bridge.pid is None and bridge.poll() == []
+    monkeypatch.undo()
+    bridge.start("again")  # the same bridge works once the system does
+    assert bridge.wait(timeout=60)[-1] == {"type": "done", "job": "again"}
+
+
+def test_child_stops_when_the_napari_process_goes_away(tmp_path):
+    # closing the child's stdin is what the napari process dying does
+    bridge = TrainingBridge(target=cooperative_target)
+    bridge.start(_job(tmp_path))
+    _wait_for(bridge, "progress", timeout=60)
+    bridge._proc.stdin.close()
+    assert bridge.wait(timeout=60)[-1] == {"type": "cancelled", "message": "stopped"}
+    # a target that ignores the request is ended by the child itself after the grace period
+    bridge = TrainingBridge(target=waiting_target, cancel_grace_s=0.5)
+    bridge.start(_job(tmp_path))
+    _wait_for(bridge, "progress", timeout=60)
+    proc = bridge._proc
+    proc.stdin.close()
+    last = bridge.wait(timeout=60)[-1]
+    assert last["type"] == "cancelled" and "went away" in last["message"]
+    assert proc.wait(timeout=10) == 1
+
+
+def test_sigkill_is_called_out_of_memory_only_with_evidence(monkeypatch):
+    # the counters read on this machine: whole numbers, or unknown where unreadable
+    assert all(c is None or c >= 0 for c in training_bridge._oom_kills())
+    bridge = TrainingBridge(target=quick_target)
+    bridge._oom_before = (3, None)
+    monkeypatch.setattr(training_bridge, "_oom_kills", lambda: (3, None))
+    err = bridge._death_event(-signal.SIGKILL)
+    assert err["kind"] == "killed" and "SIGKILL" in err["message"]
+    assert "ran out of memory and killed" not in err["message"]
+    bridge._memory = (2 * 2**30, 8 * 2**30, 16 * 2**30)  # plenty was free at the last look
+    assert bridge._death_event(-signal.SIGKILL)["kind"] == "killed"
+    assert "2.0 GiB" in bridge._death_event(-signal.SIGKILL)["message"]
+    bridge._memory = (15 * 2**30, 2**28, 16 * 2**30)  # nearly nothing was free
+    err = bridge._death_event(-signal.SIGKILL)
+    assert err["kind"] == "oom" and "0.2 GiB of 16.0 GiB" in err["message"]
+    bridge._memory = None
+    monkeypatch.setattr(training_bridge, "_oom_kills", lambda: (4, None))  # the kernel's killer
+    err = bridge._death_event(-signal.SIGKILL)
+    assert err["kind"] == "oom" and "out-of-memory killer" in err["message"]
+    assert bridge._death_event(-signal.SIGSEGV)["kind"] == "crash"
