@@ -532,11 +532,13 @@ class Session:
         return self.prediction
 
     def ranked_uncertain_slices(self, axis: int | None = None) -> list[tuple[int, float]]:
-        """Unlabelled slices along ``axis`` by decreasing mean uncertainty."""
+        """Unlabelled slices along ``axis``: those showing the structure first, by decreasing
+        uncertainty near it, then the others (:func:`training.loop.rank_uncertain_slices`)."""
         axis = self.settings.axis if axis is None else axis
         if self.uncertainty is None:
             raise SessionError("no uncertainty map yet: run Predict first")
-        return rank_uncertain_slices(self.uncertainty, sorted(self.labelled[axis]), axis)
+        return rank_uncertain_slices(self.uncertainty, sorted(self.labelled[axis]), axis,
+                                     prediction=self.prediction)
 
     def next_uncertain_slice(self, axis: int | None = None) -> int | None:
         ranked = self.ranked_uncertain_slices(axis)

@@ -54,3 +54,17 @@ def test_even_slices_span_the_structure():
     assert even_slices(truth, 5) == [7, 11, 14, 18, 22]
     assert even_slices(truth, 1) == [14]
     assert even_slices(np.zeros((5, 2, 2), np.uint8), 3) == []
+
+
+def test_ranking_prefers_slices_with_the_structure_over_noisy_empty_ends():
+    from training.loop import rank_uncertain_slices
+
+    unc = np.full((6, 20, 20), 0.1)
+    unc[0] = unc[5] = 0.9  # empty end slices full of noise: pure entropy picks them
+    pred = np.zeros((6, 20, 20), np.uint8)
+    pred[1:5, 8:12, 8:12] = 1
+    unc[3, 6:14, 6:14] = 0.5  # the structure's boundary is unsure on slice 3
+    assert rank_uncertain_slices(unc, [])[0][0] in (0, 5)
+    ranked = rank_uncertain_slices(unc, [], prediction=pred)
+    assert [i for i, _ in ranked[:4]] == [3, 1, 2, 4] and {i for i, _ in ranked[4:]} == {0, 5}
+    assert [i for i, _ in rank_uncertain_slices(unc, [3], prediction=pred)][0] == 1

@@ -68,8 +68,10 @@ def test_predict_adds_prediction_and_uncertainty_on_the_scan(qtbot, assistant):
 def test_next_uncertain_slice_goes_to_the_top_ranked_slice(qtbot, assistant):
     viewer, widget = assistant
     _predict(qtbot, widget)
+    from training.loop import rank_uncertain_slices
+
     unc = widget.session.uncertainty
-    expected = int(np.argmax(unc.reshape(unc.shape[0], -1).mean(1)))
+    expected = rank_uncertain_slices(unc, [], 0, prediction=widget.session.prediction)[0][0]
     assert widget.next_uncertain_slice() == expected
     assert widget._current_slice() == expected
     assert widget.uncertain_list.count() > 0

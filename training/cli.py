@@ -113,6 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--repeats", type=int, default=5)
     sp.add_argument("--data", default=None, help="dataset folder: also report test-split Dice")
     sp.add_argument("--out", required=True)
+    ef = bsub.add_parser("effort", help="slices painted over N scans: assistant vs interpolation")
+    ef.add_argument("--data", required=True)
+    ef.add_argument("--cases", type=int, default=5, help="scans, in the folder's order")
+    ef.add_argument("--target", type=float, required=True, help="Dice to reach, e.g. 90")
+    ef.add_argument("--start", default="scratch", help="scratch, or a checkpoint to start from")
+    ef.add_argument("--k-max", type=int, default=12, help="most slices painted on one scan")
+    ef.add_argument("--steps", type=int, default=200, help="steps per Retrain")
+    ef.add_argument("--method", default="supervised", choices=METHODS)
+    ef.add_argument("--split", default="test", help="split to draw the scans from ('' = all)")
+    ef.add_argument("--offset", type=int, default=0, help="skip this many scans first")
+    ef.add_argument("--device", default="cpu")
+    ef.add_argument("--out", required=True)
     wk = bsub.add_parser("weak", help="slice tags -> CAM -> weak masks -> cam_weak, by patient")
     wk.add_argument("--data", required=True, help="2-D slices with patient and tags (LGG)")
     wk.add_argument("--tags", default=None, help="tag CSV (default: the data's index.csv)")
@@ -341,6 +353,8 @@ def _cmd_benchmark(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return _cmd_benchmark_weak(args, argv)
     if args.benchmark == "speed":
         return _cmd_benchmark_speed(args, argv)
+    if args.benchmark == "effort":
+        return _cmd_benchmark_effort(args, argv)
     from training.benchmark import parse_variant
 
     methods = [m for m in args.methods if m]
@@ -387,6 +401,44 @@ def _cmd_benchmark_speed(args: argparse.Namespace, argv: Sequence[str]) -> int:
     table = speed_table(entries, medians, args.mc, dice, header)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(table, encoding="utf-8")
+    print(table)
+    return 0
+
+
+def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from training.benchmark import machine_description
+    from training.effort import effort_benchmark, effort_table, load_cases
+
+    target = args.target / 100 if args.target > 1 else args.target
+    if not 0 < target <= 1:
+        raise DataError("--target is a Dice, e.g. 90 or 0.9")
+    if args.cases < 1 or args.k_max < 1:
+        raise DataError("--cases and --k-max must be at least 1")
+    start = None if args.start == "scratch" else args.start
+    if start is not None:
+        load_checkpoint(start)  # a bad checkpoint is refused before any work
+    cases, names = load_cases(args.data, args.cases, args.split or None, args.offset)
+    if not cases:
+        raise DataError(f"no labelled scans in split {args.split!r} of {args.data}")
+    if start is not None:
+        names = load_checkpoint(start)[1].get("class_names") or names
+    t0 = time.perf_counter()
+    rows = effort_benchmark(cases, names, target, start, args.k_max, args.steps, args.method,
+                            args.device, log=lambda m: print(m, file=sys.stderr, flush=True))
+    header = "\n".join([
+        "# Annotation effort: assistant vs interpolation", "",
+        "- command: `semiseg " + " ".join(shlex.quote(a) for a in argv) + "`",
+        f"- machine: {machine_description()}; took {time.perf_counter() - t0:.0f} s",
+        f"- start: {args.start}; Retrain = `finetune` as the plugin calls it (anchored), "
+        f"{args.method}, {args.steps} steps; one slice painted per Retrain, the slice the "
+        f"product suggests (the structure's middle slice before any model exists)",
+        "- interpolation: K evenly spaced slices from the structure's first to its last, "
+        "filled by shape-based interpolation; smallest K that reaches the target",
+        "- Dice: mean over structures, whole scan (painted slices included, as the user "
+        "ends up with them)",
+    ])
+    table = effort_table(rows, target, args.k_max, header)
+    atomic_write(args.out, lambda fh: fh.write(table.encode()))
     print(table)
     return 0
 

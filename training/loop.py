@@ -64,9 +64,14 @@ def rank_uncertain_slices(
     uncertainty: np.ndarray,
     labelled: Iterable[int] | np.ndarray | None = None,
     axis: int = 0,
+    prediction: np.ndarray | None = None,
+    band: int = 5,
 ) -> list[tuple[int, float]]:
     """Slices along ``axis`` by decreasing mean uncertainty, leaving out labelled ones.
 
+    With ``prediction``, the slices where the model sees the structure come first, ranked by
+    their mean uncertainty within ``band`` pixels of it (where a correction changes something);
+    empty slices follow. Pure entropy otherwise sends the user to noisy, empty end slices.
     ``labelled`` is either slice indices or a boolean mask with one entry per slice. Ties keep
     slice order, so the ranking is deterministic.
     """
@@ -77,8 +82,32 @@ def rank_uncertain_slices(
     means = u.mean(axis=other) if other else u
     means = np.where(np.isfinite(means), means, -np.inf)  # a NaN slice is never "most unsure"
     flags = _labelled_flags(labelled, n)
+    if prediction is not None and other:
+        score = _structure_scores(u, np.asarray(prediction), axis, band)
+        order = sorted(range(n), key=lambda i: (np.isnan(score[i]),
+                                                -(score[i] if not np.isnan(score[i])
+                                                  else means[i]), i))
+        return [(int(i), float(score[i] if not np.isnan(score[i]) else means[i]))
+                for i in order if not flags[i]]
     order = np.argsort(-means, kind="stable")
     return [(int(i), float(means[i])) for i in order if not flags[i]]
+
+
+def _structure_scores(u: np.ndarray, prediction: np.ndarray, axis: int, band: int) -> np.ndarray:
+    """Per slice: mean uncertainty near the predicted structure; NaN where there is none."""
+    from scipy.ndimage import binary_dilation
+
+    u_s = np.moveaxis(u, axis, 0)
+    p_s = np.moveaxis(prediction, axis, 0)
+    out = np.full(u_s.shape[0], np.nan)
+    for i in range(u_s.shape[0]):
+        fg = (p_s[i] != 0) & (p_s[i] != IGNORE_INDEX)
+        if fg.any():
+            near = binary_dilation(fg, iterations=band) if band > 0 else fg
+            v = u_s[i][near]
+            v = v[np.isfinite(v)]
+            out[i] = float(v.mean()) if v.size else np.nan
+    return out
 
 
 def even_slices(n: int, k: int, exclude: Iterable[int] = ()) -> list[int]:

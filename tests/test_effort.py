@@ -1,0 +1,41 @@
+"""semiseg benchmark effort: the simulated clinician over scans, beside interpolation."""
+
+import numpy as np
+from test_training_synth import write_dataset
+
+from training.cli import main
+from training.effort import interpolation_effort
+
+
+def _cone(n=21, size=48):
+    z, y, x = np.mgrid[0:n, 0:size, 0:size]
+    return ((y - 24) ** 2 + (x - 24) ** 2 <= (4 + z) ** 2).astype(np.uint8)
+
+
+def test_interpolation_effort_on_a_known_shape():
+    truth = _cone()
+    truth[0] = 0  # the structure spans slices 1..20
+    k, dice = interpolation_effort(truth, 0.95, 8, 2)
+    assert k == 2 and dice >= 0.95  # a cone needs only its two ends
+    k, _ = interpolation_effort(truth, 1.01, 3, 2)
+    assert k is None
+
+
+def test_effort_benchmark_runs_from_scratch_and_writes_its_table(tmp_path, capsys):
+    data = write_dataset(tmp_path / "data", n=4)
+    out = tmp_path / "effort.md"
+    assert main(["benchmark", "effort", "--data", str(data), "--cases", "2", "--target", "99",
+                 "--k-max", "2", "--steps", "3", "--split", "train", "--out", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    rows = [ln for ln in text.splitlines() if ln.startswith("| 1 |") or ln.startswith("| 2 |")]
+    assert len(rows) == 2
+    assert "total slices painted" in text and "case00" in text and "case01" in text
+    err = capsys.readouterr().err
+    assert "learning" in err and "interpolation" in err
+
+
+def test_effort_refuses_a_bad_target(tmp_path, capsys):
+    data = write_dataset(tmp_path / "data", n=2)
+    assert main(["benchmark", "effort", "--data", str(data), "--target", "150",
+                 "--out", str(tmp_path / "e.md")]) == 2
+    assert "--target" in capsys.readouterr().err

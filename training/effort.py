@@ -1,0 +1,196 @@
+"""Annotation effort over a series of scans: the assistant against interpolation.
+
+A simulated clinician goes through N scans in order. On each it paints one slice at a time
+(copying the expert's labels of the slice the product suggests) and clicks Retrain, as the
+plugin does, until Dice on the whole scan reaches the target or ``k_max`` slices are painted;
+then it moves to the next scan with the model it has taught. Beside it, on the same scan, the
+clinician without this tool paints K evenly spaced slices from the structure's first to its last
+and fills the rest by shape-based interpolation; the table gives the smallest K that reaches the
+target. ``semiseg benchmark effort`` runs it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training import IGNORE_INDEX
+from training.interpolation import even_slices, interpolate_between_slices
+from training.loop import dice_score, finetune, rank_uncertain_slices, sparse_labels
+
+Row = dict[str, Any]
+
+
+def interpolation_effort(truth: np.ndarray, target: float, k_max: int, num_classes: int,
+                         axis: int = 0) -> tuple[int | None, float]:
+    """Smallest K of evenly spaced painted slices whose interpolation reaches ``target``
+    (None if none up to ``k_max``), and the Dice at that K (or at ``k_max``)."""
+    dice = 0.0
+    for k in range(1, k_max + 1):
+        painted = even_slices(truth, k, axis)
+        filled = interpolate_between_slices(sparse_labels(truth, painted, axis), painted, axis)
+        dice = dice_score(filled, truth, num_classes)
+        if dice >= target:
+            return len(painted), dice
+    return None, dice
+
+
+def first_slice(truth: np.ndarray, axis: int = 0) -> int:
+    """With no model yet, the clinician paints the middle of the structure."""
+    return even_slices(truth, 1, axis)[0]
+
+
+def learning_effort(
+    image: np.ndarray,
+    truth: np.ndarray,
+    model: str | None,
+    class_names: Sequence[str],
+    target: float,
+    k_max: int,
+    work: Path,
+    steps: int = 200,
+    method: str = "supervised",
+    axis: int = 0,
+    device: str | None = "cpu",
+    seed: int = 0,
+    **config: Any,
+) -> tuple[Row, str | None]:
+    """Paint-and-retrain on one scan until ``target``; returns (row, the model to go on with)."""
+    from training.checkpoint import load_checkpoint
+    from training.inference import predict_volume
+    from training.new_model import new_model
+
+    num_classes = len(class_names)
+    painted: list[int] = []
+    retrain_s: list[float] = []
+    dice = 0.0
+    current = model
+    uncertainty = None
+    prediction = None
+    if current is not None:
+        net, meta = load_checkpoint(current, device=device)
+        res = predict_volume(net, meta, image, device=device)
+        prediction, uncertainty = res["labels"], res["uncertainty"]
+        dice = dice_score(prediction, truth, num_classes)
+    while dice < target and len(painted) < k_max:
+        if uncertainty is None:
+            nxt = first_slice(truth, axis)
+        else:
+            ranked = rank_uncertain_slices(uncertainty, painted, axis, prediction=prediction)
+            nxt = ranked[0][0]
+        painted.append(nxt)
+        if current is None:
+            current = new_model(work / "new.pt", class_names, seed=seed)
+        out = work / f"v{len(painted)}-{time.monotonic_ns()}.pt"
+        t0 = time.perf_counter()
+        current = finetune(current, image, sparse_labels(truth, painted, axis), (),
+                           method=method, steps=steps, out_path=out, seed=seed, device=device,
+                           anchor=0.9, class_names=list(class_names), **config)
+        retrain_s.append(time.perf_counter() - t0)
+        net, meta = load_checkpoint(current, device=device)
+        res = predict_volume(net, meta, image, device=device)
+        prediction, uncertainty = res["labels"].copy(), res["uncertainty"]
+        for z in painted:  # the user's slices are kept as painted
+            idx = [slice(None)] * truth.ndim
+            idx[axis] = z
+            prediction[tuple(idx)] = truth[tuple(idx)]
+        dice = dice_score(prediction, truth, num_classes)
+    row = {"painted": len(painted), "slices": painted, "dice": dice,
+           "reached": dice >= target, "retrain_s": retrain_s}
+    return row, current
+
+
+def effort_benchmark(
+    cases: Sequence[tuple[str, np.ndarray, np.ndarray]],
+    class_names: Sequence[str],
+    target: float,
+    start: str | None = None,
+    k_max: int = 12,
+    steps: int = 200,
+    method: str = "supervised",
+    device: str | None = "cpu",
+    log: Callable[[str], None] | None = None,
+    work_dir: str | Path | None = None,
+    **config: Any,
+) -> list[Row]:
+    """One row per scan, in order: slices painted and Dice for learning and interpolation."""
+    rows = []
+    model = start
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        for i, (name, image, truth) in enumerate(cases):
+            work = Path(tmp) / f"scan{i}"
+            work.mkdir()
+            t0 = time.perf_counter()
+            row, model = learning_effort(image, truth, model, class_names, target, k_max, work,
+                                         steps=steps, method=method, device=device, seed=i,
+                                         **config)
+            k_interp, d_interp = interpolation_effort(truth, target, k_max, len(class_names))
+            row.update({"case": name, "interp_painted": k_interp, "interp_dice": d_interp,
+                        "wall_s": time.perf_counter() - t0})
+            rows.append(row)
+            if log:
+                log(f"{name}: learning {row['painted']} slices (Dice {row['dice']:.3f}), "
+                    f"interpolation {k_interp} slices (Dice {d_interp:.3f}), "
+                    f"{row['wall_s']:.0f} s")
+    return rows
+
+
+def effort_table(rows: Sequence[Row], target: float, k_max: int, header: str) -> str:
+    """Markdown: per scan, then totals; a scan that never reached the target counts as k_max."""
+    lines = [header, "",
+             "| # | scan | learning: slices painted | Dice reached | s per retrain (median) "
+             "| interpolation: slices needed | its Dice |",
+             "|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(rows, 1):
+        med = f"{np.median(r['retrain_s']):.0f}" if r["retrain_s"] else "—"
+        learn = f"{r['painted']}" + ("" if r["reached"] else " (target not reached)")
+        interp = (f"{r['interp_painted']}" if r["interp_painted"] is not None
+                  else f">{k_max}")
+        lines.append(f"| {i} | {r['case']} | {learn} | {100 * r['dice']:.1f} | {med} | "
+                     f"{interp} | {100 * r['interp_dice']:.1f} |")
+    total_l = sum(r["painted"] for r in rows)
+    total_i = sum(r["interp_painted"] if r["interp_painted"] is not None else k_max
+                  for r in rows)
+    later = [r["painted"] for r in rows[1:]]
+    lines += ["", f"- total slices painted: learning **{total_l}**, interpolation "
+              f"**{total_i}** ({100 * total_l / max(total_i, 1):.0f} %); target Dice "
+              f"{100 * target:.0f}",
+              f"- from the second scan on: {np.mean(later):.1f} slices per scan"
+              if later else "- one scan only"]
+    return "\n".join(lines) + "\n"
+
+
+def load_cases(data_dir: str | Path, n: int, split: str | None, offset: int = 0
+               ) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], list[str]]:
+    """The first ``n`` labelled cases of ``split`` (after ``offset``), and the class names.
+
+    2-D slice stacks (LGG PNGs) are grouped by patient into one volume each.
+    """
+    from training.data import class_names_from_index, scan_dataset
+    from training.io import SLICE_SUFFIXES, has_suffix, read_image, read_labels
+
+    pool = [c for c in scan_dataset(data_dir) if c.label is not None
+            and (split is None or c.split in (split, None))]
+    slices = all(has_suffix(c.image, SLICE_SUFFIXES) for c in pool)
+    groups: dict[str, list] = {}
+    for c in pool:  # 2-D slices make one volume per patient; a 3-D scan is a volume by itself
+        groups.setdefault((c.patient or c.name) if slices else c.name, []).append(c)
+    names = list(groups)[offset: offset + n]
+    cases, max_label = [], 1
+    for key in names:
+        imgs, labs = [], []
+        for c in groups[key]:
+            imgs.append(read_image(c.image)[0])
+            labs.append(read_labels(c.label)[0])
+        image, truth = np.concatenate(imgs), np.concatenate(labs)
+        truth = np.where(truth == IGNORE_INDEX, 0, truth).astype(np.uint8)
+        max_label = max(max_label, int(truth.max()))
+        cases.append((key, image, truth))
+    class_names = class_names_from_index(data_dir) or (
+        ["background"] + [f"structure {k}" for k in range(1, max_label + 1)])
+    return cases, class_names
