@@ -68,3 +68,20 @@ def test_ranking_prefers_slices_with_the_structure_over_noisy_empty_ends():
     ranked = rank_uncertain_slices(unc, [], prediction=pred)
     assert [i for i, _ in ranked[:4]] == [3, 1, 2, 4] and {i for i, _ in ranked[4:]} == {0, 5}
     assert [i for i, _ in rank_uncertain_slices(unc, [3], prediction=pred)][0] == 1
+
+
+def test_interpolation_prior_labels_only_the_sure_part_between_painted_slices():
+    from training.interpolation import interpolation_prior
+
+    truth = _cone()
+    sparse = np.full(truth.shape, IGNORE_INDEX, np.uint8)
+    sparse[[4, 16]] = truth[[4, 16]]
+    prior = interpolation_prior(sparse, band=2)
+    assert (prior[[4, 16]] == IGNORE_INDEX).all()  # the user's slices train as themselves
+    assert (prior[:4] == IGNORE_INDEX).all() and (prior[17:] == IGNORE_INDEX).all()
+    sure = prior[5:16] != IGNORE_INDEX
+    assert 0.5 < sure.mean() < 1.0  # a band around each boundary is left out
+    assert (prior[5:16][sure] == truth[5:16][sure]).mean() > 0.99
+    one = np.full(truth.shape, IGNORE_INDEX, np.uint8)
+    one[10] = truth[10]
+    assert (interpolation_prior(one) == IGNORE_INDEX).all()

@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     ef.add_argument("--method", default="supervised", choices=METHODS)
     ef.add_argument("--split", default="test", help="split to draw the scans from ('' = all)")
     ef.add_argument("--offset", type=int, default=0, help="skip this many scans first")
+    ef.add_argument("--prior", default=None, choices=["interpolation"],
+                    help="also train on the interpolation between painted slices")
     ef.add_argument("--device", default="cpu")
     ef.add_argument("--out", required=True)
     wk = bsub.add_parser("weak", help="slice tags -> CAM -> weak masks -> cam_weak, by patient")
@@ -423,14 +425,17 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if start is not None:
         names = load_checkpoint(start)[1].get("class_names") or names
     t0 = time.perf_counter()
+    extra = {"prior": args.prior} if args.prior else {}
     rows = effort_benchmark(cases, names, target, start, args.k_max, args.steps, args.method,
-                            args.device, log=lambda m: print(m, file=sys.stderr, flush=True))
+                            args.device, log=lambda m: print(m, file=sys.stderr, flush=True),
+                            **extra)
     header = "\n".join([
         "# Annotation effort: assistant vs interpolation", "",
         "- command: `semiseg " + " ".join(shlex.quote(a) for a in argv) + "`",
         f"- machine: {machine_description()}; took {time.perf_counter() - t0:.0f} s",
         f"- start: {args.start}; Retrain = `finetune` as the plugin calls it (anchored), "
-        f"{args.method}, {args.steps} steps; one slice painted per Retrain, the slice the "
+        f"{args.method}, {args.steps} steps, prior {args.prior or 'none'}; one slice "
+        f"painted per Retrain, the slice the "
         f"product suggests (the structure's middle slice before any model exists)",
         "- interpolation: K evenly spaced slices from the structure's first to its last, "
         "filled by shape-based interpolation; smallest K that reaches the target",

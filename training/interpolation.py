@@ -81,3 +81,30 @@ def even_slices(truth: np.ndarray, k: int, axis: int = 0) -> list[int]:
     if k == 1:
         return [(first + last) // 2]
     return sorted({int(round(first + i * (last - first) / (k - 1))) for i in range(k)})
+
+
+def interpolation_prior(labels: np.ndarray, axis: int = 0, band: float = 2.0) -> np.ndarray:
+    """Pseudo-labels for the unpainted slices between painted ones, from interpolation.
+
+    Within ``band`` pixels of an interpolated boundary the answer is least sure, so it is left
+    "not annotated" (255), as are the painted slices themselves (the user's own labels train on
+    those) and every slice outside the painted range. Fewer than two painted slices: all 255.
+    """
+    lab = np.moveaxis(np.asarray(labels), axis, 0)
+    painted = [int(z) for z in np.flatnonzero((lab != IGNORE_INDEX).reshape(len(lab), -1).any(1))]
+    out = np.full(lab.shape, IGNORE_INDEX, np.uint8)
+    if len(painted) < 2:
+        return np.moveaxis(out, 0, axis)
+    filled = np.moveaxis(interpolate_between_slices(labels, painted, axis), axis, 0)
+    for z in range(painted[0] + 1, painted[-1]):
+        if z in painted:
+            continue
+        sl = filled[z].copy()
+        unsure = np.zeros(sl.shape, bool)
+        for c in np.unique(sl):
+            if c == 0:
+                continue
+            unsure |= np.abs(signed_distance(sl == c)) <= band
+        sl[unsure] = IGNORE_INDEX
+        out[z] = sl
+    return np.moveaxis(out, 0, axis)

@@ -314,6 +314,8 @@ def finetune(
     should_stop: Callable[[], bool] | None = None,
     anchor: float | None = None,
     class_names: Sequence[str] | None = None,
+    prior: str | None = None,
+    prior_band: float = 2.0,
     **config: Any,
 ) -> str | None:
     """Fine-tune the checkpoint at ``model_path`` on sparse ``labels`` (255 = not annotated).
@@ -324,7 +326,8 @@ def finetune(
     arguments go to ``training.trainer.TrainConfig`` (e.g. ``lr``, ``labeled_bs``,
     ``checkpoint_every``). The network, its input size and normalisation come from the checkpoint.
     ``class_names`` (background first) name the structures; labels above the checkpoint's
-    classes add structures to it.
+    classes add structures to it. ``prior="interpolation"`` adds the shape interpolation between
+    the painted slices as pseudo-labels (:func:`training.interpolation.interpolation_prior`).
     """
     from training.checkpoint import read_checkpoint
     from training.data import TrainData
@@ -343,12 +346,23 @@ def finetune(
     images, label_vols = [image], [labels]
     if anchor is not None:
         images, label_vols = _with_anchor(model_path, image, labels, anchor, device)
+    if prior not in (None, "", "none", "interpolation"):
+        raise ValueError(f"unknown prior {prior!r}: use 'interpolation' or none")
+    if prior == "interpolation":
+        from training.interpolation import interpolation_prior
+
+        pseudo = interpolation_prior(labels, band=prior_band)
+        if (pseudo != IGNORE_INDEX).any():
+            images, label_vols = [*images, image], [*label_vols, pseudo]
+    if meta.get("untrained"):  # from scratch: the rate that converges in a few hundred steps
+        config.setdefault("lr", 1e-2)
+        config.setdefault("labeled_bs", 8)
     data = TrainData.from_arrays(
         images, label_vols, list(unlabelled_volumes), num_classes=num_classes,
         class_names=names if names and len(names) == num_classes else None,
         normalization=meta.get("normalization"),
     )
-    data.balance_volumes = anchor is not None
+    data.balance_volumes = len(images) > 1  # the user's slices weigh as much as any prior
     if out_path is None:
         stem = Path(model_path).name.removesuffix(".pt")
         out_path = Path(model_path).with_name(f"{stem}-ft{time.strftime('%Y%m%d-%H%M%S')}"
