@@ -61,6 +61,15 @@ def _predict(model_path: str, image: np.ndarray, mc_samples: int) -> dict:
     return predict_volume(model, meta, image, mc_samples=mc_samples)
 
 
+MAX_UNLABELLED = 8  # unlabelled scans per Retrain: more buys little and costs memory
+
+
+def _scan_files(folder: Path) -> list[Path]:
+    from training.io import VOLUME_SUFFIXES, has_suffix
+
+    return sorted(p for p in folder.iterdir() if p.is_file() and has_suffix(p, VOLUME_SUFFIXES))
+
+
 def _untrained(model_path: str | None) -> bool:
     from training.checkpoint import CheckpointError, read_checkpoint
 
@@ -82,6 +91,9 @@ class AssistantWidget(QWidget):
         self.bridge = TrainingBridge()
         self.checkpoint_path: str | None = None
         self.new_model = False  # the user chose New model: the next session starts untrained
+        # the model taught on earlier scans: the next scan starts from it
+        self.learned_model: str | None = None
+        self.unlabelled_folder: str | None = None
         self._image_layer: Image | None = None
         self._worker = None
         self._job = None
@@ -160,6 +172,14 @@ class AssistantWidget(QWidget):
         row.addWidget(self.retrain_btn)
         row.addWidget(self.cancel_btn)
         tv.addLayout(row)
+        row = QHBoxLayout()
+        self.unlabelled_btn = QPushButton("Unlabelled scans folder…")
+        self.unlabelled_btn.clicked.connect(lambda: self.choose_unlabelled_folder())
+        row.addWidget(self.unlabelled_btn)
+        tv.addLayout(row)
+        self.unlabelled_label = QLabel("Unlabelled scans: the other open images")
+        self.unlabelled_label.setWordWrap(True)
+        tv.addWidget(self.unlabelled_label)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
@@ -212,6 +232,7 @@ class AssistantWidget(QWidget):
 
     def _model_chosen(self, index: int = 0, path: str | None = None) -> None:
         self.new_model = self.model_combo.currentText() == NEW
+        self.learned_model = None  # the user picked a model: earlier learning is not carried
         if self.new_model:
             self.checkpoint_path = None
             self.model_label.setText("New model: name the structures below, then paint a few "
@@ -265,10 +286,10 @@ class AssistantWidget(QWidget):
         geom = (Geometry.from_dict(geometry) if geometry else
                 Geometry.identity(layer.ndim, layer.scale, layer.translate))
         source = geom.source or None
-        if self.new_model:
+        if self.new_model and self.learned_model is None:
             return self._start_new_model(layer, geom, source)
-        model = self.checkpoint_path or str(DEFAULT_MODEL)
-        if not self.checkpoint_path and not default_model_available():
+        model = self.learned_model or self.checkpoint_path or str(DEFAULT_MODEL)
+        if not (self.learned_model or self.checkpoint_path) and not default_model_available():
             show_error(f"The shipped model is missing ({DEFAULT_MODEL}); choose a checkpoint.")
             return None
         try:
@@ -524,6 +545,7 @@ class AssistantWidget(QWidget):
             return
         others = [grey_scan(ly.data, ly.rgb) for ly in self._images()
                   if ly is not self._image_layer and ly.ndim == s.image.ndim]
+        others += self._unlabelled_folder_scans(s.image.ndim)
         steps = self.steps_spin.value()
         try:
             job = make_job(s, unlabelled_volumes=others, method=self.method_combo.currentText(),
@@ -542,6 +564,35 @@ class AssistantWidget(QWidget):
         self.status.setText("Retraining in the background; keep correcting.")
         self._timer.start()
         self._update_state()
+
+    def choose_unlabelled_folder(self, folder: str | None = None) -> None:
+        """A folder of unlabelled scans of the same kind: they feed the semi-supervised terms."""
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Folder of unlabelled scans")
+        if not folder:
+            return
+        self.unlabelled_folder = str(folder)
+        n = len(_scan_files(Path(folder)))
+        self.unlabelled_label.setText(f"Unlabelled scans: {n} in {Path(folder).name}"
+                                      f" (up to {MAX_UNLABELLED} used per Retrain)")
+
+    def _unlabelled_folder_scans(self, ndim: int) -> list[np.ndarray]:
+        from training.io import DataError, read_image
+
+        if not self.unlabelled_folder:
+            return []
+        scans, skipped = [], []
+        for f in _scan_files(Path(self.unlabelled_folder))[:MAX_UNLABELLED]:
+            try:
+                arr, _ = read_image(f)
+            except DataError as e:
+                skipped.append(str(e))
+                continue
+            if arr.ndim == ndim:
+                scans.append(arr)
+        if skipped:
+            show_warning(f"{len(skipped)} unlabelled scan(s) skipped: {skipped[0]}")
+        return scans
 
     def cancel(self) -> None:
         if self.bridge.running:
@@ -594,6 +645,11 @@ class AssistantWidget(QWidget):
             self._show_prediction()
             self._show_versions()
             if adopted:
+                if s is not None:  # the next scan opened starts from what this one taught
+                    self.learned_model = s.model_file(version)
+                    self.model_label.setText(f"Learnt on {Path(s.image_path or 'this scan').name}"
+                                             f" (version {version.id}); the next scan starts "
+                                             f"from it.")
                 show_info(f"New model version {version.id} is in use. {reason}")
                 self.status.setText(f"Done: version {version.id} in use. {reason}")
             else:

@@ -12,8 +12,8 @@ from training.checkpoint import read_checkpoint
 pytestmark = pytest.mark.gui
 
 
-def _two_structures(n=8, size=64):
-    rng = np.random.default_rng(0)
+def _two_structures(n=8, size=64, seed=0):
+    rng = np.random.default_rng(seed)
     z, y, x = np.mgrid[0:n, 0:size, 0:size]
     truth = np.zeros((n, size, size), np.uint8)
     truth[(y - 20) ** 2 + (x - 20) ** 2 < 100] = 1
@@ -67,6 +67,30 @@ def test_new_model_two_named_structures_paint_retrain(qtbot, make_napari_viewer,
             inter = ((pred == c) & (truth == c))[2:6].sum()
             assert 2 * inter / ((pred == c)[2:6].sum() + (truth == c)[2:6].sum()) > 0.6
         assert list(viewer.layers[PREDICTION].features["name"])[2] == "right kidney"
+
+        # the next scan starts from what this one taught, and a folder of unlabelled scans
+        # feeds the next Retrain
+        image2, truth2 = _two_structures(seed=1)
+        viewer.add_image(image2, name="next kidneys")
+        widget.image_combo.setCurrentText("next kidneys")
+        folder = tmp_path / "unlabelled"
+        folder.mkdir()
+        import SimpleITK as sitk
+
+        sitk.WriteImage(sitk.GetImageFromArray(image2), str(folder / "u1.nii.gz"))
+        (folder / "broken.nii.gz").write_bytes(b"not a scan")
+        widget.choose_unlabelled_folder(str(folder))
+        widget.predict_btn.click()
+        qtbot.waitUntil(lambda: widget._worker is None and widget.session is not s
+                        and widget.session.uncertainty is not None, timeout=60000)
+        s2 = widget.session
+        assert s2.settings.class_names == s.settings.class_names
+        assert not read_checkpoint(s2.current_model_path)["meta"].get("untrained")
+        pred2 = s2.prediction
+        assert ((pred2 == 1) & (truth2 == 1)).sum() > 0.5 * (truth2 == 1).sum()
+        nxt = widget.next_uncertain_slice()  # a slice where the structure is
+        assert (pred2[nxt] > 0).any()
+        assert len(widget._unlabelled_folder_scans(3)) == 1  # the broken file is skipped
     finally:
         widget.bridge.close()
 
