@@ -32,12 +32,14 @@ from qtpy.QtWidgets import (
 )
 
 from training.atomic import atomic_write
+from training.model_card import describe
 
 from ._structures import StructuresPanel
 from ._tags import add_tags_panel
 from .colors import label_colormap
 from .default_model import DEFAULT_MODEL, default_model_available
 from .io import NOT_ANNOTATED, Geometry
+from .model_library import LibraryModel, choose, library, user_models_dir
 from .session import Session, default_folder, grey_scan
 from .training_bridge import TrainingBridge, discard_job, make_job
 
@@ -47,7 +49,8 @@ OUTPUT_TAG = "napari_semiseg_output"  # metadata key marking layers the assistan
 # them one corrected empty slice dragged ACDC Dice from 0.81 to 0.59 (benchmarks/results/
 # acdc_simulate.md); with them it rose to 0.83.
 ANCHOR_CONFIDENCE = 0.9
-SHIPPED, CHECKPOINT = "Shipped default (ACDC cardiac, 2D U-Net)", "Checkpoint file…"
+AUTO, CHECKPOINT = "Automatic: the library model that fits the scan", "Checkpoint file…"
+SHIPPED = AUTO  # the shipped library, chosen for the scan
 NEW = "New model (name the structures, then paint)"
 NEW_MODEL_STEPS = 200  # from scratch: a preview at 1/3 comes in ~20-30 s on 2 CPU cores
 
@@ -118,7 +121,8 @@ class AssistantWidget(QWidget):
         self.image_combo = QComboBox()
         form.addRow("Image", self.image_combo)
         self.model_combo = QComboBox()
-        self.model_combo.addItems([SHIPPED, NEW, CHECKPOINT])
+        self._library = library()
+        self.model_combo.addItems([AUTO, *[m.label for m in self._library], NEW, CHECKPOINT])
         self.model_combo.activated.connect(self._model_chosen)
         form.addRow("Model", self.model_combo)
         self.model_label = QLabel(Path(DEFAULT_MODEL).name)
@@ -242,9 +246,16 @@ class AssistantWidget(QWidget):
                 self._drop_session()
                 self._ensure_session()
             return
+        chosen = next((m for m in self._library if m.label == self.model_combo.currentText()),
+                      None)
+        if chosen is not None:  # a library model picked by name
+            self.checkpoint_path = str(chosen.path)
+            self.model_label.setText(self._card_text(chosen))
+            return
         if self.model_combo.currentText() != CHECKPOINT:
             self.checkpoint_path = None
-            self.model_label.setText(Path(DEFAULT_MODEL).name)
+            self.model_label.setText("The library model that fits the scan is chosen at "
+                                     "Predict.")
             return
         if path is None:
             path, _ = QFileDialog.getOpenFileName(self, "Model checkpoint", "",
@@ -265,6 +276,29 @@ class AssistantWidget(QWidget):
         if self.session is not None:
             self.session.add_version(path, note="loaded by the user", make_current=True)
             self._show_versions()
+
+    @staticmethod
+    def _card_text(m: LibraryModel) -> str:
+        if not m.card:
+            return m.path.name
+        test = m.card.get("test")
+        dice = f"; test Dice {100 * float(np.mean(test['dice'])):.1f}" if test else ""
+        return f"{describe(m.card)}. Trained on {m.card['split']}{dice}."
+
+    def _auto_model(self, layer: Image, geom: Geometry) -> str | None:
+        """The library model for this scan, said in the dock; None (and why) if none fits."""
+        if not any(m.card for m in self._library):
+            return str(DEFAULT_MODEL) if default_model_available() else None
+        grey = grey_scan(layer.data, layer.rgb)
+        channels = int(layer.data.shape[-1]) if layer.rgb else 1
+        spacing = list(geom.spacing)[::-1]
+        spacing = [1.0, *spacing] if len(spacing) == 2 else spacing
+        best, why = choose(self._library, grey, spacing, channels)
+        self.model_label.setText(why)
+        if best is None:
+            show_warning(why)
+            return None
+        return str(best.path)
 
     def set_checkpoint(self, path: str) -> None:
         """Choose a checkpoint file as the model (what the file dialog does)."""
@@ -288,9 +322,11 @@ class AssistantWidget(QWidget):
         source = geom.source or None
         if self.new_model and self.learned_model is None:
             return self._start_new_model(layer, geom, source)
-        model = self.learned_model or self.checkpoint_path or str(DEFAULT_MODEL)
-        if not (self.learned_model or self.checkpoint_path) and not default_model_available():
-            show_error(f"The shipped model is missing ({DEFAULT_MODEL}); choose a checkpoint.")
+        model = self.learned_model or self.checkpoint_path or self._auto_model(layer, geom)
+        if model is None:
+            if not self._library:
+                show_error(f"No shipped model found in {DEFAULT_MODEL.parent}; choose a "
+                           f"checkpoint file or New model.")
             return None
         try:
             session = Session(grey_scan(layer.data, layer.rgb), geom, image_path=source,
@@ -699,15 +735,29 @@ class AssistantWidget(QWidget):
         if s is None or s.current_model_path is None:
             show_warning("No model to save yet.")
             return None
-        if path is None:
-            path, _ = QFileDialog.getSaveFileName(self, "Save model", "model.pt",
+        if path is None:  # the user's models folder: saved models join the Model list
+            user_models_dir().mkdir(parents=True, exist_ok=True)
+            path, _ = QFileDialog.getSaveFileName(self, "Save model",
+                                                  str(user_models_dir() / "model.pt"),
                                                   "Checkpoints (*.pt)")
         if not path:
             return None
-        with open(s.current_model_path, "rb") as fin:
-            atomic_write(path, lambda fh: shutil.copyfileobj(fin, fh))
+        try:
+            with open(s.current_model_path, "rb") as fin:
+                atomic_write(path, lambda fh: shutil.copyfileobj(fin, fh))
+        except OSError as e:
+            show_error(f"Could not save the model: {e}")
+            return None
         show_info(f"Model saved to {path}")
+        self._refresh_library()
         return str(path)
+
+    def _refresh_library(self) -> None:
+        current = self.model_combo.currentText()
+        self._library = library()
+        self.model_combo.clear()
+        self.model_combo.addItems([AUTO, *[m.label for m in self._library], NEW, CHECKPOINT])
+        self.model_combo.setCurrentText(current)
 
     def save_session(self, folder: str | None = None) -> str | None:
         s = self.session

@@ -89,6 +89,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", default=None)
     e.add_argument("--num-classes", type=int, default=None)
 
+    c = sub.add_parser("card", help="measure a model card and store it in the checkpoint")
+    c.add_argument("--model", required=True)
+    c.add_argument("--data", required=True)
+    c.add_argument("--anatomy", required=True, help='e.g. "Left atrium"')
+    c.add_argument("--modality", required=True, help='e.g. "LGE-MRI"')
+    c.add_argument("--trained-with", required=True, help="the exact command that trained it")
+    c.add_argument("--split-note", required=True, help="which scans trained / tested it")
+    c.add_argument("--train-split", default="train")
+    c.add_argument("--test-split", default="test")
+    c.add_argument("--train-patients", default=None, help="comma-separated (no split column)")
+    c.add_argument("--test-patients", default=None, help="comma-separated (no split column)")
+    c.add_argument("--markdown", default=None, help="also write the card as Markdown here")
+
     from training.simulate import add_subcommand as add_simulate
 
     add_simulate(sub)
@@ -339,6 +352,25 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_card(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from training.model_card import build_card, render_markdown, write_card
+
+    def names(v: str | None) -> list[str] | None:
+        return [x.strip() for x in v.split(",") if x.strip()] if v else None
+
+    load_checkpoint(args.model)
+    card = build_card(args.model, args.data, args.anatomy, args.modality, args.trained_with,
+                      args.split_note, args.train_split or None, args.test_split or None,
+                      names(args.train_patients), names(args.test_patients),
+                      eval_command="semiseg " + " ".join(shlex.quote(a) for a in argv))
+    write_card(args.model, card)
+    text = render_markdown(card, Path(args.model).name)
+    if args.markdown:
+        atomic_write(args.markdown, lambda fh: fh.write(text.encode()))
+    print(text)
+    return 0
+
+
 def _nan_to_none(obj):
     """JSON has no NaN: not-scored values are written as null."""
     if isinstance(obj, dict):
@@ -477,6 +509,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_evaluate(args)
         if args.command == "simulate":
             return args.func(args)
+        if args.command == "card":
+            return _cmd_card(args, argv)
         return _cmd_benchmark(args, argv)
     except (DataError, CheckpointError, ValueError, OSError) as exc:
         print(f"semiseg: error: {exc}", file=sys.stderr)
