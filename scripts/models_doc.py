@@ -1,0 +1,40 @@
+"""Write docs/models.md from the cards inside the shipped checkpoints (run after `semiseg card`).
+
+    .venv/bin/python scripts/models_doc.py
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+HEADER = """# Shipped models
+
+Each model below was trained by this project on the train split of one data set in
+`../shared/data` with the command shown, and carries this card in its checkpoint
+(`meta["card"]`, read with `torch.load(weights_only=True)`). The Dice and HD95 were measured on
+the held-out test split by `semiseg card`, which also records the training scans' statistics
+that the dock's Automatic choice compares a scan with. ACDC stores no spacing (1 mm
+placeholders), so its HD95 is in voxels.
+"""
+
+
+def main() -> int:
+    from napari_semiseg.model_library import library
+    from training.model_card import render_markdown
+
+    parts = [HEADER]
+    for m in library(include_user=False):
+        if m.card:
+            parts.append(render_markdown(m.card, m.path.name))
+    out = ROOT / "docs" / "models.md"
+    out.write_text("\n".join(parts), encoding="utf-8")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
