@@ -15,7 +15,7 @@ from training.model_card import match, scan_statistics, summarise
 SAMPLE_SCANS = {
     "acdc": SAMPLES / "acdc/patient001_frame01.nii.gz",
     "left_atrium": SAMPLES / "left_atrium/UPT6DX9IQY9JAZ7HJKA7.nii.gz",
-    "lgg": SAMPLES / "lgg/TCGA_CS_4941_19960909",
+    "lgg": SAMPLES / "lgg/TCGA_CS_4941_19960909/images",
 }
 # which shipped card each sample belongs to (by the card's anatomy)
 ANATOMY = {"acdc": "Heart", "left_atrium": "Left atrium", "lgg": "Brain"}
