@@ -39,3 +39,13 @@ def test_effort_refuses_a_bad_target(tmp_path, capsys):
     assert main(["benchmark", "effort", "--data", str(data), "--target", "150",
                  "--out", str(tmp_path / "e.md")]) == 2
     assert "--target" in capsys.readouterr().err
+
+
+def test_fixed_k_compares_one_retrain_with_interpolation_on_the_same_slices(tmp_path):
+    data = write_dataset(tmp_path / "data", n=3)
+    out = tmp_path / "k.md"
+    assert main(["benchmark", "effort", "--data", str(data), "--cases", "1", "--target", "90",
+                 "--fixed-k", "2", "--steps", "2", "--split", "train", "--prior",
+                 "interpolation", "--out", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "K = 2" in text and "interpolation" in text and "| case00 |" in text

@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     ef.add_argument("--offset", type=int, default=0, help="skip this many scans first")
     ef.add_argument("--prior", default=None, choices=["interpolation"],
                     help="also train on the interpolation between painted slices")
+    ef.add_argument("--fixed-k", type=int, default=None, metavar="K",
+                    help="instead: paint the same K evenly spaced slices for both, one Retrain "
+                         "of a new model, Dice on the other slices")
     ef.add_argument("--device", default="cpu")
     ef.add_argument("--out", required=True)
     wk = bsub.add_parser("weak", help="slice tags -> CAM -> weak masks -> cam_weak, by patient")
@@ -458,6 +461,25 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         names = load_checkpoint(start)[1].get("class_names") or names
     t0 = time.perf_counter()
     extra = {"prior": args.prior} if args.prior else {}
+    if args.fixed_k:
+        from training.effort import fixed_k_rows, fixed_k_table
+
+        if start is not None:
+            raise DataError("--fixed-k measures a new model from scratch: leave --start out")
+        rows = fixed_k_rows(cases, names, args.fixed_k, args.steps, args.method, args.device,
+                            log=lambda m: print(m, file=sys.stderr, flush=True), **extra)
+        header = "\n".join([
+            "# A new structure from K painted slices: one Retrain against interpolation", "",
+            "- command: `semiseg " + " ".join(shlex.quote(a) for a in argv) + "`",
+            f"- machine: {machine_description()}; took {time.perf_counter() - t0:.0f} s",
+            f"- new model (untrained 2-D U-Net), one Retrain: {args.method}, {args.steps} "
+            f"steps, prior {args.prior or 'none'}; the same K slices, evenly spaced from the "
+            f"structure's first to its last, for both arms",
+        ])
+        table = fixed_k_table(rows, args.fixed_k, header)
+        atomic_write(args.out, lambda fh: fh.write(table.encode()))
+        print(table)
+        return 0
     rows = effort_benchmark(cases, names, target, start, args.k_max, args.steps, args.method,
                             args.device, log=lambda m: print(m, file=sys.stderr, flush=True),
                             **extra)

@@ -194,3 +194,61 @@ def load_cases(data_dir: str | Path, n: int, split: str | None, offset: int = 0
     class_names = class_names_from_index(data_dir) or (
         ["background"] + [f"structure {k}" for k in range(1, max_label + 1)])
     return cases, class_names
+
+
+def fixed_k_rows(
+    cases: Sequence[tuple[str, np.ndarray, np.ndarray]],
+    class_names: Sequence[str],
+    k: int,
+    steps: int = 200,
+    method: str = "supervised",
+    device: str | None = "cpu",
+    log: Callable[[str], None] | None = None,
+    work_dir: str | Path | None = None,
+    **config: Any,
+) -> list[Row]:
+    """From scratch on each scan, the same K evenly spaced painted slices for both: one Retrain
+    of a new model against interpolation, Dice on the slices nobody painted."""
+    from training.checkpoint import load_checkpoint
+    from training.inference import predict_volume
+    from training.new_model import new_model
+
+    rows = []
+    n = len(class_names)
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        for i, (name, image, truth) in enumerate(cases):
+            painted = even_slices(truth, k)
+            sparse = sparse_labels(truth, painted)
+            rest = [z for z in range(truth.shape[0]) if z not in painted]
+            interp = interpolate_between_slices(sparse, painted)
+            start = new_model(Path(tmp) / f"new{i}.pt", class_names, seed=i)
+            t0 = time.perf_counter()
+            ckpt = finetune(start, image, sparse, (), method=method, steps=steps,
+                            out_path=Path(tmp) / f"m{i}.pt", seed=i, device=device,
+                            class_names=list(class_names), **config)
+            train_s = time.perf_counter() - t0
+            net, meta = load_checkpoint(ckpt, device=device)
+            pred = predict_volume(net, meta, image, device=device)["labels"]
+            row = {"case": name, "painted": painted, "train_s": train_s,
+                   "learning": dice_score(pred[rest], truth[rest], n),
+                   "interpolation": dice_score(interp[rest], truth[rest], n)}
+            rows.append(row)
+            if log:
+                log(f"{name}: learning {row['learning']:.3f}, interpolation "
+                    f"{row['interpolation']:.3f} ({train_s:.0f} s)")
+    return rows
+
+
+def fixed_k_table(rows: Sequence[Row], k: int, header: str) -> str:
+    lines = [header, "", f"| scan | painted slices (K = {k}) | learning, Dice on the rest | "
+             "interpolation, Dice on the rest | retrain s |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['case']} | {r['painted']} | {100 * r['learning']:.1f} | "
+                     f"{100 * r['interpolation']:.1f} | {r['train_s']:.0f} |")
+    learn = np.array([r["learning"] for r in rows])
+    interp = np.array([r["interpolation"] for r in rows])
+    lines += ["", f"- mean: learning **{100 * learn.mean():.1f} ± {100 * learn.std():.1f}**, "
+              f"interpolation **{100 * interp.mean():.1f} ± {100 * interp.std():.1f}** "
+              f"(± = spread over scans); learning ≥ interpolation on "
+              f"{int((learn >= interp).sum())} of {len(rows)} scans"]
+    return "\n".join(lines) + "\n"
