@@ -42,6 +42,11 @@ def main(out: str = "docs/new_structure.png") -> int:
     widget.retrain_btn.click()
     pump_until(lambda: not widget.training, 900)
     widget.go_to_slice(int(np.median(np.nonzero(truth.any((1, 2)))[0])) + 3)
+    viewer.reset_view()
+    viewer.layers["uncertainty"].visible = False  # the prediction itself, on the scan
+    from napari.utils.notifications import notification_manager
+
+    notification_manager.records.clear()
     pump_until(lambda: True, 1)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     viewer.screenshot(out, canvas_only=False)
