@@ -1,7 +1,6 @@
 import pickle
 
 import numpy as np
-import pytest
 import torch
 from test_training_synth import blob_volume
 
@@ -88,12 +87,18 @@ def test_fine_tune_keeps_network_config(tmp_path):
     assert events[0]["losses"]["sup"] < scratch[0]["losses"]["sup"]
 
 
-def test_fine_tune_rejects_more_classes(tmp_path):
+def test_fine_tune_on_more_classes_grows_the_head(tmp_path):
+    """Issue 10: a label the checkpoint does not know adds a structure instead of failing."""
+    from training.checkpoint import read_checkpoint
+
     img, lab = blob_volume(0)
     two = TrainData.from_arrays([img], [np.minimum(lab, 1)])
     first = train(_cfg(tmp_path, checkpoint=str(tmp_path / "f.pt")), two)
-    with pytest.raises(ValueError, match="classes"):
-        train(_cfg(tmp_path), _data(), init_checkpoint=first)
+    data = _data()
+    grown_path = train(_cfg(tmp_path), data, init_checkpoint=first)
+    meta = read_checkpoint(grown_path)["meta"]
+    assert meta["network"]["num_classes"] == data.num_classes > 2
+    assert len(meta["class_names"]) == data.num_classes
 
 
 def test_training_learns_the_blobs(tmp_path):
