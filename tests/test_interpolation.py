@@ -85,3 +85,25 @@ def test_interpolation_prior_labels_only_the_sure_part_between_painted_slices():
     one = np.full(truth.shape, IGNORE_INDEX, np.uint8)
     one[10] = truth[10]
     assert (interpolation_prior(one) == IGNORE_INDEX).all()
+
+
+def test_soft_interpolation_and_fusion():
+    from training.interpolation import fuse_with_interpolation, interpolation_probabilities
+
+    truth = _cone()
+    sparse = np.full(truth.shape, IGNORE_INDEX, np.uint8)
+    sparse[[2, 18]] = truth[[2, 18]]
+    probs, covered = interpolation_probabilities(sparse, 2)
+    assert covered[2:19].all() and not covered[:2].any() and not covered[19:].any()
+    np.testing.assert_allclose(probs.sum(0)[2:19], 1, atol=1e-5)
+    assert _dice(probs[1, 3:18] > 0.5, truth[3:18] == 1) > 0.97  # 0.5 = the hard interpolation
+    # an undecided network: the prior decides where it covers
+    unsure = np.full((2, *truth.shape), 0.5, np.float32)
+    fused = fuse_with_interpolation(unsure, sparse, weight=0.3)
+    assert _dice(fused[3:18] == 1, truth[3:18] == 1) > 0.97
+    # a network sure there is nothing pulls the outline in, in proportion to its weight
+    blind = np.stack([np.ones(truth.shape), np.zeros(truth.shape)]).astype(np.float32)
+    fused = fuse_with_interpolation(blind, sparse, weight=0.3)
+    assert 0 < (fused[3:18] == 1).sum() < (truth[3:18] == 1).sum()
+    assert fused[:2].max() == 0  # outside the painted range the network decides
+    assert (fuse_with_interpolation(blind, sparse, weight=1.0) == 0).all()

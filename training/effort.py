@@ -20,10 +20,15 @@ from typing import Any
 import numpy as np
 
 from training import IGNORE_INDEX
-from training.interpolation import even_slices, interpolate_between_slices
+from training.interpolation import (
+    even_slices,
+    fuse_with_interpolation,
+    interpolate_between_slices,
+)
 from training.loop import dice_score, finetune, rank_uncertain_slices, sparse_labels
 
 Row = dict[str, Any]
+FUSE_WEIGHTS = (0.3, 0.5, 0.7)  # the network's share when blended with interpolation
 
 
 def interpolation_effort(truth: np.ndarray, target: float, k_max: int, num_classes: int,
@@ -228,10 +233,15 @@ def fixed_k_rows(
                             class_names=list(class_names), **config)
             train_s = time.perf_counter() - t0
             net, meta = load_checkpoint(ckpt, device=device)
-            pred = predict_volume(net, meta, image, device=device)["labels"]
+            res = predict_volume(net, meta, image, device=device)
+            pred = res["labels"]
             row = {"case": name, "painted": painted, "train_s": train_s,
                    "learning": dice_score(pred[rest], truth[rest], n),
-                   "interpolation": dice_score(interp[rest], truth[rest], n)}
+                   "interpolation": dice_score(interp[rest], truth[rest], n),
+                   "fused": {}}
+            for w in FUSE_WEIGHTS:  # the network blended with the soft interpolation
+                fused = fuse_with_interpolation(res["probabilities"], sparse, weight=w)
+                row["fused"][w] = dice_score(fused[rest], truth[rest], n)
             rows.append(row)
             if log:
                 log(f"{name}: learning {row['learning']:.3f}, interpolation "
@@ -240,15 +250,23 @@ def fixed_k_rows(
 
 
 def fixed_k_table(rows: Sequence[Row], k: int, header: str) -> str:
+    fused_cols = " | ".join(f"fused, w = {w}" for w in FUSE_WEIGHTS)
     lines = [header, "", f"| scan | painted slices (K = {k}) | learning, Dice on the rest | "
-             "interpolation, Dice on the rest | retrain s |", "|---|---|---|---|---|"]
+             f"{fused_cols} | interpolation, Dice on the rest | retrain s |",
+             "|---|---|---|" + "---|" * len(FUSE_WEIGHTS) + "---|---|"]
     for r in rows:
-        lines.append(f"| {r['case']} | {r['painted']} | {100 * r['learning']:.1f} | "
+        fused = " | ".join(f"{100 * r['fused'][w]:.1f}" for w in FUSE_WEIGHTS)
+        lines.append(f"| {r['case']} | {r['painted']} | {100 * r['learning']:.1f} | {fused} | "
                      f"{100 * r['interpolation']:.1f} | {r['train_s']:.0f} |")
-    learn = np.array([r["learning"] for r in rows])
     interp = np.array([r["interpolation"] for r in rows])
-    lines += ["", f"- mean: learning **{100 * learn.mean():.1f} ± {100 * learn.std():.1f}**, "
-              f"interpolation **{100 * interp.mean():.1f} ± {100 * interp.std():.1f}** "
-              f"(± = spread over scans); learning ≥ interpolation on "
-              f"{int((learn >= interp).sum())} of {len(rows)} scans"]
+
+    def summary(label: str, values: np.ndarray) -> str:
+        return (f"- {label}: **{100 * values.mean():.1f} ± {100 * values.std():.1f}**, "
+                f"≥ interpolation on {int((values >= interp).sum())} of {len(rows)} scans")
+
+    lines += ["", summary("learning", np.array([r["learning"] for r in rows]))]
+    lines += [summary(f"fused w = {w}", np.array([r["fused"][w] for r in rows]))
+              for w in FUSE_WEIGHTS]
+    lines += [f"- interpolation: **{100 * interp.mean():.1f} ± {100 * interp.std():.1f}** "
+              f"(± = spread over scans)"]
     return "\n".join(lines) + "\n"

@@ -108,3 +108,56 @@ def interpolation_prior(labels: np.ndarray, axis: int = 0, band: float = 2.0) ->
         sl[unsure] = IGNORE_INDEX
         out[z] = sl
     return np.moveaxis(out, 0, axis)
+
+
+def interpolation_probabilities(labels: np.ndarray, num_classes: int, axis: int = 0,
+                                softness: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """Soft interpolation between painted slices: (C, ...) probabilities and a mask of the
+    slices they cover (painted ones and those between two painted ones).
+
+    Each class's blended signed distance ``d`` becomes ``sigmoid(-d / softness)``, so the
+    interpolated outline is 0.5 and certainty grows with the distance from it.
+    """
+    lab = np.moveaxis(np.asarray(labels), axis, 0)
+    painted = [int(z) for z in np.flatnonzero((lab != IGNORE_INDEX).reshape(len(lab), -1).any(1))]
+    probs = np.zeros((num_classes, *lab.shape), np.float32)
+    covered = np.zeros(len(lab), bool)
+    if not painted:
+        return np.moveaxis(probs, 1, axis + 1), np.moveaxis(covered, 0, 0)
+    known = np.where(lab == IGNORE_INDEX, 0, lab)
+    sdf = {c: {z: signed_distance(known[z] == c) for z in painted} for c in range(1, num_classes)}
+    for z in painted:
+        for c in range(num_classes):
+            probs[c, z] = known[z] == c
+        covered[z] = True
+    for lo, hi in zip(painted[:-1], painted[1:], strict=True):
+        for z in range(lo + 1, hi):
+            t = (z - lo) / (hi - lo)
+            fg = np.zeros((num_classes, *lab.shape[1:]), np.float32)
+            for c in range(1, num_classes):
+                a, b = sdf[c][lo], sdf[c][hi]
+                if np.isinf(a).all() and np.isinf(b).all():
+                    continue
+                ref = b if np.isinf(a).all() else a
+                far = np.nanmax(np.abs(np.where(np.isinf(ref), np.nan, ref)))
+                d = (1 - t) * np.where(np.isinf(a), far, a) + t * np.where(np.isinf(b), far, b)
+                fg[c] = 1 / (1 + np.exp(np.clip(d / softness, -50, 50)))
+            fg[0] = np.prod(1 - fg[1:], axis=0)
+            probs[:, z] = fg / np.maximum(fg.sum(0, keepdims=True), 1e-6)
+            covered[z] = True
+    return np.moveaxis(probs, 1, axis + 1), covered
+
+
+def fuse_with_interpolation(network_probs: np.ndarray, labels: np.ndarray, weight: float = 0.5,
+                            axis: int = 0, softness: float = 2.0) -> np.ndarray:
+    """Labels from the network's probabilities (C, ...) blended with the soft interpolation of
+    the painted slices where it covers (``weight`` = the network's share); the network alone
+    elsewhere. The shape prior keeps a young model on the user's outline; the image decides
+    the rest."""
+    num_classes = network_probs.shape[0]
+    prior, covered = interpolation_probabilities(labels, num_classes, axis, softness)
+    mask = np.moveaxis(np.broadcast_to(covered[:, None, None] if np.asarray(labels).ndim == 3
+                                       else covered, np.moveaxis(np.asarray(labels), axis, 0)
+                                       .shape), 0, axis)
+    fused = np.where(mask[None], weight * network_probs + (1 - weight) * prior, network_probs)
+    return fused.argmax(0).astype(np.uint8)
