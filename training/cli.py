@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True)
     t.add_argument("--init", default=None, help="fine-tune from this checkpoint")
     t.add_argument("--num-classes", type=int, default=None)
+    t.add_argument("--class-names", default=None,
+                   help="comma-separated, background first, e.g. 'background,FLAIR abnormality'")
     t.add_argument("--checkpoint-every", type=int, default=0)
     t.add_argument("--log-every", type=int, default=10)
     _train_options(t)
@@ -183,6 +185,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.labeled is None:
         raise DataError("--labeled is required (or give --tags FILE.csv)")
     data = load_train_data(args.data, args.labeled, num_classes=args.num_classes)
+    if args.class_names:
+        names = [n.strip() for n in args.class_names.split(",")]
+        if len(names) != data.num_classes or any(not n for n in names):
+            raise DataError(f"--class-names needs {data.num_classes} names (background first)")
+        data.class_names = names
     cfg = _config(args, method=args.method, seed=args.seed, checkpoint=args.out,
                   checkpoint_every=args.checkpoint_every, log_every=args.log_every,
                   num_classes=args.num_classes)
