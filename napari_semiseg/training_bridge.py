@@ -76,6 +76,9 @@ class RetrainJob:
     mc_samples: int = 0
     preview_every: int = 0  # steps between mid-training predictions; 0 = none
     tolerance: float = 0.0  # Dice a retrain may lose on held-back slices and still be adopted
+    # the network's share when its prediction is blended with the interpolation between the
+    # painted slices (a shape prior); None = the network alone
+    fuse_weight: float | None = None
     config: dict = field(default_factory=dict)  # extra training.trainer.TrainConfig fields
 
     def to_dict(self) -> dict:
@@ -91,6 +94,7 @@ def make_job(
     steps: int | None = None,
     preview_every: int | None = None,
     device: str | None = None,
+    fuse_weight: float | None = None,
     **config: Any,
 ) -> RetrainJob:
     """Snapshot a :class:`napari_semiseg.session.Session` into a job folder.
@@ -131,7 +135,7 @@ def make_job(
         method=method or session.settings.method, steps=steps, parent=session.current,
         seed=session.settings.seed, device=device, mc_samples=session.settings.mc_samples,
         preview_every=(max(1, steps // 2) if preview_every is None else int(preview_every)),
-        tolerance=session.settings.tolerance,
+        tolerance=session.settings.tolerance, fuse_weight=fuse_weight,
         config=dict(config),
     )
 
@@ -164,6 +168,11 @@ def run_retrain(job: RetrainJob, emit: Callable[[Event], None],
     def predict(path: str, tag: str) -> tuple[np.ndarray, str, str]:
         model, meta = load_checkpoint(path, device=job.device)
         res = predict_volume(model, meta, image, mc_samples=job.mc_samples, device=job.device)
+        if job.fuse_weight is not None:  # the painted slices' interpolation as a shape prior
+            from training.interpolation import fuse_with_interpolation
+
+            res["labels"] = fuse_with_interpolation(res["probabilities"], labels,
+                                                    weight=job.fuse_weight)
         pred_path, unc_path = out / f"prediction-{tag}.npy", out / f"uncertainty-{tag}.npy"
         np.save(pred_path, res["labels"])
         np.save(unc_path, res["uncertainty"])

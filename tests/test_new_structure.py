@@ -87,3 +87,27 @@ def test_painting_an_unknown_label_adds_a_structure_to_a_trained_model(tmp_path)
 def test_new_model_refuses_bad_names(tmp_path, names):
     with pytest.raises(ValueError):
         new_model(tmp_path / "m.pt", names)
+
+
+def test_retrain_with_a_shape_prior_follows_the_interpolation_where_it_covers(tmp_path):
+    from napari_semiseg.training_bridge import RetrainJob, run_retrain
+    from training.interpolation import interpolate_between_slices
+
+    image, truth = _scan(2)
+    start = new_model(tmp_path / "n.pt", ["background", "a", "b"], size=[32, 32], base=4,
+                      depth=2)
+    sparse = np.full(truth.shape, IGNORE_INDEX, np.uint8)
+    sparse[[1, 6]] = truth[[1, 6]]
+    np.save(tmp_path / "image.npy", image)
+    np.save(tmp_path / "labels.npy", sparse)
+    events: list[dict] = []
+    job = RetrainJob(model_path=str(start), image=str(tmp_path / "image.npy"),
+                     labels=str(tmp_path / "labels.npy"), out_dir=str(tmp_path), steps=2,
+                     method="supervised", device="cpu", fuse_weight=0.0,
+                     config={"labeled_bs": 2, "unlabeled_bs": 0})
+    run_retrain(job, events.append, lambda: False)
+    done = events[-1]
+    assert done["type"] == "done"
+    pred = np.load(done["prediction"])
+    # with the network's share at 0 the shape prior decides between the painted slices
+    np.testing.assert_array_equal(pred[1:7], interpolate_between_slices(sparse)[1:7])
