@@ -432,21 +432,25 @@ def _cmd_benchmark_speed(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.data:
         dice = {i: float(np.mean(evaluate_split(e.path, args.data, "test")["dice"]))
                 for i, e in enumerate(entries)}
-    header = "\n".join([
-        "# Predict speed benchmark", "",
-        "- command: `semiseg " + " ".join(shlex.quote(a) for a in argv) + "`",
-        f"- machine: {machine_description()}",
+    header = _header(
+        "Predict speed benchmark", argv, machine_description(),
         f"- volume: {args.volume} resampled to {tuple(args.shape)} (z, y, x); median of "
         f"{args.repeats} repeats, models interleaved; timing took "
         f"{time.perf_counter() - t0:.0f} s",
         "- predict + uncertainty = `predict_volume` (the plugin's Predict): labels, "
-        "probabilities and the entropy map, on CPU.",
-    ])
+        "probabilities and the entropy map, on CPU.")
     table = speed_table(entries, medians, args.mc, dice, header)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(table, encoding="utf-8")
     print(table)
     return 0
+
+
+def _header(title: str, argv: Sequence[str], machine: str, *lines: str) -> str:
+    """The top of a benchmark table: title, the exact command, the machine, then ``lines``."""
+    return "\n".join([f"# {title}", "",
+                      "- command: `semiseg " + " ".join(shlex.quote(a) for a in argv) + "`",
+                      f"- machine: {machine}", *lines])
 
 
 def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -475,14 +479,12 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
             raise DataError("--fixed-k measures a new model from scratch: leave --start out")
         rows = fixed_k_rows(cases, names, args.fixed_k, args.steps, args.method, args.device,
                             log=lambda m: print(m, file=sys.stderr, flush=True), **extra)
-        header = "\n".join([
-            "# A new structure from K painted slices: one Retrain against interpolation", "",
-            "- command: `semiseg " + " ".join(shlex.quote(a) for a in argv) + "`",
-            f"- machine: {machine_description()}; took {time.perf_counter() - t0:.0f} s",
+        header = _header(
+            "A new structure from K painted slices: one Retrain against interpolation", argv,
+            f"{machine_description()}; took {time.perf_counter() - t0:.0f} s",
             f"- new model (untrained 2-D U-Net), one Retrain: {args.method}, {args.steps} "
             f"steps, prior {args.prior or 'none'}; the same K slices, evenly spaced from the "
-            f"structure's first to its last, for both arms",
-        ])
+            f"structure's first to its last, for both arms")
         table = fixed_k_table(rows, args.fixed_k, header)
         atomic_write(args.out, lambda fh: fh.write(table.encode()))
         print(table)
@@ -490,10 +492,9 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
     rows = effort_benchmark(cases, names, target, start, args.k_max, args.steps, args.method,
                             args.device, log=lambda m: print(m, file=sys.stderr, flush=True),
                             **extra)
-    header = "\n".join([
-        "# Annotation effort: assistant vs interpolation", "",
-        "- command: `semiseg " + " ".join(shlex.quote(a) for a in argv) + "`",
-        f"- machine: {machine_description()}; took {time.perf_counter() - t0:.0f} s",
+    header = _header(
+        "Annotation effort: assistant vs interpolation", argv,
+        f"{machine_description()}; took {time.perf_counter() - t0:.0f} s",
         f"- start: {args.start}; Retrain = `finetune` as the plugin calls it (anchored), "
         f"{args.method}, {args.steps} steps, prior {args.prior or 'none'}; one slice "
         f"painted per Retrain, the slice the "
@@ -501,8 +502,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         "- interpolation: K evenly spaced slices from the structure's first to its last, "
         "filled by shape-based interpolation; smallest K that reaches the target",
         "- Dice: mean over structures, whole scan (painted slices included, as the user "
-        "ends up with them)",
-    ])
+        "ends up with them)")
     table = effort_table(rows, target, args.k_max, header)
     atomic_write(args.out, lambda fh: fh.write(table.encode()))
     print(table)
