@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     ef.add_argument("--offset", type=int, default=0, help="skip this many scans first")
     ef.add_argument("--prior", default=None, choices=["interpolation"],
                     help="also train on the interpolation between painted slices")
+    ef.add_argument("--fuse-weight", type=float, default=None, metavar="W",
+                    help="blend predictions with the interpolation (network share W), as the "
+                         "plugin's New model does with W = 0.3")
     ef.add_argument("--fixed-k", type=int, default=None, metavar="K",
                     help="instead: paint the same K evenly spaced slices for both, one Retrain "
                          "of a new model, Dice on the other slices")
@@ -491,12 +494,13 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return 0
     rows = effort_benchmark(cases, names, target, start, args.k_max, args.steps, args.method,
                             args.device, log=lambda m: print(m, file=sys.stderr, flush=True),
-                            **extra)
+                            fuse_weight=args.fuse_weight, **extra)
     header = _header(
         "Annotation effort: assistant vs interpolation", argv,
         f"{machine_description()}; took {time.perf_counter() - t0:.0f} s",
         f"- start: {args.start}; Retrain = `finetune` as the plugin calls it (anchored), "
-        f"{args.method}, {args.steps} steps, prior {args.prior or 'none'}; one slice "
+        f"{args.method}, {args.steps} steps, prior {args.prior or 'none'}, fused with the "
+        f"interpolation: {args.fuse_weight or 'no'}; one slice "
         f"painted per Retrain, the slice the "
         f"product suggests (the structure's middle slice before any model exists)",
         "- interpolation: K evenly spaced slices from the structure's first to its last, "

@@ -63,6 +63,7 @@ def learning_effort(
     axis: int = 0,
     device: str | None = "cpu",
     seed: int = 0,
+    fuse_weight: float | None = None,
     **config: Any,
 ) -> tuple[Row, str | None]:
     """Paint-and-retrain on one scan until ``target``; returns (row, the model to go on with)."""
@@ -100,6 +101,10 @@ def learning_effort(
         net, meta = load_checkpoint(current, device=device)
         res = predict_volume(net, meta, image, device=device)
         prediction, uncertainty = res["labels"].copy(), res["uncertainty"]
+        if fuse_weight is not None:  # the plugin's shape prior, as in its Retrain
+            prediction = fuse_with_interpolation(res["probabilities"],
+                                                 sparse_labels(truth, painted, axis),
+                                                 weight=fuse_weight, axis=axis)
         for z in painted:  # the user's slices are kept as painted
             idx = [slice(None)] * truth.ndim
             idx[axis] = z
@@ -121,6 +126,7 @@ def effort_benchmark(
     device: str | None = "cpu",
     log: Callable[[str], None] | None = None,
     work_dir: str | Path | None = None,
+    fuse_weight: float | None = None,
     **config: Any,
 ) -> list[Row]:
     """One row per scan, in order: slices painted and Dice for learning and interpolation."""
@@ -133,7 +139,7 @@ def effort_benchmark(
             t0 = time.perf_counter()
             row, model = learning_effort(image, truth, model, class_names, target, k_max, work,
                                          steps=steps, method=method, device=device, seed=i,
-                                         **config)
+                                         fuse_weight=fuse_weight, **config)
             k_interp, d_interp = interpolation_effort(truth, target, k_max, len(class_names))
             row.update({"case": name, "interp_painted": k_interp, "interp_dice": d_interp,
                         "wall_s": time.perf_counter() - t0})
