@@ -37,6 +37,7 @@ def open_viewer(args: argparse.Namespace):
         for rel in paths:
             viewer.open(str(sample_dir() / rel), plugin="napari-semiseg")
     viewer.window._qt_window.resize(1500, 950)
+    viewer.reset_view()  # fit the scan to the resized window
     from ._widget import dock_assistant
 
     widget = dock_assistant(viewer)

@@ -132,7 +132,7 @@ class AssistantWidget(QWidget):
         form.addRow("Model", self.model_combo)
         self.model_label = QLabel(Path(DEFAULT_MODEL).name)
         self.model_label.setWordWrap(True)
-        form.addRow("", self.model_label)
+        form.addRow(self.model_label)  # a full row: the chooser's reasons wrap without clipping
         self.method_combo = QComboBox()
         self.method_combo.addItems(list(METHODS))
         self.method_combo.setCurrentText("mean_teacher")
@@ -305,7 +305,8 @@ class AssistantWidget(QWidget):
         spacing = [1.0, *spacing] if len(spacing) == 2 else spacing
         best, why = choose(self._library, grey, spacing, channels)
         self.model_label.setText(why)
-        if best is None:
+        if best is None:  # the details go to the notification; the dock keeps what to do
+            self.model_label.setText("No shipped model fits this scan: choose New model.")
             show_warning(why)
             return None
         return str(best.path)

@@ -73,7 +73,7 @@ def choose(models: list[LibraryModel], image: np.ndarray, spacing_zyx, channels:
     if dist > MATCH_LIMIT:
         kinds = "; ".join(f"not {m.card['anatomy']} ({m.card['modality']}): "
                           f"{', '.join(r) or 'no close match'}" for (_, r), m in scored)
-        return None, (f"this scan does not look like any model's training scans ({kinds}). "
+        return None, (f"This scan does not look like any model's training scans ({kinds}). "
                       f"Choose New model and paint a few slices.")
     why = f"closest to its training scans (distance {dist:.2f}"
     why += f"; differs in: {'; '.join(reasons)})" if reasons else ")"
