@@ -585,7 +585,7 @@ def write_volume(path: str | os.PathLike, data: np.ndarray, geometry: Geometry |
         sitk.WriteImage(img, str(tmp), useCompression=True)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        back = sitk.GetArrayFromImage(_read_sitk(tmp))
+        back = sitk.GetArrayFromImage(_read_back(tmp))
         if back.shape != np.shape(sitk.GetArrayViewFromImage(img)) or not np.array_equal(
                 back, sitk.GetArrayViewFromImage(img), equal_nan=True):
             raise WriteError(f"{path}: the written file does not read back the same")
@@ -600,6 +600,38 @@ def write_volume(path: str | os.PathLike, data: np.ndarray, geometry: Geometry |
         raise WriteError(f"cannot write {path}: {_write_reason(e, path)}; the previous file "
                          f"(if any) is kept") from e
     return str(path)
+
+
+def _read_back(tmp: Path) -> sitk.Image:
+    """Read a file just written, checking that it is complete.
+
+    Autosave writes NIfTI on every stroke, so that path is kept cheap: the gzip trailer's
+    length field (or the plain file's size) must match the header, which catches the empty or
+    cut files of a full disk; the voxels are then compared by the caller. Other formats go
+    through the full reader.
+    """
+    size = tmp.stat().st_size
+    if size == 0:
+        raise VolumeReadError(f"{tmp}: file is empty")
+    if not has_suffix(tmp, (".nii", ".nii.gz")):
+        return _read_sitk(tmp)
+    with open(tmp, "rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
+    with (gzip.open if gz else open)(tmp, "rb") as f:
+        head = f.read(540)
+    h = _nifti_header(head, tmp)
+    ndim = max(1, min(int(h.dims[0]), 7))
+    voxels = int(np.prod([max(int(d), 1) for d in h.dims[1 : ndim + 1]], dtype=np.int64))
+    expected = h.offset + voxels * max(int(h.bitpix), 8) // 8
+    if gz:
+        with open(tmp, "rb") as f:
+            f.seek(-4, os.SEEK_END)
+            stored = struct.unpack("<I", f.read(4))[0]
+        if stored != expected % (1 << 32):
+            raise VolumeReadError(f"{tmp}: compressed file is incomplete")
+    elif size < expected:
+        raise VolumeReadError(f"{tmp}: file is truncated")
+    return sitk.ReadImage(str(tmp))
 
 
 def _write_reason(e: Exception, path: Path) -> str:
