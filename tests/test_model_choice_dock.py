@@ -43,10 +43,16 @@ def test_left_atrium_sample_gets_the_left_atrium_model(qtbot, make_napari_viewer
         widget.bridge.close()
 
 
-def test_a_brain_stack_gets_a_warning_not_cardiac_classes(qtbot, make_napari_viewer,
-                                                          monkeypatch, tmp_path):
-    viewer, widget = _assistant(make_napari_viewer, SAMPLES / "lgg/TCGA_CS_4941_19960909/images",
-                                monkeypatch, tmp_path)
+def test_a_scan_like_no_model_gets_a_warning_not_another_anatomys_classes(
+        qtbot, make_napari_viewer, monkeypatch, tmp_path):
+    import numpy as np
+
+    monkeypatch.setenv("NAPARI_SEMISEG_HOME", str(tmp_path / "home"))
+    viewer = make_napari_viewer()
+    noise = np.random.default_rng(0).normal(size=(200, 64, 64)).astype(np.float32)
+    viewer.add_image(noise, name="odd scan", scale=(0.2, 3.0, 3.0))
+    widget = AssistantWidget(viewer)
+    viewer.window.add_dock_widget(widget)
     warnings: list[str] = []
     monkeypatch.setattr(widget_module, "show_warning", warnings.append)
     try:
