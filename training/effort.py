@@ -50,6 +50,15 @@ def first_slice(truth: np.ndarray, axis: int = 0) -> int:
     return even_slices(truth, 1, axis)[0]
 
 
+def _middle_out(truth: np.ndarray, axis: int = 0) -> list[int]:
+    """The structure's slices from its middle outwards, alternating sides."""
+    fg = np.moveaxis(truth, axis, 0)
+    present = [int(z) for z in np.flatnonzero(((fg != 0) & (fg != IGNORE_INDEX))
+                                              .reshape(len(fg), -1).any(1))]
+    mid = first_slice(truth, axis) if present else 0
+    return sorted(present, key=lambda z: (abs(z - mid), z))
+
+
 def learning_effort(
     image: np.ndarray,
     truth: np.ndarray,
@@ -83,9 +92,16 @@ def learning_effort(
         res = predict_volume(net, meta, image, device=device)
         prediction, uncertainty = res["labels"], res["uncertainty"]
         dice = dice_score(prediction, truth, num_classes)
+    trajectory: list[float] = []
     while dice < target and len(painted) < k_max:
-        if uncertainty is None:
-            nxt = first_slice(truth, axis)
+        sees = prediction is not None and bool(((prediction != 0) & (prediction != IGNORE_INDEX))
+                                               .any())
+        if uncertainty is None or not sees:
+            # no model, or one that sees the structure nowhere on this scan: the clinician
+            # paints where the structure is, as they would without a suggestion
+            nxt = next((z for z in _middle_out(truth, axis) if z not in painted), None)
+            if nxt is None:
+                break
         else:
             ranked = rank_uncertain_slices(uncertainty, painted, axis, prediction=prediction)
             nxt = ranked[0][0]
@@ -110,8 +126,9 @@ def learning_effort(
             idx[axis] = z
             prediction[tuple(idx)] = truth[tuple(idx)]
         dice = dice_score(prediction, truth, num_classes)
+        trajectory.append(dice)
     row = {"painted": len(painted), "slices": painted, "dice": dice,
-           "reached": dice >= target, "retrain_s": retrain_s}
+           "reached": dice >= target, "retrain_s": retrain_s, "trajectory": trajectory}
     return row, current
 
 
@@ -145,6 +162,8 @@ def effort_benchmark(
                         "wall_s": time.perf_counter() - t0})
             rows.append(row)
             if log:
+                log(f"{name}: slices {row['slices']}, Dice after each Retrain "
+                    f"{[round(d, 3) for d in row['trajectory']]}")
                 log(f"{name}: learning {row['painted']} slices (Dice {row['dice']:.3f}), "
                     f"interpolation {k_interp} slices (Dice {d_interp:.3f}), "
                     f"{row['wall_s']:.0f} s")
@@ -154,16 +173,17 @@ def effort_benchmark(
 def effort_table(rows: Sequence[Row], target: float, k_max: int, header: str) -> str:
     """Markdown: per scan, then totals; a scan that never reached the target counts as k_max."""
     lines = [header, "",
-             "| # | scan | learning: slices painted | Dice reached | s per retrain (median) "
-             "| interpolation: slices needed | its Dice |",
-             "|---|---|---|---|---|---|---|"]
+             "| # | scan | learning: slices painted | Dice reached | Dice after each Retrain "
+             "| s per retrain (median) | interpolation: slices needed | its Dice |",
+             "|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(rows, 1):
         med = f"{np.median(r['retrain_s']):.0f}" if r["retrain_s"] else "—"
         learn = f"{r['painted']}" + ("" if r["reached"] else " (target not reached)")
         interp = (f"{r['interp_painted']}" if r["interp_painted"] is not None
                   else f">{k_max}")
-        lines.append(f"| {i} | {r['case']} | {learn} | {100 * r['dice']:.1f} | {med} | "
-                     f"{interp} | {100 * r['interp_dice']:.1f} |")
+        steps = " ".join(f"{100 * d:.0f}" for d in r.get("trajectory", []))
+        lines.append(f"| {i} | {r['case']} | {learn} | {100 * r['dice']:.1f} | {steps} | {med} "
+                     f"| {interp} | {100 * r['interp_dice']:.1f} |")
     total_l = sum(r["painted"] for r in rows)
     total_i = sum(r["interp_painted"] if r["interp_painted"] is not None else k_max
                   for r in rows)
