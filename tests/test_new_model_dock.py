@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_widget import PLUGIN, tiny_model  # noqa: F401 - the fixture is used by name
+from test_widget import PLUGIN
 
 from napari_semiseg._widget import NEW, PREDICTION, AssistantWidget
 from training.checkpoint import read_checkpoint
@@ -95,22 +95,21 @@ def test_new_model_two_named_structures_paint_retrain(qtbot, make_napari_viewer,
         widget.bridge.close()
 
 
-def test_a_fifth_label_on_a_trained_model_adds_a_structure(qtbot, make_napari_viewer, tmp_path,
-                                                           monkeypatch, tiny_model):  # noqa: F811
+def test_a_fourth_structure_on_the_shipped_cardiac_model(qtbot, make_napari_viewer, tmp_path,
+                                                         monkeypatch):
     from conftest import SAMPLES
 
     monkeypatch.setenv("NAPARI_SEMISEG_HOME", str(tmp_path / "home"))
     viewer = make_napari_viewer()
     viewer.open(str(SAMPLES / "acdc/patient001_frame01.nii.gz"), plugin=PLUGIN)
-    widget = AssistantWidget(viewer)
+    widget = AssistantWidget(viewer)  # Automatic: the shipped cardiac model
     viewer.window.add_dock_widget(widget)
-    widget.set_checkpoint(tiny_model)
     try:
         widget.predict_btn.click()
         qtbot.waitUntil(lambda: widget._worker is None and widget.session is not None
                         and widget.session.uncertainty is not None, timeout=60000)
         s = widget.session
-        assert len(s.settings.class_names) == 4
+        assert s.settings.class_names == ["background", "RV", "Myo", "LV"]
         layer = viewer.layers[PREDICTION]
         widget.go_to_slice(5)
         layer.brush_size = 8
