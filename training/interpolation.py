@@ -26,6 +26,32 @@ def signed_distance(mask: np.ndarray) -> np.ndarray:
     return distance_transform_edt(~mask) - distance_transform_edt(mask)
 
 
+def _painted(lab: np.ndarray) -> list[int]:
+    """Slices (axis 0) holding at least one annotated voxel."""
+    return [int(z) for z in np.flatnonzero((lab != IGNORE_INDEX).reshape(len(lab), -1).any(1))]
+
+
+def _blended_distances(known: np.ndarray, painted: list[int], classes: Sequence[int]):
+    """For each slice between two painted ones: (z, {class: blended signed distance}).
+
+    A structure present on one side only shrinks to nothing across the gap: "absent" counts
+    as a distance as far outside as the other side's extent.
+    """
+    sdf = {c: {z: signed_distance(known[z] == c) for z in painted} for c in classes}
+    for lo, hi in zip(painted[:-1], painted[1:], strict=True):
+        for z in range(lo + 1, hi):
+            t = (z - lo) / (hi - lo)
+            out = {}
+            for c in classes:
+                a, b = sdf[c][lo], sdf[c][hi]
+                if np.isinf(a).all() and np.isinf(b).all():
+                    continue
+                ref = b if np.isinf(a).all() else a
+                far = np.nanmax(np.abs(np.where(np.isinf(ref), np.nan, ref)))
+                out[c] = (1 - t) * np.where(np.isinf(a), far, a) + t * np.where(np.isinf(b), far, b)
+            yield z, out
+
+
 def interpolate_between_slices(
     labels: np.ndarray, painted: Sequence[int] | None = None, axis: int = 0
 ) -> np.ndarray:
@@ -36,34 +62,18 @@ def interpolate_between_slices(
     ones interpolated class by class, the rest background (0).
     """
     lab = np.moveaxis(np.asarray(labels), axis, 0)
-    if painted is None:
-        painted = [int(z) for z in np.flatnonzero((lab != IGNORE_INDEX).reshape(len(lab), -1)
-                                                  .any(1))]
-    painted = sorted({int(z) for z in painted})
+    painted = sorted({int(z) for z in (_painted(lab) if painted is None else painted)})
     out = np.zeros(lab.shape, np.uint8)
     if not painted:
         return np.moveaxis(out, 0, axis)
     known = np.where(lab == IGNORE_INDEX, 0, lab).astype(np.uint8)
     classes = [int(c) for c in np.unique(known[painted]) if c != 0]
-    sdf = {c: {z: signed_distance(known[z] == c) for z in painted} for c in classes}
-    for lo, hi in zip(painted[:-1], painted[1:], strict=True):
-        for z in range(lo + 1, hi):
-            t = (z - lo) / (hi - lo)
-            best = np.zeros(lab.shape[1:], np.float64)  # most negative blended distance
-            for c in classes:
-                a, b = sdf[c][lo], sdf[c][hi]
-                if np.isinf(a).all() and np.isinf(b).all():
-                    continue
-                # a structure that ends at one side shrinks to nothing: treat "absent" as a
-                # distance as far outside as the other side's extent
-                far = np.nanmax(np.abs(np.where(np.isinf(a), np.nan, a))) if not np.isinf(a).all() \
-                    else np.nanmax(np.abs(np.where(np.isinf(b), np.nan, b)))
-                a = np.where(np.isinf(a), far, a)
-                b = np.where(np.isinf(b), far, b)
-                d = (1 - t) * a + t * b
-                inside = d < best
-                out[z][inside] = c
-                best = np.where(inside, d, best)
+    for z, dist in _blended_distances(known, painted, classes):
+        best = np.zeros(lab.shape[1:], np.float64)  # most negative blended distance wins
+        for c, d in dist.items():
+            inside = d < best
+            out[z][inside] = c
+            best = np.where(inside, d, best)
     for z in painted:
         out[z] = known[z]
     return np.moveaxis(out, 0, axis)
@@ -91,7 +101,7 @@ def interpolation_prior(labels: np.ndarray, axis: int = 0, band: float = 2.0) ->
     those) and every slice outside the painted range. Fewer than two painted slices: all 255.
     """
     lab = np.moveaxis(np.asarray(labels), axis, 0)
-    painted = [int(z) for z in np.flatnonzero((lab != IGNORE_INDEX).reshape(len(lab), -1).any(1))]
+    painted = _painted(lab)
     out = np.full(lab.shape, IGNORE_INDEX, np.uint8)
     if len(painted) < 2:
         return np.moveaxis(out, 0, axis)
@@ -112,39 +122,27 @@ def interpolation_prior(labels: np.ndarray, axis: int = 0, band: float = 2.0) ->
 
 def interpolation_probabilities(labels: np.ndarray, num_classes: int, axis: int = 0,
                                 softness: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
-    """Soft interpolation between painted slices: (C, ...) probabilities and a mask of the
-    slices they cover (painted ones and those between two painted ones).
+    """Soft interpolation between painted slices: (C, ...) probabilities and a boolean per slice
+    along ``axis`` saying which slices they cover (painted ones and those between them).
 
     Each class's blended signed distance ``d`` becomes ``sigmoid(-d / softness)``, so the
     interpolated outline is 0.5 and certainty grows with the distance from it.
     """
     lab = np.moveaxis(np.asarray(labels), axis, 0)
-    painted = [int(z) for z in np.flatnonzero((lab != IGNORE_INDEX).reshape(len(lab), -1).any(1))]
+    painted = _painted(lab)
     probs = np.zeros((num_classes, *lab.shape), np.float32)
     covered = np.zeros(len(lab), bool)
-    if not painted:
-        return np.moveaxis(probs, 1, axis + 1), np.moveaxis(covered, 0, 0)
     known = np.where(lab == IGNORE_INDEX, 0, lab)
-    sdf = {c: {z: signed_distance(known[z] == c) for z in painted} for c in range(1, num_classes)}
     for z in painted:
-        for c in range(num_classes):
-            probs[c, z] = known[z] == c
+        probs[:, z] = known[z][None] == np.arange(num_classes)[:, None, None]
         covered[z] = True
-    for lo, hi in zip(painted[:-1], painted[1:], strict=True):
-        for z in range(lo + 1, hi):
-            t = (z - lo) / (hi - lo)
-            fg = np.zeros((num_classes, *lab.shape[1:]), np.float32)
-            for c in range(1, num_classes):
-                a, b = sdf[c][lo], sdf[c][hi]
-                if np.isinf(a).all() and np.isinf(b).all():
-                    continue
-                ref = b if np.isinf(a).all() else a
-                far = np.nanmax(np.abs(np.where(np.isinf(ref), np.nan, ref)))
-                d = (1 - t) * np.where(np.isinf(a), far, a) + t * np.where(np.isinf(b), far, b)
-                fg[c] = 1 / (1 + np.exp(np.clip(d / softness, -50, 50)))
-            fg[0] = np.prod(1 - fg[1:], axis=0)
-            probs[:, z] = fg / np.maximum(fg.sum(0, keepdims=True), 1e-6)
-            covered[z] = True
+    for z, dist in _blended_distances(known, painted, range(1, num_classes)):
+        fg = np.zeros((num_classes, *lab.shape[1:]), np.float32)
+        for c, d in dist.items():
+            fg[c] = 1 / (1 + np.exp(np.clip(d / softness, -50, 50)))
+        fg[0] = np.prod(1 - fg[1:], axis=0)
+        probs[:, z] = fg / np.maximum(fg.sum(0, keepdims=True), 1e-6)
+        covered[z] = True
     return np.moveaxis(probs, 1, axis + 1), covered
 
 
@@ -154,10 +152,9 @@ def fuse_with_interpolation(network_probs: np.ndarray, labels: np.ndarray, weigh
     the painted slices where it covers (``weight`` = the network's share); the network alone
     elsewhere. The shape prior keeps a young model on the user's outline; the image decides
     the rest."""
-    num_classes = network_probs.shape[0]
-    prior, covered = interpolation_probabilities(labels, num_classes, axis, softness)
-    mask = np.moveaxis(np.broadcast_to(covered[:, None, None] if np.asarray(labels).ndim == 3
-                                       else covered, np.moveaxis(np.asarray(labels), axis, 0)
-                                       .shape), 0, axis)
-    fused = np.where(mask[None], weight * network_probs + (1 - weight) * prior, network_probs)
+    prior, covered = interpolation_probabilities(labels, network_probs.shape[0], axis, softness)
+    shape = [1] * network_probs.ndim
+    shape[axis + 1] = -1
+    mask = covered.reshape(shape)
+    fused = np.where(mask, weight * network_probs + (1 - weight) * prior, network_probs)
     return fused.argmax(0).astype(np.uint8)

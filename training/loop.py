@@ -82,15 +82,13 @@ def rank_uncertain_slices(
     means = u.mean(axis=other) if other else u
     means = np.where(np.isfinite(means), means, -np.inf)  # a NaN slice is never "most unsure"
     flags = _labelled_flags(labelled, n)
+    value, structure = means, np.ones(n, bool)
     if prediction is not None and other:
         score = _structure_scores(u, np.asarray(prediction), axis, band)
-        order = sorted(range(n), key=lambda i: (np.isnan(score[i]),
-                                                -(score[i] if not np.isnan(score[i])
-                                                  else means[i]), i))
-        return [(int(i), float(score[i] if not np.isnan(score[i]) else means[i]))
-                for i in order if not flags[i]]
-    order = np.argsort(-means, kind="stable")
-    return [(int(i), float(means[i])) for i in order if not flags[i]]
+        structure = ~np.isnan(score)
+        value = np.where(structure, score, means)
+    order = np.lexsort((-value, ~structure))  # structure slices first; stable on ties
+    return [(int(i), float(value[i])) for i in order if not flags[i]]
 
 
 def _structure_scores(u: np.ndarray, prediction: np.ndarray, axis: int, band: int) -> np.ndarray:
