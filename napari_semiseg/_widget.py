@@ -34,6 +34,7 @@ from qtpy.QtWidgets import (
 
 from training.atomic import atomic_write
 from training.model_card import describe
+from training.new_model import is_untrained
 
 from ._structures import StructuresPanel
 from ._tags import add_tags_panel
@@ -51,7 +52,6 @@ OUTPUT_TAG = "napari_semiseg_output"  # metadata key marking layers the assistan
 # acdc_simulate.md); with them it rose to 0.83.
 ANCHOR_CONFIDENCE = 0.9
 AUTO, CHECKPOINT = "Automatic: the library model that fits the scan", "Checkpoint file…"
-SHIPPED = AUTO  # the shipped library, chosen for the scan
 NEW = "New model (name the structures, then paint)"
 NEW_MODEL_STEPS = 200  # from scratch: a preview at 1/3 comes in ~20-30 s on 2 CPU cores
 # A model taught from scratch trains on the interpolation between the painted slices too, and
@@ -76,17 +76,6 @@ def _scan_files(folder: Path) -> list[Path]:
     from training.io import VOLUME_SUFFIXES, has_suffix
 
     return sorted(p for p in folder.iterdir() if p.is_file() and has_suffix(p, VOLUME_SUFFIXES))
-
-
-def _untrained(model_path: str | None) -> bool:
-    from training.checkpoint import CheckpointError, read_checkpoint
-
-    if not model_path:
-        return False
-    try:
-        return bool(read_checkpoint(model_path)["meta"].get("untrained"))
-    except (CheckpointError, OSError):
-        return False  # Predict reports the problem
 
 
 class AssistantWidget(QWidget):
@@ -271,7 +260,7 @@ class AssistantWidget(QWidget):
             path, _ = QFileDialog.getOpenFileName(self, "Model checkpoint", "",
                                                   "Checkpoints (*.pt *.pth)")
         if not path:
-            self.model_combo.setCurrentText(SHIPPED)
+            self.model_combo.setCurrentText(AUTO)
             return
         from training.checkpoint import CheckpointError, read_checkpoint
 
@@ -279,7 +268,7 @@ class AssistantWidget(QWidget):
             read_checkpoint(path)  # refuse a corrupt file now, not at Predict
         except (CheckpointError, OSError) as e:
             show_error(f"Cannot use this model: {e}")
-            self.model_combo.setCurrentText(SHIPPED)
+            self.model_combo.setCurrentText(AUTO)
             return
         self.checkpoint_path = str(path)
         self.model_label.setText(Path(path).name)
@@ -413,10 +402,10 @@ class AssistantWidget(QWidget):
         for warning in session.warnings:
             show_warning(warning)
         if not session.settings.class_names and session.current_model_path:
-            from training.checkpoint import read_checkpoint
+            from training.checkpoint import read_meta
 
             try:
-                names = read_checkpoint(session.current_model_path)["meta"].get("class_names")
+                names = read_meta(session.current_model_path).get("class_names")
                 if names:
                     session.set_class_names(names)
             except Exception:  # noqa: BLE001 - names are a convenience; Predict reports errors
@@ -476,9 +465,10 @@ class AssistantWidget(QWidget):
         s = self.session
         if s is None:
             return
+        known = len(s.settings.class_names)
         s.detect_painted_slices(indices=event.value, axis=self._slicing_axis())
-        new = s.name_new_labels()
-        if new:  # a label the model does not know: a new structure, the model grows for it
+        new = list(range(known, len(s.settings.class_names)))
+        if known and new:  # a label the model did not know: a new structure; Retrain grows it
             self.structures.set_names(s.settings.class_names)
             self._show_names()
             show_info(f"Label {', '.join(map(str, new))} is a new structure: it was added as "
@@ -519,7 +509,7 @@ class AssistantWidget(QWidget):
         if s is None:
             return
         model = s.current_model_path
-        if _untrained(model):
+        if is_untrained(model):
             show_warning("This new model has not learnt anything yet: paint a few slices with "
                          "the structures' label values, then click Retrain.")
             return

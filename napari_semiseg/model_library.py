@@ -42,10 +42,10 @@ def user_models_dir() -> Path:
 
 
 def _entry(path: Path, shipped: bool) -> LibraryModel | None:
-    from training.checkpoint import CheckpointError, read_checkpoint
+    from training.checkpoint import CheckpointError, read_meta
 
     try:
-        meta = read_checkpoint(path)["meta"]
+        meta = read_meta(path)
     except (CheckpointError, OSError):
         return None  # a broken file in the user's folder is not listed
     return LibraryModel(path, meta.get("card"), shipped, list(meta.get("class_names") or []))

@@ -263,19 +263,16 @@ class Session:
         self._dirty.add("json")
         self._autosave()
 
-    def unnamed_labels(self) -> list[int]:
-        """Painted label values that have no name yet (the user painted a new structure)."""
-        used = np.unique(self.user_labels[self.user_labels != NOT_ANNOTATED])
-        return [int(v) for v in used if int(v) >= len(self.settings.class_names)]
+    def name_new_label(self, value: int) -> list[int]:
+        """After painting ``value``: if it has no name yet (a new structure), name it and any
+        value below it "structure k"; returns the values named (none when it was known).
 
-    def name_new_labels(self) -> list[int]:
-        """Give every painted, unnamed label value a name ("structure k"); returns the values."""
-        new = self.unnamed_labels()
-        if new and self.settings.class_names:
-            names = list(self.settings.class_names)
-            for k in range(len(names), max(new) + 1):
-                names.append(f"structure {k}")
-            self.set_class_names(names)
+        Only the painted value is looked at: this runs after every stroke."""
+        names = list(self.settings.class_names)
+        if not names or not len(names) <= int(value) < NOT_ANNOTATED:
+            return []
+        new = list(range(len(names), int(value) + 1))
+        self.set_class_names(names + [f"structure {k}" for k in new])
         return new
 
     # ----- labelled slices --------------------------------------------------------------------
@@ -389,7 +386,9 @@ class Session:
         axis = self.settings.axis if axis is None else axis
         if indices is not None:
             changed = sorted(self._slices_from_indices(indices, axis))
-            self._apply_paint(indices)
+            top = self._apply_paint(indices)
+            if top is not None:  # a value without a name is a new structure: name it
+                self.name_new_label(top)
             for i in changed:
                 self._mark(axis, i)
             self._autosave()
@@ -405,8 +404,9 @@ class Session:
         self._autosave()
         return changed
 
-    def _apply_paint(self, value: Any) -> None:
-        """Write the new values a napari paint event carries into ``prediction``.
+    def _apply_paint(self, value: Any) -> int | None:
+        """Write the new values a napari paint event carries into ``prediction``; returns the
+        largest value painted (None when the event carries none).
 
         napari emits the event before it writes a programmatic edit (paint, fill, polygon) to
         the array, so the values are taken from the event itself; napari then writes the same
@@ -419,11 +419,14 @@ class Session:
             else:
                 region = self.prediction[box]  # basic slicing: a view, edited in place
                 region[value.mask] = value.new_value
-        elif isinstance(value, list):
-            for atom in value:
-                self._apply_paint(atom)
-        elif isinstance(value, tuple) and len(value) == 3 and isinstance(value[0], tuple):
+            return int(np.max(value.new_value))
+        if isinstance(value, list):
+            painted = [v for v in (self._apply_paint(atom) for atom in value) if v is not None]
+            return max(painted) if painted else None
+        if isinstance(value, tuple) and len(value) == 3 and isinstance(value[0], tuple):
             self.prediction[value[0]] = value[2]  # (indices, old values, new values)
+            return int(np.max(value[2])) if np.size(value[2]) else None
+        return None
 
     def _slices_from_indices(self, value: Any, axis: int) -> set[int]:
         """Slice indices along ``axis`` touched by a napari paint event value (or part of it)."""
@@ -570,8 +573,9 @@ class Session:
         if self.n_labelled == 0:
             raise NoLabelledSlicesError(
                 "no labelled slice yet: paint or accept at least one slice before retraining")
-        if self.current_version is not None and self.current_version.note.startswith(
-                "new model"):
+        from training.new_model import is_untrained
+
+        if is_untrained(self.current_model_path):
             # nothing to protect yet: an untrained model cannot get worse, so every painted
             # slice trains it
             return list(self.labelled_slices()), []

@@ -111,3 +111,15 @@ def test_retrain_with_a_shape_prior_follows_the_interpolation_where_it_covers(tm
     pred = np.load(done["prediction"])
     # with the network's share at 0 the shape prior decides between the painted slices
     np.testing.assert_array_equal(pred[1:7], interpolate_between_slices(sparse)[1:7])
+
+
+def test_painting_an_unnamed_value_names_it_and_the_values_below(tmp_path):
+    from napari_semiseg.session import Session
+
+    s = Session(np.zeros((3, 8, 8), np.float32), autosave=False)
+    s.set_class_names(["background", "a", "b"])
+    idx = (np.array([1]), np.array([2]), np.array([2]))
+    s.detect_painted_slices(indices=[(idx, np.array([0]), np.array([4]))])
+    assert s.settings.class_names == ["background", "a", "b", "structure 3", "structure 4"]
+    s.detect_painted_slices(indices=[(idx, np.array([4]), np.array([1]))])  # a known value
+    assert len(s.settings.class_names) == 5

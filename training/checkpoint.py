@@ -47,19 +47,25 @@ def companion_path(path: str | os.PathLike, name: str) -> Path:
     return path.with_name(f"{path.stem}.{name}{path.suffix or '.pt'}")
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """The raw payload, validated (weights only, no pickled code)."""
+def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict:
+    """The raw payload, validated (weights only, no pickled code). With ``mmap`` the weights
+    stay on disk until touched: what listing models and reading cards need."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"unreadable checkpoint {path}: {first[:200]}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a napari-semiseg checkpoint")
     return payload
+
+
+def read_meta(path: str | os.PathLike) -> dict:
+    """A checkpoint's metadata (names, card, flags) without reading its weights."""
+    return read_checkpoint(path, mmap=True)["meta"]
 
 
 def load_checkpoint(

@@ -48,3 +48,16 @@ def new_model(
         "downsample": 1.0, "steps_done": 0,
     }
     return save_checkpoint(path, model, meta)
+
+
+def is_untrained(path: str | os.PathLike | None) -> bool:
+    """A checkpoint made by :func:`new_model` and not trained yet (unreadable: False; whoever
+    loads it reports why)."""
+    from training.checkpoint import CheckpointError, read_meta
+
+    if not path:
+        return False
+    try:
+        return bool(read_meta(path).get("untrained"))
+    except (CheckpointError, OSError):
+        return False
