@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import numpy as np
-from readme_screenshot import ROOT, pump_until
+from readme_screenshot import ROOT, pump_until, shoot_and_close
 
 
 def main(out: str = "docs/new_structure.png") -> int:
@@ -47,14 +46,7 @@ def main(out: str = "docs/new_structure.png") -> int:
     from napari.utils.notifications import notification_manager
 
     notification_manager.records.clear()
-    pump_until(lambda: True, 1)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    viewer.screenshot(out, canvas_only=False)
-    print(widget.status.text())
-    widget.bridge.close()
-    viewer.close()
-    print(f"saved {out}")
-    return 0
+    return shoot_and_close(viewer, widget, out)
 
 
 if __name__ == "__main__":

@@ -53,9 +53,15 @@ def main(out: str = "docs/screenshot.png") -> int:
     pump_until(lambda: viewer.layers["prediction"].data is not None
                and "Step" in widget.status.text() and widget.progress.value() >= 25, 600)
     widget.next_uncertain_slice()
+    return shoot_and_close(viewer, widget, out)
+
+
+def shoot_and_close(viewer, widget, out: str) -> int:
+    """Let the window settle, save the whole window to ``out``, and close everything."""
     pump_until(lambda: True, 1)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     viewer.screenshot(out, canvas_only=False)
+    print(widget.status.text())
     widget.bridge.close()
     viewer.close()
     print(f"saved {out}")

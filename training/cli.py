@@ -284,9 +284,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     model, meta = load_checkpoint(args.model, device=device)
     files = _inputs(Path(args.input))
     many = len(files) > 1 or Path(args.input).is_dir()
-    for f in files:  # every input is checked before anything is written
+    for f in files:  # refuse a bad input before hours of predicting, with nothing written
         read_image(f)
-    written: list[Path] = []
+    written: list[Path] = []  # removed again if writing fails midway: no half set of outputs
     try:
         for f in files:
             arr, ref = read_image(f)

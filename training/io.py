@@ -575,10 +575,18 @@ def write_volume(path: str | os.PathLike, data: np.ndarray, geometry: Geometry |
     :class:`WriteError` and leaves the previous file at ``path`` untouched.
     """
     path = Path(path)
-    if not has_suffix(path, WRITE_SUFFIXES):
+    if has_suffix(path, SLICE_SUFFIXES):  # a prediction for a PNG slice stays a PNG slice
+        arr = np.asarray(data)
+        if arr.ndim == 3 and arr.shape[0] == 1:
+            data = arr[0]
+        if np.ndim(data) != 2 or np.asarray(data).dtype not in (np.uint8, np.uint16):
+            raise DataError(f"{path}: a PNG holds one 8- or 16-bit slice; save this "
+                            f"{np.asarray(data).dtype} array of shape {arr.shape} as .nii.gz")
+        geometry = None  # PNG stores no spacing or origin
+    elif not has_suffix(path, WRITE_SUFFIXES):
         raise DataError(f"{path}: save as one of {', '.join(WRITE_SUFFIXES)}")
     img = to_sitk(data, geometry)
-    suffix = next(s for s in WRITE_SUFFIXES if str(path).lower().endswith(s))
+    suffix = next(s for s in (*WRITE_SUFFIXES, *SLICE_SUFFIXES) if str(path).lower().endswith(s))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.partial{suffix}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
