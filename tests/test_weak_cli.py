@@ -25,7 +25,8 @@ def test_train_from_tags_then_predict_with_cam(tmp_path, capsys):
     write_tags(tags, {("case00", 0): 1, ("case00", 1): 1, ("case01", 0): 0, ("case01", 1): 0})
     model = tmp_path / "m.pt"
     assert main(["train", "--data", str(data), "--tags", str(tags), "--steps", "3",
-                 "--classifier-steps", "2", "--out", str(model), *TINY]) == 0
+                 "--classifier-steps", "2", "--localiser", "cam", "--out", str(model),
+                 *TINY]) == 0
     err = capsys.readouterr().err
     assert "tags: 2 positive, 2 negative" in err and "classifier" in err
     assert load_checkpoint(model)[1]["method"] == "cam_weak"
@@ -41,6 +42,30 @@ def test_train_from_tags_then_predict_with_cam(tmp_path, capsys):
         assert cam.GetSize() == sitk.ReadImage(str(src)).GetSize()
         arr = sitk.GetArrayFromImage(cam)
         assert arr.dtype == np.float32 and 0 <= arr.min() and arr.max() <= 1 + 1e-6
+
+
+def test_train_from_tags_default_uses_the_anomaly_map_everywhere(tmp_path, capsys):
+    """The default localiser needs no classifier, and predict --cam shows the same kind of map
+    as the weak masks were seeded from."""
+    from training.localise import anomaly_map
+    from training.normalization import normalize_intensity
+
+    data = write_dataset(tmp_path / "data", n=3)
+    tags = tmp_path / "tags.csv"
+    write_tags(tags, {("case00", 0): 1, ("case00", 1): 1, ("case01", 0): 0, ("case01", 1): 0})
+    model = tmp_path / "m.pt"
+    assert main(["train", "--data", str(data), "--tags", str(tags), "--steps", "2",
+                 "--out", str(model), *TINY]) == 0
+    assert "classifier" not in capsys.readouterr().err and not classifier_path(model).exists()
+    meta = load_checkpoint(model)[1]
+    assert meta["config"]["method_opts"]["localiser"] == "anomaly"
+    src = data / "images" / "case02.nii.gz"
+    out = tmp_path / "map.nii.gz"
+    assert main(["predict", "--model", str(model), "--input", str(src), "--output",
+                 str(tmp_path / "pred.nii.gz"), "--cam", str(out), "--device", "cpu"]) == 0
+    vol = sitk.GetArrayFromImage(sitk.ReadImage(str(src))).astype(np.float32)
+    want = anomaly_map(normalize_intensity(vol, meta["normalization"]))
+    np.testing.assert_allclose(sitk.GetArrayFromImage(sitk.ReadImage(str(out))), want, atol=1e-6)
 
 
 def test_train_needs_labels_or_tags(tmp_path, capsys):
@@ -85,9 +110,25 @@ def test_benchmark_weak_writes_a_table(tmp_path, capsys):
     text = table.read_text(encoding="utf-8")
     assert text.startswith("# Weak supervision") and "Command: `semiseg benchmark weak" in text
     for arm in ("CAM threshold", "random walker", "cam_weak network (tags only)",
-                "supervised, 2 dense masks", "ceiling"):
+                "supervised, 2 dense masks", "ceiling", "| anomaly |", "| cam |", "hit rate"):
         assert arm in text
     res = json.loads((tmp_path / "w" / "results.json").read_text(encoding="utf-8"))
-    assert res["meta"]["test_patients"] == ["P3"]
-    r = res["results"]["cam_weak network (tags only)"]
+    assert [s["test_patients"] for s in res["meta"]["splits"]] == [["P3"]]
+    r = res["runs"][0]["cam_weak network (tags only)"]
     assert r["n_pos"] == 2 and r["n_neg"] == 2 and 0 <= r["dice"] <= 1
+
+
+def test_benchmark_weak_folds_hold_out_every_patient_once(tmp_path):
+    data = _lgg_like(tmp_path / "lgg")
+    table = tmp_path / "weak.md"
+    assert main(["benchmark", "weak", "--data", str(data), "--folds", "2", "--dense", "2",
+                 "--classifier-steps", "2", "--steps", "2", "--out", str(tmp_path / "w"),
+                 "--table", str(table), *TINY]) == 0
+    res = json.loads((tmp_path / "w" / "results.json").read_text(encoding="utf-8"))
+    held = [s["test_patients"] for s in res["meta"]["splits"]]
+    assert held == [["P0", "P2"], ["P1", "P3"]]
+    for split in res["meta"]["splits"]:  # never trained on a patient it is tested on
+        assert not set(split["train_patients"]) & set(split["test_patients"])
+    loc = res["localisation"][0]["anomaly"]
+    assert loc["n"] == 4 and 0 <= loc["hits"] <= 4  # 2 tumour slices per held-out patient
+    assert "mean ± sd over 2 patient folds" in table.read_text(encoding="utf-8")

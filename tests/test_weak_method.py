@@ -61,7 +61,7 @@ def test_train_from_tags_end_to_end(tmp_path):
                       base=4, depth=2, checkpoint=str(tmp_path / "weak.pt"), log_every=1)
     events = []
     res = train_from_tags([vol], [tags], cfg, user_labels=[user], classifier_steps=6,
-                          on_event=events.append)
+                          on_event=events.append, localiser="cam")
     assert res.checkpoint and load_checkpoint(res.checkpoint)[1]["method"] == "cam_weak"
     assert res.classifier == str(classifier_path(res.checkpoint))
     model, _ = load_checkpoint(res.classifier)

@@ -59,8 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--labeled", default=None,
                    help="N patients or case,case,... (dense labels; optional with --tags)")
     t.add_argument("--tags", default=None, metavar="FILE.csv",
-                   help="slice tags (case,slice,tag; LGG index.csv; ACDC slices.csv): train a "
-                        "tag classifier, make CAM weak masks, then --method (cam_weak)")
+                   help="slice tags (case,slice,tag; LGG index.csv; ACDC slices.csv): "
+                        "localisation maps -> weak masks -> --method (cam_weak)")
+    t.add_argument("--localiser", default=None, choices=["anomaly", "cam", "cam*anomaly"],
+                   help="with --tags: what seeds the weak masks: intensity anomaly against the "
+                        "slices tagged absent (default), the tag classifier's CAM, or both")
     t.add_argument("--tag-column", default=None, help="tag column of an ACDC slices.csv")
     t.add_argument("--classifier-steps", type=int, default=None,
                    help="tag classifier steps (default: half of --steps)")
@@ -148,10 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
                          "of a new model, Dice on the other slices")
     ef.add_argument("--device", default="cpu")
     ef.add_argument("--out", required=True)
-    wk = bsub.add_parser("weak", help="slice tags -> CAM -> weak masks -> cam_weak, by patient")
+    wk = bsub.add_parser("weak", help="slice tags -> localisation -> weak masks -> cam_weak, "
+                                              "patient folds")
     wk.add_argument("--data", required=True, help="2-D slices with patient and tags (LGG)")
     wk.add_argument("--tags", default=None, help="tag CSV (default: the data's index.csv)")
-    wk.add_argument("--test-patients", type=int, default=4)
+    wk.add_argument("--test-patients", type=int, default=4,
+                    help="one split: hold out the last N patients (ignored with --folds)")
+    wk.add_argument("--folds", type=int, default=0,
+                    help="patient-level cross-validation: K folds, every patient tested once")
+    wk.add_argument("--localiser", default=None, choices=["anomaly", "cam", "cam*anomaly"],
+                    help="what seeds the weak masks of the network arms (default: anomaly)")
     wk.add_argument("--dense", type=int, default=8, help="dense masks for the baseline")
     wk.add_argument("--classifier-steps", type=int, default=300)
     wk.add_argument("--seed", type=int, default=0)
@@ -221,6 +230,7 @@ def _print_event(e: dict) -> None:
 def _train_from_tags(args: argparse.Namespace) -> int:
     """Tags (and optional dense labels) of a dataset folder -> cam_weak checkpoint."""
     from training.data import scan_dataset, select_labeled
+    from training.localise import DEFAULT_LOCALISER
     from training.tags import read_tags, tag_counts, volume_tags
     from training.weak import train_from_tags
 
@@ -229,15 +239,20 @@ def _train_from_tags(args: argparse.Namespace) -> int:
     dense = set()
     if args.labeled is not None:
         dense = {c.name for c in select_labeled(cases, args.labeled)[0]}
+    read = [(c, read_image(c.image)[0]) for c in cases]
     images, vol_tags, user = [], [], []
-    for c in cases:
-        im, _ = read_image(c.image)
-        images.append(im)
-        vol_tags.append(volume_tags(tags, c.name, len(im)))
-        lab = None
-        if c.name in dense and c.label is not None:
-            lab, _ = read_labels(c.label)
-        user.append(lab if lab is not None else np.full(im.shape, 255, np.uint8))
+    for group in _stacks(read):  # a patient's 2-D slices become one volume (as in the dock)
+        ims, tgs, labs = [], [], []
+        for c, im in group:
+            ims.append(im)
+            tgs.append(volume_tags(tags, c.name, len(im)))
+            lab = None
+            if c.name in dense and c.label is not None:
+                lab, _ = read_labels(c.label)
+            labs.append(lab if lab is not None else np.full(im.shape, 255, np.uint8))
+        images.append(np.concatenate(ims))
+        vol_tags.append(np.concatenate(tgs))
+        user.append(np.concatenate(labs))
     counts = tag_counts(np.concatenate(vol_tags))
     print(f"{len(cases)} cases; tags: {counts['positive']} positive, {counts['negative']} "
           f"negative; {len(dense)} cases with dense labels", file=sys.stderr)
@@ -246,9 +261,23 @@ def _train_from_tags(args: argparse.Namespace) -> int:
                   log_every=args.log_every)
     res = train_from_tags(images, vol_tags, cfg, user_labels=user,
                           classifier_steps=args.classifier_steps, on_event=_print_event,
-                          init_checkpoint=args.init)
-    print(f"classifier: {res.classifier}", file=sys.stderr)
+                          init_checkpoint=args.init,
+                          localiser=args.localiser or DEFAULT_LOCALISER)
+    if res.classifier:
+        print(f"classifier: {res.classifier}", file=sys.stderr)
     return 0
+
+
+def _stacks(read: list) -> list[list]:
+    """(case, image) pairs grouped into volumes: one-slice images of one patient and one
+    in-plane shape are stacked in their listed order; anything else is a volume of its own."""
+    groups: dict[tuple, list] = {}
+    for i, (c, im) in enumerate(read):
+        key: tuple = (i,)
+        if c.patient is not None and len(im) == 1:
+            key = ("patient", c.patient, im.shape[1:])
+        groups.setdefault(key, []).append((c, im))
+    return list(groups.values())
 
 
 def _inputs(path: Path) -> list[Path]:
@@ -312,14 +341,22 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cam_model_map(model_path: str, model, meta: dict, volume: np.ndarray, device) -> np.ndarray:
-    """CAM (z, y, x) in [0, 1]: from ``<model>.classifier.pt`` when training made one."""
+    """Localisation map (z, y, x) in [0, 1] as training made it: the tag classifier's CAM
+    (``<model>.classifier.pt``), the intensity anomaly map, or else Grad-CAM of the model."""
     from training.cam import volume_cam
+    from training.localise import anomaly_map, combine
+    from training.normalization import normalize_intensity
     from training.weak import classifier_path
 
+    localiser = meta.get("config", {}).get("method_opts", {}).get("localiser")
     clf_path = classifier_path(model_path)
     if clf_path.is_file():
         model, meta = load_checkpoint(clf_path, device=device)
+    elif localiser in ("anomaly", "cam*anomaly"):
+        return anomaly_map(normalize_intensity(volume, meta.get("normalization")))
     cam, _ = volume_cam(model, volume, meta["size"], normalization=meta.get("normalization"))
+    if localiser == "cam*anomaly":
+        cam = combine(cam, anomaly_map(normalize_intensity(volume, meta.get("normalization"))))
     return cam
 
 
@@ -520,7 +557,8 @@ def _cmd_benchmark_weak(args: argparse.Namespace, argv: Sequence[str]) -> int:
     command = "semiseg " + " ".join(shlex.quote(a) for a in argv)
     table = weak_benchmark(args.data, cfg, args.out, test_patients=args.test_patients,
                            dense=args.dense, classifier_steps=args.classifier_steps,
-                           command=command, tag_file=args.tags,
+                           command=command, tag_file=args.tags, folds=args.folds,
+                           localiser=args.localiser or "anomaly",
                            log=lambda m: print(m, file=sys.stderr, flush=True))
     if args.table:
         Path(args.table).parent.mkdir(parents=True, exist_ok=True)

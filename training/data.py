@@ -157,6 +157,11 @@ class TrainData:
     # Draw labelled 2D slices volume by volume (each labelled volume equally often) instead of
     # uniformly over slices: lets a few user slices weigh as much as a whole pseudo-labelled scan
     balance_volumes: bool = False
+    # Share of each labelled 2-D batch drawn from slices holding a trusted (user-drawn) structure
+    # voxel when weak labels (>= WEAK_BASE) fill the rest: a few dense masks among hundreds of
+    # weak slices were otherwise drawn ~1 % of the time, and the teacher's relabelling of weak
+    # voxels could then settle on "background everywhere" (issue 13: tags + 8 dense gave 0 Dice)
+    trusted_share: float = 0.0
 
     @classmethod
     def from_arrays(
@@ -319,8 +324,19 @@ class SliceSampler:
         self.labeled_bs, self.unlabeled_bs = labeled_bs, unlabeled_bs
         self.gen = torch.Generator().manual_seed(seed)
         self.augment = augment
+        self.trusted = trusted_slices(self.lab_lab)
+        self.trusted_share = float(getattr(data, "trusted_share", 0.0))
 
     def _labelled_indices(self, n: int) -> torch.Tensor:
+        n_trusted = int(round(self.trusted_share * n)) if len(self.trusted) else 0
+        if 0 < n_trusted:
+            pick = self.trusted[torch.randint(0, len(self.trusted), (n_trusted,),
+                                              generator=self.gen)]
+            rest = self._other_indices(n - n_trusted) if n > n_trusted else pick[:0]
+            return torch.cat([pick, rest])
+        return self._other_indices(n)
+
+    def _other_indices(self, n: int) -> torch.Tensor:
         if not self.balance:
             return torch.randint(0, len(self.lab_img), (n,), generator=self.gen)
         vols = torch.unique(self.volume_of)
@@ -355,6 +371,20 @@ class SliceSampler:
         if len(self.unl_img) and self.unlabeled_bs > 0:
             unl = self._take(self.unl_img, None, self.unlabeled_bs)
         return lab, unl
+
+
+def trusted_slices(labels: torch.Tensor) -> torch.Tensor:
+    """Indices of (N, H, W) label slices holding a trusted structure voxel (1 .. WEAK_BASE-1)
+    in a set that also holds weak labels; empty when there are no weak labels."""
+    from training.weak_masks import WEAK_BASE  # here: spares plain training the skimage import
+
+    if len(labels) == 0:
+        return torch.empty(0, dtype=torch.long)
+    weak = ((labels >= WEAK_BASE) & (labels != IGNORE_INDEX)).flatten(1).any(1)
+    if not bool(weak.any()):
+        return torch.empty(0, dtype=torch.long)
+    fg = ((labels > 0) & (labels < WEAK_BASE)).flatten(1).any(1)
+    return torch.nonzero(fg).flatten()
 
 
 def _random_crop(vols: list[np.ndarray], patch: Sequence[int], gen: torch.Generator,

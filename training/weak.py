@@ -1,4 +1,8 @@
-"""Train from slice tags end to end: tag classifier -> CAMs -> weak masks -> ``cam_weak``.
+"""Train from slice tags end to end: localisation maps -> weak masks -> ``cam_weak``.
+
+The maps come from :mod:`training.localise`: by default the intensity anomaly against the
+scan's slices tagged "absent" (no classifier); ``localiser="cam"`` trains a tag classifier and
+uses its CAMs, ``"cam*anomaly"`` both.
 
 One engine entry point, :func:`train_from_tags`, shared by ``semiseg train --tags``, the
 ``semiseg benchmark weak`` command and the assistant's "Train from tags" (through a background
@@ -20,6 +24,7 @@ from training.cam import train_classifier, volume_cam
 from training.checkpoint import save_checkpoint
 from training.data import DataError, TrainData
 from training.device import pick_device
+from training.localise import DEFAULT_LOCALISER, LOCALISERS, anomaly_map, combine
 from training.normalization import DEFAULT_NORMALIZATION, normalize_intensity
 from training.trainer import TrainConfig, train
 from training.weak_masks import combine_labels, encode_weak, weak_masks
@@ -32,8 +37,8 @@ class WeakResult:
     """What :func:`train_from_tags` made (arrays per input volume)."""
 
     checkpoint: str | None  # the cam_weak segmentation network (None if cancelled)
-    classifier: str | None  # the tag classifier (CAMs), saved next to it
-    cams: list[np.ndarray]  # float32 (z, y, x) in [0, 1]
+    classifier: str | None  # the tag classifier (CAMs), saved next to it; None if not needed
+    cams: list[np.ndarray]  # float32 (z, y, x) in [0, 1]: the localisation maps
     weak: list[np.ndarray]  # uint8 (z, y, x): 0/1 on tagged slices, 255 elsewhere
 
 
@@ -56,13 +61,16 @@ def train_from_tags(
     should_stop: Callable[[], bool] | None = None,
     init_checkpoint: str | None = None,
     classifier: nn.Module | None = None,
+    localiser: str = DEFAULT_LOCALISER,
 ) -> WeakResult:
-    """Tag classifier, CAMs, weak masks, then ``config.method`` (normally ``cam_weak``).
+    """Localisation maps, weak masks, then ``config.method`` (normally ``cam_weak``).
 
     ``tags[i]`` holds one 1/0/-1 per slice of ``images[i]``. ``user_labels`` (255 = not
     annotated) are dense or sparse labels the user also has: they win over weak masks.
     ``classifier_steps`` defaults to half of ``config.steps``; a trained ``classifier`` (a U-Net
-    with a cls head) is reused instead of training one. Progress events carry
+    with a cls head) is reused instead of training one. ``localiser`` is one of
+    :data:`training.localise.LOCALISERS`; the classifier is trained only when it uses the CAM.
+    Progress events carry
     ``phase`` = ``classifier`` | ``segmentation`` and a ``step``/``total`` over both phases.
     """
     emit = on_event or (lambda e: None)
@@ -71,30 +79,37 @@ def train_from_tags(
     norm = dict(normalization or DEFAULT_NORMALIZATION)
     vols = [np.asarray(im)[None] if np.asarray(im).ndim == 2 else np.asarray(im) for im in images]
     x = [normalize_intensity(v, norm) for v in vols]
+    if localiser not in LOCALISERS:
+        raise DataError(f"unknown localiser {localiser!r}; choose from {', '.join(LOCALISERS)}")
+    wants_cam = "cam" in localiser
     n_cls = int(classifier_steps if classifier_steps is not None else max(config.steps // 2, 1))
+    if not wants_cam or classifier is not None:
+        n_cls = 0
     grand_total = n_cls + config.steps
 
     def cls_event(e: Event) -> None:
         emit({**e, "total": grand_total})
 
     clf = classifier
-    if clf is None:
+    if clf is None and wants_cam:
         clf = train_classifier(x, tags, size=config.size, steps=n_cls, lr=3e-3, base=config.base,
                                depth=config.depth, seed=config.seed,
                                device=pick_device(config.device), on_event=cls_event,
                                should_stop=should_stop)
-    if clf is None:
-        emit({"type": "cancelled", "phase": "classifier"})
-        return WeakResult(None, None, [], [])
-    cls_path = classifier_path(config.checkpoint)
-    save_checkpoint(cls_path, clf, {
-        "num_classes": 2, "class_names": ["background", "structure"], "normalization": norm,
-        "dims": 2, "method": "tag_classifier", "size": list(config.size), "downsample": 1.0,
-        "seed": config.seed, "total_steps": n_cls,
-    })
+        if clf is None:
+            emit({"type": "cancelled", "phase": "classifier"})
+            return WeakResult(None, None, [], [])
+    cls_path = None
+    if clf is not None:
+        cls_path = str(classifier_path(config.checkpoint))
+        save_checkpoint(cls_path, clf, {
+            "num_classes": 2, "class_names": ["background", "structure"], "normalization": norm,
+            "dims": 2, "method": "tag_classifier", "size": list(config.size), "downsample": 1.0,
+            "seed": config.seed, "total_steps": n_cls,
+        })
     cams, weak, labels = [], [], []
     for i, (v, tg) in enumerate(zip(x, tags, strict=True)):
-        cam, _ = volume_cam(clf, v, config.size, normalised=True)
+        cam = localisation_maps(localiser, v, np.asarray(tg), clf, config.size)
         w = weak_masks(v, cam, np.asarray(tg), refine=refine)
         cams.append(cam)
         weak.append(w)
@@ -110,6 +125,7 @@ def train_from_tags(
         unlabeled=[normalize_intensity(np.asarray(u), norm) for u in unlabeled],
         num_classes=2, class_names=["background", "structure"], normalization=norm,
         names=[f"volume{i}" for i in range(len(x))],
+        trusted_share=0.5,
     )
 
     def seg_event(e: Event) -> None:
@@ -117,7 +133,20 @@ def train_from_tags(
             e = {**e, "phase": "segmentation", "step": n_cls + e["step"], "total": grand_total}
         emit(e)
 
-    cfg = replace(config, num_classes=2)
+    # recorded in the checkpoint, so that `semiseg predict --cam` shows the same kind of map
+    cfg = replace(config, num_classes=2,
+                  method_opts={**config.method_opts, "localiser": localiser})
     path = train(cfg, data, on_event=seg_event, should_stop=should_stop,
                  init_checkpoint=init_checkpoint)
-    return WeakResult(path, str(cls_path), cams, weak)
+    return WeakResult(path, cls_path, cams, weak)
+
+
+def localisation_maps(localiser: str, x: np.ndarray, tags: np.ndarray | None,
+                      classifier: nn.Module | None, size) -> np.ndarray:
+    """The (z, y, x) map in [0, 1] that seeds weak masks, for a normalised volume."""
+    if localiser == "anomaly":
+        return anomaly_map(x, tags)
+    if classifier is None:
+        raise DataError(f"localiser {localiser!r} needs a tag classifier")
+    cam, _ = volume_cam(classifier, x, size, normalised=True)
+    return cam if localiser == "cam" else combine(cam, anomaly_map(x, tags))

@@ -1,11 +1,13 @@
-"""``semiseg benchmark weak``: slice tags -> CAM -> weak masks -> cam_weak, split by patient.
+"""``semiseg benchmark weak``: slice tags -> localisation -> weak masks -> cam_weak, by patient.
 
 For a 2-D slice dataset with patients and image-level tags (LGG ``index.csv``: ``patient``,
 ``slice``, ``has_tumor``), each patient's slices are stacked into one volume (as the plugin opens
-an LGG folder). Reported on the test patients, against the expert masks:
+an LGG folder). With ``folds`` >= 2 every patient is held out once (patient-level
+cross-validation) and the table gives the mean and spread over folds. Reported on the held-out
+patients, against the expert masks:
 
-- Dice of the weak masks on positive slices (the tags are given, as when a user tags slices):
-  plain CAM thresholding and the random-walker refinement;
+- each localiser's hit rate (map peak inside the tumour) and weak-mask Dice (tags given, as when
+  a user tags slices), and plain CAM thresholding;
 - Dice of trained networks on positive slices and their false-positive rate on negative slices
   (share of negative slices with any predicted foreground): ``cam_weak`` from tags only,
   a supervised network on a few dense masks, both together, and all masks (ceiling).
@@ -24,11 +26,13 @@ import numpy as np
 import torch
 
 from training import IGNORE_INDEX
-from training.cam import volume_cam
+from training.cam import train_classifier, volume_cam
 from training.checkpoint import load_checkpoint
 from training.data import TrainData, scan_dataset
+from training.device import pick_device
 from training.inference import predict_volume
 from training.io import DataError, read_image, read_labels
+from training.localise import DEFAULT_LOCALISER, LOCALISERS, anomaly_map, combine, hit_rate
 from training.normalization import DEFAULT_NORMALIZATION, normalize_intensity
 from training.tags import read_tags
 from training.trainer import TrainConfig, train
@@ -93,6 +97,20 @@ def _predict(ckpt: str, test: dict[str, dict]) -> dict[str, np.ndarray]:
             for pid, d in test.items()}
 
 
+def patient_folds(names: list[str], folds: int, test_patients: int) -> list[list[str]]:
+    """Held-out patients per run: ``folds`` >= 2 splits the sorted patients round-robin into
+    that many folds (each patient tested once); otherwise one split, the last
+    ``test_patients``."""
+    if folds >= 2:
+        if folds > len(names):
+            raise DataError(f"--folds {folds} needs at least {folds} patients, "
+                            f"found {len(names)}")
+        return [names[i::folds] for i in range(folds)]
+    if not 0 < test_patients < len(names):
+        raise DataError(f"--test-patients must be between 1 and {len(names) - 1}")
+    return [names[-test_patients:]]
+
+
 def weak_benchmark(
     data_dir: str,
     config: TrainConfig,
@@ -103,60 +121,97 @@ def weak_benchmark(
     command: str = "",
     log: Callable[[str], None] = print,
     tag_file: str | None = None,
+    folds: int = 0,
+    localiser: str = DEFAULT_LOCALISER,
 ) -> str:
-    """Run every arm on one patient split; write ``results.json`` and return a Markdown table."""
+    """Every arm on each patient split (``folds`` >= 2: patient-level cross-validation);
+    writes ``results.json`` and returns a Markdown table of the mean and spread over splits."""
     t0 = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     patients = load_patients(data_dir, tag_file)
     names = list(patients)
-    if not 0 < test_patients < len(names):
-        raise DataError(f"--test-patients must be between 1 and {len(names) - 1}")
-    test = {p: patients[p] for p in names[-test_patients:]}
-    train_p = {p: patients[p] for p in names[:-test_patients]}
-    log(f"train patients {list(train_p)}; test patients {list(test)}")
+    splits = patient_folds(names, folds, test_patients)
+    runs = []
+    for i, held in enumerate(splits):
+        test = {p: patients[p] for p in held}
+        train_p = {p: patients[p] for p in names if p not in held}
+        log(f"split {i + 1}/{len(splits)}: train {list(train_p)}; test {list(test)}")
+        runs.append(_one_split(train_p, test, config, out / f"split{i}", dense,
+                               classifier_steps, localiser, log, t0))
+    meta = {"command": command, "wall_s": time.perf_counter() - t0, "machine": _machine(),
+            "splits": [r["meta"] for r in runs], "localiser": localiser, "dense": dense,
+            "config": {"steps": config.steps, "classifier_steps": classifier_steps,
+                       "size": list(config.size), "base": config.base, "depth": config.depth,
+                       "labeled_bs": config.labeled_bs, "lr": config.lr, "seed": config.seed}}
+    text = json.dumps({"meta": meta, "runs": [r["results"] for r in runs],
+                       "localisation": [r["localisation"] for r in runs]}, indent=1)
+    (out / "results.json").write_text(text, encoding="utf-8")
+    return _table(runs, meta)
+
+
+def _one_split(train_p: dict, test: dict, config: TrainConfig, out: Path, dense: int,
+               classifier_steps: int, localiser: str, log: Callable[[str], None],
+               t0: float) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
     norm = dict(DEFAULT_NORMALIZATION)
     results: dict[str, dict] = {}
 
     def progress(name: str) -> Callable[[dict], None]:
         def on(e: dict) -> None:
-            if e.get("type") == "progress" and (e["step"] % 50 == 0 or e["step"] == e["total"]):
+            if e.get("type") == "progress" and (e["step"] % 100 == 0 or e["step"] == e["total"]):
                 loss = e.get("losses", {}).get("loss", float("nan"))
                 log(f"  {name} step {e['step']}/{e['total']} loss {loss:.3f} "
                     f"({time.perf_counter() - t0:.0f} s)")
         return on
 
-    # 1) tags only: classifier -> CAM -> weak masks -> cam_weak
-    cfg = replace(config, method="cam_weak", checkpoint=str(out / "cam_weak.pt"))
-    res = train_from_tags([d["image"] for d in train_p.values()],
-                          [d["tags"] for d in train_p.values()], cfg,
-                          classifier_steps=classifier_steps, normalization=norm,
-                          on_event=progress("cam_weak"))
-    assert res.checkpoint and res.classifier
-    train_weak = dict(zip(train_p, res.weak, strict=True))
-    results["weak masks on train patients (what cam_weak learns from)"] = _scores(
-        {p: np.where(w == IGNORE_INDEX, 0, w) for p, w in train_weak.items()}, train_p)
-    clf, _ = load_checkpoint(res.classifier, device="cpu")
-    thr, rw, by_cls = {}, {}, {}
+    # 1) localisation candidates on the held-out patients (tags given, as a user gives them)
+    xs_train = [normalize_intensity(d["image"], norm) for d in train_p.values()]
+    tg_train = [d["tags"] for d in train_p.values()]
+    clf = train_classifier(xs_train, tg_train, size=config.size, steps=classifier_steps,
+                           base=config.base, depth=config.depth, seed=config.seed,
+                           device=pick_device(config.device), on_event=progress("classifier"))
+    assert clf is not None
+    maps: dict[str, dict[str, np.ndarray]] = {k: {} for k in LOCALISERS}
+    correct = n_tags = 0
     for pid, d in test.items():
         x = normalize_intensity(d["image"], norm)
         cam, prob = volume_cam(clf, x, config.size, normalised=True)
-        thr[pid] = weak_masks(x, cam, d["tags"], refine=False)
-        rw[pid] = weak_masks(x, cam, d["tags"], refine=True)
+        anom = anomaly_map(x, d["tags"])
+        maps["cam"][pid], maps["anomaly"][pid] = cam, anom
+        maps["cam*anomaly"][pid] = combine(cam, anom)
         assert prob is not None
-        guessed = (prob > 0.5).astype(np.int8)  # no tags: the classifier decides
-        by_cls[pid] = weak_masks(x, cam, guessed, refine=True)
-        results.setdefault("_classifier_acc", {"correct": 0, "n": 0})
-        results["_classifier_acc"]["correct"] += int((guessed == d["tags"]).sum())
-        results["_classifier_acc"]["n"] += len(guessed)
+        correct += int(((prob > 0.5).astype(np.int8) == d["tags"]).sum())
+        n_tags += len(prob)
+    localisation = {}
+    for kind, by_pid in maps.items():
+        hits = [hit_rate(by_pid[p], test[p]["mask"]) for p in test]
+        rw = {p: weak_masks(normalize_intensity(test[p]["image"], norm), by_pid[p],
+                            test[p]["tags"], refine=True) for p in test}
+        localisation[kind] = {"hits": sum(h for h, _ in hits), "n": sum(n for _, n in hits),
+                              "weak_mask": _scores(rw, test)}
+        log(f"  localiser {kind}: hit rate {localisation[kind]['hits']}/"
+            f"{localisation[kind]['n']}, weak-mask Dice "
+            f"{100 * localisation[kind]['weak_mask']['dice']:.1f}")
+    thr = {p: weak_masks(test[p]["image"], maps["cam"][p], test[p]["tags"], refine=False)
+           for p in test}
     results["CAM threshold 0.5 (tags given)"] = _scores(thr, test)
-    results["CAM + random walker = weak mask (tags given)"] = _scores(rw, test)
-    results["CAM + random walker, classifier decides the tag"] = _scores(by_cls, test)
-    log(f"weak masks done ({time.perf_counter() - t0:.0f} s)")
-    results["cam_weak network (tags only)"] = _scores(_predict(res.checkpoint, test), test)
-    log(f"cam_weak: {results['cam_weak network (tags only)']}")
+    results[f"weak masks: {localiser} map + random walker (tags given)"] = \
+        localisation[localiser]["weak_mask"]
 
-    # 2) a few dense masks: supervised alone, and combined with the tags
+    # 2) networks: tags only, a few dense masks, both, all masks
+    cfg = replace(config, method="cam_weak", checkpoint=str(out / "cam_weak.pt"))
+    imgs = [d["image"] for d in train_p.values()]
+    res = train_from_tags(imgs, tg_train, cfg, classifier_steps=0, classifier=clf,
+                          normalization=norm, localiser=localiser,
+                          on_event=progress("cam_weak"))
+    assert res.checkpoint
+    results["weak masks on train patients (what cam_weak learns from)"] = _scores(
+        {p: np.where(w == IGNORE_INDEX, 0, w) for p, w in zip(train_p, res.weak, strict=True)},
+        train_p)
+    results["cam_weak network (tags only)"] = _scores(_predict(res.checkpoint, test), test)
+    log(f"  cam_weak: {results['cam_weak network (tags only)']}")
+
     chosen = dense_slices(train_p, dense, config.seed)
     user = []
     for pid, d in train_p.items():
@@ -164,19 +219,17 @@ def weak_benchmark(
         for z in chosen.get(pid, []):
             lab[z] = d["mask"][z]
         user.append(lab)
-    imgs = [d["image"] for d in train_p.values()]
     sup_data = TrainData.from_arrays(imgs, user, num_classes=2, normalization=norm)
     sup_cfg = replace(config, method="supervised", checkpoint=str(out / f"dense{dense}.pt"),
                       unlabeled_bs=0)
     path = train(sup_cfg, sup_data, on_event=progress(f"supervised {dense} dense"))
     assert path
     results[f"supervised, {dense} dense masks"] = _scores(_predict(path, test), test)
-    log(f"supervised dense: {results[f'supervised, {dense} dense masks']}")
 
     combo_cfg = replace(cfg, checkpoint=str(out / f"cam_weak_dense{dense}.pt"))
-    combo = train_from_tags(imgs, [d["tags"] for d in train_p.values()], combo_cfg,
-                            user_labels=user, classifier_steps=0, classifier=clf,
-                            normalization=norm, on_event=progress("cam_weak + dense"))
+    combo = train_from_tags(imgs, tg_train, combo_cfg, user_labels=user, classifier_steps=0,
+                            classifier=clf, normalization=norm, localiser=localiser,
+                            on_event=progress("cam_weak + dense"))
     assert combo.checkpoint
     results[f"cam_weak network, tags + {dense} dense masks"] = _scores(
         _predict(combo.checkpoint, test), test)
@@ -187,17 +240,11 @@ def weak_benchmark(
     path = train(full_cfg, full_data, on_event=progress("all masks"))
     assert path
     results["supervised, all train masks (ceiling)"] = _scores(_predict(path, test), test)
-    wall = time.perf_counter() - t0
-    acc = results.pop("_classifier_acc")
-    meta = {"command": command, "wall_s": wall, "machine": _machine(),
-            "train_patients": list(train_p), "test_patients": list(test),
-            "dense_slices": chosen, "classifier_test_accuracy": acc["correct"] / acc["n"],
-            "config": {"steps": config.steps, "classifier_steps": classifier_steps,
-                       "size": list(config.size), "base": config.base, "depth": config.depth,
-                       "labeled_bs": config.labeled_bs, "lr": config.lr, "seed": config.seed}}
-    text = json.dumps({"meta": meta, "results": results}, indent=1)
-    (out / "results.json").write_text(text, encoding="utf-8")
-    return _table(results, meta)
+    log(f"  split done ({time.perf_counter() - t0:.0f} s): "
+        + "; ".join(f"{k}: {100 * v['dice']:.1f}" for k, v in results.items()))
+    meta = {"train_patients": list(train_p), "test_patients": list(test),
+            "dense_slices": chosen, "classifier_test_accuracy": correct / max(n_tags, 1)}
+    return {"results": results, "localisation": localisation, "meta": meta}
 
 
 def _machine() -> str:
@@ -212,23 +259,49 @@ def _machine() -> str:
     return f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 
-def _table(results: dict, meta: dict) -> str:
+def _mean_sd(values: list[float]) -> str:
+    v = [x for x in values if x is not None]
+    if not v:
+        return "-"
+    return f"{np.mean(v):.1f} ± {np.std(v):.1f}" if len(v) > 1 else f"{v[0]:.1f}"
+
+
+def _table(runs: list[dict], meta: dict) -> str:
+    k = len(runs)
+    what = f"mean ± sd over {k} patient folds" if k > 1 else "one patient split"
     lines = [
-        "# Weak supervision on LGG: slice tags -> CAM -> weak masks -> cam_weak",
+        "# Weak supervision on LGG: slice tags -> localisation -> weak masks -> cam_weak",
         "",
         f"Command: `{meta['command']}`",
         "",
         f"Machine: {meta['machine']}. Wall time: {meta['wall_s'] / 60:.1f} min.",
         "",
-        f"Split by patient. Train: {', '.join(meta['train_patients'])}. "
-        f"Test: {', '.join(meta['test_patients'])}.",
-        f"Tag classifier accuracy on test slices: {meta['classifier_test_accuracy']:.3f}.",
+    ]
+    for i, m in enumerate(meta["splits"]):
+        lines.append(f"- split {i + 1}: test {', '.join(m['test_patients'])}; tag classifier "
+                     f"accuracy on their slices {m['classifier_test_accuracy']:.3f}")
+    lines += [
         "",
-        "| arm | Dice on positive slices (mean ± sd, n) | false-positive rate on negative slices |",
+        f"## Localisation candidates ({what}; held-out patients, tags given)",
+        "",
+        "| localiser | hit rate: map peak inside the tumour | weak-mask Dice on tumour slices |",
         "|---|---|---|",
     ]
-    for name, r in results.items():
-        fp = "-" if r["fp_rate"] is None else f"{r['fp_rate']:.3f} (n={r['n_neg']})"
-        lines.append(f"| {name} | {100 * r['dice']:.1f} ± {100 * r['dice_sd']:.1f} "
-                     f"(n={r['n_pos']}) | {fp} |")
+    for kind in LOCALISERS:
+        rates = [100 * r["localisation"][kind]["hits"] / max(r["localisation"][kind]["n"], 1)
+                 for r in runs]
+        dices = [100 * r["localisation"][kind]["weak_mask"]["dice"] for r in runs]
+        lines.append(f"| {kind} | {_mean_sd(rates)} % | {_mean_sd(dices)} |")
+    lines += [
+        "",
+        f"## Arms ({what}; localiser `{meta['localiser']}`)",
+        "",
+        "| arm | Dice on tumour slices | false-positive rate on tumour-free slices, % |",
+        "|---|---|---|",
+    ]
+    for name in runs[0]["results"]:
+        d = [100 * r["results"][name]["dice"] for r in runs]
+        fp = [None if r["results"][name]["fp_rate"] is None
+              else 100 * r["results"][name]["fp_rate"] for r in runs]
+        lines.append(f"| {name} | {_mean_sd(d)} | {_mean_sd(fp)} |")
     return "\n".join(lines) + "\n"
