@@ -193,7 +193,7 @@ def test_bcp_static_teacher_changes_only_at_its_period():
 
 
 def test_bcp_has_edge_head_and_loss():
-    m = get_method("bcp", warmup_fraction=0.0)
+    m = get_method("bcp", warmup_fraction=0.0, conf=0.0)  # the paper: every pseudo-label counts
     m.setup(TINY, "cpu")
     lab, unl = _batches()
     losses = m.step(lab, unl, 0, 4)
@@ -229,9 +229,9 @@ def test_bcp_plain_supervised_term_is_the_loss_on_the_unmixed_batch():
     with torch.no_grad():  # GroupNorm: a sample's output does not depend on its batch mates
         expected = 2.0 * supervised_loss(net.train()(lab["image"])["logits"], lab["label"])
     assert math.isclose(losses["plain"], float(expected), rel_tol=1e-4)
-    plain = get_method("bcp", warmup_fraction=0.0)
+    plain = get_method("bcp", warmup_fraction=0.0, sup=0.0)
     plain.setup(TINY, "cpu")
-    assert "plain" not in plain.step(lab, unl, 0, 4)  # off by default, as in the paper
+    assert "plain" not in plain.step(lab, unl, 0, 4)  # off with sup=0, as in the paper
 
 
 def test_act_student_is_small_and_is_the_output():
@@ -261,3 +261,45 @@ def test_warmup_is_supervised_only():
 def test_unknown_method():
     with pytest.raises(ValueError, match="unknown method"):
         get_method("nope")
+
+
+def test_method_options_are_declared_typed_and_checked():
+    from training.methods import get_method, options_help, parse_spec
+
+    assert parse_spec("bcp:conf=0.5,edge=0,warmup_fraction=0.2") == (
+        "bcp", {"conf": 0.5, "edge": False, "warmup_fraction": 0.2})
+    assert parse_spec("ua_mt:mc_passes=8") == ("ua_mt", {"mc_passes": 8})
+    assert isinstance(parse_spec("ua_mt:mc_passes=8")[1]["mc_passes"], int)
+    for bad, why in (("bcp:cnf=1", "no option 'cnf'"), ("nope", "unknown method"),
+                     ("dtml:heaviside_k=big", "needs a number"), ("act:kd", "key=value")):
+        with pytest.raises(ValueError, match=why):
+            parse_spec(bad)
+    with pytest.raises(ValueError, match="no option"):  # nor when built directly
+        get_method("mean_teacher", mc_passes=4)
+    m = get_method("bcp")  # defaults: the variant validation chose
+    assert (m.opt("conf"), m.opt("sup"), m.warmup_fraction) == (0.9, 1.0, 0.3)
+    text = options_help()
+    for name in ("bcp:conf=0.9", "ua_mt:mc_passes=4", "dtml:heaviside_k", "act:student_base",
+                 "cam_weak:confidence", "any:warmup_fraction"):
+        assert name in text
+
+
+def test_train_cli_takes_method_options(tmp_path, capsys):
+    from test_training_synth import write_dataset
+
+    from training.checkpoint import load_checkpoint
+    from training.cli import main
+
+    data = write_dataset(tmp_path / "data", n=3)
+    out = tmp_path / "m.pt"
+    assert main(["train", "--data", str(data), "--labeled", "1", "--method",
+                 "bcp:conf=0.5,sup=0,warmup_fraction=0.5", "--steps", "2", "--size", "16", "16",
+                 "--base", "4", "--depth", "2", "--labeled-bs", "2", "--device", "cpu",
+                 "--out", str(out)]) == 0
+    cfg = load_checkpoint(out)[1]["config"]
+    assert cfg["method"] == "bcp" and cfg["warmup_fraction"] == 0.5
+    assert cfg["method_opts"] == {"conf": 0.5, "sup": 0.0}
+    with pytest.raises(SystemExit):
+        main(["train", "--data", str(data), "--labeled", "1", "--method", "bcp:cnf=1",
+              "--out", str(out)])
+    assert "no option 'cnf'" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from training.checkpoint import load_checkpoint
 from training.data import class_names_from_index, load_train_data, scan_dataset
 from training.inference import predict_volume
 from training.io import read_image, read_labels
+from training.methods import parse_spec
 from training.metrics import dice_hd95, mean_over_cases
 from training.trainer import TrainConfig, train
 
@@ -45,18 +46,9 @@ def evaluate_split(model_path: str, data_dir: str, split: str = "test") -> dict:
 
 
 def parse_variant(spec: str) -> tuple[str, dict]:
-    """``"bcp:conf=0.9,sup=1"`` -> ``("bcp", {"conf": 0.9, "sup": 1.0})``: a method plus options."""
-    name, _, rest = spec.partition(":")
-    opts: dict = {}
-    for item in filter(None, rest.split(",")):
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise ValueError(f"method option {item!r} in {spec!r} is not key=value")
-        try:
-            opts[key] = float(value)
-        except ValueError:
-            raise ValueError(f"method option {item!r} in {spec!r} needs a number") from None
-    return name, opts
+    """``"bcp:conf=0.9,sup=1"`` -> ``("bcp", {"conf": 0.9, "sup": 1.0})``: a method plus options
+    (checked against the method's declared options, see :func:`training.methods.parse_spec`)."""
+    return parse_spec(spec)
 
 
 def run_one(

@@ -22,7 +22,7 @@ from training.io import (
     read_labels,
     write_like,
 )
-from training.methods import METHODS
+from training.methods import METHODS, options_help, parse_spec
 
 
 def _dims(value: str) -> int:
@@ -53,9 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="semiseg", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a model on a dataset folder")
+    t = sub.add_parser("train", help="train a model on a dataset folder", epilog=options_help(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--data", required=True)
-    t.add_argument("--method", default="supervised", choices=METHODS)
+    t.add_argument("--method", default="supervised", type=_method_spec, metavar="NAME[:opt=v,...]",
+                   help=f"one of {', '.join(METHODS)}, optionally with options (listed below), "
+                        "e.g. bcp:conf=0.9,sup=1")
     t.add_argument("--labeled", default=None,
                    help="N patients or case,case,... (dense labels; optional with --tags)")
     t.add_argument("--tags", default=None, metavar="FILE.csv",
@@ -170,6 +173,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _method_spec(value: str) -> str:
+    try:
+        parse_spec(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def method_fields(spec: str) -> dict:
+    """TrainConfig fields from ``NAME:opt=value,...``: options naming a TrainConfig field
+    (warmup_fraction, consistency, rampup_fraction) set it, the rest go to the method."""
+    from training.trainer import TrainConfig
+
+    name, opts = parse_spec(spec)
+    fields = {k: v for k, v in opts.items() if k in TrainConfig.__dataclass_fields__}
+    return {"method": name, **fields,
+            "method_opts": {k: v for k, v in opts.items() if k not in fields}}
+
+
 def _config(args: argparse.Namespace, **extra):
     from training.trainer import TrainConfig
 
@@ -178,12 +200,13 @@ def _config(args: argparse.Namespace, **extra):
         raise DataError(f"--size needs {args.dims} numbers for {args.dims}D")
     lbs = args.labeled_bs or (8 if args.dims == 2 else 2)
     ubs = args.unlabeled_bs if args.unlabeled_bs is not None else lbs
-    return TrainConfig(
+    kw = dict(
         dims=args.dims, steps=args.steps, size=list(size), labeled_bs=lbs, unlabeled_bs=ubs,
         lr=args.lr, base=args.base, depth=args.depth, dropout=args.dropout,
         warmup_fraction=args.warmup, downsample=args.downsample,
-        refresh_every=args.refresh_every, device=args.device, **extra,
+        refresh_every=args.refresh_every, device=args.device,
     )
+    return TrainConfig(**{**kw, **extra})  # a method option (e.g. warmup_fraction) wins
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -202,7 +225,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if len(names) != data.num_classes or any(not n for n in names):
             raise DataError(f"--class-names needs {data.num_classes} names (background first)")
         data.class_names = names
-    cfg = _config(args, method=args.method, seed=args.seed, checkpoint=args.out,
+    cfg = _config(args, **method_fields(args.method), seed=args.seed, checkpoint=args.out,
                   checkpoint_every=args.checkpoint_every, log_every=args.log_every,
                   num_classes=args.num_classes)
 
@@ -256,7 +279,8 @@ def _train_from_tags(args: argparse.Namespace) -> int:
     counts = tag_counts(np.concatenate(vol_tags))
     print(f"{len(cases)} cases; tags: {counts['positive']} positive, {counts['negative']} "
           f"negative; {len(dense)} cases with dense labels", file=sys.stderr)
-    cfg = _config(args, method=args.method if args.method != "supervised" else "cam_weak",
+    spec = args.method if parse_spec(args.method)[0] != "supervised" else "cam_weak"
+    cfg = _config(args, **method_fields(spec),
                   seed=args.seed, checkpoint=args.out, checkpoint_every=args.checkpoint_every,
                   log_every=args.log_every)
     res = train_from_tags(images, vol_tags, cfg, user_labels=user,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from training.methods.act import ACT
-from training.methods.base import Method
+from training.methods.base import GENERAL_OPTIONS, Method
 from training.methods.bcp import BCP
 from training.methods.cam_weak import CamWeak
 from training.methods.dtml import DTML
@@ -29,4 +29,50 @@ def get_method(name: str, **opts: Any) -> Method:
     return cls(**opts)
 
 
-__all__ = ["METHODS", "Method", "get_method"]
+def parse_spec(spec: str) -> tuple[str, dict]:
+    """``"bcp:conf=0.9,sup=1"`` -> ``("bcp", {"conf": 0.9, "sup": 1.0})``: a method and its
+    options, checked against what the method declares (a typo is an error, never ignored)."""
+    name, _, rest = spec.partition(":")
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+    declared = _REGISTRY[name].options
+    opts: dict = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ValueError(f"method option {item!r} in {spec!r} is not key=value")
+        if key in GENERAL_OPTIONS:
+            default: Any = 0.0
+        elif key in declared:
+            default = declared[key][0]
+        else:
+            known = ", ".join([*declared, *GENERAL_OPTIONS])
+            raise ValueError(f"{name} has no option {key!r} (its options: {known})")
+        opts[key] = _typed(value, default, item, spec)
+    return name, opts
+
+
+def _typed(value: str, default: Any, item: str, spec: str) -> Any:
+    if isinstance(default, str):
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"method option {item!r} in {spec!r} needs a number") from None
+    if isinstance(default, bool):
+        return bool(number)
+    return int(number) if isinstance(default, int) else number
+
+
+def options_help() -> str:
+    """Every method's options, one line each, for ``semiseg train --help``."""
+    lines = ["method options (--method NAME:opt=value,...):"]
+    for key, text in GENERAL_OPTIONS.items():
+        lines.append(f"  {'any:' + key:<26} {text}")
+    for name, cls in _REGISTRY.items():
+        for key, (default, text) in cls.options.items():
+            lines.append(f"  {f'{name}:{key}={default}':<26} {text}")
+    return "\n".join(lines)
+
+
+__all__ = ["METHODS", "Method", "get_method", "options_help", "parse_spec"]

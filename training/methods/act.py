@@ -27,6 +27,12 @@ def distillation_loss(
 
 
 class ACT(Method):
+    options = {
+        "student_base": (4, "channels at the tiny student's first level"),
+        "student_depth": (3, "resolution levels of the student"),
+        "temperature": (2.0, "softmax temperature of the distillation term"),
+        "kd_weight": (1.0, "weight of the distillation term"),
+    }
     name = "act"
 
     def build(self, model_config: dict) -> None:
@@ -34,8 +40,8 @@ class ACT(Method):
         student = tiny_student(
             int(model_config["dims"]), int(model_config["in_channels"]),
             int(model_config["num_classes"]),
-            base=int(self.opts.get("student_base", 4)),
-            depth=int(self.opts.get("student_depth", 3)),
+            base=self.opt("student_base"),
+            depth=self.opt("student_depth"),
             norm=model_config.get("norm", "group"),
         )
         self.nets["student"] = student
@@ -43,8 +49,8 @@ class ACT(Method):
 
     def _after_build(self) -> None:
         self.co_teacher = make_teacher(self.nets["teacher"]).to(self.device)
-        self.temperature = float(self.opts.get("temperature", 2.0))
-        self.kd_weight = float(self.opts.get("kd_weight", 1.0))
+        self.temperature = self.opt("temperature")
+        self.kd_weight = self.opt("kd_weight")
 
     def load_weights(self, state_dict: dict) -> None:
         """Fine-tuning an ``act`` checkpoint starts the student from its weights."""

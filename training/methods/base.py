@@ -22,6 +22,14 @@ def perturb(x: torch.Tensor, std: float = 0.1, clip: float = 0.2) -> torch.Tenso
 
 HEAD_PREFIXES = ("sdf.", "edge.", "cls.")
 
+# options every method takes (TrainConfig fields), with their one-line help
+GENERAL_OPTIONS: dict[str, str] = {
+    "warmup_fraction": "share of the steps trained supervised only, before the method's terms",
+    "consistency": "weight of the unlabelled (consistency) term",
+    "rampup_fraction": "share of the steps over which that weight ramps up (sigmoid)",
+}
+PASSED_TO_ALL = {"seed", "refresh_every"}  # the trainer hands these to every method
+
 
 def grown(model: nn.Module, state_dict: dict) -> dict:
     """``state_dict`` fitted to a ``model`` with more output classes: the old classes keep their
@@ -73,6 +81,9 @@ class Method:
 
     name = "base"
     default_warmup = 0.0
+    # the method's own options: name -> (default, one line for --help); a default's type is the
+    # option's type. ``semiseg train --method NAME:opt=value`` and the benchmarks set them.
+    options: dict[str, tuple[Any, str]] = {}
 
     def __init__(
         self,
@@ -90,10 +101,21 @@ class Method:
         self.consistency = consistency
         self.ema_alpha = ema_alpha
         self.weight_decay = weight_decay
+        unknown = sorted(set(opts) - set(self.options) - PASSED_TO_ALL)
+        if unknown:
+            known = ", ".join(sorted(self.options)) or "none"
+            raise ValueError(f"{self.name} has no option {', '.join(unknown)} "
+                             f"(its options: {known}; for every method: "
+                             f"{', '.join(GENERAL_OPTIONS)})")
         self.opts = opts
         self.nets: dict[str, nn.Module] = {}
         self.device = torch.device("cpu")
         self.optimizer: torch.optim.Optimizer | None = None
+
+    def opt(self, name: str) -> Any:
+        """The value of one of :attr:`options` (the given one, else its default)."""
+        default = self.options[name][0]
+        return type(default)(self.opts.get(name, default))
 
     # ----- construction -------------------------------------------------------------------
     def setup(self, model_config: dict, device: torch.device | str = "cpu") -> None:

@@ -45,6 +45,10 @@ class CamWeak(MeanTeacher):
 
     name = "cam_weak"
     default_warmup = 0.3
+    options = {
+        "confidence": (0.8, "teacher probability needed to relabel a weak voxel (else ignored)"),
+        "localiser": ("anomaly", "what seeded the weak masks (recorded by train --tags)"),
+    }
 
     def step(self, labeled: Batch, unlabeled: Batch | None, step: int, total_steps: int) -> dict:
         # every slice may carry a tag, so there may be no unlabelled pool: the teacher refinement
@@ -63,7 +67,7 @@ class CamWeak(MeanTeacher):
         with torch.no_grad():
             self.teacher.eval()
             t_lab = torch.softmax(self.teacher(xl)["logits"], 1)
-        target = pseudo_labels(labeled["label"], t_lab, float(self.opts.get("confidence", 0.8)))
+        target = pseudo_labels(labeled["label"], t_lab, self.opt("confidence"))
         out = self.main()(torch.cat([xl, xu]))["logits"]
         sup = supervised_loss(out[: len(xl)], target)
         if len(xu) == 0:

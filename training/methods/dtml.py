@@ -22,6 +22,8 @@ def masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Te
 
 
 class DTML(Method):
+    options = {"heaviside_k": (1500.0, "steepness of the sigmoid that turns the signed distance "
+                                       "into a mask")}
     name = "dtml"
 
     def build(self, model_config: dict) -> None:
@@ -35,7 +37,7 @@ class DTML(Method):
         n = len(xl)
         seg = self.nets["student"](x)["logits"]
         sdf = self.nets["sdf_net"](x)["sdf"]
-        k = float(self.opts.get("heaviside_k", 1500.0))
+        k = self.opt("heaviside_k")
         sup = supervised_loss(seg[:n], yl)
         gt_sdf = batch_signed_distance(yl, self.num_classes)
         sdf_sup = masked_mse(sdf[:n], gt_sdf, valid_mask(yl))

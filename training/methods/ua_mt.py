@@ -51,11 +51,15 @@ def mc_teacher(
 
 
 class UAMT(MeanTeacher):
+    options = {
+        "dropout": (0.1, "dropout of the networks (at least), for the teacher's MC passes"),
+        "mc_passes": (4, "teacher passes with dropout per step, for the uncertainty"),
+    }
     name = "ua_mt"
 
     def build(self, model_config: dict) -> None:
         cfg = dict(model_config)
-        cfg["dropout"] = max(float(cfg.get("dropout", 0.0)), float(self.opts.get("dropout", 0.1)))
+        cfg["dropout"] = max(float(cfg.get("dropout", 0.0)), self.opt("dropout"))
         self.model_config = cfg
         super().build(cfg)
 
@@ -63,7 +67,7 @@ class UAMT(MeanTeacher):
         xl, xu = labeled["image"], unlabeled["image"]
         out = self.main()(torch.cat([xl, perturb(xu)]))["logits"]
         sup = supervised_loss(out[: len(xl)], labeled["label"])
-        probs, unc, _ = mc_teacher(self.teacher, xu, int(self.opts.get("mc_passes", 4)))
+        probs, unc, _ = mc_teacher(self.teacher, xu, self.opt("mc_passes"))
         warm = self.warmup_steps(total)
         thr = uncertainty_threshold(step - warm, max(total - warm, 1), self.num_classes)
         mask = certainty_mask(unc, thr).unsqueeze(1)

@@ -17,6 +17,11 @@ from training.sdf import batch_signed_distance
 
 
 class UGMCL(UAMT):
+    options = {
+        **UAMT.options,
+        "heaviside_k": (1500.0, "steepness of the sigmoid that turns the signed distance into a "
+                                "mask"),
+    }
     name = "ug_mcl"
 
     def build(self, model_config: dict) -> None:
@@ -37,13 +42,13 @@ class UGMCL(UAMT):
         n = len(xl)
         out = self.main()(torch.cat([xl, perturb(xu)]))
         terms = self._sup(out, labeled["label"], n)
-        probs, unc, extras = mc_teacher(self.teacher, xu, int(self.opts.get("mc_passes", 4)))
+        probs, unc, extras = mc_teacher(self.teacher, xu, self.opt("mc_passes"))
         warm = self.warmup_steps(total)
         thr = uncertainty_threshold(step - warm, max(total - warm, 1), self.num_classes)
         mask = certainty_mask(unc, thr).unsqueeze(1)
         intra = masked_mse(torch.softmax(out["logits"][n:], 1), probs, mask)
         intra = intra + masked_mse(out["sdf"][n:], extras["sdf"], mask)
-        k = float(self.opts.get("heaviside_k", 1500.0))
+        k = self.opt("heaviside_k")
         cross = ((sdf_to_probability(out["sdf"], k) - torch.softmax(out["logits"], 1)[:, 1:]) ** 2)
         w = self.consistency * self.ramp(step, total)
         terms["intra"] = w * intra
