@@ -66,7 +66,7 @@ def _predict(model_path: str, image: np.ndarray, mc_samples: int) -> dict:
     from training.inference import predict_volume
 
     model, meta = load_checkpoint(model_path)
-    return predict_volume(model, meta, image, mc_samples=mc_samples)
+    return predict_volume(model, meta, image, mc_samples=mc_samples, probabilities=False)
 
 
 MAX_UNLABELLED = 8  # unlabelled scans per Retrain: more buys little and costs memory

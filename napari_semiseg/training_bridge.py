@@ -167,7 +167,8 @@ def run_retrain(job: RetrainJob, emit: Callable[[Event], None],
 
     def predict(path: str, tag: str) -> tuple[np.ndarray, str, str]:
         model, meta = load_checkpoint(path, device=job.device)
-        res = predict_volume(model, meta, image, mc_samples=job.mc_samples, device=job.device)
+        res = predict_volume(model, meta, image, mc_samples=job.mc_samples, device=job.device,
+                             probabilities=job.fuse_weight is not None)
         if job.fuse_weight is not None:  # the painted slices' interpolation as a shape prior
             from training.interpolation import fuse_with_interpolation
 

@@ -63,3 +63,37 @@ def test_entropy_and_disagreement():
     b = np.zeros((2, 3))
     b[1] = 1
     assert np.allclose(disagreement(a, a), 0) and np.allclose(disagreement(a, b), 1)
+
+
+def test_labels_and_uncertainty_at_network_resolution_without_probabilities():
+    torch.manual_seed(0)
+    net = UNet(2, 1, 3, base=4, depth=2)
+    img, _ = blob_volume(0, shape=(3, 16, 16))  # the network's own size: nothing is resized
+    full = predict_volume(net, META2, img, device="cpu")
+    fast = predict_volume(net, META2, img, device="cpu", probabilities=False)
+    assert fast["probabilities"] is None
+    assert np.array_equal(fast["labels"], full["labels"]) and fast["labels"].dtype == np.uint8
+    assert np.allclose(fast["uncertainty"], full["uncertainty"], atol=1e-5)
+    big, _ = blob_volume(0, shape=(3, 40, 48))  # resized: labels nearest, entropy bilinear
+    smooth = _Linear()  # an untrained U-Net's labels are pixel noise; this one's follow the image
+    full = predict_volume(smooth, META2, big, device="cpu")
+    fast = predict_volume(smooth, META2, big, device="cpu", probabilities=False)
+    assert fast["labels"].shape == fast["uncertainty"].shape == (3, 40, 48)
+    assert (fast["labels"] == full["labels"]).mean() > 0.9
+    # entropy of blended probabilities vs blended entropy: close, not equal
+    gap = np.abs(fast["uncertainty"] - full["uncertainty"]).mean()
+    assert gap < 0.15 * full["uncertainty"].mean()
+
+
+class _Linear(torch.nn.Module):
+    """Logits (x, -x, 0): classes follow the image's brightness."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 3, 1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([1.0, -1.0, 0.0]).view(3, 1, 1, 1) * 4)
+            self.conv.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> dict:
+        return {"logits": self.conv(x)}

@@ -343,7 +343,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     try:
         for f in files:
             arr, ref = read_image(f)
-            res = predict_volume(model, meta, arr, mc_samples=args.mc, device=device)
+            res = predict_volume(model, meta, arr, mc_samples=args.mc, device=device,
+                                 probabilities=False)
             outputs = [(_target(args.output, f, many, float_data=False), res["labels"])]
             if args.uncertainty:
                 outputs.append((_target(args.uncertainty, f, many, float_data=True),

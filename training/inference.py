@@ -45,10 +45,15 @@ def _cam(out: dict, model: nn.Module) -> torch.Tensor | None:
 
 
 @torch.no_grad()
-def _predict_2d(model, x, size, mc, batch_size):
+def _predict_2d(model, x, size, mc, batch_size, keep_probs=True):
+    """(probabilities (C, z, y, x) or None, cam or None, labels or None, uncertainty or None).
+
+    Without ``keep_probs`` the argmax and the entropy are taken at the network's resolution and
+    only they are resized (labels nearest, entropy bilinear): resizing C probability maps to
+    the scan and taking the entropy there cost more than a small network itself (issue 12)."""
     z, h, w = x.shape
     t = torch.from_numpy(x).unsqueeze(1)
-    probs_out, cam_out = [], []
+    probs_out, cam_out, labels_out, unc_out = [], [], [], []
     for i in range(0, z, batch_size):
         chunk = F.interpolate(t[i:i + batch_size], size=tuple(size), mode="bilinear",
                               align_corners=False).to(next(model.parameters()).device)
@@ -58,14 +63,23 @@ def _predict_2d(model, x, size, mc, batch_size):
             probs = probs + torch.softmax(out["logits"], 1) / max(mc, 1)
             if cam is None:
                 cam = _cam(out, model)
-        probs_out.append(F.interpolate(probs, size=(h, w), mode="bilinear",
-                                       align_corners=False).cpu())
+        if keep_probs:
+            probs_out.append(F.interpolate(probs, size=(h, w), mode="bilinear",
+                                           align_corners=False).cpu())
+        else:
+            lab = probs.argmax(1, keepdim=True).float()
+            labels_out.append(F.interpolate(lab, size=(h, w), mode="nearest-exact")[:, 0]
+                              .to(torch.uint8).cpu())
+            ent = -(probs * torch.log(probs.clamp_min(1e-8))).sum(1, keepdim=True)
+            unc_out.append(F.interpolate(ent, size=(h, w), mode="bilinear",
+                                         align_corners=False)[:, 0].cpu())
         if cam is not None:
             cam_out.append(F.interpolate(cam.unsqueeze(1), size=(h, w), mode="bilinear",
                                          align_corners=False)[:, 0].cpu())
-    probs = torch.cat(probs_out).movedim(1, 0)  # (C, z, y, x)
     cam = torch.cat(cam_out) if cam_out else None
-    return probs, cam
+    if not keep_probs:
+        return None, cam, torch.cat(labels_out).numpy(), torch.cat(unc_out).numpy()
+    return torch.cat(probs_out).movedim(1, 0), cam, None, None  # (C, z, y, x)
 
 
 @torch.no_grad()
@@ -96,13 +110,16 @@ def predict_volume(
     mc_samples: int = 0,
     device: torch.device | str | None = None,
     batch_size: int = 16,
+    probabilities: bool = True,
 ) -> dict:
     """Segment a raw-intensity (z, y, x) volume.
 
     Returns ``labels`` uint8 (z, y, x), ``probabilities`` float32 (C, z, y, x), ``uncertainty``
     float32 (z, y, x) = entropy of the mean (MC-dropout) softmax, and ``cam`` float32 (z, y, x) or
     ``None``. With ``mc_samples > 0`` dropout stays active for that many passes (no effect on a
-    model without dropout).
+    model without dropout). ``probabilities=False`` (what Predict needs) skips the full-size
+    probability maps of a 2-D model: labels and uncertainty are computed at the network's
+    resolution and resized, and ``probabilities`` is ``None``.
     """
     vol = np.asarray(volume)
     if vol.ndim == 2:
@@ -117,15 +134,21 @@ def predict_volume(
     try:
         x = normalize_intensity(vol, meta.get("normalization"))
         if int(meta.get("dims", 2)) == 2:
-            probs, cam = _predict_2d(model, x, meta["size"], mc, batch_size)
+            probs, cam, labels, unc = _predict_2d(model, x, meta["size"], mc, batch_size,
+                                                  keep_probs=probabilities)
         else:
             probs, cam = _predict_3d(model, x, meta["size"], float(meta.get("downsample", 1)), mc)
+            labels = unc = None
     finally:
         enable_mc_dropout(model, False)
+    cam_np = cam.numpy().astype(np.float32) if cam is not None else None
+    if probs is None:
+        return {"labels": labels, "probabilities": None,
+                "uncertainty": unc.astype(np.float32), "cam": cam_np}
     probs_np = probs.numpy().astype(np.float32)
     return {
         "labels": probs_np.argmax(0).astype(np.uint8),
         "probabilities": probs_np,
         "uncertainty": entropy_map(probs),
-        "cam": cam.numpy().astype(np.float32) if cam is not None else None,
+        "cam": cam_np,
     }
