@@ -75,3 +75,20 @@ def test_variant_options_reach_the_config_or_the_method(tmp_path, monkeypatch):
     assert cfg.method == "bcp" and cfg.warmup_fraction == 0.3 and cfg.seed == 1
     assert cfg.method_opts == {"conf": 0.9}
     assert not list(tmp_path.glob("*.lock"))  # a crashed run frees its lock
+
+
+def test_a_second_labelled_set_draws_other_patients_reproducibly(tmp_path):
+    from test_training_synth import write_dataset
+
+    from training.benchmark import labelled_patients
+
+    data = write_dataset(tmp_path / "d", n=8)
+    assert labelled_patients(str(data), "2", 0) == "2"  # set 0: the first N, as before
+    one = labelled_patients(str(data), "2", 1)
+    assert one == labelled_patients(str(data), "2", 1)  # seeded: the same draw every time
+    drawn = [set(labelled_patients(str(data), "2", k).split(",")) for k in range(1, 6)]
+    assert all(len(d) == 2 for d in drawn) and len({frozenset(d) for d in drawn}) > 1
+    train_pool = {"p0", "p1", "p2", "p3"}  # two cases per patient; case07 is test
+    assert all(d <= train_pool for d in drawn)
+    with pytest.raises(ValueError, match="number"):
+        labelled_patients(str(data), "case00,case01", 1)

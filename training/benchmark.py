@@ -160,8 +160,15 @@ def label_efficiency(
     out: str,
     command: str,
     log: Callable[[str], None] = print,
+    labeled_set: int = 0,
 ) -> str:
-    """Run the whole benchmark and write the markdown table to ``out``; returns the table."""
+    """Run the whole benchmark and write the markdown table to ``out``; returns the table.
+
+    ``labeled_set`` 0 labels the first ``labeled`` patients (the SSL4MIS convention); K >= 1
+    draws that many patients of the train pool with seed K, so a claim can be checked on
+    another labelled set."""
+    labeled = labelled_patients(data_dir, labeled, labeled_set)
+    log(f"labelled set {labeled_set}: {labeled}")
     out_path = Path(out)
     workdir = out_path.with_suffix(".runs")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -174,8 +181,29 @@ def label_efficiency(
         for name in order:
             results[name].append(run_one(name, seed, data_dir, labeled, base_config, workdir, log))
             partial = {k: v for k, v in results.items() if v}
-            _write(out_path, partial, data_dir, command, start, base_config, seeds, final=False)
-    return _write(out_path, results, data_dir, command, start, base_config, seeds, final=True)
+            _write(out_path, partial, data_dir, command, start, base_config, seeds, labeled,
+                   final=False)
+    return _write(out_path, results, data_dir, command, start, base_config, seeds, labeled,
+                  final=True)
+
+
+def labelled_patients(data_dir: str, labeled: str, labeled_set: int) -> str:
+    """``labeled`` as it is for set 0; for set K >= 1, N train-pool patients drawn with seed K
+    (comma-separated names, in pool order)."""
+    if labeled_set <= 0:
+        return labeled
+    if not str(labeled).strip().isdigit():
+        raise ValueError("--labeled-set draws patients: give --labeled as a number")
+    n = int(labeled)
+    patients: list[str] = []
+    for c in scan_dataset(data_dir):
+        pid = c.patient or c.name
+        if c.split in (None, "train") and pid not in patients:
+            patients.append(pid)
+    if not 0 < n < len(patients):
+        raise ValueError(f"--labeled {n}: the train pool has {len(patients)} patients")
+    picks = sorted(np.random.default_rng(labeled_set).choice(len(patients), n, replace=False))
+    return ",".join(patients[i] for i in picks)
 
 
 def machine_description() -> str:
@@ -192,7 +220,7 @@ def machine_description() -> str:
             f"threads, torch {torch.__version__}, {platform.system()} {platform.release()}")
 
 
-def _write(out_path, results, data_dir, command, start, cfg, seeds, final) -> str:
+def _write(out_path, results, data_dir, command, start, cfg, seeds, labeled, final) -> str:
     names = class_names_from_index(data_dir)
     if names is None:
         first = next(iter(results.values()))[0]
@@ -207,6 +235,7 @@ def _write(out_path, results, data_dir, command, start, cfg, seeds, final) -> st
         f"- budget: {cfg.steps} steps per run, batch {cfg.labeled_bs}+{cfg.unlabeled_bs}, "
         f"{cfg.dims}D, size {cfg.size}, U-Net base {cfg.base} depth {cfg.depth}, Adam lr {cfg.lr}"
         f" poly, seeds {seeds}; evaluated on the test split (3D Dice per volume).",
+        f"- labelled patients: {labeled}",
     ])
     table = render_table(results, names, header)
     out_path.write_text(table, encoding="utf-8")

@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     le.add_argument("--methods", nargs="+", required=True,
                     help="method names, each optionally with options: bcp:conf=0.9,sup=1")
     le.add_argument("--seeds", type=int, default=2)
+    le.add_argument("--labeled-set", type=int, default=0, metavar="K",
+                    help="0: the first N patients; K >= 1: N patients drawn with seed K")
     le.add_argument("--out", required=True)
     _train_options(le)
     sp = bsub.add_parser("speed", help="predict + uncertainty time; act student vs teacher")
@@ -477,7 +479,7 @@ def _cmd_benchmark(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     table = label_efficiency(args.data, args.labeled, methods, args.seeds, cfg, args.out,
-                             command, log)
+                             command, log, labeled_set=args.labeled_set)
     print(table)
     return 0
 
