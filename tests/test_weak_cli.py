@@ -109,7 +109,7 @@ def test_benchmark_weak_writes_a_table(tmp_path, capsys):
                  "--table", str(table), *TINY]) == 0
     text = table.read_text(encoding="utf-8")
     assert text.startswith("# Weak supervision") and "Command: `semiseg benchmark weak" in text
-    for arm in ("CAM threshold", "random walker", "cam_weak network (tags only)",
+    for arm in ("CAM threshold", "weak masks: anomaly map", "cam_weak network (tags only)",
                 "supervised, 2 dense masks", "ceiling", "| anomaly |", "| cam |", "hit rate"):
         assert arm in text
     res = json.loads((tmp_path / "w" / "results.json").read_text(encoding="utf-8"))

@@ -73,3 +73,14 @@ def test_encoding_keeps_user_labels_and_negative_tags_trusted():
     user = np.full_like(weak, IGNORE_INDEX)
     user[0, 0, 1] = 1
     assert combine_labels(user, enc)[0].tolist() == [[WEAK_BASE + 1, 1]]
+
+
+def test_threshold_mask_can_keep_only_the_largest_blob():
+    from training.weak_masks import threshold_mask
+
+    m = np.zeros((32, 32), np.float32)
+    m[2:12, 2:12] = 1.0  # 100 px
+    m[20:26, 20:26] = 0.9  # 36 px
+    both = threshold_mask(m, 0.5, min_size=5)
+    one = threshold_mask(m, 0.5, min_size=5, largest=True)
+    assert both.sum() == 136 and one.sum() == 100 and one[5, 5] and not one[22, 22]

@@ -24,7 +24,13 @@ from training.cam import train_classifier, volume_cam
 from training.checkpoint import save_checkpoint
 from training.data import DataError, TrainData
 from training.device import pick_device
-from training.localise import DEFAULT_LOCALISER, LOCALISERS, anomaly_map, combine
+from training.localise import (
+    DEFAULT_LOCALISER,
+    LOCALISERS,
+    WEAK_MASK_RECIPE,
+    anomaly_map,
+    combine,
+)
 from training.normalization import DEFAULT_NORMALIZATION, normalize_intensity
 from training.trainer import TrainConfig, train
 from training.weak_masks import combine_labels, encode_weak, weak_masks
@@ -55,7 +61,7 @@ def train_from_tags(
     user_labels: Sequence[np.ndarray] | None = None,
     unlabeled: Sequence[np.ndarray] = (),
     classifier_steps: int | None = None,
-    refine: bool = True,
+    refine: bool | None = None,
     normalization: dict | None = None,
     on_event: Callable[[Event], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -110,7 +116,10 @@ def train_from_tags(
     cams, weak, labels = [], [], []
     for i, (v, tg) in enumerate(zip(x, tags, strict=True)):
         cam = localisation_maps(localiser, v, np.asarray(tg), clf, config.size)
-        w = weak_masks(v, cam, np.asarray(tg), refine=refine)
+        recipe = dict(WEAK_MASK_RECIPE[localiser])
+        if refine is not None:  # the caller's choice wins over the localiser's recipe
+            recipe["refine"] = refine
+        w = weak_masks(v, cam, np.asarray(tg), **recipe)
         cams.append(cam)
         weak.append(w)
         enc = encode_weak(w, tg)

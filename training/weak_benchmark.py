@@ -32,7 +32,14 @@ from training.data import TrainData, scan_dataset
 from training.device import pick_device
 from training.inference import predict_volume
 from training.io import DataError, read_image, read_labels
-from training.localise import DEFAULT_LOCALISER, LOCALISERS, anomaly_map, combine, hit_rate
+from training.localise import (
+    DEFAULT_LOCALISER,
+    LOCALISERS,
+    WEAK_MASK_RECIPE,
+    anomaly_map,
+    combine,
+    hit_rate,
+)
 from training.normalization import DEFAULT_NORMALIZATION, normalize_intensity
 from training.tags import read_tags
 from training.trainer import TrainConfig, train
@@ -187,7 +194,7 @@ def _one_split(train_p: dict, test: dict, config: TrainConfig, out: Path, dense:
     for kind, by_pid in maps.items():
         hits = [hit_rate(by_pid[p], test[p]["mask"]) for p in test]
         rw = {p: weak_masks(normalize_intensity(test[p]["image"], norm), by_pid[p],
-                            test[p]["tags"], refine=True) for p in test}
+                            test[p]["tags"], **WEAK_MASK_RECIPE[kind]) for p in test}
         localisation[kind] = {"hits": sum(h for h, _ in hits), "n": sum(n for _, n in hits),
                               "weak_mask": _scores(rw, test)}
         log(f"  localiser {kind}: hit rate {localisation[kind]['hits']}/"
@@ -196,7 +203,8 @@ def _one_split(train_p: dict, test: dict, config: TrainConfig, out: Path, dense:
     thr = {p: weak_masks(test[p]["image"], maps["cam"][p], test[p]["tags"], refine=False)
            for p in test}
     results["CAM threshold 0.5 (tags given)"] = _scores(thr, test)
-    results[f"weak masks: {localiser} map + random walker (tags given)"] = \
+    how = "random walker" if WEAK_MASK_RECIPE[localiser].get("refine") else "half-peak blob"
+    results[f"weak masks: {localiser} map, {how} (tags given)"] = \
         localisation[localiser]["weak_mask"]
 
     # 2) networks: tags only, a few dense masks, both, all masks

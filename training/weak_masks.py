@@ -54,9 +54,16 @@ except (TypeError, ValueError):  # pragma: no cover
     _NEW_API = False
 
 
-def threshold_mask(cam: np.ndarray, threshold: float = 0.5, min_size: int = 20) -> np.ndarray:
-    """Plain CAM thresholding of one slice: ``normalised CAM >= threshold`` minus small blobs."""
-    return _clean(normalise_cam(cam) >= threshold, min_size)
+def threshold_mask(cam: np.ndarray, threshold: float = 0.5, min_size: int = 20,
+                   largest: bool = False) -> np.ndarray:
+    """Plain thresholding of one slice's map: ``normalised map >= threshold`` minus small blobs
+    (only the largest component with ``largest``)."""
+    mask = _clean(normalise_cam(cam) >= threshold, min_size)
+    if largest and mask.any():
+        comp, n = ndimage.label(mask)
+        sizes = ndimage.sum(mask, comp, index=range(1, n + 1))
+        mask = comp == 1 + int(np.argmax(sizes))
+    return mask
 
 
 def refine_mask(
@@ -108,9 +115,11 @@ def weak_masks(
     tags: np.ndarray,
     refine: bool = True,
     threshold: float = 0.5,
+    largest: bool = False,
     **refine_opts: float,
 ) -> np.ndarray:
-    """Weak label volume (z, y, x) uint8 from a scan, its CAMs and per-slice tags.
+    """Weak label volume (z, y, x) uint8 from a scan, its maps (CAM or anomaly) and per-slice
+    tags.
 
     Positive slices: 1 inside the weak mask, 0 outside (refined with :func:`refine_mask`, or
     :func:`threshold_mask` when ``refine`` is false). Negative: all 0. Untagged: all 255.
@@ -132,7 +141,7 @@ def weak_masks(
         if refine:
             m = refine_mask(img[z], cam[z], **refine_opts)
         else:
-            m = threshold_mask(cam[z], threshold, int(refine_opts.get("min_size", 20)))
+            m = threshold_mask(cam[z], threshold, int(refine_opts.get("min_size", 20)), largest)
         out[z] = m.astype(np.uint8)
     return out
 
