@@ -185,8 +185,11 @@ class TagsPanel(QGroupBox):
         a._show_prediction()
         a._show_versions()
         self._discard()
-        self.status.setText("Done: CAM and weak mask layers updated; the network trained from "
-                            "tags is in use. Promote weak masks or correct, then Retrain.")
+        what = {"anomaly": "intensities unlike those of the slices tagged absent"}.get(
+            ev.get("localiser", ""), "the tag classifier's evidence")
+        self.status.setText(f"Done: the CAM layer shows {what}; weak mask layer updated; the "
+                            "network trained from tags is in use. Promote weak masks or "
+                            "correct, then Retrain.")
 
     def _discard(self) -> None:
         if self._job is not None:

@@ -88,7 +88,7 @@ def make_weak_job(
 
 def run_weak(job: WeakJob, emit: Callable[[Event], None],
              should_stop: Callable[[], bool]) -> None:
-    """Child side: classifier -> CAM -> weak masks -> cam_weak, then predict the scan."""
+    """Child side: localisation map -> weak masks -> cam_weak, then predict the scan."""
     import torch
 
     from training.checkpoint import load_checkpoint
@@ -127,5 +127,8 @@ def run_weak(job: WeakJob, emit: Callable[[Event], None],
                       ("prediction", pred["labels"]), ("uncertainty", pred["uncertainty"])):
         paths[name] = str(out / f"{name}.npy")
         np.save(paths[name], arr)
+    from training.localise import DEFAULT_LOCALISER
+
     emit({"type": "done", "checkpoint": res.checkpoint, "classifier": res.classifier,
+          "localiser": DEFAULT_LOCALISER,
           "steps": job.steps, **paths})

@@ -124,3 +124,40 @@ def test_act_keeps_its_teacher_beside_the_student(tmp_path):
     assert companion_path(path, "teacher").name == "m.teacher.pt"
     assert tmeta["role"] == "teacher" and meta["method"] == tmeta["method"] == "act"
     assert count_parameters(teacher) > 10 * count_parameters(student)
+
+
+def test_a_stopped_run_resumes_to_the_same_weights(tmp_path):
+    """Stop after 3 of 6 steps, resume: the weights equal those of a run never stopped."""
+    import pytest
+
+    from training.data import DataError
+
+    calls = {"n": 0}
+
+    def stop():
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    for method in ("supervised", "mean_teacher"):
+        whole = train(_cfg(tmp_path, method=method, steps=6, seed=1,
+                           checkpoint=str(tmp_path / f"{method}_whole.pt")), _data())
+        cfg = _cfg(tmp_path, method=method, steps=6, seed=1, checkpoint_every=2,
+                   checkpoint=str(tmp_path / f"{method}_part.pt"))
+        calls["n"] = 0
+        part = train(cfg, _data(), should_stop=stop)
+        resume_file = companion_path(part, "resume")
+        assert resume_file.is_file()
+        events = []
+        done = train(cfg, _data(), resume=True, on_event=events.append)
+        assert events[0] == {"type": "resumed", "step": 3, "path": str(resume_file)}
+        assert [e["step"] for e in events if e["type"] == "progress"] == [4, 5, 6]
+        a, b = read_checkpoint(whole)["state_dict"], read_checkpoint(done)["state_dict"]
+        assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), method
+        assert not resume_file.exists()  # finished: nothing left to resume
+    with pytest.raises(DataError, match="nothing to resume"):
+        train(cfg, _data(), resume=True)
+    calls["n"] = 0
+    train(cfg, _data(), should_stop=stop)  # stopped again; resumed with another step count:
+    with pytest.raises(DataError, match="other settings.*steps: 6 -> 8"):
+        train(_cfg(tmp_path, method="mean_teacher", steps=8, seed=1, checkpoint_every=2,
+                   checkpoint=cfg.checkpoint), _data(), resume=True)

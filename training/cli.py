@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", required=True)
     t.add_argument("--init", default=None, help="fine-tune from this checkpoint")
+    t.add_argument("--resume", action="store_true",
+                   help="continue a stopped run from OUT's .resume.pt (same command otherwise)")
     t.add_argument("--num-classes", type=int, default=None)
     t.add_argument("--class-names", default=None,
                    help="comma-separated, background first, e.g. 'background,FLAIR abnormality'")
@@ -239,7 +241,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         elif e["type"] in ("checkpoint", "done"):
             print(f"[rank 0] {e['type']}: {e['path']}", file=sys.stderr, flush=True)
 
-    train(cfg, data, on_event=on_event, init_checkpoint=args.init)
+    train(cfg, data, on_event=on_event, init_checkpoint=args.init, resume=args.resume)
     return 0
 
 

@@ -6,11 +6,13 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from training.atomic import atomic_write
 from training.checkpoint import companion_path, read_checkpoint, save_checkpoint
 from training.data import DataError, PatchSampler, SliceSampler, TrainData
 from training.device import pick_device
@@ -86,9 +88,14 @@ def train(
     on_event: Callable[[Event], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     init_checkpoint: str | None = None,
+    resume: bool = False,
 ) -> str | None:
     """Train ``config.method`` on ``data``; returns the checkpoint path (``None`` if cancelled
-    before any step). Events are plain dicts: progress, checkpoint, done, cancelled."""
+    before any step). Events are plain dicts: progress, checkpoint, done, cancelled.
+
+    Every periodic checkpoint also writes the whole training state (all networks, optimiser,
+    random generators) to ``<checkpoint>.resume.pt``; ``resume=True`` continues from there, so
+    a long CPU training that was stopped loses at most ``checkpoint_every`` steps."""
     emit = on_event or (lambda e: None)
     device = pick_device(config.device)
     rank, world, device = init_distributed(device)
@@ -132,15 +139,28 @@ def train(
         "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
     }
 
+    resume_path = companion_path(config.checkpoint, "resume")
+    first_step = 0
+    if resume:
+        first_step = _restore(resume_path, method, sampler, meta_base["config"],
+                              meta_base["data"])
+        emit({"type": "resumed", "step": first_step, "path": str(resume_path)})
+
     def save(step_done: int) -> str:
         meta = {**meta_base, "steps_done": step_done}
         for name, net in method.companions().items():
             save_checkpoint(companion_path(config.checkpoint, name), net, {**meta, "role": name})
-        return save_checkpoint(config.checkpoint, method.inference_model(), meta)
+        path = save_checkpoint(config.checkpoint, method.inference_model(), meta)
+        if rank == 0 and step_done < config.steps:
+            state = {"step": step_done, "config": meta_base["config"], "data": meta_base["data"],
+                     "method": method.state(),
+                     "sampler_rng": sampler.gen.get_state(), "torch_rng": torch.get_rng_state()}
+            atomic_write(resume_path, lambda fh: torch.save(state, fh))
+        return path
 
     start = time.perf_counter()
     last_saved: str | None = None
-    for step in range(config.steps):
+    for step in range(first_step, config.steps):
         if any_rank(bool(should_stop and should_stop())):
             if rank == 0 and step > 0:
                 last_saved = save(step)
@@ -161,7 +181,8 @@ def train(
         elapsed = time.perf_counter() - start
         if done % max(config.log_every, 1) == 0 or done == config.steps or done == 1:
             emit({"type": "progress", "step": done, "total": config.steps, "losses": losses,
-                  "elapsed": elapsed, "eta": elapsed / done * (config.steps - done),
+                  "elapsed": elapsed,
+                  "eta": elapsed / (done - first_step) * (config.steps - done),
                   "rank": rank})
         if config.checkpoint_every and done % config.checkpoint_every == 0 and done < config.steps:
             if rank == 0:
@@ -169,10 +190,41 @@ def train(
                 emit({"type": "checkpoint", "path": last_saved, "step": done})
     if rank == 0:
         last_saved = save(config.steps)
+        resume_path.unlink(missing_ok=True)  # finished: nothing left to resume
     barrier()
     if rank == 0:
         emit({"type": "done", "path": last_saved, "step": config.steps})
     return last_saved if rank == 0 else str(config.checkpoint)
+
+
+# settings that may differ between a run and its resumption
+RESUME_MAY_CHANGE = {"checkpoint_every", "log_every", "device"}
+
+
+def _restore(path: Path, method, sampler, config: dict, data: dict) -> int:
+    """Load a ``.resume.pt`` state into ``method`` and ``sampler``; returns the next step."""
+    if not path.is_file():
+        raise DataError(f"nothing to resume: {path} does not exist (it is written with each "
+                        "periodic checkpoint, see --checkpoint-every)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DataError(f"cannot read the training state {path}: {exc}") from None
+    old = state.get("config", {})
+    changed = sorted(k for k in set(old) | set(config)
+                     if k not in RESUME_MAY_CHANGE and old.get(k) != config.get(k))
+    if changed:
+        raise DataError(f"cannot resume {path}: the run was started with other settings "
+                        f"({', '.join(f'{k}: {old.get(k)} -> {config.get(k)}' for k in changed)})")
+    if state.get("data") != data:
+        raise DataError(f"cannot resume {path}: it was trained on other data")
+    try:
+        method.load_state(state["method"])
+    except (ValueError, RuntimeError, KeyError) as exc:
+        raise DataError(f"cannot resume {path}: {exc}") from None
+    sampler.gen.set_state(state["sampler_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["step"])
 
 
 def _plain(obj):

@@ -147,6 +147,32 @@ class Method:
     def main(self) -> nn.Module:
         return self.nets["student"]
 
+    # ----- resuming ---------------------------------------------------------------------------
+    def _modules(self) -> dict[str, nn.Module]:
+        """Every network the method holds (trained ones and teachers), by a stable name."""
+        mods = {f"nets.{k}": unwrap(v) for k, v in self.nets.items()}
+        for k, v in vars(self).items():
+            if isinstance(v, nn.Module) and not any(v is m for m in mods.values()):
+                mods[k] = v
+        return mods
+
+    def state(self) -> dict:
+        """Weights of every network and the optimiser's state: plain tensors and numbers, so
+        that it loads with ``weights_only``."""
+        assert self.optimizer is not None
+        return {"modules": {k: m.state_dict() for k, m in self._modules().items()},
+                "optimizer": self.optimizer.state_dict()}
+
+    def load_state(self, state: dict) -> None:
+        """Undo :meth:`state` on a method set up with the same configuration."""
+        mods = self._modules()
+        if set(mods) != set(state["modules"]):
+            raise ValueError("the saved training state belongs to another method or network")
+        for k, m in mods.items():
+            m.load_state_dict(state["modules"][k])
+        assert self.optimizer is not None
+        self.optimizer.load_state_dict(state["optimizer"])
+
     def inference_model(self) -> nn.Module:
         """The network to save and predict with."""
         return unwrap(self.main())
