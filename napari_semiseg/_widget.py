@@ -15,7 +15,7 @@ import numpy as np
 from napari.layers import Image
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -81,8 +81,12 @@ def _scan_files(folder: Path) -> list[Path]:
 class AssistantWidget(QWidget):
     """Predict, review uncertain slices, correct, retrain in the background, keep versions."""
 
+    # autosave runs on a writer thread; its failure reaches the UI thread through this signal
+    autosave_failed = Signal(str)
+
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.autosave_failed.connect(self._on_autosave_error)
         self.viewer = napari_viewer
         self.session: Session | None = None
         self.bridge = TrainingBridge()
@@ -396,7 +400,8 @@ class AssistantWidget(QWidget):
             self.session.close()  # frees its folder for another window
         self.session = session
         self._image_layer = layer
-        session.on_autosave_error = self._on_autosave_error
+        session.write_in_background()  # a brush stroke never waits for a verified write
+        session.on_autosave_error = self.autosave_failed.emit
         if session.autosave_error:
             self._on_autosave_error(session.autosave_error)
         for warning in session.warnings:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_semiseg.autosave import BackgroundWriter
 from napari_semiseg.folder_lock import FolderLock
 from napari_semiseg.io import (
     NOT_ANNOTATED,
@@ -205,12 +206,38 @@ class Session:
         if self._lock is not None:  # a session that is dropped frees its folder too
             weakref.finalize(self, self._lock.release)
         self.autosave_error: str | None = None
-        # called once per run of failures (the widget shows a notification), not per stroke
+        # called once per run of failures (the widget shows a notification), not per stroke;
+        # from the writer thread when writes run in the background
         self.on_autosave_error: Any = None
         self.warnings: list[str] = []
+        self._writer: BackgroundWriter | None = None
+
+    def write_in_background(self) -> None:
+        """Autosave on a writer thread from now on (the plugin's choice: a stroke must not wait
+        for a verified write); :meth:`flush` waits for it."""
+        if self._writer is None:
+            me = weakref.ref(self)  # the thread must not keep a dropped session (and its lock)
+
+            def failed(e: BaseException) -> None:
+                if (s := me()) is not None:
+                    s._autosave_failed(e)
+
+            def worked() -> None:
+                if (s := me()) is not None:
+                    s._autosave_worked()
+
+            self._writer = BackgroundWriter(self._write_parts, failed, worked)
+            weakref.finalize(self, self._writer.stop)
+
+    def flush(self, timeout: float | None = 30.0) -> bool:
+        """Wait for background autosaves to reach the disk; False on timeout."""
+        return self._writer.flush(timeout) if self._writer is not None else True
 
     def close(self) -> None:
-        """Stop autosaving and free the folder for another window."""
+        """Write what is pending, stop autosaving and free the folder for another window."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         self.autosave_enabled = False
         if self._lock is not None:
             self._lock.release()
@@ -738,6 +765,9 @@ class Session:
         """
         if folder is None and self.folder is None:
             raise SessionError("choose a folder to save the session in")
+        if self._writer is not None:  # one writer at a time; everything is written below
+            self._writer.flush()
+            self._writer.drop_failed()
         target = Path(folder) if folder is not None else self.folder
         assert target is not None
         moving = self.folder is None or target.resolve() != self.folder.resolve()
@@ -771,44 +801,79 @@ class Session:
     def _autosave(self) -> None:
         """Write what changed. A failure (full disk) keeps the last good autosave, is reported
         once through ``on_autosave_error`` and retried at the next change; the work itself is
-        safe in memory."""
+        safe in memory. With :meth:`write_in_background`, copies go to the writer thread."""
         if not (self.autosave_enabled and self.folder is not None):
+            return
+        if self._writer is not None:
+            parts = self._take_dirty(copy=True)
+            if parts["names"]:
+                self._writer.submit(parts)
             return
         try:
             self._write_dirty()
         except (OSError, DataError) as e:
-            first = self.autosave_error is None
-            self.autosave_error = (
-                f"Autosave to {self.folder} failed: {e}. Your work is kept in this window and "
-                f"the last good autosave is untouched; free some disk space or use Save session "
-                f"to another place.")
-            if first and self.on_autosave_error is not None:
-                self.on_autosave_error(self.autosave_error)
+            self._autosave_failed(e)
             return
+        self._autosave_worked()
+
+    def _autosave_failed(self, e: BaseException) -> None:
+        if not isinstance(e, (OSError, DataError)):
+            e = OSError(f"{type(e).__name__}: {e}")
+        first = self.autosave_error is None
+        self.autosave_error = (
+            f"Autosave to {self.folder} failed: {e}. Your work is kept in this window and "
+            f"the last good autosave is untouched; free some disk space or use Save session "
+            f"to another place.")
+        if first and self.on_autosave_error is not None:
+            self.on_autosave_error(self.autosave_error)
+
+    def _autosave_worked(self) -> None:
         self.autosave_error = None
 
     def _write_dirty(self) -> None:
-        """Write what changed; label files first and the record last, each atomically."""
+        """Write what changed now, on this thread."""
+        parts = self._take_dirty(copy=False)
+        try:
+            self._write_parts(parts)
+        except BaseException:
+            self._dirty |= parts["names"]  # try again on the next change
+            raise
+
+    def _take_dirty(self, copy: bool) -> dict:
+        """What changed, ready to write (arrays copied for another thread with ``copy``)."""
         folder = self.folder
         assert folder is not None
-        folder.mkdir(parents=True, exist_ok=True)
         dirty, self._dirty = self._dirty, set()
-        try:
-            if self.image_path is None and ("image" in dirty
-                                            or not (folder / IMAGE_FILE).exists()):
-                write_volume(folder / IMAGE_FILE, self.image, self.geometry)
-            if "user_labels" in dirty:
-                write_volume(folder / USER_LABELS_FILE, self.user_labels, self.geometry)
-            if "prediction" in dirty:
-                write_volume(folder / PREDICTION_FILE, self.prediction, self.geometry)
-            if "uncertainty" in dirty and self.uncertainty is not None:
-                _atomic_save_npy(folder / UNCERTAINTY_FILE, self.uncertainty)
-            if dirty:
-                data = json.dumps(self.to_dict(), indent=2).encode()
-                _atomic_write_bytes(folder / SESSION_FILE, data)
-        except BaseException:
-            self._dirty |= dirty  # try again on the next change
-            raise
+        own = (lambda a: a.copy()) if copy else (lambda a: a)
+        parts: dict = {"folder": folder, "geometry": self.geometry, "names": set(dirty)}
+        if self.image_path is None and ("image" in dirty or not (folder / IMAGE_FILE).exists()):
+            parts["image"] = self.image  # never changed after the session starts
+            parts["names"].add("image")
+        if "user_labels" in dirty:
+            parts["user_labels"] = own(self.user_labels)
+        if "prediction" in dirty:
+            parts["prediction"] = own(self.prediction)
+        if "uncertainty" in dirty and self.uncertainty is not None:
+            parts["uncertainty"] = own(self.uncertainty)
+        if dirty:
+            parts["json"] = json.dumps(self.to_dict(), indent=2).encode()
+        return parts
+
+    @staticmethod
+    def _write_parts(parts: dict) -> None:
+        """Label files first and the record last, each atomically (any thread)."""
+        folder, geometry = parts["folder"], parts["geometry"]
+        folder.mkdir(parents=True, exist_ok=True)
+        if "image" in parts:
+            write_volume(folder / IMAGE_FILE, parts["image"], geometry)
+        if "user_labels" in parts:
+            write_volume(folder / USER_LABELS_FILE, parts["user_labels"], geometry)
+        if "prediction" in parts:
+            write_volume(folder / PREDICTION_FILE, parts["prediction"], geometry)
+        if "uncertainty" in parts:
+            _atomic_save_npy(folder / UNCERTAINTY_FILE, parts["uncertainty"])
+        if "json" in parts:
+            _atomic_write_bytes(folder / SESSION_FILE, parts["json"])
 
     @classmethod
     def open(cls, folder: str | os.PathLike, autosave: bool = True) -> Session:

@@ -218,9 +218,14 @@ def test_a_full_disk_is_reported_once_and_predict_does_not_hang(qtbot, assistant
     for z in (2, 3):  # painting goes on
         widget.go_to_slice(z)
         layer.paint((z, 100, 100), 2)
+    # autosave runs on a writer thread: its error arrives on the UI thread through a signal
+    assert widget.session.flush()
+    qtbot.waitUntil(lambda: len(errors) >= 1, timeout=10_000)
+    qtbot.wait(200)  # nothing more comes: once per run of failures, not per stroke
     assert len(errors) == 1 and "Autosave" in errors[0] and "disk is full" in errors[0]
     assert widget.session.labelled_slices(0) == [2, 3]
     monkeypatch.undo()  # space again: the next change is saved and the error clears
     widget.go_to_slice(5)
     widget.accept_btn.click()
+    assert widget.session.flush()
     assert widget.session.autosave_error is None
