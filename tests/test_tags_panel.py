@@ -70,6 +70,16 @@ def test_tag_train_from_tags_and_promote_on_an_lgg_stack(make_napari_viewer, qtb
         assert 0 <= cam.data.min() and cam.data.max() <= 1.0 + 1e-6
         assert (weak.data[[2, 5, 20]] == 0).all()  # "no structure" slices: empty weak masks
         assert s.current_version.method == "cam_weak"  # Retrain goes on from this network
+        # the CAM layer is the map the weak masks were made from, by the engine's pipeline
+        from training.localise import anomaly_map
+        from training.normalization import normalize_intensity
+
+        tags = np.full(23, -1, np.int8)
+        tags[[12, 15]], tags[[2, 5, 20]] = 1, 0
+        np.testing.assert_allclose(cam.data, anomaly_map(normalize_intensity(s.image), tags),
+                                   atol=1e-5)
+        assert "unlike those of the slices tagged absent" in panel.status.text()
+        assert weak.data[12].any() and weak.data[15].any()
 
         widget.go_to_slice(12)
         assert panel.promote_current() == 12
