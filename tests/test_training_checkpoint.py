@@ -56,3 +56,28 @@ def test_pickled_code_is_refused(tmp_path):
     torch.save({"format": "napari-semiseg-checkpoint/1", "meta": _Evil()}, p)
     with pytest.raises(CheckpointError):
         load_checkpoint(p)
+
+
+def test_a_compacted_checkpoint_is_half_the_size_and_predicts_the_same(tmp_path):
+    from pathlib import Path
+
+    import numpy as np
+
+    from training.checkpoint import compact_checkpoint, load_checkpoint, save_checkpoint
+    from training.inference import predict_volume
+    from training.networks import UNet
+
+    torch.manual_seed(0)
+    net = UNet(2, 1, 3, base=8, depth=3)
+    meta = {"num_classes": 3, "dims": 2, "size": [32, 32], "normalization": None}
+    full = save_checkpoint(tmp_path / "m.pt", net, meta)
+    small = compact_checkpoint(full, tmp_path / "m16.pt")
+    assert Path(small).stat().st_size < 0.6 * Path(full).stat().st_size
+    a, _ = load_checkpoint(full)
+    b, meta_b = load_checkpoint(small)  # loads with weights_only, into float32 parameters
+    assert meta_b["stored_dtype"] == "float16"
+    assert all(p.dtype == torch.float32 for p in b.parameters())
+    vol = np.random.default_rng(0).normal(size=(4, 40, 40)).astype(np.float32)
+    pa = predict_volume(a, meta, vol, device="cpu")["probabilities"]
+    pb = predict_volume(b, meta_b, vol, device="cpu")["probabilities"]
+    assert np.abs(pa - pb).max() < 1e-2

@@ -63,6 +63,20 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict:
     return payload
 
 
+def compact_checkpoint(path: str | os.PathLike, out: str | os.PathLike | None = None) -> str:
+    """Store a checkpoint's float weights as float16 (half the file; for shipped models).
+
+    Loading needs nothing special: ``load_state_dict`` copies them into the float32 network,
+    so prediction differs from the original only by float16 rounding of the weights.
+    """
+    payload = read_checkpoint(path)
+    state = {k: v.half() if v.is_floating_point() else v
+             for k, v in payload["state_dict"].items()}
+    payload = {**payload, "state_dict": state,
+               "meta": {**payload["meta"], "stored_dtype": "float16"}}
+    return atomic_write(out or path, lambda fh: torch.save(payload, fh))
+
+
 def read_meta(path: str | os.PathLike) -> dict:
     """A checkpoint's metadata (names, card, flags) without reading its weights."""
     return read_checkpoint(path, mmap=True)["meta"]
