@@ -25,7 +25,7 @@ import numpy as np
 
 from training.checkpoint import read_meta
 from training.data import scan_dataset
-from training.io import read_image, read_labels, write_volume
+from training.io import Geometry, read_image, read_labels, write_volume
 
 MODELS = Path(__file__).resolve().parents[1] / "napari_semiseg" / "models"
 DATA = {"acdc_unet2d.pt": "acdc", "la_unet2d.pt": "left_atrium_2018",
@@ -43,8 +43,9 @@ def gather(data: Path, work: Path) -> int:
             cs = [c for c in cases if c.patient == pid]
             img = np.concatenate([read_image(c.image)[0] for c in cs])
             lab = np.concatenate([(read_labels(c.label)[0] > 0).astype(np.uint8) for c in cs])
-            write_volume(work / "images" / f"{pid}.nii.gz", img)
-            write_volume(work / "labels" / f"{pid}.nii.gz", lab)
+            unit = Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+            write_volume(work / "images" / f"{pid}.nii.gz", img, unit)  # 1 mm, as the card
+            write_volume(work / "labels" / f"{pid}.nii.gz", lab, unit)
         return len(LGG_TEST)
     test = [c for c in cases if c.split == "test"]
     for c in test:

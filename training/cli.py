@@ -506,8 +506,9 @@ def _cmd_benchmark_speed(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"- volume: {args.volume} resampled to {tuple(args.shape)} (z, y, x); median of "
         f"{args.repeats} repeats, models interleaved; timing took "
         f"{time.perf_counter() - t0:.0f} s",
-        "- predict + uncertainty = `predict_volume` (the plugin's Predict): labels, "
-        "probabilities and the entropy map, on CPU.")
+        "- predict + uncertainty = `predict_volume(probabilities=False)` (the plugin's "
+        "Predict): labels and the entropy map, taken at the network's resolution and "
+        "resized, on CPU.")
     table = speed_table(entries, medians, args.mc, dice, header)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(table, encoding="utf-8")
