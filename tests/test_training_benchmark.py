@@ -4,7 +4,8 @@ import time
 
 import pytest
 
-from training.benchmark import ALL_LABELED, LABELED_ONLY, parse_variant, render_table
+from training.benchmark import ALL_LABELED, LABELED_ONLY, render_table
+from training.methods import parse_spec as parse_variant
 
 
 def _r(d, seed):

@@ -17,9 +17,8 @@ from training.checkpoint import load_checkpoint
 from training.data import class_names_from_index, load_train_data, scan_dataset
 from training.inference import predict_volume
 from training.io import read_image, read_labels
-from training.methods import parse_spec
 from training.metrics import dice_hd95, mean_over_cases
-from training.trainer import TrainConfig, train
+from training.trainer import TrainConfig, method_settings, train
 
 LABELED_ONLY = "labelled-only"
 ALL_LABELED = "all-labelled"
@@ -43,12 +42,6 @@ def evaluate_split(model_path: str, data_dir: str, split: str = "test") -> dict:
     out = mean_over_cases(results)
     out["cases"] = len(results)
     return out
-
-
-def parse_variant(spec: str) -> tuple[str, dict]:
-    """``"bcp:conf=0.9,sup=1"`` -> ``("bcp", {"conf": 0.9, "sup": 1.0})``: a method plus options
-    (checked against the method's declared options, see :func:`training.methods.parse_spec`)."""
-    return parse_spec(spec)
 
 
 def run_one(
@@ -87,12 +80,9 @@ def _train_and_evaluate(name, seed, data_dir, labeled, base_config, workdir, log
         cfg = replace(base_config, method="supervised")
     else:
         data = load_train_data(data_dir, labeled)
-        method, opts = parse_variant(name)
-        # options naming a TrainConfig field (warmup_fraction, consistency, ...) set that field
-        fields = {k: v for k, v in opts.items() if k in TrainConfig.__dataclass_fields__}
-        rest = {k: v for k, v in opts.items() if k not in fields}
-        cfg = replace(base_config, method=method, **fields,
-                      method_opts={**base_config.method_opts, **rest})
+        settings = method_settings(name)
+        cfg = replace(base_config, **{**settings, "method_opts": {
+            **base_config.method_opts, **settings["method_opts"]}})
     cfg = replace(cfg, seed=seed, checkpoint=str(workdir / f"{stem}_seed{seed}.pt"))
     t0 = time.perf_counter()
     log(f"start {name} seed {seed}")

@@ -22,6 +22,7 @@ from training.io import (
     read_labels,
     write_like,
 )
+from training.localise import DEFAULT_LOCALISER, LOCALISERS
 from training.methods import METHODS, options_help, parse_spec
 
 
@@ -64,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--tags", default=None, metavar="FILE.csv",
                    help="slice tags (case,slice,tag; LGG index.csv; ACDC slices.csv): "
                         "localisation maps -> weak masks -> --method (cam_weak)")
-    t.add_argument("--localiser", default=None, choices=["anomaly", "cam", "cam*anomaly"],
+    t.add_argument("--localiser", default=DEFAULT_LOCALISER, choices=LOCALISERS,
                    help="with --tags: what seeds the weak masks: intensity anomaly against the "
                         "slices tagged absent (default), the tag classifier's CAM, or both")
     t.add_argument("--tag-column", default=None, help="tag column of an ACDC slices.csv")
@@ -166,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="one split: hold out the last N patients (ignored with --folds)")
     wk.add_argument("--folds", type=int, default=0,
                     help="patient-level cross-validation: K folds, every patient tested once")
-    wk.add_argument("--localiser", default=None, choices=["anomaly", "cam", "cam*anomaly"],
+    wk.add_argument("--localiser", default=DEFAULT_LOCALISER, choices=LOCALISERS,
                     help="what seeds the weak masks of the network arms (default: anomaly)")
     wk.add_argument("--dense", type=int, default=8, help="dense masks for the baseline")
     wk.add_argument("--classifier-steps", type=int, default=300)
@@ -183,17 +184,6 @@ def _method_spec(value: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return value
-
-
-def method_fields(spec: str) -> dict:
-    """TrainConfig fields from ``NAME:opt=value,...``: options naming a TrainConfig field
-    (warmup_fraction, consistency, rampup_fraction) set it, the rest go to the method."""
-    from training.trainer import TrainConfig
-
-    name, opts = parse_spec(spec)
-    fields = {k: v for k, v in opts.items() if k in TrainConfig.__dataclass_fields__}
-    return {"method": name, **fields,
-            "method_opts": {k: v for k, v in opts.items() if k not in fields}}
 
 
 def _config(args: argparse.Namespace, **extra):
@@ -215,7 +205,7 @@ def _config(args: argparse.Namespace, **extra):
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from training.data import load_train_data
-    from training.trainer import train
+    from training.trainer import method_settings, train
 
     if args.steps < 1:
         raise DataError("--steps must be at least 1")
@@ -229,7 +219,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if len(names) != data.num_classes or any(not n for n in names):
             raise DataError(f"--class-names needs {data.num_classes} names (background first)")
         data.class_names = names
-    cfg = _config(args, **method_fields(args.method), seed=args.seed, checkpoint=args.out,
+    cfg = _config(args, **method_settings(args.method), seed=args.seed, checkpoint=args.out,
                   checkpoint_every=args.checkpoint_every, log_every=args.log_every,
                   num_classes=args.num_classes)
 
@@ -257,8 +247,8 @@ def _print_event(e: dict) -> None:
 def _train_from_tags(args: argparse.Namespace) -> int:
     """Tags (and optional dense labels) of a dataset folder -> cam_weak checkpoint."""
     from training.data import scan_dataset, select_labeled
-    from training.localise import DEFAULT_LOCALISER
     from training.tags import read_tags, tag_counts, volume_tags
+    from training.trainer import method_settings
     from training.weak import train_from_tags
 
     tags = read_tags(args.tags, args.tag_column)
@@ -284,13 +274,13 @@ def _train_from_tags(args: argparse.Namespace) -> int:
     print(f"{len(cases)} cases; tags: {counts['positive']} positive, {counts['negative']} "
           f"negative; {len(dense)} cases with dense labels", file=sys.stderr)
     spec = args.method if parse_spec(args.method)[0] != "supervised" else "cam_weak"
-    cfg = _config(args, **method_fields(spec),
+    cfg = _config(args, **method_settings(spec),
                   seed=args.seed, checkpoint=args.out, checkpoint_every=args.checkpoint_every,
                   log_every=args.log_every)
     res = train_from_tags(images, vol_tags, cfg, user_labels=user,
                           classifier_steps=args.classifier_steps, on_event=_print_event,
                           init_checkpoint=args.init,
-                          localiser=args.localiser or DEFAULT_LOCALISER)
+                          localiser=args.localiser)
     if res.classifier:
         print(f"classifier: {res.classifier}", file=sys.stderr)
     return 0
@@ -370,22 +360,21 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cam_model_map(model_path: str, model, meta: dict, volume: np.ndarray, device) -> np.ndarray:
-    """Localisation map (z, y, x) in [0, 1] as training made it: the tag classifier's CAM
-    (``<model>.classifier.pt``), the intensity anomaly map, or else Grad-CAM of the model."""
+    """Localisation map (z, y, x) in [0, 1] as training made it (:mod:`training.weak`'s own
+    function, without tags), or else Grad-CAM / the cls head of the model itself."""
     from training.cam import volume_cam
-    from training.localise import anomaly_map, combine
     from training.normalization import normalize_intensity
-    from training.weak import classifier_path
+    from training.weak import classifier_path, localisation_maps
 
     localiser = meta.get("config", {}).get("method_opts", {}).get("localiser")
     clf_path = classifier_path(model_path)
-    if clf_path.is_file():
-        model, meta = load_checkpoint(clf_path, device=device)
-    elif localiser in ("anomaly", "cam*anomaly"):
-        return anomaly_map(normalize_intensity(volume, meta.get("normalization")))
-    cam, _ = volume_cam(model, volume, meta["size"], normalization=meta.get("normalization"))
-    if localiser == "cam*anomaly":
-        cam = combine(cam, anomaly_map(normalize_intensity(volume, meta.get("normalization"))))
+    clf, clf_meta = load_checkpoint(clf_path, device=device) if clf_path.is_file() else (None,
+                                                                                        meta)
+    if localiser == "anomaly" or (localiser in LOCALISERS and clf is not None):
+        x = normalize_intensity(volume, meta.get("normalization"))
+        return localisation_maps(localiser, x, None, clf, clf_meta["size"])
+    cam, _ = volume_cam(clf or model, volume, clf_meta["size"],
+                        normalization=clf_meta.get("normalization"))
     return cam
 
 
@@ -468,12 +457,9 @@ def _cmd_benchmark(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return _cmd_benchmark_speed(args, argv)
     if args.benchmark == "effort":
         return _cmd_benchmark_effort(args, argv)
-    from training.benchmark import parse_variant
-
     methods = [m for m in args.methods if m]
-    unknown = [m for m in methods if parse_variant(m)[0] not in METHODS]
-    if unknown:
-        raise DataError(f"unknown method {unknown[0]}; choose from {', '.join(METHODS)}")
+    for m in methods:  # a typo fails here, not after hours of the runs before it
+        parse_spec(m)
     cfg = _config(args)
     command = "semiseg " + " ".join(shlex.quote(a) for a in argv)
 
@@ -588,7 +574,7 @@ def _cmd_benchmark_weak(args: argparse.Namespace, argv: Sequence[str]) -> int:
     table = weak_benchmark(args.data, cfg, args.out, test_patients=args.test_patients,
                            dense=args.dense, classifier_steps=args.classifier_steps,
                            command=command, tag_file=args.tags, folds=args.folds,
-                           localiser=args.localiser or "anomaly",
+                           localiser=args.localiser,
                            log=lambda m: print(m, file=sys.stderr, flush=True))
     if args.table:
         Path(args.table).parent.mkdir(parents=True, exist_ok=True)

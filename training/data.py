@@ -325,7 +325,7 @@ class SliceSampler:
         self.gen = torch.Generator().manual_seed(seed)
         self.augment = augment
         self.trusted = trusted_slices(self.lab_lab)
-        self.trusted_share = float(getattr(data, "trusted_share", 0.0))
+        self.trusted_share = float(data.trusted_share)
 
     def _labelled_indices(self, n: int) -> torch.Tensor:
         n_trusted = int(round(self.trusted_share * n)) if len(self.trusted) else 0

@@ -17,7 +17,7 @@ from training.checkpoint import companion_path, read_checkpoint, save_checkpoint
 from training.data import DataError, PatchSampler, SliceSampler, TrainData
 from training.device import pick_device
 from training.distributed import any_rank, barrier, init_distributed
-from training.methods import get_method
+from training.methods import get_method, parse_spec
 
 Event = dict
 
@@ -53,6 +53,15 @@ class TrainConfig:
     refresh_every: int = 100
     log_every: int = 10
     method_opts: dict = field(default_factory=dict)
+
+
+def method_settings(spec: str) -> dict:
+    """TrainConfig fields from ``NAME:opt=value,...``: options naming a TrainConfig field
+    (warmup_fraction, consistency, rampup_fraction) set it, the rest go to ``method_opts``."""
+    name, opts = parse_spec(spec)
+    fields = {k: v for k, v in opts.items() if k in TrainConfig.__dataclass_fields__}
+    return {"method": name, **fields,
+            "method_opts": {k: v for k, v in opts.items() if k not in fields}}
 
 
 def seed_everything(seed: int) -> None:

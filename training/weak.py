@@ -61,7 +61,6 @@ def train_from_tags(
     user_labels: Sequence[np.ndarray] | None = None,
     unlabeled: Sequence[np.ndarray] = (),
     classifier_steps: int | None = None,
-    refine: bool | None = None,
     normalization: dict | None = None,
     on_event: Callable[[Event], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -116,10 +115,7 @@ def train_from_tags(
     cams, weak, labels = [], [], []
     for i, (v, tg) in enumerate(zip(x, tags, strict=True)):
         cam = localisation_maps(localiser, v, np.asarray(tg), clf, config.size)
-        recipe = dict(WEAK_MASK_RECIPE[localiser])
-        if refine is not None:  # the caller's choice wins over the localiser's recipe
-            recipe["refine"] = refine
-        w = weak_masks(v, cam, np.asarray(tg), **recipe)
+        w = weak_masks(v, cam, np.asarray(tg), **WEAK_MASK_RECIPE[localiser])
         cams.append(cam)
         weak.append(w)
         enc = encode_weak(w, tg)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from training.methods.act import ACT
-from training.methods.base import GENERAL_OPTIONS, Method
+from training.methods.base import GENERAL_OPTIONS, PASSED_TO_ALL, Method
 from training.methods.bcp import BCP
 from training.methods.cam_weak import CamWeak
 from training.methods.dtml import DTML
@@ -41,13 +41,10 @@ def parse_spec(spec: str) -> tuple[str, dict]:
         key, eq, value = item.partition("=")
         if not eq or not key:
             raise ValueError(f"method option {item!r} in {spec!r} is not key=value")
-        if key in GENERAL_OPTIONS:
-            default: Any = 0.0
-        elif key in declared:
-            default = declared[key][0]
-        else:
-            known = ", ".join([*declared, *GENERAL_OPTIONS])
-            raise ValueError(f"{name} has no option {key!r} (its options: {known})")
+        _REGISTRY[name].check_options([key])
+        if key in PASSED_TO_ALL:
+            raise ValueError(f"{key} is a training setting: use --{key.replace('_', '-')}")
+        default: Any = declared[key][0] if key in declared else 0.0  # general ones are numbers
         opts[key] = _typed(value, default, item, spec)
     return name, opts
 

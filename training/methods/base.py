@@ -101,16 +101,19 @@ class Method:
         self.consistency = consistency
         self.ema_alpha = ema_alpha
         self.weight_decay = weight_decay
-        unknown = sorted(set(opts) - set(self.options) - PASSED_TO_ALL)
-        if unknown:
-            known = ", ".join(sorted(self.options)) or "none"
-            raise ValueError(f"{self.name} has no option {', '.join(unknown)} "
-                             f"(its options: {known}; for every method: "
-                             f"{', '.join(GENERAL_OPTIONS)})")
+        self.check_options(opts)
         self.opts = opts
         self.nets: dict[str, nn.Module] = {}
         self.device = torch.device("cpu")
         self.optimizer: torch.optim.Optimizer | None = None
+
+    @classmethod
+    def check_options(cls, names: Any) -> None:
+        """Refuse option names the method does not declare (a typo must not be ignored)."""
+        unknown = sorted(set(names) - set(cls.options) - set(GENERAL_OPTIONS) - PASSED_TO_ALL)
+        if unknown:
+            raise ValueError(f"{cls.name} has no option {', '.join(map(repr, unknown))} (its "
+                             f"options: {', '.join([*cls.options, *GENERAL_OPTIONS])})")
 
     def opt(self, name: str) -> Any:
         """The value of one of :attr:`options` (the given one, else its default)."""
