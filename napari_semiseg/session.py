@@ -817,8 +817,6 @@ class Session:
         self._autosave_worked()
 
     def _autosave_failed(self, e: BaseException) -> None:
-        if not isinstance(e, (OSError, DataError)):
-            e = OSError(f"{type(e).__name__}: {e}")
         first = self.autosave_error is None
         self.autosave_error = (
             f"Autosave to {self.folder} failed: {e}. Your work is kept in this window and "
