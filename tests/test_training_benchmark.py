@@ -57,6 +57,28 @@ def test_a_run_held_by_another_invocation_is_waited_for_not_retrained(tmp_path, 
     assert out["dice"] == [0.5]
 
 
+def test_runs_another_invocation_holds_are_done_last_so_both_keep_training(tmp_path,
+                                                                          monkeypatch):
+    """Two invocations on the same table split the runs instead of queueing behind a lock."""
+    import training.benchmark as bm
+
+    order = []
+
+    def fake_run(name, seed, data_dir, labeled, cfg, workdir, log, wait=True):
+        held = name == "mean_teacher" and seed == 0 and not wait
+        order.append((name, seed, "skipped" if held else "ran"))
+        return None if held else {"name": name, "dice": [0.5], "hd95": [1.0],
+                                  "step_seconds": 1.0, "val": None}
+
+    monkeypatch.setattr(bm, "run_one", fake_run)
+    monkeypatch.setattr(bm, "_write", lambda *a, **k: "table")
+    bm.label_efficiency("d", "3", ["mean_teacher", "ua_mt"], 1, None,
+                        str(tmp_path / "t.md"), "cmd", log=lambda m: None)
+    assert order[0] == ("mean_teacher", 0, "skipped")
+    assert order[1] == ("ua_mt", 0, "ran")  # the next run goes on at once
+    assert order[-1] == ("mean_teacher", 0, "ran")  # the held one is waited for at the end
+
+
 def test_variant_options_reach_the_config_or_the_method(tmp_path, monkeypatch):
     import training.benchmark as bm
     from training.trainer import TrainConfig

@@ -46,9 +46,12 @@ def evaluate_split(model_path: str, data_dir: str, split: str = "test") -> dict:
 
 def run_one(
     name: str, seed: int, data_dir: str, labeled: str, base_config: TrainConfig,
-    workdir: Path, log: Callable[[str], None],
-) -> dict:
-    """Train and evaluate one (method, seed) run, caching its result as JSON."""
+    workdir: Path, log: Callable[[str], None], wait: bool = True,
+) -> dict | None:
+    """Train and evaluate one (method, seed) run, caching its result as JSON.
+
+    When another invocation sharing ``workdir`` is training the same run, wait for it, or
+    with ``wait=False`` return None at once so the caller can do other runs first."""
     stem = name.replace(":", "_").replace(",", "_").replace("=", "")
     cache = workdir / f"{stem}_seed{seed}.json"
     if cache.exists():
@@ -57,6 +60,8 @@ def run_one(
     try:  # another invocation sharing this folder may be training the same run: wait for it
         os.close(os.open(lock, os.O_CREAT | os.O_EXCL))
     except FileExistsError:
+        if not wait:
+            return None
         log(f"waiting for {name} seed {seed} (another run holds {lock.name})")
         while not cache.exists():
             if not lock.exists():
@@ -164,15 +169,24 @@ def label_efficiency(
     workdir.mkdir(parents=True, exist_ok=True)
     names = [LABELED_ONLY, *[m for m in methods if m != "supervised"], ALL_LABELED]
     start = time.perf_counter()
-    results: dict[str, list[dict]] = {n: [] for n in names}
     # methods before baselines, so parallel invocations sharing the baselines need not wait
     order = names[1:-1] + [LABELED_ONLY, ALL_LABELED]
-    for seed in range(seeds):
-        for name in order:
-            results[name].append(run_one(name, seed, data_dir, labeled, base_config, workdir, log))
+    runs = [(name, seed) for seed in range(seeds) for name in order]
+    done: dict[tuple[str, int], dict] = {}
+    # First pass skips runs another invocation holds; the second waits for them.
+    for wait in (False, True):
+        for name, seed in runs:
+            if (name, seed) in done:
+                continue
+            result = run_one(name, seed, data_dir, labeled, base_config, workdir, log, wait)
+            if result is None:
+                continue
+            done[name, seed] = result
+            results = {n: [done[n, s] for s in range(seeds) if (n, s) in done] for n in names}
             partial = {k: v for k, v in results.items() if v}
             _write(out_path, partial, data_dir, command, start, base_config, seeds, labeled,
                    final=False)
+    results = {n: [done[n, s] for s in range(seeds)] for n in names}
     return _write(out_path, results, data_dir, command, start, base_config, seeds, labeled,
                   final=True)
 
