@@ -124,6 +124,18 @@ def _watch_stdin(stdin: BinaryIO, stop: threading.Event, events: _Events, grace_
     os._exit(1)
 
 
+def _preload(argv: list[str]) -> None:
+    """``--preload a,b``: import these before the job comes. A spare process started ahead of
+    Retrain (``TrainingBridge.prepare``) so spends its seconds of importing torch while the
+    user still paints; one that fails to import here fails again, and is reported, in the job."""
+    if len(argv) == 2 and argv[0] == "--preload":
+        for name in filter(None, argv[1].split(",")):
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - the job's own import says what is wrong
+                pass
+
+
 def main() -> int:
     events_fd = os.dup(1)  # the event stream; from here on stray prints go to stderr
     try:
@@ -141,6 +153,7 @@ def main() -> int:
         os.nice(5)  # the UI process wins any contention for the CPU
     except (AttributeError, OSError):
         pass
+    _preload(sys.argv[1:])
     # unbuffered: a thread blocked in sys.stdin's buffered reader holds its lock, and the
     # interpreter then dies with a fatal error at exit
     stdin = io.FileIO(0, "rb", closefd=False)

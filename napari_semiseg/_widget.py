@@ -53,7 +53,10 @@ OUTPUT_TAG = "napari_semiseg_output"  # metadata key marking layers the assistan
 ANCHOR_CONFIDENCE = 0.9
 AUTO, CHECKPOINT = "Automatic: the library model that fits the scan", "Checkpoint file…"
 NEW = "New model (name the structures, then paint)"
-NEW_MODEL_STEPS = 200  # from scratch: a preview at 1/3 comes in ~20-30 s on 2 CPU cores
+# seconds of training before the first preview: with the process made ready ahead
+# (TrainingBridge.prepare) the refreshed prediction is then on screen within ~30 s on 2 cores
+FIRST_PREVIEW_S = 12.0
+NEW_MODEL_STEPS = 200  # from scratch; previews come early (above), then at every third
 # A model taught from scratch trains on the interpolation between the painted slices too, and
 # its prediction is blended with it (network share 0.3): chosen on 4 LA train scans at K = 5,
 # 80.7 Dice against 76.9 without (benchmarks/results/la_new_structure_k5_train.md)
@@ -248,6 +251,7 @@ class AssistantWidget(QWidget):
             if self._selected_image() is not None:
                 self._drop_session()
                 self._ensure_session()
+                self._update_state()
             return
         chosen = next((m for m in self._library if m.label == self.model_combo.currentText()),
                       None)
@@ -595,6 +599,7 @@ class AssistantWidget(QWidget):
         try:
             job = make_job(s, unlabelled_volumes=others, method=self.method_combo.currentText(),
                            steps=steps, preview_every=max(1, steps // 3),
+                           first_preview_s=FIRST_PREVIEW_S,
                            anchor=ANCHOR_CONFIDENCE,
                            class_names=list(s.settings.class_names) or None, **prior)
             self.bridge.start(job)
@@ -855,6 +860,8 @@ class AssistantWidget(QWidget):
         self.retrain_btn.setEnabled(not busy)
         self.cancel_btn.setEnabled(busy)
         self.predict_btn.setEnabled(self._worker is None)
+        if not busy and self.session is not None and self._layer(PREDICTION) is not None:
+            self.bridge.prepare()  # Retrain is possible: have a process ready with torch loaded
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt's name)
         self.bridge.close()

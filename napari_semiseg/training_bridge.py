@@ -75,6 +75,7 @@ class RetrainJob:
     device: str | None = None
     mc_samples: int = 0
     preview_every: int = 0  # steps between mid-training predictions; 0 = none
+    first_preview_s: float = 0.0  # seconds of training before one early preview; 0 = none
     tolerance: float = 0.0  # Dice a retrain may lose on held-back slices and still be adopted
     # the network's share when its prediction is blended with the interpolation between the
     # painted slices (a shape prior); None = the network alone
@@ -93,6 +94,7 @@ def make_job(
     method: str | None = None,
     steps: int | None = None,
     preview_every: int | None = None,
+    first_preview_s: float = 0.0,
     device: str | None = None,
     fuse_weight: float | None = None,
     **config: Any,
@@ -135,7 +137,8 @@ def make_job(
         method=method or session.settings.method, steps=steps, parent=session.current,
         seed=session.settings.seed, device=device, mc_samples=session.settings.mc_samples,
         preview_every=(max(1, steps // 2) if preview_every is None else int(preview_every)),
-        tolerance=session.settings.tolerance, fuse_weight=fuse_weight,
+        first_preview_s=float(first_preview_s), tolerance=session.settings.tolerance,
+        fuse_weight=fuse_weight,
         config=dict(config),
     )
 
@@ -194,13 +197,16 @@ def run_retrain(job: RetrainJob, emit: Callable[[Event], None],
         if kind == "done":  # training finished; our own done comes after the judgement
             return
         emit(ev)
-        if kind == "checkpoint" and ev.get("path") and job.preview_every:
+        wants_preview = job.preview_every or job.first_preview_s
+        if kind == "checkpoint" and ev.get("path") and wants_preview:
             _, p, u = predict(ev["path"], f"step{ev['step']}")
             emit({"type": "prediction", "path": p, "uncertainty": u, "step": ev["step"]})
 
     config = dict(job.config)
     if job.preview_every and job.preview_every < job.steps:
         config.setdefault("checkpoint_every", job.preview_every)
+    if job.first_preview_s:
+        config.setdefault("first_checkpoint_s", job.first_preview_s)
     ckpt = finetune(
         job.model_path, image, labels, unlabelled, method=job.method, steps=job.steps,
         out_path=out / "model.pt", seed=job.seed, device=job.device, on_event=on_event,
@@ -217,6 +223,11 @@ def run_retrain(job: RetrainJob, emit: Callable[[Event], None],
         "old_scores": old_scores, "new_scores": new_scores, "accepted": accepted,
         "reason": reason, "parent": job.parent, "method": job.method, "steps": job.steps,
     })
+
+
+# what the retrain target imports first: a spare process loads them ahead of the job
+RETRAIN_PRELOAD = ("torch", "torch._dynamo", "training.loop", "training.inference",
+                   "training.interpolation")
 
 
 def discard_job(job: RetrainJob) -> None:
@@ -378,6 +389,15 @@ def _read_events(stream: IO[bytes], out: queue_mod.Queue) -> None:
             pass
 
 
+def _close_pipes(proc: subprocess.Popen) -> None:
+    for pipe in (proc.stdin, proc.stdout):
+        try:
+            if pipe is not None:
+                pipe.close()
+        except OSError:
+            pass
+
+
 def _first_terminal(events: list[Event]) -> Event | None:
     return next((e for e in events if e.get("type") in TERMINAL), None)
 
@@ -391,8 +411,12 @@ class TrainingBridge:
     """
 
     def __init__(self, target: Target = run_retrain, threads: int | None = None,
-                 cancel_grace_s: float = 30.0) -> None:
+                 cancel_grace_s: float = 30.0, preload: Sequence[str] | None = None) -> None:
         self.target = target
+        # what a spare process imports ahead of the job (see prepare)
+        self.preload = tuple(RETRAIN_PRELOAD if preload is None and target is run_retrain
+                             else preload or ())
+        self._spare: subprocess.Popen | None = None
         self.threads = threads or child_threads()
         self.cancel_grace_s = cancel_grace_s
         self._proc: subprocess.Popen | None = None
@@ -430,9 +454,11 @@ class TrainingBridge:
                 "threads": self.threads, "sys_path": list(sys.path),
                 "grace_s": self.cancel_grace_s}
         oom_before = _oom_kills()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "napari_semiseg._training_child"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_child_env(self.threads))
+        proc, self._spare = self._spare, None
+        if proc is None or proc.poll() is not None:  # no spare, or it died waiting
+            if proc is not None:
+                _close_pipes(proc)
+            proc = self._spawn()
         events: queue_mod.Queue = queue_mod.Queue()
         try:
             write_frame(proc.stdin, init)
@@ -442,11 +468,7 @@ class TrainingBridge:
         except BaseException as exc:
             proc.kill()
             proc.wait()
-            for pipe in (proc.stdin, proc.stdout):
-                try:
-                    pipe.close()
-                except OSError:
-                    pass
+            _close_pipes(proc)
             if isinstance(exc, OSError):
                 raise RuntimeError("the training process ended as it started "
                                    f"(exit code {proc.returncode})") from exc
@@ -456,6 +478,24 @@ class TrainingBridge:
         self._finished = False
         self._cancel_at = None
         self._oom_before, self._memory, self._sampled_at = oom_before, None, 0.0
+
+    def prepare(self) -> None:
+        """Start a spare training process now, so the next :meth:`start` finds torch and the
+        engine imported (seconds sooner to the first preview on 2 cores). Call it when a
+        Retrain becomes possible; it does nothing while a run or a spare exists."""
+        if self.running or (self._spare is not None and self._spare.poll() is None):
+            return
+        try:
+            self._spare = self._spawn()
+        except (OSError, RuntimeError):  # start() will try again, and report what fails
+            self._spare = None
+
+    def _spawn(self) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "napari_semiseg._training_child"]
+        if self.preload:
+            cmd += ["--preload", ",".join(self.preload)]
+        return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                env=_child_env(self.threads))
 
     def cancel(self) -> None:
         """Ask the child to stop at its next step; it is killed if it ignores that for long."""
@@ -589,7 +629,11 @@ class TrainingBridge:
         return events
 
     def close(self) -> None:
-        """Stop any run (used when the widget closes)."""
+        """Stop any run and any spare (used when the widget closes)."""
+        spare, self._spare = self._spare, None
+        if spare is not None:  # end of file on its stdin: it exits before reading a job
+            _close_pipes(spare)
+            self._exiting.append((spare, time.monotonic()))
         if self.running and self._proc is not None:
             self.cancel()
             self.kill()

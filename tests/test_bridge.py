@@ -412,3 +412,39 @@ def test_sigkill_is_called_out_of_memory_only_with_evidence(monkeypatch):
     err = bridge._death_event(-signal.SIGKILL)
     assert err["kind"] == "oom" and "out-of-memory killer" in err["message"]
     assert bridge._death_event(-signal.SIGSEGV)["kind"] == "crash"
+
+
+def test_a_spare_process_made_ready_ahead_runs_the_next_job(tmp_path):
+    """prepare() starts the process before Retrain, so its imports are done by then."""
+    bridge = TrainingBridge(target=cooperative_target, preload=("json",))
+    bridge.prepare()
+    spare = bridge._spare
+    assert spare is not None and spare.poll() is None
+    bridge.prepare()  # one spare is enough
+    assert bridge._spare is spare
+    bridge.start(_job(tmp_path))
+    first = _wait_for(bridge, "progress")
+    assert first[0]["type"] == "started" and first[0]["pid"] == spare.pid
+    bridge.prepare()  # no second process while a run goes on
+    assert bridge._spare is None
+    bridge.cancel()
+    assert bridge.wait(timeout=60)[-1]["type"] == "cancelled"
+    bridge.prepare()
+    assert bridge._spare is not None and bridge._spare.pid != spare.pid
+    left = bridge._spare
+    bridge.close()  # closing the dock ends the spare too
+    assert left.wait(timeout=30) == 2
+
+
+def test_a_spare_that_died_is_replaced_at_start(tmp_path):
+    bridge = TrainingBridge(target=cooperative_target, preload=("json",))
+    bridge.prepare()
+    dead = bridge._spare
+    dead.kill()
+    dead.wait(timeout=30)
+    bridge.start(_job(tmp_path))
+    events = _wait_for(bridge, "progress")
+    assert events[0]["pid"] != dead.pid
+    bridge.cancel()
+    assert bridge.wait(timeout=60)[-1]["type"] == "cancelled"
+    bridge.close()

@@ -113,6 +113,28 @@ def test_retrain_with_a_shape_prior_follows_the_interpolation_where_it_covers(tm
     np.testing.assert_array_equal(pred[1:7], interpolate_between_slices(sparse)[1:7])
 
 
+def test_an_early_preview_is_predicted_from_the_first_checkpoint_in_time(tmp_path):
+    from napari_semiseg.training_bridge import RetrainJob, run_retrain
+
+    image, truth = _scan(2)
+    start = new_model(tmp_path / "n.pt", ["background", "a", "b"], size=[32, 32], base=4,
+                      depth=2)
+    sparse = np.full(truth.shape, IGNORE_INDEX, np.uint8)
+    sparse[[1, 6]] = truth[[1, 6]]
+    np.save(tmp_path / "image.npy", image)
+    np.save(tmp_path / "labels.npy", sparse)
+    events: list[dict] = []
+    job = RetrainJob(model_path=str(start), image=str(tmp_path / "image.npy"),
+                     labels=str(tmp_path / "labels.npy"), out_dir=str(tmp_path), steps=3,
+                     method="supervised", device="cpu", first_preview_s=1e-9,
+                     config={"labeled_bs": 2, "unlabeled_bs": 0})
+    run_retrain(job, events.append, lambda: False)
+    previews = [e for e in events if e["type"] == "prediction"]
+    assert [e["step"] for e in previews] == [1]  # after the first step past the seconds given
+    assert np.load(previews[0]["path"]).shape == truth.shape
+    assert events[-1]["type"] == "done"
+
+
 def test_painting_an_unnamed_value_names_it_and_the_values_below(tmp_path):
     from napari_semiseg.session import Session
 

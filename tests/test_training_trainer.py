@@ -161,3 +161,14 @@ def test_a_stopped_run_resumes_to_the_same_weights(tmp_path):
     with pytest.raises(DataError, match="other settings.*steps: 6 -> 8"):
         train(_cfg(tmp_path, method="mean_teacher", steps=8, seed=1, checkpoint_every=2,
                    checkpoint=cfg.checkpoint), _data(), resume=True)
+
+
+def test_an_early_checkpoint_comes_after_the_given_seconds_then_the_periodic_ones(tmp_path):
+    """The first preview of a Retrain waits for seconds of training, not a third of the run."""
+    events = []
+    train(_cfg(tmp_path, steps=6, checkpoint_every=4, first_checkpoint_s=1e-9), _data(),
+          on_event=events.append)
+    assert [e["step"] for e in events if e["type"] == "checkpoint"] == [1, 4]
+    events.clear()
+    train(_cfg(tmp_path, steps=6, first_checkpoint_s=3600), _data(), on_event=events.append)
+    assert not [e for e in events if e["type"] == "checkpoint"]  # not due within this run

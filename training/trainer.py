@@ -50,6 +50,8 @@ class TrainConfig:
     device: str = "auto"
     checkpoint: str = "model.pt"
     checkpoint_every: int = 0
+    # seconds of training before one early checkpoint (a first preview comes sooner); 0 = none
+    first_checkpoint_s: float = 0.0
     refresh_every: int = 100
     log_every: int = 10
     method_opts: dict = field(default_factory=dict)
@@ -169,6 +171,7 @@ def train(
 
     start = time.perf_counter()
     last_saved: str | None = None
+    early_due = config.first_checkpoint_s > 0
     for step in range(first_step, config.steps):
         if any_rank(bool(should_stop and should_stop())):
             if rank == 0 and step > 0:
@@ -193,7 +196,11 @@ def train(
                   "elapsed": elapsed,
                   "eta": elapsed / (done - first_step) * (config.steps - done),
                   "rank": rank})
-        if config.checkpoint_every and done % config.checkpoint_every == 0 and done < config.steps:
+        periodic = bool(config.checkpoint_every) and done % config.checkpoint_every == 0
+        early = early_due and elapsed >= config.first_checkpoint_s
+        if early or periodic:
+            early_due = False  # one early checkpoint, and none once a periodic one came
+        if (early or periodic) and done < config.steps:
             if rank == 0:
                 last_saved = save(done)
                 emit({"type": "checkpoint", "path": last_saved, "step": done})
@@ -207,7 +214,7 @@ def train(
 
 
 # settings that may differ between a run and its resumption
-RESUME_MAY_CHANGE = {"checkpoint_every", "log_every", "device"}
+RESUME_MAY_CHANGE = {"checkpoint_every", "first_checkpoint_s", "log_every", "device"}
 
 
 def _restore(path: Path, method, sampler, config: dict, data: dict) -> int:
