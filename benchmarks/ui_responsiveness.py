@@ -155,6 +155,7 @@ def run_bridge(widget, steps: int) -> tuple[dict, float, float, float]:
     peak = 0
     t0 = time.perf_counter()
     widget.retrain_btn.click()
+    slow["Retrain click"] = (time.perf_counter() - t0) * 1000  # job snapshot, process start
     while widget.training:
         pump(0.05)
         pid = widget.bridge.pid

@@ -1,5 +1,7 @@
 """semiseg benchmark effort: the simulated clinician over scans, beside interpolation."""
 
+from pathlib import Path
+
 import numpy as np
 from test_training_synth import write_dataset
 
@@ -32,6 +34,33 @@ def test_effort_benchmark_runs_from_scratch_and_writes_its_table(tmp_path, capsy
     assert "total slices painted" in text and "case00" in text and "case01" in text
     err = capsys.readouterr().err
     assert "learning" in err and "interpolation" in err
+
+
+def test_a_retrain_that_does_worse_on_held_back_slices_is_not_carried_on(tmp_path,
+                                                                         monkeypatch):
+    """As in the plugin: once the model has learnt, painted slices are held back to judge
+    each Retrain, and a rejected one leaves the model (and its prediction) as they were."""
+    from test_training_synth import blob_volume
+
+    import training.effort as effort
+
+    image, truth = blob_volume(0)
+    judged = []
+
+    def reject(old, new, tolerance=0.0):
+        judged.append((dict(old), dict(new)))
+        return False, "rejected"
+
+    monkeypatch.setattr(effort, "accept_retrain", reject)
+    row, model = effort.learning_effort(
+        image, truth, None, ["bg", "disc", "square"], 1.01, 3, tmp_path, steps=2,
+        labeled_bs=2, unlabeled_bs=0)
+    assert row["painted"] == 3
+    # the first Retrain trains an untrained model on every slice: nothing to judge it by
+    assert len(judged) == 2 and row["rejected"] == 2
+    held = [set(old) for old, _ in judged]
+    assert all(len(h) == 1 and h <= set(row["slices"]) for h in held)  # painted, held back
+    assert Path(model).name.startswith("v1-")  # the model of the one adopted Retrain
 
 
 def test_effort_refuses_a_bad_target(tmp_path, capsys):

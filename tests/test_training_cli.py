@@ -107,15 +107,16 @@ def test_speed_benchmark_times_an_act_student_against_its_teacher(dataset, tmp_p
     volume = str(next((dataset / "images").iterdir()))
     assert main(["benchmark", "speed", "--models", str(model), "--volume", volume,
                  "--shape", "6", "24", "24", "--mc", "0", "2", "--repeats", "2",
-                 "--data", str(dataset), "--out", str(out)]) == 0
+                 "--batch", "0", "2", "--data", str(dataset), "--out", str(out)]) == 0
     text = out.read_text(encoding="utf-8")
-    rows = {line.split(" | ")[1]: line.split(" | ") for line in text.splitlines()
-            if line.startswith("| act.pt")}
-    assert set(rows) == {"student", "teacher"}
-    student, teacher = rows["student"], rows["teacher"]
-    assert int(teacher[2].replace(",", "")) > 10 * int(student[2].replace(",", ""))
-    assert float(student[6].rstrip("×")) > 0  # speed-up is a measured ratio
-    assert 0 <= float(student[5]) <= 100 and 0 <= float(teacher[5]) <= 100  # test Dice
+    rows = {(c[1], c[2]): c for c in (line.split(" | ") for line in text.splitlines()
+                                      if line.startswith("| act.pt"))}
+    # 16 px input: the default pass holds 64 * 96 * 96 / 16**2 slices
+    assert set(rows) == {(r, b) for r in ("student", "teacher") for b in ("2304 (default)", "2")}
+    student, teacher = rows["student", "2"], rows["teacher", "2"]
+    assert int(teacher[3].replace(",", "")) > 10 * int(student[3].replace(",", ""))
+    assert float(student[7].rstrip("×")) > 0  # speed-up is a measured ratio
+    assert 0 <= float(student[6]) <= 100 and 0 <= float(teacher[6]) <= 100  # test Dice
 
 
 def test_speed_benchmark_refuses_a_2d_image_as_volume(dataset, tmp_path, capsys):

@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--mc", type=int, nargs="+", default=[0, 8],
                     help="MC-dropout passes to time (0 = entropy of one softmax)")
     sp.add_argument("--repeats", type=int, default=5)
+    sp.add_argument("--batch", type=int, nargs="+", default=[0], metavar="N",
+                    help="slices per pass of a 2-D model to time side by side (0 = the default, "
+                         "set by the network's input size)")
     sp.add_argument("--data", default=None, help="dataset folder: also report test-split Dice")
     sp.add_argument("--out", required=True)
     ef = bsub.add_parser("effort", help="slices painted over N scans: assistant vs interpolation")
@@ -481,8 +484,12 @@ def _cmd_benchmark_speed(args: argparse.Namespace, argv: Sequence[str]) -> int:
     entries = entries_for(args.models)
     volume = benchmark_volume(args.volume, args.shape)
     t0 = time.perf_counter()
+    if any(b < 0 for b in args.batch):
+        raise DataError("--batch takes 0 (the default) or a positive number of slices")
+    batches = [b or None for b in args.batch]
     medians = time_predictions(entries, volume, args.mc, args.repeats,
-                               log=lambda m: print(m, file=sys.stderr, flush=True))
+                               log=lambda m: print(m, file=sys.stderr, flush=True),
+                               batches=batches)
     dice = None
     if args.data:
         dice = {i: float(np.mean(evaluate_split(e.path, args.data, "test")["dice"]))
@@ -495,7 +502,7 @@ def _cmd_benchmark_speed(args: argparse.Namespace, argv: Sequence[str]) -> int:
         "- predict + uncertainty = `predict_volume(probabilities=False)` (the plugin's "
         "Predict): labels and the entropy map, taken at the network's resolution and "
         "resized, on CPU.")
-    table = speed_table(entries, medians, args.mc, dice, header)
+    table = speed_table(entries, medians, args.mc, dice, header, batches)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(table, encoding="utf-8")
     print(table)

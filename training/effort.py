@@ -25,10 +25,19 @@ from training.interpolation import (
     fuse_with_interpolation,
     interpolate_between_slices,
 )
-from training.loop import dice_score, finetune, rank_uncertain_slices, sparse_labels
+from training.loop import (
+    accept_retrain,
+    dice_score,
+    finetune,
+    rank_uncertain_slices,
+    score_slices,
+    sparse_labels,
+    split_held_back,
+)
 
 Row = dict[str, Any]
 FUSE_WEIGHTS = (0.3, 0.5, 0.7)  # the network's share when blended with interpolation
+HELD_BACK_FRACTION = 0.25  # the plugin's default (napari_semiseg.session.SessionSettings)
 
 
 def interpolation_effort(truth: np.ndarray, target: float, k_max: int, num_classes: int,
@@ -78,15 +87,29 @@ def learning_effort(
     """Paint-and-retrain on one scan until ``target``; returns (row, the model to go on with)."""
     from training.checkpoint import load_checkpoint
     from training.inference import predict_volume
-    from training.new_model import new_model
+    from training.new_model import is_untrained, new_model
 
     num_classes = len(class_names)
     painted: list[int] = []
     retrain_s: list[float] = []
+    rejected = 0
     dice = 0.0
     current = model
     uncertainty = None
     prediction = None
+
+    def predicted(path: str, shown: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(labels as Retrain shows them, uncertainty): fused with the interpolation between
+        the ``shown`` slices when the plugin's shape prior is on."""
+        net, meta = load_checkpoint(path, device=device)
+        res = predict_volume(net, meta, image, device=device)
+        labels = res["labels"].copy()
+        if fuse_weight is not None:
+            labels = fuse_with_interpolation(res["probabilities"],
+                                             sparse_labels(truth, shown, axis),
+                                             weight=fuse_weight, axis=axis)
+        return labels, res["uncertainty"]
+
     if current is not None:
         net, meta = load_checkpoint(current, device=device)
         res = predict_volume(net, meta, image, device=device)
@@ -108,26 +131,36 @@ def learning_effort(
         painted.append(nxt)
         if current is None:
             current = new_model(work / "new.pt", class_names, seed=seed)
+        # as the plugin's Retrain: a model that has learnt something is judged on held-back
+        # painted slices and kept when the retrain does worse there
+        train_z, held = ((list(painted), []) if is_untrained(current)
+                         else split_held_back(painted, HELD_BACK_FRACTION, seed))
         out = work / f"v{len(painted)}-{time.monotonic_ns()}.pt"
         t0 = time.perf_counter()
-        current = finetune(current, image, sparse_labels(truth, painted, axis), (),
-                           method=method, steps=steps, out_path=out, seed=seed, device=device,
-                           anchor=0.9, class_names=list(class_names), **config)
+        candidate = finetune(current, image, sparse_labels(truth, train_z, axis), (),
+                             method=method, steps=steps, out_path=out, seed=seed,
+                             device=device, anchor=0.9, class_names=list(class_names),
+                             **config)
         retrain_s.append(time.perf_counter() - t0)
-        net, meta = load_checkpoint(current, device=device)
-        res = predict_volume(net, meta, image, device=device)
-        prediction, uncertainty = res["labels"].copy(), res["uncertainty"]
-        if fuse_weight is not None:  # the plugin's shape prior, as in its Retrain
-            prediction = fuse_with_interpolation(res["probabilities"],
-                                                 sparse_labels(truth, painted, axis),
-                                                 weight=fuse_weight, axis=axis)
+        new_pred, new_unc = predicted(candidate, train_z)
+        adopted = True
+        if held:
+            old_pred, _ = predicted(current, train_z)
+            reference = sparse_labels(truth, held, axis)
+            adopted, _ = accept_retrain(
+                score_slices(old_pred, reference, held, axis, num_classes),
+                score_slices(new_pred, reference, held, axis, num_classes))
+        if adopted:
+            current, prediction, uncertainty = candidate, new_pred, new_unc
+        else:
+            rejected += 1
         for z in painted:  # the user's slices are kept as painted
             idx = [slice(None)] * truth.ndim
             idx[axis] = z
             prediction[tuple(idx)] = truth[tuple(idx)]
         dice = dice_score(prediction, truth, num_classes)
         trajectory.append(dice)
-    row = {"painted": len(painted), "slices": painted, "dice": dice,
+    row = {"painted": len(painted), "slices": painted, "dice": dice, "rejected": rejected,
            "reached": dice >= target, "retrain_s": retrain_s, "trajectory": trajectory}
     return row, current
 
@@ -174,16 +207,18 @@ def effort_table(rows: Sequence[Row], target: float, k_max: int, header: str) ->
     """Markdown: per scan, then totals; a scan that never reached the target counts as k_max."""
     lines = [header, "",
              "| # | scan | learning: slices painted | Dice reached | Dice after each Retrain "
-             "| s per retrain (median) | interpolation: slices needed | its Dice |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| retrains rejected | s per retrain (median) | interpolation: slices needed "
+             "| its Dice |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(rows, 1):
         med = f"{np.median(r['retrain_s']):.0f}" if r["retrain_s"] else "—"
         learn = f"{r['painted']}" + ("" if r["reached"] else " (target not reached)")
         interp = (f"{r['interp_painted']}" if r["interp_painted"] is not None
                   else f">{k_max}")
         steps = " ".join(f"{100 * d:.0f}" for d in r.get("trajectory", []))
-        lines.append(f"| {i} | {r['case']} | {learn} | {100 * r['dice']:.1f} | {steps} | {med} "
-                     f"| {interp} | {100 * r['interp_dice']:.1f} |")
+        lines.append(f"| {i} | {r['case']} | {learn} | {100 * r['dice']:.1f} | {steps} "
+                     f"| {r.get('rejected', 0)} | {med} | {interp} "
+                     f"| {100 * r['interp_dice']:.1f} |")
     total_l = sum(r["painted"] for r in rows)
     total_i = sum(r["interp_painted"] if r["interp_painted"] is not None else k_max
                   for r in rows)

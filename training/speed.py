@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from training.checkpoint import companion_path, load_checkpoint
-from training.inference import predict_volume
+from training.inference import PIXELS_PER_BATCH, predict_volume
 from training.io import read_image
 from training.networks import count_parameters
 
@@ -63,44 +63,52 @@ def entries_for(paths: Sequence[str]) -> list[Entry]:
 
 def time_predictions(
     entries: Sequence[Entry], volume: np.ndarray, mc_samples: Sequence[int], repeats: int,
-    log: Callable[[str], None] = print,
-) -> dict[tuple[int, int], float]:
-    """Median seconds of ``predict_volume`` (labels + uncertainty) per (entry index, mc)."""
-    times: dict[tuple[int, int], list[float]] = {}
+    log: Callable[[str], None] = print, batches: Sequence[int | None] = (None,),
+) -> dict[tuple[int, int, int | None], float]:
+    """Median seconds of ``predict_volume`` (labels + uncertainty) per (entry index, mc,
+    slices per pass; None = the product's default), all interleaved within each repeat."""
+    times: dict[tuple[int, int, int | None], list[float]] = {}
     for e in entries:  # warm-up: allocator, first-call overheads
         predict_volume(e.model, e.meta, volume[:4], device="cpu", probabilities=False)
     for r in range(repeats):
         for mc in mc_samples:
-            for i, e in enumerate(entries):
-                t0 = time.perf_counter()
-                predict_volume(e.model, e.meta, volume, mc_samples=mc, device="cpu",
-                               probabilities=False)  # what the plugin's Predict asks for
-                times.setdefault((i, mc), []).append(time.perf_counter() - t0)
+            for b in batches:
+                for i, e in enumerate(entries):
+                    t0 = time.perf_counter()
+                    predict_volume(e.model, e.meta, volume, mc_samples=mc, device="cpu",
+                                   batch_size=b, probabilities=False)  # as Predict asks
+                    times.setdefault((i, mc, b), []).append(time.perf_counter() - t0)
         log(f"repeat {r + 1}/{repeats} done")
     return {k: statistics.median(v) for k, v in times.items()}
 
 
 def speed_table(
-    entries: Sequence[Entry], medians: dict[tuple[int, int], float], mc_samples: Sequence[int],
-    dice: dict[int, float] | None, header: str,
+    entries: Sequence[Entry], medians: dict[tuple[int, int, int | None], float],
+    mc_samples: Sequence[int], dice: dict[int, float] | None, header: str,
+    batches: Sequence[int | None] = (None,),
 ) -> str:
-    """Markdown: per model, parameters, median predict time per MC setting, test Dice, and for
-    an act student the speed-up over its teacher and the Dice it gives up."""
-    cols = ["model", "role", "parameters"] + [
+    """Markdown: per model and slices per pass, parameters, median predict time per MC
+    setting, test Dice, and for an act student the speed-up over its teacher (at the same
+    slices per pass) and the Dice it gives up."""
+    cols = ["model", "role", "slices per pass", "parameters"] + [
         "predict + uncertainty, s" + (f" (MC-dropout ×{mc})" if mc else " (softmax entropy)")
         for mc in mc_samples]
     cols += ["test mean Dice", "speed-up vs teacher", "Dice loss vs teacher"]
     lines = [header, "", "| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"]
-    for i, e in enumerate(entries):
-        cells = [e.label, e.role, f"{count_parameters(e.model):,}"]
-        cells += [f"{medians[(i, mc)]:.2f}" for mc in mc_samples]
-        cells.append(f"{dice[i] * 100:.1f}" if dice and i in dice else "—")
-        teacher = next((j for j, t in enumerate(entries)
-                        if t.role == "teacher" and t.label == e.label), None)
-        if e.role == "student" and teacher is not None:
-            cells.append(f"{medians[(teacher, mc_samples[0])] / medians[(i, mc_samples[0])]:.1f}×")
-            cells.append(f"{(dice[teacher] - dice[i]) * 100:+.1f}" if dice else "—")
-        else:
-            cells += ["—", "—"]
-        lines.append("| " + " | ".join(cells) + " |")
+    mc0 = mc_samples[0]
+    for b in batches:
+        for i, e in enumerate(entries):
+            auto = max(1, PIXELS_PER_BATCH // int(np.prod(e.meta["size"])))
+            cells = [e.label, e.role, str(b) if b else f"{auto} (default)",
+                     f"{count_parameters(e.model):,}"]
+            cells += [f"{medians[(i, mc, b)]:.2f}" for mc in mc_samples]
+            cells.append(f"{dice[i] * 100:.1f}" if dice and i in dice else "—")
+            teacher = next((j for j, t in enumerate(entries)
+                            if t.role == "teacher" and t.label == e.label), None)
+            if e.role == "student" and teacher is not None:
+                cells.append(f"{medians[(teacher, mc0, b)] / medians[(i, mc0, b)]:.1f}×")
+                cells.append(f"{(dice[teacher] - dice[i]) * 100:+.1f}" if dice else "—")
+            else:
+                cells += ["—", "—"]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
