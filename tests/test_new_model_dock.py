@@ -45,6 +45,8 @@ def test_new_model_two_named_structures_paint_retrain(qtbot, make_napari_viewer,
         assert s is not None and s.settings.class_names[1:] == ["left kidney", "right kidney"]
         layer = viewer.layers[PREDICTION]
         assert (layer.data == 255).all()  # nothing is annotated yet
+        spare = widget.bridge._spare  # readied while the user paints: torch loads meanwhile
+        assert spare is not None and spare.poll() is None
         assert list(layer.features["name"]) == ["background", "left kidney", "right kidney"]
         for z in (1, 6):  # the user paints both structures on two slices
             widget.go_to_slice(z)
@@ -57,6 +59,7 @@ def test_new_model_two_named_structures_paint_retrain(qtbot, make_napari_viewer,
         painted = s.user_labels[[1, 6]].copy()                # background, not "unannotated"
         widget.steps_spin.setValue(40)
         widget.retrain_btn.click()
+        assert widget.bridge.pid == spare.pid  # Retrain ran in the readied process
         _wait_retrain(qtbot, widget)
         assert s.current != "v0", widget.status.text()
         meta = read_checkpoint(s.current_model_path)["meta"]
