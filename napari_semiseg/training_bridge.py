@@ -199,7 +199,10 @@ def run_retrain(job: RetrainJob, emit: Callable[[Event], None],
         emit(ev)
         wants_preview = job.preview_every or job.first_preview_s
         if kind == "checkpoint" and ev.get("path") and wants_preview:
-            _, p, u = predict(ev["path"], f"step{ev['step']}")
+            # building the network to load it draws from torch's generator: restored after, so
+            # the training does not depend on when (after how many steps) a preview came
+            with torch.random.fork_rng(devices=[]):
+                _, p, u = predict(ev["path"], f"step{ev['step']}")
             emit({"type": "prediction", "path": p, "uncertainty": u, "step": ev["step"]})
 
     config = dict(job.config)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -133,6 +135,16 @@ def test_an_early_preview_is_predicted_from_the_first_checkpoint_in_time(tmp_pat
     assert [e["step"] for e in previews] == [1]  # after the first step past the seconds given
     assert np.load(previews[0]["path"]).shape == truth.shape
     assert events[-1]["type"] == "done"
+    # the same Retrain without the preview learns exactly the same: when a preview comes
+    # (it depends on the machine's speed) must not change the result
+    plain: list[dict] = []
+    (tmp_path / "plain").mkdir()
+    run_retrain(replace(job, first_preview_s=0.0, out_dir=str(tmp_path / "plain")),
+                plain.append, lambda: False)
+    np.testing.assert_array_equal(np.load(plain[-1]["prediction"]),
+                                  np.load(events[-1]["prediction"]))
+    np.testing.assert_array_equal(np.load(plain[-1]["uncertainty"]),
+                                  np.load(events[-1]["uncertainty"]))
 
 
 def test_painting_an_unnamed_value_names_it_and_the_values_below(tmp_path):
