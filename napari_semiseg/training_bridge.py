@@ -205,6 +205,16 @@ def run_retrain(job: RetrainJob, emit: Callable[[Event], None],
                 _, p, u = predict(ev["path"], f"step{ev['step']}")
             emit({"type": "prediction", "path": p, "uncertainty": u, "step": ev["step"]})
 
+    if job.fuse_weight is not None and (job.preview_every or job.first_preview_s):
+        # the shape prior alone, on screen at once: what "fill between slices" gives, while
+        # the network learns to do better
+        from training.interpolation import interpolate_between_slices
+
+        filled = out / "prediction-interpolation.npy"
+        np.save(filled, interpolate_between_slices(labels))
+        emit({"type": "prediction", "path": str(filled), "step": 0,
+              "source": "interpolation"})
+
     config = dict(job.config)
     if job.preview_every and job.preview_every < job.steps:
         config.setdefault("checkpoint_every", job.preview_every)

@@ -147,6 +147,32 @@ def test_an_early_preview_is_predicted_from_the_first_checkpoint_in_time(tmp_pat
                                   np.load(events[-1]["uncertainty"]))
 
 
+def test_with_the_shape_prior_the_interpolation_is_the_first_preview_at_once(tmp_path):
+    from napari_semiseg.training_bridge import RetrainJob, run_retrain
+    from training.interpolation import interpolate_between_slices
+
+    image, truth = _scan(2)
+    start = new_model(tmp_path / "n.pt", ["background", "a", "b"], size=[32, 32], base=4,
+                      depth=2)
+    sparse = np.full(truth.shape, IGNORE_INDEX, np.uint8)
+    sparse[[1, 6]] = truth[[1, 6]]
+    np.save(tmp_path / "image.npy", image)
+    np.save(tmp_path / "labels.npy", sparse)
+    events: list[dict] = []
+    job = RetrainJob(model_path=str(start), image=str(tmp_path / "image.npy"),
+                     labels=str(tmp_path / "labels.npy"), out_dir=str(tmp_path), steps=4,
+                     method="supervised", device="cpu", fuse_weight=0.3, preview_every=2,
+                     config={"labeled_bs": 2, "unlabeled_bs": 0})
+    run_retrain(job, events.append, lambda: False)
+    previews = [e for e in events if e["type"] == "prediction"]
+    first = previews[0]
+    assert first["source"] == "interpolation" and first["step"] == 0
+    assert events.index(first) < next(i for i, e in enumerate(events)
+                                      if e["type"] == "progress")  # before any training
+    np.testing.assert_array_equal(np.load(first["path"]), interpolate_between_slices(sparse))
+    assert [e["step"] for e in previews[1:]] == [2]  # then the network's, fused
+
+
 def test_painting_an_unnamed_value_names_it_and_the_values_below(tmp_path):
     from napari_semiseg.session import Session
 
