@@ -440,7 +440,9 @@ class AssistantWidget(QWidget):
     def _layer(self, name: str):
         return self.viewer.layers[name] if name in self.viewer.layers else None
 
-    def _show_prediction(self) -> None:
+    def _show_prediction(self, rank: bool = True) -> None:
+        """Draw the session's prediction and uncertainty; ``rank=False`` leaves the list of
+        uncertain slices to the caller (when a Retrain ends it is drawn on the next tick)."""
         s = self.session
         assert s is not None
         layer = self._layer(PREDICTION)
@@ -456,11 +458,17 @@ class AssistantWidget(QWidget):
         else:
             layer.refresh()
         self._show_names()
-        if s.uncertainty is not None:
-            unc = s.uncertainty if self._image_layer.ndim == 3 else s.uncertainty[0]
+        unc = s.uncertainty
+        if unc is None and self.new_model and self._layer(UNCERTAINTY) is None:
+            # made now, empty, so the end of the first Retrain only fills it: adding a layer
+            # blocked the event loop for 0.2-0.4 s
+            unc = np.zeros(s.shape, np.float32)
+        if unc is not None:
+            unc = unc if self._image_layer.ndim == 3 else unc[0]
             self._set_image_layer(UNCERTAINTY, unc, colormap="inferno", blending="additive",
                                   opacity=0.4)
-        self._show_uncertain()
+        if rank:
+            self._show_uncertain()
         self.viewer.layers.selection.active = layer
 
     def _set_image_layer(self, name: str, data: np.ndarray, **kwargs: Any) -> None:
@@ -694,7 +702,8 @@ class AssistantWidget(QWidget):
                                       "adopted": adopted, "reason": reason})
         elif kind == "show_result":
             version, adopted, reason = ev["version"], ev["adopted"], ev["reason"]
-            self._show_prediction()
+            self._show_prediction(rank=False)
+            self._pending.appendleft({"type": "show_ranking"})  # on the next tick
             self._show_versions()
             if adopted:
                 if s is not None:  # the next scan opened starts from what this one taught
@@ -707,6 +716,8 @@ class AssistantWidget(QWidget):
             else:
                 show_warning(f"Retrain not adopted, the previous version stays: {reason}")
                 self.status.setText(f"Version {version.id} not adopted: {reason}")
+        elif kind == "show_ranking":
+            self._show_uncertain()
         elif kind == "cancelled":
             self._discard_job()
             if s is not None:
