@@ -111,8 +111,7 @@ def test_speed_benchmark_times_an_act_student_against_its_teacher(dataset, tmp_p
     text = out.read_text(encoding="utf-8")
     rows = {(c[1], c[2]): c for c in (line.split(" | ") for line in text.splitlines()
                                       if line.startswith("| act.pt"))}
-    # 16 px input: the default pass holds 64 * 96 * 96 / 16**2 slices
-    assert set(rows) == {(r, b) for r in ("student", "teacher") for b in ("2304 (default)", "2")}
+    assert set(rows) == {(r, b) for r in ("student", "teacher") for b in ("16 (default)", "2")}
     student, teacher = rows["student", "2"], rows["teacher", "2"]
     assert int(teacher[3].replace(",", "")) > 10 * int(student[3].replace(",", ""))
     assert float(student[7].rstrip("×")) > 0  # speed-up is a measured ratio

@@ -138,8 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="MC-dropout passes to time (0 = entropy of one softmax)")
     sp.add_argument("--repeats", type=int, default=5)
     sp.add_argument("--batch", type=int, nargs="+", default=[0], metavar="N",
-                    help="slices per pass of a 2-D model to time side by side (0 = the default, "
-                         "set by the network's input size)")
+                    help="slices per pass of a 2-D model to time side by side (0 = the "
+                         "default, 16)")
     sp.add_argument("--data", default=None, help="dataset folder: also report test-split Dice")
     sp.add_argument("--out", required=True)
     ef = bsub.add_parser("effort", help="slices painted over N scans: assistant vs interpolation")

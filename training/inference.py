@@ -16,10 +16,10 @@ from training.device import pick_device
 from training.networks import enable_mc_dropout
 from training.normalization import normalize_intensity
 
-# Slices per pass of a 2-D model, as input pixels: 64 slices at 96 px. Fewer, larger passes
-# matter most for small networks, whose many cheap layers each pay the threads' start-up
-# (the act student ran 1.3 s at 50 slices a pass against 6.6 s at 16 on 2 busy cores).
-PIXELS_PER_BATCH = 64 * 96 * 96
+# Slices per pass of a 2-D model. Larger passes were slower on a quiet 2-core machine (the
+# shipped models and the act teacher by 20-40 % at 36-64 slices; benchmarks/results/
+# predict_batch_speed.md), so the default stays at 16.
+DEFAULT_BATCH = 16
 
 
 def entropy_map(probs: np.ndarray | torch.Tensor, axis: int = 0) -> np.ndarray:
@@ -114,7 +114,7 @@ def predict_volume(
     volume: np.ndarray,
     mc_samples: int = 0,
     device: torch.device | str | None = None,
-    batch_size: int | None = None,
+    batch_size: int = DEFAULT_BATCH,
     probabilities: bool = True,
 ) -> dict:
     """Segment a raw-intensity (z, y, x) volume.
@@ -124,8 +124,8 @@ def predict_volume(
     ``None``. With ``mc_samples > 0`` dropout stays active for that many passes (no effect on a
     model without dropout). ``probabilities=False`` (what Predict needs) skips the full-size
     probability maps of a 2-D model: labels and uncertainty are computed at the network's
-    resolution and resized, and ``probabilities`` is ``None``. ``batch_size`` (slices per pass
-    of a 2-D model) defaults to :data:`PIXELS_PER_BATCH` worth of the network's input.
+    resolution and resized, and ``probabilities`` is ``None``. ``batch_size`` is slices per
+    pass of a 2-D model.
     """
     vol = np.asarray(volume)
     if vol.ndim == 2:
@@ -140,8 +140,6 @@ def predict_volume(
     try:
         x = normalize_intensity(vol, meta.get("normalization"))
         if int(meta.get("dims", 2)) == 2:
-            if batch_size is None:
-                batch_size = max(1, PIXELS_PER_BATCH // int(np.prod(meta["size"])))
             probs, cam, labels, unc = _predict_2d(model, x, meta["size"], mc, batch_size,
                                                   keep_probs=probabilities)
         else:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from training.checkpoint import companion_path, load_checkpoint
-from training.inference import PIXELS_PER_BATCH, predict_volume
+from training.inference import DEFAULT_BATCH, predict_volume
 from training.io import read_image
 from training.networks import count_parameters
 
@@ -76,7 +76,7 @@ def time_predictions(
                 for i, e in enumerate(entries):
                     t0 = time.perf_counter()
                     predict_volume(e.model, e.meta, volume, mc_samples=mc, device="cpu",
-                                   batch_size=b, probabilities=False)  # as Predict asks
+                                   batch_size=b or DEFAULT_BATCH, probabilities=False)
                     times.setdefault((i, mc, b), []).append(time.perf_counter() - t0)
         log(f"repeat {r + 1}/{repeats} done")
     return {k: statistics.median(v) for k, v in times.items()}
@@ -98,8 +98,7 @@ def speed_table(
     mc0 = mc_samples[0]
     for b in batches:
         for i, e in enumerate(entries):
-            auto = max(1, PIXELS_PER_BATCH // int(np.prod(e.meta["size"])))
-            cells = [e.label, e.role, str(b) if b else f"{auto} (default)",
+            cells = [e.label, e.role, str(b) if b else f"{DEFAULT_BATCH} (default)",
                      f"{count_parameters(e.model):,}"]
             cells += [f"{medians[(i, mc, b)]:.2f}" for mc in mc_samples]
             cells.append(f"{dice[i] * 100:.1f}" if dice and i in dice else "—")
