@@ -61,6 +61,11 @@ def test_a_retrain_that_does_worse_on_held_back_slices_is_not_carried_on(tmp_pat
     held = [set(old) for old, _ in judged]
     assert all(len(h) == 1 and h <= set(row["slices"]) for h in held)  # painted, held back
     assert Path(model).name.startswith("v1-")  # the model of the one adopted Retrain
+    judged.clear()
+    row, _ = effort.learning_effort(
+        image, truth, None, ["bg", "disc", "square"], 1.01, 3, tmp_path, steps=2,
+        labeled_bs=2, unlabeled_bs=0, hold_back_from=4)
+    assert not judged and row["rejected"] == 0  # fewer than 4 painted: every slice trains
 
 
 def test_effort_refuses_a_bad_target(tmp_path, capsys):

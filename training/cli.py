@@ -160,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     ef.add_argument("--fixed-k", type=int, default=None, metavar="K",
                     help="instead: paint the same K evenly spaced slices for both, one Retrain "
                          "of a new model, Dice on the other slices")
+    ef.add_argument("--hold-back-from", type=int, default=2, metavar="N",
+                    help="judge each Retrain on held-back painted slices once N slices are "
+                         "painted (2: the plugin's rule; above --k-max: never)")
     ef.add_argument("--device", default="cpu")
     ef.add_argument("--out", required=True)
     wk = bsub.add_parser("weak", help="slice tags -> localisation -> weak masks -> cam_weak, "
@@ -554,7 +557,8 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return 0
     rows = effort_benchmark(cases, names, target, start, args.k_max, args.steps, args.method,
                             args.device, log=lambda m: print(m, file=sys.stderr, flush=True),
-                            fuse_weight=args.fuse_weight, **extra)
+                            fuse_weight=args.fuse_weight, hold_back_from=args.hold_back_from,
+                            **extra)
     header = _header(
         "Annotation effort: assistant vs interpolation", argv,
         f"{machine_description()}; took {time.perf_counter() - t0:.0f} s",
@@ -562,7 +566,8 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"{args.method}, {args.steps} steps, prior {args.prior or 'none'}, fused with the "
         f"interpolation: {args.fuse_weight or 'no'}; one slice "
         f"painted per Retrain, the slice the "
-        f"product suggests (the structure's middle slice before any model exists)",
+        f"product suggests (the structure's middle slice before any model exists); each "
+        f"Retrain judged on held-back painted slices from {args.hold_back_from} painted on",
         "- interpolation: K evenly spaced slices from the structure's first to its last, "
         "filled by shape-based interpolation; smallest K that reaches the target",
         "- Dice: mean over structures, whole scan (painted slices included, as the user "

@@ -82,9 +82,13 @@ def learning_effort(
     device: str | None = "cpu",
     seed: int = 0,
     fuse_weight: float | None = None,
+    hold_back_from: int = 2,
     **config: Any,
 ) -> tuple[Row, str | None]:
-    """Paint-and-retrain on one scan until ``target``; returns (row, the model to go on with)."""
+    """Paint-and-retrain on one scan until ``target``; returns (row, the model to go on with).
+
+    Once ``hold_back_from`` slices are painted and the model has learnt something, each
+    Retrain is judged on held-back painted slices, as the plugin does (2: its rule)."""
     from training.checkpoint import load_checkpoint
     from training.inference import predict_volume
     from training.new_model import is_untrained, new_model
@@ -133,8 +137,9 @@ def learning_effort(
             current = new_model(work / "new.pt", class_names, seed=seed)
         # as the plugin's Retrain: a model that has learnt something is judged on held-back
         # painted slices and kept when the retrain does worse there
-        train_z, held = ((list(painted), []) if is_untrained(current)
-                         else split_held_back(painted, HELD_BACK_FRACTION, seed))
+        judged = not is_untrained(current) and len(painted) >= hold_back_from
+        train_z, held = (split_held_back(painted, HELD_BACK_FRACTION, seed) if judged
+                         else (list(painted), []))
         out = work / f"v{len(painted)}-{time.monotonic_ns()}.pt"
         t0 = time.perf_counter()
         candidate = finetune(current, image, sparse_labels(truth, train_z, axis), (),
@@ -177,6 +182,7 @@ def effort_benchmark(
     log: Callable[[str], None] | None = None,
     work_dir: str | Path | None = None,
     fuse_weight: float | None = None,
+    hold_back_from: int = 2,
     **config: Any,
 ) -> list[Row]:
     """One row per scan, in order: slices painted and Dice for learning and interpolation."""
@@ -189,7 +195,8 @@ def effort_benchmark(
             t0 = time.perf_counter()
             row, model = learning_effort(image, truth, model, class_names, target, k_max, work,
                                          steps=steps, method=method, device=device, seed=i,
-                                         fuse_weight=fuse_weight, **config)
+                                         fuse_weight=fuse_weight,
+                                         hold_back_from=hold_back_from, **config)
             k_interp, d_interp = interpolation_effort(truth, target, k_max, len(class_names))
             row.update({"case": name, "interp_painted": k_interp, "interp_dice": d_interp,
                         "wall_s": time.perf_counter() - t0})
