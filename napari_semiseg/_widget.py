@@ -341,6 +341,7 @@ class AssistantWidget(QWidget):
             session = Session(grey_scan(layer.data, layer.rgb), geom, image_path=source,
                               folder=default_folder(source or layer.name))
             session.settings.method = self.method_combo.currentText()
+            session.settings.judge_retrains = not self.new_model  # see Settings
             session.add_version(model, note="starting model")
         except Exception as e:
             show_error(f"Cannot start a session on {layer.name!r}: {e}")
@@ -360,6 +361,7 @@ class AssistantWidget(QWidget):
             session = Session(grey_scan(layer.data, layer.rgb), geom, image_path=source,
                               folder=default_folder(source or layer.name))
             session.settings.method = self.method_combo.currentText()
+            session.settings.judge_retrains = False  # taught from scratch (see Settings)
             session.set_class_names(names)
             with tempfile.TemporaryDirectory() as tmp:
                 start = new_model(Path(tmp) / "new-model.pt", names)

@@ -54,7 +54,7 @@ def test_a_retrain_that_does_worse_on_held_back_slices_is_not_carried_on(tmp_pat
     monkeypatch.setattr(effort, "accept_retrain", reject)
     row, model = effort.learning_effort(
         image, truth, None, ["bg", "disc", "square"], 1.01, 3, tmp_path, steps=2,
-        labeled_bs=2, unlabeled_bs=0)
+        labeled_bs=2, unlabeled_bs=0, hold_back_from=2)
     assert row["painted"] == 3
     # the first Retrain trains an untrained model on every slice: nothing to judge it by
     assert len(judged) == 2 and row["rejected"] == 2
@@ -66,6 +66,9 @@ def test_a_retrain_that_does_worse_on_held_back_slices_is_not_carried_on(tmp_pat
         image, truth, None, ["bg", "disc", "square"], 1.01, 3, tmp_path, steps=2,
         labeled_bs=2, unlabeled_bs=0, hold_back_from=4)
     assert not judged and row["rejected"] == 0  # fewer than 4 painted: every slice trains
+    effort.learning_effort(image, truth, None, ["bg", "disc", "square"], 1.01, 3, tmp_path,
+                           steps=2, labeled_bs=2, unlabeled_bs=0)
+    assert not judged  # by default, as the plugin: a model taught from scratch is not judged
 
 
 def test_effort_refuses_a_bad_target(tmp_path, capsys):

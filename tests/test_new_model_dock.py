@@ -45,6 +45,7 @@ def test_new_model_two_named_structures_paint_retrain(qtbot, make_napari_viewer,
         assert s is not None and s.settings.class_names[1:] == ["left kidney", "right kidney"]
         layer = viewer.layers[PREDICTION]
         assert (layer.data == 255).all()  # nothing is annotated yet
+        assert not s.settings.judge_retrains  # taught from scratch: no slice held back
         spare = widget.bridge._spare  # readied while the user paints: torch loads meanwhile
         assert spare is not None and spare.poll() is None
         assert list(layer.features["name"]) == ["background", "left kidney", "right kidney"]
@@ -88,6 +89,7 @@ def test_new_model_two_named_structures_paint_retrain(qtbot, make_napari_viewer,
                         and widget.session.uncertainty is not None, timeout=60000)
         s2 = widget.session
         assert s2.settings.class_names == s.settings.class_names
+        assert not s2.settings.judge_retrains  # still the model taught from scratch
         assert not read_checkpoint(s2.current_model_path)["meta"].get("untrained")
         pred2 = s2.prediction
         assert ((pred2 == 1) & (truth2 == 1)).sum() > 0.5 * (truth2 == 1).sum()

@@ -156,6 +156,9 @@ def test_training_labels_and_held_back_split():
     assert (only[held[0][1]] == 255).all()
     with pytest.raises(SessionError):
         s.training_labels([(0, 1)])
+    s.settings.judge_retrains = False  # a model taught from scratch: every slice trains it
+    assert s.held_back_split() == (s.labelled_slices(), [])
+    assert Settings.from_dict(s.settings.__dict__).judge_retrains is False  # saved with it
 
 
 def test_worse_retrain_is_rejected_and_previous_version_stays(tmp_path):

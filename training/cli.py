@@ -160,9 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     ef.add_argument("--fixed-k", type=int, default=None, metavar="K",
                     help="instead: paint the same K evenly spaced slices for both, one Retrain "
                          "of a new model, Dice on the other slices")
-    ef.add_argument("--hold-back-from", type=int, default=2, metavar="N",
+    ef.add_argument("--hold-back-from", type=int, default=None, metavar="N",
                     help="judge each Retrain on held-back painted slices once N slices are "
-                         "painted (2: the plugin's rule; above --k-max: never)")
+                         "painted (default as the plugin: never from scratch, 2 from --start; "
+                         "above --k-max: never)")
     ef.add_argument("--device", default="cpu")
     ef.add_argument("--out", required=True)
     wk = bsub.add_parser("weak", help="slice tags -> localisation -> weak masks -> cam_weak, "
@@ -555,6 +556,8 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         atomic_write(args.out, lambda fh: fh.write(table.encode()))
         print(table)
         return 0
+    judging = ("as the plugin" if args.hold_back_from is None
+               else f"from {args.hold_back_from} painted slices on")
     rows = effort_benchmark(cases, names, target, start, args.k_max, args.steps, args.method,
                             args.device, log=lambda m: print(m, file=sys.stderr, flush=True),
                             fuse_weight=args.fuse_weight, hold_back_from=args.hold_back_from,
@@ -566,8 +569,8 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"{args.method}, {args.steps} steps, prior {args.prior or 'none'}, fused with the "
         f"interpolation: {args.fuse_weight or 'no'}; one slice "
         f"painted per Retrain, the slice the "
-        f"product suggests (the structure's middle slice before any model exists); each "
-        f"Retrain judged on held-back painted slices from {args.hold_back_from} painted on",
+        f"product suggests (the structure's middle slice before any model exists); "
+        f"held-back judgement of each Retrain: {judging}",
         "- interpolation: K evenly spaced slices from the structure's first to its last, "
         "filled by shape-based interpolation; smallest K that reaches the target",
         "- Dice: mean over structures, whole scan (painted slices included, as the user "

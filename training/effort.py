@@ -82,17 +82,20 @@ def learning_effort(
     device: str | None = "cpu",
     seed: int = 0,
     fuse_weight: float | None = None,
-    hold_back_from: int = 2,
+    hold_back_from: int | None = None,
     **config: Any,
 ) -> tuple[Row, str | None]:
     """Paint-and-retrain on one scan until ``target``; returns (row, the model to go on with).
 
     Once ``hold_back_from`` slices are painted and the model has learnt something, each
-    Retrain is judged on held-back painted slices, as the plugin does (2: its rule)."""
+    Retrain is judged on held-back painted slices. None does as the plugin: never for a model
+    taught from scratch (``model`` None), from 2 slices for a model it was given."""
     from training.checkpoint import load_checkpoint
     from training.inference import predict_volume
     from training.new_model import is_untrained, new_model
 
+    if hold_back_from is None:
+        hold_back_from = 2 if model is not None else k_max + 1
     num_classes = len(class_names)
     painted: list[int] = []
     retrain_s: list[float] = []
@@ -182,10 +185,15 @@ def effort_benchmark(
     log: Callable[[str], None] | None = None,
     work_dir: str | Path | None = None,
     fuse_weight: float | None = None,
-    hold_back_from: int = 2,
+    hold_back_from: int | None = None,
     **config: Any,
 ) -> list[Row]:
-    """One row per scan, in order: slices painted and Dice for learning and interpolation."""
+    """One row per scan, in order: slices painted and Dice for learning and interpolation.
+
+    ``hold_back_from`` None does as the plugin: Retrains of a model taught from scratch are
+    not judged on held-back slices, on any scan; from a ``start`` model, from 2 slices."""
+    if hold_back_from is None:
+        hold_back_from = 2 if start is not None else k_max + 1
     rows = []
     model = start
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
