@@ -212,6 +212,7 @@ def _config(args: argparse.Namespace, **extra):
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from training.data import load_train_data
+    from training.distributed import cleanup
     from training.trainer import method_settings, train
 
     if args.steps < 1:
@@ -238,7 +239,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         elif e["type"] in ("checkpoint", "done"):
             print(f"[rank 0] {e['type']}: {e['path']}", file=sys.stderr, flush=True)
 
-    train(cfg, data, on_event=on_event, init_checkpoint=args.init, resume=args.resume)
+    try:
+        train(cfg, data, on_event=on_event, init_checkpoint=args.init, resume=args.resume)
+    finally:
+        # under torchrun: leave the process group before exit, so no rank tears down gloo
+        # while another still talks to it (a rank died of SIGABRT at exit once in CI)
+        cleanup()
     return 0
 
 
