@@ -91,9 +91,10 @@ def test_new_model_refuses_bad_names(tmp_path, names):
         new_model(tmp_path / "m.pt", names)
 
 
-def test_retrain_with_a_shape_prior_follows_the_interpolation_where_it_covers(tmp_path):
-    from napari_semiseg.training_bridge import RetrainJob, run_retrain
-    from training.interpolation import interpolate_between_slices
+def _scratch_job(tmp_path, **job):
+    """A job for a tiny untrained model, slices 1 and 6 of a two-structure scan painted:
+    (job, the painted labels, the truth)."""
+    from napari_semiseg.training_bridge import RetrainJob
 
     image, truth = _scan(2)
     start = new_model(tmp_path / "n.pt", ["background", "a", "b"], size=[32, 32], base=4,
@@ -102,11 +103,19 @@ def test_retrain_with_a_shape_prior_follows_the_interpolation_where_it_covers(tm
     sparse[[1, 6]] = truth[[1, 6]]
     np.save(tmp_path / "image.npy", image)
     np.save(tmp_path / "labels.npy", sparse)
-    events: list[dict] = []
     job = RetrainJob(model_path=str(start), image=str(tmp_path / "image.npy"),
-                     labels=str(tmp_path / "labels.npy"), out_dir=str(tmp_path), steps=2,
-                     method="supervised", device="cpu", fuse_weight=0.0,
-                     config={"labeled_bs": 2, "unlabeled_bs": 0})
+                     labels=str(tmp_path / "labels.npy"), out_dir=str(tmp_path),
+                     method="supervised", device="cpu",
+                     config={"labeled_bs": 2, "unlabeled_bs": 0}, **job)
+    return job, sparse, truth
+
+
+def test_retrain_with_a_shape_prior_follows_the_interpolation_where_it_covers(tmp_path):
+    from napari_semiseg.training_bridge import run_retrain
+    from training.interpolation import interpolate_between_slices
+
+    job, sparse, _ = _scratch_job(tmp_path, steps=2, fuse_weight=0.0)
+    events: list[dict] = []
     run_retrain(job, events.append, lambda: False)
     done = events[-1]
     assert done["type"] == "done"
@@ -116,20 +125,10 @@ def test_retrain_with_a_shape_prior_follows_the_interpolation_where_it_covers(tm
 
 
 def test_an_early_preview_is_predicted_from_the_first_checkpoint_in_time(tmp_path):
-    from napari_semiseg.training_bridge import RetrainJob, run_retrain
+    from napari_semiseg.training_bridge import run_retrain
 
-    image, truth = _scan(2)
-    start = new_model(tmp_path / "n.pt", ["background", "a", "b"], size=[32, 32], base=4,
-                      depth=2)
-    sparse = np.full(truth.shape, IGNORE_INDEX, np.uint8)
-    sparse[[1, 6]] = truth[[1, 6]]
-    np.save(tmp_path / "image.npy", image)
-    np.save(tmp_path / "labels.npy", sparse)
+    job, _, truth = _scratch_job(tmp_path, steps=3, first_preview_s=1e-9)
     events: list[dict] = []
-    job = RetrainJob(model_path=str(start), image=str(tmp_path / "image.npy"),
-                     labels=str(tmp_path / "labels.npy"), out_dir=str(tmp_path), steps=3,
-                     method="supervised", device="cpu", first_preview_s=1e-9,
-                     config={"labeled_bs": 2, "unlabeled_bs": 0})
     run_retrain(job, events.append, lambda: False)
     previews = [e for e in events if e["type"] == "prediction"]
     assert [e["step"] for e in previews] == [1]  # after the first step past the seconds given
@@ -148,21 +147,11 @@ def test_an_early_preview_is_predicted_from_the_first_checkpoint_in_time(tmp_pat
 
 
 def test_with_the_shape_prior_the_interpolation_is_the_first_preview_at_once(tmp_path):
-    from napari_semiseg.training_bridge import RetrainJob, run_retrain
+    from napari_semiseg.training_bridge import run_retrain
     from training.interpolation import interpolate_between_slices
 
-    image, truth = _scan(2)
-    start = new_model(tmp_path / "n.pt", ["background", "a", "b"], size=[32, 32], base=4,
-                      depth=2)
-    sparse = np.full(truth.shape, IGNORE_INDEX, np.uint8)
-    sparse[[1, 6]] = truth[[1, 6]]
-    np.save(tmp_path / "image.npy", image)
-    np.save(tmp_path / "labels.npy", sparse)
+    job, sparse, _ = _scratch_job(tmp_path, steps=4, fuse_weight=0.3, preview_every=2)
     events: list[dict] = []
-    job = RetrainJob(model_path=str(start), image=str(tmp_path / "image.npy"),
-                     labels=str(tmp_path / "labels.npy"), out_dir=str(tmp_path), steps=4,
-                     method="supervised", device="cpu", fuse_weight=0.3, preview_every=2,
-                     config={"labeled_bs": 2, "unlabeled_bs": 0})
     run_retrain(job, events.append, lambda: False)
     previews = [e for e in events if e["type"] == "prediction"]
     first = previews[0]
