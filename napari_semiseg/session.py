@@ -38,6 +38,7 @@ from napari_semiseg.io import (
 from training.atomic import atomic_write
 from training.io import rgb_to_grey
 from training.loop import (
+    SUGGEST_COVERAGE,
     NoLabelledSlicesError,
     accept_retrain,
     mean_score,
@@ -573,7 +574,7 @@ class Session:
         if self.uncertainty is None:
             raise SessionError("no uncertainty map yet: run Predict first")
         return rank_uncertain_slices(self.uncertainty, sorted(self.labelled[axis]), axis,
-                                     prediction=self.prediction)
+                                     prediction=self.prediction, coverage=SUGGEST_COVERAGE)
 
     def next_uncertain_slice(self, axis: int | None = None) -> int | None:
         ranked = self.ranked_uncertain_slices(axis)

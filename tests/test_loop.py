@@ -63,6 +63,26 @@ def test_rank_along_other_axes_and_nan_slices_last():
         rank_uncertain_slices(u2, [7])
 
 
+def test_coverage_sends_the_user_away_from_slices_just_painted():
+    # the structure spans slices 2..17; the model is most unsure right next to painted slice 10
+    u = np.full((20, 8, 8), 0.5)
+    u[11:14] = 0.9
+    pred = np.zeros((20, 8, 8), np.uint8)
+    pred[2:18, 2:6, 2:6] = 1
+    assert rank_uncertain_slices(u, [10], prediction=pred)[0][0] == 11
+    ranked = rank_uncertain_slices(u, [10], prediction=pred, coverage=1.0)
+    assert ranked[0][0] == 2  # the farthest structure slice (8 away) at equal uncertainty
+    first = [i for i, _ in ranked[:4]]
+    assert 11 not in first and 12 not in first
+    # still uncertainty-led among equally far slices, and empty slices stay last
+    u[17] = 0.95
+    assert rank_uncertain_slices(u, [10], prediction=pred, coverage=1.0)[0][0] == 17
+    assert {i for i, _ in ranked[-4:]} == {0, 1, 18, 19}
+    # nothing painted yet: coverage changes nothing
+    assert (rank_uncertain_slices(u, [], prediction=pred, coverage=1.0)
+            == rank_uncertain_slices(u, [], prediction=pred))
+
+
 def test_sparse_labels_keep_only_labelled_slices():
     lab = np.random.default_rng(0).integers(0, 3, (4, 6, 5)).astype(np.uint8)
     sp = sparse_labels(lab, [1, 3])

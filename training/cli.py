@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="judge each Retrain on held-back painted slices once N slices are "
                          "painted (default as the plugin: never from scratch, 2 from --start; "
                          "above --k-max: never)")
+    ef.add_argument("--coverage", type=float, default=None, metavar="P",
+                    help="suggest by uncertainty x (distance to the nearest painted slice / its "
+                         "largest value) ** P (default: the plugin's)")
     ef.add_argument("--device", default="cpu")
     ef.add_argument("--out", required=True)
     wk = bsub.add_parser("weak", help="slice tags -> localisation -> weak masks -> cam_weak, "
@@ -562,12 +565,15 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         atomic_write(args.out, lambda fh: fh.write(table.encode()))
         print(table)
         return 0
+    from training.loop import SUGGEST_COVERAGE
+
+    coverage = SUGGEST_COVERAGE if args.coverage is None else args.coverage
     judging = ("as the plugin" if args.hold_back_from is None
                else f"from {args.hold_back_from} painted slices on")
     rows = effort_benchmark(cases, names, target, start, args.k_max, args.steps, args.method,
                             args.device, log=lambda m: print(m, file=sys.stderr, flush=True),
                             fuse_weight=args.fuse_weight, hold_back_from=args.hold_back_from,
-                            **extra)
+                            coverage=coverage, **extra)
     header = _header(
         "Annotation effort: assistant vs interpolation", argv,
         f"{machine_description()}; took {time.perf_counter() - t0:.0f} s",
@@ -576,7 +582,8 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"interpolation: {args.fuse_weight or 'no'}; one slice "
         f"painted per Retrain, the slice the "
         f"product suggests (the structure's middle slice before any model exists); "
-        f"held-back judgement of each Retrain: {judging}",
+        f"held-back judgement of each Retrain: {judging}; suggestions weighted by distance "
+        f"to the painted slices with power {coverage:g}",
         "- interpolation: K evenly spaced slices from the structure's first to its last, "
         "filled by shape-based interpolation; smallest K that reaches the target",
         "- Dice: mean over structures, whole scan (painted slices included, as the user "

@@ -26,6 +26,7 @@ from training.interpolation import (
     interpolate_between_slices,
 )
 from training.loop import (
+    SUGGEST_COVERAGE,
     accept_retrain,
     dice_score,
     finetune,
@@ -83,6 +84,7 @@ def learning_effort(
     seed: int = 0,
     fuse_weight: float | None = None,
     hold_back_from: int | None = None,
+    coverage: float = SUGGEST_COVERAGE,
     **config: Any,
 ) -> tuple[Row, str | None]:
     """Paint-and-retrain on one scan until ``target``; returns (row, the model to go on with).
@@ -133,7 +135,8 @@ def learning_effort(
             if nxt is None:
                 break
         else:
-            ranked = rank_uncertain_slices(uncertainty, painted, axis, prediction=prediction)
+            ranked = rank_uncertain_slices(uncertainty, painted, axis, prediction=prediction,
+                                           coverage=coverage)
             nxt = ranked[0][0]
         painted.append(nxt)
         if current is None:
@@ -186,6 +189,7 @@ def effort_benchmark(
     work_dir: str | Path | None = None,
     fuse_weight: float | None = None,
     hold_back_from: int | None = None,
+    coverage: float = SUGGEST_COVERAGE,
     **config: Any,
 ) -> list[Row]:
     """One row per scan, in order: slices painted and Dice for learning and interpolation.
@@ -204,7 +208,8 @@ def effort_benchmark(
             row, model = learning_effort(image, truth, model, class_names, target, k_max, work,
                                          steps=steps, method=method, device=device, seed=i,
                                          fuse_weight=fuse_weight,
-                                         hold_back_from=hold_back_from, **config)
+                                         hold_back_from=hold_back_from, coverage=coverage,
+                                         **config)
             k_interp, d_interp = interpolation_effort(truth, target, k_max, len(class_names))
             row.update({"case": name, "interp_painted": k_interp, "interp_dice": d_interp,
                         "wall_s": time.perf_counter() - t0})

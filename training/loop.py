@@ -60,20 +60,30 @@ def _labelled_flags(labelled: Iterable[int] | np.ndarray | None, n: int) -> np.n
     return flags
 
 
+#: The plugin's Next uncertain slice weighs each slice's uncertainty by (distance to the
+#: nearest painted slice / its largest value) ** this; 0 is pure uncertainty. Chosen on the LA
+#: train split with ``semiseg benchmark effort --split train`` (see README).
+SUGGEST_COVERAGE = 0.0
+
+
 def rank_uncertain_slices(
     uncertainty: np.ndarray,
     labelled: Iterable[int] | np.ndarray | None = None,
     axis: int = 0,
     prediction: np.ndarray | None = None,
     band: int = 5,
+    coverage: float = 0.0,
 ) -> list[tuple[int, float]]:
     """Slices along ``axis`` by decreasing mean uncertainty, leaving out labelled ones.
 
     With ``prediction``, the slices where the model sees the structure come first, ranked by
     their mean uncertainty within ``band`` pixels of it (where a correction changes something);
     empty slices follow. Pure entropy otherwise sends the user to noisy, empty end slices.
-    ``labelled`` is either slice indices or a boolean mask with one entry per slice. Ties keep
-    slice order, so the ranking is deterministic.
+    ``coverage`` > 0 multiplies those structure scores by ``(d / d_max) ** coverage``, ``d``
+    being the distance to the nearest labelled slice: uncertainty clusters next to what was
+    just painted, and the interpolation between painted slices gains most from slices far
+    from all of them. ``labelled`` is either slice indices or a boolean mask with one entry
+    per slice. Ties keep slice order, so the ranking is deterministic.
     """
     u = np.asarray(uncertainty, dtype=np.float64)
     axis = _check_axis(u, axis)
@@ -86,9 +96,23 @@ def rank_uncertain_slices(
     if prediction is not None and other:
         score = _structure_scores(u, np.asarray(prediction), axis, band)
         structure = ~np.isnan(score)
+        if coverage > 0 and flags.any():
+            score = score * _distance_weight(flags, structure, coverage)
         value = np.where(structure, score, means)
     order = np.lexsort((-value, ~structure))  # structure slices first; stable on ties
     return [(int(i), float(value[i])) for i in order if not flags[i]]
+
+
+def _distance_weight(labelled: np.ndarray, candidates: np.ndarray, power: float) -> np.ndarray:
+    """Per slice: (distance to the nearest labelled slice / its largest value over the
+    ``candidates``) ** ``power``; 1 everywhere when no candidate is away from a labelled one."""
+    idx = np.arange(len(labelled))
+    painted = idx[labelled]
+    d = np.abs(idx[:, None] - painted[None, :]).min(1).astype(np.float64)
+    far = d[candidates & ~labelled].max(initial=0.0)
+    if far <= 0:
+        return np.ones(len(labelled))
+    return (d / far) ** power
 
 
 def _structure_scores(u: np.ndarray, prediction: np.ndarray, axis: int, band: int) -> np.ndarray:
