@@ -113,6 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--test-patients", default=None, help="comma-separated (no split column)")
     c.add_argument("--markdown", default=None, help="also write the card as Markdown here")
 
+    pt = sub.add_parser("pretrain", help="pretrain the New model's network without labels: "
+                                         "restore corrupted slices of unlabelled scans")
+    pt.add_argument("--data", nargs="+", required=True, help="dataset folders (labels unread)")
+    pt.add_argument("--split", default="train", help="which scans of each folder")
+    pt.add_argument("--skip", type=int, default=0,
+                    help="leave out each folder's first N scans of the split (kept unseen)")
+    pt.add_argument("--per-volume", type=int, default=None, metavar="N",
+                    help="at most N evenly spaced slices per scan")
+    pt.add_argument("--steps", type=int, default=2000)
+    pt.add_argument("--batch", type=int, default=8)
+    pt.add_argument("--seed", type=int, default=0)
+    pt.add_argument("--device", default="auto")
+    pt.add_argument("--out", required=True)
+
     from training.simulate import add_subcommand as add_simulate
 
     add_simulate(sub)
@@ -164,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="judge each Retrain on held-back painted slices once N slices are "
                          "painted (default as the plugin: never from scratch, 2 from --start; "
                          "above --k-max: never)")
+    ef.add_argument("--pretrained", default=None, metavar="PATH",
+                    help="a new model starts from this label-free pretrained network "
+                         "(semiseg pretrain); default: from random weights")
     ef.add_argument("--coverage", type=float, default=None, metavar="P",
                     help="suggest by uncertainty x (distance to the nearest painted slice / its "
                          "largest value) ** P (default: the plugin's)")
@@ -547,7 +564,11 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if start is not None:
         names = load_checkpoint(start)[1].get("class_names") or names
     t0 = time.perf_counter()
-    extra = {"prior": args.prior} if args.prior else {}
+    extra: dict = {"prior": args.prior} if args.prior else {}
+    if args.pretrained:
+        extra["pretrained"] = args.pretrained
+    start_weights = (f"pretrained without labels: {args.pretrained}" if args.pretrained
+                     else "random")
     if args.fixed_k:
         from training.effort import fixed_k_rows, fixed_k_table
 
@@ -558,7 +579,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         header = _header(
             "A new structure from K painted slices: one Retrain against interpolation", argv,
             f"{machine_description()}; took {time.perf_counter() - t0:.0f} s",
-            f"- new model (untrained 2-D U-Net), one Retrain: {args.method}, {args.steps} "
+            f"- new model (2-D U-Net, {start_weights}), one Retrain: {args.method}, {args.steps} "
             f"steps, prior {args.prior or 'none'}; the same K slices, evenly spaced from the "
             f"structure's first to its last, for both arms")
         table = fixed_k_table(rows, args.fixed_k, header)
@@ -577,7 +598,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
     header = _header(
         "Annotation effort: assistant vs interpolation", argv,
         f"{machine_description()}; took {time.perf_counter() - t0:.0f} s",
-        f"- start: {args.start}; Retrain = `finetune` as the plugin calls it (anchored), "
+        f"- start: {args.start} (a new model's weights: {start_weights}); Retrain = `finetune` as the plugin calls it (anchored), "
         f"{args.method}, {args.steps} steps, prior {args.prior or 'none'}, fused with the "
         f"interpolation: {args.fuse_weight or 'no'}; one slice "
         f"painted per Retrain, the slice the "
@@ -611,6 +632,19 @@ def _cmd_benchmark_weak(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def _cmd_pretrain(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from training.new_model import NEW_MODEL_SIZE
+    from training.pretrain import pretrain, unlabelled_slices
+
+    slices = unlabelled_slices(args.data, NEW_MODEL_SIZE, args.split, args.skip, args.per_volume)
+    print(f"{len(slices)} slices from {', '.join(args.data)}", file=sys.stderr, flush=True)
+    path = pretrain(slices, args.out, steps=args.steps, batch=args.batch, seed=args.seed,
+                    device=args.device, sources=args.data,
+                    log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(path)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``semiseg``; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -626,6 +660,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return args.func(args)
         if args.command == "card":
             return _cmd_card(args, argv)
+        if args.command == "pretrain":
+            return _cmd_pretrain(args, argv)
         return _cmd_benchmark(args, argv)
     except (DataError, CheckpointError, ValueError, OSError) as exc:
         print(f"semiseg: error: {exc}", file=sys.stderr)

@@ -85,6 +85,7 @@ def learning_effort(
     fuse_weight: float | None = None,
     hold_back_from: int | None = None,
     coverage: float = SUGGEST_COVERAGE,
+    pretrained: str | None = None,
     **config: Any,
 ) -> tuple[Row, str | None]:
     """Paint-and-retrain on one scan until ``target``; returns (row, the model to go on with).
@@ -140,7 +141,7 @@ def learning_effort(
             nxt = ranked[0][0]
         painted.append(nxt)
         if current is None:
-            current = new_model(work / "new.pt", class_names, seed=seed)
+            current = new_model(work / "new.pt", class_names, seed=seed, pretrained=pretrained)
         # as the plugin's Retrain: a model that has learnt something is judged on held-back
         # painted slices and kept when the retrain does worse there
         judged = not is_untrained(current) and len(painted) >= hold_back_from
@@ -190,6 +191,7 @@ def effort_benchmark(
     fuse_weight: float | None = None,
     hold_back_from: int | None = None,
     coverage: float = SUGGEST_COVERAGE,
+    pretrained: str | None = None,
     **config: Any,
 ) -> list[Row]:
     """One row per scan, in order: slices painted and Dice for learning and interpolation.
@@ -209,7 +211,7 @@ def effort_benchmark(
                                          steps=steps, method=method, device=device, seed=i,
                                          fuse_weight=fuse_weight,
                                          hold_back_from=hold_back_from, coverage=coverage,
-                                         **config)
+                                         pretrained=pretrained, **config)
             k_interp, d_interp = interpolation_effort(truth, target, k_max, len(class_names))
             row.update({"case": name, "interp_painted": k_interp, "interp_dice": d_interp,
                         "wall_s": time.perf_counter() - t0})
@@ -291,6 +293,7 @@ def fixed_k_rows(
     device: str | None = "cpu",
     log: Callable[[str], None] | None = None,
     work_dir: str | Path | None = None,
+    pretrained: str | None = None,
     **config: Any,
 ) -> list[Row]:
     """From scratch on each scan, the same K evenly spaced painted slices for both: one Retrain
@@ -307,7 +310,8 @@ def fixed_k_rows(
             sparse = sparse_labels(truth, painted)
             rest = [z for z in range(truth.shape[0]) if z not in painted]
             interp = interpolate_between_slices(sparse, painted)
-            start = new_model(Path(tmp) / f"new{i}.pt", class_names, seed=i)
+            start = new_model(Path(tmp) / f"new{i}.pt", class_names, seed=i,
+                              pretrained=pretrained)
             t0 = time.perf_counter()
             ckpt = finetune(start, image, sparse, (), method=method, steps=steps,
                             out_path=Path(tmp) / f"m{i}.pt", seed=i, device=device,

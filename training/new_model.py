@@ -23,9 +23,13 @@ def new_model(
     class_names: Sequence[str],
     size: Sequence[int] = NEW_MODEL_SIZE,
     seed: int = 0,
+    pretrained: str | os.PathLike | None = None,
     **network: object,
 ) -> str:
-    """Write an untrained 2-D U-Net for ``class_names`` (background first) to ``path``."""
+    """Write an untrained 2-D U-Net for ``class_names`` (background first) to ``path``.
+
+    With ``pretrained`` (a checkpoint of :mod:`training.pretrain` with the same network), every
+    weight but the output layer starts from it; the output layer is new, for these classes."""
     import torch
 
     from training.networks import UNet
@@ -42,12 +46,31 @@ def new_model(
     cfg = {**NEW_MODEL_NETWORK, **network}
     torch.manual_seed(seed)
     model = UNet(dims=2, in_channels=1, num_classes=len(names), **cfg)  # type: ignore[arg-type]
+    if pretrained:
+        _copy_pretrained(model, pretrained)
     meta = {
         "num_classes": len(names), "class_names": names, "dims": 2, "size": list(size),
         "normalization": dict(DEFAULT_NORMALIZATION), "method": "none", "untrained": True,
         "downsample": 1.0, "steps_done": 0,
     }
+    if pretrained:
+        meta["pretrained_from"] = os.path.basename(os.fspath(pretrained))
     return save_checkpoint(path, model, meta)
+
+
+def _copy_pretrained(model: object, path: str | os.PathLike) -> None:
+    """Load every weight but the output layer (``seg``) from ``path`` into ``model``."""
+    from training.checkpoint import CheckpointError, read_checkpoint
+
+    state = read_checkpoint(path)["state_dict"]
+    own = model.state_dict()  # type: ignore[attr-defined]
+    body = {k: v for k, v in state.items() if not k.startswith("seg.")}
+    wrong = [k for k, v in body.items() if k not in own or own[k].shape != v.shape]
+    missing = [k for k in own if not k.startswith("seg.") and k not in body]
+    if wrong or missing:
+        raise CheckpointError(f"{path} was pretrained for another network "
+                              f"({(wrong or missing)[0]} does not fit)")
+    model.load_state_dict(body, strict=False)  # type: ignore[attr-defined]
 
 
 def is_untrained(path: str | os.PathLike | None) -> bool:
