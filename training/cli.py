@@ -598,7 +598,8 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
     header = _header(
         "Annotation effort: assistant vs interpolation", argv,
         f"{machine_description()}; took {time.perf_counter() - t0:.0f} s",
-        f"- start: {args.start} (a new model's weights: {start_weights}); Retrain = `finetune` as the plugin calls it (anchored), "
+        f"- start: {args.start} (a new model's weights: {start_weights}); "
+        f"Retrain = `finetune` as the plugin calls it (anchored), "
         f"{args.method}, {args.steps} steps, prior {args.prior or 'none'}, fused with the "
         f"interpolation: {args.fuse_weight or 'no'}; one slice "
         f"painted per Retrain, the slice the "
