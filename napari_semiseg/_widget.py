@@ -356,6 +356,8 @@ class AssistantWidget(QWidget):
 
         from training.new_model import new_model
 
+        from .default_model import new_model_start
+
         names = self.structures.names()
         try:
             session = Session(grey_scan(layer.data, layer.rgb), geom, image_path=source,
@@ -364,7 +366,8 @@ class AssistantWidget(QWidget):
             session.settings.judge_retrains = False  # taught from scratch (see Settings)
             session.set_class_names(names)
             with tempfile.TemporaryDirectory() as tmp:
-                start = new_model(Path(tmp) / "new-model.pt", names)
+                start = new_model(Path(tmp) / "new-model.pt", names,
+                                  pretrained=new_model_start())
                 session.add_version(start, note="new model (untrained)")
             session.prediction[...] = NOT_ANNOTATED
             session._dirty.add("prediction")

@@ -12,3 +12,12 @@ DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "acdc_unet2d.pt"
 
 def default_model_available() -> bool:
     return DEFAULT_MODEL.is_file()
+
+
+# A New model's network starts from this label-free pretraining (``semiseg pretrain``, command
+# in docs/models.md) when it is shipped; from random weights otherwise.
+NEW_MODEL_START = Path(__file__).resolve().parent / "models" / "pretrained" / "new_model_unet2d.pt"
+
+
+def new_model_start() -> Path | None:
+    return NEW_MODEL_START if NEW_MODEL_START.is_file() else None
