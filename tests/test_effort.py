@@ -86,3 +86,29 @@ def test_fixed_k_compares_one_retrain_with_interpolation_on_the_same_slices(tmp_
                  "interpolation", "--out", str(out)]) == 0
     text = out.read_text(encoding="utf-8")
     assert "K = 2" in text and "interpolation" in text and "| case00 |" in text
+
+
+def test_replay_trains_each_retrain_on_the_slices_painted_on_earlier_scans(tmp_path,
+                                                                          monkeypatch):
+    from test_training_synth import blob_volume
+
+    import training.effort as effort
+
+    seen = []
+    real = effort.finetune
+
+    def spy(*args, other_labelled=(), **kw):
+        seen.append([int((lab != 255).any(axis=(1, 2)).sum()) for _, lab in other_labelled])
+        return real(*args, other_labelled=other_labelled, **kw)
+
+    monkeypatch.setattr(effort, "finetune", spy)
+    cases = [(f"scan{i}", *blob_volume(i)) for i in range(2)]
+    rows = effort.effort_benchmark(cases, ["bg", "disc", "square"], 1.01, k_max=2, steps=2,
+                                   replay=True, labeled_bs=2, unlabeled_bs=0,
+                                   work_dir=tmp_path)
+    # scan 1 has no earlier scan; each Retrain on scan 2 also sees scan 1's 2 painted slices
+    assert seen == [[], [], [2], [2]] and rows[0]["painted"] == 2
+    seen.clear()
+    effort.effort_benchmark(cases, ["bg", "disc", "square"], 1.01, k_max=1, steps=2,
+                            labeled_bs=2, unlabeled_bs=0, work_dir=tmp_path)
+    assert seen == [[], []]  # without replay, only the scan's own slices

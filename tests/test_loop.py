@@ -172,3 +172,17 @@ def test_finetune_refuses_empty_annotation_and_can_be_stopped(tiny_model, tmp_pa
     out = finetune(tiny_model, image, sparse_labels(truth, [0]), steps=5, device="cpu",
                    out_path=tmp_path / "never.pt", should_stop=lambda: True)
     assert out is None and not (tmp_path / "never.pt").exists()
+
+
+def test_finetune_also_learns_from_other_scans_labelled_slices(tiny_model, tmp_path):
+    from test_training_synth import blob_volume
+
+    image, truth = blob_volume(0)
+    mine = sparse_labels(np.where(truth == 2, 0, truth).astype(np.uint8), [2])
+    other = sparse_labels(truth, [3])  # a class this scan's painted slice does not show
+    assert (mine[mine != IGNORE_INDEX] < 2).all() and (other == 2).any()
+    out = finetune(tiny_model, image, mine, steps=2, out_path=tmp_path / "ft.pt",
+                   labeled_bs=2, unlabeled_bs=0, other_labelled=[(image, other)])
+    net, meta = load_checkpoint(out)
+    assert meta["num_classes"] == 3
+    assert meta["data"]["labeled_volumes"] == 2

@@ -181,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     ef.add_argument("--pretrained", default=None, metavar="PATH",
                     help="a new model starts from this label-free pretrained network "
                          "(semiseg pretrain); default: from random weights")
+    ef.add_argument("--replay", action="store_true",
+                    help="each Retrain also trains on the slices painted on earlier scans")
     ef.add_argument("--coverage", type=float, default=None, metavar="P",
                     help="suggest by uncertainty x (distance to the nearest painted slice / its "
                          "largest value) ** P (default: the plugin's)")
@@ -594,11 +596,12 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
     rows = effort_benchmark(cases, names, target, start, args.k_max, args.steps, args.method,
                             args.device, log=lambda m: print(m, file=sys.stderr, flush=True),
                             fuse_weight=args.fuse_weight, hold_back_from=args.hold_back_from,
-                            coverage=coverage, **extra)
+                            coverage=coverage, replay=args.replay, **extra)
     header = _header(
         "Annotation effort: assistant vs interpolation", argv,
         f"{machine_description()}; took {time.perf_counter() - t0:.0f} s",
         f"- start: {args.start} (a new model's weights: {start_weights}); "
+        f"{'each Retrain also trains on the earlier scans painted slices; ' if args.replay else ''}"
         f"Retrain = `finetune` as the plugin calls it (anchored), "
         f"{args.method}, {args.steps} steps, prior {args.prior or 'none'}, fused with the "
         f"interpolation: {args.fuse_weight or 'no'}; one slice "

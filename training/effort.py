@@ -86,6 +86,7 @@ def learning_effort(
     hold_back_from: int | None = None,
     coverage: float = SUGGEST_COVERAGE,
     pretrained: str | None = None,
+    earlier: Sequence[tuple[np.ndarray, np.ndarray]] = (),
     **config: Any,
 ) -> tuple[Row, str | None]:
     """Paint-and-retrain on one scan until ``target``; returns (row, the model to go on with).
@@ -152,7 +153,7 @@ def learning_effort(
         candidate = finetune(current, image, sparse_labels(truth, train_z, axis), (),
                              method=method, steps=steps, out_path=out, seed=seed,
                              device=device, anchor=0.9, class_names=list(class_names),
-                             **config)
+                             other_labelled=earlier, **config)
         retrain_s.append(time.perf_counter() - t0)
         new_pred, new_unc = predicted(candidate, train_z)
         adopted = True
@@ -192,6 +193,7 @@ def effort_benchmark(
     hold_back_from: int | None = None,
     coverage: float = SUGGEST_COVERAGE,
     pretrained: str | None = None,
+    replay: bool = False,
     **config: Any,
 ) -> list[Row]:
     """One row per scan, in order: slices painted and Dice for learning and interpolation.
@@ -202,6 +204,7 @@ def effort_benchmark(
         hold_back_from = 2 if start is not None else k_max + 1
     rows = []
     model = start
+    earlier: list[tuple[np.ndarray, np.ndarray]] = []  # painted slices of the scans done
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         for i, (name, image, truth) in enumerate(cases):
             work = Path(tmp) / f"scan{i}"
@@ -211,7 +214,9 @@ def effort_benchmark(
                                          steps=steps, method=method, device=device, seed=i,
                                          fuse_weight=fuse_weight,
                                          hold_back_from=hold_back_from, coverage=coverage,
-                                         pretrained=pretrained, **config)
+                                         pretrained=pretrained,
+                                         earlier=list(earlier) if replay else [], **config)
+            earlier.append((image, sparse_labels(truth, row["slices"])))
             k_interp, d_interp = interpolation_effort(truth, target, k_max, len(class_names))
             row.update({"case": name, "interp_painted": k_interp, "interp_dice": d_interp,
                         "wall_s": time.perf_counter() - t0})

@@ -341,6 +341,7 @@ def finetune(
     class_names: Sequence[str] | None = None,
     prior: str | None = None,
     prior_band: float = 2.0,
+    other_labelled: Sequence[tuple[np.ndarray, np.ndarray]] = (),
     **config: Any,
 ) -> str | None:
     """Fine-tune the checkpoint at ``model_path`` on sparse ``labels`` (255 = not annotated).
@@ -353,6 +354,8 @@ def finetune(
     ``class_names`` (background first) name the structures; labels above the checkpoint's
     classes add structures to it. ``prior="interpolation"`` adds the shape interpolation between
     the painted slices as pseudo-labels (:func:`training.interpolation.interpolation_prior`).
+    ``other_labelled`` are (image, sparse labels) of other scans, e.g. the slices painted on
+    earlier scans, trained on with this one's so the model does not forget them.
     """
     from training.checkpoint import read_checkpoint
     from training.data import TrainData
@@ -364,8 +367,9 @@ def finetune(
     if not (np.asarray(labels) != IGNORE_INDEX).any():
         raise NoLabelledSlicesError("nothing to retrain on: label at least one slice first")
     # a label the model does not know adds a structure: the network's head grows for it
-    annotated = np.asarray(labels)[np.asarray(labels) != IGNORE_INDEX]
-    num_classes = max(int(net["num_classes"]), len(names or []), int(annotated.max()) + 1)
+    top = max(int(lab[lab != IGNORE_INDEX].max(initial=0))
+              for lab in [np.asarray(labels), *(np.asarray(o[1]) for o in other_labelled)])
+    num_classes = max(int(net["num_classes"]), len(names or []), top + 1)
     if names and len(names) < num_classes:
         names = list(names) + [f"structure {k}" for k in range(len(names), num_classes)]
     images, label_vols = [image], [labels]
@@ -379,6 +383,9 @@ def finetune(
         pseudo = interpolation_prior(labels, band=prior_band)
         if (pseudo != IGNORE_INDEX).any():
             images, label_vols = [*images, image], [*label_vols, pseudo]
+    for other_image, other_labels in other_labelled:
+        if (np.asarray(other_labels) != IGNORE_INDEX).any():
+            images, label_vols = [*images, other_image], [*label_vols, other_labels]
     if meta.get("untrained"):  # from scratch: the rate that converges in a few hundred steps
         config.setdefault("lr", 1e-2)
         config.setdefault("labeled_bs", 8)
