@@ -39,6 +39,7 @@ from training.atomic import atomic_write
 from training.io import rgb_to_grey
 from training.loop import (
     SUGGEST_COVERAGE,
+    SUGGEST_PER_SLICE,
     NoLabelledSlicesError,
     accept_retrain,
     mean_score,
@@ -574,7 +575,8 @@ class Session:
         if self.uncertainty is None:
             raise SessionError("no uncertainty map yet: run Predict first")
         return rank_uncertain_slices(self.uncertainty, sorted(self.labelled[axis]), axis,
-                                     prediction=self.prediction, coverage=SUGGEST_COVERAGE)
+                                     prediction=self.prediction, coverage=SUGGEST_COVERAGE,
+                                     per_slice=SUGGEST_PER_SLICE)
 
     def next_uncertain_slice(self, axis: int | None = None) -> int | None:
         ranked = self.ranked_uncertain_slices(axis)

@@ -83,6 +83,19 @@ def test_coverage_sends_the_user_away_from_slices_just_painted():
             == rank_uncertain_slices(u, [], prediction=pred))
 
 
+def test_summed_uncertainty_ranks_a_large_unsure_section_over_a_speck():
+    u = np.full((6, 20, 20), 0.1)
+    pred = np.zeros((6, 20, 20), np.uint8)
+    pred[2, 2:16, 2:16] = 1  # a large cross-section, a little unsure around it
+    u[2] = 0.4
+    pred[5, 0, 0] = 1  # a speck of false structure, very unsure
+    u[5, :4, :4] = 0.9
+    assert rank_uncertain_slices(u, [], prediction=pred)[0][0] == 5
+    assert rank_uncertain_slices(u, [], prediction=pred, per_slice="sum")[0][0] == 2
+    with pytest.raises(ValueError, match="per_slice"):
+        rank_uncertain_slices(u, [], prediction=pred, per_slice="max")
+
+
 def test_sparse_labels_keep_only_labelled_slices():
     lab = np.random.default_rng(0).integers(0, 3, (4, 6, 5)).astype(np.uint8)
     sp = sparse_labels(lab, [1, 3])

@@ -183,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "(semiseg pretrain); default: from random weights")
     ef.add_argument("--replay", action="store_true",
                     help="each Retrain also trains on the slices painted on earlier scans")
+    ef.add_argument("--slice-score", choices=["mean", "sum"], default=None,
+                    help="suggest by the mean or the summed uncertainty near the structure "
+                         "(default: the plugin's)")
     ef.add_argument("--coverage", type=float, default=None, metavar="P",
                     help="suggest by uncertainty x (distance to the nearest painted slice / its "
                          "largest value) ** P (default: the plugin's)")
@@ -588,15 +591,17 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         atomic_write(args.out, lambda fh: fh.write(table.encode()))
         print(table)
         return 0
-    from training.loop import SUGGEST_COVERAGE
+    from training.loop import SUGGEST_COVERAGE, SUGGEST_PER_SLICE
 
     coverage = SUGGEST_COVERAGE if args.coverage is None else args.coverage
+    per_slice = args.slice_score or SUGGEST_PER_SLICE
     judging = ("as the plugin" if args.hold_back_from is None
                else f"from {args.hold_back_from} painted slices on")
     rows = effort_benchmark(cases, names, target, start, args.k_max, args.steps, args.method,
                             args.device, log=lambda m: print(m, file=sys.stderr, flush=True),
                             fuse_weight=args.fuse_weight, hold_back_from=args.hold_back_from,
-                            coverage=coverage, replay=args.replay, **extra)
+                            coverage=coverage, per_slice=per_slice, replay=args.replay,
+                            **extra)
     header = _header(
         "Annotation effort: assistant vs interpolation", argv,
         f"{machine_description()}; took {time.perf_counter() - t0:.0f} s",
@@ -608,7 +613,8 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"painted per Retrain, the slice the "
         f"product suggests (the structure's middle slice before any model exists); "
         f"held-back judgement of each Retrain: {judging}; suggestions weighted by distance "
-        f"to the painted slices with power {coverage:g}",
+        f"to the painted slices with power {coverage:g}, slice score: {per_slice} "
+        f"uncertainty near the structure",
         "- interpolation: K evenly spaced slices from the structure's first to its last, "
         "filled by shape-based interpolation; smallest K that reaches the target",
         "- Dice: mean over structures, whole scan (painted slices included, as the user "

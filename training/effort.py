@@ -27,6 +27,7 @@ from training.interpolation import (
 )
 from training.loop import (
     SUGGEST_COVERAGE,
+    SUGGEST_PER_SLICE,
     accept_retrain,
     dice_score,
     finetune,
@@ -85,6 +86,7 @@ def learning_effort(
     fuse_weight: float | None = None,
     hold_back_from: int | None = None,
     coverage: float = SUGGEST_COVERAGE,
+    per_slice: str = SUGGEST_PER_SLICE,
     pretrained: str | None = None,
     earlier: Sequence[tuple[np.ndarray, np.ndarray]] = (),
     **config: Any,
@@ -138,7 +140,7 @@ def learning_effort(
                 break
         else:
             ranked = rank_uncertain_slices(uncertainty, painted, axis, prediction=prediction,
-                                           coverage=coverage)
+                                           coverage=coverage, per_slice=per_slice)
             nxt = ranked[0][0]
         painted.append(nxt)
         if current is None:
@@ -192,6 +194,7 @@ def effort_benchmark(
     fuse_weight: float | None = None,
     hold_back_from: int | None = None,
     coverage: float = SUGGEST_COVERAGE,
+    per_slice: str = SUGGEST_PER_SLICE,
     pretrained: str | None = None,
     replay: bool = False,
     **config: Any,
@@ -214,6 +217,7 @@ def effort_benchmark(
                                          steps=steps, method=method, device=device, seed=i,
                                          fuse_weight=fuse_weight,
                                          hold_back_from=hold_back_from, coverage=coverage,
+                                         per_slice=per_slice,
                                          pretrained=pretrained,
                                          earlier=list(earlier) if replay else [], **config)
             earlier.append((image, sparse_labels(truth, row["slices"])))

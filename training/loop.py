@@ -64,6 +64,8 @@ def _labelled_flags(labelled: Iterable[int] | np.ndarray | None, n: int) -> np.n
 #: nearest painted slice / its largest value) ** this; 0 is pure uncertainty. Chosen on the LA
 #: train split with ``semiseg benchmark effort --split train`` (see README).
 SUGGEST_COVERAGE = 0.0
+#: ... and scores a slice by the "mean" or the "sum" of the uncertainty near the structure.
+SUGGEST_PER_SLICE = "mean"
 
 
 def rank_uncertain_slices(
@@ -73,6 +75,7 @@ def rank_uncertain_slices(
     prediction: np.ndarray | None = None,
     band: int = 5,
     coverage: float = 0.0,
+    per_slice: str = "mean",
 ) -> list[tuple[int, float]]:
     """Slices along ``axis`` by decreasing mean uncertainty, leaving out labelled ones.
 
@@ -82,7 +85,10 @@ def rank_uncertain_slices(
     ``coverage`` > 0 multiplies those structure scores by ``(d / d_max) ** coverage``, ``d``
     being the distance to the nearest labelled slice: uncertainty clusters next to what was
     just painted, and the interpolation between painted slices gains most from slices far
-    from all of them. ``labelled`` is either slice indices or a boolean mask with one entry
+    from all of them. ``per_slice="sum"`` ranks structure slices by their summed uncertainty
+    near the structure (about the voxels a correction would fix) instead of its mean, so a
+    speck of false structure does not outrank a large unsure cross-section. ``labelled`` is
+    either slice indices or a boolean mask with one entry
     per slice. Ties keep slice order, so the ranking is deterministic.
     """
     u = np.asarray(uncertainty, dtype=np.float64)
@@ -94,7 +100,7 @@ def rank_uncertain_slices(
     flags = _labelled_flags(labelled, n)
     value, structure = means, np.ones(n, bool)
     if prediction is not None and other:
-        score = _structure_scores(u, np.asarray(prediction), axis, band)
+        score = _structure_scores(u, np.asarray(prediction), axis, band, per_slice)
         structure = ~np.isnan(score)
         if coverage > 0 and flags.any():
             score = score * _distance_weight(flags, structure, coverage)
@@ -115,8 +121,10 @@ def _distance_weight(labelled: np.ndarray, candidates: np.ndarray, power: float)
     return (d / far) ** power
 
 
-def _structure_scores(u: np.ndarray, prediction: np.ndarray, axis: int, band: int) -> np.ndarray:
-    """Per slice: mean uncertainty near the predicted structure; NaN where there is none.
+def _structure_scores(u: np.ndarray, prediction: np.ndarray, axis: int, band: int,
+                      per_slice: str = "mean") -> np.ndarray:
+    """Per slice: mean (or summed) uncertainty near the predicted structure; NaN where there
+    is none.
 
     The whole volume is dilated in-plane in one call, not slice by slice: this runs on the UI
     thread when a Retrain ends."""
@@ -131,6 +139,10 @@ def _structure_scores(u: np.ndarray, prediction: np.ndarray, axis: int, band: in
     near = fg & finite
     count = near.reshape(len(near), -1).sum(1)
     total = np.where(near, u_s, 0.0).reshape(len(near), -1).sum(1, dtype=np.float64)
+    if per_slice not in ("mean", "sum"):
+        raise ValueError(f"per_slice must be 'mean' or 'sum', not {per_slice!r}")
+    if per_slice == "sum":
+        return np.where(count > 0, total, np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
