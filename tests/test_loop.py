@@ -92,6 +92,9 @@ def test_summed_uncertainty_ranks_a_large_unsure_section_over_a_speck():
     u[5, :4, :4] = 0.9
     assert rank_uncertain_slices(u, [], prediction=pred)[0][0] == 5
     assert rank_uncertain_slices(u, [], prediction=pred, per_slice="sum")[0][0] == 2
+    by_area = rank_uncertain_slices(u, [], prediction=pred, per_slice="area")
+    assert by_area[0] == (2, pytest.approx(0.4)) and by_area[1][0] == 5
+    assert 0 < by_area[1][1] < 0.9 / 196  # a 1-voxel speck weighs 1/196 of the 14x14 section
     with pytest.raises(ValueError, match="per_slice"):
         rank_uncertain_slices(u, [], prediction=pred, per_slice="max")
 

@@ -183,9 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "(semiseg pretrain); default: from random weights")
     ef.add_argument("--replay", action="store_true",
                     help="each Retrain also trains on the slices painted on earlier scans")
-    ef.add_argument("--slice-score", choices=["mean", "sum"], default=None,
-                    help="suggest by the mean or the summed uncertainty near the structure "
-                         "(default: the plugin's)")
+    ef.add_argument("--slice-score", choices=["mean", "sum", "area"], default=None,
+                    help="suggest by the mean or the summed uncertainty near the structure, "
+                         "or the mean x the section's area share (default: the plugin's)")
     ef.add_argument("--coverage", type=float, default=None, metavar="P",
                     help="suggest by uncertainty x (distance to the nearest painted slice / its "
                          "largest value) ** P (default: the plugin's)")

@@ -64,7 +64,8 @@ def _labelled_flags(labelled: Iterable[int] | np.ndarray | None, n: int) -> np.n
 #: nearest painted slice / its largest value) ** this; 0 is pure uncertainty. Chosen on the LA
 #: train split with ``semiseg benchmark effort --split train`` (see README).
 SUGGEST_COVERAGE = 0.0
-#: ... and scores a slice by the "mean" or the "sum" of the uncertainty near the structure.
+#: ... and scores a slice by the "mean" or the "sum" of the uncertainty near the structure, or
+#: by the mean times the section's "area" share.
 SUGGEST_PER_SLICE = "mean"
 
 
@@ -87,7 +88,9 @@ def rank_uncertain_slices(
     just painted, and the interpolation between painted slices gains most from slices far
     from all of them. ``per_slice="sum"`` ranks structure slices by their summed uncertainty
     near the structure (about the voxels a correction would fix) instead of its mean, so a
-    speck of false structure does not outrank a large unsure cross-section. ``labelled`` is
+    speck of false structure does not outrank a large unsure cross-section; ``"area"``
+    multiplies the mean by the predicted section's area over the largest one's (Dice weighs
+    voxels: a large section matters more, and false specks at the ends barely). ``labelled`` is
     either slice indices or a boolean mask with one entry
     per slice. Ties keep slice order, so the ranking is deterministic.
     """
@@ -139,10 +142,16 @@ def _structure_scores(u: np.ndarray, prediction: np.ndarray, axis: int, band: in
     near = fg & finite
     count = near.reshape(len(near), -1).sum(1)
     total = np.where(near, u_s, 0.0).reshape(len(near), -1).sum(1, dtype=np.float64)
-    if per_slice not in ("mean", "sum"):
-        raise ValueError(f"per_slice must be 'mean' or 'sum', not {per_slice!r}")
+    if per_slice not in ("mean", "sum", "area"):
+        raise ValueError(f"per_slice must be 'mean', 'sum' or 'area', not {per_slice!r}")
     if per_slice == "sum":
         return np.where(count > 0, total, np.nan)
+    if per_slice == "area":  # mean uncertainty x the section's share of the largest section
+        area = np.moveaxis((prediction != 0) & (prediction != IGNORE_INDEX), axis, 0)
+        area = area.reshape(len(area), -1).sum(1).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        return mean * area / max(area.max(), 1.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
