@@ -1,4 +1,5 @@
 import json
+import os
 import threading
 import time
 
@@ -55,6 +56,32 @@ def test_a_run_held_by_another_invocation_is_waited_for_not_retrained(tmp_path, 
     out = bm.run_one(LABELED_ONLY, 0, "unused", "3", None, tmp_path, lambda m: None)
     other.join()
     assert out["dice"] == [0.5]
+
+
+def test_a_lock_left_by_a_killed_invocation_does_not_block_the_run(tmp_path, monkeypatch):
+    """pkill (SIGTERM) skips the cleanup that removes the lock: the next invocation must not
+    wait for a process that is gone, nor take over one that still runs."""
+    import socket
+    import subprocess
+    import sys
+
+    import training.benchmark as bm
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    lock = tmp_path / "labelled-only_seed0.lock"
+    lock.write_text(f"{socket.gethostname()} {gone.pid}")
+    ran = []
+    monkeypatch.setattr(bm, "_train_and_evaluate", lambda *a: ran.append(1) or {"dice": [0.7]})
+    out = bm.run_one(LABELED_ONLY, 0, "unused", "3", None, tmp_path, lambda m: None,
+                     wait=False)
+    assert out == {"dice": [0.7]} and ran == [1] and not lock.exists()
+    lock.write_text(f"{socket.gethostname()} {os.getpid()}")  # alive: this very process
+    assert bm.run_one(LABELED_ONLY, 0, "unused", "3", None, tmp_path, lambda m: None,
+                      wait=False) is None
+    lock.write_text(f"another-machine {gone.pid}")  # cannot tell from here: still held
+    assert bm.run_one(LABELED_ONLY, 0, "unused", "3", None, tmp_path, lambda m: None,
+                      wait=False) is None
 
 
 def test_runs_another_invocation_holds_are_done_last_so_both_keep_training(tmp_path,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -44,6 +45,20 @@ def evaluate_split(model_path: str, data_dir: str, split: str = "test") -> dict:
     return out
 
 
+def _stale(lock: Path) -> bool:
+    """A lock written on this machine by a process that no longer runs."""
+    try:
+        host, pid = lock.read_text(encoding="utf-8").split()
+        if host != socket.gethostname():
+            return False  # another machine's process: cannot tell, so wait
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError):  # no lock, one being written, or one from an older version
+        return False
+    return False
+
+
 def run_one(
     name: str, seed: int, data_dir: str, labeled: str, base_config: TrainConfig,
     workdir: Path, log: Callable[[str], None], wait: bool = True,
@@ -57,14 +72,20 @@ def run_one(
     if cache.exists():
         return json.loads(cache.read_text(encoding="utf-8"))
     lock = cache.with_suffix(".lock")
+    if _stale(lock):  # its holder was killed (SIGTERM skips the cleanup below)
+        log(f"{lock.name}: its process is gone; running {name} seed {seed} here")
+        lock.unlink(missing_ok=True)
     try:  # another invocation sharing this folder may be training the same run: wait for it
-        os.close(os.open(lock, os.O_CREAT | os.O_EXCL))
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        os.write(fd, f"{socket.gethostname()} {os.getpid()}".encode())
+        os.close(fd)
     except FileExistsError:
         if not wait:
             return None
         log(f"waiting for {name} seed {seed} (another run holds {lock.name})")
         while not cache.exists():
-            if not lock.exists():
+            if not lock.exists() or _stale(lock):
+                lock.unlink(missing_ok=True)
                 return run_one(name, seed, data_dir, labeled, base_config, workdir, log)
             time.sleep(10)
         return json.loads(cache.read_text(encoding="utf-8"))
