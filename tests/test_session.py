@@ -126,6 +126,22 @@ def test_unmark_returns_slice_to_the_model():
     assert (s.prediction[1, :, 1:] == 0).all() and (s.prediction[:, :, 0] == 1).all()
 
 
+def test_next_uncertain_slice_moves_away_from_the_slices_just_painted():
+    """Uncertainty clusters next to a painted slice; the suggestion goes where nothing was
+    painted yet (the plugin's coverage weighting), among slices showing the structure."""
+    shape = (20, 12, 12)
+    s = Session(np.random.default_rng(0).normal(size=shape).astype(np.float32))
+    pred = np.zeros(shape, np.uint8)
+    pred[2:18, 3:9, 3:9] = 1
+    unc = np.full(shape, 0.5, np.float32)
+    unc[11:13] = 0.9  # most unsure right beside slice 10
+    s.merge_prediction(pred, uncertainty=unc)
+    s.accept_slice(0, 10)
+    assert s.next_uncertain_slice() == 2  # the farthest slice with the structure
+    s.accept_slice(0, 2)
+    assert s.next_uncertain_slice() == 17  # then the far end
+
+
 def test_ranked_uncertain_slices_skip_labelled():
     s = Session(_image())
     with pytest.raises(SessionError, match="Predict"):
