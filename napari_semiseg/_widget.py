@@ -43,7 +43,6 @@ from .default_model import DEFAULT_MODEL, default_model_available
 from .io import NOT_ANNOTATED, Geometry
 from .model_library import LibraryModel, choose, library, user_models_dir
 from .session import Session, default_folder, grey_scan
-from .taught_scans import TaughtScans
 from .training_bridge import TrainingBridge, discard_job, make_job
 
 PREDICTION, UNCERTAINTY, CAM = "prediction", "uncertainty", "CAM"
@@ -99,7 +98,6 @@ class AssistantWidget(QWidget):
         self.new_model = False  # the user chose New model: the next session starts untrained
         # the model taught on earlier scans: the next scan starts from it
         self.learned_model: str | None = None
-        self.taught = TaughtScans()  # painted slices of the scans the learnt model came from
         self.unlabelled_folder: str | None = None
         self._image_layer: Image | None = None
         self._worker = None
@@ -245,7 +243,6 @@ class AssistantWidget(QWidget):
     def _model_chosen(self, index: int = 0, path: str | None = None) -> None:
         self.new_model = self.model_combo.currentText() == NEW
         self.learned_model = None  # the user picked a model: earlier learning is not carried
-        self.taught.clear()
         if self.new_model:
             self.checkpoint_path = None
             self.model_label.setText("New model: name the structures below, then paint a few "
@@ -616,9 +613,7 @@ class AssistantWidget(QWidget):
             # training from scratch would show worse (LA sample: 62 against 88 Dice)
             prior = {"prior": "interpolation", "fuse_weight": SHAPE_PRIOR_WEIGHT}
         try:
-            job = make_job(s, unlabelled_volumes=others,
-                           other_labelled=self.taught.others(self._scan_key(s)),
-                           method=self.method_combo.currentText(),
+            job = make_job(s, unlabelled_volumes=others, method=self.method_combo.currentText(),
                            steps=steps, preview_every=max(1, steps // 3),
                            anchor=ANCHOR_CONFIDENCE,
                            class_names=list(s.settings.class_names) or None, **prior)
@@ -634,10 +629,6 @@ class AssistantWidget(QWidget):
         self.status.setText("Retraining in the background; keep correcting.")
         self._timer.start()
         self._update_state()
-
-    def _scan_key(self, s: Session) -> str:
-        layer = self._image_layer
-        return s.image_path or (layer.name if layer is not None else str(id(s)))
 
     def choose_unlabelled_folder(self, folder: str | None = None) -> None:
         """A folder of unlabelled scans of the same kind: they feed the semi-supervised terms."""
@@ -722,8 +713,6 @@ class AssistantWidget(QWidget):
             if adopted:
                 if s is not None:  # the next scan opened starts from what this one taught
                     self.learned_model = s.model_file(version)
-                    # ... and its Retrains keep training on this scan's painted slices
-                    self.taught.remember(self._scan_key(s), s.image, s.training_labels())
                     self.model_label.setText(f"Learnt on {Path(s.image_path or 'this scan').name}"
                                              f" (version {version.id}); the next scan starts "
                                              f"from it.")

@@ -68,8 +68,6 @@ class RetrainJob:
     reference: str | None = None
     held_back: list[tuple[int, int]] = field(default_factory=list)
     unlabelled: list[str] = field(default_factory=list)
-    # (image, labels) .npy paths of other scans' painted slices, trained on with this scan's
-    other_labelled: list[list[str]] = field(default_factory=list)
     method: str = "mean_teacher"
     steps: int = 50
     parent: str | None = None
@@ -93,7 +91,6 @@ def make_job(
     work_dir: str | os.PathLike | None = None,
     unlabelled_volumes: Sequence[np.ndarray] = (),
     *,
-    other_labelled: Sequence[tuple[np.ndarray, np.ndarray]] = (),
     method: str | None = None,
     steps: int | None = None,
     preview_every: int | None = None,
@@ -132,17 +129,11 @@ def make_job(
         p = out / f"unlabelled{k}.npy"
         np.save(p, np.asarray(vol))
         unl.append(str(p))
-    others = []
-    for k, (other_image, other_labels) in enumerate(other_labelled):
-        pair = [str(out / f"other{k}-image.npy"), str(out / f"other{k}-labels.npy")]
-        np.save(pair[0], np.asarray(other_image))
-        np.save(pair[1], np.asarray(other_labels))
-        others.append(pair)
     steps = int(steps if steps is not None else session.settings.steps)
     return RetrainJob(
         model_path=str(model_path), image=str(out / "image.npy"),
         labels=str(out / "labels.npy"), out_dir=str(out), reference=reference,
-        held_back=[tuple(s) for s in held], unlabelled=unl, other_labelled=others,
+        held_back=[tuple(s) for s in held], unlabelled=unl,
         method=method or session.settings.method, steps=steps, parent=session.current,
         seed=session.settings.seed, device=device, mc_samples=session.settings.mc_samples,
         preview_every=(max(1, steps // 2) if preview_every is None else int(preview_every)),
@@ -175,7 +166,6 @@ def run_retrain(job: RetrainJob, emit: Callable[[Event], None],
     image = np.load(job.image)
     labels = np.load(job.labels)
     unlabelled = [np.load(p) for p in job.unlabelled]
-    others = [(np.load(i), np.load(lab)) for i, lab in job.other_labelled]
     reference = np.load(job.reference) if job.reference else None
 
     def predict(path: str, tag: str) -> tuple[np.ndarray, str, str]:
@@ -233,7 +223,7 @@ def run_retrain(job: RetrainJob, emit: Callable[[Event], None],
     ckpt = finetune(
         job.model_path, image, labels, unlabelled, method=job.method, steps=job.steps,
         out_path=out / "model.pt", seed=job.seed, device=job.device, on_event=on_event,
-        should_stop=should_stop, other_labelled=others, **config,
+        should_stop=should_stop, **config,
     )
     if state["cancelled"] or ckpt is None or should_stop():
         emit({"type": "cancelled", "message": "retrain cancelled; the current model is kept"})

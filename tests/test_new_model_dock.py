@@ -96,11 +96,6 @@ def test_new_model_two_named_structures_paint_retrain(qtbot, make_napari_viewer,
         nxt = widget.next_uncertain_slice()  # a slice where the structure is
         assert (pred2[nxt] > 0).any()
         assert len(widget._unlabelled_folder_scans(3)) == 1  # the broken file is skipped
-        # its Retrains also train on the first scan's painted slices (learning across scans)
-        (earlier,) = widget.taught.others(widget._scan_key(s2))
-        np.testing.assert_array_equal(earlier[0], s.image)
-        np.testing.assert_array_equal(earlier[1][[1, 6]], painted)
-        assert (earlier[1][[0, 2, 3, 4, 5, 7]] == 255).all()
     finally:
         widget.bridge.close()
 
