@@ -132,3 +132,32 @@ def test_a_fourth_structure_on_the_shipped_cardiac_model(qtbot, make_napari_view
         assert s.user_labels[5, 120, 120] == 4  # the stroke is kept
     finally:
         widget.bridge.close()
+
+
+def test_new_model_starts_from_a_shipped_pretrained_network(make_napari_viewer, tmp_path,
+                                                           monkeypatch):
+    """When a label-free pretrained network is shipped, New model starts from its weights."""
+    import napari_semiseg.default_model as dm
+    from training.new_model import NEW_MODEL_SIZE
+    from training.pretrain import pretrain
+
+    monkeypatch.setenv("NAPARI_SEMISEG_HOME", str(tmp_path / "home"))
+    slices = np.random.default_rng(0).normal(size=(4, *NEW_MODEL_SIZE)).astype(np.float32)
+    shipped = pretrain(slices, tmp_path / "pretrained.pt", steps=1, batch=2, device="cpu")
+    monkeypatch.setattr(dm, "NEW_MODEL_START", tmp_path / "pretrained.pt")
+    viewer = make_napari_viewer()
+    viewer.add_image(_two_structures()[0], name="kidneys")
+    widget = AssistantWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    try:
+        widget.model_combo.setCurrentText(NEW)
+        widget._model_chosen()
+        payload = read_checkpoint(widget.session.current_model_path)
+        assert payload["meta"]["pretrained_from"] == "pretrained.pt"
+        pre = read_checkpoint(shipped)["state_dict"]
+        key = "down.0.0.conv.weight"
+        assert key in pre and payload["state_dict"][key].equal(pre[key])
+        monkeypatch.setattr(dm, "NEW_MODEL_START", tmp_path / "absent.pt")
+        assert dm.new_model_start() is None  # none shipped: random weights, as today
+    finally:
+        widget.bridge.close()
