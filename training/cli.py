@@ -605,7 +605,8 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
     header = _header(
         "Annotation effort: assistant vs interpolation", argv,
         f"{machine_description()}; took {time.perf_counter() - t0:.0f} s",
-        f"- start: {args.start} (a new model's weights: {start_weights}); "
+        f"- start: {args.start}"
+        f"{f' (a new model, weights: {start_weights})' if start is None else ''}; "
         f"{'each Retrain also trains on the earlier scans painted slices; ' if args.replay else ''}"
         f"Retrain = `finetune` as the plugin calls it (anchored), "
         f"{args.method}, {args.steps} steps, prior {args.prior or 'none'}, fused with the "
