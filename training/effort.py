@@ -219,8 +219,9 @@ def effort_benchmark(
                                          hold_back_from=hold_back_from, coverage=coverage,
                                          per_slice=per_slice,
                                          pretrained=pretrained,
-                                         earlier=list(earlier) if replay else [], **config)
-            earlier.append((image, sparse_labels(truth, row["slices"])))
+                                         earlier=list(earlier), **config)
+            if replay:
+                earlier.append((image, sparse_labels(truth, row["slices"])))
             k_interp, d_interp = interpolation_effort(truth, target, k_max, len(class_names))
             row.update({"case": name, "interp_painted": k_interp, "interp_dice": d_interp,
                         "wall_s": time.perf_counter() - t0})

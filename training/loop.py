@@ -93,8 +93,8 @@ def rank_uncertain_slices(
     speck of false structure does not outrank a large unsure cross-section; ``"area"``
     multiplies the mean by the predicted section's area over the largest one's (Dice weighs
     voxels: a large section matters more, and false specks at the ends barely). ``labelled`` is
-    either slice indices or a boolean mask with one entry
-    per slice. Ties keep slice order, so the ranking is deterministic.
+    either slice indices or a boolean mask with one entry per slice. Ties keep slice order, so
+    the ranking is deterministic.
     """
     u = np.asarray(uncertainty, dtype=np.float64)
     axis = _check_axis(u, axis)
@@ -144,18 +144,16 @@ def _structure_scores(u: np.ndarray, prediction: np.ndarray, axis: int, band: in
     near = fg & finite
     count = near.reshape(len(near), -1).sum(1)
     total = np.where(near, u_s, 0.0).reshape(len(near), -1).sum(1, dtype=np.float64)
-    if per_slice not in ("mean", "sum", "area"):
-        raise ValueError(f"per_slice must be 'mean', 'sum' or 'area', not {per_slice!r}")
     if per_slice == "sum":
         return np.where(count > 0, total, np.nan)
-    if per_slice == "area":  # mean uncertainty x the section's share of the largest section
+    mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    if per_slice == "mean":
+        return mean
+    if per_slice == "area":  # x the section's share of the largest section
         area = np.moveaxis((prediction != 0) & (prediction != IGNORE_INDEX), axis, 0)
         area = area.reshape(len(area), -1).sum(1).astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
         return mean * area / max(area.max(), 1.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    raise ValueError(f"per_slice must be 'mean', 'sum' or 'area', not {per_slice!r}")
 
 
 def even_slices(n: int, k: int, exclude: Iterable[int] = ()) -> list[int]:
