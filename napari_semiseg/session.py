@@ -39,6 +39,7 @@ from training.atomic import atomic_write
 from training.io import rgb_to_grey
 from training.loop import (
     SUGGEST_COVERAGE,
+    SUGGEST_MAIN_STRUCTURE,
     SUGGEST_PER_SLICE,
     NoLabelledSlicesError,
     accept_retrain,
@@ -576,7 +577,8 @@ class Session:
             raise SessionError("no uncertainty map yet: run Predict first")
         return rank_uncertain_slices(self.uncertainty, sorted(self.labelled[axis]), axis,
                                      prediction=self.prediction, coverage=SUGGEST_COVERAGE,
-                                     per_slice=SUGGEST_PER_SLICE)
+                                     per_slice=SUGGEST_PER_SLICE,
+                                     main_structure=SUGGEST_MAIN_STRUCTURE)
 
     def next_uncertain_slice(self, axis: int | None = None) -> int | None:
         ranked = self.ranked_uncertain_slices(axis)

@@ -19,6 +19,7 @@ from training.loop import (
     dice_score,
     even_slices,
     finetune,
+    main_structure_mask,
     rank_uncertain_slices,
     score_slices,
     sparse_labels,
@@ -81,6 +82,27 @@ def test_coverage_sends_the_user_away_from_slices_just_painted():
     # nothing painted yet: coverage changes nothing
     assert (rank_uncertain_slices(u, [], prediction=pred, coverage=1.0)
             == rank_uncertain_slices(u, [], prediction=pred))
+
+
+def test_specks_away_from_the_main_structure_are_not_suggested():
+    # the body spans 4..11, painted at 8; a young model adds a very unsure speck on slice 18
+    u = np.full((20, 16, 16), 0.3)
+    pred = np.zeros((20, 16, 16), np.uint8)
+    pred[4:12, 4:10, 4:10] = 1
+    pred[18, 1, 1] = 1
+    u[18] = 0.9
+    assert rank_uncertain_slices(u, [8], prediction=pred, coverage=1.0)[0][0] == 18
+    ranked = rank_uncertain_slices(u, [8], prediction=pred, coverage=1.0, main_structure=True)
+    assert ranked[0][0] == 4  # the body's farthest slice from the painted one
+    assert 18 not in [i for i, _ in ranked[:7]]  # with the empty slices, after the body
+    # a second piece that reaches a painted slice is the user's structure too
+    pred[15:17, 12:14, 12:14] = 2
+    mask = main_structure_mask(pred, np.isin(np.arange(20), [8, 16]))
+    assert mask[15:17, 12:14, 12:14].all() and mask[4:12, 4:10, 4:10].all()
+    assert not mask[18].any()
+    # along another axis, the labelled flags follow that axis
+    along_x = np.moveaxis(pred, 0, 2)
+    assert not main_structure_mask(along_x, np.isin(np.arange(20), [8]), axis=2)[..., 18].any()
 
 
 def test_summed_uncertainty_ranks_a_large_unsure_section_over_a_speck():

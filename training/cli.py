@@ -189,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     ef.add_argument("--coverage", type=float, default=None, metavar="P",
                     help="suggest by uncertainty x (distance to the nearest painted slice / its "
                          "largest value) ** P (default: the plugin's)")
+    ef.add_argument("--suggest-within", choices=["main", "all"], default=None,
+                    help="suggest only on the prediction's main 3-D piece (and pieces on "
+                         "painted slices), or on every predicted voxel (default: the plugin's)")
     ef.add_argument("--device", default="cpu")
     ef.add_argument("--out", required=True)
     wk = bsub.add_parser("weak", help="slice tags -> localisation -> weak masks -> cam_weak, "
@@ -591,16 +594,19 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         atomic_write(args.out, lambda fh: fh.write(table.encode()))
         print(table)
         return 0
-    from training.loop import SUGGEST_COVERAGE, SUGGEST_PER_SLICE
+    from training.loop import SUGGEST_COVERAGE, SUGGEST_MAIN_STRUCTURE, SUGGEST_PER_SLICE
 
     coverage = SUGGEST_COVERAGE if args.coverage is None else args.coverage
     per_slice = args.slice_score or SUGGEST_PER_SLICE
+    main = (SUGGEST_MAIN_STRUCTURE if args.suggest_within is None
+            else args.suggest_within == "main")
     judging = ("as the plugin" if args.hold_back_from is None
                else f"from {args.hold_back_from} painted slices on")
     rows = effort_benchmark(cases, names, target, start, args.k_max, args.steps, args.method,
                             args.device, log=lambda m: print(m, file=sys.stderr, flush=True),
                             fuse_weight=args.fuse_weight, hold_back_from=args.hold_back_from,
-                            coverage=coverage, per_slice=per_slice, replay=args.replay,
+                            coverage=coverage, per_slice=per_slice, main_structure=main,
+                            replay=args.replay,
                             **extra)
     header = _header(
         "Annotation effort: assistant vs interpolation", argv,
@@ -615,7 +621,8 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"product suggests (the structure's middle slice before any model exists); "
         f"held-back judgement of each Retrain: {judging}; suggestions weighted by distance "
         f"to the painted slices with power {coverage:g}, slice score: {per_slice} "
-        f"uncertainty near the structure",
+        f"uncertainty near the structure"
+        f"{' (its main 3-D piece only)' if main else ''}",
         "- interpolation: K evenly spaced slices from the structure's first to its last, "
         "filled by shape-based interpolation; smallest K that reaches the target",
         "- Dice: mean over structures, whole scan (painted slices included, as the user "

@@ -27,6 +27,7 @@ from training.interpolation import (
 )
 from training.loop import (
     SUGGEST_COVERAGE,
+    SUGGEST_MAIN_STRUCTURE,
     SUGGEST_PER_SLICE,
     accept_retrain,
     dice_score,
@@ -87,6 +88,7 @@ def learning_effort(
     hold_back_from: int | None = None,
     coverage: float = SUGGEST_COVERAGE,
     per_slice: str = SUGGEST_PER_SLICE,
+    main_structure: bool = SUGGEST_MAIN_STRUCTURE,
     pretrained: str | None = None,
     earlier: Sequence[tuple[np.ndarray, np.ndarray]] = (),
     **config: Any,
@@ -140,7 +142,8 @@ def learning_effort(
                 break
         else:
             ranked = rank_uncertain_slices(uncertainty, painted, axis, prediction=prediction,
-                                           coverage=coverage, per_slice=per_slice)
+                                           coverage=coverage, per_slice=per_slice,
+                                           main_structure=main_structure)
             nxt = ranked[0][0]
         painted.append(nxt)
         if current is None:
@@ -195,6 +198,7 @@ def effort_benchmark(
     hold_back_from: int | None = None,
     coverage: float = SUGGEST_COVERAGE,
     per_slice: str = SUGGEST_PER_SLICE,
+    main_structure: bool = SUGGEST_MAIN_STRUCTURE,
     pretrained: str | None = None,
     replay: bool = False,
     **config: Any,
@@ -218,6 +222,7 @@ def effort_benchmark(
                                          fuse_weight=fuse_weight,
                                          hold_back_from=hold_back_from, coverage=coverage,
                                          per_slice=per_slice,
+                                         main_structure=main_structure,
                                          pretrained=pretrained,
                                          earlier=list(earlier), **config)
             if replay:

@@ -69,6 +69,10 @@ SUGGEST_COVERAGE = 1.0
 #: by the mean times the section's "area" share. "sum" and "area" did worse on the same
 #: scans (benchmarks/results/logs/la_effort_train_coverage1_*_partial.log).
 SUGGEST_PER_SLICE = "mean"
+#: ... and counts as "the structure" only the prediction's main 3-D piece (its largest connected
+#: component, plus any piece on a painted slice): a young model's specks on empty end slices
+#: otherwise rank first, being farthest from the painted ones.
+SUGGEST_MAIN_STRUCTURE = False
 
 
 def rank_uncertain_slices(
@@ -79,6 +83,7 @@ def rank_uncertain_slices(
     band: int = 5,
     coverage: float = 0.0,
     per_slice: str = "mean",
+    main_structure: bool = False,
 ) -> list[tuple[int, float]]:
     """Slices along ``axis`` by decreasing mean uncertainty, leaving out labelled ones.
 
@@ -93,8 +98,10 @@ def rank_uncertain_slices(
     speck of false structure does not outrank a large unsure cross-section; ``"area"``
     multiplies the mean by the predicted section's area over the largest one's (Dice weighs
     voxels: a large section matters more, and false specks at the ends barely). ``labelled`` is
-    either slice indices or a boolean mask with one entry per slice. Ties keep slice order, so
-    the ranking is deterministic.
+    either slice indices or a boolean mask with one entry per slice. ``main_structure`` counts as
+    structure only the prediction's largest 3-D connected piece and the pieces that reach a
+    labelled slice (:func:`main_structure`). Ties keep slice order, so the ranking is
+    deterministic.
     """
     u = np.asarray(uncertainty, dtype=np.float64)
     axis = _check_axis(u, axis)
@@ -105,13 +112,37 @@ def rank_uncertain_slices(
     flags = _labelled_flags(labelled, n)
     value, structure = means, np.ones(n, bool)
     if prediction is not None and other:
-        score = _structure_scores(u, np.asarray(prediction), axis, band, per_slice)
+        prediction = np.asarray(prediction)
+        if main_structure:
+            prediction = np.where(main_structure_mask(prediction, flags, axis), prediction, 0)
+        score = _structure_scores(u, prediction, axis, band, per_slice)
         structure = ~np.isnan(score)
         if coverage > 0 and flags.any():
             score = score * _distance_weight(flags, structure, coverage)
         value = np.where(structure, score, means)
     order = np.lexsort((-value, ~structure))  # structure slices first; stable on ties
     return [(int(i), float(value[i])) for i in order if not flags[i]]
+
+
+def main_structure_mask(prediction: np.ndarray, labelled: np.ndarray, axis: int = 0
+                        ) -> np.ndarray:
+    """The prediction's foreground (any class) in its largest 3-D connected piece (26-connected)
+    and in every piece that reaches a ``labelled`` slice (one flag per slice along ``axis``):
+    what the user has confirmed, plus the body of what the model sees."""
+    from scipy.ndimage import label
+
+    fg = (prediction != 0) & (prediction != IGNORE_INDEX)
+    pieces, n = label(fg, structure=np.ones((3,) * fg.ndim, bool))
+    if n <= 1:
+        return fg
+    sizes = np.bincount(pieces.ravel(), minlength=n + 1)
+    sizes[0] = 0
+    keep = np.zeros(n + 1, bool)
+    keep[int(sizes.argmax())] = True
+    on_painted = np.take(pieces, np.flatnonzero(labelled), axis=axis)
+    keep[np.unique(on_painted)] = True
+    keep[0] = False
+    return keep[pieces]
 
 
 def _distance_weight(labelled: np.ndarray, candidates: np.ndarray, power: float) -> np.ndarray:
