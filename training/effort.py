@@ -32,6 +32,7 @@ from training.loop import (
     accept_retrain,
     dice_score,
     finetune,
+    main_structure_mask,
     rank_uncertain_slices,
     score_slices,
     sparse_labels,
@@ -39,7 +40,7 @@ from training.loop import (
 )
 
 Row = dict[str, Any]
-FUSE_WEIGHTS = (0.3, 0.5, 0.7)  # the network's share when blended with interpolation
+FUSE_WEIGHTS = (0.1, 0.2, 0.3, 0.5)  # the network's share when blended with interpolation
 HELD_BACK_FRACTION = 0.25  # the plugin's default (napari_semiseg.session.SessionSettings)
 
 
@@ -339,9 +340,13 @@ def fixed_k_rows(
                    "learning": dice_score(pred[rest], truth[rest], n),
                    "interpolation": dice_score(interp[rest], truth[rest], n),
                    "fused": {}}
+            flags = np.isin(np.arange(truth.shape[0]), painted)
             for w in FUSE_WEIGHTS:  # the network blended with the soft interpolation
                 fused = fuse_with_interpolation(res["probabilities"], sparse, weight=w)
                 row["fused"][w] = dice_score(fused[rest], truth[rest], n)
+                # ... keeping only its main 3-D piece and the pieces on painted slices
+                main = np.where(main_structure_mask(fused, flags), fused, 0)
+                row["fused"][f"{w} main"] = dice_score(main[rest], truth[rest], n)
             rows.append(row)
             if log:
                 log(f"{name}: learning {row['learning']:.3f}, interpolation "
@@ -350,12 +355,14 @@ def fixed_k_rows(
 
 
 def fixed_k_table(rows: Sequence[Row], k: int, header: str) -> str:
-    fused_cols = " | ".join(f"fused, w = {w}" for w in FUSE_WEIGHTS)
+    keys = [k_ for k_ in rows[0]["fused"]] if rows else list(FUSE_WEIGHTS)
+    fused_cols = " | ".join(f"fused, w = {w}{' (main piece)' if ' main' in str(w) else ''}"
+                            .replace(" main (", " (") for w in keys)
     lines = [header, "", f"| scan | painted slices (K = {k}) | learning, Dice on the rest | "
              f"{fused_cols} | interpolation, Dice on the rest | retrain s |",
-             "|---|---|---|" + "---|" * len(FUSE_WEIGHTS) + "---|---|"]
+             "|---|---|---|" + "---|" * len(keys) + "---|---|"]
     for r in rows:
-        fused = " | ".join(f"{100 * r['fused'][w]:.1f}" for w in FUSE_WEIGHTS)
+        fused = " | ".join(f"{100 * r['fused'][w]:.1f}" for w in keys)
         lines.append(f"| {r['case']} | {r['painted']} | {100 * r['learning']:.1f} | {fused} | "
                      f"{100 * r['interpolation']:.1f} | {r['train_s']:.0f} |")
     interp = np.array([r["interpolation"] for r in rows])
@@ -365,8 +372,8 @@ def fixed_k_table(rows: Sequence[Row], k: int, header: str) -> str:
                 f"≥ interpolation on {int((values >= interp).sum())} of {len(rows)} scans")
 
     lines += ["", summary("learning", np.array([r["learning"] for r in rows]))]
-    lines += [summary(f"fused w = {w}", np.array([r["fused"][w] for r in rows]))
-              for w in FUSE_WEIGHTS]
+    lines += [summary(f"fused w = {w}".replace(" main", ", main piece"),
+                      np.array([r["fused"][w] for r in rows])) for w in keys]
     lines += [f"- interpolation: **{100 * interp.mean():.1f} ± {100 * interp.std():.1f}** "
               f"(± = spread over scans)"]
     return "\n".join(lines) + "\n"
