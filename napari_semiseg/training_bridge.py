@@ -174,9 +174,12 @@ def run_retrain(job: RetrainJob, emit: Callable[[Event], None],
                              probabilities=job.fuse_weight is not None)
         if job.fuse_weight is not None:  # the painted slices' interpolation as a shape prior
             from training.interpolation import fuse_with_interpolation
+            from training.loop import KEEP_MAIN_PIECE, keep_main_structure
 
             res["labels"] = fuse_with_interpolation(res["probabilities"], labels,
                                                     weight=job.fuse_weight)
+            if KEEP_MAIN_PIECE:  # a young model's specks away from the structure
+                res["labels"] = keep_main_structure(res["labels"], labels)
         pred_path, unc_path = out / f"prediction-{tag}.npy", out / f"uncertainty-{tag}.npy"
         np.save(pred_path, res["labels"])
         np.save(unc_path, res["uncertainty"])

@@ -19,6 +19,7 @@ from training.loop import (
     dice_score,
     even_slices,
     finetune,
+    keep_main_structure,
     main_structure_mask,
     rank_uncertain_slices,
     score_slices,
@@ -103,6 +104,21 @@ def test_specks_away_from_the_main_structure_are_not_suggested():
     # along another axis, the labelled flags follow that axis
     along_x = np.moveaxis(pred, 0, 2)
     assert not main_structure_mask(along_x, np.isin(np.arange(20), [8]), axis=2)[..., 18].any()
+
+
+def test_a_fused_prediction_keeps_its_main_piece_and_what_the_user_painted():
+    pred = np.zeros((12, 10, 10), np.uint8)
+    pred[2:8, 2:6, 2:6] = 1  # the body
+    pred[10, 8, 8] = 1  # a speck far from it
+    pred[9, 0:2, 0:2] = 2  # a small piece the user painted on slice 9
+    labels = np.full(pred.shape, IGNORE_INDEX, np.uint8)
+    labels[9] = pred[9]
+    kept = keep_main_structure(pred, labels)
+    assert kept.dtype == pred.dtype
+    assert (kept[2:8] == pred[2:8]).all() and (kept[9] == pred[9]).all()
+    assert kept[10, 8, 8] == 0
+    # nothing painted: the largest piece alone
+    assert not keep_main_structure(pred, np.full(pred.shape, IGNORE_INDEX, np.uint8))[9].any()
 
 
 def test_summed_uncertainty_ranks_a_large_unsure_section_over_a_speck():

@@ -192,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     ef.add_argument("--suggest-within", choices=["main", "all"], default=None,
                     help="suggest only on the prediction's main 3-D piece (and pieces on "
                          "painted slices), or on every predicted voxel (default: the plugin's)")
+    ef.add_argument("--fused-pieces", choices=["main", "all"], default=None,
+                    help="a fused prediction keeps only its main 3-D piece (and pieces on "
+                         "painted slices), or every piece (default: the plugin's)")
     ef.add_argument("--device", default="cpu")
     ef.add_argument("--out", required=True)
     wk = bsub.add_parser("weak", help="slice tags -> localisation -> weak masks -> cam_weak, "
@@ -594,18 +597,25 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         atomic_write(args.out, lambda fh: fh.write(table.encode()))
         print(table)
         return 0
-    from training.loop import SUGGEST_COVERAGE, SUGGEST_MAIN_STRUCTURE, SUGGEST_PER_SLICE
+    from training.loop import (
+        KEEP_MAIN_PIECE,
+        SUGGEST_COVERAGE,
+        SUGGEST_MAIN_STRUCTURE,
+        SUGGEST_PER_SLICE,
+    )
 
     coverage = SUGGEST_COVERAGE if args.coverage is None else args.coverage
     per_slice = args.slice_score or SUGGEST_PER_SLICE
     main = (SUGGEST_MAIN_STRUCTURE if args.suggest_within is None
             else args.suggest_within == "main")
+    main_piece = KEEP_MAIN_PIECE if args.fused_pieces is None else args.fused_pieces == "main"
     judging = ("as the plugin" if args.hold_back_from is None
                else f"from {args.hold_back_from} painted slices on")
     rows = effort_benchmark(cases, names, target, start, args.k_max, args.steps, args.method,
                             args.device, log=lambda m: print(m, file=sys.stderr, flush=True),
                             fuse_weight=args.fuse_weight, hold_back_from=args.hold_back_from,
                             coverage=coverage, per_slice=per_slice, main_structure=main,
+                            main_piece=main_piece,
                             replay=args.replay,
                             **extra)
     header = _header(
@@ -616,7 +626,8 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"{'each Retrain also trains on the earlier scans painted slices; ' if args.replay else ''}"
         f"Retrain = `finetune` as the plugin calls it (anchored), "
         f"{args.method}, {args.steps} steps, prior {args.prior or 'none'}, fused with the "
-        f"interpolation: {args.fuse_weight or 'no'}; one slice "
+        f"interpolation: {args.fuse_weight or 'no'}"
+        f"{' (its main 3-D piece kept)' if args.fuse_weight and main_piece else ''}; one slice "
         f"painted per Retrain, the slice the "
         f"product suggests (the structure's middle slice before any model exists); "
         f"held-back judgement of each Retrain: {judging}; suggestions weighted by distance "

@@ -26,12 +26,14 @@ from training.interpolation import (
     interpolate_between_slices,
 )
 from training.loop import (
+    KEEP_MAIN_PIECE,
     SUGGEST_COVERAGE,
     SUGGEST_MAIN_STRUCTURE,
     SUGGEST_PER_SLICE,
     accept_retrain,
     dice_score,
     finetune,
+    keep_main_structure,
     main_structure_mask,
     rank_uncertain_slices,
     score_slices,
@@ -90,6 +92,7 @@ def learning_effort(
     coverage: float = SUGGEST_COVERAGE,
     per_slice: str = SUGGEST_PER_SLICE,
     main_structure: bool = SUGGEST_MAIN_STRUCTURE,
+    main_piece: bool = KEEP_MAIN_PIECE,
     pretrained: str | None = None,
     earlier: Sequence[tuple[np.ndarray, np.ndarray]] = (),
     **config: Any,
@@ -121,9 +124,11 @@ def learning_effort(
         res = predict_volume(net, meta, image, device=device)
         labels = res["labels"].copy()
         if fuse_weight is not None:
-            labels = fuse_with_interpolation(res["probabilities"],
-                                             sparse_labels(truth, shown, axis),
+            sparse = sparse_labels(truth, shown, axis)
+            labels = fuse_with_interpolation(res["probabilities"], sparse,
                                              weight=fuse_weight, axis=axis)
+            if main_piece:
+                labels = keep_main_structure(labels, sparse, axis)
         return labels, res["uncertainty"]
 
     if current is not None:
@@ -200,6 +205,7 @@ def effort_benchmark(
     coverage: float = SUGGEST_COVERAGE,
     per_slice: str = SUGGEST_PER_SLICE,
     main_structure: bool = SUGGEST_MAIN_STRUCTURE,
+    main_piece: bool = KEEP_MAIN_PIECE,
     pretrained: str | None = None,
     replay: bool = False,
     **config: Any,
@@ -224,6 +230,7 @@ def effort_benchmark(
                                          hold_back_from=hold_back_from, coverage=coverage,
                                          per_slice=per_slice,
                                          main_structure=main_structure,
+                                         main_piece=main_piece,
                                          pretrained=pretrained,
                                          earlier=list(earlier), **config)
             if replay:
