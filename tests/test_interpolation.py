@@ -1,6 +1,7 @@
 """The interpolation baseline ("fill between slices") scored on shapes with a known answer."""
 
 import numpy as np
+import pytest
 
 from training import IGNORE_INDEX
 from training.interpolation import even_slices, interpolate_between_slices
@@ -107,3 +108,32 @@ def test_soft_interpolation_and_fusion():
     assert 0 < (fused[3:18] == 1).sum() < (truth[3:18] == 1).sum()
     assert fused[:2].max() == 0  # outside the painted range the network decides
     assert (fuse_with_interpolation(blind, sparse, weight=1.0) == 0).all()
+
+
+def test_where_a_structure_ends_between_painted_slices_can_be_left_to_the_network():
+    from training.interpolation import (
+        fuse_with_interpolation,
+        interpolation_prior,
+        interpolation_probabilities,
+    )
+
+    truth = _cone()
+    truth[15:] = 0  # the structure ends at slice 14
+    sparse = np.full(truth.shape, IGNORE_INDEX, np.uint8)
+    sparse[[4, 10]] = truth[[4, 10]]
+    sparse[19] = 0  # painted empty: the structure ends somewhere in 11..18
+    assert truth[10].any() and not truth[19].any()
+    _, shrink = interpolation_probabilities(sparse, 2, ends="shrink")
+    probs, covered = interpolation_probabilities(sparse, 2, ends="unknown")
+    assert shrink[4:20].all()
+    assert covered[4:11].all() and covered[19] and not covered[11:19].any()
+    assert (probs[:, 11:19] == 0).all()
+    prior = interpolation_prior(sparse, band=2, ends="unknown")
+    assert (prior[11:19] == IGNORE_INDEX).all() and (prior[5:10] != IGNORE_INDEX).any()
+    assert (interpolation_prior(sparse, band=2, ends="shrink")[11:19] != IGNORE_INDEX).any()
+    # a network sure of the structure keeps it in the unknown gap, not in a shrinking one
+    sure = np.stack([truth == 0, truth == 1]).astype(np.float32)
+    kept = fuse_with_interpolation(sure, sparse, weight=0.3, ends="unknown")
+    assert np.array_equal(kept[11:19], truth[11:19])
+    with pytest.raises(ValueError, match="ends"):
+        interpolation_prior(sparse, ends="guess")

@@ -195,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     ef.add_argument("--fused-pieces", choices=["main", "all"], default=None,
                     help="a fused prediction keeps only its main 3-D piece (and pieces on "
                          "painted slices), or every piece (default: the plugin's)")
+    ef.add_argument("--ends", choices=["shrink", "unknown"], default=None,
+                    help="between a painted slice with a structure and one without it, the "
+                         "prior shrinks it across the gap, or leaves the gap to the network "
+                         "(default: the plugin's)")
     ef.add_argument("--device", default="cpu")
     ef.add_argument("--out", required=True)
     wk = bsub.add_parser("weak", help="slice tags -> localisation -> weak masks -> cam_weak, "
@@ -609,13 +613,16 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
     main = (SUGGEST_MAIN_STRUCTURE if args.suggest_within is None
             else args.suggest_within == "main")
     main_piece = KEEP_MAIN_PIECE if args.fused_pieces is None else args.fused_pieces == "main"
+    from training.interpolation import ENDS
+
+    ends = args.ends or ENDS
     judging = ("as the plugin" if args.hold_back_from is None
                else f"from {args.hold_back_from} painted slices on")
     rows = effort_benchmark(cases, names, target, start, args.k_max, args.steps, args.method,
                             args.device, log=lambda m: print(m, file=sys.stderr, flush=True),
                             fuse_weight=args.fuse_weight, hold_back_from=args.hold_back_from,
                             coverage=coverage, per_slice=per_slice, main_structure=main,
-                            main_piece=main_piece,
+                            main_piece=main_piece, ends=ends,
                             replay=args.replay,
                             **extra)
     header = _header(
@@ -627,7 +634,9 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"Retrain = `finetune` as the plugin calls it (anchored), "
         f"{args.method}, {args.steps} steps, prior {args.prior or 'none'}, fused with the "
         f"interpolation: {args.fuse_weight or 'no'}"
-        f"{' (its main 3-D piece kept)' if args.fuse_weight and main_piece else ''}; one slice "
+        f"{' (its main 3-D piece kept)' if args.fuse_weight and main_piece else ''}"
+        f"{f'; where a structure ends between painted slices: {ends}' if args.prior else ''}"
+        f"; one slice "
         f"painted per Retrain, the slice the "
         f"product suggests (the structure's middle slice before any model exists); "
         f"held-back judgement of each Retrain: {judging}; suggestions weighted by distance "

@@ -93,6 +93,7 @@ def learning_effort(
     per_slice: str = SUGGEST_PER_SLICE,
     main_structure: bool = SUGGEST_MAIN_STRUCTURE,
     main_piece: bool = KEEP_MAIN_PIECE,
+    ends: str | None = None,
     pretrained: str | None = None,
     earlier: Sequence[tuple[np.ndarray, np.ndarray]] = (),
     **config: Any,
@@ -126,7 +127,7 @@ def learning_effort(
         if fuse_weight is not None:
             sparse = sparse_labels(truth, shown, axis)
             labels = fuse_with_interpolation(res["probabilities"], sparse,
-                                             weight=fuse_weight, axis=axis)
+                                             weight=fuse_weight, axis=axis, ends=ends)
             if main_piece:
                 labels = keep_main_structure(labels, sparse, axis)
         return labels, res["uncertainty"]
@@ -164,6 +165,7 @@ def learning_effort(
         candidate = finetune(current, image, sparse_labels(truth, train_z, axis), (),
                              method=method, steps=steps, out_path=out, seed=seed,
                              device=device, anchor=0.9, class_names=list(class_names),
+                             prior_ends=ends,
                              other_labelled=earlier, **config)
         retrain_s.append(time.perf_counter() - t0)
         new_pred, new_unc = predicted(candidate, train_z)
@@ -206,6 +208,7 @@ def effort_benchmark(
     per_slice: str = SUGGEST_PER_SLICE,
     main_structure: bool = SUGGEST_MAIN_STRUCTURE,
     main_piece: bool = KEEP_MAIN_PIECE,
+    ends: str | None = None,
     pretrained: str | None = None,
     replay: bool = False,
     **config: Any,
@@ -230,7 +233,7 @@ def effort_benchmark(
                                          hold_back_from=hold_back_from, coverage=coverage,
                                          per_slice=per_slice,
                                          main_structure=main_structure,
-                                         main_piece=main_piece,
+                                         main_piece=main_piece, ends=ends,
                                          pretrained=pretrained,
                                          earlier=list(earlier), **config)
             if replay:

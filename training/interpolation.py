@@ -15,6 +15,11 @@ from scipy.ndimage import distance_transform_edt
 
 from training import IGNORE_INDEX
 
+#: Between a painted slice showing a structure and one without it, the structure ends somewhere
+#: that the two slices do not tell. "shrink" blends it to nothing across the gap (fill between
+#: slices); "unknown" leaves such gaps to the network (no prior, no pseudo-labels there).
+ENDS = "shrink"
+
 
 def signed_distance(mask: np.ndarray) -> np.ndarray:
     """Signed distance of a 2-D mask: negative inside, positive outside, in pixels."""
@@ -50,6 +55,18 @@ def _blended_distances(known: np.ndarray, painted: list[int], classes: Sequence[
                 far = np.nanmax(np.abs(np.where(np.isinf(ref), np.nan, ref)))
                 out[c] = (1 - t) * np.where(np.isinf(a), far, a) + t * np.where(np.isinf(b), far, b)
             yield z, out
+
+
+def _unknown_ends(known: np.ndarray, painted: list[int], ends: str) -> set[int]:
+    """Slices between two consecutive painted ones that show different structures, when
+    ``ends`` is "unknown"; empty for "shrink"."""
+    if ends not in ("shrink", "unknown"):
+        raise ValueError(f"ends must be 'shrink' or 'unknown', not {ends!r}")
+    if ends == "shrink":
+        return set()
+    present = {z: set(np.unique(known[z]).tolist()) - {0} for z in painted}
+    return {z for lo, hi in zip(painted[:-1], painted[1:], strict=True)
+            if present[lo] != present[hi] for z in range(lo + 1, hi)}
 
 
 def interpolate_between_slices(
@@ -93,21 +110,25 @@ def even_slices(truth: np.ndarray, k: int, axis: int = 0) -> list[int]:
     return sorted({int(round(first + i * (last - first) / (k - 1))) for i in range(k)})
 
 
-def interpolation_prior(labels: np.ndarray, axis: int = 0, band: float = 2.0) -> np.ndarray:
+def interpolation_prior(labels: np.ndarray, axis: int = 0, band: float = 2.0,
+                        ends: str | None = None) -> np.ndarray:
     """Pseudo-labels for the unpainted slices between painted ones, from interpolation.
 
     Within ``band`` pixels of an interpolated boundary the answer is least sure, so it is left
     "not annotated" (255), as are the painted slices themselves (the user's own labels train on
-    those) and every slice outside the painted range. Fewer than two painted slices: all 255.
+    those), every slice outside the painted range, and with ``ends="unknown"`` (default
+    :data:`ENDS`) every gap where a structure ends. Fewer than two painted slices: all 255.
     """
     lab = np.moveaxis(np.asarray(labels), axis, 0)
     painted = _painted(lab)
     out = np.full(lab.shape, IGNORE_INDEX, np.uint8)
     if len(painted) < 2:
         return np.moveaxis(out, 0, axis)
+    known = np.where(lab == IGNORE_INDEX, 0, lab)
+    unknown = _unknown_ends(known, painted, ENDS if ends is None else ends)
     filled = np.moveaxis(interpolate_between_slices(labels, painted, axis), axis, 0)
     for z in range(painted[0] + 1, painted[-1]):
-        if z in painted:
+        if z in painted or z in unknown:
             continue
         sl = filled[z].copy()
         unsure = np.zeros(sl.shape, bool)
@@ -121,12 +142,14 @@ def interpolation_prior(labels: np.ndarray, axis: int = 0, band: float = 2.0) ->
 
 
 def interpolation_probabilities(labels: np.ndarray, num_classes: int, axis: int = 0,
-                                softness: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+                                softness: float = 2.0, ends: str | None = None
+                                ) -> tuple[np.ndarray, np.ndarray]:
     """Soft interpolation between painted slices: (C, ...) probabilities and a boolean per slice
     along ``axis`` saying which slices they cover (painted ones and those between them).
 
     Each class's blended signed distance ``d`` becomes ``sigmoid(-d / softness)``, so the
-    interpolated outline is 0.5 and certainty grows with the distance from it.
+    interpolated outline is 0.5 and certainty grows with the distance from it. With
+    ``ends="unknown"`` (default :data:`ENDS`) a gap where a structure ends is not covered.
     """
     lab = np.moveaxis(np.asarray(labels), axis, 0)
     painted = _painted(lab)
@@ -136,7 +159,10 @@ def interpolation_probabilities(labels: np.ndarray, num_classes: int, axis: int 
     for z in painted:
         probs[:, z] = known[z][None] == np.arange(num_classes)[:, None, None]
         covered[z] = True
+    unknown = _unknown_ends(known, painted, ENDS if ends is None else ends)
     for z, dist in _blended_distances(known, painted, range(1, num_classes)):
+        if z in unknown:
+            continue
         fg = np.zeros((num_classes, *lab.shape[1:]), np.float32)
         for c, d in dist.items():
             fg[c] = 1 / (1 + np.exp(np.clip(d / softness, -50, 50)))
@@ -147,12 +173,14 @@ def interpolation_probabilities(labels: np.ndarray, num_classes: int, axis: int 
 
 
 def fuse_with_interpolation(network_probs: np.ndarray, labels: np.ndarray, weight: float = 0.5,
-                            axis: int = 0, softness: float = 2.0) -> np.ndarray:
+                            axis: int = 0, softness: float = 2.0, ends: str | None = None
+                            ) -> np.ndarray:
     """Labels from the network's probabilities (C, ...) blended with the soft interpolation of
     the painted slices where it covers (``weight`` = the network's share); the network alone
     elsewhere. The shape prior keeps a young model on the user's outline; the image decides
     the rest."""
-    prior, covered = interpolation_probabilities(labels, network_probs.shape[0], axis, softness)
+    prior, covered = interpolation_probabilities(labels, network_probs.shape[0], axis, softness,
+                                                 ends)
     shape = [1] * network_probs.ndim
     shape[axis + 1] = -1
     mask = covered.reshape(shape)

@@ -407,6 +407,7 @@ def finetune(
     class_names: Sequence[str] | None = None,
     prior: str | None = None,
     prior_band: float = 2.0,
+    prior_ends: str | None = None,
     other_labelled: Sequence[tuple[np.ndarray, np.ndarray]] = (),
     **config: Any,
 ) -> str | None:
@@ -419,7 +420,8 @@ def finetune(
     ``checkpoint_every``). The network, its input size and normalisation come from the checkpoint.
     ``class_names`` (background first) name the structures; labels above the checkpoint's
     classes add structures to it. ``prior="interpolation"`` adds the shape interpolation between
-    the painted slices as pseudo-labels (:func:`training.interpolation.interpolation_prior`).
+    the painted slices as pseudo-labels (:func:`training.interpolation.interpolation_prior`,
+    ``prior_ends`` its ``ends``).
     ``other_labelled`` are (image, sparse labels) of other scans, e.g. the slices painted on
     earlier scans, trained on with this one's so the model does not forget them.
     """
@@ -446,7 +448,7 @@ def finetune(
     if prior == "interpolation":
         from training.interpolation import interpolation_prior
 
-        pseudo = interpolation_prior(labels, band=prior_band)
+        pseudo = interpolation_prior(labels, band=prior_band, ends=prior_ends)
         if (pseudo != IGNORE_INDEX).any():
             images, label_vols = [*images, image], [*label_vols, pseudo]
     for other_image, other_labels in other_labelled:
