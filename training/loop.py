@@ -76,7 +76,8 @@ SUGGEST_MAIN_STRUCTURE = False
 #: A New model's prediction (fused with the interpolation) keeps only its main 3-D piece and the
 #: pieces on painted slices. Chosen on 4 LA train scans, K = 5, w = 0.3: 84.4 +- 1.8 Dice on
 #: the unpainted slices against 80.7 +- 3.3, better or equal on each scan
-#: (benchmarks/results/la_new_structure_k5_main_train.md).
+#: (benchmarks/results/la_new_structure_k5_main_train.md); in the Retrain loop only together
+#: with training.interpolation.ENDS = "unknown" (benchmarks/results/effort_choice_ends.md).
 KEEP_MAIN_PIECE = True
 
 
