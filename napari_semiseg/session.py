@@ -38,6 +38,7 @@ from napari_semiseg.io import (
 from training.atomic import atomic_write
 from training.io import rgb_to_grey
 from training.loop import (
+    SUGGEST_BODY_FIRST,
     SUGGEST_COVERAGE,
     SUGGEST_MAIN_STRUCTURE,
     SUGGEST_PER_SLICE,
@@ -578,7 +579,8 @@ class Session:
         return rank_uncertain_slices(self.uncertainty, sorted(self.labelled[axis]), axis,
                                      prediction=self.prediction, coverage=SUGGEST_COVERAGE,
                                      per_slice=SUGGEST_PER_SLICE,
-                                     main_structure=SUGGEST_MAIN_STRUCTURE)
+                                     main_structure=SUGGEST_MAIN_STRUCTURE,
+                                     start_at_body=SUGGEST_BODY_FIRST)
 
     def next_uncertain_slice(self, axis: int | None = None) -> int | None:
         ranked = self.ranked_uncertain_slices(axis)

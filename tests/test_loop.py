@@ -106,6 +106,26 @@ def test_specks_away_from_the_main_structure_are_not_suggested():
     assert not main_structure_mask(along_x, np.isin(np.arange(20), [8]), axis=2)[..., 18].any()
 
 
+def test_a_fresh_scan_can_start_at_the_structures_body():
+    # a learnt model on a new scan: specks at the ends are its most uncertain slices
+    u = np.full((20, 16, 16), 0.2)
+    pred = np.zeros((20, 16, 16), np.uint8)
+    pred[6:14, 4:12, 4:12] = 1
+    pred[9, 2:14, 2:14] = 1  # the largest section
+    pred[[0, 19], 0, 0] = 1
+    u[[0, 19]] = 0.9
+    assert rank_uncertain_slices(u, [], prediction=pred)[0][0] == 0
+    ranked = rank_uncertain_slices(u, [], prediction=pred, start_at_body=True)
+    assert ranked[0][0] == 9 and ranked[1][0] == 0 and len(ranked) == 20
+    # once a slice is painted, the ranking is the usual one
+    assert (rank_uncertain_slices(u, [9], prediction=pred, start_at_body=True)
+            == rank_uncertain_slices(u, [9], prediction=pred))
+    # nothing predicted: nothing to start at
+    empty = np.zeros_like(pred)
+    assert (rank_uncertain_slices(u, [], prediction=empty, start_at_body=True)
+            == rank_uncertain_slices(u, [], prediction=empty))
+
+
 def test_a_fused_prediction_keeps_its_main_piece_and_what_the_user_painted():
     pred = np.zeros((12, 10, 10), np.uint8)
     pred[2:8, 2:6, 2:6] = 1  # the body

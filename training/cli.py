@@ -199,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="between a painted slice with a structure and one without it, the "
                          "prior shrinks it across the gap, or leaves the gap to the network "
                          "(default: the plugin's)")
+    ef.add_argument("--first-suggestion", choices=["body", "uncertain"], default=None,
+                    help="on a scan with nothing painted, suggest the largest predicted "
+                         "section first, or the most uncertain slice (default: the plugin's)")
     ef.add_argument("--device", default="cpu")
     ef.add_argument("--out", required=True)
     wk = bsub.add_parser("weak", help="slice tags -> localisation -> weak masks -> cam_weak, "
@@ -603,6 +606,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return 0
     from training.loop import (
         KEEP_MAIN_PIECE,
+        SUGGEST_BODY_FIRST,
         SUGGEST_COVERAGE,
         SUGGEST_MAIN_STRUCTURE,
         SUGGEST_PER_SLICE,
@@ -616,13 +620,15 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from training.interpolation import ENDS
 
     ends = args.ends or ENDS
+    body_first = (SUGGEST_BODY_FIRST if args.first_suggestion is None
+                  else args.first_suggestion == "body")
     judging = ("as the plugin" if args.hold_back_from is None
                else f"from {args.hold_back_from} painted slices on")
     rows = effort_benchmark(cases, names, target, start, args.k_max, args.steps, args.method,
                             args.device, log=lambda m: print(m, file=sys.stderr, flush=True),
                             fuse_weight=args.fuse_weight, hold_back_from=args.hold_back_from,
                             coverage=coverage, per_slice=per_slice, main_structure=main,
-                            main_piece=main_piece, ends=ends,
+                            main_piece=main_piece, ends=ends, body_first=body_first,
                             replay=args.replay,
                             **extra)
     header = _header(
@@ -642,7 +648,8 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"held-back judgement of each Retrain: {judging}; suggestions weighted by distance "
         f"to the painted slices with power {coverage:g}, slice score: {per_slice} "
         f"uncertainty near the structure"
-        f"{' (its main 3-D piece only)' if main else ''}",
+        f"{' (its main 3-D piece only)' if main else ''}"
+        f"{'; on a scan with nothing painted, its largest section first' if body_first else ''}",
         "- interpolation: K evenly spaced slices from the structure's first to its last, "
         "filled by shape-based interpolation; smallest K that reaches the target",
         "- Dice: mean over structures, whole scan (painted slices included, as the user "

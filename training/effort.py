@@ -27,6 +27,7 @@ from training.interpolation import (
 )
 from training.loop import (
     KEEP_MAIN_PIECE,
+    SUGGEST_BODY_FIRST,
     SUGGEST_COVERAGE,
     SUGGEST_MAIN_STRUCTURE,
     SUGGEST_PER_SLICE,
@@ -94,6 +95,7 @@ def learning_effort(
     main_structure: bool = SUGGEST_MAIN_STRUCTURE,
     main_piece: bool = KEEP_MAIN_PIECE,
     ends: str | None = None,
+    body_first: bool = SUGGEST_BODY_FIRST,
     pretrained: str | None = None,
     earlier: Sequence[tuple[np.ndarray, np.ndarray]] = (),
     **config: Any,
@@ -150,7 +152,8 @@ def learning_effort(
         else:
             ranked = rank_uncertain_slices(uncertainty, painted, axis, prediction=prediction,
                                            coverage=coverage, per_slice=per_slice,
-                                           main_structure=main_structure)
+                                           main_structure=main_structure,
+                                           start_at_body=body_first)
             nxt = ranked[0][0]
         painted.append(nxt)
         if current is None:
@@ -209,6 +212,7 @@ def effort_benchmark(
     main_structure: bool = SUGGEST_MAIN_STRUCTURE,
     main_piece: bool = KEEP_MAIN_PIECE,
     ends: str | None = None,
+    body_first: bool = SUGGEST_BODY_FIRST,
     pretrained: str | None = None,
     replay: bool = False,
     **config: Any,
@@ -234,6 +238,7 @@ def effort_benchmark(
                                          per_slice=per_slice,
                                          main_structure=main_structure,
                                          main_piece=main_piece, ends=ends,
+                                         body_first=body_first,
                                          pretrained=pretrained,
                                          earlier=list(earlier), **config)
             if replay:

@@ -73,6 +73,8 @@ SUGGEST_PER_SLICE = "mean"
 #: component, plus any piece on a painted slice): a young model's specks on empty end slices
 #: otherwise rank first, being farthest from the painted ones.
 SUGGEST_MAIN_STRUCTURE = False
+#: ... and, on a scan with nothing painted yet, first suggests the largest predicted section.
+SUGGEST_BODY_FIRST = False
 #: A New model's prediction (fused with the interpolation) keeps only its main 3-D piece and the
 #: pieces on painted slices. Chosen on 4 LA train scans, K = 5, w = 0.3: 84.4 +- 1.8 Dice on
 #: the unpainted slices against 80.7 +- 3.3, better or equal on each scan
@@ -90,6 +92,7 @@ def rank_uncertain_slices(
     coverage: float = 0.0,
     per_slice: str = "mean",
     main_structure: bool = False,
+    start_at_body: bool = False,
 ) -> list[tuple[int, float]]:
     """Slices along ``axis`` by decreasing mean uncertainty, leaving out labelled ones.
 
@@ -106,8 +109,10 @@ def rank_uncertain_slices(
     voxels: a large section matters more, and false specks at the ends barely). ``labelled`` is
     either slice indices or a boolean mask with one entry per slice. ``main_structure`` counts as
     structure only the prediction's largest 3-D connected piece and the pieces that reach a
-    labelled slice (:func:`main_structure`). Ties keep slice order, so the ranking is
-    deterministic.
+    labelled slice (:func:`main_structure`). ``start_at_body``: with nothing labelled yet,
+    the slice with the largest predicted section comes first (a learnt model's first guess on a
+    new scan is surest there, and its specks at the ends would otherwise win). Ties keep slice
+    order, so the ranking is deterministic.
     """
     u = np.asarray(uncertainty, dtype=np.float64)
     axis = _check_axis(u, axis)
@@ -127,7 +132,19 @@ def rank_uncertain_slices(
             score = score * _distance_weight(flags, structure, coverage)
         value = np.where(structure, score, means)
     order = np.lexsort((-value, ~structure))  # structure slices first; stable on ties
-    return [(int(i), float(value[i])) for i in order if not flags[i]]
+    ranked = [(int(i), float(value[i])) for i in order if not flags[i]]
+    if start_at_body and prediction is not None and other and not flags.any():
+        body = _largest_section(np.asarray(prediction), axis)
+        if body is not None:  # nothing painted on this scan yet: the body first
+            ranked = [r for r in ranked if r[0] == body] + [r for r in ranked if r[0] != body]
+    return ranked
+
+
+def _largest_section(prediction: np.ndarray, axis: int) -> int | None:
+    """The slice along ``axis`` with the most predicted structure; None when there is none."""
+    fg = np.moveaxis((prediction != 0) & (prediction != IGNORE_INDEX), axis, 0)
+    area = fg.reshape(len(fg), -1).sum(1)
+    return int(area.argmax()) if area.max(initial=0) > 0 else None
 
 
 def main_structure_mask(prediction: np.ndarray, labelled: np.ndarray, axis: int = 0
