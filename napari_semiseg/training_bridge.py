@@ -173,13 +173,10 @@ def run_retrain(job: RetrainJob, emit: Callable[[Event], None],
         res = predict_volume(model, meta, image, mc_samples=job.mc_samples, device=job.device,
                              probabilities=job.fuse_weight is not None)
         if job.fuse_weight is not None:  # the painted slices' interpolation as a shape prior
-            from training.interpolation import fuse_with_interpolation
-            from training.loop import KEEP_MAIN_PIECE, keep_main_structure
+            from training.loop import shape_prior_prediction
 
-            res["labels"] = fuse_with_interpolation(res["probabilities"], labels,
-                                                    weight=job.fuse_weight)
-            if KEEP_MAIN_PIECE:  # a young model's specks away from the structure
-                res["labels"] = keep_main_structure(res["labels"], labels)
+            res["labels"] = shape_prior_prediction(res["probabilities"], labels,
+                                                   job.fuse_weight)
         pred_path, unc_path = out / f"prediction-{tag}.npy", out / f"uncertainty-{tag}.npy"
         np.save(pred_path, res["labels"])
         np.save(unc_path, res["uncertainty"])

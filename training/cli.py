@@ -604,6 +604,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         atomic_write(args.out, lambda fh: fh.write(table.encode()))
         print(table)
         return 0
+    from training.interpolation import ENDS
     from training.loop import (
         KEEP_MAIN_PIECE,
         SUGGEST_BODY_FIRST,
@@ -617,8 +618,6 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
     main = (SUGGEST_MAIN_STRUCTURE if args.suggest_within is None
             else args.suggest_within == "main")
     main_piece = KEEP_MAIN_PIECE if args.fused_pieces is None else args.fused_pieces == "main"
-    from training.interpolation import ENDS
-
     ends = args.ends or ENDS
     body_first = (SUGGEST_BODY_FIRST if args.first_suggestion is None
                   else args.first_suggestion == "body")

@@ -35,9 +35,9 @@ from training.loop import (
     dice_score,
     finetune,
     keep_main_structure,
-    main_structure_mask,
     rank_uncertain_slices,
     score_slices,
+    shape_prior_prediction,
     sparse_labels,
     split_held_back,
 )
@@ -127,11 +127,9 @@ def learning_effort(
         res = predict_volume(net, meta, image, device=device)
         labels = res["labels"].copy()
         if fuse_weight is not None:
-            sparse = sparse_labels(truth, shown, axis)
-            labels = fuse_with_interpolation(res["probabilities"], sparse,
-                                             weight=fuse_weight, axis=axis, ends=ends)
-            if main_piece:
-                labels = keep_main_structure(labels, sparse, axis)
+            labels = shape_prior_prediction(res["probabilities"],
+                                            sparse_labels(truth, shown, axis), fuse_weight,
+                                            axis=axis, ends=ends, main_piece=main_piece)
         return labels, res["uncertainty"]
 
     if current is not None:
@@ -355,12 +353,11 @@ def fixed_k_rows(
                    "learning": dice_score(pred[rest], truth[rest], n),
                    "interpolation": dice_score(interp[rest], truth[rest], n),
                    "fused": {}}
-            flags = np.isin(np.arange(truth.shape[0]), painted)
             for w in FUSE_WEIGHTS:  # the network blended with the soft interpolation
                 fused = fuse_with_interpolation(res["probabilities"], sparse, weight=w)
                 row["fused"][w] = dice_score(fused[rest], truth[rest], n)
                 # ... keeping only its main 3-D piece and the pieces on painted slices
-                main = np.where(main_structure_mask(fused, flags), fused, 0)
+                main = keep_main_structure(fused, sparse)
                 row["fused"][f"{w} main"] = dice_score(main[rest], truth[rest], n)
             rows.append(row)
             if log:
@@ -371,8 +368,8 @@ def fixed_k_rows(
 
 def fixed_k_table(rows: Sequence[Row], k: int, header: str) -> str:
     keys = [k_ for k_ in rows[0]["fused"]] if rows else list(FUSE_WEIGHTS)
-    fused_cols = " | ".join(f"fused, w = {w}{' (main piece)' if ' main' in str(w) else ''}"
-                            .replace(" main (", " (") for w in keys)
+    fused_cols = " | ".join(f"fused, w = {str(w).replace(' main', ' (main piece)')}"
+                            for w in keys)
     lines = [header, "", f"| scan | painted slices (K = {k}) | learning, Dice on the rest | "
              f"{fused_cols} | interpolation, Dice on the rest | retrain s |",
              "|---|---|---|" + "---|" * len(keys) + "---|---|"]

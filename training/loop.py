@@ -109,7 +109,7 @@ def rank_uncertain_slices(
     voxels: a large section matters more, and false specks at the ends barely). ``labelled`` is
     either slice indices or a boolean mask with one entry per slice. ``main_structure`` counts as
     structure only the prediction's largest 3-D connected piece and the pieces that reach a
-    labelled slice (:func:`main_structure`). ``start_at_body``: with nothing labelled yet,
+    labelled slice (:func:`main_structure_mask`). ``start_at_body``: with nothing labelled yet,
     the slice with the largest predicted section comes first (a learnt model's first guess on a
     new scan is surest there, and its specks at the ends would otherwise win). Ties keep slice
     order, so the ranking is deterministic.
@@ -171,10 +171,23 @@ def main_structure_mask(prediction: np.ndarray, labelled: np.ndarray, axis: int 
 def keep_main_structure(prediction: np.ndarray, labels: np.ndarray, axis: int = 0) -> np.ndarray:
     """``prediction`` with every voxel outside :func:`main_structure_mask` set to background;
     the labelled slices are those of ``labels`` (255 = not annotated) holding a painted voxel."""
-    lab = np.moveaxis(np.asarray(labels), axis, 0)
-    flags = (lab != IGNORE_INDEX).reshape(len(lab), -1).any(1)
+    prediction = np.asarray(prediction)
+    flags = _labelled_flags(annotated_slices(labels, axis), prediction.shape[axis])
     return np.where(main_structure_mask(prediction, flags, axis), prediction, 0).astype(
-        np.asarray(prediction).dtype)
+        prediction.dtype)
+
+
+def shape_prior_prediction(network_probs: np.ndarray, labels: np.ndarray, weight: float,
+                           axis: int = 0, ends: str | None = None,
+                           main_piece: bool = KEEP_MAIN_PIECE) -> np.ndarray:
+    """What a Retrain with the shape prior shows: the network's probabilities (C, ...) fused
+    with the interpolation of the painted ``labels``
+    (:func:`training.interpolation.fuse_with_interpolation`), then, with ``main_piece``, only
+    its main 3-D piece and the pieces on painted slices (:func:`keep_main_structure`)."""
+    from training.interpolation import fuse_with_interpolation
+
+    fused = fuse_with_interpolation(network_probs, labels, weight=weight, axis=axis, ends=ends)
+    return keep_main_structure(fused, labels, axis) if main_piece else fused
 
 
 def _distance_weight(labelled: np.ndarray, candidates: np.ndarray, power: float) -> np.ndarray:
