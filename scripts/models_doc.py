@@ -19,6 +19,11 @@ Each model below was trained by this project on the train split of one data set 
 the held-out test split by `semiseg card`, which also records the training scans' statistics
 that the dock's Automatic choice compares a scan with. ACDC stores no spacing (1 mm
 placeholders), so its HD95 is in voxels.
+
+Every prediction of a model gets the clean-up its card names (`meta["postprocess"]`; here each
+structure's largest 3-D piece), chosen on validation scans by
+`benchmarks/postprocess_choice.py` before the test split was measured; the test Dice below
+includes it. `semiseg predict --no-clean-up` writes the network's labels as they are.
 """
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +20,7 @@ SAMPLE_SCANS = {
     "left_atrium": SAMPLES / "left_atrium/UPT6DX9IQY9JAZ7HJKA7.nii.gz",
     "lgg": SAMPLES / "lgg/TCGA_CS_4941_19960909/images",
 }
+REPO = Path(__file__).resolve().parents[1]
 # which shipped card each sample belongs to (by the card's anatomy)
 ANATOMY = {"acdc": "Heart", "left_atrium": "Left atrium", "lgg": "Brain"}
 
@@ -37,6 +41,11 @@ def test_every_shipped_checkpoint_loads_safely_and_carries_its_card():
         assert card["anatomy"] and card["modality"] and card["command"]
         assert [c["name"] for c in card["classes"]] == payload["meta"]["class_names"]
         assert card["test"]["cases"] > 0 and len(card["test"]["dice"]) == len(card["classes"]) - 1
+        # the clean-up chosen on validation scans is the one every prediction gets, and the
+        # card's test Dice was measured with it
+        assert payload["meta"]["postprocess"] == card["postprocess"] == "per_class"
+        table = re.search(r"benchmarks/results/\S+\.md", card["postprocess_note"])
+        assert table and (REPO / table.group(0)).is_file()  # the choice's table ships with it
         assert p.stat().st_size <= 5 * 1024 * 1024  # the wheel stays small
 
 

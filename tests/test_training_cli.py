@@ -127,3 +127,31 @@ def test_speed_benchmark_refuses_a_2d_image_as_volume(dataset, tmp_path, capsys)
     msg = _error(capsys, ["benchmark", "speed", "--models", str(model), "--volume", str(png),
                           "--out", str(tmp_path / "s.md")])
     assert "3-D" in msg
+
+
+def test_a_card_names_the_clean_up_and_predict_applies_it(dataset, tmp_path, capsys):
+    from training.checkpoint import read_checkpoint
+    from training.postprocess import keep_main_pieces
+
+    model = tmp_path / "m.pt"
+    assert _train(dataset, model, "--steps", "2") == 0
+    assert main(["card", "--model", str(model), "--data", str(dataset), "--anatomy", "Blobs",
+                 "--modality", "synthetic", "--trained-with", "semiseg train …",
+                 "--split-note", "3 train, 1 test", "--postprocess", "per_class",
+                 "--postprocess-note", "chosen on val"]) == 0
+    meta = read_checkpoint(model)["meta"]
+    assert meta["postprocess"] == meta["card"]["postprocess"] == "per_class"
+    assert "largest 3-D piece" in capsys.readouterr().out  # the rendered card says so
+    src = dataset / "images" / "case03.nii.gz"
+    clean, raw = tmp_path / "clean.nii.gz", tmp_path / "raw.nii.gz"
+    common = ["predict", "--model", str(model), "--input", str(src), "--device", "cpu"]
+    assert main([*common, "--output", str(clean)]) == 0
+    assert main([*common, "--output", str(raw), "--no-clean-up"]) == 0
+    c, r = (sitk.GetArrayFromImage(sitk.ReadImage(str(f))) for f in (clean, raw))
+    np.testing.assert_array_equal(c, keep_main_pieces(r, "per_class"))
+    assert (c != r).any()  # a 2-step network paints many pieces: the clean-up removed some
+    with pytest.raises(SystemExit) as refused:  # an unknown clean-up: a clear refusal
+        main(["card", "--model", str(model), "--data", str(dataset), "--anatomy", "B",
+              "--modality", "s", "--trained-with", "t", "--split-note", "n",
+              "--postprocess", "largest"])
+    assert refused.value.code == 2 and "invalid choice" in capsys.readouterr().err

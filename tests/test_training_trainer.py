@@ -87,6 +87,19 @@ def test_fine_tune_keeps_network_config(tmp_path):
     assert events[0]["losses"]["sup"] < scratch[0]["losses"]["sup"]
 
 
+def test_a_fine_tuned_model_keeps_the_clean_up_its_card_names(tmp_path):
+    from training.model_card import write_card
+
+    first = train(_cfg(tmp_path, checkpoint=str(tmp_path / "first.pt")), _data())
+    write_card(first, {"anatomy": "blobs", "postprocess": "per_class"})
+    assert read_checkpoint(first)["meta"]["postprocess"] == "per_class"
+    second = train(_cfg(tmp_path, checkpoint=str(tmp_path / "second.pt")), _data(),
+                   init_checkpoint=first)
+    assert read_checkpoint(second)["meta"]["postprocess"] == "per_class"
+    scratch = train(_cfg(tmp_path, checkpoint=str(tmp_path / "scratch.pt")), _data())
+    assert "postprocess" not in read_checkpoint(scratch)["meta"]
+
+
 def test_fine_tune_on_more_classes_grows_the_head(tmp_path):
     """Issue 10: a label the checkpoint does not know adds a structure instead of failing."""
     from training.checkpoint import read_checkpoint

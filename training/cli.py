@@ -24,6 +24,7 @@ from training.io import (
 )
 from training.localise import DEFAULT_LOCALISER, LOCALISERS
 from training.methods import METHODS, options_help, parse_spec
+from training.postprocess import POSTPROCESS_MODES
 
 
 def _dims(value: str) -> int:
@@ -93,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write the class-activation map (the model's tag classifier "
                         "<model>.classifier.pt if present, its cls head, else Grad-CAM)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--no-clean-up", action="store_true",
+                   help="write the network's labels as they are, without the clean-up its card "
+                        "names (e.g. each structure's largest 3-D piece)")
 
     e = sub.add_parser("evaluate", help="Dice and HD95 of predictions against labels")
     e.add_argument("--pred", required=True)
@@ -112,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--train-patients", default=None, help="comma-separated (no split column)")
     c.add_argument("--test-patients", default=None, help="comma-separated (no split column)")
     c.add_argument("--markdown", default=None, help="also write the card as Markdown here")
+    c.add_argument("--postprocess", default=None, choices=POSTPROCESS_MODES,
+                   help="clean-up of every prediction from now on, chosen on validation scans "
+                        "(benchmarks/postprocess_choice.py): keep the largest 3-D piece of all "
+                        "structures, or of each class")
+    c.add_argument("--postprocess-note", default="", help="where and how the clean-up was chosen")
 
     pt = sub.add_parser("pretrain", help="pretrain the New model's network without labels: "
                                          "restore corrupted slices of unlabelled scans")
@@ -389,7 +398,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         for f in files:
             arr, ref = read_image(f)
             res = predict_volume(model, meta, arr, mc_samples=args.mc, device=device,
-                                 probabilities=False)
+                                 probabilities=False, clean_up=not args.no_clean_up)
             outputs = [(_target(args.output, f, many, float_data=False), res["labels"])]
             if args.uncertainty:
                 outputs.append((_target(args.uncertainty, f, many, float_data=True),
@@ -481,7 +490,8 @@ def _cmd_card(args: argparse.Namespace, argv: Sequence[str]) -> int:
     card = build_card(args.model, args.data, args.anatomy, args.modality, args.trained_with,
                       args.split_note, args.train_split or None, args.test_split or None,
                       names(args.train_patients), names(args.test_patients),
-                      eval_command="semiseg " + " ".join(shlex.quote(a) for a in argv))
+                      eval_command="semiseg " + " ".join(shlex.quote(a) for a in argv),
+                      postprocess=args.postprocess, postprocess_note=args.postprocess_note)
     write_card(args.model, card)
     text = render_markdown(card, Path(args.model).name)
     if args.markdown:

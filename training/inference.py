@@ -116,6 +116,7 @@ def predict_volume(
     device: torch.device | str | None = None,
     batch_size: int = DEFAULT_BATCH,
     probabilities: bool = True,
+    clean_up: bool = True,
 ) -> dict:
     """Segment a raw-intensity (z, y, x) volume.
 
@@ -125,8 +126,13 @@ def predict_volume(
     model without dropout). ``probabilities=False`` (what Predict needs) skips the full-size
     probability maps of a 2-D model: labels and uncertainty are computed at the network's
     resolution and resized, and ``probabilities`` is ``None``. ``batch_size`` is slices per
-    pass of a 2-D model.
+    pass of a 2-D model. With ``clean_up``, ``labels`` get the clean-up the model's metadata
+    names (``meta["postprocess"]``, chosen on validation scans; :mod:`training.postprocess`);
+    probabilities and uncertainty stay the network's own.
     """
+    from training.postprocess import keep_main_pieces, model_clean_up
+
+    mode = model_clean_up(meta) if clean_up else "none"
     vol = np.asarray(volume)
     if vol.ndim == 2:
         vol = vol[None]
@@ -149,11 +155,11 @@ def predict_volume(
         enable_mc_dropout(model, False)
     cam_np = cam.numpy().astype(np.float32) if cam is not None else None
     if probs is None:
-        return {"labels": labels, "probabilities": None,
+        return {"labels": keep_main_pieces(labels, mode), "probabilities": None,
                 "uncertainty": unc.astype(np.float32), "cam": cam_np}
     probs_np = probs.numpy().astype(np.float32)
     return {
-        "labels": probs_np.argmax(0).astype(np.uint8),
+        "labels": keep_main_pieces(probs_np.argmax(0).astype(np.uint8), mode),
         "probabilities": probs_np,
         "uncertainty": entropy_map(probs),
         "cam": cam_np,

@@ -90,6 +90,10 @@ def describe(card: dict[str, Any]) -> str:
     return f"{card.get('anatomy', '?')} ({card.get('modality', '?')}): {names}"
 
 
+_CLEAN_UP_WORDS = {"none": "none", "foreground": "the largest 3-D piece of all structures kept",
+                   "per_class": "each structure's largest 3-D piece kept"}
+
+
 def render_markdown(card: dict[str, Any], file_name: str) -> str:
     """A card as a Markdown section for ``docs/models.md``."""
     s = card["scans"]
@@ -101,6 +105,8 @@ def render_markdown(card: dict[str, Any], file_name: str) -> str:
              f"- training data: {card['data']}",
              f"- split: {card['split']}",
              f"- command: `{card['command']}`",
+             f"- clean-up of the prediction: {_CLEAN_UP_WORDS[card.get('postprocess', 'none')]}"
+             + (f" ({card['postprocess_note']})" if card.get("postprocess_note") else ""),
              f"- training scans: {s['count']}; spacing (z, y, x) {s['spacing_min']} – "
              f"{s['spacing_max']} mm; shape {s['shape_min']} – {s['shape_max']}; channels "
              f"{s['channels']}", ""]
@@ -154,14 +160,23 @@ def build_card(model_path: str, data_dir: str, anatomy: str, modality: str, comm
                split_note: str, train_split: str | None = "train",
                test_split: str | None = "test", train_patients: Sequence[str] | None = None,
                test_patients: Sequence[str] | None = None, device: str = "cpu",
-               eval_command: str = "") -> dict[str, Any]:
-    """Measure a card for ``model_path``: training scans' statistics and test Dice / HD95."""
+               eval_command: str = "", postprocess: str | None = None,
+               postprocess_note: str = "") -> dict[str, Any]:
+    """Measure a card for ``model_path``: training scans' statistics and test Dice / HD95.
+
+    ``postprocess`` (a :data:`training.postprocess.POSTPROCESS_MODES` name) is the clean-up the
+    model's predictions get from now on; the test Dice is measured with it. None keeps the
+    checkpoint's own."""
     from training.checkpoint import load_checkpoint
     from training.inference import predict_volume
     from training.metrics import dice_hd95, mean_over_cases
     from training.palette import class_color
+    from training.postprocess import model_clean_up
 
     model, meta = load_checkpoint(model_path, device=device)
+    if postprocess is not None:
+        meta["postprocess"] = postprocess
+    clean_up = model_clean_up(meta)
     names = list(meta.get("class_names") or [])
     n = int(meta["num_classes"])
     if len(names) != n:
@@ -184,7 +199,10 @@ def build_card(model_path: str, data_dir: str, anatomy: str, modality: str, comm
                    f"{meta.get('size')}",
         "data": str(data_dir), "split": split_note, "command": command,
         "scans": summarise(stats),
+        "postprocess": clean_up,
     }
+    if postprocess_note:
+        card["postprocess_note"] = postprocess_note
     if results:
         m = mean_over_cases(results)
         card["test"] = {"cases": len(results), "dice": m["dice"], "hd95": m["hd95"],
@@ -193,7 +211,8 @@ def build_card(model_path: str, data_dir: str, anatomy: str, modality: str, comm
 
 
 def write_card(model_path: str, card: dict[str, Any]) -> None:
-    """Store ``card`` in the checkpoint's metadata, atomically."""
+    """Store ``card`` in the checkpoint's metadata, atomically, with the clean-up it names as
+    the model's own (``meta["postprocess"]``, what :func:`predict_volume` applies)."""
     import torch
 
     from training.atomic import atomic_write
@@ -201,4 +220,6 @@ def write_card(model_path: str, card: dict[str, Any]) -> None:
 
     payload = read_checkpoint(model_path)
     payload["meta"] = {**payload["meta"], "card": card}
+    if card.get("postprocess"):
+        payload["meta"]["postprocess"] = card["postprocess"]
     atomic_write(model_path, lambda fh: torch.save(payload, fh))

@@ -149,6 +149,9 @@ def train(
         "total_steps": config.steps, "config": _plain(asdict(config)),
         "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
     }
+    if init is not None and init["meta"].get("postprocess"):
+        # A fine-tuned model is still that anatomy's model: it keeps the clean-up chosen for it.
+        meta_base["postprocess"] = init["meta"]["postprocess"]
 
     resume_path = companion_path(config.checkpoint, "resume")
     first_step = 0

@@ -1,0 +1,55 @@
+"""Clean-up of a shipped model's prediction: keep each structure's main 3-D piece.
+
+A 2-D network predicts slice by slice, so a few slices far from the structure can carry
+specks of it (for example a right ventricle painted in a slice below the heart). A model's card
+says which clean-up won on its validation scans (``card["postprocess"]``); the same function
+serves ``semiseg predict``, ``semiseg card`` and the dock's Predict.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: The clean-ups a card can name. "none": the network's labels as they are; "foreground": the
+#: largest 3-D piece of all structures together; "per_class": each class's largest piece.
+POSTPROCESS_MODES = ("none", "foreground", "per_class")
+
+
+def model_clean_up(meta: dict) -> str:
+    """The clean-up a checkpoint's metadata names (``meta["postprocess"]``); "none" if unset."""
+    mode = str(meta.get("postprocess") or "none")
+    if mode not in POSTPROCESS_MODES:
+        raise ValueError(f"the model names an unknown clean-up {mode!r}")
+    return mode
+
+
+def keep_main_pieces(labels: np.ndarray, mode: str = "per_class") -> np.ndarray:
+    """``labels`` (z, y, x) with everything outside the main 3-D piece(s) set to background.
+
+    Connectivity is full (26-connected in 3-D). A class with no voxel stays empty.
+    """
+    if mode not in POSTPROCESS_MODES:
+        raise ValueError(f"unknown clean-up {mode!r}; choose one of {', '.join(POSTPROCESS_MODES)}")
+    labels = np.asarray(labels)
+    if mode == "none":
+        return labels
+    if mode == "foreground":
+        return np.where(_largest_piece(labels != 0), labels, 0).astype(labels.dtype)
+    out = labels.copy()
+    for c in np.unique(labels):
+        if c != 0:
+            mask = labels == c
+            out[mask & ~_largest_piece(mask)] = 0
+    return out
+
+
+def _largest_piece(mask: np.ndarray) -> np.ndarray:
+    """The largest fully connected piece of a boolean ``mask`` (all of it if one piece)."""
+    from scipy.ndimage import label
+
+    pieces, n = label(mask, structure=np.ones((3,) * mask.ndim, bool))
+    if n <= 1:
+        return mask
+    sizes = np.bincount(pieces.ravel())
+    sizes[0] = 0
+    return pieces == int(sizes.argmax())
