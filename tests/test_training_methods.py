@@ -303,3 +303,18 @@ def test_train_cli_takes_method_options(tmp_path, capsys):
         main(["train", "--data", str(data), "--labeled", "1", "--method", "bcp:cnf=1",
               "--out", str(out)])
     assert "no option 'cnf'" in capsys.readouterr().err
+
+
+def test_act_can_distil_into_a_student_at_half_resolution():
+    torch.manual_seed(0)
+    m = get_method("act", warmup_fraction=0.0, student_unshuffle=2, student_base=8,
+                   student_depth=2)
+    m.setup(TINY, "cpu")
+    student = m.inference_model()
+    assert student.config["unshuffle"] == 2 and m.model_config["unshuffle"] == 2
+    lab, unl = _batches()
+    before = _flat(student).clone()
+    losses = m.step(lab, unl, 1, 4)
+    assert all(math.isfinite(v) for v in losses.values())
+    assert not torch.equal(before, _flat(student))
+    assert student(lab["image"])["logits"].shape[2:] == lab["image"].shape[2:]

@@ -66,3 +66,24 @@ def test_tiny_student_is_at_least_50x_smaller_than_default():
         default = UNet(dims, 1, 4)
         student = tiny_student(dims, 1, 4)
         assert count_parameters(default) >= 50 * count_parameters(student)
+
+
+def test_an_unshuffled_unet_predicts_every_pixel_from_its_block():
+    torch.manual_seed(0)
+    net = UNet(2, 1, 3, base=8, depth=2, unshuffle=2)
+    x = torch.randn(2, 1, 32, 32)
+    logits = net(x)["logits"]
+    assert logits.shape == (2, 3, 32, 32)  # full resolution out, computed at 16 x 16
+    again = build_network(network_config(net))
+    again.load_state_dict(net.state_dict())
+    assert torch.equal(again(x)["logits"], logits)
+    # a change inside one 2 x 2 block of the input changes the logits of that block
+    y = x.clone()
+    y[0, 0, 10, 10] += 5.0
+    diff = (net(y)["logits"] - logits).abs().sum(1)[0]
+    assert diff[10:12, 10:12].min() > 0
+    for bad in (dict(dims=3), dict(sdf_head=True), dict(cls_head=True)):
+        kw = {"dims": 2, **bad}
+        with pytest.raises(ValueError, match="unshuffle"):
+            UNet(kw.pop("dims"), 1, 3, base=4, depth=2, unshuffle=2, **kw)
+    assert "unshuffle" not in UNet(2, 1, 3, base=4, depth=2).config  # old checkpoints rebuild

@@ -44,7 +44,10 @@ class UNet(nn.Module):
     ``sdf_head``; ``"edge"`` (N, 1, ...) logits when ``edge_head``; ``"cls"`` (N, C) multi-label
     logits and ``"features"`` (the last decoder features, for CAMs) when ``cls_head``.
     Dropout (``dropout > 0``) sits in the deep blocks and can be switched on at inference with
-    :func:`enable_mc_dropout`.
+    :func:`enable_mc_dropout`. ``unshuffle`` = r > 1 (2-D, no extra heads) runs the whole U-Net
+    at 1/r resolution: the input's r x r blocks become channels (pixel unshuffle) and each
+    feature vector predicts its r x r block of logits (pixel shuffle). A few-channel network
+    uses the CPU poorly at full resolution; this is how ``act``'s tiny student gets fast.
     """
 
     def __init__(
@@ -59,10 +62,14 @@ class UNet(nn.Module):
         sdf_head: bool = False,
         edge_head: bool = False,
         cls_head: bool = False,
+        unshuffle: int = 1,
     ) -> None:
         super().__init__()
         if dims not in (2, 3):
             raise ValueError("dims must be 2 or 3")
+        unshuffle = int(unshuffle)
+        if unshuffle < 1 or (unshuffle > 1 and (dims != 2 or sdf_head or edge_head or cls_head)):
+            raise ValueError("unshuffle > 1 needs a 2-D network without sdf, edge or cls heads")
         if num_classes < 2:
             raise ValueError("num_classes must be at least 2 (background + one structure)")
         self.config: dict[str, Any] = {
@@ -71,6 +78,10 @@ class UNet(nn.Module):
             "norm": norm, "sdf_head": bool(sdf_head), "edge_head": bool(edge_head),
             "cls_head": bool(cls_head),
         }
+        if unshuffle > 1:  # older checkpoints have no such key; they rebuild with 1
+            self.config["unshuffle"] = unshuffle
+        self.unshuffle = unshuffle
+        in_channels *= unshuffle**2
         conv = nn.Conv2d if dims == 2 else nn.Conv3d
         up = nn.ConvTranspose2d if dims == 2 else nn.ConvTranspose3d
         pool = nn.MaxPool2d if dims == 2 else nn.MaxPool3d
@@ -90,7 +101,7 @@ class UNet(nn.Module):
             self.up_blocks.append(
                 _DoubleConv(dims, 2 * widths[i - 1], widths[i - 1], norm, dropout if deep else 0.0)
             )
-        self.seg = conv(base, num_classes, kernel_size=1)
+        self.seg = conv(base, num_classes * unshuffle**2, kernel_size=1)
         self.sdf = conv(base, max(num_classes - 1, 1), kernel_size=1) if sdf_head else None
         self.edge = conv(base, 1, kernel_size=1) if edge_head else None
         self.cls = nn.Linear(base, num_classes) if cls_head else None
@@ -99,6 +110,8 @@ class UNet(nn.Module):
         self.depth = depth
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.unshuffle > 1:
+            x = nn.functional.pixel_unshuffle(x, self.unshuffle)
         skips = []
         for i, block in enumerate(self.down):
             x = block(x)
@@ -108,7 +121,10 @@ class UNet(nn.Module):
         for up, block in zip(self.ups, self.up_blocks, strict=True):
             x = up(x)
             x = block(torch.cat([skips.pop(), x], dim=1))
-        out = {"logits": self.seg(x)}
+        logits = self.seg(x)
+        if self.unshuffle > 1:
+            logits = nn.functional.pixel_shuffle(logits, self.unshuffle)
+        out = {"logits": logits}
         if self.sdf is not None:
             out["sdf"] = torch.tanh(self.sdf(x))
         if self.edge is not None:

@@ -30,6 +30,8 @@ class ACT(Method):
     options = {
         "student_base": (4, "channels at the tiny student's first level"),
         "student_depth": (3, "resolution levels of the student"),
+        "student_unshuffle": (1, "the student runs at 1/r resolution (r x r pixel blocks as "
+                                 "channels, 2-D): faster on CPU"),
         "temperature": (2.0, "softmax temperature of the distillation term"),
         "kd_weight": (1.0, "weight of the distillation term"),
     }
@@ -43,6 +45,7 @@ class ACT(Method):
             base=self.opt("student_base"),
             depth=self.opt("student_depth"),
             norm=model_config.get("norm", "group"),
+            unshuffle=self.opt("student_unshuffle"),
         )
         self.nets["student"] = student
         self.model_config = student.config
