@@ -87,6 +87,7 @@ def test_fixed_k_compares_one_retrain_with_interpolation_on_the_same_slices(tmp_
     text = out.read_text(encoding="utf-8")
     assert "K = 2" in text and "interpolation" in text and "| case00 |" in text
     assert "fused, w = 0.3 (main piece)" in text and "fused w = 0.3, main piece:" in text
+    assert "fused, w = 0.3 (main piece, within the painted extent)" in text
 
 
 def test_replay_trains_each_retrain_on_the_slices_painted_on_earlier_scans(tmp_path,

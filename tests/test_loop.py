@@ -260,3 +260,23 @@ def test_finetune_also_learns_from_other_scans_labelled_slices(tiny_model, tmp_p
     net, meta = load_checkpoint(out)
     assert meta["num_classes"] == 3
     assert meta["data"]["labeled_volumes"] == 2
+
+
+def test_a_prediction_can_be_kept_within_the_outermost_painted_slices():
+    from training.loop import within_painted_extent
+
+    pred = np.zeros((8, 6, 6), np.uint8)
+    pred[1:7, 2:4, 2:4] = 1  # the network sees the structure on slices 1-6
+    labels = np.full(pred.shape, 255, np.uint8)
+    labels[2] = 0
+    labels[2, 2:4, 2:4] = 1  # the user's first slice of the structure
+    labels[5] = 0
+    labels[5, 2:4, 2:4] = 1  # and the last
+    labels[7] = 0  # an empty slice painted beyond it changes nothing
+    out = within_painted_extent(pred, labels)
+    assert out[2:6].any(axis=(1, 2)).all() and not out[[0, 1, 6, 7]].any()
+    np.testing.assert_array_equal(out[2:6], pred[2:6])
+    along_x = within_painted_extent(pred.transpose(2, 1, 0), labels.transpose(2, 1, 0), axis=2)
+    np.testing.assert_array_equal(along_x, out.transpose(2, 1, 0))
+    nothing = np.full(pred.shape, 255, np.uint8)  # no slice shows a structure: unchanged
+    np.testing.assert_array_equal(within_painted_extent(pred, nothing), pred)

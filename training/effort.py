@@ -40,6 +40,7 @@ from training.loop import (
     shape_prior_prediction,
     sparse_labels,
     split_held_back,
+    within_painted_extent,
 )
 
 Row = dict[str, Any]
@@ -359,6 +360,9 @@ def fixed_k_rows(
                 # ... keeping only its main 3-D piece and the pieces on painted slices
                 main = keep_main_structure(fused, sparse)
                 row["fused"][f"{w} main"] = dice_score(main[rest], truth[rest], n)
+                # ... and nothing beyond the outermost painted slices (what interpolation knows)
+                inside = within_painted_extent(main, sparse)
+                row["fused"][f"{w} main extent"] = dice_score(inside[rest], truth[rest], n)
             rows.append(row)
             if log:
                 log(f"{name}: learning {row['learning']:.3f}, interpolation "
@@ -366,10 +370,14 @@ def fixed_k_rows(
     return rows
 
 
+def _fused_label(key: float | str) -> str:
+    return (str(key).replace(" main extent", " (main piece, within the painted extent)")
+            .replace(" main", " (main piece)"))
+
+
 def fixed_k_table(rows: Sequence[Row], k: int, header: str) -> str:
     keys = [k_ for k_ in rows[0]["fused"]] if rows else list(FUSE_WEIGHTS)
-    fused_cols = " | ".join(f"fused, w = {str(w).replace(' main', ' (main piece)')}"
-                            for w in keys)
+    fused_cols = " | ".join(f"fused, w = {_fused_label(w)}" for w in keys)
     lines = [header, "", f"| scan | painted slices (K = {k}) | learning, Dice on the rest | "
              f"{fused_cols} | interpolation, Dice on the rest | retrain s |",
              "|---|---|---|" + "---|" * len(keys) + "---|---|"]
@@ -384,7 +392,7 @@ def fixed_k_table(rows: Sequence[Row], k: int, header: str) -> str:
                 f"≥ interpolation on {int((values >= interp).sum())} of {len(rows)} scans")
 
     lines += ["", summary("learning", np.array([r["learning"] for r in rows]))]
-    lines += [summary(f"fused w = {w}".replace(" main", ", main piece"),
+    lines += [summary(f"fused w = {_fused_label(w)}".replace(" (", ", ").rstrip(")"),
                       np.array([r["fused"][w] for r in rows])) for w in keys]
     lines += [f"- interpolation: **{100 * interp.mean():.1f} ± {100 * interp.std():.1f}** "
               f"(± = spread over scans)"]
