@@ -142,6 +142,11 @@ class AssistantWidget(QWidget):
         self.prior_check.setToolTip("Train on the shape interpolation between painted slices "
                                     "too, and blend the prediction with it (on for New model)")
         form.addRow("", self.prior_check)
+        self.extent_check = QCheckBox("The structure ends at my first and last painted slices")
+        self.extent_check.setToolTip(
+            "As for 'fill between slices': paint the structure's first and last slices, and the "
+            "Retrain predicts nothing beyond them. Leave off while painting suggested slices.")
+        form.addRow("", self.extent_check)
         self.device_label = QLabel(str(pick_device()))
         form.addRow("Device", self.device_label)
         root.addLayout(form)
@@ -616,7 +621,8 @@ class AssistantWidget(QWidget):
             job = make_job(s, unlabelled_volumes=others, method=self.method_combo.currentText(),
                            steps=steps, preview_every=max(1, steps // 3),
                            anchor=ANCHOR_CONFIDENCE,
-                           class_names=list(s.settings.class_names) or None, **prior)
+                           class_names=list(s.settings.class_names) or None,
+                           within_extent=self.extent_check.isChecked(), **prior)
             self.bridge.start(job)
             self._job = job
         except Exception as e:

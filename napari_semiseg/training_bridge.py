@@ -80,6 +80,9 @@ class RetrainJob:
     # the network's share when its prediction is blended with the interpolation between the
     # painted slices (a shape prior); None = the network alone
     fuse_weight: float | None = None
+    # the user says the structure lies between their first and last painted slices (along z):
+    # nothing is predicted beyond them; None = no such limit
+    extent: list[int] | None = None
     config: dict = field(default_factory=dict)  # extra training.trainer.TrainConfig fields
 
     def to_dict(self) -> dict:
@@ -97,13 +100,16 @@ def make_job(
     first_preview_s: float = 0.0,
     device: str | None = None,
     fuse_weight: float | None = None,
+    within_extent: bool = False,
     **config: Any,
 ) -> RetrainJob:
     """Snapshot a :class:`napari_semiseg.session.Session` into a job folder.
 
     Raises :class:`training.loop.NoLabelledSlicesError` when nothing is labelled and
     ``SessionError`` when the session has no model. The user can keep painting afterwards:
-    the job trains on the labels as they were when Retrain was clicked.
+    the job trains on the labels as they were when Retrain was clicked. ``within_extent``:
+    the structure lies between the first and last painted slices that show it (all painted
+    slices, held-back ones included), and the Retrain predicts nothing beyond them.
     """
     model_path = session.current_model_path
     if model_path is None:
@@ -139,8 +145,16 @@ def make_job(
         preview_every=(max(1, steps // 2) if preview_every is None else int(preview_every)),
         first_preview_s=float(first_preview_s), tolerance=session.settings.tolerance,
         fuse_weight=fuse_weight,
+        extent=_painted_extent(session) if within_extent else None,
         config=dict(config),
     )
+
+
+def _painted_extent(session: Any) -> list[int] | None:
+    from training.loop import painted_extent
+
+    extent = painted_extent(session.training_labels(), axis=0)
+    return list(extent) if extent is not None else None
 
 
 # ----- the child side -----------------------------------------------------------------------------
@@ -177,6 +191,10 @@ def run_retrain(job: RetrainJob, emit: Callable[[Event], None],
 
             res["labels"] = shape_prior_prediction(res["probabilities"], labels,
                                                    job.fuse_weight)
+        if job.extent is not None:  # nothing beyond the slices the user said the structure ends
+            from training.loop import limit_to_extent
+
+            res["labels"] = limit_to_extent(res["labels"], job.extent)
         pred_path, unc_path = out / f"prediction-{tag}.npy", out / f"uncertainty-{tag}.npy"
         np.save(pred_path, res["labels"])
         np.save(unc_path, res["uncertainty"])

@@ -448,3 +448,16 @@ def test_a_spare_that_died_is_replaced_at_start(tmp_path):
     bridge.cancel()
     assert bridge.wait(timeout=60)[-1]["type"] == "cancelled"
     bridge.close()
+
+
+def test_the_painted_extent_is_taken_from_every_painted_slice(session, tmp_path, monkeypatch):
+    from training.loop import painted_extent
+
+    assert painted_extent(session.training_labels()) == (0, 4)
+    # the last painted slice is held back to judge the Retrain: it still marks the end
+    monkeypatch.setattr(session, "held_back_split",
+                        lambda seed=None: ([(0, 0), (0, 2)], [(0, 4)]))
+    assert painted_extent(session.training_labels([(0, 0), (0, 2)])) == (0, 2)
+    job = make_job(session, tmp_path / "with", within_extent=True)
+    assert job.held_back == [(0, 4)] and job.extent == [0, 4]
+    assert make_job(session, tmp_path / "without").extent is None

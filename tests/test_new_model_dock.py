@@ -161,3 +161,33 @@ def test_new_model_starts_from_a_shipped_pretrained_network(make_napari_viewer, 
         assert dm.new_model_start() is None  # none shipped: random weights, as today
     finally:
         widget.bridge.close()
+
+
+def test_ticking_the_ends_box_keeps_the_retrain_between_the_painted_ends(
+        qtbot, make_napari_viewer, tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_SEMISEG_HOME", str(tmp_path / "home"))
+    viewer = make_napari_viewer()
+    image, truth = _two_structures()
+    viewer.add_image(image, name="kidneys")
+    widget = AssistantWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    try:
+        widget.model_combo.setCurrentText(NEW)
+        widget._model_chosen()
+        s = widget.session
+        layer = viewer.layers[PREDICTION]
+        for z in (2, 5):  # the user paints where the structure starts and ends
+            widget.go_to_slice(z)
+            ys, xs = np.nonzero(truth[z] == 1)
+            layer.data_setitem((np.full(len(ys), z), ys, xs), 1)
+        assert not widget.extent_check.isChecked()  # off unless the user says so
+        widget.extent_check.setChecked(True)
+        widget.steps_spin.setValue(10)
+        widget.retrain_btn.click()
+        _wait_retrain(qtbot, widget)
+        assert s.current != "v0", widget.status.text()
+        pred = s.prediction
+        assert not np.isin(pred[[0, 1, 6, 7]], (1, 2)).any()  # nothing beyond the ends
+        assert (pred[3:5] == 1).any()  # between them, the structure
+    finally:
+        widget.bridge.close()

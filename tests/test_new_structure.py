@@ -172,3 +172,25 @@ def test_painting_an_unnamed_value_names_it_and_the_values_below(tmp_path):
     assert s.settings.class_names == ["background", "a", "b", "structure 3", "structure 4"]
     s.detect_painted_slices(indices=[(idx, np.array([4]), np.array([1]))])  # a known value
     assert len(s.settings.class_names) == 5
+
+
+def test_a_user_who_paints_the_ends_gets_nothing_beyond_them(tmp_path):
+    from napari_semiseg.training_bridge import run_retrain
+
+    def predictions(job) -> list[np.ndarray]:
+        events: list[dict] = []
+        run_retrain(job, events.append, lambda: False)
+        assert events[-1]["type"] == "done"
+        return [np.load(e["path"]) for e in events if e["type"] == "prediction"] + [
+            np.load(events[-1]["prediction"])]
+
+    job, sparse, _ = _scratch_job(tmp_path, steps=2, preview_every=1)
+    assert sparse[1].any() and sparse[6].any()  # both painted slices show a structure
+    free = predictions(job)
+    assert any(p[[0, 7]].any() for p in free)  # an untrained network paints beyond them
+    (tmp_path / "limited").mkdir()
+    limited = predictions(replace(job, extent=[1, 6], out_dir=str(tmp_path / "limited")))
+    assert len(limited) == len(free)
+    for p, f in zip(limited, free, strict=True):
+        assert not p[[0, 7]].any()
+        np.testing.assert_array_equal(p[1:7], f[1:7])  # inside, the same prediction

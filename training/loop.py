@@ -181,24 +181,37 @@ def keep_main_structure(prediction: np.ndarray, labels: np.ndarray, axis: int = 
         prediction.dtype)
 
 
+def painted_extent(labels: np.ndarray, axis: int = 0) -> tuple[int, int] | None:
+    """The first and last slices along ``axis`` where the painted ``labels`` (255 = not
+    annotated) show a structure; None when no painted slice does."""
+    labels = np.asarray(labels)
+    axis = _check_axis(labels, axis)
+    other = tuple(a for a in range(labels.ndim) if a != axis)
+    shows = np.flatnonzero(((labels != 0) & (labels != IGNORE_INDEX)).any(axis=other))
+    return (int(shows.min()), int(shows.max())) if shows.size else None
+
+
+def limit_to_extent(prediction: np.ndarray, extent: Sequence[int] | None, axis: int = 0
+                    ) -> np.ndarray:
+    """``prediction`` with every slice along ``axis`` outside ``extent`` (first, last; both
+    kept) set to background; unchanged when ``extent`` is None."""
+    prediction = np.asarray(prediction)
+    if extent is None:
+        return prediction
+    inside = np.zeros(prediction.shape[axis], bool)
+    inside[int(extent[0]):int(extent[1]) + 1] = True
+    shape = [1] * prediction.ndim
+    shape[axis] = -1
+    return np.where(inside.reshape(shape), prediction, 0).astype(prediction.dtype)
+
+
 def within_painted_extent(prediction: np.ndarray, labels: np.ndarray, axis: int = 0
                           ) -> np.ndarray:
     """``prediction`` with every slice beyond the outermost painted slices that show a
     structure set to background: what a user who paints the structure's first and last slices
     (as for "fill between slices" in 3D Slicer or ITK-SNAP) knows. Unchanged when no painted
     slice shows a structure."""
-    prediction = np.asarray(prediction)
-    labels = np.asarray(labels)
-    axis = _check_axis(labels, axis)
-    other = tuple(a for a in range(labels.ndim) if a != axis)
-    shows = np.flatnonzero(((labels != 0) & (labels != IGNORE_INDEX)).any(axis=other))
-    if shows.size == 0:
-        return prediction
-    inside = np.zeros(labels.shape[axis], bool)
-    inside[shows.min():shows.max() + 1] = True
-    shape = [1] * prediction.ndim
-    shape[axis] = -1
-    return np.where(inside.reshape(shape), prediction, 0).astype(prediction.dtype)
+    return limit_to_extent(prediction, painted_extent(labels, axis), axis)
 
 
 def shape_prior_prediction(network_probs: np.ndarray, labels: np.ndarray, weight: float,
