@@ -318,3 +318,10 @@ def test_act_can_distil_into_a_student_at_half_resolution():
     assert all(math.isfinite(v) for v in losses.values())
     assert not torch.equal(before, _flat(student))
     assert student(lab["image"])["logits"].shape[2:] == lab["image"].shape[2:]
+
+
+def test_act_keeps_a_3d_student_at_full_resolution():
+    m = get_method("act")  # the 2-D default runs the student at half resolution; 3-D cannot
+    m.setup({"kind": "unet", "dims": 3, "in_channels": 1, "num_classes": 2, "base": 4,
+             "depth": 2}, "cpu")
+    assert m.inference_model().config.get("unshuffle", 1) == 1

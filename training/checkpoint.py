@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from training.atomic import atomic_write
+from training.cpu_math import zero_denormal_weights
 from training.ema import unwrap
 from training.networks import build_network, network_config
 
@@ -93,6 +94,7 @@ def load_checkpoint(
         model.load_state_dict(payload["state_dict"])
     except Exception as exc:  # noqa: BLE001
         raise CheckpointError(f"checkpoint {path} does not match its network: {exc}") from None
+    zero_denormal_weights(model)  # slow on CPUs and meaningless: see training.cpu_math
     model.eval()
     if device is not None:
         model.to(device)

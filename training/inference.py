@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 from torch import nn
 
+from training.cpu_math import flush_denormals
 from training.device import pick_device
 from training.networks import enable_mc_dropout
 from training.normalization import normalize_intensity
@@ -132,6 +133,7 @@ def predict_volume(
     """
     from training.postprocess import keep_main_pieces, model_clean_up
 
+    flush_denormals()  # this thread (Predict runs in a worker thread): see training.cpu_math
     mode = model_clean_up(meta) if clean_up else "none"
     vol = np.asarray(volume)
     if vol.ndim == 2:

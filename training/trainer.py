@@ -111,6 +111,9 @@ def train(
     device = pick_device(config.device)
     rank, world, device = init_distributed(device)
     seed_everything(config.seed)
+    from training.cpu_math import flush_denormals
+
+    flush_denormals()  # denormal weights and gradients make CPU steps far slower
     init = read_checkpoint(init_checkpoint) if init_checkpoint else None
     model_config = _model_config(config, data, init)
     num_classes = int(model_config["num_classes"])
