@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (
 )
 
 from training.atomic import atomic_write
+from training.loop import SUGGEST_BODY_FIRST, largest_section
 from training.model_card import describe
 from training.new_model import is_untrained
 
@@ -857,8 +858,14 @@ class AssistantWidget(QWidget):
             return
         if ranked is None:
             ranked = s.ranked_uncertain_slices(self._slicing_axis())
+        axis = self._slicing_axis()
+        body = None
+        if SUGGEST_BODY_FIRST and not s.labelled_slices(axis) and s.prediction is not None:
+            body = largest_section(s.prediction, axis)  # what a fresh scan starts with
         for i, u in ranked[:10]:
-            self.uncertain_list.addItem(f"slice {i}   mean entropy {u:.3f}")
+            why = ("the structure's largest section: start here" if i == body
+                   else f"mean entropy {u:.3f}")
+            self.uncertain_list.addItem(f"slice {i}   {why}")
 
     def _jump_to_listed(self, item: Any) -> None:
         self.go_to_slice(int(item.text().split()[1]))

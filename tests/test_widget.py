@@ -80,6 +80,9 @@ def test_next_uncertain_slice_goes_to_the_top_ranked_slice(qtbot, assistant):
     assert widget._current_slice() == expected
     assert widget.uncertain_list.count() > 0
     assert widget.uncertain_list.item(0).text().startswith(f"slice {expected} ")
+    if SUGGEST_BODY_FIRST:  # the list says why a low-entropy slice comes first
+        assert widget.uncertain_list.item(0).text().endswith("largest section: start here")
+        assert "mean entropy" in widget.uncertain_list.item(1).text()
 
 
 def test_painting_marks_slice_labelled_and_undo_still_works(qtbot, assistant):

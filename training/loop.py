@@ -138,13 +138,13 @@ def rank_uncertain_slices(
     order = np.lexsort((-value, ~structure))  # structure slices first; stable on ties
     ranked = [(int(i), float(value[i])) for i in order if not flags[i]]
     if start_at_body and prediction is not None and other and not flags.any():
-        body = _largest_section(np.asarray(prediction), axis)
+        body = largest_section(np.asarray(prediction), axis)
         if body is not None:  # nothing painted on this scan yet: the body first
             ranked = [r for r in ranked if r[0] == body] + [r for r in ranked if r[0] != body]
     return ranked
 
 
-def _largest_section(prediction: np.ndarray, axis: int) -> int | None:
+def largest_section(prediction: np.ndarray, axis: int) -> int | None:
     """The slice along ``axis`` with the most predicted structure; None when there is none."""
     fg = np.moveaxis((prediction != 0) & (prediction != IGNORE_INDEX), axis, 0)
     area = fg.reshape(len(fg), -1).sum(1)
