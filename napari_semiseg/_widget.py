@@ -33,7 +33,6 @@ from qtpy.QtWidgets import (
 )
 
 from training.atomic import atomic_write
-from training.loop import SUGGEST_BODY_FIRST, largest_section
 from training.model_card import describe
 from training.new_model import is_untrained
 
@@ -858,10 +857,7 @@ class AssistantWidget(QWidget):
             return
         if ranked is None:
             ranked = s.ranked_uncertain_slices(self._slicing_axis())
-        axis = self._slicing_axis()
-        body = None
-        if SUGGEST_BODY_FIRST and not s.labelled_slices(axis) and s.prediction is not None:
-            body = largest_section(s.prediction, axis)  # what a fresh scan starts with
+        body = s.starting_slice(self._slicing_axis())
         for i, u in ranked[:10]:
             why = ("the structure's largest section: start here" if i == body
                    else f"mean entropy {u:.3f}")

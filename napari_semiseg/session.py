@@ -44,6 +44,7 @@ from training.loop import (
     SUGGEST_PER_SLICE,
     NoLabelledSlicesError,
     accept_retrain,
+    largest_section,
     mean_score,
     rank_uncertain_slices,
     slice_index,
@@ -581,6 +582,15 @@ class Session:
                                      per_slice=SUGGEST_PER_SLICE,
                                      main_structure=SUGGEST_MAIN_STRUCTURE,
                                      start_at_body=SUGGEST_BODY_FIRST)
+
+    def starting_slice(self, axis: int | None = None) -> int | None:
+        """The slice a scan with nothing painted along ``axis`` starts with (its largest
+        predicted section, ranked first by :meth:`ranked_uncertain_slices`); None once a slice
+        is painted, or when nothing is predicted."""
+        axis = self.settings.axis if axis is None else axis
+        if not SUGGEST_BODY_FIRST or self.labelled.get(axis) or self.prediction is None:
+            return None
+        return largest_section(self.prediction, axis)
 
     def next_uncertain_slice(self, axis: int | None = None) -> int | None:
         ranked = self.ranked_uncertain_slices(axis)

@@ -22,18 +22,24 @@ def _two_structures(n=8, size=64, seed=0):
     return image, truth
 
 
-def _wait_retrain(qtbot, widget, timeout=180000):
-    qtbot.waitUntil(lambda: not widget.training, timeout=timeout)
-
-
-def test_new_model_two_named_structures_paint_retrain(qtbot, make_napari_viewer, tmp_path,
-                                                      monkeypatch):
+def _dock_on_two_structures(make_napari_viewer, tmp_path, monkeypatch):
+    """The assistant docked on a two-structure scan, in a fresh home: (viewer, widget, truth)."""
     monkeypatch.setenv("NAPARI_SEMISEG_HOME", str(tmp_path / "home"))
     viewer = make_napari_viewer()
     image, truth = _two_structures()
     viewer.add_image(image, name="kidneys")
     widget = AssistantWidget(viewer)
     viewer.window.add_dock_widget(widget)
+    return viewer, widget, truth
+
+
+def _wait_retrain(qtbot, widget, timeout=180000):
+    qtbot.waitUntil(lambda: not widget.training, timeout=timeout)
+
+
+def test_new_model_two_named_structures_paint_retrain(qtbot, make_napari_viewer, tmp_path,
+                                                      monkeypatch):
+    viewer, widget, truth = _dock_on_two_structures(make_napari_viewer, tmp_path, monkeypatch)
     try:
         widget.structures.rename(1, "left kidney")  # what typing in the list does
         widget.structures.add_structure()
@@ -165,12 +171,7 @@ def test_new_model_starts_from_a_shipped_pretrained_network(make_napari_viewer, 
 
 def test_ticking_the_ends_box_keeps_the_retrain_between_the_painted_ends(
         qtbot, make_napari_viewer, tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_SEMISEG_HOME", str(tmp_path / "home"))
-    viewer = make_napari_viewer()
-    image, truth = _two_structures()
-    viewer.add_image(image, name="kidneys")
-    widget = AssistantWidget(viewer)
-    viewer.window.add_dock_widget(widget)
+    viewer, widget, truth = _dock_on_two_structures(make_napari_viewer, tmp_path, monkeypatch)
     try:
         widget.model_combo.setCurrentText(NEW)
         widget._model_chosen()

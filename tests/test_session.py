@@ -17,6 +17,7 @@ from napari_semiseg.session import (
     Settings,
     default_folder,
 )
+from training.loop import SUGGEST_BODY_FIRST
 
 SHAPE = (6, 12, 10)
 
@@ -135,8 +136,12 @@ def test_next_uncertain_slice_moves_away_from_the_slices_just_painted():
     pred[2:18, 3:9, 3:9] = 1
     unc = np.full(shape, 0.5, np.float32)
     unc[11:13] = 0.9  # most unsure right beside slice 10
+    pred[9, 2:10, 2:10] = 1  # its largest section
     s.merge_prediction(pred, uncertainty=unc)
+    if SUGGEST_BODY_FIRST:  # a fresh scan starts at the structure's body, not its entropy
+        assert s.starting_slice() == s.next_uncertain_slice() == 9
     s.accept_slice(0, 10)
+    assert s.starting_slice() is None  # once a slice is painted, uncertainty leads
     assert s.next_uncertain_slice() == 2  # the farthest slice with the structure
     s.accept_slice(0, 2)
     assert s.next_uncertain_slice() == 17  # then the far end

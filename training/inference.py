@@ -16,6 +16,7 @@ from training.cpu_math import flush_denormals
 from training.device import pick_device
 from training.networks import enable_mc_dropout
 from training.normalization import normalize_intensity
+from training.postprocess import keep_main_pieces, model_clean_up
 
 # Slices per pass of a 2-D model. Larger passes were slower on a quiet 2-core machine (the
 # shipped models and the act teacher by 20-40 % at 36-64 slices; benchmarks/results/
@@ -131,8 +132,6 @@ def predict_volume(
     names (``meta["postprocess"]``, chosen on validation scans; :mod:`training.postprocess`);
     probabilities and uncertainty stay the network's own.
     """
-    from training.postprocess import keep_main_pieces, model_clean_up
-
     flush_denormals()  # this thread (Predict runs in a worker thread): see training.cpu_math
     mode = model_clean_up(meta) if clean_up else "none"
     vol = np.asarray(volume)
