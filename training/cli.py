@@ -49,6 +49,10 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--downsample", type=float, default=1.0, help="3D: downsampling factor")
     p.add_argument("--refresh-every", type=int, default=100, help="bcp static-teacher period")
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="bf16: bfloat16 forward passes on a GPU (faster; no effect on CPU)")
+    p.add_argument("--fast-kernels", action="store_true",
+                   help="GPU: let cuDNN pick the fastest kernels (runs are no longer bit-exact)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -253,6 +257,8 @@ def _config(args: argparse.Namespace, **extra):
         lr=args.lr, base=args.base, depth=args.depth, dropout=args.dropout,
         warmup_fraction=args.warmup, downsample=args.downsample,
         refresh_every=args.refresh_every, device=args.device,
+        precision=getattr(args, "precision", "fp32"),
+        deterministic=not getattr(args, "fast_kernels", False),
     )
     return TrainConfig(**{**kw, **extra})  # a method option (e.g. warmup_fraction) wins
 

@@ -48,6 +48,11 @@ class TrainConfig:
     dropout: float = 0.0
     norm: str = "group"
     device: str = "auto"
+    # "bf16" runs the forward passes under bfloat16 autocast on a GPU (about twice the steps per
+    # second there); "fp32" everywhere else and by default
+    precision: str = "fp32"
+    # reproducible CUDA kernels; False lets cuDNN pick the fastest ones (long GPU runs)
+    deterministic: bool = True
     checkpoint: str = "model.pt"
     checkpoint_every: int = 0
     # seconds of training before one early checkpoint (a first preview comes sooner); 0 = none
@@ -66,15 +71,16 @@ def method_settings(spec: str) -> dict:
             "method_opts": {k: v for k, v in opts.items() if k not in fields}}
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch; ask for deterministic kernels on CUDA."""
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed Python, NumPy and torch; on CUDA ask for deterministic kernels, or else for the
+    fastest ones cuDNN finds for the (fixed) batch shape."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = deterministic
+        torch.backends.cudnn.benchmark = not deterministic
 
 
 def _model_config(config: TrainConfig, data: TrainData, init: dict | None) -> dict:
@@ -110,7 +116,7 @@ def train(
     emit = on_event or (lambda e: None)
     device = pick_device(config.device)
     rank, world, device = init_distributed(device)
-    seed_everything(config.seed)
+    seed_everything(config.seed, config.deterministic)
     from training.cpu_math import flush_denormals
 
     flush_denormals()  # denormal weights and gradients make CPU steps far slower
@@ -126,7 +132,8 @@ def train(
     method = get_method(
         config.method, lr=config.lr, warmup_fraction=config.warmup_fraction,
         rampup_fraction=config.rampup_fraction, consistency=config.consistency,
-        refresh_every=config.refresh_every, seed=config.seed, **config.method_opts,
+        refresh_every=config.refresh_every, seed=config.seed, precision=config.precision,
+        **config.method_opts,
     )
     method.setup(model_config, device)
     if init is not None:
@@ -220,7 +227,8 @@ def train(
 
 
 # settings that may differ between a run and its resumption
-RESUME_MAY_CHANGE = {"checkpoint_every", "first_checkpoint_s", "log_every", "device"}
+RESUME_MAY_CHANGE = {"checkpoint_every", "first_checkpoint_s", "log_every", "device",
+                     "deterministic"}
 
 
 def _restore(path: Path, method, sampler, config: dict, data: dict) -> int:

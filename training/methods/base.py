@@ -29,6 +29,7 @@ GENERAL_OPTIONS: dict[str, str] = {
     "rampup_fraction": "share of the steps over which that weight ramps up (sigmoid)",
 }
 PASSED_TO_ALL = {"seed", "refresh_every"}  # the trainer hands these to every method
+PRECISIONS = ("fp32", "bf16")
 
 
 def grown(model: nn.Module, state_dict: dict) -> dict:
@@ -93,8 +94,12 @@ class Method:
         consistency: float = 0.1,
         ema_alpha: float = 0.99,
         weight_decay: float = 1e-4,
+        precision: str = "fp32",
         **opts: Any,
     ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        self.precision = precision
         self.lr = lr
         self.warmup_fraction = self.default_warmup if warmup_fraction is None else warmup_fraction
         self.rampup_fraction = rampup_fraction
@@ -206,10 +211,11 @@ class Method:
         if unlabeled is not None:
             unlabeled = {k: v.to(self.device) for k, v in unlabeled.items()}
         in_warmup = step < self.warmup_steps(total_steps) or unlabeled is None
-        if in_warmup:
-            terms = self.warmup_losses(labeled)
-        else:
-            terms = self.losses(labeled, unlabeled, step, total_steps)
+        with self.autocast():
+            if in_warmup:
+                terms = self.warmup_losses(labeled)
+            else:
+                terms = self.losses(labeled, unlabeled, step, total_steps)
         loss = sum(terms.values())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -219,6 +225,12 @@ class Method:
         out["loss"] = float(loss.detach())
         out["lr"] = lr
         return out
+
+    def autocast(self) -> torch.autocast:
+        """bfloat16 forward passes when asked for on a GPU; a no-op context otherwise. The
+        weights, optimiser and EMA teachers stay float32; softmax and losses run in float32."""
+        on = self.precision == "bf16" and self.device.type == "cuda"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=on)
 
     def warmup_losses(self, labeled: Batch) -> dict[str, torch.Tensor]:
         out = self.main()(labeled["image"])
