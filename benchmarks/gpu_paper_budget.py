@@ -212,7 +212,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for stale in [*work.glob("*.json"), *work.glob("*.ready"), *work.glob("probe.go")]:
         stale.unlink()
     runs = [(arm, int(s.split(":")[0]), int(s.split(":")[1]))
-            for s in args.runs.split(",") for arm in ARMS]
+            for s in args.runs.split(",") for arm in args.arms.split(",")]
     rids = [_run_id(*r) for r in runs]
     _log(out, f"coordinator: {len(runs)} workers: {', '.join(rids)}; budget {args.budget_s} s")
     summary: dict = {"runs": rids, "args": vars(args), "probe": {}}
@@ -238,8 +238,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     precisions = [p for p in precisions if all(probes[r].get(p) for r in keep)]
     slowest = {p: max(probes[r][p] for r in keep) for p in precisions}
     steps = {p: int(min(args.max_steps, left / (slowest[p] * args.safety))) for p in precisions}
-    precision = max(precisions, key=lambda p: (steps[p], p == "fp32"))
-    if steps.get("fp32", 0) >= args.max_steps:
+    if args.fixed_steps:  # the budget of an earlier run, cut at the deadline if need be
+        steps = {p: args.fixed_steps for p in precisions}
+        precision = args.fixed_precision or min(precisions, key=lambda p: slowest[p])
+    else:
+        precision = max(precisions, key=lambda p: (steps[p], p == "fp32"))
+    if not args.fixed_steps and steps.get("fp32", 0) >= args.max_steps:
         precision = "fp32"  # the paper's precision whenever it reaches the paper's budget
     decision = {"round": 0, "runs": keep, "steps": steps[precision], "precision": precision,
                 "deadline": train_end, "slowest_s_per_step": slowest,
@@ -378,6 +382,10 @@ def main(argv: list[str] | None = None) -> int:
                            help="seconds from start until every arm has finished training")
             r.add_argument("--probe-timeout-s", type=float, default=150)
             r.add_argument("--max-steps", type=int, default=30000)
+            r.add_argument("--arms", default=",".join(ARMS))
+            r.add_argument("--fixed-steps", type=int, default=0,
+                           help="train exactly this many steps (an earlier run's budget)")
+            r.add_argument("--fixed-precision", default=None)
             r.add_argument("--safety", type=float, default=1.15,
                            help="margin on the probed step time")
         else:

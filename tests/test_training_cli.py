@@ -155,3 +155,14 @@ def test_a_card_names_the_clean_up_and_predict_applies_it(dataset, tmp_path, cap
               "--modality", "s", "--trained-with", "t", "--split-note", "n",
               "--postprocess", "largest"])
     assert refused.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_train_records_precision_and_fast_kernels(dataset, tmp_path):
+    from training.checkpoint import read_checkpoint
+
+    model = tmp_path / "m.pt"
+    assert _train(dataset, model, "--precision", "bf16", "--fast-kernels") == 0
+    config = read_checkpoint(model)["meta"]["config"]
+    assert config["precision"] == "bf16" and config["deterministic"] is False
+    with pytest.raises(SystemExit):  # argparse refuses a precision it does not know
+        _train(dataset, tmp_path / "n.pt", "--precision", "fp16")

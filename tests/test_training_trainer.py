@@ -185,3 +185,20 @@ def test_an_early_checkpoint_comes_after_the_given_seconds_then_the_periodic_one
     events.clear()
     train(_cfg(tmp_path, steps=6, first_checkpoint_s=3600), _data(), on_event=events.append)
     assert not [e for e in events if e["type"] == "checkpoint"]  # not due within this run
+
+
+def test_precision_is_checked_and_bf16_changes_nothing_on_the_cpu(tmp_path):
+    import pytest
+
+    from training.methods import get_method
+
+    with pytest.raises(ValueError, match="precision"):
+        get_method("supervised", precision="fp16")
+    # bf16 autocast is for GPUs: on the CPU the same seed gives the same weights as fp32
+    a = train(_cfg(tmp_path, checkpoint=str(tmp_path / "a.pt"), seed=1), _data())
+    b = train(_cfg(tmp_path, checkpoint=str(tmp_path / "b.pt"), seed=1, precision="bf16",
+                   deterministic=False), _data())
+    sa, sb = read_checkpoint(a), read_checkpoint(b)
+    assert all(torch.equal(sa["state_dict"][k], sb["state_dict"][k]) for k in sa["state_dict"])
+    assert sb["meta"]["config"]["precision"] == "bf16"
+    assert sb["meta"]["config"]["deterministic"] is False
