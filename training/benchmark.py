@@ -251,6 +251,7 @@ def _write(out_path, results, data_dir, command, start, cfg, seeds, labeled, fin
         first = next(iter(results.values()))[0]
         names = ["background"] + [f"class{i}" for i in range(1, len(first["dice"]) + 1)]
     wall = time.perf_counter() - start
+    optimiser = "SGD (momentum 0.9)" if cfg.optimizer == "sgd" else "Adam"
     header = "\n".join([
         "# Label-efficiency benchmark" + ("" if final else " (partial, still running)"),
         "",
@@ -258,8 +259,9 @@ def _write(out_path, results, data_dir, command, start, cfg, seeds, labeled, fin
         f"- machine: {machine_description()}",
         f"- wall time: {wall / 60:.1f} min (this invocation; cached runs not re-timed)",
         f"- budget: {cfg.steps} steps per run, batch {cfg.labeled_bs}+{cfg.unlabeled_bs}, "
-        f"{cfg.dims}D, size {cfg.size}, U-Net base {cfg.base} depth {cfg.depth}, Adam lr {cfg.lr}"
-        f" poly, seeds {seeds}; evaluated on the test split (3D Dice per volume).",
+        f"{cfg.dims}D, size {cfg.size}, U-Net base {cfg.base} depth {cfg.depth}, "
+        f"{optimiser} lr {cfg.lr} poly, seeds {seeds}; evaluated on the test split "
+        "(3D Dice per volume).",
         f"- labelled patients: {labeled}",
     ])
     table = render_table(results, names, header)

@@ -42,6 +42,8 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labeled-bs", type=int, default=None)
     p.add_argument("--unlabeled-bs", type=int, default=None)
     p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--optimizer", default="adam", choices=("adam", "sgd"),
+                   help="sgd: momentum 0.9, the seed papers' optimiser")
     p.add_argument("--base", type=int, default=16)
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--dropout", type=float, default=0.0)
@@ -257,7 +259,7 @@ def _config(args: argparse.Namespace, **extra):
         lr=args.lr, base=args.base, depth=args.depth, dropout=args.dropout,
         warmup_fraction=args.warmup, downsample=args.downsample,
         refresh_every=args.refresh_every, device=args.device,
-        precision=getattr(args, "precision", "fp32"),
+        precision=getattr(args, "precision", "fp32"), optimizer=args.optimizer,
         deterministic=not getattr(args, "fast_kernels", False),
     )
     return TrainConfig(**{**kw, **extra})  # a method option (e.g. warmup_fraction) wins

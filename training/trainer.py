@@ -36,6 +36,7 @@ class TrainConfig:
     labeled_bs: int = 8
     unlabeled_bs: int = 8
     lr: float = 1e-2
+    optimizer: str = "adam"
     size: list[int] = field(default_factory=lambda: [128, 128])
     downsample: float = 1.0
     seed: int = 0
@@ -133,7 +134,7 @@ def train(
         config.method, lr=config.lr, warmup_fraction=config.warmup_fraction,
         rampup_fraction=config.rampup_fraction, consistency=config.consistency,
         refresh_every=config.refresh_every, seed=config.seed, precision=config.precision,
-        **config.method_opts,
+        optimizer=config.optimizer, **config.method_opts,
     )
     method.setup(model_config, device)
     if init is not None:

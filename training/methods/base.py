@@ -30,6 +30,7 @@ GENERAL_OPTIONS: dict[str, str] = {
 }
 PASSED_TO_ALL = {"seed", "refresh_every"}  # the trainer hands these to every method
 PRECISIONS = ("fp32", "bf16")
+OPTIMIZERS = ("adam", "sgd")  # sgd: momentum 0.9, the seed papers' (SSL4MIS) optimiser
 
 
 def grown(model: nn.Module, state_dict: dict) -> dict:
@@ -95,8 +96,12 @@ class Method:
         ema_alpha: float = 0.99,
         weight_decay: float = 1e-4,
         precision: str = "fp32",
+        optimizer: str = "adam",
         **opts: Any,
     ) -> None:
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {optimizer!r}")
+        self.optimizer_name = optimizer
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         self.precision = precision
@@ -135,7 +140,11 @@ class Method:
             net.to(self.device)
         self._after_build()
         params = [p for net in self.nets.values() for p in net.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        if self.optimizer_name == "sgd":
+            self.optimizer = torch.optim.SGD(params, lr=self.lr, momentum=0.9,
+                                             weight_decay=self.weight_decay)
+        else:
+            self.optimizer = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
 
     def build(self, model_config: dict) -> None:
         self.nets["student"] = build_network(model_config)
