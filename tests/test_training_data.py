@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 from test_training_synth import blob_volume, write_dataset
 
 from training import IGNORE_INDEX
@@ -91,6 +92,37 @@ def test_slice_sampler_is_deterministic_under_seed():
     a = SliceSampler(data, (16, 16), seed=3).next()[0]["image"]
     b = SliceSampler(data, (16, 16), seed=3).next()[0]["image"]
     assert np.array_equal(a.numpy(), b.numpy())
+
+
+def test_a_rotated_slice_keeps_its_labels_and_marks_the_corners_unknown():
+    from training.data import _rotate
+
+    img = torch.zeros(1, 32, 32)
+    lab = torch.zeros(32, 32, dtype=torch.long)
+    img[0, 12:20, 12:20], lab[12:20, 12:20] = 1.0, 2  # a centred square
+    same_img, same_lab = _rotate(img, lab, 0.0)
+    assert torch.allclose(same_img, img) and torch.equal(same_lab, lab)
+    quarter_img, quarter_lab = _rotate(img, lab, 90.0)  # a square turned a quarter is itself
+    assert torch.equal(quarter_lab, lab) and torch.allclose(quarter_img, img, atol=1e-5)
+    rimg, rlab = _rotate(img, lab, 45.0)
+    assert rlab[16, 16] == 2 and rimg[0, 16, 16] > 0.99  # the centre stays put
+    # the corners come from outside the slice: not annotated, never "background"
+    corners = {int(rlab[0, 0]), int(rlab[0, -1]), int(rlab[-1, 0]), int(rlab[-1, -1])}
+    assert corners == {IGNORE_INDEX}
+    assert set(torch.unique(rlab).tolist()) == {0, 2, IGNORE_INDEX}
+    assert (rlab == 2).sum() == pytest.approx(64, rel=0.15)  # a diamond of the same area
+
+
+def test_slice_sampler_rotates_half_the_slices_reproducibly():
+    img, lab = blob_volume(0)
+    data = TrainData.from_arrays([img], [lab])
+    plain = SliceSampler(data, (16, 16), labeled_bs=64, seed=3).next()[0]["label"]
+    assert not (plain == IGNORE_INDEX).any()
+    a = SliceSampler(data, (16, 16), labeled_bs=64, seed=3, rotate=20).next()[0]["label"]
+    b = SliceSampler(data, (16, 16), labeled_bs=64, seed=3, rotate=20).next()[0]["label"]
+    assert torch.equal(a, b)
+    turned = (a == IGNORE_INDEX).flatten(1).any(1).float().mean()
+    assert 0.25 < turned < 0.75  # about half the slices turned (their corners unknown)
 
 
 def test_patch_sampler_3d_with_sparse_volume():

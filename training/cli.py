@@ -49,6 +49,8 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--warmup", type=float, default=None, help="supervised warm-up fraction")
     p.add_argument("--downsample", type=float, default=1.0, help="3D: downsampling factor")
+    p.add_argument("--rotate", type=float, default=0.0, metavar="DEG",
+                   help="2D: half the slices also turn by up to DEG degrees (SSL4MIS: 20)")
     p.add_argument("--refresh-every", type=int, default=100, help="bcp static-teacher period")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
@@ -260,6 +262,7 @@ def _config(args: argparse.Namespace, **extra):
         warmup_fraction=args.warmup, downsample=args.downsample,
         refresh_every=args.refresh_every, device=args.device,
         precision=getattr(args, "precision", "fp32"), optimizer=args.optimizer,
+        rotate=args.rotate,
         deterministic=not getattr(args, "fast_kernels", False),
     )
     return TrainConfig(**{**kw, **extra})  # a method option (e.g. warmup_fraction) wins

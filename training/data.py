@@ -291,6 +291,22 @@ def _augment(img: torch.Tensor, lab: torch.Tensor | None, gen: torch.Generator):
     return img, lab
 
 
+def _rotate(img: torch.Tensor, lab: torch.Tensor | None, degrees: float):
+    """Rotate a (1, H, W) slice and its (H, W) labels by ``degrees`` about the centre:
+    bilinear for the image (zeros come in at the corners), nearest for the labels. Corners that
+    come from outside the slice are "not annotated" (255): nothing is known there."""
+    t = torch.deg2rad(torch.tensor(float(degrees)))
+    c, s = float(torch.cos(t)), float(torch.sin(t))
+    mat = torch.tensor([[[c, -s, 0.0], [s, c, 0.0]]], dtype=torch.float32)
+    grid = F.affine_grid(mat, [1, 1, *img.shape[-2:]], align_corners=False)
+    img = F.grid_sample(img[None].float(), grid, mode="bilinear", align_corners=False)[0]
+    if lab is not None:  # shifted by one so that zero padding reads as "outside"
+        moved = F.grid_sample((lab + 1)[None, None].float(), grid, mode="nearest",
+                              align_corners=False)[0, 0].long()
+        lab = torch.where(moved == 0, torch.full_like(moved, IGNORE_INDEX), moved - 1)
+    return img, lab
+
+
 class SliceSampler:
     """2D training batches: slices resized to ``size``; all-255 slices join the unlabelled pool."""
 
@@ -302,8 +318,11 @@ class SliceSampler:
         unlabeled_bs: int = 8,
         seed: int = 0,
         augment: bool = True,
+        rotate: float = 0.0,
     ) -> None:
         self.size = tuple(size)
+        # besides rot90 and flips, half the slices turn by up to this many degrees (SSL4MIS: 20)
+        self.rotate = float(rotate)
         lab_img, lab_lab, unl = [], [], []
         for im, lab in zip(data.images, data.labels, strict=True):
             im_r = resize_slices(im, self.size, nearest=False)
@@ -356,6 +375,9 @@ class SliceSampler:
             lab = labels[i] if labels is not None else None
             if self.augment:
                 im, lab = _augment(im, lab, self.gen)
+                if self.rotate > 0 and bool(torch.randint(0, 2, (1,), generator=self.gen)):
+                    deg = (2 * float(torch.rand(1, generator=self.gen)) - 1) * self.rotate
+                    im, lab = _rotate(im, lab, deg)
             imgs.append(im)
             labs.append(lab)
         batch = {"image": torch.stack(imgs)}

@@ -39,6 +39,8 @@ class TrainConfig:
     optimizer: str = "adam"
     size: list[int] = field(default_factory=lambda: [128, 128])
     downsample: float = 1.0
+    # 2-D: half the training slices also turn by up to this many degrees (0 = rot90/flips only)
+    rotate: float = 0.0
     seed: int = 0
     warmup_fraction: float | None = None
     rampup_fraction: float = 0.4
@@ -148,7 +150,7 @@ def train(
                                                       find_unused_parameters=True))
     if config.dims == 2:
         sampler = SliceSampler(data, config.size, config.labeled_bs, config.unlabeled_bs,
-                               seed=config.seed + 1000 * rank)
+                               seed=config.seed + 1000 * rank, rotate=config.rotate)
     else:
         sampler = PatchSampler(data, config.size, config.labeled_bs, config.unlabeled_bs,
                                seed=config.seed + 1000 * rank, downsample=config.downsample)
