@@ -38,3 +38,21 @@ def test_cpu_math_treats_denormals_as_zero():
         zero_denormal_weights(net)
         b = net(x)["logits"]
     np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
+
+
+def test_bf16_counts_as_fast_only_with_amx_or_avx512_bf16(monkeypatch):
+    import torch
+
+    from training.cpu_math import cpu_has_fast_bf16
+
+    def broken():
+        raise RuntimeError("no cpuinfo")
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", broken, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    assert cpu_has_fast_bf16() is False  # a failing probe is a "no", never an error
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert cpu_has_fast_bf16() is True
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    assert cpu_has_fast_bf16() is True

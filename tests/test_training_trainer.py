@@ -187,18 +187,30 @@ def test_an_early_checkpoint_comes_after_the_given_seconds_then_the_periodic_one
     assert not [e for e in events if e["type"] == "checkpoint"]  # not due within this run
 
 
-def test_precision_is_checked_and_bf16_changes_nothing_on_the_cpu(tmp_path):
+def test_precision_is_checked_and_bf16_runs_where_the_cpu_has_it(tmp_path, monkeypatch):
     import pytest
 
+    import training.cpu_math
     from training.methods import get_method
 
     with pytest.raises(ValueError, match="precision"):
         get_method("supervised", precision="fp16")
-    # bf16 autocast is for GPUs: on the CPU the same seed gives the same weights as fp32
     a = train(_cfg(tmp_path, checkpoint=str(tmp_path / "a.pt"), seed=1), _data())
+    sa = read_checkpoint(a)["state_dict"]
+    # a CPU without bf16 in hardware would emulate it, slower than fp32: then bf16 is a no-op
+    monkeypatch.setattr(training.cpu_math, "cpu_has_fast_bf16", lambda: False)
     b = train(_cfg(tmp_path, checkpoint=str(tmp_path / "b.pt"), seed=1, precision="bf16",
                    deterministic=False), _data())
-    sa, sb = read_checkpoint(a), read_checkpoint(b)
-    assert all(torch.equal(sa["state_dict"][k], sb["state_dict"][k]) for k in sa["state_dict"])
+    sb = read_checkpoint(b)
+    assert all(torch.equal(sa[k], sb["state_dict"][k]) for k in sa)
     assert sb["meta"]["config"]["precision"] == "bf16"
     assert sb["meta"]["config"]["deterministic"] is False
+    # with it, the forward passes run in bf16: the same seed lands on nearby, other weights
+    monkeypatch.setattr(training.cpu_math, "cpu_has_fast_bf16", lambda: True)
+    c = train(_cfg(tmp_path, checkpoint=str(tmp_path / "c.pt"), seed=1, precision="bf16"),
+              _data())
+    sc = read_checkpoint(c)["state_dict"]
+    floats = [k for k in sa if sa[k].is_floating_point()]
+    assert not all(torch.equal(sa[k], sc[k]) for k in floats)
+    assert all(torch.isfinite(sc[k]).all() for k in floats)
+    assert all(torch.allclose(sa[k], sc[k], atol=0.05) for k in floats)

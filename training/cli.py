@@ -54,7 +54,8 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refresh-every", type=int, default=100, help="bcp static-teacher period")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
-                   help="bf16: bfloat16 forward passes on a GPU (faster; no effect on CPU)")
+                   help="bf16: bfloat16 forward passes on a GPU, or on a CPU with AMX / "
+                   "AVX-512 BF16 (elsewhere it changes nothing)")
     p.add_argument("--fast-kernels", action="store_true",
                    help="GPU: let cuDNN pick the fastest kernels (runs are no longer bit-exact)")
 

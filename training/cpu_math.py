@@ -47,3 +47,17 @@ def zero_denormal_weights(model: nn.Module) -> int:
 
 
 flush_denormals()
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (Intel AMX, or AVX-512 BF16 as on recent
+    Xeons and AMD Zen 4). Elsewhere bf16 is emulated and slower than float32."""
+    cpu = getattr(torch, "cpu", None)
+    for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        probe = getattr(cpu, name, None)
+        try:
+            if probe is not None and probe():
+                return True
+        except (RuntimeError, AttributeError):  # a torch without the probe: assume not
+            continue
+    return False

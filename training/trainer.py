@@ -51,8 +51,8 @@ class TrainConfig:
     dropout: float = 0.0
     norm: str = "group"
     device: str = "auto"
-    # "bf16" runs the forward passes under bfloat16 autocast on a GPU (about twice the steps per
-    # second there); "fp32" everywhere else and by default
+    # "bf16" runs the forward passes under bfloat16 autocast on a GPU, or on a CPU that has
+    # bf16 in hardware (AMX, AVX-512 BF16); anywhere else it changes nothing
     precision: str = "fp32"
     # reproducible CUDA kernels; False lets cuDNN pick the fastest ones (long GPU runs)
     deterministic: bool = True

@@ -236,9 +236,13 @@ class Method:
         return out
 
     def autocast(self) -> torch.autocast:
-        """bfloat16 forward passes when asked for on a GPU; a no-op context otherwise. The
-        weights, optimiser and EMA teachers stay float32; softmax and losses run in float32."""
-        on = self.precision == "bf16" and self.device.type == "cuda"
+        """bfloat16 forward passes when asked for, on a GPU or on a CPU that computes bf16 in
+        hardware; a no-op context otherwise. The weights, optimiser and EMA teachers stay
+        float32; softmax and losses run in float32."""
+        from training.cpu_math import cpu_has_fast_bf16
+
+        on = self.precision == "bf16" and (
+            self.device.type == "cuda" or (self.device.type == "cpu" and cpu_has_fast_bf16()))
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=on)
 
     def warmup_losses(self, labeled: Batch) -> dict[str, torch.Tensor]:
