@@ -44,21 +44,7 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.methods:
-            times: list[float] = []
-            last = [time.perf_counter()]
-
-            def on_event(e: dict, times=times, last=last) -> None:
-                if e["type"] == "progress":
-                    now = time.perf_counter()
-                    times.append(now)
-
-            cfg = TrainConfig(method=name, steps=args.steps, size=list(args.size),
-                              base=args.base, depth=args.depth, labeled_bs=args.bs,
-                              unlabeled_bs=args.bs, warmup_fraction=0.0, log_every=1,
-                              device="cpu", checkpoint=str(Path(tmp) / f"{name}.pt"))
-            path = train(cfg, data, on_event=on_event)
-            # skip the first 3 steps (allocator warm-up); time the rest
-            per_step = (times[-1] - times[2]) / (len(times) - 3)
+            per_step, path = _time_steps(name, data, args, args.precisions[0], tmp)
             from training.checkpoint import load_checkpoint
 
             model, _ = load_checkpoint(path)
@@ -86,15 +72,17 @@ def main() -> int:
     return 0
 
 
-def _time_steps(name: str, data, args, precision: str, tmp: str) -> float:
+def _time_steps(name: str, data, args, precision: str, tmp: str) -> tuple[float, str]:
+    """Mean seconds per step of one short run (the first 3 steps warm the allocator), and its
+    checkpoint."""
     times: list[float] = []
     cfg = TrainConfig(method=name, steps=args.steps, size=list(args.size), base=args.base,
                       depth=args.depth, labeled_bs=args.bs, unlabeled_bs=args.bs,
                       warmup_fraction=0.0, log_every=1, device="cpu", precision=precision,
                       checkpoint=str(Path(tmp) / f"{name}_{precision}.pt"))
-    train(cfg, data, on_event=lambda e: e["type"] == "progress"
-          and times.append(time.perf_counter()))
-    return (times[-1] - times[2]) / (len(times) - 3)  # the first 3 steps warm the allocator
+    path = train(cfg, data, on_event=lambda e: e["type"] == "progress"
+                 and times.append(time.perf_counter()))
+    return (times[-1] - times[2]) / (len(times) - 3), str(path)
 
 
 def compare_precisions(args) -> int:
@@ -110,7 +98,7 @@ def compare_precisions(args) -> int:
             per = {p: [] for p in args.precisions}
             for _ in range(args.rounds):
                 for p in args.precisions:
-                    per[p].append(_time_steps(name, data, args, p, tmp))
+                    per[p].append(_time_steps(name, data, args, p, tmp)[0])
             med = {p: median(v) for p, v in per.items()}
             rows.append((name, med))
             print(name, {p: round(v, 3) for p, v in med.items()}, file=sys.stderr, flush=True)

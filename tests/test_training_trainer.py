@@ -214,3 +214,12 @@ def test_precision_is_checked_and_bf16_runs_where_the_cpu_has_it(tmp_path, monke
     assert not all(torch.equal(sa[k], sc[k]) for k in floats)
     assert all(torch.isfinite(sc[k]).all() for k in floats)
     assert all(torch.allclose(sa[k], sc[k], atol=0.05) for k in floats)
+
+
+def test_rotation_is_refused_for_3d_training(tmp_path):
+    import pytest
+
+    from training.data import DataError
+
+    with pytest.raises(DataError, match="2-D"):
+        train(_cfg(tmp_path, dims=3, size=[8, 16, 16], rotate=20.0), _data())

@@ -24,6 +24,7 @@ from training.io import (
 )
 from training.localise import DEFAULT_LOCALISER, LOCALISERS
 from training.methods import METHODS, options_help, parse_spec
+from training.methods.base import OPTIMIZERS, PRECISIONS
 from training.postprocess import POSTPROCESS_MODES
 
 
@@ -42,7 +43,7 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labeled-bs", type=int, default=None)
     p.add_argument("--unlabeled-bs", type=int, default=None)
     p.add_argument("--lr", type=float, default=1e-2)
-    p.add_argument("--optimizer", default="adam", choices=("adam", "sgd"),
+    p.add_argument("--optimizer", default="adam", choices=OPTIMIZERS,
                    help="sgd: momentum 0.9, the seed papers' optimiser")
     p.add_argument("--base", type=int, default=16)
     p.add_argument("--depth", type=int, default=4)
@@ -53,7 +54,7 @@ def _train_options(p: argparse.ArgumentParser) -> None:
                    help="2D: half the slices also turn by up to DEG degrees (SSL4MIS: 20)")
     p.add_argument("--refresh-every", type=int, default=100, help="bcp static-teacher period")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="bf16: bfloat16 forward passes on a GPU, or on a CPU with AMX / "
                    "AVX-512 BF16 (elsewhere it changes nothing)")
     p.add_argument("--fast-kernels", action="store_true",

@@ -8,6 +8,7 @@ Label 255 means "not annotated". In 2D, slices that are entirely 255 count as un
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -295,8 +296,7 @@ def _rotate(img: torch.Tensor, lab: torch.Tensor | None, degrees: float):
     """Rotate a (1, H, W) slice and its (H, W) labels by ``degrees`` about the centre:
     bilinear for the image (zeros come in at the corners), nearest for the labels. Corners that
     come from outside the slice are "not annotated" (255): nothing is known there."""
-    t = torch.deg2rad(torch.tensor(float(degrees)))
-    c, s = float(torch.cos(t)), float(torch.sin(t))
+    c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
     mat = torch.tensor([[[c, -s, 0.0], [s, c, 0.0]]], dtype=torch.float32)
     grid = F.affine_grid(mat, [1, 1, *img.shape[-2:]], align_corners=False)
     img = F.grid_sample(img[None].float(), grid, mode="bilinear", align_corners=False)[0]

@@ -152,6 +152,8 @@ def train(
         sampler = SliceSampler(data, config.size, config.labeled_bs, config.unlabeled_bs,
                                seed=config.seed + 1000 * rank, rotate=config.rotate)
     else:
+        if config.rotate:
+            raise DataError("rotation augmentation (--rotate) is for 2-D training only")
         sampler = PatchSampler(data, config.size, config.labeled_bs, config.unlabeled_bs,
                                seed=config.seed + 1000 * rank, downsample=config.downsample)
     meta_base = {

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from training import cpu_math
 from training.ema import unwrap
 from training.losses import supervised_loss
 from training.networks import build_network
@@ -105,6 +106,7 @@ class Method:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         self.precision = precision
+        self.use_bf16 = False  # set by setup(), which knows the device
         self.lr = lr
         self.warmup_fraction = self.default_warmup if warmup_fraction is None else warmup_fraction
         self.rampup_fraction = rampup_fraction
@@ -133,6 +135,9 @@ class Method:
     # ----- construction -------------------------------------------------------------------
     def setup(self, model_config: dict, device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)
+        self.use_bf16 = self.precision == "bf16" and (
+            self.device.type == "cuda"
+            or (self.device.type == "cpu" and cpu_math.cpu_has_fast_bf16()))
         self.model_config = dict(model_config)
         self.num_classes = int(model_config["num_classes"])
         self.build(self.model_config)
@@ -237,13 +242,9 @@ class Method:
 
     def autocast(self) -> torch.autocast:
         """bfloat16 forward passes when asked for, on a GPU or on a CPU that computes bf16 in
-        hardware; a no-op context otherwise. The weights, optimiser and EMA teachers stay
-        float32; softmax and losses run in float32."""
-        from training.cpu_math import cpu_has_fast_bf16
-
-        on = self.precision == "bf16" and (
-            self.device.type == "cuda" or (self.device.type == "cpu" and cpu_has_fast_bf16()))
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=on)
+        hardware (decided once, in :meth:`setup`); a no-op context otherwise. The weights,
+        optimiser and EMA teachers stay float32; softmax and losses run in float32."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16)
 
     def warmup_losses(self, labeled: Batch) -> dict[str, torch.Tensor]:
         out = self.main()(labeled["image"])
