@@ -7,13 +7,14 @@ from training import IGNORE_INDEX
 from training.data import (
     DataError,
     PatchSampler,
-    SliceSampler,
+    ResizedSliceSampler,
     TrainData,
     load_train_data,
     scan_dataset,
     select_labeled,
 )
 from training.normalization import normalize_intensity
+from training.patches import SliceSampler
 
 
 def test_scan_dataset_reads_index_splits_and_patients(tmp_path):
@@ -79,19 +80,21 @@ def test_slice_sampler_puts_unannotated_slices_in_unlabelled_pool():
     lab[1:3] = IGNORE_INDEX  # slices 1 and 2 not annotated
     lab[0, :5] = IGNORE_INDEX  # slice 0 partially annotated
     data = TrainData.from_arrays([img], [lab], [img[:1]])
-    s = SliceSampler(data, (16, 16), labeled_bs=3, unlabeled_bs=2, seed=0)
-    assert len(s.lab_img) == 2 and len(s.unl_img) == 3
-    lab_b, unl_b = s.next()
-    assert lab_b["image"].shape == (3, 1, 16, 16) and unl_b["image"].shape == (2, 1, 16, 16)
-    assert set(np.unique(lab_b["label"].numpy())) <= {0, 1, 2, IGNORE_INDEX}  # nearest resize
+    for s in (SliceSampler(data, (16, 16), labeled_bs=3, unlabeled_bs=2, seed=0),
+              ResizedSliceSampler(data, (16, 16), labeled_bs=3, unlabeled_bs=2, seed=0)):
+        assert len(s.lab_img) == 2 and len(s.unl_img) == 3
+        lab_b, unl_b = s.next()
+        assert lab_b["image"].shape == (3, 1, 16, 16) and unl_b["image"].shape == (2, 1, 16, 16)
+        assert set(np.unique(lab_b["label"].numpy())) <= {0, 1, 2, IGNORE_INDEX}  # nearest
 
 
 def test_slice_sampler_is_deterministic_under_seed():
     img, lab = blob_volume(0)
     data = TrainData.from_arrays([img], [lab])
-    a = SliceSampler(data, (16, 16), seed=3).next()[0]["image"]
-    b = SliceSampler(data, (16, 16), seed=3).next()[0]["image"]
-    assert np.array_equal(a.numpy(), b.numpy())
+    for kind in (SliceSampler, ResizedSliceSampler):
+        a = kind(data, (16, 16), seed=3).next()[0]["image"]
+        b = kind(data, (16, 16), seed=3).next()[0]["image"]
+        assert np.array_equal(a.numpy(), b.numpy())
 
 
 def test_a_rotated_slice_keeps_its_labels_and_marks_the_corners_unknown():
@@ -113,13 +116,13 @@ def test_a_rotated_slice_keeps_its_labels_and_marks_the_corners_unknown():
     assert (rlab == 2).sum() == pytest.approx(64, rel=0.15)  # a diamond of the same area
 
 
-def test_slice_sampler_rotates_half_the_slices_reproducibly():
+def test_resized_slice_sampler_rotates_half_the_slices_reproducibly():
     img, lab = blob_volume(0)
     data = TrainData.from_arrays([img], [lab])
-    plain = SliceSampler(data, (16, 16), labeled_bs=64, seed=3).next()[0]["label"]
+    plain = ResizedSliceSampler(data, (16, 16), labeled_bs=64, seed=3).next()[0]["label"]
     assert not (plain == IGNORE_INDEX).any()
-    a = SliceSampler(data, (16, 16), labeled_bs=64, seed=3, rotate=20).next()[0]["label"]
-    b = SliceSampler(data, (16, 16), labeled_bs=64, seed=3, rotate=20).next()[0]["label"]
+    a = ResizedSliceSampler(data, (16, 16), labeled_bs=64, seed=3, rotate=20).next()[0]["label"]
+    b = ResizedSliceSampler(data, (16, 16), labeled_bs=64, seed=3, rotate=20).next()[0]["label"]
     assert torch.equal(a, b)
     turned = (a == IGNORE_INDEX).flatten(1).any(1).float().mean()
     assert 0.25 < turned < 0.75  # about half the slices turned (their corners unknown)

@@ -97,3 +97,45 @@ class _Linear(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict:
         return {"logits": self.conv(x)}
+
+
+PATCH_META = {"dims": 2, "size": [16, 16], "normalization": None, "num_classes": 3,
+              "sampling": "patch"}
+
+
+def test_windowed_predict_equals_one_pass_on_a_slice_the_size_of_the_window():
+    from training.normalization import normalize_intensity
+
+    torch.manual_seed(0)
+    img, _ = blob_volume(0, shape=(3, 16, 16))
+    net = UNet(2, 1, 3, base=4, depth=2).eval()
+    res = predict_volume(net, PATCH_META, img, device="cpu")
+    with torch.no_grad():
+        x = torch.from_numpy(normalize_intensity(img, None))[:, None]
+        direct = torch.softmax(net(x)["logits"], 1).movedim(1, 0).numpy()
+    assert np.allclose(res["probabilities"], direct, atol=1e-5)
+
+
+def test_windowed_predict_combines_probabilities_on_the_native_grid():
+    torch.manual_seed(0)
+    img, _ = blob_volume(0, shape=(3, 21, 37))  # larger than the window, odd sizes
+    net = UNet(2, 1, 3, base=4, depth=2)
+    res = predict_volume(net, PATCH_META, img, device="cpu")
+    p = res["probabilities"]
+    assert p.shape == (3, 3, 21, 37) and np.allclose(p.sum(0), 1, atol=1e-5)
+    assert np.array_equal(res["labels"], p.argmax(0))  # argmax taken at the scan's resolution
+    assert np.allclose(res["uncertainty"], entropy_map(p), atol=1e-5)
+    # Predict's fast path (no probability maps kept) gives the same labels and uncertainty
+    fast = predict_volume(net, PATCH_META, img, device="cpu", probabilities=False)
+    assert np.array_equal(fast["labels"], res["labels"])
+    assert np.allclose(fast["uncertainty"], res["uncertainty"], atol=1e-5)
+    # a slice smaller than the window is padded, and comes back at its own size
+    small = predict_volume(net, PATCH_META, img[:, :9, :11], device="cpu")
+    assert small["labels"].shape == (3, 9, 11)
+
+
+def test_windowed_cam_covers_the_scan():
+    img, _ = blob_volume(0, shape=(2, 20, 30))
+    net = UNet(2, 1, 3, base=4, depth=2, cls_head=True)
+    cam = predict_volume(net, PATCH_META, img, device="cpu")["cam"]
+    assert cam.shape == (2, 20, 30) and cam.min() >= 0 and cam.max() <= 1 + 1e-6

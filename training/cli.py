@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from training.atomic import atomic_write
+from training.augment import AUGMENTATIONS
 from training.checkpoint import CheckpointError, load_checkpoint
 from training.io import (
     IMAGE_SUFFIXES,
@@ -39,19 +40,38 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dims", type=_dims, default=2, help="2d (slices) or 3d (patches)")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--size", type=int, nargs="+", default=None,
-                   help="2D: in-plane H W; 3D: patch D H W")
+                   help="2D: patch H W on the native pixel grid (default 160 160; with "
+                        "--sampling resize, the square slices are squashed to); 3D: patch D H W")
+    p.add_argument("--sampling", default="patch", choices=("patch", "resize"),
+                   help="2D: patches of the native pixel grid (default), or whole slices "
+                        "squashed to --size (the earlier recipe)")
+    p.add_argument("--augment", default="anatomy", choices=AUGMENTATIONS,
+                   help="2D patches: anatomy keeps orientation (small turns, scale, gamma, "
+                        "contrast, noise); any-orientation adds 90-degree turns and mirroring")
+    p.add_argument("--foreground-share", type=float, default=1 / 3,
+                   help="2D patches: share centred on a labelled structure voxel")
     p.add_argument("--labeled-bs", type=int, default=None)
     p.add_argument("--unlabeled-bs", type=int, default=None)
-    p.add_argument("--lr", type=float, default=1e-2)
-    p.add_argument("--optimizer", default="adam", choices=OPTIMIZERS,
-                   help="sgd: momentum 0.9, the seed papers' optimiser")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--optimizer", default="adamw", choices=OPTIMIZERS,
+                   help="adamw (default); sgd: momentum 0.9, the seed papers' optimiser; adam: "
+                        "L2 in the gradient (the earlier default, at --lr 0.01)")
+    p.add_argument("--lr-warmup", type=float, default=0.02,
+                   help="share of the steps over which the learning rate rises linearly")
+    p.add_argument("--clip-grad", type=float, default=12.0, help="max gradient norm (0 = off)")
+    p.add_argument("--weights-ema", type=float, default=0.999,
+                   help="decay of the moving average of the weights kept as the model (0 = off)")
     p.add_argument("--base", type=int, default=16)
     p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--unshuffle", type=int, default=1, metavar="R",
+                   help="2D: run the U-Net at 1/R resolution (pixel unshuffle in, pixel shuffle "
+                        "out): about R*R times less compute, output still on the native grid")
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--warmup", type=float, default=None, help="supervised warm-up fraction")
     p.add_argument("--downsample", type=float, default=1.0, help="3D: downsampling factor")
-    p.add_argument("--rotate", type=float, default=0.0, metavar="DEG",
-                   help="2D: half the slices also turn by up to DEG degrees (SSL4MIS: 20)")
+    p.add_argument("--rotate", type=float, default=None, metavar="DEG",
+                   help="2D: largest random turn (patches: default 15; resize: half the slices "
+                        "turn by up to DEG on top of 90-degree turns, default 0)")
     p.add_argument("--refresh-every", type=int, default=100, help="bcp static-teacher period")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
@@ -253,7 +273,7 @@ def _method_spec(value: str) -> str:
 def _config(args: argparse.Namespace, **extra):
     from training.trainer import TrainConfig
 
-    size = args.size or ([128, 128] if args.dims == 2 else [32, 64, 64])
+    size = args.size or ([160, 160] if args.dims == 2 else [32, 64, 64])
     if len(size) != args.dims:
         raise DataError(f"--size needs {args.dims} numbers for {args.dims}D")
     lbs = args.labeled_bs or (8 if args.dims == 2 else 2)
@@ -264,7 +284,9 @@ def _config(args: argparse.Namespace, **extra):
         warmup_fraction=args.warmup, downsample=args.downsample,
         refresh_every=args.refresh_every, device=args.device,
         precision=getattr(args, "precision", "fp32"), optimizer=args.optimizer,
-        rotate=args.rotate,
+        rotate=args.rotate, sampling=args.sampling, augment=args.augment,
+        foreground_share=args.foreground_share, lr_warmup=args.lr_warmup,
+        clip_grad=args.clip_grad, weights_ema=args.weights_ema, unshuffle=args.unshuffle,
         deterministic=not getattr(args, "fast_kernels", False),
     )
     return TrainConfig(**{**kw, **extra})  # a method option (e.g. warmup_fraction) wins

@@ -20,8 +20,10 @@ import torch.nn.functional as F
 from training import IGNORE_INDEX
 from training.io import (
     IMAGE_SUFFIXES,
+    SLICE_SUFFIXES,
     DataError,
     case_name,
+    has_suffix,
     label_values,
     read_image,
     read_labels,
@@ -231,6 +233,39 @@ def _as_volume(a: np.ndarray) -> np.ndarray:
     return a
 
 
+def patient_stacks(cases: Sequence[Case]) -> list[list[Case]]:
+    """Cases grouped into scans: 2-D slice files (LGG PNGs) of one patient form one stack, in
+    file order, as the plugin opens a folder of slices; every volume file is a scan alone.
+
+    Intensity normalisation is per scan, so a stack must be normalised as one: a slice
+    normalised alone has another grey scale than the same slice in its patient's stack."""
+    groups: dict[str, list[Case]] = {}
+    for c in cases:
+        key = (c.patient or c.name) if has_suffix(c.image, SLICE_SUFFIXES) else f"\0{c.name}"
+        groups.setdefault(key, []).append(c)
+    return list(groups.values())
+
+
+def read_stack(group: Sequence[Case], with_labels: bool = True
+               ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The grey image (z, y, x) and labels of one scan from :func:`patient_stacks`."""
+    images, labels = [], []
+    for c in group:
+        im, _ = read_image(c.image)
+        images.append(im)
+        if with_labels:
+            if c.label is None:
+                raise DataError(f"labelled case has no label file: {c.name}")
+            lab, _ = read_labels(c.label)
+            if im.shape != lab.shape:
+                raise DataError(f"label shape {lab.shape} differs from image shape {im.shape}"
+                                f" for case {c.name}")
+            labels.append(lab)
+    if len({im.shape[1:] for im in images}) > 1:
+        raise DataError(f"slices of {group[0].patient or group[0].name} differ in size")
+    return np.concatenate(images), (np.concatenate(labels) if with_labels else None)
+
+
 def load_train_data(
     root: str | Path,
     labeled: int | str | Sequence[str],
@@ -238,23 +273,24 @@ def load_train_data(
     use_unlabeled: bool = True,
     normalization: dict | None = None,
 ) -> TrainData:
-    """Read a dataset folder into :class:`TrainData` (labelled + unlabelled train cases)."""
+    """Read a dataset folder into :class:`TrainData` (labelled + unlabelled train cases).
+
+    A patient's 2-D slices (LGG) become one scan, normalised together (:func:`patient_stacks`).
+    """
     cases = scan_dataset(root)
     lab_cases, unl_cases = select_labeled(cases, labeled)
+    lab_groups = patient_stacks(lab_cases)
     images, labels = [], []
-    for c in lab_cases:
-        im, _ = read_image(c.image)
-        lab, _ = read_labels(c.label)  # type: ignore[arg-type]
-        if im.shape != lab.shape:
-            raise DataError(f"label shape {lab.shape} differs from image shape {im.shape}"
-                            f" for case {c.name}")
+    for group in lab_groups:
+        im, lab = read_stack(group)
         images.append(im)
         labels.append(lab)
-    unl = [read_image(c.image)[0] for c in unl_cases] if use_unlabeled else []
+    unl = ([read_stack(g, with_labels=False)[0] for g in patient_stacks(unl_cases)]
+           if use_unlabeled else [])
     return TrainData.from_arrays(
         images, labels, unl, num_classes=num_classes, class_names=class_names_from_index(root)
         if num_classes is None else None, normalization=normalization,
-        names=[c.name for c in lab_cases],
+        names=[g[0].patient or g[0].name if len(g) > 1 else g[0].name for g in lab_groups],
     )
 
 
@@ -307,8 +343,44 @@ def _rotate(img: torch.Tensor, lab: torch.Tensor | None, degrees: float):
     return img, lab
 
 
-class SliceSampler:
-    """2D training batches: slices resized to ``size``; all-255 slices join the unlabelled pool."""
+class SlicePicker:
+    """Which labelled slices a 2-D batch takes: uniformly, volume by volume
+    (``balance_volumes``), and with a share of slices holding trusted voxels when weak labels
+    fill the rest (``trusted_share``). Subclasses set ``gen``, ``volume_of``, ``balance``,
+    ``trusted``, ``trusted_share`` and ``n_labelled``."""
+
+    gen: torch.Generator
+    volume_of: torch.Tensor
+    balance: bool
+    trusted: torch.Tensor
+    trusted_share: float
+    n_labelled: int
+
+    def _labelled_indices(self, n: int) -> torch.Tensor:
+        n_trusted = int(round(self.trusted_share * n)) if len(self.trusted) else 0
+        if 0 < n_trusted:
+            pick = self.trusted[torch.randint(0, len(self.trusted), (n_trusted,),
+                                              generator=self.gen)]
+            rest = self._other_indices(n - n_trusted) if n > n_trusted else pick[:0]
+            return torch.cat([pick, rest])
+        return self._other_indices(n)
+
+    def _other_indices(self, n: int) -> torch.Tensor:
+        if not self.balance:
+            return torch.randint(0, self.n_labelled, (n,), generator=self.gen)
+        vols = torch.unique(self.volume_of)
+        picks = vols[torch.randint(0, len(vols), (n,), generator=self.gen)]
+        out = []
+        for v in picks.tolist():
+            members = torch.nonzero(self.volume_of == v).flatten()
+            out.append(members[torch.randint(0, len(members), (1,), generator=self.gen)])
+        return torch.cat(out)
+
+
+class ResizedSliceSampler(SlicePicker):
+    """The earlier 2-D sampling (``sampling="resize"``): whole slices squashed to ``size``, random
+    90-degree turns and flips. Kept to compare recipes side by side; the default is
+    :class:`training.patches.SliceSampler` (native-grid patches)."""
 
     def __init__(
         self,
@@ -340,31 +412,12 @@ class SliceSampler:
         self.unl_img = torch.from_numpy(np.concatenate(unl)).float() if unl else torch.empty(0)
         if len(self.lab_img) == 0:
             raise DataError("the labelled set is empty: no annotated slice")
+        self.n_labelled = len(self.lab_img)
         self.labeled_bs, self.unlabeled_bs = labeled_bs, unlabeled_bs
         self.gen = torch.Generator().manual_seed(seed)
         self.augment = augment
         self.trusted = trusted_slices(self.lab_lab)
         self.trusted_share = float(data.trusted_share)
-
-    def _labelled_indices(self, n: int) -> torch.Tensor:
-        n_trusted = int(round(self.trusted_share * n)) if len(self.trusted) else 0
-        if 0 < n_trusted:
-            pick = self.trusted[torch.randint(0, len(self.trusted), (n_trusted,),
-                                              generator=self.gen)]
-            rest = self._other_indices(n - n_trusted) if n > n_trusted else pick[:0]
-            return torch.cat([pick, rest])
-        return self._other_indices(n)
-
-    def _other_indices(self, n: int) -> torch.Tensor:
-        if not self.balance:
-            return torch.randint(0, len(self.lab_img), (n,), generator=self.gen)
-        vols = torch.unique(self.volume_of)
-        picks = vols[torch.randint(0, len(vols), (n,), generator=self.gen)]
-        out = []
-        for v in picks.tolist():
-            members = torch.nonzero(self.volume_of == v).flatten()
-            out.append(members[torch.randint(0, len(members), (1,), generator=self.gen)])
-        return torch.cat(out)
 
     def _take(self, images, labels, n, idx=None):
         if idx is None:

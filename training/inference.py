@@ -1,7 +1,11 @@
 """Prediction of whole volumes: labels, probabilities, uncertainty and (optionally) CAMs.
 
-2D models run slice by slice at their trained in-plane size and are resized back; 3D models use
-MONAI's sliding-window inference on the (possibly downsampled) volume.
+2-D models trained on native-grid patches (``meta["sampling"] == "patch"``, the default
+recipe) run MONAI's sliding-window inference over each slice's own pixel grid, windows of the
+training patch size blended with Gaussian weights; the probabilities are combined at the scan's
+resolution before the argmax, and the uncertainty comes from the same pass. Models of the
+earlier recipe (whole slices squashed to ``size``) run slice by slice at that size and are
+resized back. 3-D models use sliding windows on the (possibly downsampled) volume.
 """
 
 from __future__ import annotations
@@ -89,6 +93,58 @@ def _predict_2d(model, x, size, mc, batch_size, keep_probs=True):
     return torch.cat(probs_out).movedim(1, 0), cam, None, None  # (C, z, y, x)
 
 
+# Overlap of neighbouring windows, as a share of the window. A slice no larger than the window
+# is one window, whatever this is; larger slices pay for each extra window.
+WINDOW_OVERLAP = 0.25
+
+
+@torch.no_grad()
+def _predict_2d_windows(model, x, size, mc, batch_size, keep_probs=True):
+    """Like :func:`_predict_2d` for a native-grid model: Gaussian-weighted sliding windows of
+    ``size`` over each slice, probabilities averaged at the scan's own resolution."""
+    dev = next(model.parameters()).device
+    t = torch.from_numpy(x).unsqueeze(1)
+    n = max(mc, 1)
+    probs_out, cam_out, labels_out, unc_out = [], [], [], []
+
+    def softmax(inp: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(model(inp)["logits"], 1)
+
+    for i in range(0, t.shape[0], batch_size):
+        chunk = t[i:i + batch_size].to(dev)
+        probs = 0.0
+        for _ in range(n):
+            probs = probs + sliding_window_inference(
+                chunk, roi_size=tuple(size), sw_batch_size=batch_size, predictor=softmax,
+                overlap=WINDOW_OVERLAP, mode="gaussian", padding_mode="constant") / n
+        cam = _window_cam(model, chunk, size)
+        if cam is not None:
+            cam_out.append(cam.cpu())
+        if keep_probs:
+            probs_out.append(probs.cpu())
+        else:
+            labels_out.append(probs.max(1).indices.to(torch.uint8).cpu())
+            unc_out.append((-(probs * torch.log(probs.clamp_min(1e-8))).sum(1)).cpu())
+    cam = torch.cat(cam_out) if cam_out else None
+    if not keep_probs:
+        return None, cam, torch.cat(labels_out).numpy(), torch.cat(unc_out).numpy()
+    return torch.cat(probs_out).movedim(1, 0), cam, None, None
+
+
+def _window_cam(model, chunk, size):
+    """The CAM of a model with a classification head, by sliding windows; None without one."""
+    if getattr(getattr(model, "module", model), "cls", None) is None:
+        return None
+
+    def cam_of(inp: torch.Tensor) -> torch.Tensor:
+        out = model(inp)
+        return _cam(out, model).unsqueeze(1)
+
+    return sliding_window_inference(chunk, roi_size=tuple(size), sw_batch_size=len(chunk),
+                                    predictor=cam_of, overlap=WINDOW_OVERLAP,
+                                    mode="gaussian")[:, 0]
+
+
 @torch.no_grad()
 def _predict_3d(model, x, roi, factor, mc):
     dev = next(model.parameters()).device
@@ -147,8 +203,9 @@ def predict_volume(
     try:
         x = normalize_intensity(vol, meta.get("normalization"))
         if int(meta.get("dims", 2)) == 2:
-            probs, cam, labels, unc = _predict_2d(model, x, meta["size"], mc, batch_size,
-                                                  keep_probs=probabilities)
+            by = _predict_2d_windows if meta.get("sampling") == "patch" else _predict_2d
+            probs, cam, labels, unc = by(model, x, meta["size"], mc, batch_size,
+                                         keep_probs=probabilities)
         else:
             probs, cam = _predict_3d(model, x, meta["size"], float(meta.get("downsample", 1)), mc)
             labels = unc = None

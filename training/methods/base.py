@@ -31,7 +31,9 @@ GENERAL_OPTIONS: dict[str, str] = {
 }
 PASSED_TO_ALL = {"seed", "refresh_every"}  # the trainer hands these to every method
 PRECISIONS = ("fp32", "bf16")
-OPTIMIZERS = ("adam", "sgd")  # sgd: momentum 0.9, the seed papers' (SSL4MIS) optimiser
+# adamw: the default; sgd: momentum 0.9, the seed papers' (SSL4MIS) optimiser; adam: L2 in the
+# gradient, the earlier default
+OPTIMIZERS = ("adamw", "adam", "sgd")
 
 
 def grown(model: nn.Module, state_dict: dict) -> dict:
@@ -63,10 +65,15 @@ def load_compatible(model: nn.Module, state_dict: dict) -> None:
         raise ValueError(f"checkpoint weights do not fit the network (e.g. {bad[0]})")
 
 
-def poly_lr(base_lr: float, step: int, total: int, power: float = 0.9) -> float:
-    """Polynomial decay ``base * (1 - step / total) ** power``."""
+def poly_lr(base_lr: float, step: int, total: int, power: float = 0.9,
+            warmup: float = 0.0) -> float:
+    """Polynomial decay ``base * (1 - step / total) ** power``, after a linear warm-up over
+    the first ``warmup`` share of the steps (Adam's first steps are its least reliable)."""
     if total <= 0:
         return base_lr
+    rise = int(round(warmup * total))
+    if step < rise:
+        return base_lr * (step + 1) / (rise + 1)
     return base_lr * max(0.0, 1.0 - step / total) ** power
 
 
@@ -90,19 +97,27 @@ class Method:
 
     def __init__(
         self,
-        lr: float = 1e-2,
+        lr: float = 1e-3,
         warmup_fraction: float | None = None,
         rampup_fraction: float = 0.4,
         consistency: float = 0.1,
         ema_alpha: float = 0.99,
         weight_decay: float = 1e-4,
         precision: str = "fp32",
-        optimizer: str = "adam",
+        optimizer: str = "adamw",
+        lr_warmup: float = 0.0,
+        clip_grad: float = 0.0,
+        weights_ema: float = 0.0,
         **opts: Any,
     ) -> None:
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {optimizer!r}")
         self.optimizer_name = optimizer
+        self.lr_warmup = float(lr_warmup)
+        self.clip_grad = float(clip_grad)  # max gradient norm; 0 = no clipping
+        # decay of the moving average of the weights kept as the model (0 = the last weights)
+        self.weights_ema = float(weights_ema)
+        self.averaged: nn.Module | None = None
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         self.precision = precision
@@ -148,8 +163,18 @@ class Method:
         if self.optimizer_name == "sgd":
             self.optimizer = torch.optim.SGD(params, lr=self.lr, momentum=0.9,
                                              weight_decay=self.weight_decay)
+        elif self.optimizer_name == "adamw":
+            self.optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         else:
             self.optimizer = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        self._restart_average()
+
+    def _restart_average(self) -> None:
+        """Start the averaged weights from the main network's current ones."""
+        if self.weights_ema > 0:
+            from training.ema import make_teacher
+
+            self.averaged = make_teacher(self.main()).to(self.device)
 
     def build(self, model_config: dict) -> None:
         self.nets["student"] = build_network(model_config)
@@ -165,6 +190,7 @@ class Method:
         """Initialise the main network (and its teachers) from a checkpoint's weights."""
         load_compatible(unwrap(self.main()), state_dict)
         self._after_build()
+        self._restart_average()
 
     def main(self) -> nn.Module:
         return self.nets["student"]
@@ -196,8 +222,10 @@ class Method:
         self.optimizer.load_state_dict(state["optimizer"])
 
     def inference_model(self) -> nn.Module:
-        """The network to save and predict with."""
-        return unwrap(self.main())
+        """The network to save and predict with: the moving average of the main network's
+        weights when ``weights_ema`` is set (smoother than the last step's), else the main
+        network itself."""
+        return self.averaged if self.averaged is not None else unwrap(self.main())
 
     def companions(self) -> dict[str, nn.Module]:
         """Other networks worth keeping next to the checkpoint (e.g. the teacher of ``act``)."""
@@ -218,7 +246,7 @@ class Method:
         assert self.optimizer is not None, "call setup() first"
         for net in self.nets.values():
             net.train()
-        lr = poly_lr(self.lr, step, total_steps)
+        lr = poly_lr(self.lr, step, total_steps, warmup=self.lr_warmup)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         labeled = {k: v.to(self.device) for k, v in labeled.items()}
@@ -233,8 +261,18 @@ class Method:
         loss = sum(terms.values())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(
+                [p for g in self.optimizer.param_groups for p in g["params"]], self.clip_grad)
         self.optimizer.step()
         self.after_step(step, total_steps, in_warmup)
+        if self.averaged is not None:
+            from training.ema import ema_update
+
+            # early on the average follows closely ((1 + t) / (10 + t)), so a short Retrain's
+            # model is not dragged back towards its starting weights
+            decay = min(self.weights_ema, (1.0 + step) / (10.0 + step))
+            ema_update(self.averaged, self.main(), decay)
         out = {k: float(v.detach()) for k, v in terms.items()}
         out["loss"] = float(loss.detach())
         out["lr"] = lr

@@ -1,0 +1,141 @@
+"""Batched training augmentation on tensors: crop, rotation, scale, flips, intensity.
+
+One ``grid_sample`` call crops, turns and scales a whole batch of 2-D slices at once (no
+per-slice Python loop), so a GPU step is not bound by the CPU and a CPU step spends its time in
+the network. Orientation is kept by default: anatomy with a fixed orientation (the heart in
+cine-MRI: the RV always on the -x side of the LV) loses a cue under 90-degree turns and flips,
+so those are opt-in (``flips``), for data without an orientation.
+
+Labels follow the image by nearest-neighbour sampling; whatever comes from outside the slice is
+"not annotated" (255), never background: nothing is known there.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from training import IGNORE_INDEX
+
+AUGMENTATIONS = ("anatomy", "any-orientation", "none")
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Probabilities and ranges of each random change (nnU-Net's kinds, orientation kept)."""
+
+    p_spatial: float = 0.5
+    rotate: float = 15.0  # degrees, either way
+    scale: tuple[float, float] = (0.85, 1.2)
+    flips: bool = False  # random 90-degree turns and mirroring (only for orientation-free data)
+    p_gamma: float = 0.3
+    gamma: tuple[float, float] = (0.7, 1.5)
+    p_contrast: float = 0.15
+    contrast: tuple[float, float] = (0.75, 1.25)
+    p_brightness: float = 0.15
+    brightness: tuple[float, float] = (0.75, 1.25)
+    p_noise: float = 0.15
+    noise_std: float = 0.1
+
+    @classmethod
+    def named(cls, name: str, rotate: float | None = None) -> Augmentation | None:
+        """The preset ``name`` (:data:`AUGMENTATIONS`); ``rotate`` overrides its angle."""
+        if name == "none":
+            return None
+        if name not in AUGMENTATIONS:
+            raise ValueError(f"augmentation must be one of {', '.join(AUGMENTATIONS)}, "
+                             f"not {name!r}")
+        extra = {} if rotate is None else {"rotate": float(rotate)}
+        return cls(flips=name == "any-orientation", **extra)
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def _uniform(n: int, lo: float, hi: float, gen: torch.Generator) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(n, generator=gen)
+
+
+def _coin(n: int, p: float, gen: torch.Generator) -> torch.Tensor:
+    return torch.rand(n, generator=gen) < p
+
+
+def patch_grid(
+    centres: torch.Tensor,
+    source_hw: tuple[int, int],
+    patch: tuple[int, int],
+    aug: Augmentation | None,
+    gen: torch.Generator,
+) -> torch.Tensor:
+    """``grid_sample`` grid (N, ph, pw, 2) taking a ``patch`` around each (y, x) centre of a
+    source of ``source_hw`` pixels, turned and scaled at random (about the centre) when
+    ``aug`` asks. Scale 1 keeps the native pixel grid: one patch pixel is one scan pixel."""
+    n = len(centres)
+    h, w = source_hw
+    ph, pw = patch
+    angle = torch.zeros(n)
+    scale = torch.ones(n)
+    flip_x = torch.ones(n)
+    turns = torch.zeros(n, dtype=torch.long)
+    if aug is not None:
+        spatial = _coin(n, aug.p_spatial, gen)
+        angle = torch.where(spatial, _uniform(n, -aug.rotate, aug.rotate, gen), angle)
+        scale = torch.where(spatial, _uniform(n, *aug.scale, gen), scale)
+        if aug.flips:
+            turns = torch.randint(0, 4, (n,), generator=gen)
+            flip_x = torch.where(_coin(n, 0.5, gen), -1.0, 1.0)
+    theta = torch.deg2rad(angle) + turns.float() * (math.pi / 2)
+    cos, sin = torch.cos(theta) * scale, torch.sin(theta) * scale
+    # patch pixel offsets from its centre, in pixels
+    oy = torch.arange(ph, dtype=torch.float32) - (ph - 1) / 2
+    ox = torch.arange(pw, dtype=torch.float32) - (pw - 1) / 2
+    gy, gx = torch.meshgrid(oy, ox, indexing="ij")  # (ph, pw)
+    gx = gx[None] * flip_x[:, None, None]
+    gy = gy[None]
+    sy = centres[:, 0, None, None] + sin[:, None, None] * gx + cos[:, None, None] * gy
+    sx = centres[:, 1, None, None] + cos[:, None, None] * gx - sin[:, None, None] * gy
+    # pixel centres -> [-1, 1] with align_corners=False
+    return torch.stack([(2 * sx + 1) / w - 1, (2 * sy + 1) / h - 1], dim=-1)
+
+
+def sample_patches(
+    images: torch.Tensor, labels: torch.Tensor | None, grid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Images (N, 1, H, W) bilinear and labels (N, H, W) nearest at ``grid``; outside the
+    source the image is 0 (the normalised mean) and the label 255."""
+    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros",
+                        align_corners=False)
+    if labels is None:
+        return out, None
+    # shifted by one so that zero padding reads as "outside"
+    moved = F.grid_sample((labels.float() + 1)[:, None], grid, mode="nearest",
+                          padding_mode="zeros", align_corners=False)[:, 0].long()
+    lab = torch.where(moved == 0, torch.full_like(moved, IGNORE_INDEX), moved - 1)
+    return out, lab
+
+
+def intensity(x: torch.Tensor, aug: Augmentation | None, gen: torch.Generator) -> torch.Tensor:
+    """Gamma, contrast, brightness and Gaussian noise, each per sample with its probability,
+    on normalised (z-scored) images (N, 1, ...)."""
+    if aug is None:
+        return x
+    n = x.shape[0]
+    shape = (n,) + (1,) * (x.dim() - 1)
+    flat = x.flatten(1)
+    lo = flat.min(1).values.view(shape)
+    hi = flat.max(1).values.view(shape)
+    rng = (hi - lo).clamp_min(1e-6)
+    g = torch.where(_coin(n, aug.p_gamma, gen), _uniform(n, *aug.gamma, gen), 1.0).view(shape)
+    x = torch.where(g != 1, ((x - lo) / rng).clamp(0, 1) ** g * rng + lo, x)
+    mean = x.flatten(1).mean(1).view(shape)
+    c = torch.where(_coin(n, aug.p_contrast, gen), _uniform(n, *aug.contrast, gen), 1.0)
+    x = (x - mean) * c.view(shape) + mean
+    b = torch.where(_coin(n, aug.p_brightness, gen), _uniform(n, *aug.brightness, gen), 1.0)
+    x = x * b.view(shape)
+    s = torch.where(_coin(n, aug.p_noise, gen), _uniform(n, 0.0, aug.noise_std, gen), 0.0)
+    if bool((s > 0).any()):
+        x = x + torch.randn(x.shape, generator=gen) * s.view(shape)
+    return x
