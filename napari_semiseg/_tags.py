@@ -157,6 +157,8 @@ class TagsPanel(QGroupBox):
             self.status.setText(f"{phase} step {ev['step']}/{ev['total']}")
         elif kind == "done":
             self._apply(ev)
+        elif kind == "warning":  # e.g. the engine saw the network collapse
+            show_warning(f"Train from tags: {ev.get('message')}")
         elif kind in ("cancelled", "error"):
             self._discard()
             msg = ev.get("message", kind)

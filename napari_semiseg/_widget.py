@@ -729,6 +729,8 @@ class AssistantWidget(QWidget):
                 self.status.setText(f"Version {version.id} not adopted: {reason}")
         elif kind == "show_ranking":
             self._show_uncertain()
+        elif kind == "warning":  # e.g. the engine saw the network collapse
+            show_warning(f"Retrain: {ev.get('message')}")
         elif kind == "cancelled":
             self._discard_job()
             if s is not None:

@@ -320,6 +320,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                   f"elapsed={e['elapsed']:.1f}s eta={e['eta']:.1f}s", file=sys.stderr, flush=True)
         elif e["type"] in ("checkpoint", "done"):
             print(f"[rank 0] {e['type']}: {e['path']}", file=sys.stderr, flush=True)
+        elif e["type"] == "warning":
+            print(f"WARNING: {e['message']}", file=sys.stderr, flush=True)
 
     try:
         train(cfg, data, on_event=on_event, init_checkpoint=args.init, resume=args.resume)
@@ -337,6 +339,8 @@ def _print_event(e: dict) -> None:
         print(f"step {e['step']}/{e['total']}{phase} {losses}", file=sys.stderr, flush=True)
     elif e["type"] in ("checkpoint", "done"):
         print(f"{e['type']}: {e['path']}", file=sys.stderr, flush=True)
+    elif e["type"] == "warning":
+        print(f"WARNING: {e['message']}", file=sys.stderr, flush=True)
 
 
 def _train_from_tags(args: argparse.Namespace) -> int:

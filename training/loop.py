@@ -536,6 +536,10 @@ def finetune(
         out_path = Path(model_path).with_name(f"{stem}-ft{time.strftime('%Y%m%d-%H%M%S')}"
                                               f"-{os.getpid()}.pt")
     opts: dict[str, Any] = {**FINETUNE_DEFAULTS, **config}
+    # a model is fine-tuned on what it was trained on: native-grid patches (the recipe, and
+    # every New model) or, for a checkpoint of the earlier recipe, squashed whole slices
+    opts.setdefault("sampling", meta.get("sampling") or ("patch" if meta.get("untrained")
+                                                         else "resize"))
     cfg = TrainConfig(
         method=method, dims=int(net["dims"]), steps=int(steps),
         size=list(meta.get("size") or TrainConfig().size),

@@ -90,6 +90,34 @@ def describe(card: dict[str, Any]) -> str:
     return f"{card.get('anatomy', '?')} ({card.get('modality', '?')}): {names}"
 
 
+def recipe_summary(meta: dict[str, Any]) -> str:
+    """How the model was trained, in one line, from its checkpoint's config (issue 23's
+    recipe or the earlier one)."""
+    cfg = meta.get("config") or {}
+    steps = f"{cfg.get('steps', meta.get('total_steps', '?'))} steps of batch " \
+            f"{cfg.get('labeled_bs', '?')}"
+    if int(meta.get("dims", 2)) == 3:
+        return f"3-D patches {meta.get('size')}; {steps}"
+    if meta.get("sampling") != "patch":
+        return (f"whole slices squashed to {meta.get('size')}, random 90-degree turns and "
+                f"flips; {cfg.get('optimizer', 'adam')} lr {cfg.get('lr')}; {steps}")
+    size = "x".join(str(v) for v in meta.get("size", []))
+    aug = cfg.get("augment", "anatomy")
+    turn = cfg.get("rotate") or 15
+    aug_words = {"anatomy": f"orientation kept: turns up to {turn:g} degrees, scale, gamma, "
+                            "contrast, brightness, noise",
+                 "any-orientation": f"turns up to {turn:g} degrees plus 90-degree turns and "
+                                    "mirroring, scale, gamma, contrast, brightness, noise",
+                 "none": "no augmentation"}.get(aug, aug)
+    ema = cfg.get("weights_ema") or 0
+    return (f"native-grid patches {size} ({100 * float(cfg.get('foreground_share', 1 / 3)):.0f} "
+            f"% centred on a structure), {aug_words}; {cfg.get('optimizer', 'adamw')} lr "
+            f"{cfg.get('lr')}, warm-up {100 * float(cfg.get('lr_warmup', 0)):.0f} %, poly decay, "
+            f"gradient clip {cfg.get('clip_grad', 0)}"
+            + (f", weight average {ema}" if ema else "") + f"; {steps}; Gaussian "
+            "sliding-window predict")
+
+
 _CLEAN_UP_WORDS = {"none": "none", "foreground": "the largest 3-D piece of all structures kept",
                    "per_class": "each structure's largest 3-D piece kept"}
 
@@ -102,6 +130,7 @@ def render_markdown(card: dict[str, Any], file_name: str) -> str:
              "- classes: " + ", ".join(f"{c['value']} {c['name']} ({c['color']})"
                                        for c in card["classes"]),
              f"- network: {card.get('network', '')}",
+             *([f"- recipe: {card['recipe']}"] if card.get("recipe") else []),
              f"- training data: {card['data']}",
              f"- split: {card['split']}",
              f"- command: `{card['command']}`",
@@ -197,6 +226,7 @@ def build_card(model_path: str, data_dir: str, anatomy: str, modality: str, comm
         "network": f"{net['dims']}-D U-Net, base {net['base']}, depth {net['depth']}, "
                    f"{net.get('norm', 'group')} norm, dropout {net.get('dropout', 0)}; input "
                    f"{meta.get('size')}",
+        "recipe": recipe_summary(meta),
         "data": str(data_dir), "split": split_note, "command": command,
         "scans": summarise(stats),
         "postprocess": clean_up,

@@ -51,7 +51,7 @@ def new_model(
     meta = {
         "num_classes": len(names), "class_names": names, "dims": 2, "size": list(size),
         "normalization": dict(DEFAULT_NORMALIZATION), "method": "none", "untrained": True,
-        "downsample": 1.0, "steps_done": 0,
+        "downsample": 1.0, "steps_done": 0, "sampling": "patch",
     }
     if pretrained:
         meta["pretrained_from"] = os.path.basename(os.fspath(pretrained))

@@ -15,6 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 from training.atomic import atomic_write
 from training.augment import Augmentation
 from training.checkpoint import companion_path, read_checkpoint, save_checkpoint
+from training.collapse import CollapseWatch
 from training.data import DataError, PatchSampler, ResizedSliceSampler, TrainData
 from training.device import pick_device
 from training.distributed import any_rank, barrier, init_distributed
@@ -224,6 +225,9 @@ def train(
             atomic_write(resume_path, lambda fh: torch.save(state, fh))
         return path
 
+    watch = CollapseWatch()
+    warnings: list[str] = []
+    meta_base["warnings"] = warnings  # what the collapse watch saw, kept with the model
     start = time.perf_counter()
     last_saved: str | None = None
     early_due = config.first_checkpoint_s > 0
@@ -245,6 +249,12 @@ def train(
                 f"training stopped at step {done}: the loss became "
                 f"{', '.join(f'{k}={losses[k]}' for k in bad) or 'non-finite on another rank'}"
                 f" (try a lower learning rate, or check the data){kept}")
+        for msg in (watch.loss(done, losses["loss"]),
+                    _one_class(watch, method, labeled, done) if done % COLLAPSE_CHECK_EVERY == 0
+                    else None):
+            if msg and rank == 0:
+                warnings.append(msg)
+                emit({"type": "warning", "message": msg, "step": done})
         elapsed = time.perf_counter() - start
         if done % max(config.log_every, 1) == 0 or done == config.steps or done == 1:
             emit({"type": "progress", "step": done, "total": config.steps, "losses": losses,
@@ -266,6 +276,22 @@ def train(
     if rank == 0:
         emit({"type": "done", "path": last_saved, "step": config.steps})
     return last_saved if rank == 0 else str(config.checkpoint)
+
+
+COLLAPSE_CHECK_EVERY = 50  # steps between checks that the network still predicts several classes
+
+
+@torch.no_grad()
+def _one_class(watch: CollapseWatch, method, labeled: dict, step: int) -> str | None:
+    """One look at the main network's prediction on the batch it just trained on."""
+    net = method.main()
+    net.eval()
+    try:
+        with method.autocast():
+            logits = net(labeled["image"].to(method.device))["logits"]
+    finally:
+        net.train()
+    return watch.prediction(step, logits.float(), labeled["label"].to(method.device))
 
 
 # settings that may differ between a run and its resumption
