@@ -116,7 +116,7 @@ def test_fine_tune_on_more_classes_grows_the_head(tmp_path):
 
 def test_training_learns_the_blobs(tmp_path):
     events = []
-    train(_cfg(tmp_path, steps=40, lr=1e-2, log_every=1, base=8, labeled_bs=4), _data(3),
+    train(_cfg(tmp_path, steps=80, lr=1e-2, log_every=1, base=8, labeled_bs=4), _data(3),
           on_event=events.append)
     losses = [e["losses"]["sup"] for e in events if e["type"] == "progress"]
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])

@@ -69,10 +69,13 @@ def patch_grid(
     patch: tuple[int, int],
     aug: Augmentation | None,
     gen: torch.Generator,
+    device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """``grid_sample`` grid (N, ph, pw, 2) taking a ``patch`` around each (y, x) centre of a
     source of ``source_hw`` pixels, turned and scaled at random (about the centre) when
-    ``aug`` asks. Scale 1 keeps the native pixel grid: one patch pixel is one scan pixel."""
+    ``aug`` asks. Scale 1 keeps the native pixel grid: one patch pixel is one scan pixel.
+    Random numbers come from ``gen`` (on the CPU: a few per sample); the grid is built on
+    ``device``."""
     n = len(centres)
     h, w = source_hw
     ph, pw = patch
@@ -89,16 +92,17 @@ def patch_grid(
             flip_x = torch.where(_coin(n, 0.5, gen), -1.0, 1.0)
     theta = torch.deg2rad(angle) + turns.float() * (math.pi / 2)
     cos, sin = torch.cos(theta) * scale, torch.sin(theta) * scale
-    # patch pixel offsets from its centre, in pixels
-    oy = torch.arange(ph, dtype=torch.float32) - (ph - 1) / 2
-    ox = torch.arange(pw, dtype=torch.float32) - (pw - 1) / 2
-    gy, gx = torch.meshgrid(oy, ox, indexing="ij")  # (ph, pw)
-    gx = gx[None] * flip_x[:, None, None]
-    gy = gy[None]
-    sy = centres[:, 0, None, None] + sin[:, None, None] * gx + cos[:, None, None] * gy
-    sx = centres[:, 1, None, None] + cos[:, None, None] * gx - sin[:, None, None] * gy
-    # pixel centres -> [-1, 1] with align_corners=False
-    return torch.stack([(2 * sx + 1) / w - 1, (2 * sy + 1) / h - 1], dim=-1)
+    # Source pixel = centre + M @ (patch pixel - patch centre), with M turning, scaling and
+    # mirroring; written as one affine map of normalised coordinates (align_corners=False:
+    # pixel i of n sits at (2i + 1) / n - 1) so that affine_grid builds the grid in one call.
+    mat = torch.zeros(n, 2, 3)
+    mat[:, 0, 0] = cos * flip_x * pw / w
+    mat[:, 0, 1] = -sin * ph / w
+    mat[:, 1, 0] = sin * flip_x * pw / h
+    mat[:, 1, 1] = cos * ph / h
+    mat[:, 0, 2] = (2 * centres[:, 1] + 1) / w - 1
+    mat[:, 1, 2] = (2 * centres[:, 0] + 1) / h - 1
+    return F.affine_grid(mat.to(device), [n, 1, ph, pw], align_corners=False)
 
 
 def sample_patches(
@@ -111,7 +115,7 @@ def sample_patches(
     if labels is None:
         return out, None
     # shifted by one so that zero padding reads as "outside"
-    moved = F.grid_sample((labels.float() + 1)[:, None], grid, mode="nearest",
+    moved = F.grid_sample((labels.float() + 1)[:, None], grid, mode="nearest",  # uint8 ok
                           padding_mode="zeros", align_corners=False)[:, 0].long()
     lab = torch.where(moved == 0, torch.full_like(moved, IGNORE_INDEX), moved - 1)
     return out, lab
@@ -128,14 +132,23 @@ def intensity(x: torch.Tensor, aug: Augmentation | None, gen: torch.Generator) -
     lo = flat.min(1).values.view(shape)
     hi = flat.max(1).values.view(shape)
     rng = (hi - lo).clamp_min(1e-6)
-    g = torch.where(_coin(n, aug.p_gamma, gen), _uniform(n, *aug.gamma, gen), 1.0).view(shape)
-    x = torch.where(g != 1, ((x - lo) / rng).clamp(0, 1) ** g * rng + lo, x)
+    gamma = _coin(n, aug.p_gamma, gen)
+    g = _uniform(n, *aug.gamma, gen)
+    if bool(gamma.any()):  # only where drawn: a power of every pixel is not cheap
+        k = torch.nonzero(gamma).flatten().to(x.device)
+        gk = g[gamma].view(-1, *shape[1:]).to(x.device)
+        x = x.clone()
+        x[k] = ((x[k] - lo[k]) / rng[k]).clamp(0, 1) ** gk * rng[k] + lo[k]
     mean = x.flatten(1).mean(1).view(shape)
     c = torch.where(_coin(n, aug.p_contrast, gen), _uniform(n, *aug.contrast, gen), 1.0)
-    x = (x - mean) * c.view(shape) + mean
+    x = (x - mean) * c.view(shape).to(x.device) + mean
     b = torch.where(_coin(n, aug.p_brightness, gen), _uniform(n, *aug.brightness, gen), 1.0)
-    x = x * b.view(shape)
-    s = torch.where(_coin(n, aug.p_noise, gen), _uniform(n, 0.0, aug.noise_std, gen), 0.0)
-    if bool((s > 0).any()):
-        x = x + torch.randn(x.shape, generator=gen) * s.view(shape)
+    x = x * b.view(shape).to(x.device)
+    noisy = _coin(n, aug.p_noise, gen)
+    std = _uniform(n, 0.0, aug.noise_std, gen)
+    if bool(noisy.any()):  # noise drawn only for the samples that get it
+        k = torch.nonzero(noisy).flatten()
+        noise = torch.randn((len(k), *x.shape[1:]), generator=gen)
+        x = x.clone()
+        x[k.to(x.device)] += noise.to(x.device) * std[k].view(-1, *shape[1:]).to(x.device)
     return x

@@ -23,12 +23,14 @@ FOREGROUND_SHARE = 1 / 3
 class _Stack:
     """Slices of varying sizes padded into one (N, H, W) tensor, with each slice's own size."""
 
-    def __init__(self, slices: list[np.ndarray], fill: float, dtype: torch.dtype) -> None:
+    def __init__(self, slices: list[np.ndarray], fill: float, dtype: torch.dtype,
+                 device: torch.device | str = "cpu") -> None:
         self.hw = torch.tensor([s.shape for s in slices], dtype=torch.long).reshape(-1, 2)
         h, w = (int(v) for v in self.hw.max(0).values) if len(slices) else (1, 1)
-        self.data = torch.full((len(slices), h, w), fill, dtype=dtype)
+        data = torch.full((len(slices), h, w), fill, dtype=dtype)
         for i, s in enumerate(slices):
-            self.data[i, : s.shape[0], : s.shape[1]] = torch.from_numpy(np.ascontiguousarray(s))
+            data[i, : s.shape[0], : s.shape[1]] = torch.from_numpy(np.ascontiguousarray(s))
+        self.data = data.to(device)
 
     def __len__(self) -> int:
         return len(self.data)
@@ -54,6 +56,7 @@ class SliceSampler(SlicePicker):
         seed: int = 0,
         augmentation: Augmentation | None = None,
         foreground_share: float = FOREGROUND_SHARE,
+        device: torch.device | str = "cpu",
     ) -> None:
         if len(size) != 2 or min(int(s) for s in size) < 8:
             raise DataError(f"a 2-D patch needs two sizes of at least 8 pixels, got {list(size)}")
@@ -70,15 +73,19 @@ class SliceSampler(SlicePicker):
         unl_s += _slices(data.unlabeled)
         if not lab_s:
             raise DataError("the labelled set is empty: no annotated slice")
-        self.lab_img = _Stack(lab_s, 0.0, torch.float32)
+        # On a GPU the slices live there and batches are cut and augmented there: a GPU step
+        # must not wait for the CPU to make its batch
+        self.device = torch.device(device)
+        self.lab_img = _Stack(lab_s, 0.0, torch.float32, self.device)
         self.lab_lab = _Stack(lab_l, IGNORE_INDEX, torch.uint8)
-        self.unl_img = _Stack(unl_s, 0.0, torch.float32) if unl_s else None
+        self.unl_img = _Stack(unl_s, 0.0, torch.float32, self.device) if unl_s else None
         self.n_labelled = len(self.lab_img)
         self.volume_of = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
         self.balance = bool(data.balance_volumes) and sum(c > 0 for c in counts) > 1
         self.trusted = trusted_slices(self.lab_lab.data)
         self.trusted_share = float(data.trusted_share)
         self._index_foreground()
+        self.lab_lab.data = self.lab_lab.data.to(self.device)
         self.labeled_bs, self.unlabeled_bs = labeled_bs, unlabeled_bs
         self.gen = torch.Generator().manual_seed(seed)
 
@@ -117,9 +124,11 @@ class SliceSampler(SlicePicker):
 
     def _take(self, images: _Stack, labels: _Stack | None, idx: torch.Tensor) -> dict:
         centres = self._centres(images, idx, foreground=labels is not None)
-        grid = patch_grid(centres, tuple(images.data.shape[1:]), self.size, self.aug, self.gen)
-        img = images.data[idx][:, None]
-        lab = labels.data[idx].long() if labels is not None else None
+        grid = patch_grid(centres, tuple(images.data.shape[1:]), self.size, self.aug, self.gen,
+                          self.device)
+        at = idx.to(self.device)
+        img = images.data[at][:, None]
+        lab = labels.data[at] if labels is not None else None
         img, lab = sample_patches(img, lab, grid)
         batch = {"image": intensity(img, self.aug, self.gen)}
         if lab is not None:

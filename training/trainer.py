@@ -105,7 +105,8 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         torch.backends.cudnn.benchmark = not deterministic
 
 
-def make_sampler(config: TrainConfig, data: TrainData, seed: int):
+def make_sampler(config: TrainConfig, data: TrainData, seed: int,
+                 device: torch.device | str = "cpu"):
     """The batch source the config asks for: native-grid 2-D patches (the default), squashed
     2-D slices (the earlier recipe), or 3-D patches."""
     if config.dims == 3:
@@ -123,7 +124,8 @@ def make_sampler(config: TrainConfig, data: TrainData, seed: int):
     except ValueError as exc:
         raise DataError(str(exc)) from None
     return SliceSampler(data, config.size, config.labeled_bs, config.unlabeled_bs, seed=seed,
-                        augmentation=aug, foreground_share=config.foreground_share)
+                        augmentation=aug, foreground_share=config.foreground_share,
+                        device=device)
 
 
 def _model_config(config: TrainConfig, data: TrainData, init: dict | None) -> dict:
@@ -190,7 +192,7 @@ def train(
         ids = [device.index] if device.type == "cuda" else None
         method.wrap(lambda m: DistributedDataParallel(m, device_ids=ids,
                                                       find_unused_parameters=True))
-    sampler = make_sampler(config, data, seed=config.seed + 1000 * rank)
+    sampler = make_sampler(config, data, seed=config.seed + 1000 * rank, device=device)
     meta_base = {
         "num_classes": num_classes, "class_names": class_names,
         "normalization": dict(data.normalization), "dims": config.dims,
