@@ -48,4 +48,5 @@ def test_lgg_and_acdc_adapters(tmp_path):
 @pytest.mark.skipif(not (DATA / "lgg_brain_mri_2d" / "index.csv").exists(), reason="no LGG data")
 def test_real_lgg_index_counts():
     counts = tag_counts(read_tags(DATA / "lgg_brain_mri_2d" / "index.csv"))
-    assert counts == {"positive": 150, "negative": 210}
+    # 40 patients: the first 10 (150 positive, 210 negative slices) and 30 added in December
+    assert counts == {"positive": 481, "negative": 898}
