@@ -2,10 +2,16 @@
 
 ``.dcm`` saves a Labels layer as a DICOM-SEG onto the DICOM series its scan was opened from,
 with the structures' names (the layer's ``name`` feature, as the assistant sets it) and colours.
+
+napari takes a ValueError from a writer for "this writer does not apply" and only warns that
+the plugin "is not a valid writer", so a refusal is raised as :class:`SaveError` instead: the
+user then sees the reason as an error notification.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +20,23 @@ import numpy as np
 from training.io import SEG_SUFFIX
 
 from .io import NOT_ANNOTATED, DataError, Geometry, has_suffix, write_volume
+
+
+class SaveError(RuntimeError):
+    """A layer that cannot be saved as asked; the message names the file and the reason."""
+
+
+def _refusals_shown(write: Callable[..., list[str]]) -> Callable[..., list[str]]:
+    """Re-raise a ValueError (a refused layer or path) as :class:`SaveError` (see above)."""
+
+    @functools.wraps(write)
+    def wrapper(path: str, data: Any, meta: dict) -> list[str]:
+        try:
+            return write(path, data, meta)
+        except ValueError as e:
+            raise SaveError(str(e)) from e
+
+    return wrapper
 
 
 def layer_geometry(data: np.ndarray, meta: dict[str, Any]) -> Geometry:
@@ -25,6 +48,7 @@ def layer_geometry(data: np.ndarray, meta: dict[str, Any]) -> Geometry:
     return Geometry.identity(ndim, meta.get("scale"), meta.get("translate"))
 
 
+@_refusals_shown
 def write_labels(path: str, data: Any, meta: dict) -> list[str]:
     arr = np.asarray(data)
     out = arr.astype(np.uint8) if arr.max(initial=0) <= 255 and arr.min(initial=0) >= 0 else arr
@@ -33,6 +57,7 @@ def write_labels(path: str, data: Any, meta: dict) -> list[str]:
     return [write_volume(path, out, layer_geometry(arr, meta))]
 
 
+@_refusals_shown
 def write_image(path: str, data: Any, meta: dict) -> list[str]:
     if meta.get("rgb"):
         raise ValueError("RGB layers are not saved by napari-semiseg; save a label or grey layer")
