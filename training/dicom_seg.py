@@ -20,12 +20,17 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from training.dicom import SeriesInfo, first_position, frame_of_reference, list_series
 from training.io import NOT_ANNOTATED, DataError, Geometry, WriteError
 from training.palette import class_color
+
+if TYPE_CHECKING:
+    from highdicom import VolumeGeometry
 
 INSTALL_HINT = 'pip install "napari-semiseg[dicom]" (or: pip install highdicom)'
 CONTENT_LABEL = "SEMISEG"
@@ -60,7 +65,7 @@ class SegLabels:
         return names
 
 
-def highdicom():
+def highdicom() -> ModuleType:
     """The highdicom module, or an error that says how to install it."""
     try:
         import highdicom as hd
@@ -96,7 +101,7 @@ def _lift(geometry: Geometry) -> Geometry:
                     tuple(d.ravel().tolist()), geometry.source)
 
 
-def volume_geometry(shape: Sequence[int], geometry: Geometry):
+def volume_geometry(shape: Sequence[int], geometry: Geometry) -> VolumeGeometry:
     """highdicom's geometry of a (z, y, x) array lying at ``geometry`` (SimpleITK's x, y, z)."""
     hd = highdicom()
     g = _lift(geometry)
@@ -106,7 +111,7 @@ def volume_geometry(shape: Sequence[int], geometry: Geometry):
         coordinate_system="PATIENT", position=tuple(g.origin), direction=direction)
 
 
-def _geometry_of(volume, source: str) -> Geometry:
+def _geometry_of(volume: VolumeGeometry, source: str) -> Geometry:
     """Our geometry (x, y, z order) of a highdicom volume whose axes are (slice, row, col)."""
     direction = np.asarray(volume.direction)[:, ::-1] + 0.0  # no -0.0 in what users read
     return Geometry(tuple(float(s) for s in volume.spacing[::-1]),
