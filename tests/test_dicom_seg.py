@@ -295,6 +295,39 @@ def test_seg_of_another_series_or_grid_is_refused(tmp_path):
         read_image(seg)
 
 
+def test_a_seg_made_elsewhere_opens_onto_its_series(tmp_path):
+    """highdicom's defaults, as other tools write: empty frames left out, and the source's
+    Spacing Between Slices copied (GDCM wrote 1 mm where the slices are 2.5 mm apart)."""
+    hd = pytest.importorskip("highdicom")
+    import pydicom
+    from pydicom.sr.codedict import codes
+
+    folder, _ = _series(tmp_path / "series")
+    vol = read_volume(folder)
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder))
+    sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    lab = np.zeros(vol.data.shape, np.uint8)
+    lab[1, 3:9, 3:9] = 1
+    lab[4, 10:20, 10:20] = 1
+    algo = hd.AlgorithmIdentificationSequence(name="other", version="1",
+                                              family=codes.cid7162.ArtificialIntelligence)
+    seg = hd.seg.Segmentation(
+        source_images=sources, pixel_array=lab, segmentation_type="BINARY",
+        segment_descriptions=[hd.seg.SegmentDescription(
+            segment_number=1, segment_label="lesion", segmented_property_category=codes.SCT.Tissue,
+            segmented_property_type=codes.SCT.Tissue, algorithm_type="AUTOMATIC",
+            algorithm_identification=algo)],
+        series_instance_uid=hd.UID(), series_number=9, sop_instance_uid=hd.UID(),
+        instance_number=1, manufacturer="other", manufacturer_model_name="other",
+        software_versions="1", device_serial_number="1")
+    assert seg.NumberOfFrames == 2
+    seg.save_as(str(tmp_path / "other.dcm"))
+    back = read_seg(tmp_path / "other.dcm", vol.data.shape, vol.geometry,
+                    series_uid=vol.extra["dicom_series"])
+    np.testing.assert_array_equal(back.data, lab)
+    assert back.names() == ["background", "lesion"]
+
+
 def test_a_failed_seg_write_leaves_the_old_file(tmp_path, monkeypatch):
     pytest.importorskip("highdicom")
     import training.dicom_seg as dicom_seg

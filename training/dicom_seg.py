@@ -272,9 +272,18 @@ def read_seg(path: str | os.PathLike, shape: Sequence[int] | None = None,
     its segments overlap or exceed 254, or its frames do not lie on the scan's voxels.
     """
     hd = highdicom()
+    import pydicom
+
     path = Path(path)
     try:
-        seg = hd.seg.segread(str(path))
+        ds = pydicom.dcmread(str(path))
+        if geometry is not None:
+            # frames are stacked by Spacing Between Slices, which many SEGs copy from source
+            # headers where ITK/GDCM writers put 1 mm; onto a known scan its own spacing is
+            # the one to try (every frame is still checked to lie on that scan's voxels)
+            for item in ds.SharedFunctionalGroupsSequence[0].get("PixelMeasuresSequence", []):
+                item.SpacingBetweenSlices = f"{_lift(geometry).spacing[2]:.10g}"
+        seg = hd.seg.Segmentation.from_dataset(ds, copy=False)
     except Exception as e:  # noqa: BLE001 - pydicom/highdicom raise many types for bad files
         raise DataError(f"{path}: not a readable DICOM-SEG ({e})") from e
     refs = [str(item.SeriesInstanceUID) for item in seg.get("ReferencedSeriesSequence", [])]
