@@ -169,6 +169,7 @@ def write_seg(path: str | os.PathLike, labels: np.ndarray, geometry: Geometry,
 
     path = Path(path)
     arr = np.asarray(labels)
+    arr = arr.astype(np.uint8) if arr.dtype == np.bool_ else arr
     if arr.ndim == 2:
         arr = arr[None]
     if arr.size and (arr.min() < 0 or arr.max() > NOT_ANNOTATED
