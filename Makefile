@@ -19,7 +19,7 @@ $(PY):
 install: $(PY)
 	@$(PY) -c "import torch" 2>/dev/null || \
 	  $(PIP) install -q $(if $(TORCH_WHEEL),"$(TORCH_WHEEL)","torch>=2.1,<2.14")
-	$(PIP) install -q -e ".[pyqt5,testing]"
+	$(PIP) install -q -e ".[pyqt5,testing,dicom]"
 
 # The test display: Xvfb and the xcb libraries Qt needs, via apt when root and missing.
 display:

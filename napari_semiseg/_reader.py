@@ -1,12 +1,29 @@
-"""napari reader: scans and label maps with their geometry (npe2 `napari_get_reader`)."""
+"""napari reader: scans and label maps with their geometry (npe2 `napari_get_reader`).
+
+DICOM: a folder of several series asks which one to open (description and size); a DICOM-SEG
+opens onto its series, which must be open already, as a Labels layer with the segments' names
+and colours; any other DICOM file opens the whole series it belongs to.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from training.dicom import (
+    SeriesInfo,
+    file_series,
+    is_seg_file,
+    list_series,
+    looks_dicom,
+    series_listing,
+)
+
 from .io import (
     VOLUME_SUFFIXES,
+    Geometry,
     Volume,
+    VolumeReadError,
+    case_name,
     check_labels_fit,
     has_suffix,
     png_slices,
@@ -30,6 +47,8 @@ def napari_get_reader(path):
         return None
     if has_suffix(p, VOLUME_SUFFIXES + (".png",)):
         return read_layers
+    if p.is_file() and looks_dicom(p):
+        return read_dicom_file
     return None
 
 
@@ -49,6 +68,8 @@ def volume_layer_data(vol: Volume) -> tuple:
         "translate": geom.translate[-ndim:],
         "metadata": {"geometry": geom.to_dict()},
     }
+    if "dicom_series" in vol.extra:  # which series: a DICOM-SEG opened later finds it by this
+        kwargs["metadata"]["dicom_series"] = vol.extra["dicom_series"]
     if vol.is_labels:
         kwargs["colormap"] = label_colormap()
         return (vol.data, kwargs, "labels")
@@ -56,13 +77,107 @@ def volume_layer_data(vol: Volume) -> tuple:
     return (vol.data, kwargs, "image")
 
 
-def read_layers(path) -> list[tuple]:
+def read_layers(path, series: str | None = None) -> list[tuple]:
     if isinstance(path, list):
         path = path[0]
-    vol = read_volume(path)
+    p = Path(path)
+    if series is None and p.is_dir() and not png_slices(p):
+        found = list_series(p)
+        if len(found) > 1:
+            chosen = choose_series(p, found)
+            if chosen is None:
+                raise VolumeReadError(f"{p}: not opened, no series chosen (the folder holds "
+                                      f"{len(found)}: {series_listing(found)})")
+            series = chosen.uid
+    vol = read_volume(path, series=series)
     if vol.is_labels:
         _check_against_open_images(vol)
     return [volume_layer_data(vol)]
+
+
+def choose_series(folder: Path, series: list[SeriesInfo]) -> SeriesInfo | None:
+    """Ask which series of ``folder`` to open, by description and size; None if cancelled.
+
+    Without a running Qt application (a script, a test) there is no one to ask: the folder
+    is refused with the series listed, as the command line does.
+    """
+    from qtpy.QtWidgets import QApplication, QInputDialog
+
+    if QApplication.instance() is None:
+        raise VolumeReadError(f"{folder}: folder holds {len(series)} DICOM series; choose "
+                              f"one: {series_listing(series)}")
+    items = [s.label() for s in series]
+    item, ok = QInputDialog.getItem(QApplication.activeWindow(), "Open DICOM series",
+                                    f"{folder.name} holds {len(series)} series. Open:",
+                                    items, 0, False)
+    return series[items.index(item)] if ok and item in items else None
+
+
+def read_dicom_file(path) -> list[tuple]:
+    """A DICOM-SEG onto its open series; any other DICOM file: its whole series."""
+    if isinstance(path, list):
+        path = path[0]
+    p = Path(path)
+    if is_seg_file(p):
+        return [seg_layer_data(p)]
+    try:
+        series = file_series(p)
+    except ValueError as e:
+        raise VolumeReadError(str(e)) from e
+    return read_layers(str(p.parent), series=series or None)
+
+
+def seg_layer_data(path: Path) -> tuple:
+    """A DICOM-SEG as a Labels layer on the open image of the series it references."""
+    from training.dicom_seg import find_series, read_seg, referenced_series
+
+    from .colors import label_colormap
+
+    refs = referenced_series(path)
+    candidates = []
+    for layer, geom in _open_dicom_images():
+        uid = layer.metadata.get("dicom_series")
+        if uid is None:  # an image not opened by this reader (a reopened session): look it up
+            try:
+                uid = find_series(geom.source, layer.data.shape, geom).uid
+            except ValueError:
+                continue
+        if not refs or uid in refs:
+            candidates.append((layer, geom, uid))
+    if not candidates:
+        raise VolumeReadError(f"{path}: this DICOM-SEG lies on series {', '.join(refs) or '?'}, "
+                              f"which is not open: open that series first (File > Open its "
+                              f"folder), then the DICOM-SEG")
+    layer, geom, uid = candidates[-1]
+    seg = read_seg(path, layer.data.shape, geom, series_uid=uid)
+    names = seg.names()
+    cmap = label_colormap({s.value: s.color for s in seg.segments})  # the SEG's own colours
+    return (seg.data, {
+        "name": seg.description or case_name(path),
+        "scale": tuple(layer.scale), "translate": tuple(layer.translate),
+        "metadata": {"geometry": geom.to_dict(), "dicom_series": uid},
+        "features": {"index": list(range(len(names))), "name": names},
+        "colormap": cmap,
+    }, "labels")
+
+
+def _open_dicom_images():
+    """(layer, geometry) of the open grey images read from a DICOM series folder."""
+    try:
+        import napari
+        from napari.layers import Image
+
+        viewer = napari.current_viewer()
+    except Exception:  # no Qt / no viewer
+        return []
+    if viewer is None:
+        return []
+    out = []
+    for ly in viewer.layers:
+        g = ly.metadata.get("geometry") if isinstance(ly, Image) and not ly.rgb else None
+        if g and Path(g.get("source", "")).is_dir():
+            out.append((ly, Geometry.from_dict(g)))
+    return out
 
 
 def _check_against_open_images(vol: Volume) -> None:

@@ -39,7 +39,7 @@ from training.io import read_volume as _read_volume
 __all__ = [
     "MAX_VOXELS", "NOT_ANNOTATED", "SLICE_SUFFIXES", "VOLUME_SUFFIXES", "WRITE_SUFFIXES",
     "DataError", "Geometry", "LabelShapeError", "Volume", "VolumeReadError", "WriteError",
-    "check_labels_fit", "dicom_series_files", "has_suffix", "looks_like_label_path",
+    "case_name", "check_labels_fit", "dicom_series_files", "has_suffix", "looks_like_label_path",
     "png_slices", "read_volume", "strip_suffix", "to_sitk", "write_volume",
 ]
 
@@ -57,14 +57,16 @@ def looks_like_label_path(path: str | os.PathLike) -> bool:
     return any(w in LABEL_HINTS for w in words)
 
 
-def read_volume(path: str | os.PathLike, as_labels: bool | None = None) -> Volume:
+def read_volume(path: str | os.PathLike, as_labels: bool | None = None,
+                series: str | None = None) -> Volume:
     """:func:`training.io.read_volume`; ``as_labels=None`` decides from the name and dtype.
 
     A grey integer file named like a label map (``labels/``, ``*_seg.nrrd``) opens as labels
     when its values are those of a label map (0..254 plus 255 = not annotated); with other values
-    it is a scan after all and opens as an image, unchanged.
+    it is a scan after all and opens as an image, unchanged. ``series`` chooses one DICOM
+    series of a folder holding several.
     """
-    vol = _read_volume(path, as_labels=bool(as_labels))
+    vol = _read_volume(path, as_labels=bool(as_labels), series=series)
     if as_labels is None and not vol.rgb and np.issubdtype(vol.data.dtype, np.integer) \
             and looks_like_label_path(path):
         try:

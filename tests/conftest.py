@@ -31,24 +31,35 @@ def disc_scan() -> tuple[np.ndarray, np.ndarray]:
     return image, label
 
 
-@pytest.fixture
-def dicom_folder(tmp_path: Path, disc_scan) -> Path:
-    """A real DICOM series, one file per slice, with position tags SimpleITK orders by."""
-    image, _ = disc_scan
-    folder = tmp_path / "dicom_series"
-    folder.mkdir()
-    spacing = (0.7, 0.8, 2.5)
-    uid = "1.2.826.0.1.3680043.2.1125.1.99999"
-    for k in range(image.shape[0]):
+def write_dicom_series(folder: Path, image: np.ndarray, spacing=(0.7, 0.8, 2.5),
+                       origin=(10.0, -20.0, 30.0), direction=None, uid: str = "",
+                       description: str = "T1 AX", number: int = 3,
+                       depths: list[float] | None = None) -> list[Path]:
+    """Write (z, y, x) ``image`` as a DICOM series, one file per slice (SimpleITK/GDCM).
+
+    ``direction``: SimpleITK's 3x3 (x, y, z) direction; its first two columns become the
+    slices' orientation, the third (the normal) where slice k lies: ``depths[k]`` mm from
+    ``origin`` (default k * spacing[2]). Every tag a DICOM-SEG needs is there.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    uid = uid or "1.2.826.0.1.3680043.2.1125.1.99999"
+    d = np.reshape(direction if direction is not None else np.eye(3).ravel(), (3, 3))
+    depths = depths if depths is not None else [k * spacing[2] for k in range(image.shape[0])]
+    files = []
+    for k, depth in enumerate(depths):
         sl = sitk.GetImageFromArray(image[k])
         sl.SetSpacing(spacing[:2])
+        pos = np.asarray(origin) + depth * d[:, 2]
         tags = {
             "0008|0060": "MR",
+            "0008|103e": description,
             "0020|000d": uid + ".1",
             "0020|000e": uid + ".2",
+            "0020|0052": uid + ".3",  # frame of reference
+            "0020|0011": str(number),
             "0020|0013": str(k + 1),
-            "0020|0032": f"10\\-20\\{30 + k * spacing[2]}",
-            "0020|0037": "1\\0\\0\\0\\1\\0",
+            "0020|0032": "\\".join(f"{v:.6f}" for v in pos),
+            "0020|0037": "\\".join(f"{v:.6f}" for v in (*d[:, 0], *d[:, 1])),
             "0028|0030": f"{spacing[1]}\\{spacing[0]}",
             "0018|0050": str(spacing[2]),
         }
@@ -56,6 +67,16 @@ def dicom_folder(tmp_path: Path, disc_scan) -> Path:
             sl.SetMetaData(key, value)
         w = sitk.ImageFileWriter()
         w.KeepOriginalImageUIDOn()
-        w.SetFileName(str(folder / f"slice{k:03d}.dcm"))
+        files.append(folder / f"{uid.rsplit('.', 1)[-1]}_slice{k:03d}.dcm")
+        w.SetFileName(str(files[-1]))
         w.Execute(sl)
+    return files
+
+
+@pytest.fixture
+def dicom_folder(tmp_path: Path, disc_scan) -> Path:
+    """A real DICOM series, one file per slice, with position tags SimpleITK orders by."""
+    image, _ = disc_scan
+    folder = tmp_path / "dicom_series"
+    write_dicom_series(folder, image)
     return folder

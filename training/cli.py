@@ -17,7 +17,9 @@ from training.augment import AUGMENTATIONS
 from training.checkpoint import CheckpointError, load_checkpoint
 from training.io import (
     IMAGE_SUFFIXES,
+    SEG_SUFFIX,
     DataError,
+    Geometry,
     case_name,
     read_image,
     read_labels,
@@ -117,7 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="segment image files with a model")
     p.add_argument("--model", required=True)
     p.add_argument("--input", required=True)
-    p.add_argument("--output", required=True)
+    p.add_argument("--output", required=True,
+                   help="FILE or DIR; FILE.dcm writes a DICOM-SEG onto the input's DICOM series")
+    p.add_argument("--series", default=None, metavar="NUMBER|DESCRIPTION|UID",
+                   help="which DICOM series of an input folder that holds several")
     p.add_argument("--uncertainty", default=None)
     p.add_argument("--mc", type=int, default=0, help="MC-dropout samples")
     p.add_argument("--cam", default=None, metavar="FILE_OR_DIR",
@@ -303,7 +308,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return _train_from_tags(args)
     if args.labeled is None:
         raise DataError("--labeled is required (or give --tags FILE.csv)")
-    data = load_train_data(args.data, args.labeled, num_classes=args.num_classes)
+    from training.dicom import series_dataset
+
+    with series_dataset(args.data) as root:  # images/<case>/ may be a DICOM series folder
+        data = load_train_data(root, args.labeled, num_classes=args.num_classes)
     if args.class_names:
         names = [n.strip() for n in args.class_names.split(",")]
         if len(names) != data.num_classes or any(not n for n in names):
@@ -398,11 +406,20 @@ def _stacks(read: list) -> list[list]:
 
 
 def _inputs(path: Path) -> list[Path]:
+    """The scans (or label maps) a path names: a file, a folder that is one DICOM series, or
+    a folder of them (image files, DICOM-SEG files, DICOM series sub-folders)."""
+    from training.dicom import is_series_folder, looks_dicom
+
     if path.is_dir():
+        if is_series_folder(path):
+            return [path]
         folder = path / "images" if (path / "images").is_dir() else path
-        files = [p for p in sorted(folder.iterdir()) if p.name.lower().endswith(IMAGE_SUFFIXES)]
+        files = [p for p in sorted(folder.iterdir())
+                 if p.name.lower().endswith(IMAGE_SUFFIXES)
+                 or (p.is_file() and p.name.lower().endswith(SEG_SUFFIX) and looks_dicom(p))
+                 or (p.is_dir() and is_series_folder(p))]
         if not files:
-            raise DataError(f"no image files in {folder}")
+            raise DataError(f"no image files or DICOM series in {folder}")
         return files
     if not path.exists():
         raise DataError(f"input not found: {path}")
@@ -413,10 +430,15 @@ def _target(out_arg: str, src: Path, many: bool, float_data: bool) -> Path:
     out = Path(out_arg)
     as_dir = many or out.is_dir() or out_arg.endswith(("/", "\\"))
     if not as_dir:
-        if not out.name.lower().endswith(IMAGE_SUFFIXES):
+        if not out.name.lower().endswith(IMAGE_SUFFIXES + (SEG_SUFFIX,)):
             raise DataError(f"output {out} has no image file extension (e.g. .nii.gz)")
+        if float_data and out.name.lower().endswith(SEG_SUFFIX):
+            raise DataError(f"output {out}: a DICOM-SEG holds labels only; write this map as "
+                            f".nii.gz")
         return out
     name = src.name
+    if src.is_dir():  # a DICOM series folder: its maps are written as NIfTI
+        name = src.name + ".nii.gz"
     if float_data and name.lower().endswith((".png", ".jpg", ".tif", ".tiff")):
         name = case_name(src) + ".nii.gz"
     return out / name
@@ -429,16 +451,29 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     model, meta = load_checkpoint(args.model, device=device)
     files = _inputs(Path(args.input))
-    many = len(files) > 1 or Path(args.input).is_dir()
+    many = len(files) > 1 or (Path(args.input).is_dir() and files != [Path(args.input)])
     for f in files:  # refuse a bad input before hours of predicting, with nothing written
-        read_image(f)
+        arr, ref = read_image(f, series=args.series)
+        target = _target(args.output, f, many, float_data=False)
+        for extra in (args.uncertainty, args.cam):
+            if extra:
+                _target(extra, f, many, float_data=True)
+        if target.name.lower().endswith(SEG_SUFFIX):
+            from training.dicom_seg import check_writable
+
+            check_writable(arr.shape, ref)
+    segments = None  # DICOM-SEG outputs: segment names and colours from the model's classes
     written: list[Path] = []  # removed again if writing fails midway: no half set of outputs
     try:
         for f in files:
-            arr, ref = read_image(f)
+            arr, ref = read_image(f, series=args.series)
             res = predict_volume(model, meta, arr, mc_samples=args.mc, device=device,
                                  probabilities=False, clean_up=not args.no_clean_up)
             outputs = [(_target(args.output, f, many, float_data=False), res["labels"])]
+            if outputs[0][0].name.lower().endswith(SEG_SUFFIX):
+                from training.dicom_seg import segments_for
+
+                segments = segments_for(res["labels"], meta.get("class_names"))
             if args.uncertainty:
                 outputs.append((_target(args.uncertainty, f, many, float_data=True),
                                 res["uncertainty"]))
@@ -447,7 +482,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                                 cam_model_map(args.model, model, meta, arr, device)))
             for path, data in outputs:
                 existed = path.exists()
-                write_like(data, ref, path)
+                write_like(data, ref, path, segments if path is outputs[0][0] else None)
                 if not existed:
                     written.append(path)
             print(f"{f.name}: wrote {outputs[0][0]}", file=sys.stderr)
@@ -488,8 +523,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     missing = sorted(set(refs) - set(preds))
     loaded = []
     for name in common:
-        p, _ = read_labels(preds[name])
-        r, ref_geom = read_labels(refs[name])
+        p, r, ref_geom = _read_pair(preds[name], refs[name])
         if p.shape != r.shape:
             raise DataError(f"shape mismatch for {name}: prediction {p.shape}, label {r.shape}")
         loaded.append((name, p, r, list(ref_geom.spacing)[::-1][: r.ndim]))
@@ -517,6 +551,20 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         text = json.dumps(_nan_to_none(summary), indent=1)
         atomic_write(args.json, lambda fh: fh.write(text.encode()))
     return 0
+
+
+def _read_pair(pred: Path, ref: Path) -> tuple[np.ndarray, np.ndarray, Geometry]:
+    """Prediction and reference label maps; a DICOM-SEG is placed onto the other's grid (its
+    empty frames may be left out, so alone it need not span the whole scan)."""
+    from training.dicom import is_seg_file
+
+    if is_seg_file(ref) and not is_seg_file(pred):
+        p, pred_geom = read_labels(pred)
+        r, ref_geom = read_labels(ref, like=(p.shape, pred_geom))
+    else:
+        r, ref_geom = read_labels(ref)
+        p, _ = read_labels(pred, like=(r.shape, ref_geom))
+    return p, r, ref_geom
 
 
 def _cmd_card(args: argparse.Namespace, argv: Sequence[str]) -> int:

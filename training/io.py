@@ -29,6 +29,8 @@ IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".png", ".tif", ".
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 SLICE_SUFFIXES = (".png",)
 WRITE_SUFFIXES = (".nii.gz", ".nrrd", ".mha")
+SEG_SUFFIX = ".dcm"  # labels written as a DICOM-SEG onto their DICOM series (training.dicom_seg)
+DICOM_SERIES_KEY = "semiseg|dicom_series"  # image metadata: the Series Instance UID read
 NOT_ANNOTATED = 255  # GUIDE §3: unannotated is not background
 MAX_VOXELS = 1024**3  # beyond this a CPU loop is hopeless; refuse before allocating
 RGB_CHANNEL = 1  # LGG PNGs are (pre-contrast, FLAIR, post-contrast); for photos, green ~ luma
@@ -142,14 +144,24 @@ def png_slices(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if has_suffix(p, SLICE_SUFFIXES)), key=_natural_key)
 
 
-def dicom_series_files(folder: Path) -> list[str]:
-    """The files of the (largest) DICOM series in a folder, in slice order."""
-    reader = sitk.ImageSeriesReader
-    ids = reader.GetGDCMSeriesIDs(str(folder))
-    if not ids:
-        return []
-    series = [reader.GetGDCMSeriesFileNames(str(folder), i) for i in ids]
-    return list(max(series, key=len))
+def dicom_series_files(folder: Path, series: str | None = None) -> list[str]:
+    """The files of the DICOM image series ``series`` chooses in a folder (by number,
+    description or UID; none needed when there is one), in slice order; [] when there is none.
+
+    Several series without a choice, or slices missing or unevenly spaced, raise
+    :class:`VolumeReadError` naming the series or the file (:mod:`training.dicom`).
+    """
+    from training.dicom import DicomError, check_stack, choose_series, list_series
+
+    try:
+        found = list_series(folder)
+        if not found:
+            return []
+        chosen = choose_series(folder, found, series)
+        check_stack(chosen)
+        return chosen.files
+    except DicomError as e:
+        raise VolumeReadError(str(e)) from e
 
 
 # ----- reading --------------------------------------------------------------------------------
@@ -168,18 +180,22 @@ def _reason(e: Exception, path: Path) -> str:
     return last
 
 
-def _read_sitk(path: Path) -> sitk.Image:
+def _read_sitk(path: Path, series: str | None = None) -> sitk.Image:
     if path.is_dir():
         pngs = png_slices(path)
         if pngs:
             return _read_png_stack(path, pngs)
-        files = dicom_series_files(path)
+        files = dicom_series_files(path, series)
         if not files:
             raise VolumeReadError(f"{path}: folder holds no DICOM series and no PNG slices")
         try:
-            return sitk.ReadImage(files)
+            img = sitk.ReadImage(files)
         except RuntimeError as e:
             raise VolumeReadError(f"{path}: DICOM series is unreadable ({_reason(e, path)})") from e
+        from training.dicom import file_series
+
+        img.SetMetaData(DICOM_SERIES_KEY, file_series(files[0]))  # which series was read
+        return img
     if not path.exists():
         raise VolumeReadError(f"{path}: no such file")
     if path.stat().st_size == 0:
@@ -418,16 +434,22 @@ def _read_png_stack(folder: Path, pngs: list[Path]) -> sitk.Image:
         raise VolumeReadError(f"{folder}: PNG stack is unreadable ({_reason(e, folder)})") from e
 
 
-def read_volume(path: str | os.PathLike, as_labels: bool = False) -> Volume:
+def read_volume(path: str | os.PathLike, as_labels: bool = False, series: str | None = None,
+                like: tuple[tuple[int, ...], Geometry] | None = None) -> Volume:
     """Read a scan (file, DICOM folder or PNG slice folder) as a (z, y, x) array with geometry.
 
     Raises :class:`VolumeReadError` with the file and the reason for anything that is not a
     usable 2-D or 3-D scan: missing, empty, truncated or corrupt, 4-D or more, NaN/Inf voxels,
     too large. With ``as_labels`` the values are checked as a label map (:func:`label_values`).
     RGB(A) images keep their channels in a last axis (``rgb``); grey+alpha keeps the grey.
+    ``series`` chooses one DICOM series of a folder holding several (``extra["dicom_series"]``
+    says which was read). A DICOM-SEG file is a label map: read onto ``like`` (the shape and
+    geometry of its scan) when given, else on its own frames (:mod:`training.dicom_seg`).
     """
     path = Path(path)
-    img = _read_sitk(path)
+    if _is_seg(path):
+        return _read_seg_volume(path, as_labels, like)
+    img = _read_sitk(path, series)
     dim = img.GetDimension()
     if dim > 3:
         raise VolumeReadError(
@@ -463,8 +485,33 @@ def read_volume(path: str | os.PathLike, as_labels: bool = False) -> Volume:
             raise LabelShapeError(f"{path}: a label map must have one value per voxel, "
                                   f"found {channels} channels")
         data = label_values(data, str(path), png_binary=is_png(path))
+    extra = ({"dicom_series": img.GetMetaData(DICOM_SERIES_KEY)}
+             if img.HasMetaDataKey(DICOM_SERIES_KEY) else {})
     return Volume(data=data, geometry=geometry, is_labels=bool(as_labels), rgb=rgb,
-                  name=case_name(path))
+                  name=case_name(path), extra=extra)
+
+
+def _is_seg(path: Path) -> bool:
+    """A DICOM-SEG file (only files without a known image suffix are looked into)."""
+    if not path.is_file() or has_suffix(path, IMAGE_SUFFIXES):
+        return False
+    from training.dicom import is_seg_file
+
+    return is_seg_file(path)
+
+
+def _read_seg_volume(path: Path, as_labels: bool,
+                     like: tuple[tuple[int, ...], Geometry] | None) -> Volume:
+    from training.dicom_seg import read_seg
+
+    if not as_labels:
+        raise VolumeReadError(f"{path}: is a DICOM-SEG (a segmentation), not a scan; open its "
+                              f"series and read it as labels onto that")
+    shape, geometry = like if like is not None else (None, None)
+    seg = read_seg(path, shape, geometry)
+    return Volume(data=seg.data, geometry=seg.geometry, is_labels=True, name=case_name(path),
+                  extra={"segments": seg.segments, "names": seg.names(),
+                         "referenced_series": seg.referenced_series})
 
 
 def label_values(data: np.ndarray, source: str = "label map",
@@ -519,16 +566,20 @@ def rgb_to_grey(array: np.ndarray) -> np.ndarray:
     return array[..., RGB_CHANNEL]
 
 
-def read_image(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
-    """A scan as the networks see it: grey (z, y, x) array (2-D -> one slice) and geometry."""
-    vol = read_volume(path)
+def read_image(path: str | os.PathLike,
+               series: str | None = None) -> tuple[np.ndarray, Geometry]:
+    """A scan as the networks see it: grey (z, y, x) array (2-D -> one slice) and geometry.
+    ``series`` chooses one DICOM series of a folder holding several."""
+    vol = read_volume(path, series=series)
     arr = rgb_to_grey(vol.data) if vol.rgb else vol.data
     return (arr[None] if arr.ndim == 2 else arr), vol.geometry
 
 
-def read_labels(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
-    """A label map (z, y, x) uint8 with values checked (:func:`label_values`), and geometry."""
-    vol = read_volume(path, as_labels=True)
+def read_labels(path: str | os.PathLike, like: tuple[tuple[int, ...], Geometry] | None = None
+                ) -> tuple[np.ndarray, Geometry]:
+    """A label map (z, y, x) uint8 with values checked (:func:`label_values`), and geometry.
+    ``like``: the shape and geometry of its scan, onto which a DICOM-SEG is placed."""
+    vol = read_volume(path, as_labels=True, like=like)
     arr = vol.data
     return (arr[None] if arr.ndim == 2 else arr), vol.geometry
 
@@ -567,14 +618,25 @@ def to_sitk(data: np.ndarray, geometry: Geometry | None) -> sitk.Image:
     return img
 
 
-def write_volume(path: str | os.PathLike, data: np.ndarray, geometry: Geometry | None) -> str:
+def write_volume(path: str | os.PathLike, data: np.ndarray, geometry: Geometry | None,
+                 segments: list | None = None) -> str:
     """Write an array with its scan's geometry; the file is complete or not there at all.
+
+    A ``.dcm`` path writes labels as a DICOM-SEG onto the DICOM series ``geometry.source``
+    (:func:`training.dicom_seg.write_seg`), with ``segments`` naming and colouring them.
 
     It is written to a temporary sibling, synced, read back and compared voxel for voxel, and only
     then renamed over ``path``. Any failure (a full disk, which SimpleITK does not report) raises
     :class:`WriteError` and leaves the previous file at ``path`` untouched.
     """
     path = Path(path)
+    if has_suffix(path, (SEG_SUFFIX,)):
+        from training.dicom_seg import write_seg
+
+        if geometry is None:
+            raise DataError(f"{path}: a DICOM-SEG is written onto the DICOM series of its scan; "
+                            f"this array has no scan")
+        return write_seg(path, data, geometry, segments)
     if has_suffix(path, SLICE_SUFFIXES):  # a prediction for a PNG slice stays a PNG slice
         arr = np.asarray(data)
         if arr.ndim == 3 and arr.shape[0] == 1:
@@ -655,6 +717,7 @@ def _write_reason(e: Exception, path: Path) -> str:
     return text
 
 
-def write_like(array: np.ndarray, geometry: Geometry, path: str | os.PathLike) -> str:
+def write_like(array: np.ndarray, geometry: Geometry, path: str | os.PathLike,
+               segments: list | None = None) -> str:
     """Write ``array`` (z, y, x) with ``geometry`` (the source scan's), verified and atomic."""
-    return write_volume(path, array, geometry)
+    return write_volume(path, array, geometry, segments)
