@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from training.atomic import atomic_write
-from training.checkpoint import CheckpointError, load_checkpoint
+from training.checkpoint import CheckpointError, check_init_fits, companion_path, load_checkpoint
 from training.io import (
     IMAGE_SUFFIXES,
     DataError,
@@ -112,7 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--pred", required=True)
     e.add_argument("--labels", required=True)
     e.add_argument("--json", default=None)
-    e.add_argument("--num-classes", type=int, default=None)
+    e.add_argument("--num-classes", type=int, default=None,
+                   help="score at least these classes (every class found is scored anyway)")
+    e.add_argument("--model", default=None,
+                   help="take the class count from this checkpoint's card")
 
     c = sub.add_parser("card", help="measure a model card and store it in the checkpoint")
     c.add_argument("--model", required=True)
@@ -256,6 +259,7 @@ def _config(args: argparse.Namespace, **extra):
     size = args.size or ([128, 128] if args.dims == 2 else [32, 64, 64])
     if len(size) != args.dims:
         raise DataError(f"--size needs {args.dims} numbers for {args.dims}D")
+    _check_size(size, args.depth)
     lbs = args.labeled_bs or (8 if args.dims == 2 else 2)
     ubs = args.unlabeled_bs if args.unlabeled_bs is not None else lbs
     kw = dict(
@@ -270,6 +274,55 @@ def _config(args: argparse.Namespace, **extra):
     return TrainConfig(**{**kw, **extra})  # a method option (e.g. warmup_fraction) wins
 
 
+def _check_size(size: Sequence[int], depth: int, what: str = "--size") -> None:
+    """A U-Net of ``depth`` halves its input ``depth`` times: each size must be a positive
+    multiple of 2**depth, or torch fails deep inside with a shape error."""
+    step = 2 ** max(int(depth), 0)
+    if any(int(v) < step or int(v) % step for v in size):
+        raise DataError(f"{what} {' '.join(map(str, size))}: each size must be a positive "
+                        f"multiple of {step} (2**depth, depth {depth}), e.g. "
+                        f"{' '.join(str(max(step, round(int(v) / step) * step)) for v in size)}")
+
+
+def _dataset_paths(root: str) -> tuple[list[Path], list[Path]]:
+    """The files a dataset folder's training reads, and the folders they lie in."""
+    from training.data import scan_dataset
+
+    files: list[Path] = [Path(root) / "index.csv"]
+    for c in scan_dataset(root):
+        files += [c.image] + ([c.label] if c.label is not None else [])
+    folders = sorted({f.parent for f in files[1:]}
+                     | {Path(root) / d for d in ("images", "labels", "masks")
+                        if (Path(root) / d).is_dir()})
+    return files, folders
+
+
+def _check_labeled(root: str, labeled: str | None) -> None:
+    """``--labeled N`` asks for N patients: more than the train split holds is a mistake, not
+    a request for all of them."""
+    from training.data import scan_dataset
+
+    if labeled is None or not labeled.strip().isdigit():
+        return
+    pool = [c for c in scan_dataset(root) if c.split is None or c.split == "train"]
+    patients = {c.patient or c.name for c in pool}
+    if int(labeled) > len(patients):
+        raise DataError(f"--labeled {labeled}: {root} has only {len(patients)} patients in its "
+                        f"train pool; give at most {len(patients)}")
+
+
+def _check_train_paths(args: argparse.Namespace) -> None:
+    """Before the first step: the checkpoint (and its companion files) may not overwrite the
+    data, the --init model or the tags, and their folder must be writable."""
+    from training.output_paths import check_outputs
+
+    out = Path(args.out)
+    outputs = [("--out", out)] + [(f"--out's {name} file", companion_path(out, name))
+                                  for name in ("resume", "teacher", "classifier")]
+    files, folders = _dataset_paths(args.data)
+    check_outputs(outputs, [*files, *(p for p in (args.init, args.tags) if p)], folders)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from training.data import load_train_data
     from training.distributed import cleanup
@@ -277,16 +330,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if args.steps < 1:
         raise DataError("--steps must be at least 1")
+    _check_train_paths(args)
+    init_meta = load_checkpoint(args.init)[1] if args.init else None  # checked before reading
+    if init_meta is not None:  # fine-tuning keeps the --init network: check sizes against it
+        args.depth = int(init_meta["network"].get("depth", args.depth))
     if args.tags:
         return _train_from_tags(args)
     if args.labeled is None:
         raise DataError("--labeled is required (or give --tags FILE.csv)")
+    _check_labeled(args.data, args.labeled)
     data = load_train_data(args.data, args.labeled, num_classes=args.num_classes)
     if args.class_names:
         names = [n.strip() for n in args.class_names.split(",")]
         if len(names) != data.num_classes or any(not n for n in names):
             raise DataError(f"--class-names needs {data.num_classes} names (background first)")
         data.class_names = names
+    if init_meta is not None:
+        check_init_fits(args.init, init_meta, data.class_names, args.num_classes)
     cfg = _config(args, **method_settings(args.method), seed=args.seed, checkpoint=args.out,
                   checkpoint_every=args.checkpoint_every, log_every=args.log_every,
                   num_classes=args.num_classes)
@@ -396,39 +456,59 @@ def _target(out_arg: str, src: Path, many: bool, float_data: bool) -> Path:
     return out / name
 
 
+def _predict_plan(args: argparse.Namespace, files: list[Path], many: bool
+                  ) -> list[tuple[Path, list[tuple[str, Path]]]]:
+    """Each input with its outputs (option, target path), all resolved before any work."""
+    plan = []
+    for f in files:
+        outs = [("--output", _target(args.output, f, many, float_data=False))]
+        if args.uncertainty:
+            outs.append(("--uncertainty", _target(args.uncertainty, f, many, float_data=True)))
+        if args.cam:
+            outs.append(("--cam", _target(args.cam, f, many, float_data=True)))
+        plan.append((f, outs))
+    return plan
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from training.device import pick_device
     from training.inference import predict_volume
+    from training.output_paths import check_outputs
+    from training.staged_writes import StagedWrites
+    from training.weak import classifier_path
 
+    if args.mc < 0:
+        raise DataError(f"--mc {args.mc}: the number of MC-dropout samples is 0 (one softmax) "
+                        f"or more")
+    source = Path(args.input)
+    files = _inputs(source)
+    many = len(files) > 1 or source.is_dir()
+    plan = _predict_plan(args, files, many)
+    check_outputs([o for _, outs in plan for o in outs],
+                  [*files, args.model, classifier_path(args.model)],
+                  [files[0].parent] if source.is_dir() else [])
     device = pick_device(args.device)
     model, meta = load_checkpoint(args.model, device=device)
-    files = _inputs(Path(args.input))
-    many = len(files) > 1 or Path(args.input).is_dir()
+    if "size" not in meta:
+        raise CheckpointError(f"{args.model}: checkpoint metadata has no 'size' (the input size "
+                              f"its network was trained at); it cannot predict")
     for f in files:  # refuse a bad input before hours of predicting, with nothing written
         read_image(f)
-    written: list[Path] = []  # removed again if writing fails midway: no half set of outputs
-    try:
-        for f in files:
+    # every output is staged and moved into place only when all are written: a full disk or a
+    # bad file midway leaves every earlier output as it was (no half old, half new folder)
+    with StagedWrites() as staged:
+        for f, outs in plan:
             arr, ref = read_image(f)
             res = predict_volume(model, meta, arr, mc_samples=args.mc, device=device,
                                  probabilities=False, clean_up=not args.no_clean_up)
-            outputs = [(_target(args.output, f, many, float_data=False), res["labels"])]
-            if args.uncertainty:
-                outputs.append((_target(args.uncertainty, f, many, float_data=True),
-                                res["uncertainty"]))
-            if args.cam:
-                outputs.append((_target(args.cam, f, many, float_data=True),
-                                cam_model_map(args.model, model, meta, arr, device)))
-            for path, data in outputs:
-                existed = path.exists()
-                write_like(data, ref, path)
-                if not existed:
-                    written.append(path)
-            print(f"{f.name}: wrote {outputs[0][0]}", file=sys.stderr)
-    except BaseException:
-        for path in written:  # no half-finished set of outputs is left behind
-            path.unlink(missing_ok=True)
-        raise
+            for what, path in outs:
+                data = (res["labels"] if what == "--output" else res["uncertainty"]
+                        if what == "--uncertainty"
+                        else cam_model_map(args.model, model, meta, arr, device))
+                write_like(data, ref, staged.path_for(path))
+            print(f"{f.name}: predicted", file=sys.stderr)
+        for path in staged.commit():
+            print(f"wrote {path}", file=sys.stderr)
     return 0
 
 
@@ -451,11 +531,33 @@ def cam_model_map(model_path: str, model, meta: dict, volume: np.ndarray, device
     return cam
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from training.metrics import dice_hd95, mean_over_cases
+def _card_classes(model: str | None, num_classes: int | None) -> int | None:
+    """The class count given on the command line: --num-classes, or the --model's card."""
+    from training.checkpoint import check_meta, read_meta
 
-    preds = {case_name(p): p for p in _inputs(Path(args.pred))}
-    refs = {case_name(p): p for p in _inputs(Path(args.labels))}
+    if not model:
+        return num_classes
+    meta = read_meta(model)
+    check_meta(meta, model)
+    n = int(meta["network"]["num_classes"])
+    if num_classes is not None and num_classes != n:
+        raise DataError(f"--num-classes {num_classes} contradicts --model {model}, which has "
+                        f"{n} classes")
+    return n
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from training.metrics import classes_to_score, dice_hd95, mean_over_cases
+    from training.output_paths import check_outputs
+
+    pred_files, ref_files = _inputs(Path(args.pred)), _inputs(Path(args.labels))
+    if args.json:
+        folders = [fs[0].parent for fs, arg in ((pred_files, args.pred), (ref_files, args.labels))
+                   if Path(arg).is_dir()]
+        check_outputs([("--json", args.json)], [*pred_files, *ref_files], folders)
+    given = _card_classes(args.model, args.num_classes)
+    preds = {case_name(p): p for p in pred_files}
+    refs = {case_name(p): p for p in ref_files}
     common = sorted(set(preds) & set(refs))
     if not common:
         raise DataError("no prediction matches a label file by case name")
@@ -467,15 +569,24 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         if p.shape != r.shape:
             raise DataError(f"shape mismatch for {name}: prediction {p.shape}, label {r.shape}")
         loaded.append((name, p, r, list(ref_geom.spacing)[::-1][: r.ndim]))
-    n_cls = args.num_classes or max(
-        2, 1 + max(int(np.max(np.where(r == 255, 0, r))) for _, _, r, _ in loaded)
-    )
+    blank = [str(refs[name]) for name, _, r, _ in loaded if (r == 255).all()]
+    if len(blank) == len(loaded):
+        raise DataError(f"nothing to score: every voxel of {', '.join(blank)} is 255 (not "
+                        f"annotated)")
+    for path in blank:
+        print(f"{path}: every voxel is 255 (not annotated): this case is not scored",
+              file=sys.stderr)
+    # every class in a prediction or a reference is scored (training.metrics.classes_to_score)
+    n_cls = classes_to_score(((p, r) for _, p, r, _ in loaded), given)
+    if given is not None and n_cls > given:
+        print(f"classes {list(range(given, n_cls))} appear beyond the {given} classes given: "
+              f"scored too", file=sys.stderr)
     # a class in neither prediction nor reference is not scored (n/a), never a free Dice of 1
     per_case = {name: dice_hd95(p, r, n_cls, sp, empty_score=float("nan"))
                 for name, p, r, sp in loaded}
     mean = mean_over_cases(list(per_case.values()))
     summary = {"cases": per_case, "mean": mean, "missing_predictions": missing,
-               "num_classes": n_cls,
+               "num_classes": n_cls, "unannotated_labels": blank,
                "not_scored": [c for c in range(1, n_cls) if np.isnan(mean["dice"][c - 1])]}
 
     def fmt(values: list[float], spec: str) -> str:
@@ -485,8 +596,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(name, "dice", fmt(res["dice"], ".4f"), "hd95", fmt(res["hd95"], ".2f"))
     print("mean", "dice", fmt(mean["dice"], ".4f"), "hd95", fmt(mean["hd95"], ".2f"))
     if summary["not_scored"]:
-        print(f"classes {summary['not_scored']} are in no label file and no prediction: "
-              f"not scored", file=sys.stderr)
+        print(f"classes {summary['not_scored']} appear on no annotated voxel of any label file "
+              f"or prediction: not scored", file=sys.stderr)
     if args.json:
         text = json.dumps(_nan_to_none(summary), indent=1)
         atomic_write(args.json, lambda fh: fh.write(text.encode()))
@@ -552,6 +663,8 @@ def _cmd_benchmark_speed(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     if args.repeats < 1:
         raise DataError("--repeats must be at least 1")
+    if any(m < 0 for m in args.mc):
+        raise DataError("--mc takes 0 (one softmax) or more MC-dropout samples")
     entries = entries_for(args.models)
     volume = benchmark_volume(args.volume, args.shape)
     t0 = time.perf_counter()
@@ -712,11 +825,48 @@ def _cmd_pretrain(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def _check_report_paths(args: argparse.Namespace) -> None:
+    """The outputs of card, pretrain, simulate and the benchmarks, resolved against what they
+    read before any work (train, predict and evaluate check their own)."""
+    from training.output_paths import check_output_folder, check_outputs
+
+    cmd, bench = args.command, getattr(args, "benchmark", None)
+    outputs: list[tuple[str, str | Path]] = []
+    data = [d for d in (args.data if isinstance(getattr(args, "data", None), list)
+                        else [getattr(args, "data", None)]) if d]
+    inputs = [p for p in (getattr(args, k, None) for k in ("model", "volume", "tags",
+                                                            "pretrained")) if p]
+    inputs += list(getattr(args, "models", None) or [])
+    if getattr(args, "start", "scratch") not in (None, "scratch"):
+        inputs.append(args.start)
+    if cmd == "card" and args.markdown:
+        outputs.append(("--markdown", args.markdown))
+    elif cmd in ("pretrain", "simulate") and args.out:
+        outputs.append(("--out", args.out))
+    elif cmd == "benchmark" and bench == "weak":
+        check_output_folder(args.out, "--out")
+        outputs += [("--out", Path(args.out) / "results.json")]
+        outputs += [("--table", args.table)] if args.table else []
+    elif cmd == "benchmark":
+        outputs.append(("--out", args.out))
+        if bench == "label-efficiency":
+            check_output_folder(Path(args.out).with_suffix(".runs"), "--out's run folder")
+    if not outputs:
+        return
+    folders: list[Path] = []
+    for d in data:
+        files, dirs = _dataset_paths(d)
+        inputs += files
+        folders += dirs
+    check_outputs(outputs, inputs, folders)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``semiseg``; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
+        _check_report_paths(args)
         if args.command == "train":
             return _cmd_train(args)
         if args.command == "predict":
