@@ -907,7 +907,10 @@ class Session:
             d = json.loads(record.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise SessionError(f"{record}: unreadable session record ({e})") from e
-        if not isinstance(d, dict) or d.get("format") != FORMAT:
+        if not isinstance(d, dict):
+            raise SessionError(f"{record}: the record is a {type(d).__name__}, not an object "
+                               f"of fields")
+        if d.get("format") != FORMAT:
             raise SessionError(f"{record}: not a {FORMAT} record (field 'format')")
         try:
             rec = parse_record(d, record, Settings)

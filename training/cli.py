@@ -17,6 +17,7 @@ from training.checkpoint import CheckpointError, check_init_fits, companion_path
 from training.io import (
     IMAGE_SUFFIXES,
     DataError,
+    WriteError,
     case_name,
     read_image,
     read_labels,
@@ -334,6 +335,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     init_meta = load_checkpoint(args.init)[1] if args.init else None  # checked before reading
     if init_meta is not None:  # fine-tuning keeps the --init network: check sizes against it
         args.depth = int(init_meta["network"].get("depth", args.depth))
+        check_init_fits(args.init, init_meta, [], args.num_classes)
     if args.tags:
         return _train_from_tags(args)
     if args.labeled is None:
@@ -346,7 +348,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise DataError(f"--class-names needs {data.num_classes} names (background first)")
         data.class_names = names
     if init_meta is not None:
-        check_init_fits(args.init, init_meta, data.class_names, args.num_classes)
+        check_init_fits(args.init, init_meta, data.class_names)
     cfg = _config(args, **method_settings(args.method), seed=args.seed, checkpoint=args.out,
                   checkpoint_every=args.checkpoint_every, log_every=args.log_every,
                   num_classes=args.num_classes)
@@ -505,7 +507,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 data = (res["labels"] if what == "--output" else res["uncertainty"]
                         if what == "--uncertainty"
                         else cam_model_map(args.model, model, meta, arr, device))
-                write_like(data, ref, staged.path_for(path))
+                target = staged.path_for(path)
+                try:
+                    write_like(data, ref, target)
+                except WriteError as e:  # name the output the user asked for, not the stage
+                    raise WriteError(f"{str(e).replace(str(target), str(path))}; no output was "
+                                     f"changed") from e
             print(f"{f.name}: predicted", file=sys.stderr)
         for path in staged.commit():
             print(f"wrote {path}", file=sys.stderr)
