@@ -100,6 +100,20 @@ def test_train_and_pretrain_never_overwrite_a_training_scan(dataset, tmp_path, c
     assert not (dataset / "labels" / "m.pt").exists()
 
 
+def test_card_and_benchmark_reports_never_overwrite_the_data(dataset, model, tmp_path, capsys):
+    label = dataset / "labels" / "case03.nii.gz"
+    before = label.read_bytes()
+    err = _cli_error(capsys, ["card", "--model", str(model), "--data", str(dataset),
+                              "--anatomy", "blobs", "--modality", "synthetic", "--trained-with",
+                              "x", "--split-note", "y", "--markdown", str(label)])
+    assert "--markdown" in err and "case03.nii.gz" in err
+    err = _cli_error(capsys, ["benchmark", "label-efficiency", "--data", str(dataset),
+                              "--labeled", "1", "--methods", "supervised", "--seeds", "1",
+                              "--steps", "1", "--out", str(label), *TINY])
+    assert "--out" in err and "case03.nii.gz" in err
+    assert label.read_bytes() == before
+
+
 def test_evaluate_json_may_not_overwrite_a_label_file(tmp_path, capsys):
     lab = np.zeros((2, 8, 8), np.uint8)
     lab[:, 2:5, 2:5] = 1

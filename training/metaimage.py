@@ -4,7 +4,7 @@ SimpleITK's MetaIO trusts the header: it inflates whatever ``CompressedDataSize`
 zlib checksum, and only prints "Uncompress failed" before returning wrong voxels. So the voxel
 data is verified here, by the header's own numbers: compressed data must inflate exactly
 ``CompressedDataSize`` bytes to exactly the voxel count, with a valid checksum; raw data must
-hold at least the voxel count. A compressed layout this cannot verify is refused.
+hold exactly the voxel count. A compressed layout this cannot verify is refused.
 """
 
 from __future__ import annotations
@@ -124,13 +124,17 @@ def check_metaimage(path: str | Path) -> None:
     available = data.stat().st_size - start
     if not compressed:
         try:
-            skip = max(int(fields.get("HEADERSIZE", "0") or 0), 0)  # -1: data at the end
+            skip = int(fields.get("HEADERSIZE", "0") or 0)  # -1: the data ends the file
         except ValueError:
-            skip = 0
-        if available < skip + expected:
-            raise _error(f"{path}: voxel data is truncated: {max(available - skip, 0):,} bytes "
-                         f"where the header promises {expected:,}"
-                         + ("" if local else f" (in {data.name})"))
+            raise _error(f"{path}: MetaImage HeaderSize {fields['HEADERSIZE']!r} is not a "
+                         f"number") from None
+        held = available - max(skip, 0)
+        # data that ends early is cut; data that goes on means DimSize or ElementType lies
+        if held < expected or (skip >= 0 and held != expected):
+            where = "" if local else f" in {data.name}"
+            raise _error(f"{path}: {max(held, 0):,} bytes of voxel data{where} where the header "
+                         f"promises {expected:,}; the file is "
+                         + ("truncated" if held < expected else "not what its header says"))
         return
     stated = fields.get("COMPRESSEDDATASIZE")
     if stated is None or not stated.isdigit() or int(stated) < 1:
