@@ -205,7 +205,7 @@ def _rewrite(src: Path, dst: Path, change) -> Path:
     return dst
 
 
-def test_a_checkpoint_with_one_nan_weight_is_refused(model, tmp_path, capsys):
+def test_a_checkpoint_with_one_nan_weight_is_refused(dataset, model, tmp_path, capsys):
     def poison(payload):
         w = next(v for v in payload["state_dict"].values() if v.is_floating_point())
         w.view(-1)[0] = float("nan")
@@ -217,6 +217,10 @@ def test_a_checkpoint_with_one_nan_weight_is_refused(model, tmp_path, capsys):
                               "--output", str(out), "--device", "cpu"])
     assert "nan.pt" in err and "NaN" in err
     assert not out.exists()
+    err = _cli_error(capsys, ["train", "--data", str(dataset), "--labeled", "1", "--dims", "2d",
+                              "--steps", "1", "--init", str(bad), "--out",
+                              str(tmp_path / "ft.pt"), *TINY])
+    assert "nan.pt" in err and "NaN" in err
 
 
 @pytest.mark.parametrize("damage,words", [

@@ -49,8 +49,9 @@ def companion_path(path: str | os.PathLike, name: str) -> Path:
 
 
 def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict:
-    """The raw payload, validated (weights only, no pickled code). With ``mmap`` the weights
-    stay on disk until touched: what listing models and reading cards need."""
+    """The raw payload, validated (weights only, no pickled code; metadata that fits its
+    network; without ``mmap``, finite weights). With ``mmap`` the weights stay on disk until
+    touched: what listing models and reading cards need."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -65,6 +66,9 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict:
         if not isinstance(payload.get(key), dict):
             raise CheckpointError(f"{path}: checkpoint has no {key!r} (the file is incomplete "
                                   f"or was written by another tool)")
+    check_meta(payload["meta"], path)
+    if not mmap:  # every reader of weights (predict, --init, Retrain) gets only finite ones
+        check_weights(payload["state_dict"], path)
     return payload
 
 
@@ -153,8 +157,6 @@ def load_checkpoint(
     """Rebuild the network from its stored config and load the weights; returns (model, meta)."""
     payload = read_checkpoint(path)
     meta = payload["meta"]
-    check_meta(meta, path)
-    check_weights(payload["state_dict"], path)
     try:
         model = build_network(meta["network"])
         model.load_state_dict(payload["state_dict"])

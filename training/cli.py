@@ -540,13 +540,11 @@ def cam_model_map(model_path: str, model, meta: dict, volume: np.ndarray, device
 
 def _card_classes(model: str | None, num_classes: int | None) -> int | None:
     """The class count given on the command line: --num-classes, or the --model's card."""
-    from training.checkpoint import check_meta, read_meta
+    from training.checkpoint import read_meta
 
     if not model:
         return num_classes
-    meta = read_meta(model)
-    check_meta(meta, model)
-    n = int(meta["network"]["num_classes"])
+    n = int(read_meta(model)["network"]["num_classes"])
     if num_classes is not None and num_classes != n:
         raise DataError(f"--num-classes {num_classes} contradicts --model {model}, which has "
                         f"{n} classes")
