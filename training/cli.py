@@ -13,7 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from training.atomic import atomic_write
-from training.checkpoint import CheckpointError, check_init_fits, companion_path, load_checkpoint
+from training.checkpoint import CheckpointError, check_init_fits, load_checkpoint
+from training.cli_checks import (
+    card_classes,
+    check_labeled,
+    check_report_paths,
+    check_size,
+    check_train_paths,
+)
 from training.io import (
     IMAGE_SUFFIXES,
     DataError,
@@ -260,7 +267,7 @@ def _config(args: argparse.Namespace, **extra):
     size = args.size or ([128, 128] if args.dims == 2 else [32, 64, 64])
     if len(size) != args.dims:
         raise DataError(f"--size needs {args.dims} numbers for {args.dims}D")
-    _check_size(size, args.depth)
+    check_size(size, args.depth)
     lbs = args.labeled_bs or (8 if args.dims == 2 else 2)
     ubs = args.unlabeled_bs if args.unlabeled_bs is not None else lbs
     kw = dict(
@@ -275,55 +282,6 @@ def _config(args: argparse.Namespace, **extra):
     return TrainConfig(**{**kw, **extra})  # a method option (e.g. warmup_fraction) wins
 
 
-def _check_size(size: Sequence[int], depth: int, what: str = "--size") -> None:
-    """A U-Net of ``depth`` halves its input ``depth`` times: each size must be a positive
-    multiple of 2**depth, or torch fails deep inside with a shape error."""
-    step = 2 ** max(int(depth), 0)
-    if any(int(v) < step or int(v) % step for v in size):
-        raise DataError(f"{what} {' '.join(map(str, size))}: each size must be a positive "
-                        f"multiple of {step} (2**depth, depth {depth}), e.g. "
-                        f"{' '.join(str(max(step, round(int(v) / step) * step)) for v in size)}")
-
-
-def _dataset_paths(root: str) -> tuple[list[Path], list[Path]]:
-    """The files a dataset folder's training reads, and the folders they lie in."""
-    from training.data import scan_dataset
-
-    files: list[Path] = [Path(root) / "index.csv"]
-    for c in scan_dataset(root):
-        files += [c.image] + ([c.label] if c.label is not None else [])
-    folders = sorted({f.parent for f in files[1:]}
-                     | {Path(root) / d for d in ("images", "labels", "masks")
-                        if (Path(root) / d).is_dir()})
-    return files, folders
-
-
-def _check_labeled(root: str, labeled: str | None) -> None:
-    """``--labeled N`` asks for N patients: more than the train split holds is a mistake, not
-    a request for all of them."""
-    from training.data import scan_dataset
-
-    if labeled is None or not labeled.strip().isdigit():
-        return
-    pool = [c for c in scan_dataset(root) if c.split is None or c.split == "train"]
-    patients = {c.patient or c.name for c in pool}
-    if int(labeled) > len(patients):
-        raise DataError(f"--labeled {labeled}: {root} has only {len(patients)} patients in its "
-                        f"train pool; give at most {len(patients)}")
-
-
-def _check_train_paths(args: argparse.Namespace) -> None:
-    """Before the first step: the checkpoint (and its companion files) may not overwrite the
-    data, the --init model or the tags, and their folder must be writable."""
-    from training.output_paths import check_outputs
-
-    out = Path(args.out)
-    outputs = [("--out", out)] + [(f"--out's {name} file", companion_path(out, name))
-                                  for name in ("resume", "teacher", "classifier")]
-    files, folders = _dataset_paths(args.data)
-    check_outputs(outputs, [*files, *(p for p in (args.init, args.tags) if p)], folders)
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
     from training.data import load_train_data
     from training.distributed import cleanup
@@ -331,7 +289,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if args.steps < 1:
         raise DataError("--steps must be at least 1")
-    _check_train_paths(args)
+    check_train_paths(args)
     init_meta = load_checkpoint(args.init)[1] if args.init else None  # checked before reading
     if init_meta is not None:  # fine-tuning keeps the --init network: check sizes against it
         args.depth = int(init_meta["network"].get("depth", args.depth))
@@ -340,7 +298,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return _train_from_tags(args)
     if args.labeled is None:
         raise DataError("--labeled is required (or give --tags FILE.csv)")
-    _check_labeled(args.data, args.labeled)
+    check_labeled(args.data, args.labeled)
     data = load_train_data(args.data, args.labeled, num_classes=args.num_classes)
     if args.class_names:
         names = [n.strip() for n in args.class_names.split(",")]
@@ -538,19 +496,6 @@ def cam_model_map(model_path: str, model, meta: dict, volume: np.ndarray, device
     return cam
 
 
-def _card_classes(model: str | None, num_classes: int | None) -> int | None:
-    """The class count given on the command line: --num-classes, or the --model's card."""
-    from training.checkpoint import read_meta
-
-    if not model:
-        return num_classes
-    n = int(read_meta(model)["network"]["num_classes"])
-    if num_classes is not None and num_classes != n:
-        raise DataError(f"--num-classes {num_classes} contradicts --model {model}, which has "
-                        f"{n} classes")
-    return n
-
-
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from training.metrics import classes_to_score, dice_hd95, mean_over_cases
     from training.output_paths import check_outputs
@@ -560,7 +505,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         folders = [fs[0].parent for fs, arg in ((pred_files, args.pred), (ref_files, args.labels))
                    if Path(arg).is_dir()]
         check_outputs([("--json", args.json)], [*pred_files, *ref_files], folders)
-    given = _card_classes(args.model, args.num_classes)
+    given = card_classes(args.model, args.num_classes)
     preds = {case_name(p): p for p in pred_files}
     refs = {case_name(p): p for p in ref_files}
     common = sorted(set(preds) & set(refs))
@@ -830,48 +775,12 @@ def _cmd_pretrain(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
-def _check_report_paths(args: argparse.Namespace) -> None:
-    """The outputs of card, pretrain, simulate and the benchmarks, resolved against what they
-    read before any work (train, predict and evaluate check their own)."""
-    from training.output_paths import check_output_folder, check_outputs
-
-    cmd, bench = args.command, getattr(args, "benchmark", None)
-    outputs: list[tuple[str, str | Path]] = []
-    data = [d for d in (args.data if isinstance(getattr(args, "data", None), list)
-                        else [getattr(args, "data", None)]) if d]
-    inputs = [p for p in (getattr(args, k, None) for k in ("model", "volume", "tags",
-                                                            "pretrained")) if p]
-    inputs += list(getattr(args, "models", None) or [])
-    if getattr(args, "start", "scratch") not in (None, "scratch"):
-        inputs.append(args.start)
-    if cmd == "card" and args.markdown:
-        outputs.append(("--markdown", args.markdown))
-    elif cmd in ("pretrain", "simulate") and args.out:
-        outputs.append(("--out", args.out))
-    elif cmd == "benchmark" and bench == "weak":
-        check_output_folder(args.out, "--out")
-        outputs += [("--out", Path(args.out) / "results.json")]
-        outputs += [("--table", args.table)] if args.table else []
-    elif cmd == "benchmark":
-        outputs.append(("--out", args.out))
-        if bench == "label-efficiency":
-            check_output_folder(Path(args.out).with_suffix(".runs"), "--out's run folder")
-    if not outputs:
-        return
-    folders: list[Path] = []
-    for d in data:
-        files, dirs = _dataset_paths(d)
-        inputs += files
-        folders += dirs
-    check_outputs(outputs, inputs, folders)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``semiseg``; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
-        _check_report_paths(args)
+        check_report_paths(args)
         if args.command == "train":
             return _cmd_train(args)
         if args.command == "predict":
