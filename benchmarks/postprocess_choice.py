@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from training.checkpoint import load_checkpoint
     from training.inference import predict_volume
-    from training.metrics import dice_hd95
+    from training.metrics import classes_to_score, dice_hd95
     from training.model_card import dataset_scans
     from training.postprocess import POSTPROCESS_MODES, keep_main_pieces
 
@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         pred = predict_volume(model, meta, im, device="cpu", probabilities=False)["labels"]
         scores = {}
         for mode in POSTPROCESS_MODES:
-            r = dice_hd95(keep_main_pieces(pred, mode), lab, n, sp)
+            r = dice_hd95(keep_main_pieces(pred, mode), lab, classes_to_score([(pred, lab)], n),
+                          sp)
             scores[mode] = (100 * float(np.mean(r["dice"])), float(np.mean(r["hd95"])))
         rows.append((name, scores))
         print(name, {m: round(s[0], 2) for m, s in scores.items()}, flush=True)

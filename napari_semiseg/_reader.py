@@ -92,6 +92,10 @@ def read_layers(path, series: str | None = None) -> list[tuple]:
     vol = read_volume(path, series=series)
     if vol.is_labels:
         _check_against_open_images(vol)
+    if vol.extra.get("not_labels"):  # the user expected labels: say why this is an image
+        from napari.utils.notifications import show_warning
+
+        show_warning(vol.extra["not_labels"])
     return [volume_layer_data(vol)]
 
 

@@ -821,12 +821,8 @@ class AssistantWidget(QWidget):
             folder = QFileDialog.getExistingDirectory(self, "Open session folder")
         if not folder:
             return None
-        current = self.session
-        if current is not None and current.folder is not None \
-                and Path(folder).resolve() == current.folder.resolve():
-            current.close()  # reopening this window's own folder: let the new session have it
-        try:
-            s = Session.open(folder)
+        try:  # this window's own folder stays autosaved unless the reopen succeeds
+            s = Session.reopen(folder, self.session)
         except Exception as e:
             show_error(f"Could not open the session: {e}")
             return None

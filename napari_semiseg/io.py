@@ -63,15 +63,24 @@ def read_volume(path: str | os.PathLike, as_labels: bool | None = None,
 
     A grey integer file named like a label map (``labels/``, ``*_seg.nrrd``) opens as labels
     when its values are those of a label map (0..254 plus 255 = not annotated); with other values
-    it is a scan after all and opens as an image, unchanged. ``series`` chooses one DICOM
-    series of a folder holding several.
+    it is a scan after all and opens as an image, unchanged, and ``vol.extra["not_labels"]``
+    says why, for the reader to tell the user. ``series`` chooses one DICOM series of a folder
+    holding several.
     """
     vol = _read_volume(path, as_labels=bool(as_labels), series=series)
-    if as_labels is None and not vol.rgb and np.issubdtype(vol.data.dtype, np.integer) \
-            and looks_like_label_path(path):
-        try:
-            vol.data = label_values(vol.data, str(path), png_binary=is_png(path))
-            vol.is_labels = True
-        except LabelShapeError:
-            pass
+    if as_labels is None and looks_like_label_path(path):
+        why = None
+        if vol.rgb:
+            why = f"it holds {vol.data.shape[-1]} colour channels per voxel"
+        elif not np.issubdtype(vol.data.dtype, np.integer):
+            why = f"it holds {vol.data.dtype} values, not integers"
+        else:
+            try:
+                vol.data = label_values(vol.data, str(path), png_binary=is_png(path))
+                vol.is_labels = True
+            except LabelShapeError as e:
+                why = str(e).removeprefix(f"{path}: ")
+        if why:
+            vol.extra["not_labels"] = (f"{Path(path).name} is named like a label map but {why}; "
+                                       f"it was opened as an image")
     return vol

@@ -35,6 +35,7 @@ from napari_semiseg.io import (
     strip_suffix,
     write_volume,
 )
+from napari_semiseg.session_record import SessionRecordError, parse_record
 from training.atomic import atomic_write
 from training.io import rgb_to_grey
 from training.loop import (
@@ -906,10 +907,17 @@ class Session:
             d = json.loads(record.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise SessionError(f"{record}: unreadable session record ({e})") from e
+        if not isinstance(d, dict):
+            raise SessionError(f"{record}: the record is a {type(d).__name__}, not an object "
+                               f"of fields")
         if d.get("format") != FORMAT:
-            raise SessionError(f"{record}: not a {FORMAT} record")
-        geometry = Geometry.from_dict(d["geometry"])
-        image_path = d.get("image_path")
+            raise SessionError(f"{record}: not a {FORMAT} record (field 'format')")
+        try:
+            rec = parse_record(d, record, Settings)
+        except SessionRecordError as e:
+            raise SessionError(str(e)) from None
+        geometry = Geometry.from_dict(rec.geometry)
+        image_path = rec.image_path
         if image_path:
             if not Path(image_path).exists():
                 raise SessionError(f"the session's scan is missing: {image_path}")
@@ -919,9 +927,9 @@ class Session:
             image = read_volume(folder / IMAGE_FILE, as_labels=False).data
         if image.ndim == 2:
             image = image[None]
-        if list(image.shape) != list(d["shape"]):
+        if list(image.shape) != rec.shape:
             raise LabelShapeError(f"the scan {image_path} now has shape {image.shape}, the "
-                                  f"session was made on {tuple(d['shape'])}")
+                                  f"session was made on {tuple(rec.shape)}")
         s = cls.__new__(cls)
         s.image = image
         s.geometry = geometry
@@ -931,13 +939,11 @@ class Session:
         s._init_saving()
         s._before_preview = None
         s._dirty = set()
-        s.settings = Settings.from_dict(d.get("settings", {}))
-        s.labelled = {a: set() for a in range(image.ndim)}
-        for a, idx in d.get("labelled_slices", {}).items():
-            s.labelled[int(a)] = {int(i) for i in idx}
-        s.tags = {int(i): int(t) for i, t in d.get("tags", {}).items()}
-        s.versions = [ModelVersion.from_dict(v) for v in d.get("versions", [])]
-        s.current = d.get("current_version")
+        s.settings = Settings.from_dict(rec.settings)
+        s.labelled = rec.labelled_slices
+        s.tags = rec.tags
+        s.versions = [ModelVersion.from_dict(v) for v in rec.versions]
+        s.current = rec.current_version
         s.prediction = s._read_labels(folder / PREDICTION_FILE, "prediction")
         s.user_labels = s._read_labels(folder / USER_LABELS_FILE, "user labels")
         s.uncertainty = s._read_uncertainty(folder / UNCERTAINTY_FILE)
@@ -954,6 +960,33 @@ class Session:
         s.user_labels[~mask] = NOT_ANNOTATED
         s.prediction[mask] = s.user_labels[mask]
         return s
+
+    @classmethod
+    def reopen(cls, folder: str | os.PathLike, current: Session | None = None) -> Session:
+        """Open ``folder`` in a window that shows ``current``.
+
+        When ``folder`` is ``current``'s own autosave folder, ``current`` keeps it (and keeps
+        autosaving there) until the new session has opened completely: a record that fails to
+        open changes nothing, where closing first would leave the window silently not saving.
+        """
+        own = (current is not None and current.folder is not None
+               and Path(folder).resolve() == current.folder.resolve())
+        if not own:
+            return cls.open(folder)
+        assert current is not None
+        current.flush()  # what the window shows is on disk before it is read back
+        s = cls.open(folder, autosave=False)
+        current.close()
+        s.start_autosave()
+        return s
+
+    def start_autosave(self) -> None:
+        """Take the folder and autosave into it from now on."""
+        if self.autosave_enabled or self.folder is None:
+            return
+        self._lock = FolderLock(self.folder).acquire()
+        weakref.finalize(self, self._lock.release)
+        self.autosave_enabled = True
 
     def _read_uncertainty(self, path: Path) -> np.ndarray | None:
         """The saved uncertainty map, or None (with a warning) when it does not fit: it is only

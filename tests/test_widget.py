@@ -236,3 +236,28 @@ def test_a_full_disk_is_reported_once_and_predict_does_not_hang(qtbot, assistant
     widget.accept_btn.click()
     assert widget.session.flush()
     assert widget.session.autosave_error is None
+
+
+def test_a_failed_reopen_of_its_own_folder_keeps_autosaving(qtbot, assistant):
+    """Issue 24: reopening the window's own session folder used to close the session first;
+    when the open then failed, the window went on without autosaving, and said nothing."""
+    from napari.utils.notifications import notification_manager
+
+    from napari_semiseg.session import Session
+
+    viewer, widget = assistant
+    _predict(qtbot, widget)
+    widget.go_to_slice(2)
+    widget.accept_btn.click()
+    s = widget.session
+    assert s.flush()
+    (s.folder / "prediction.nii.gz").write_bytes(b"\x1f\x8b not a scan")  # broken on disk
+    seen = len(notification_manager.records)
+    assert widget.open_session(str(s.folder)) is None
+    assert any("prediction.nii.gz" in str(n.message)
+               for n in notification_manager.records[seen:])
+    assert widget.session is s and s.autosave_enabled
+    widget.go_to_slice(3)
+    widget.accept_btn.click()  # still saved where it was, repairing the broken file
+    assert s.flush()
+    assert Session.open(s.folder, autosave=False).labelled_slices(0) == [2, 3]

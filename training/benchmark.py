@@ -18,7 +18,7 @@ from training.checkpoint import load_checkpoint
 from training.data import class_names_from_index, load_train_data, scan_dataset
 from training.inference import predict_volume
 from training.io import read_image, read_labels
-from training.metrics import dice_hd95, mean_over_cases
+from training.metrics import classes_to_score, dice_hd95, mean_over_cases
 from training.trainer import TrainConfig, method_settings, train
 
 LABELED_ONLY = "labelled-only"
@@ -29,17 +29,19 @@ MIN_GAP = 0.01  # below one Dice point the ratio is noise, not a measurement
 def evaluate_split(model_path: str, data_dir: str, split: str = "test") -> dict:
     """Mean per-class Dice / HD95 of a checkpoint on one split of a dataset folder."""
     model, meta = load_checkpoint(model_path, device="cpu")
-    results = []
+    scored = []
     for case in scan_dataset(data_dir):
         if case.split != split or case.label is None:
             continue
         img, geometry = read_image(case.image)
         ref, _ = read_labels(case.label)
         pred = predict_volume(model, meta, img, device="cpu")["labels"]
-        spacing = list(geometry.spacing)[::-1][: ref.ndim]
-        results.append(dice_hd95(pred, ref, int(meta["num_classes"]), spacing))
-    if not results:
+        scored.append((pred, ref, list(geometry.spacing)[::-1][: ref.ndim]))
+    if not scored:
         raise ValueError(f"no labelled cases in split {split!r}")
+    # every class in a prediction or a reference, not only the model's (the evaluate rule)
+    n = classes_to_score(((p, r) for p, r, _ in scored), int(meta["num_classes"]))
+    results = [dice_hd95(p, r, n, sp) for p, r, sp in scored]
     out = mean_over_cases(results)
     out["cases"] = len(results)
     return out

@@ -49,8 +49,9 @@ def companion_path(path: str | os.PathLike, name: str) -> Path:
 
 
 def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict:
-    """The raw payload, validated (weights only, no pickled code). With ``mmap`` the weights
-    stay on disk until touched: what listing models and reading cards need."""
+    """The raw payload, validated (weights only, no pickled code; metadata that fits its
+    network; without ``mmap``, finite weights). With ``mmap`` the weights stay on disk until
+    touched: what listing models and reading cards need."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -61,7 +62,74 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict:
         raise CheckpointError(f"unreadable checkpoint {path}: {first[:200]}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a napari-semiseg checkpoint")
+    for key in ("state_dict", "meta"):
+        if not isinstance(payload.get(key), dict):
+            raise CheckpointError(f"{path}: checkpoint has no {key!r} (the file is incomplete "
+                                  f"or was written by another tool)")
+    check_meta(payload["meta"], path)
+    if not mmap:  # every reader of weights (predict, --init, Retrain) gets only finite ones
+        check_weights(payload["state_dict"], path)
     return payload
+
+
+def check_weights(state: dict, path: str | os.PathLike) -> None:
+    """Refuse NaN/Inf weights where a checkpoint is read: such a network predicts background
+    everywhere, or noise, and would pass for a result."""
+    for k, v in state.items():
+        if not isinstance(v, torch.Tensor):
+            raise CheckpointError(f"{path}: weight {k!r} is not a tensor")
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            bad = int((~torch.isfinite(v)).sum())
+            raise CheckpointError(f"{path}: weight {k} holds {bad:,} NaN or Inf values; the "
+                                  f"training that wrote it diverged. Use an earlier checkpoint")
+
+
+def check_meta(meta: dict, path: str | os.PathLike) -> None:
+    """The metadata a network is rebuilt and used from: present, and consistent with itself."""
+    net = meta.get("network")
+    if not isinstance(net, dict):
+        raise CheckpointError(f"{path}: checkpoint metadata has no 'network' (how to rebuild it)")
+    for key in ("dims", "num_classes"):
+        if not isinstance(net.get(key), int) or isinstance(net.get(key), bool):
+            raise CheckpointError(f"{path}: checkpoint metadata network.{key} is "
+                                  f"{net.get(key)!r}; expected a whole number")
+    n = net["num_classes"]
+    if "num_classes" in meta and meta["num_classes"] != n:
+        raise CheckpointError(f"{path}: num_classes {meta['num_classes']!r} does not fit its "
+                              f"network's {n} output classes")
+    names = meta.get("class_names")
+    if names is not None and (not isinstance(names, list) or len(names) != n):
+        raise CheckpointError(f"{path}: class_names {names!r} do not name its {n} classes")
+    size = meta.get("size")
+    if size is not None and (not isinstance(size, list) or len(size) != net["dims"]
+                             or not all(isinstance(v, int) and v > 0 for v in size)):
+        raise CheckpointError(f"{path}: size {size!r} is not {net['dims']} positive whole "
+                              f"numbers")
+
+
+def check_init_fits(path: str | os.PathLike, meta: dict, data_names: list[str],
+                    num_classes: int | None = None) -> None:
+    """Refuse fine-tuning ``path`` on data whose classes are other structures.
+
+    The trainer keeps the checkpoint's names for its classes and grows its head for classes
+    the data adds (named after the data). That is right when the data's classes extend the
+    model's; when the data names class 1 "RV" and the model calls it "FLAIR abnormality", the
+    result would be silently wrong, so it is refused here, as is a ``--num-classes`` that the
+    model's head cannot shrink to. Names like ``class2`` (the data names nothing) never clash.
+    """
+    n = int(meta["network"]["num_classes"])
+    old = list(meta.get("class_names") or [])
+    if num_classes is not None and num_classes < n:
+        raise CheckpointError(f"--num-classes {num_classes} does not fit --init {path}, which "
+                              f"predicts {n} classes ({', '.join(old) or 'unnamed'})")
+    for k in range(1, min(len(old), len(data_names))):
+        new, was = str(data_names[k]).strip(), str(old[k]).strip()
+        if new.lower() != was.lower() and new != f"class{k}":
+            raise CheckpointError(
+                f"--init {path} does not fit this data: its class {k} is {was!r}, the data's "
+                f"is {new!r} (model classes: {', '.join(old)}; data classes: "
+                f"{', '.join(map(str, data_names))}). Fine-tune a model of these structures, "
+                f"or train without --init")
 
 
 def compact_checkpoint(path: str | os.PathLike, out: str | os.PathLike | None = None) -> str:

@@ -14,12 +14,20 @@ import numpy as np
 
 from training.atomic import atomic_write
 from training.augment import AUGMENTATIONS
-from training.checkpoint import CheckpointError, load_checkpoint
+from training.checkpoint import CheckpointError, check_init_fits, load_checkpoint
+from training.cli_checks import (
+    card_classes,
+    check_labeled,
+    check_report_paths,
+    check_size,
+    check_train_paths,
+)
 from training.io import (
     IMAGE_SUFFIXES,
     SEG_SUFFIX,
     DataError,
     Geometry,
+    WriteError,
     case_name,
     read_image,
     read_labels,
@@ -137,7 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--pred", required=True)
     e.add_argument("--labels", required=True)
     e.add_argument("--json", default=None)
-    e.add_argument("--num-classes", type=int, default=None)
+    e.add_argument("--num-classes", type=int, default=None,
+                   help="score at least these classes (every class found is scored anyway)")
+    e.add_argument("--model", default=None,
+                   help="take the class count from this checkpoint's card")
 
     c = sub.add_parser("card", help="measure a model card and store it in the checkpoint")
     c.add_argument("--model", required=True)
@@ -281,6 +292,7 @@ def _config(args: argparse.Namespace, **extra):
     size = args.size or ([160, 160] if args.dims == 2 else [32, 64, 64])
     if len(size) != args.dims:
         raise DataError(f"--size needs {args.dims} numbers for {args.dims}D")
+    check_size(size, args.depth, unshuffle=getattr(args, "unshuffle", 1))
     lbs = args.labeled_bs or (8 if args.dims == 2 else 2)
     ubs = args.unlabeled_bs if args.unlabeled_bs is not None else lbs
     kw = dict(
@@ -304,10 +316,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if args.steps < 1:
         raise DataError("--steps must be at least 1")
+    check_train_paths(args)
+    init_meta = load_checkpoint(args.init)[1] if args.init else None  # checked before reading
+    if init_meta is not None:  # fine-tuning keeps the --init network: check sizes against it
+        args.depth = int(init_meta["network"].get("depth", args.depth))
+        check_init_fits(args.init, init_meta, [], args.num_classes)
     if args.tags:
         return _train_from_tags(args)
     if args.labeled is None:
         raise DataError("--labeled is required (or give --tags FILE.csv)")
+    check_labeled(args.data, args.labeled)
     from training.dicom import series_dataset
 
     with series_dataset(args.data) as root:  # images/<case>/ may be a DICOM series folder
@@ -317,6 +335,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if len(names) != data.num_classes or any(not n for n in names):
             raise DataError(f"--class-names needs {data.num_classes} names (background first)")
         data.class_names = names
+    if init_meta is not None:
+        check_init_fits(args.init, init_meta, data.class_names)
     cfg = _config(args, **method_settings(args.method), seed=args.seed, checkpoint=args.out,
                   checkpoint_every=args.checkpoint_every, log_every=args.log_every,
                   num_classes=args.num_classes)
@@ -444,52 +464,74 @@ def _target(out_arg: str, src: Path, many: bool, float_data: bool) -> Path:
     return out / name
 
 
+def _predict_plan(args: argparse.Namespace, files: list[Path], many: bool
+                  ) -> list[tuple[Path, list[tuple[str, Path]]]]:
+    """Each input with its outputs (option, target path), all resolved before any work."""
+    plan = []
+    for f in files:
+        outs = [("--output", _target(args.output, f, many, float_data=False))]
+        if args.uncertainty:
+            outs.append(("--uncertainty", _target(args.uncertainty, f, many, float_data=True)))
+        if args.cam:
+            outs.append(("--cam", _target(args.cam, f, many, float_data=True)))
+        plan.append((f, outs))
+    return plan
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from training.device import pick_device
     from training.inference import predict_volume
+    from training.output_paths import check_outputs
+    from training.staged_writes import StagedWrites
+    from training.weak import classifier_path
 
+    if args.mc < 0:
+        raise DataError(f"--mc {args.mc}: the number of MC-dropout samples is 0 (one softmax) "
+                        f"or more")
+    source = Path(args.input)
+    files = _inputs(source)
+    one_scan = files == [source]  # a file, or a folder that is one scan (DICOM series, slices)
+    many = not one_scan
+    plan = _predict_plan(args, files, many)
+    check_outputs([o for _, outs in plan for o in outs],
+                  [*files, args.model, classifier_path(args.model)],
+                  [source if one_scan else files[0].parent] if source.is_dir() else [])
     device = pick_device(args.device)
     model, meta = load_checkpoint(args.model, device=device)
-    files = _inputs(Path(args.input))
-    many = len(files) > 1 or (Path(args.input).is_dir() and files != [Path(args.input)])
-    for f in files:  # refuse a bad input before hours of predicting, with nothing written
+    if "size" not in meta:
+        raise CheckpointError(f"{args.model}: checkpoint metadata has no 'size' (the input size "
+                              f"its network was trained at); it cannot predict")
+    for f, outs in plan:  # refuse a bad input before hours of predicting, with nothing written
         arr, ref = read_image(f, series=args.series)
-        target = _target(args.output, f, many, float_data=False)
-        for extra in (args.uncertainty, args.cam):
-            if extra:
-                _target(extra, f, many, float_data=True)
-        if target.name.lower().endswith(SEG_SUFFIX):
+        if outs[0][1].name.lower().endswith(SEG_SUFFIX):
             from training.dicom_seg import check_writable
 
             check_writable(arr.shape, ref)
-    segments = None  # DICOM-SEG outputs: segment names and colours from the model's classes
-    written: list[Path] = []  # removed again if writing fails midway: no half set of outputs
-    try:
-        for f in files:
+    # every output is staged and moved into place only when all are written: a full disk or a
+    # bad file midway leaves every earlier output as it was (no half old, half new folder)
+    with StagedWrites() as staged:
+        for f, outs in plan:
             arr, ref = read_image(f, series=args.series)
             res = predict_volume(model, meta, arr, mc_samples=args.mc, device=device,
                                  probabilities=False, clean_up=not args.no_clean_up)
-            outputs = [(_target(args.output, f, many, float_data=False), res["labels"])]
-            if outputs[0][0].name.lower().endswith(SEG_SUFFIX):
-                from training.dicom_seg import segments_for
+            for what, path in outs:
+                data = (res["labels"] if what == "--output" else res["uncertainty"]
+                        if what == "--uncertainty"
+                        else cam_model_map(args.model, model, meta, arr, device))
+                segments = None  # a DICOM-SEG's segments are named after the model's classes
+                if what == "--output" and path.name.lower().endswith(SEG_SUFFIX):
+                    from training.dicom_seg import segments_for
 
-                segments = segments_for(res["labels"], meta.get("class_names"))
-            if args.uncertainty:
-                outputs.append((_target(args.uncertainty, f, many, float_data=True),
-                                res["uncertainty"]))
-            if args.cam:
-                outputs.append((_target(args.cam, f, many, float_data=True),
-                                cam_model_map(args.model, model, meta, arr, device)))
-            for path, data in outputs:
-                existed = path.exists()
-                write_like(data, ref, path, segments if path is outputs[0][0] else None)
-                if not existed:
-                    written.append(path)
-            print(f"{f.name}: wrote {outputs[0][0]}", file=sys.stderr)
-    except BaseException:
-        for path in written:  # no half-finished set of outputs is left behind
-            path.unlink(missing_ok=True)
-        raise
+                    segments = segments_for(res["labels"], meta.get("class_names"))
+                target = staged.path_for(path)
+                try:
+                    write_like(data, ref, target, segments)
+                except WriteError as e:  # name the output the user asked for, not the stage
+                    raise WriteError(f"{str(e).replace(str(target), str(path))}; no output was "
+                                     f"changed") from e
+            print(f"{f.name}: predicted", file=sys.stderr)
+        for path in staged.commit():
+            print(f"wrote {path}", file=sys.stderr)
     return 0
 
 
@@ -513,10 +555,17 @@ def cam_model_map(model_path: str, model, meta: dict, volume: np.ndarray, device
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from training.metrics import dice_hd95, mean_over_cases
+    from training.metrics import classes_to_score, dice_hd95, mean_over_cases
+    from training.output_paths import check_outputs
 
-    preds = {case_name(p): p for p in _inputs(Path(args.pred))}
-    refs = {case_name(p): p for p in _inputs(Path(args.labels))}
+    pred_files, ref_files = _inputs(Path(args.pred)), _inputs(Path(args.labels))
+    if args.json:
+        folders = [fs[0].parent for fs, arg in ((pred_files, args.pred), (ref_files, args.labels))
+                   if Path(arg).is_dir()]
+        check_outputs([("--json", args.json)], [*pred_files, *ref_files], folders)
+    given = card_classes(args.model, args.num_classes)
+    preds = {case_name(p): p for p in pred_files}
+    refs = {case_name(p): p for p in ref_files}
     common = sorted(set(preds) & set(refs))
     if not common:
         raise DataError("no prediction matches a label file by case name")
@@ -527,15 +576,24 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         if p.shape != r.shape:
             raise DataError(f"shape mismatch for {name}: prediction {p.shape}, label {r.shape}")
         loaded.append((name, p, r, list(ref_geom.spacing)[::-1][: r.ndim]))
-    n_cls = args.num_classes or max(
-        2, 1 + max(int(np.max(np.where(r == 255, 0, r))) for _, _, r, _ in loaded)
-    )
+    blank = [str(refs[name]) for name, _, r, _ in loaded if (r == 255).all()]
+    if len(blank) == len(loaded):
+        raise DataError(f"nothing to score: every voxel of {', '.join(blank)} is 255 (not "
+                        f"annotated)")
+    for path in blank:
+        print(f"{path}: every voxel is 255 (not annotated): this case is not scored",
+              file=sys.stderr)
+    # every class in a prediction or a reference is scored (training.metrics.classes_to_score)
+    n_cls = classes_to_score(((p, r) for _, p, r, _ in loaded), given)
+    if given is not None and n_cls > given:
+        print(f"classes {list(range(given, n_cls))} appear beyond the {given} classes given: "
+              f"scored too", file=sys.stderr)
     # a class in neither prediction nor reference is not scored (n/a), never a free Dice of 1
     per_case = {name: dice_hd95(p, r, n_cls, sp, empty_score=float("nan"))
                 for name, p, r, sp in loaded}
     mean = mean_over_cases(list(per_case.values()))
     summary = {"cases": per_case, "mean": mean, "missing_predictions": missing,
-               "num_classes": n_cls,
+               "num_classes": n_cls, "unannotated_labels": blank,
                "not_scored": [c for c in range(1, n_cls) if np.isnan(mean["dice"][c - 1])]}
 
     def fmt(values: list[float], spec: str) -> str:
@@ -545,8 +603,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(name, "dice", fmt(res["dice"], ".4f"), "hd95", fmt(res["hd95"], ".2f"))
     print("mean", "dice", fmt(mean["dice"], ".4f"), "hd95", fmt(mean["hd95"], ".2f"))
     if summary["not_scored"]:
-        print(f"classes {summary['not_scored']} are in no label file and no prediction: "
-              f"not scored", file=sys.stderr)
+        print(f"classes {summary['not_scored']} appear on no annotated voxel of any label file "
+              f"or prediction: not scored", file=sys.stderr)
     if args.json:
         text = json.dumps(_nan_to_none(summary), indent=1)
         atomic_write(args.json, lambda fh: fh.write(text.encode()))
@@ -626,6 +684,8 @@ def _cmd_benchmark_speed(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     if args.repeats < 1:
         raise DataError("--repeats must be at least 1")
+    if any(m < 0 for m in args.mc):
+        raise DataError("--mc takes 0 (one softmax) or more MC-dropout samples")
     entries = entries_for(args.models)
     volume = benchmark_volume(args.volume, args.shape)
     t0 = time.perf_counter()
@@ -791,6 +851,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
+        check_report_paths(args)
         if args.command == "train":
             return _cmd_train(args)
         if args.command == "predict":

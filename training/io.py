@@ -6,6 +6,8 @@ what it does silently wrong is caught here:
 
 - it pads a truncated NIfTI with zeros and turns NaN voxels into 0: the raw NIfTI stream is
   checked for length and, for float data, for NaN/Inf (:func:`_check_nifti_raw`);
+- its MetaIO reader trusts ``CompressedDataSize`` and skips the zlib checksum: compressed
+  ``.mha`` / ``.mhd`` data is verified first (:mod:`training.metaimage`);
 - its writer only prints "wrote only 0 of N bytes" on a full disk: every write goes to a
   temporary sibling that is read back and compared before it is renamed (:func:`write_volume`).
 
@@ -203,12 +205,12 @@ def _read_sitk(path: Path, series: str | None = None) -> sitk.Image:
     checksum = None
     if has_suffix(path, (".nii", ".nii.gz")):
         checksum = _check_nifti_raw(path)
-    elif has_suffix(path, (".mhd",)):
-        _check_mhd_data_file(path)
+    elif has_suffix(path, (".mha", ".mhd")):
+        from training.metaimage import check_metaimage  # it imports this module's errors
+
+        check_metaimage(path)
     elif has_suffix(path, (".nrrd",)):
         _check_nrrd_compressed(path)
-    elif has_suffix(path, (".mha",)):
-        _check_mha_compressed(path)
     try:
         if checksum is None:
             return sitk.ReadImage(str(path))
@@ -259,19 +261,6 @@ def _check_sum(img: sitk.Image, expected: float, path: Path) -> None:
     if not np.isclose(got, expected, rtol=1e-5, atol=1e-3 * max(1.0, abs(expected)) ** 0.5):
         raise VolumeReadError(f"{path}: the voxels read back differ from the file's data "
                               f"(sum {got:.6g} vs {expected:.6g}); the file may be corrupt")
-
-
-def _check_mhd_data_file(path: Path) -> None:
-    """A .mhd header whose separate data file is missing: name that file."""
-    try:
-        head = path.read_bytes()[:4096].decode("latin-1")
-    except OSError as e:
-        raise VolumeReadError(f"{path}: cannot read ({e})") from e
-    m = re.search(r"^\s*ElementDataFile\s*=\s*(.+?)\s*$", head, re.M)
-    if m and m.group(1).upper() not in ("LOCAL", "LIST") and "%" not in m.group(1):
-        data = path.parent / m.group(1)
-        if not data.is_file():
-            raise VolumeReadError(f"{path}: its data file {data.name} is missing")
 
 
 @dataclass
@@ -387,16 +376,6 @@ def _inflate_all(path: Path, start: int, wbits: int) -> None:
                 raise zlib.error("the compressed stream ends early")
     except zlib.error as e:
         raise VolumeReadError(f"{path}: compressed data is truncated or corrupt ({e})") from e
-
-
-def _check_mha_compressed(path: Path) -> None:
-    """A compressed .mha: SimpleITK's MetaIO does not check the zlib checksum; check it here."""
-    with open(path, "rb") as f:
-        head = f.read(65536)
-    m = re.search(rb"^ElementDataFile\s*=\s*LOCAL[ \t]*\r?\n", head, re.M)
-    if m is None or not re.search(rb"^CompressedData\s*=\s*True", head, re.M | re.I):
-        return
-    _inflate_all(path, m.end(), wbits=47)
 
 
 def _check_nrrd_compressed(path: Path) -> None:
@@ -519,7 +498,8 @@ def label_values(data: np.ndarray, source: str = "label map",
     """A label map as uint8: integers 0..254 plus 255 (not annotated), anything else refused.
 
     Float maps whose values are all whole numbers (some tools save masks as float) are accepted.
-    ``png_binary``: a 0/255 mask (how PNG masks store "structure") becomes 0/1.
+    ``png_binary``: a 0/255 mask (how PNG masks store "structure") becomes 0/1. A mask that is
+    all 255 stays 255: "not annotated", as in every other format.
     """
     data = np.asarray(data)
     if data.dtype == np.bool_:
@@ -543,7 +523,7 @@ def label_values(data: np.ndarray, source: str = "label map",
                 f"(and 255 = not annotated)"
             )
     out = data.astype(np.uint8)
-    if png_binary and out.size and out.max() == 255 and set(np.unique(out)) <= {0, 255}:
+    if png_binary and out.size and set(np.unique(out)) == {0, 255}:
         out = (out > 0).astype(np.uint8)
     return out
 

@@ -354,15 +354,18 @@ def dice_score(prediction: np.ndarray, reference: np.ndarray, num_classes: int |
     """Mean foreground Dice over classes present in either array, on annotated voxels only.
 
     Voxels where ``reference`` is 255 are ignored. When neither holds any foreground the
-    prediction is perfect (1.0).
+    prediction is perfect (1.0). ``num_classes`` never hides a class found in either array
+    (:func:`training.metrics.classes_to_score`).
     """
+    from training.metrics import classes_to_score
+
     pred = np.asarray(prediction)
     ref = np.asarray(reference)
     if pred.shape != ref.shape:
         raise ValueError(f"prediction {pred.shape} and reference {ref.shape} differ in shape")
     valid = ref != IGNORE_INDEX
     pred, ref = pred[valid], ref[valid]
-    classes = (range(1, num_classes) if num_classes else
+    classes = (range(1, classes_to_score([(pred, ref)], num_classes)) if num_classes else
                sorted((set(np.unique(pred).tolist()) | set(np.unique(ref).tolist())) - {0}))
     scores = []
     for c in classes:

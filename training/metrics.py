@@ -3,19 +3,43 @@
 Rules: a class absent from both prediction and reference scores Dice 1 and HD95 0 (or NaN = not
 scored, with ``empty_score=nan``, which ``semiseg evaluate`` uses); a class present
 in only one of them scores Dice 0 and HD95 = the volume diagonal (worst case, in spacing units).
-Reference voxels labelled 255 (not annotated) are excluded from both.
+Reference voxels labelled 255 (not annotated) are excluded from both. Which classes are scored
+at all is :func:`classes_to_score`: every class in the prediction or the reference.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
 from monai.metrics import DiceMetric, compute_hausdorff_distance
 
 from training import IGNORE_INDEX
+
+
+def classes_to_score(
+    pairs: Iterable[tuple[np.ndarray, np.ndarray]], num_classes: int | None = None
+) -> int:
+    """The class count C to score (prediction, reference) pairs with: classes 1..C-1.
+
+    The rule shared by ``semiseg evaluate``, the benchmarks and model cards: every class that
+    appears in **either** the prediction or the reference, on annotated voxels (reference not
+    255), is scored, together with classes 1..``num_classes``-1 when a count is given (say by
+    the model's card). Counting the references alone would leave a class found only in the
+    prediction unscored, and a model that paints a structure that is not there would get an
+    inflated mean Dice; under this rule that class scores Dice 0. 255 in a prediction is no
+    class. At least 2 (background and one structure).
+    """
+    top = 0
+    for pred, ref in pairs:
+        pred, ref = np.asarray(pred), np.asarray(ref)
+        annotated = ref != IGNORE_INDEX
+        for a in (ref[annotated], pred[annotated & (pred != IGNORE_INDEX)]):
+            if a.size:
+                top = max(top, int(a.max()))
+    return max(2, int(num_classes or 0), top + 1)
 
 
 def _one_hot(a: np.ndarray, c: int) -> torch.Tensor:

@@ -198,7 +198,7 @@ def build_card(model_path: str, data_dir: str, anatomy: str, modality: str, comm
     checkpoint's own."""
     from training.checkpoint import load_checkpoint
     from training.inference import predict_volume
-    from training.metrics import dice_hd95, mean_over_cases
+    from training.metrics import classes_to_score, dice_hd95, mean_over_cases
     from training.palette import class_color
     from training.postprocess import model_clean_up
 
@@ -214,10 +214,11 @@ def build_card(model_path: str, data_dir: str, anatomy: str, modality: str, comm
              dataset_scans(data_dir, train_split, train_patients)]
     if not stats:
         raise ValueError("no training scans found for the card")
-    results = []
-    for _, im, lab, sp, _ in dataset_scans(data_dir, test_split, test_patients):
-        pred = predict_volume(model, meta, im, device=device)["labels"]
-        results.append(dice_hd95(pred, lab, n, sp))
+    scored = [(predict_volume(model, meta, im, device=device)["labels"], lab, sp)
+              for _, im, lab, sp, _ in dataset_scans(data_dir, test_split, test_patients)]
+    # every class in a prediction or a reference is scored (the evaluate rule)
+    n_scored = classes_to_score(((p, r) for p, r, _ in scored), n)
+    results = [dice_hd95(p, r, n_scored, sp) for p, r, sp in scored]
     net = meta["network"]
     card = {
         "anatomy": anatomy, "modality": modality,
