@@ -166,3 +166,31 @@ def test_train_records_precision_and_fast_kernels(dataset, tmp_path):
     assert config["precision"] == "bf16" and config["deterministic"] is False
     with pytest.raises(SystemExit):  # argparse refuses a precision it does not know
         _train(dataset, tmp_path / "n.pt", "--precision", "fp16")
+
+
+def test_a_folder_of_png_slices_is_predicted_as_one_stack(dataset, tmp_path):
+    """As the dock opens it: one scan, normalised as a whole, written as one volume."""
+    from training.checkpoint import load_checkpoint
+    from training.inference import predict_volume
+    from training.io import read_image, read_labels
+
+    model = tmp_path / "m.pt"
+    _train(dataset, model)
+    rng = np.random.default_rng(0)
+    slices = tmp_path / "patient" / "images"
+    slices.mkdir(parents=True)
+    stack = []
+    for k in range(3):  # each slice with its own brightness: normalising alone would hide it
+        grey = (40 * k + rng.normal(100, 20, (32, 32))).clip(0, 255).astype(np.uint8)
+        stack.append(grey)
+        sitk.WriteImage(sitk.GetImageFromArray(np.stack([grey] * 3, -1), isVector=True),
+                        str(slices / f"p_{k + 1:03d}.png"))
+    out = tmp_path / "pred.nii.gz"
+    assert main(["predict", "--model", str(model), "--input", str(slices),
+                 "--output", str(out)]) == 0
+    labels, _ = read_labels(out)
+    assert labels.shape == (3, 32, 32)
+    net, meta = load_checkpoint(model)
+    image, _ = read_image(slices)
+    expected = predict_volume(net, meta, image, device="cpu", probabilities=False)["labels"]
+    assert np.array_equal(labels, expected)

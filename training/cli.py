@@ -431,7 +431,7 @@ def _inputs(path: Path) -> list[Path]:
     from training.dicom import is_series_folder, looks_dicom
 
     if path.is_dir():
-        if is_series_folder(path):
+        if is_series_folder(path) or _slice_stack(path):
             return [path]
         folder = path / "images" if (path / "images").is_dir() else path
         files = [p for p in sorted(folder.iterdir())
@@ -444,6 +444,15 @@ def _inputs(path: Path) -> list[Path]:
     if not path.exists():
         raise DataError(f"input not found: {path}")
     return [path]
+
+
+def _slice_stack(folder: Path) -> bool:
+    """A folder of 2-D PNG slices and nothing else is one scan (a patient's LGG stack), read
+    and normalised as one, as the plugin opens it."""
+    from training.io import png_slices
+
+    files = [p for p in folder.iterdir() if p.name.lower().endswith(IMAGE_SUFFIXES)]
+    return bool(files) and len(png_slices(folder)) == len(files) and len(files) > 1
 
 
 def _target(out_arg: str, src: Path, many: bool, float_data: bool) -> Path:
