@@ -113,7 +113,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         probe_path = out / f"{name}.probe.pt"
         seen: list[float] = []  # seconds at each step of the probe (setup time left out)
         train(replace(cfg, steps=args.probe_steps, log_every=1, checkpoint=str(probe_path)),
-              data, on_event=lambda e: e["type"] == "progress" and seen.append(e["elapsed"]))
+              data, on_event=lambda e, s=seen: e["type"] == "progress" and s.append(e["elapsed"]))
         per_step = (seen[-1] - seen[0]) / max(len(seen) - 1, 1)
         probe_path.unlink(missing_ok=True)
         setup = time.perf_counter() - start - seen[-1]
