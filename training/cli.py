@@ -471,7 +471,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         2, 1 + max(int(np.max(np.where(r == 255, 0, r))) for _, _, r, _ in loaded)
     )
     # a class in neither prediction nor reference is not scored (n/a), never a free Dice of 1
-    per_case = {name: dice_hd95(p, r, n_cls, sp, empty_score=float("nan"))
+    per_case = {name: dice_hd95(p, r, n_cls, sp)
                 for name, p, r, sp in loaded}
     mean = mean_over_cases(list(per_case.values()))
     summary = {"cases": per_case, "mean": mean, "missing_predictions": missing,
