@@ -228,7 +228,7 @@ class AssistantWidget(QWidget):
         lay.addWidget(self.retrain_btn)
         lay.addWidget(QLabel("Model versions:"))
         self.versions_list = QListWidget()
-        self.versions_list.setMaximumHeight(90)
+        self.versions_list.setMaximumHeight(64)
         lay.addWidget(self.versions_list)
         self.use_btn = _button("Use this version", self.use_version)
         self.save_model_btn = _button("Save model", self.save_model)
@@ -256,6 +256,7 @@ class AssistantWidget(QWidget):
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
+        self.progress.setTextVisible(False)  # the status line below says the step
         self.cancel_btn = _button("Cancel", self.cancel,
                                   "Stop the training that runs; the model in use stays")
         line.addLayout(_row(self.progress, self.cancel_btn))

@@ -42,7 +42,7 @@ def main(out: str = "docs/screenshot.png") -> int:
     viewer.open(str(ROOT / "sample_data/acdc/patient001_frame01.nii.gz"), plugin="napari-semiseg")
     widget = dock_assistant(viewer)
     widget.predict()
-    pump_until(lambda: widget._worker is None and widget.session is not None
+    pump_until(lambda: not widget.jobs.busy and widget.session is not None
                and widget.session.uncertainty is not None, 300)
     truth = read_volume(ROOT / "sample_data/acdc/patient001_frame01_labels.nii.gz").data
     for z in (2, 5, 8):

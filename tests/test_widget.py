@@ -208,3 +208,29 @@ def test_a_full_disk_is_reported_once_and_predict_does_not_hang(qtbot, assistant
     widget.accept_btn.click()
     assert widget.session.flush()
     assert widget.session.autosave_error is None
+
+
+def test_the_dock_leaves_two_thirds_of_a_1500_px_window_to_the_scan(make_napari_viewer, qtbot,
+                                                                     tmp_path, monkeypatch):
+    from napari_semiseg._widget import dock_assistant
+
+    monkeypatch.setenv("NAPARI_SEMISEG_HOME", str(tmp_path / "home"))
+    viewer = make_napari_viewer(show=True)
+    viewer.open(str(SAMPLES / "lgg/TCGA_CS_4941_19960909/images"), plugin=PLUGIN)
+    window = viewer.window._qt_window
+    window.resize(1500, 950)
+    widget = dock_assistant(viewer)
+    try:
+        titles = [s.header.text() for s in widget.sections.values()]
+        assert titles == ["Model and Predict", "Review and correct", "Retrain and versions",
+                          "Structures", "Slice tags", "Session"]  # the loop's order
+        for section in widget.sections.values():  # everything open: the dock scrolls
+            section.expand()
+        qtbot.wait(300)
+        assert window.width() == 1500 and window.height() == 950  # the window did not grow
+        assert widget.width() <= 1500 / 3, widget.width()
+        assert widget.retrain_btn.isVisible()
+        widget.sections["retrain"].expand(False)
+        assert not widget.retrain_btn.isVisible()
+    finally:
+        widget.bridge.close()
