@@ -548,20 +548,21 @@ class AssistantWidget(QWidget):
 
     def show_image_layer(self, name: str, data: np.ndarray, **kwargs: Any) -> None:
         """Show ``data`` as the assistant's Image layer ``name`` on the scan (made or updated)."""
-        layer = self._layer(name)
-        if layer is None:
-            self.viewer.add_image(data, **self._layer_kwargs(name), **kwargs)
-        else:
-            layer.data = data
+        updated = self._layer(name) is not None
+        layer = self._show_layer(self.viewer.add_image, name, data, **kwargs)
+        if updated:  # napari fits the contrast of a new layer itself
             layer.contrast_limits = (float(np.min(data)), float(np.max(data)) or 1.0)
 
     def show_labels_layer(self, name: str, data: np.ndarray, **kwargs: Any) -> None:
         """Show ``data`` as the assistant's Labels layer ``name`` on the scan (made or updated)."""
+        self._show_layer(self.viewer.add_labels, name, data, **kwargs)
+
+    def _show_layer(self, add: Any, name: str, data: np.ndarray, **kwargs: Any) -> Any:
         layer = self._layer(name)
         if layer is None:
-            self.viewer.add_labels(data, **self._layer_kwargs(name), **kwargs)
-        else:
-            layer.data = data
+            return add(data, **self._layer_kwargs(name), **kwargs)
+        layer.data = data
+        return layer
 
     def show_session(self) -> None:
         """Redraw what the session holds: prediction, labelled slices, versions."""
