@@ -406,8 +406,12 @@ class TrainingBridge:
                 time.sleep(interval)
         return events
 
-    def close(self) -> None:
-        """Stop any run and any spare (used when the widget closes)."""
+    def close(self, grace_s: float = 1.0) -> None:
+        """Stop any run and any spare (used when the widget closes).
+
+        A spare, and a child that has sent its result, hold no work: each gets ``grace_s`` to
+        exit by itself and is then killed, so closing the dock does not wait for torch to
+        finish importing or unloading (seconds each)."""
         spare, self._spare = self._spare, None
         if spare is not None:  # end of file on its stdin: it exits before reading a job
             _close_pipes(spare)
@@ -422,7 +426,7 @@ class TrainingBridge:
             self.poll()
         for proc, _ in self._exiting:  # closing may wait a little; the window is going away
             try:
-                proc.wait(timeout=5)
+                proc.wait(timeout=grace_s)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)

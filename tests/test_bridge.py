@@ -426,8 +426,8 @@ def test_a_spare_process_made_ready_ahead_runs_the_next_job(tmp_path):
     bridge.prepare()
     assert bridge._spare is not None and bridge._spare.pid != spare.pid
     left = bridge._spare
-    bridge.close()  # closing the dock ends the spare too
-    assert left.wait(timeout=30) == 2
+    bridge.close()  # closing the dock ends the spare too, at once
+    assert left.poll() is not None
 
 
 def test_a_spare_that_died_is_replaced_at_start(tmp_path):
