@@ -42,6 +42,7 @@ def main(argv=None) -> int:
     from napari_semiseg._widget import FIRST_PREVIEW_S, NEW, NEW_MODEL_STEPS, dock_assistant
     from napari_semiseg.io import read_volume
     from training.interpolation import even_slices, interpolate_between_slices
+    from training.metrics import dice
 
     truth = read_volume(ROOT / SCANS[args.scan][1]).data.astype(np.uint8)
     picks = even_slices(truth, args.k)
@@ -49,7 +50,7 @@ def main(argv=None) -> int:
     sparse = np.full(truth.shape, 255, np.uint8)
     sparse[picks] = truth[picks]
     filled = interpolate_between_slices(sparse, picks)  # "fill between slices" on the same K
-    interp = _dice(filled[rest] == 1, truth[rest] == 1)
+    interp = dice(filled[rest] == 1, truth[rest] == 1)
     rows = []
     for r in range(args.repeats):
         viewer = napari.Viewer(show=True)
@@ -70,16 +71,16 @@ def main(argv=None) -> int:
         def scored(ev, handle=handle, s=s, first_dice=first_dice):
             handle(ev)
             if ev.get("type") == "prediction" and not first_dice:
-                first_dice.append(100 * _dice(s.prediction[rest] == 1, truth[rest] == 1))
+                first_dice.append(100 * dice(s.prediction[rest] == 1, truth[rest] == 1))
 
         widget._handle_event = scored
         gaps, first, total, _ = run_bridge(widget, NEW_MODEL_STEPS)
         widget._handle_event = handle
-        dice = _dice(s.prediction[rest] == 1, truth[rest] == 1)
-        rows.append((first, total, first_dice[0] if first_dice else float("nan"), 100 * dice,
+        final = dice(s.prediction[rest] == 1, truth[rest] == 1)
+        rows.append((first, total, first_dice[0] if first_dice else float("nan"), 100 * final,
                      gaps["max"], gaps["worst_at"], gaps["handlers"]))
         print(f"repeat {r + 1}: first refresh {first:.1f} s, total {total:.1f} s, "
-              f"Dice {100 * dice:.1f}; {gaps}", flush=True)
+              f"Dice {100 * final:.1f}; {gaps}", flush=True)
         widget.bridge.close()
         viewer.close()
     shape = "×".join(map(str, truth.shape))
@@ -98,8 +99,8 @@ def main(argv=None) -> int:
         "longest UI gap ms | at s after Retrain | slowest handler per event, ms |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for i, (first, total, fdice, dice, gap, at, handlers) in enumerate(rows, 1):
-        lines.append(f"| {i} | {first:.1f} | {fdice:.1f} | {total:.1f} | {dice:.1f} | "
+    for i, (first, total, fdice, final, gap, at, handlers) in enumerate(rows, 1):
+        lines.append(f"| {i} | {first:.1f} | {fdice:.1f} | {total:.1f} | {final:.1f} | "
                      f"{gap:.0f} | {at:.1f} | {handlers} |")
     lines += ["", f"Median first refresh: {statistics.median(firsts):.1f} s (target ≤ 30 s). "
               f"Shape-based interpolation between the same {args.k} slices: Dice "
@@ -108,10 +109,6 @@ def main(argv=None) -> int:
     Path(args.out).write_text(text, encoding="utf-8")
     print(text)
     return 0
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
 
 
 if __name__ == "__main__":

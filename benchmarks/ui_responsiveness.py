@@ -103,9 +103,9 @@ def prepare(viewer, widget, scan: str, k: int):
 
 def run_in_process(widget, steps: int, on_ui_thread: bool) -> tuple[dict, float]:
     """The same retrain job, run inside the napari process (the design we avoid)."""
-    from napari_semiseg.training_bridge import make_job, run_retrain
+    from napari_semiseg.retrain_job import make_job, run_retrain
 
-    job = make_job(widget.session, method=widget.method_combo.currentText(), steps=steps,
+    job = make_job(widget.session, method=widget.retrain_form.method.value, steps=steps,
                    preview_every=max(1, steps // 3))
     hb = Heartbeat()
     first: list[float] = []
@@ -134,7 +134,7 @@ def run_in_process(widget, steps: int, on_ui_thread: bool) -> tuple[dict, float]
 
 def run_bridge(widget, steps: int) -> tuple[dict, float, float, float]:
     """Click Retrain; returns gaps, seconds to first refresh, total seconds, peak child RSS."""
-    widget.steps_spin.setValue(steps)
+    widget.retrain_form.steps.value = steps
     first: list[float] = []
     handle = widget._handle_event
 
@@ -190,7 +190,7 @@ def main(argv=None) -> int:
 
     viewer = napari.Viewer(show=True)
     widget = dock_assistant(viewer)
-    widget.method_combo.setCurrentText(args.method)
+    widget.retrain_form.method.value = args.method
     rows = []
     wall = time.perf_counter()
     for scan in args.scans.split(","):

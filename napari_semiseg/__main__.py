@@ -53,7 +53,7 @@ def _settle(widget, timeout_s: float = 300.0) -> None:
     from qtpy.QtWidgets import QApplication
 
     end = time.monotonic() + timeout_s
-    while widget._worker is not None and time.monotonic() < end:
+    while widget.jobs.busy and time.monotonic() < end:
         QApplication.processEvents()
         time.sleep(0.05)
     for _ in range(20):

@@ -11,13 +11,13 @@ from collections.abc import Callable, Sequence
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
-    QGroupBox,
     QHBoxLayout,
     QLabel,
     QListWidget,
     QListWidgetItem,
     QPushButton,
     QVBoxLayout,
+    QWidget,
 )
 
 from .colors import class_color
@@ -31,15 +31,16 @@ def _icon(value: int) -> QIcon:
     return QIcon(pix)
 
 
-class StructuresPanel(QGroupBox):
+class StructuresPanel(QWidget):
     """Editable names of the structures; ``on_change(names)`` is called after every edit."""
 
     def __init__(self, on_change: Callable[[list[str]], None]) -> None:
-        super().__init__("Structures (label value: name)")
+        super().__init__()
         self.on_change = on_change
         layout = QVBoxLayout(self)
-        self.hint = QLabel("Double-click a name to rename it. Paint with the label value "
-                           "shown, e.g. 1 for the first structure.")
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.hint = QLabel("Label value: name. Double-click a name to rename it. Paint with "
+                           "the label value shown, e.g. 1 for the first structure.")
         self.hint.setWordWrap(True)
         layout.addWidget(self.hint)
         self.list = QListWidget()

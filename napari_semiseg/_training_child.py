@@ -5,7 +5,7 @@ multiprocessing's ``spawn``, which re-imports the user's ``__main__`` in the chi
 without an ``if __name__ == "__main__":`` guard would run again there and open a second window.
 Here the child imports only the target, by name.
 
-The wire format, both ways, is frames of ``MAGIC``, a length and a pickle (:func:`write_frame`).
+The wire format, both ways, is frames of :mod:`napari_semiseg.framing`.
 
 - stdin: one frame ``{"target": "module:qualname", "job": <pickled job>, "threads": int,
   "sys_path": [...], "grace_s": float}``; after it, any byte asks the run to stop, and end of file
@@ -22,57 +22,12 @@ import io
 import os
 import pickle
 import signal
-import struct
 import sys
 import threading
 import time
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
-MAGIC = b"SSEG"
-_HEADER = struct.Struct("<4sQ")
-
-
-def frame(obj: Any) -> bytes:
-    """``obj`` as one frame; pickling errors are raised here, before anything is written."""
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    return _HEADER.pack(MAGIC, len(data)) + data
-
-
-def write_frame(stream: BinaryIO, obj: Any) -> None:
-    stream.write(frame(obj))
-    stream.flush()
-
-
-def read_frame(stream: BinaryIO) -> Any:
-    """The next object; ``None`` at the end of the stream, including a frame cut off by the
-    writer's death. Raises ``ValueError`` on bytes that are not a frame."""
-    header = _read_exact(stream, _HEADER.size)
-    if header is None:
-        return None
-    magic, size = _HEADER.unpack(header)
-    if magic != MAGIC:
-        raise ValueError(f"not a message frame: {header!r}")
-    data = _read_exact(stream, size)
-    return None if data is None else pickle.loads(data)
-
-
-def _read_exact(stream: BinaryIO, n: int) -> bytes | None:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = stream.read(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return bytes(buf)
-
-
-def resolve(ref: str) -> Any:
-    """The object named by ``"module:qualname"``."""
-    module, _, qualname = ref.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
+from napari_semiseg.framing import error_event, frame, read_frame, resolve
 
 
 class _Events:
@@ -175,8 +130,6 @@ def main() -> int:
         target(pickle.loads(init["job"]), events.emit, stop.is_set)
     except BaseException as exc:  # noqa: B036 - the parent must hear about every failure
         try:
-            from napari_semiseg.training_bridge import error_event
-
             event = error_event(exc)
         except Exception:
             event = {"type": "error", "kind": "exception",

@@ -1,7 +1,10 @@
 """The Segmentation assistant dock: a thin binding of a Session to napari layers and buttons.
 
-Decisions live in :mod:`napari_semiseg.session`; training runs in another process through
-:mod:`napari_semiseg.training_bridge`; this module only wires buttons, layers and notifications.
+Decisions live in :mod:`napari_semiseg.session`; Predict, Retrain and Train from tags share one
+job slot (:mod:`napari_semiseg.jobs`), and training runs in another process
+(:mod:`napari_semiseg.training_bridge`); this module only wires buttons, layers and
+notifications. The sections follow the loop: Model and Predict, Review and correct, Retrain and
+versions, Structures, Slice tags, Session; a job line at the bottom shows what runs.
 """
 
 from __future__ import annotations
@@ -16,52 +19,31 @@ from napari.layers import Image
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer, Signal
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QFileDialog,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QListWidget,
-    QProgressBar,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QFileDialog, QWidget
 
 from training.atomic import atomic_write
 from training.model_card import describe
 from training.new_model import is_untrained
+from training.retrain import SHAPE_PRIOR_WEIGHT
 
-from ._structures import StructuresPanel
-from ._tags import add_tags_panel
+from ._dock_layout import AUTO, CHECKPOINT, NEW, DockLayout
 from .colors import label_colormap
 from .default_model import DEFAULT_MODEL, default_model_available
 from .io import NOT_ANNOTATED, Geometry
+from .jobs import Job, JobSlot
 from .model_library import LibraryModel, choose, library, user_models_dir
+from .retrain_job import MAX_UNLABELLED, RETRAIN_PRELOAD, make_job, run_retrain, scan_files
 from .session import Session, default_folder, grey_scan
-from .training_bridge import TrainingBridge, discard_job, make_job
+from .training_bridge import TrainingBridge
 
 PREDICTION, UNCERTAINTY, CAM = "prediction", "uncertainty", "CAM"
 OUTPUT_TAG = "napari_semiseg_output"  # metadata key marking layers the assistant made
-# Keep the current model's confident voxels off the corrected slices as pseudo-labels: without
-# them one corrected empty slice dragged ACDC Dice from 0.81 to 0.59 (benchmarks/results/
-# acdc_simulate.md); with them it rose to 0.83.
-ANCHOR_CONFIDENCE = 0.9
-AUTO, CHECKPOINT = "Automatic: the library model that fits the scan", "Checkpoint file…"
-NEW = "New model (name the structures, then paint)"
 # seconds of training before the first preview of a fine-tune without the shape prior (with
 # it, the interpolation between the painted slices is shown at once). The training process is
 # made ready while the user paints (TrainingBridge.prepare), so training starts at the click.
 FIRST_PREVIEW_S = 12.0
 NEW_MODEL_STEPS = 200  # from scratch; previews come early (above), then at every third
-# A model taught from scratch trains on the interpolation between the painted slices too, and
-# its prediction is blended with it (network share 0.3): chosen on 4 LA train scans at K = 5,
-# 80.7 Dice against 76.9 without (benchmarks/results/la_new_structure_k5_train.md)
-SHAPE_PRIOR_WEIGHT = 0.3
+RETRAIN, PREDICT = "Retrain", "Predict"
 
 
 @thread_worker(progress={"desc": "Predicting"})
@@ -73,17 +55,14 @@ def _predict(model_path: str, image: np.ndarray, mc_samples: int) -> dict:
     return predict_volume(model, meta, image, mc_samples=mc_samples, probabilities=False)
 
 
-MAX_UNLABELLED = 8  # unlabelled scans per Retrain: more buys little and costs memory
+class AssistantWidget(DockLayout):
+    """Predict, review uncertain slices, correct, retrain in the background, keep versions.
 
-
-def _scan_files(folder: Path) -> list[Path]:
-    from training.io import VOLUME_SUFFIXES, has_suffix
-
-    return sorted(p for p in folder.iterdir() if p.is_file() and has_suffix(p, VOLUME_SUFFIXES))
-
-
-class AssistantWidget(QWidget):
-    """Predict, review uncertain slices, correct, retrain in the background, keep versions."""
+    Public API for the dock's other sections (:mod:`napari_semiseg._tags`): ``session``,
+    ``jobs``, ``status``, :meth:`ensure_session`, :meth:`current_slice`,
+    :meth:`show_image_layer`, :meth:`show_labels_layer`, :meth:`show_session`,
+    :meth:`refused_while_busy`, :meth:`start_job`, :meth:`job_progress`.
+    """
 
     # autosave runs on a writer thread; its failure reaches the UI thread through this signal
     autosave_failed = Signal(str)
@@ -93,15 +72,16 @@ class AssistantWidget(QWidget):
         self.autosave_failed.connect(self._on_autosave_error)
         self.viewer = napari_viewer
         self.session: Session | None = None
-        self.bridge = TrainingBridge()
+        self.jobs = JobSlot(on_change=self._update_state)
+        self.bridge = TrainingBridge(run_retrain, preload=RETRAIN_PRELOAD)
         self.checkpoint_path: str | None = None
         self.new_model = False  # the user chose New model: the next session starts untrained
         # the model taught on earlier scans: the next scan starts from it
         self.learned_model: str | None = None
         self.unlabelled_folder: str | None = None
         self._image_layer: Image | None = None
-        self._worker = None
-        self._job = None
+        self._worker = None  # the Predict thread
+        self._running: Job | None = None  # the Retrain being polled
         self._pending: deque[dict] = deque()
         self._timer = QTimer(self)
         self._timer.setInterval(100)
@@ -112,123 +92,26 @@ class AssistantWidget(QWidget):
         self._refresh_images()
         self._update_state()
 
-    # ----- layout -------------------------------------------------------------------------------
+    # ----- the job slot -------------------------------------------------------------------------
 
-    def _build(self) -> None:
-        from training.device import pick_device
-        from training.methods import METHODS
+    def refused_while_busy(self) -> bool:
+        """True, and a notification saying which job runs, while the slot is taken."""
+        if self.jobs.busy:
+            show_warning(self.jobs.why_busy())
+            return True
+        return False
 
-        root = QVBoxLayout(self)
-        form = QFormLayout()
-        self.image_combo = QComboBox()
-        form.addRow("Image", self.image_combo)
-        self.model_combo = QComboBox()
-        self._library = library()
-        self.model_combo.addItems([AUTO, *[m.label for m in self._library], NEW, CHECKPOINT])
-        self.model_combo.activated.connect(self._model_chosen)
-        form.addRow("Model", self.model_combo)
-        self.model_label = QLabel(Path(DEFAULT_MODEL).name)
-        self.model_label.setWordWrap(True)
-        form.addRow(self.model_label)  # a full row: the chooser's reasons wrap without clipping
-        self.method_combo = QComboBox()
-        self.method_combo.addItems(list(METHODS))
-        self.method_combo.setCurrentText("mean_teacher")
-        form.addRow("Retrain method", self.method_combo)
-        self.steps_spin = QSpinBox()
-        self.steps_spin.setRange(1, 100000)
-        self.steps_spin.setValue(60)
-        form.addRow("Retrain steps", self.steps_spin)
-        self.prior_check = QCheckBox("Painted slices' interpolation as a shape prior")
-        self.prior_check.setToolTip("Train on the shape interpolation between painted slices "
-                                    "too, and blend the prediction with it (on for New model)")
-        form.addRow("", self.prior_check)
-        self.extent_check = QCheckBox("The structure ends at my first and last painted slices")
-        self.extent_check.setToolTip(
-            "As for 'fill between slices': paint the structure's first and last slices, and the "
-            "Retrain predicts nothing beyond them. Leave off while painting suggested slices.")
-        form.addRow("", self.extent_check)
-        self.device_label = QLabel(str(pick_device()))
-        form.addRow("Device", self.device_label)
-        root.addLayout(form)
-        self.structures = StructuresPanel(self._names_edited)
-        root.addWidget(self.structures)
+    def start_job(self, name: str, session: Session, files: Any = None) -> Job | None:
+        """Take the job slot for ``session``; None (and a warning) while another job runs."""
+        if self.refused_while_busy():
+            return None
+        return self.jobs.start(name, session, files)
 
-        self.predict_btn = QPushButton("Predict")
-        self.predict_btn.clicked.connect(self.predict)
-        root.addWidget(self.predict_btn)
-
-        review = QGroupBox("Review and correct")
-        rv = QVBoxLayout(review)
-        row = QHBoxLayout()
-        self.next_btn = QPushButton("Next uncertain slice")
-        self.next_btn.clicked.connect(self.next_uncertain_slice)
-        self.accept_btn = QPushButton("Accept slice")
-        self.accept_btn.clicked.connect(self.accept_slice)
-        row.addWidget(self.next_btn)
-        row.addWidget(self.accept_btn)
-        rv.addLayout(row)
-        rv.addWidget(QLabel("Most uncertain unlabelled slices:"))
-        self.uncertain_list = QListWidget()
-        self.uncertain_list.setMaximumHeight(90)
-        self.uncertain_list.itemClicked.connect(self._jump_to_listed)
-        rv.addWidget(self.uncertain_list)
-        self.labelled_label = QLabel("Labelled slices: 0")
-        self.labelled_label.setWordWrap(True)
-        rv.addWidget(self.labelled_label)
-        root.addWidget(review)
-
-        train = QGroupBox("Retrain")
-        tv = QVBoxLayout(train)
-        row = QHBoxLayout()
-        self.retrain_btn = QPushButton("Retrain")
-        self.retrain_btn.clicked.connect(self.retrain)
-        self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.clicked.connect(self.cancel)
-        row.addWidget(self.retrain_btn)
-        row.addWidget(self.cancel_btn)
-        tv.addLayout(row)
-        row = QHBoxLayout()
-        self.unlabelled_btn = QPushButton("Unlabelled scans folder…")
-        self.unlabelled_btn.clicked.connect(lambda: self.choose_unlabelled_folder())
-        row.addWidget(self.unlabelled_btn)
-        tv.addLayout(row)
-        self.unlabelled_label = QLabel("Unlabelled scans: the other open images")
-        self.unlabelled_label.setWordWrap(True)
-        tv.addWidget(self.unlabelled_label)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        tv.addWidget(self.progress)
-        self.status = QLabel("Idle")
-        self.status.setWordWrap(True)
-        tv.addWidget(self.status)
-        root.addWidget(train)
-
-        versions = QGroupBox("Model versions")
-        vv = QVBoxLayout(versions)
-        self.versions_list = QListWidget()
-        self.versions_list.setMaximumHeight(100)
-        vv.addWidget(self.versions_list)
-        row = QHBoxLayout()
-        self.use_btn = QPushButton("Use this version")
-        self.use_btn.clicked.connect(lambda: self.use_version())
-        self.save_model_btn = QPushButton("Save model")
-        self.save_model_btn.clicked.connect(lambda: self.save_model())
-        row.addWidget(self.use_btn)
-        row.addWidget(self.save_model_btn)
-        vv.addLayout(row)
-        root.addWidget(versions)
-
-        row = QHBoxLayout()
-        self.save_session_btn = QPushButton("Save session")
-        self.save_session_btn.clicked.connect(lambda: self.save_session())
-        self.open_session_btn = QPushButton("Open session")
-        self.open_session_btn.clicked.connect(lambda: self.open_session())
-        row.addWidget(self.save_session_btn)
-        row.addWidget(self.open_session_btn)
-        root.addLayout(row)
-        root.addStretch(1)
-        add_tags_panel(self)  # slice tags, Train from tags, CAM / weak mask layers
+    def job_progress(self, step: int, total: int, text: str) -> None:
+        """Show a running job's progress on the dock's job line."""
+        self.progress.setRange(0, int(total))
+        self.progress.setValue(int(step))
+        self.status.setText(text)
 
     # ----- choosing image and model -------------------------------------------------------------
 
@@ -246,17 +129,21 @@ class AssistantWidget(QWidget):
             self.image_combo.setCurrentText(current)
 
     def _model_chosen(self, index: int = 0, path: str | None = None) -> None:
+        if self.refused_while_busy():  # a job holds this session and its model
+            return
         self.new_model = self.model_combo.currentText() == NEW
         self.learned_model = None  # the user picked a model: earlier learning is not carried
         if self.new_model:
             self.checkpoint_path = None
-            self.model_label.setText("New model: name the structures below, then paint a few "
-                                     "slices of the scan with their label values and Retrain.")
-            self.steps_spin.setValue(max(self.steps_spin.value(), NEW_MODEL_STEPS))
-            self.prior_check.setChecked(True)
+            self.model_label.setText("New model: name the structures under Structures, then "
+                                     "paint a few slices of the scan with their label values "
+                                     "and Retrain.")
+            self.retrain_form.steps.value = max(self.retrain_form.steps.value, NEW_MODEL_STEPS)
+            self.retrain_form.shape_prior.value = True
+            self.sections["structures"].expand()
             if self._selected_image() is not None:
                 self._drop_session()
-                self._ensure_session()
+                self.ensure_session()
                 self._update_state()
             return
         chosen = next((m for m in self._library if m.label == self.model_combo.currentText()),
@@ -295,7 +182,7 @@ class AssistantWidget(QWidget):
         if not m.card:
             return m.path.name
         test = m.card.get("test")
-        dice = f"; test Dice {100 * float(np.mean(test['dice'])):.1f}" if test else ""
+        dice = f"; test Dice {100 * float(np.nanmean(test['dice'])):.1f}" if test else ""
         return f"{describe(m.card)}. Trained on {m.card['split']}{dice}."
 
     def _auto_model(self, layer: Image, geom: Geometry) -> str | None:
@@ -316,6 +203,8 @@ class AssistantWidget(QWidget):
 
     def set_checkpoint(self, path: str) -> None:
         """Choose a checkpoint file as the model (what the file dialog does)."""
+        if self.refused_while_busy():
+            return
         self.model_combo.setCurrentText(CHECKPOINT)
         self._model_chosen(path=path)
 
@@ -323,13 +212,16 @@ class AssistantWidget(QWidget):
         name = self.image_combo.currentText()
         return next((ly for ly in self._images() if ly.name == name), None)
 
-    def _ensure_session(self) -> Session | None:
+    def ensure_session(self) -> Session | None:
+        """The session of the selected image, started (and bound to it) if need be."""
         layer = self._selected_image()
         if layer is None:
             show_error("No compatible image: open a grey 2-D or 3-D scan (File > Open) first.")
             return None
         if self.session is not None and self._image_layer is layer:
             return self.session
+        if self.refused_while_busy():  # another scan would take this one's place
+            return None
         geometry = layer.metadata.get("geometry")
         geom = (Geometry.from_dict(geometry) if geometry else
                 Geometry.identity(layer.ndim, layer.scale, layer.translate))
@@ -345,7 +237,7 @@ class AssistantWidget(QWidget):
         try:
             session = Session(grey_scan(layer.data, layer.rgb), geom, image_path=source,
                               folder=default_folder(source or layer.name))
-            session.settings.method = self.method_combo.currentText()
+            session.settings.method = self.retrain_form.method.value
             session.settings.judge_retrains = not self.new_model  # see Settings
             session.add_version(model, note="starting model")
         except Exception as e:
@@ -367,7 +259,7 @@ class AssistantWidget(QWidget):
         try:
             session = Session(grey_scan(layer.data, layer.rgb), geom, image_path=source,
                               folder=default_folder(source or layer.name))
-            session.settings.method = self.method_combo.currentText()
+            session.settings.method = self.retrain_form.method.value
             session.settings.judge_retrains = False  # taught from scratch (see Settings)
             session.set_class_names(names)
             with tempfile.TemporaryDirectory() as tmp:
@@ -434,6 +326,7 @@ class AssistantWidget(QWidget):
             self.structures.set_names(session.settings.class_names)
         self._show_versions()
         self._show_labelled()
+        self.tags_panel.show_counts()
 
     # ----- layers -------------------------------------------------------------------------------
 
@@ -475,19 +368,36 @@ class AssistantWidget(QWidget):
             unc = np.zeros(s.shape, np.float32)
         if unc is not None:
             unc = unc if self._image_layer.ndim == 3 else unc[0]
-            self._set_image_layer(UNCERTAINTY, unc, colormap="inferno", blending="additive",
+            self.show_image_layer(UNCERTAINTY, unc, colormap="inferno", blending="additive",
                                   opacity=0.4)
         if rank:
             self._show_uncertain()
         self.viewer.layers.selection.active = layer
 
-    def _set_image_layer(self, name: str, data: np.ndarray, **kwargs: Any) -> None:
+    def show_image_layer(self, name: str, data: np.ndarray, **kwargs: Any) -> None:
+        """Show ``data`` as the assistant's Image layer ``name`` on the scan (made or updated)."""
+        updated = self._layer(name) is not None
+        layer = self._show_layer(self.viewer.add_image, name, data, **kwargs)
+        if updated:  # napari fits the contrast of a new layer itself
+            layer.contrast_limits = (float(np.min(data)), float(np.max(data)) or 1.0)
+
+    def show_labels_layer(self, name: str, data: np.ndarray, **kwargs: Any) -> None:
+        """Show ``data`` as the assistant's Labels layer ``name`` on the scan (made or updated)."""
+        self._show_layer(self.viewer.add_labels, name, data, **kwargs)
+
+    def _show_layer(self, add: Any, name: str, data: np.ndarray, **kwargs: Any) -> Any:
         layer = self._layer(name)
         if layer is None:
-            self.viewer.add_image(data, **self._layer_kwargs(name), **kwargs)
-        else:
-            layer.data = data
-            layer.contrast_limits = (float(np.min(data)), float(np.max(data)) or 1.0)
+            return add(data, **self._layer_kwargs(name), **kwargs)
+        layer.data = data
+        return layer
+
+    def show_session(self) -> None:
+        """Redraw what the session holds: prediction, labelled slices, versions."""
+        if self.session is not None:
+            self._show_prediction()
+            self._show_labelled()
+            self._show_versions()
 
     def _on_paint(self, event: Any) -> None:
         s = self.session
@@ -513,7 +423,8 @@ class AssistantWidget(QWidget):
         world_axis = not_shown[0] if not_shown else 0
         return world_axis - (self.viewer.dims.ndim - 3)
 
-    def _current_slice(self) -> int:
+    def current_slice(self) -> int:
+        """The index of the slice on screen, along the axis the user steps through."""
         axis = self._slicing_axis()
         if self._image_layer is None or self._image_layer.ndim < 3:
             return 0
@@ -530,10 +441,12 @@ class AssistantWidget(QWidget):
         world = layer.translate[axis] + index * layer.scale[axis]
         self.viewer.dims.set_point(axis + self.viewer.dims.ndim - 3, world)
 
-    # ----- actions ------------------------------------------------------------------------------
+    # ----- Predict ------------------------------------------------------------------------------
 
     def predict(self) -> None:
-        s = self._ensure_session()
+        if self.refused_while_busy():
+            return
+        s = self.ensure_session()
         if s is None:
             return
         model = s.current_model_path
@@ -541,31 +454,31 @@ class AssistantWidget(QWidget):
             show_warning("This new model has not learnt anything yet: paint a few slices with "
                          "the structures' label values, then click Retrain.")
             return
-        self.predict_btn.setEnabled(False)
+        job = self.jobs.start(PREDICT, s)
         self.progress.setRange(0, 0)  # busy
         self.status.setText("Predicting…")
         worker = _predict(model, s.image, s.settings.mc_samples)
-        worker.returned.connect(self._on_predicted)
+        worker.returned.connect(lambda result: self._on_predicted(job, result))
         worker.errored.connect(self._on_predict_error)
-        worker.finished.connect(self._predict_finished)
+        worker.finished.connect(lambda: self._predict_finished(job))
         self._worker = worker
         worker.start()
 
     def _on_autosave_error(self, message: str) -> None:
         show_error(message)
 
-    def _on_predicted(self, result: dict) -> None:
-        s = self.session
-        if s is None:
-            return
+    def _on_predicted(self, job: Job, result: dict) -> None:
+        s = job.session  # the scan it was started for, whatever is on screen now
         try:
             s.merge_prediction(result["labels"], result["uncertainty"])
         except Exception as e:  # a prediction that does not fit: nothing was changed
             self._on_predict_error(e)
             return
+        if s is not self.session:
+            return
         self._show_prediction()
         if result.get("cam") is not None:
-            self._set_image_layer(CAM, result["cam"], colormap="turbo", blending="additive",
+            self.show_image_layer(CAM, result["cam"], colormap="turbo", blending="additive",
                                   opacity=0.5, visible=False)
         self.status.setText("Prediction ready. Correct a few slices, then Retrain.")
 
@@ -573,10 +486,12 @@ class AssistantWidget(QWidget):
         show_error(f"Prediction failed: {exc}")
         self.status.setText(f"Prediction failed: {exc}")
 
-    def _predict_finished(self) -> None:
+    def _predict_finished(self, job: Job) -> None:
         self._worker = None
         self.progress.setRange(0, 1)
-        self._update_state()
+        self.jobs.finish(job)
+
+    # ----- Review and correct -------------------------------------------------------------------
 
     def next_uncertain_slice(self) -> int | None:
         s = self.session
@@ -596,45 +511,49 @@ class AssistantWidget(QWidget):
         if s is None or self._layer(PREDICTION) is None:
             show_warning("Run Predict first: there is no prediction to accept.")
             return
-        s.accept_slice(self._slicing_axis(), self._current_slice())
+        s.accept_slice(self._slicing_axis(), self.current_slice())
         self._show_labelled()
         self._show_uncertain()
 
+    # ----- Retrain ------------------------------------------------------------------------------
+
     def retrain(self) -> None:
+        if self.refused_while_busy():
+            return
         s = self.session
         if s is None or self._layer(PREDICTION) is None:
             show_warning("Run Predict first, then correct or accept a few slices.")
             return
-        if self.training:
-            show_warning("A retrain is already running.")
-            return
+        # the other open scans feed the semi-supervised terms (arrays in memory; a folder of
+        # scans goes to the training process as its path: no file is read here)
         others = [grey_scan(ly.data, ly.rgb) for ly in self._images()
                   if ly is not self._image_layer and ly.ndim == s.image.ndim]
-        others += self._unlabelled_folder_scans(s.image.ndim)
-        steps = self.steps_spin.value()
+        form = self.retrain_form
+        steps = form.steps.value
         prior: dict = {"first_preview_s": FIRST_PREVIEW_S}
-        if self.prior_check.isChecked():
+        if form.shape_prior.value:
             # the interpolation is the first preview, at once; a network a few seconds into
             # training from scratch would show worse (LA sample: 62 against 88 Dice)
             prior = {"prior": "interpolation", "fuse_weight": SHAPE_PRIOR_WEIGHT}
         try:
-            job = make_job(s, unlabelled_volumes=others, method=self.method_combo.currentText(),
-                           steps=steps, preview_every=max(1, steps // 3),
-                           anchor=ANCHOR_CONFIDENCE,
+            job = make_job(s, unlabelled_volumes=others, unlabelled_folder=self.unlabelled_folder,
+                           method=form.method.value, steps=steps,
+                           preview_every=max(1, steps // 3),
                            class_names=list(s.settings.class_names) or None,
-                           within_extent=self.extent_check.isChecked(), **prior)
-            self.bridge.start(job)
-            self._job = job
+                           within_extent=form.within_extent.value, **prior)
         except Exception as e:
-            if "job" in locals():
-                discard_job(job)  # the scan copy made for a run that never started
             show_error(f"Cannot retrain: {e}")
             return
-        self.progress.setRange(0, steps)
-        self.progress.setValue(0)
-        self.status.setText("Retraining in the background; keep correcting.")
+        running = self.jobs.start(RETRAIN, s, files=job)
+        try:
+            self.bridge.start(job)
+        except Exception as e:
+            self.jobs.finish(running)  # the scan copy made for a run that never started goes
+            show_error(f"Cannot retrain: {e}")
+            return
+        self._running = running
+        self.job_progress(0, steps, "Retraining in the background; keep correcting.")
         self._timer.start()
-        self._update_state()
 
     def choose_unlabelled_folder(self, folder: str | None = None) -> None:
         """A folder of unlabelled scans of the same kind: they feed the semi-supervised terms."""
@@ -643,32 +562,17 @@ class AssistantWidget(QWidget):
         if not folder:
             return
         self.unlabelled_folder = str(folder)
-        n = len(_scan_files(Path(folder)))
+        n = len(scan_files(folder))
         self.unlabelled_label.setText(f"Unlabelled scans: {n} in {Path(folder).name}"
                                       f" (up to {MAX_UNLABELLED} used per Retrain)")
 
-    def _unlabelled_folder_scans(self, ndim: int) -> list[np.ndarray]:
-        from training.io import DataError, read_image
-
-        if not self.unlabelled_folder:
-            return []
-        scans, skipped = [], []
-        for f in _scan_files(Path(self.unlabelled_folder))[:MAX_UNLABELLED]:
-            try:
-                arr, _ = read_image(f)
-            except DataError as e:
-                skipped.append(str(e))
-                continue
-            if arr.ndim == ndim:
-                scans.append(arr)
-        if skipped:
-            show_warning(f"{len(skipped)} unlabelled scan(s) skipped: {skipped[0]}")
-        return scans
-
     def cancel(self) -> None:
+        """Stop the training that runs (Retrain or Train from tags); the model stays."""
         if self.bridge.running:
             self.bridge.cancel()
             self.status.setText("Cancelling…")
+        elif self.tags_panel.bridge.running:
+            self.tags_panel.cancel()
 
     @property
     def training(self) -> bool:
@@ -686,75 +590,72 @@ class AssistantWidget(QWidget):
             self._handle_event(self._pending.popleft())
         if not self.bridge.running and not self._pending:
             self._timer.stop()
-            self._update_state()
+            if self._running is not None:
+                job, self._running = self._running, None
+                self.jobs.finish(job)
 
     def _handle_event(self, ev: dict) -> None:
-        s = self.session
+        """Apply one event of the running Retrain to the session it was started for; draw it
+        only if that session is the one on screen."""
+        s = self._running.session if self._running is not None else None
+        here = s is not None and s is self.session
         kind = ev.get("type")
         if kind == "progress":
-            self.progress.setRange(0, int(ev["total"]))
-            self.progress.setValue(int(ev["step"]))
             loss = ev.get("losses", {}).get("loss")
             loss_txt = f" · loss {loss:.3f}" if isinstance(loss, float) else ""
-            self.status.setText(f"Step {ev['step']}/{ev['total']}{loss_txt}"
-                                f" · ETA {ev.get('eta', 0):.0f} s")
+            self.job_progress(ev["step"], ev["total"], f"Retrain: step {ev['step']}/"
+                              f"{ev['total']}{loss_txt} · ETA {ev.get('eta', 0):.0f} s")
+        elif kind == "warning":
+            show_warning(ev["message"])
         elif kind == "prediction" and s is not None:
             s.preview_prediction(np.load(ev["path"]))
-            self._show_prediction()
+            if here:
+                self._show_prediction()
         elif kind == "done" and s is not None:
             try:
                 version, adopted, reason = s.apply_retrain_result(ev)
             except Exception as e:  # unreadable result files: keep the current model
                 self._handle_event({"type": "error", "message": f"its result is unusable: {e}"})
                 return
-            self._discard_job()
             # drawing waits for the next tick: applying and drawing in one go blocked ~80 ms
             self._pending.appendleft({"type": "show_result", "version": version,
                                       "adopted": adopted, "reason": reason})
-        elif kind == "show_result":
+        elif kind == "show_result" and s is not None:
             version, adopted, reason = ev["version"], ev["adopted"], ev["reason"]
-            self._show_prediction(rank=False)
-            self._pending.appendleft({"type": "show_ranking"})  # on the next tick
-            self._show_versions()
-            if adopted:
-                if s is not None:  # the next scan opened starts from what this one taught
-                    self.learned_model = s.model_file(version)
-                    self.model_label.setText(f"Learnt on {Path(s.image_path or 'this scan').name}"
-                                             f" (version {version.id}); the next scan starts "
-                                             f"from it.")
+            if here:
+                self._show_prediction(rank=False)
+                self._pending.appendleft({"type": "show_ranking"})  # on the next tick
+                self._show_versions()
+            if adopted:  # the next scan opened starts from what this one taught
+                self.learned_model = s.model_file(version)
+                self.model_label.setText(f"Learnt on {Path(s.image_path or 'this scan').name}"
+                                         f" (version {version.id}); the next scan starts "
+                                         f"from it.")
                 show_info(f"New model version {version.id} is in use. {reason}")
                 self.status.setText(f"Done: version {version.id} in use. {reason}")
             else:
                 show_warning(f"Retrain not adopted, the previous version stays: {reason}")
                 self.status.setText(f"Version {version.id} not adopted: {reason}")
-        elif kind == "show_ranking":
+        elif kind == "show_ranking" and here:
             self._show_uncertain()
         elif kind == "warning":  # e.g. the engine saw the network collapse
             show_warning(f"Retrain: {ev.get('message')}")
-        elif kind == "cancelled":
-            self._discard_job()
-            if s is not None:
-                s.restore_prediction()
+        elif kind in ("cancelled", "error") and s is not None:
+            s.restore_prediction()
+            if here:
                 self._show_prediction()
-            show_info(ev.get("message", "Retrain cancelled; the current model is kept."))
-            self.status.setText("Cancelled; the current model is kept.")
-        elif kind == "error":
-            self._discard_job()
-            if s is not None:
-                s.restore_prediction()
-                self._show_prediction()
-            show_error(f"Retrain failed: {ev.get('message')}")
-            self.status.setText(f"Retrain failed: {ev.get('message')}")
+            if kind == "cancelled":
+                show_info(ev.get("message", "Retrain cancelled; the current model is kept."))
+                self.status.setText("Cancelled; the current model is kept.")
+            else:
+                show_error(f"Retrain failed: {ev.get('message')}")
+                self.status.setText(f"Retrain failed: {ev.get('message')}")
 
-    def _discard_job(self) -> None:
-        """The checkpoint was copied into the session; the job's scan copy can go."""
-        if self._job is not None:
-            discard_job(self._job)
-            self._job = None
+    # ----- versions -----------------------------------------------------------------------------
 
     def use_version(self, version_id: str | None = None) -> None:
         s = self.session
-        if s is None:
+        if s is None or self.refused_while_busy():
             return
         if version_id is None:
             item = self.versions_list.currentItem()
@@ -799,6 +700,8 @@ class AssistantWidget(QWidget):
         self.model_combo.addItems([AUTO, *[m.label for m in self._library], NEW, CHECKPOINT])
         self.model_combo.setCurrentText(current)
 
+    # ----- Session ------------------------------------------------------------------------------
+
     def save_session(self, folder: str | None = None) -> str | None:
         s = self.session
         if s is None:
@@ -817,6 +720,8 @@ class AssistantWidget(QWidget):
         return str(out)
 
     def open_session(self, folder: str | None = None) -> Session | None:
+        if self.refused_while_busy():  # the running job's result must land on its own scan
+            return None
         if folder is None:
             folder = QFileDialog.getExistingDirectory(self, "Open session folder")
         if not folder:
@@ -836,7 +741,7 @@ class AssistantWidget(QWidget):
         self._show_prediction()
         return s
 
-    # ----- dock text ------------------------------------------------------------------------------
+    # ----- dock text ----------------------------------------------------------------------------
 
     def _show_labelled(self) -> None:
         s = self.session
@@ -881,12 +786,28 @@ class AssistantWidget(QWidget):
             self.versions_list.addItem(" · ".join(bits))
 
     def _update_state(self) -> None:
-        busy = self.training
-        self.retrain_btn.setEnabled(not busy)
-        self.cancel_btn.setEnabled(busy)
-        self.predict_btn.setEnabled(self._worker is None)
-        if not busy and self.session is not None and self._layer(PREDICTION) is not None:
+        """Enable what the slot allows; a control that would change the running job's session
+        or model says why it waits."""
+        why = self.jobs.why_busy()
+        for control, tip in self._guarded():
+            control.setEnabled(not why)
+            control.setToolTip(why or tip)
+        self.cancel_btn.setEnabled(self.jobs.running(RETRAIN)
+                                   or self.jobs.running(self.tags_panel.JOB))
+        if not why and self.session is not None and self._layer(PREDICTION) is not None:
             self.bridge.prepare()  # Retrain is possible: have a process ready with torch loaded
+
+    def _guarded(self) -> list[tuple[QWidget, str]]:
+        """The controls that wait while a job runs, with their tooltips when free."""
+        return [
+            (self.image_combo, "The scan the assistant works on"),
+            (self.model_combo, "The model to predict with, or New model"),
+            (self.predict_btn, "Predict the scan with the model, and its uncertainty"),
+            (self.retrain_btn, "Fine-tune the model on the labelled slices, in the background"),
+            (self.use_btn, "Go back (or forward) to the version selected above"),
+            (self.open_session_btn, "Open a saved session folder"),
+            (self.tags_panel.train_btn, self.tags_panel.TRAIN_TIP),
+        ]
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt's name)
         self.bridge.close()

@@ -10,12 +10,8 @@ so it can be tested without a display. Two invariants:
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
-import shutil
 import time
-import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,42 +19,27 @@ from typing import Any
 
 import numpy as np
 
-from napari_semiseg.autosave import BackgroundWriter
-from napari_semiseg.folder_lock import FolderLock
 from napari_semiseg.io import (
     NOT_ANNOTATED,
-    DataError,
     Geometry,
     LabelShapeError,
     check_labels_fit,
     read_volume,
-    strip_suffix,
-    write_volume,
 )
-from napari_semiseg.session_record import SessionRecordError, parse_record
-from training.atomic import atomic_write
-from training.io import rgb_to_grey
+from napari_semiseg.paint_events import apply_paint, painted_slices
+from napari_semiseg.session_files import SessionError, SessionFiles, default_folder, grey_scan
 from training.loop import (
     SUGGEST_BODY_FIRST,
     SUGGEST_COVERAGE,
     SUGGEST_MAIN_STRUCTURE,
     SUGGEST_PER_SLICE,
     NoLabelledSlicesError,
-    accept_retrain,
     largest_section,
-    mean_score,
     rank_uncertain_slices,
     slice_index,
     split_held_back,
 )
-
-FORMAT = "napari-semiseg-session/1"
-SESSION_FILE = "session.json"
-PREDICTION_FILE = "prediction.nii.gz"
-USER_LABELS_FILE = "user_labels.nii.gz"
-UNCERTAINTY_FILE = "uncertainty.npy"
-IMAGE_FILE = "image.nii.gz"  # only written when the scan has no file of its own
-MODELS_DIR = "models"
+from training.retrain import ACCEPT_TOLERANCE, HELD_BACK_FRACTION
 
 Slice = tuple[int, int]  # (axis, index)
 
@@ -69,29 +50,8 @@ __all__ = [
     "SessionError",
     "Settings",
     "default_folder",
+    "grey_scan",
 ]
-
-
-def default_folder(image_path: str | os.PathLike | None = None) -> Path:
-    """Where a session autosaves when the user has not chosen a folder.
-
-    ``$NAPARI_SEMISEG_HOME/sessions/<scan name>-<time>-<pid>-<random>`` (default home:
-    ``~/.napari-semiseg``): unique per window, so two windows on one scan started in the same
-    second never share a folder.
-    """
-    home = Path(os.environ.get("NAPARI_SEMISEG_HOME", Path.home() / ".napari-semiseg"))
-    stem = strip_suffix(image_path) if image_path else "scan"
-    unique = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{secrets.token_hex(3)}"
-    return home / "sessions" / f"{stem}-{unique}"
-
-
-def grey_scan(data: Any, rgb: bool = False) -> np.ndarray:
-    """The array a session segments: RGB(A) stacks (LGG PNGs) keep the FLAIR channel only."""
-    return np.asarray(rgb_to_grey(data) if rgb else data)
-
-
-class SessionError(ValueError):
-    """A session folder that cannot be opened, or an action the session cannot take."""
 
 
 @dataclass
@@ -101,13 +61,13 @@ class Settings:
     method: str = "mean_teacher"
     steps: int = 50
     axis: int = 0
-    held_back_fraction: float = 0.25
+    held_back_fraction: float = HELD_BACK_FRACTION
     # judge each retrain on held-back painted slices. Off for a model taught from scratch: one
     # held-back slice (often empty) let a collapsed model through, and every slice is needed to
     # learn from (LA train split: final Dice 70 without judging, 35-43 with;
     # benchmarks/results/la_effort_train_holdback*.md)
     judge_retrains: bool = True
-    tolerance: float = 0.01  # Dice points a retrain may lose on held-back slices (noise)
+    tolerance: float = ACCEPT_TOLERANCE  # Dice a retrain may lose on held-back slices (noise)
     mc_samples: int = 0
     seed: int = 0
     # names of the label values, background first (from the model, or typed by the user)
@@ -143,23 +103,7 @@ class ModelVersion:
         return cls(**known)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    atomic_write(path, lambda fh: fh.write(data))
-
-
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    atomic_write(path, lambda fh: np.save(fh, array))
-
-
-def _atomic_copy(src: Path, dst: Path) -> None:
-    def copy(fh) -> None:
-        with open(src, "rb") as fin:
-            shutil.copyfileobj(fin, fh)
-
-    atomic_write(dst, copy)
-
-
-class Session:
+class Session(SessionFiles):
     """Image, prediction, labelled-slice record, model versions and settings of one scan.
 
     ``prediction`` is the array the widget shows (and the user paints on): it is updated in place
@@ -209,50 +153,6 @@ class Session:
         if prediction is not None:
             self._set_prediction_array(prediction)
         self._autosave()
-
-    def _init_saving(self) -> None:
-        # the folder is this window's alone while it autosaves there
-        self._lock = (FolderLock(self.folder).acquire()
-                      if self.autosave_enabled and self.folder is not None else None)
-        if self._lock is not None:  # a session that is dropped frees its folder too
-            weakref.finalize(self, self._lock.release)
-        self.autosave_error: str | None = None
-        # called once per run of failures (the widget shows a notification), not per stroke;
-        # from the writer thread when writes run in the background
-        self.on_autosave_error: Any = None
-        self.warnings: list[str] = []
-        self._writer: BackgroundWriter | None = None
-
-    def write_in_background(self) -> None:
-        """Autosave on a writer thread from now on (the plugin's choice: a stroke must not wait
-        for a verified write); :meth:`flush` waits for it."""
-        if self._writer is None:
-            me = weakref.ref(self)  # the thread must not keep a dropped session (and its lock)
-
-            def failed(e: BaseException) -> None:
-                if (s := me()) is not None:
-                    s._autosave_failed(e)
-
-            def worked() -> None:
-                if (s := me()) is not None:
-                    s._autosave_worked()
-
-            self._writer = BackgroundWriter(self._write_parts, failed, worked)
-            weakref.finalize(self, self._writer.stop)
-
-    def flush(self, timeout: float | None = 30.0) -> bool:
-        """Wait for background autosaves to reach the disk; False on timeout."""
-        return self._writer.flush(timeout) if self._writer is not None else True
-
-    def close(self) -> None:
-        """Write what is pending, stop autosaving and free the folder for another window."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        self.autosave_enabled = False
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
 
     # ----- construction ---------------------------------------------------------------------
 
@@ -423,8 +323,9 @@ class Session:
         """
         axis = self.settings.axis if axis is None else axis
         if indices is not None:
-            changed = sorted(self._slices_from_indices(indices, axis))
-            top = self._apply_paint(indices)
+            self._check_slice(axis, 0)
+            changed = sorted(painted_slices(indices, axis, self.image.shape))
+            top = apply_paint(self.prediction, indices)
             if top is not None:  # a value without a name is a new structure: name it
                 self.name_new_label(top)
             for i in changed:
@@ -441,62 +342,6 @@ class Session:
             self._mark(axis, i, new[slice_index(new.ndim, axis, i)])
         self._autosave()
         return changed
-
-    def _apply_paint(self, value: Any) -> int | None:
-        """Write the new values a napari paint event carries into ``prediction``; returns the
-        largest value painted (None when the event carries none).
-
-        napari emits the event before it writes a programmatic edit (paint, fill, polygon) to
-        the array, so the values are taken from the event itself; napari then writes the same
-        values. Plain coordinate tuples carry no values and change nothing.
-        """
-        if hasattr(value, "slice_key"):  # masked atom: bounding box, changed pixels, new label
-            box = tuple(value.slice_key)
-            if value.mask is None:
-                self.prediction[box] = value.new_value
-            else:
-                region = self.prediction[box]  # basic slicing: a view, edited in place
-                region[value.mask] = value.new_value
-            return int(np.max(value.new_value))
-        if isinstance(value, list):
-            painted = [v for v in (self._apply_paint(atom) for atom in value) if v is not None]
-            return max(painted) if painted else None
-        if isinstance(value, tuple) and len(value) == 3 and isinstance(value[0], tuple):
-            self.prediction[value[0]] = value[2]  # (indices, old values, new values)
-            return int(np.max(value[2])) if np.size(value[2]) else None
-        return None
-
-    def _slices_from_indices(self, value: Any, axis: int) -> set[int]:
-        """Slice indices along ``axis`` touched by a napari paint event value (or part of it)."""
-        self._check_slice(axis, 0)
-        n = self.image.shape[axis]
-        if hasattr(value, "slice_key"):  # napari >= 0.6 masked atom: a bounding box (+ mask)
-            box = value.slice_key[axis]
-            start = box.start or 0
-            mask = getattr(value, "mask", None)
-            if mask is not None and mask.ndim == len(value.slice_key):
-                other = tuple(a for a in range(mask.ndim) if a != axis)
-                hits = np.flatnonzero(mask.any(axis=other)) + start
-            else:
-                hits = np.arange(start, n if box.stop is None else box.stop)
-            return {int(i) for i in hits if 0 <= i < n}
-        if isinstance(value, list):  # one history item: a list of atoms
-            out: set[int] = set()
-            for atom in value:
-                out |= self._slices_from_indices(atom, axis)
-            return out
-        if isinstance(value, tuple) and value and isinstance(value[0], tuple):
-            return self._slices_from_indices(value[0], axis)  # (indices, old[, new]) atom
-        coords = tuple(value)
-        if len(coords) != self.image.ndim:
-            raise ValueError(f"painted indices have {len(coords)} axes, the scan has "
-                             f"{self.image.ndim}")
-        c = coords[axis]
-        if isinstance(c, slice):
-            found = range(*c.indices(n))
-        else:
-            found = np.unique(np.asarray(c)).tolist()
-        return {int(i) for i in found if 0 <= int(i) < n}
 
     def sync_user_labels(self) -> bool:
         """Take the labelled slices' voxels from ``prediction`` as the user's.
@@ -515,10 +360,6 @@ class Session:
         self._dirty |= {"user_labels"}
         self._autosave()
         return True
-
-    def record_stroke(self, axis: int, index: int) -> None:
-        """A labelled slice was painted again: take its current voxels as the user's."""
-        self.mark_labelled(axis, index)
 
     # ----- prediction ---------------------------------------------------------------------------
 
@@ -697,14 +538,6 @@ class Session:
         self._autosave()
         return v
 
-    @staticmethod
-    def _store_model(src: Path, version_id: str, folder: Path) -> str:
-        rel = Path(MODELS_DIR) / f"{version_id}.pt"
-        dst = folder / rel
-        if src.resolve() != dst.resolve():
-            _atomic_copy(src, dst)
-        return rel.as_posix()
-
     def use_version(self, version_id: str) -> ModelVersion:
         """Make an earlier (or a rejected) version current: the rollback."""
         v = self.version(version_id)
@@ -715,30 +548,27 @@ class Session:
         self._autosave()
         return v
 
-    def adopt_or_reject(
+    def add_retrain(
         self,
         path: str | os.PathLike,
-        old_scores: Any,
-        new_scores: Any,
         *,
+        adopted: bool,
+        reason: str,
+        score: float | None = None,
+        parent_score: float | None = None,
         parent: str | None = None,
         method: str | None = None,
         steps: int = 0,
-        tolerance: float | None = None,
-    ) -> tuple[ModelVersion, bool, str]:
-        """List a retrained model, making it current only if it did not get worse on the
-        held-back labelled slices. Returns (version, adopted, reason for the user)."""
-        tol = self.settings.tolerance if tolerance is None else tolerance
-        ok, reason = accept_retrain(old_scores, new_scores, tol)
-        v = self.add_version(
+    ) -> ModelVersion:
+        """List a retrained model with the verdict the engine gave it
+        (:func:`training.retrain.judge`); it becomes current only if adopted."""
+        return self.add_version(
             path, parent=parent if parent is not None else self.current, method=method,
-            steps=steps, score=mean_score(new_scores), parent_score=mean_score(old_scores),
-            adopted=ok, note=reason,
-        )
-        return v, ok, reason
+            steps=steps, score=score, parent_score=parent_score, adopted=adopted, note=reason)
 
     def apply_retrain_result(self, event: dict) -> tuple[ModelVersion, bool, str]:
-        """Apply the bridge's ``done`` event: list the version, then refresh or restore.
+        """Apply a Retrain's ``done`` event (:mod:`napari_semiseg.retrain_job`): list the version
+        with its verdict, then refresh or restore. Returns (version, adopted, reason).
 
         Adopted: the new prediction replaces the old one off the labelled slices. Rejected: the
         prediction from before any mid-training preview comes back.
@@ -751,265 +581,14 @@ class Session:
             if event.get("uncertainty"):
                 unc = self._checked_uncertainty(np.load(event["uncertainty"],
                                                         allow_pickle=False))
-        v, ok, reason = self.adopt_or_reject(
-            event["checkpoint"], event.get("old_scores"), event.get("new_scores"),
-            parent=event.get("parent"), method=event.get("method"),
-            steps=int(event.get("steps") or 0),
-        )
+        ok, reason = bool(event["adopted"]), str(event["reason"])
+        v = self.add_retrain(
+            event["checkpoint"], adopted=ok, reason=reason, score=event.get("new_score"),
+            parent_score=event.get("old_score"), parent=event.get("parent"),
+            method=event.get("method"), steps=int(event.get("steps") or 0))
         if ok and pred is not None:
             self.merge_prediction(pred, unc)
             self._before_preview = None
         else:
             self.restore_prediction()
         return v, ok, reason
-
-    # ----- saving -------------------------------------------------------------------------------
-
-    def to_dict(self) -> dict:
-        return {
-            "format": FORMAT,
-            "image_path": self.image_path,
-            "shape": list(self.image.shape),
-            "geometry": self.geometry.to_dict(),
-            "labelled_slices": {str(a): sorted(s) for a, s in self.labelled.items()},
-            "tags": {str(i): t for i, t in sorted(self.tags.items())},
-            "versions": [v.to_dict() for v in self.versions],
-            "current_version": self.current,
-            "settings": asdict(self.settings),
-            "files": {"prediction": PREDICTION_FILE, "user_labels": USER_LABELS_FILE,
-                      "uncertainty": UNCERTAINTY_FILE if self.uncertainty is not None else None},
-            "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-
-    def save(self, folder: str | os.PathLike | None = None) -> Path:
-        """Write the whole session to ``folder`` (default: its own) and autosave there from now.
-
-        Saving to a new folder copies the model checkpoints into ``folder/models``.
-        """
-        if folder is None and self.folder is None:
-            raise SessionError("choose a folder to save the session in")
-        if self._writer is not None:  # one writer at a time; everything is written below
-            self._writer.flush()
-            self._writer.drop_failed()
-        target = Path(folder) if folder is not None else self.folder
-        assert target is not None
-        moving = self.folder is None or target.resolve() != self.folder.resolve()
-        new_lock = FolderLock(target).acquire() if moving else None
-        old_folder, old_paths = self.folder, [v.path for v in self.versions]
-        try:
-            target.mkdir(parents=True, exist_ok=True)
-            self.sync_user_labels()
-            for v in self.versions:
-                v.path = self._store_model(Path(self.model_file(v)), v.id, target)
-            self.folder = target
-            self._dirty |= {"json", "prediction", "user_labels", "uncertainty", "image"}
-            self._write_dirty()
-        except BaseException:
-            # autosave keeps going to the last folder that holds a complete session
-            self.folder = old_folder
-            for v, p in zip(self.versions, old_paths, strict=True):
-                v.path = p
-            self._dirty |= {"json", "prediction", "user_labels", "uncertainty"}
-            if new_lock is not None:
-                new_lock.release()
-            raise
-        if new_lock is not None:
-            if self._lock is not None:
-                self._lock.release()
-            self._lock = new_lock
-            weakref.finalize(self, new_lock.release)
-        self.autosave_error = None
-        return target
-
-    def _autosave(self) -> None:
-        """Write what changed. A failure (full disk) keeps the last good autosave, is reported
-        once through ``on_autosave_error`` and retried at the next change; the work itself is
-        safe in memory. With :meth:`write_in_background`, copies go to the writer thread."""
-        if not (self.autosave_enabled and self.folder is not None):
-            return
-        if self._writer is not None:
-            parts = self._take_dirty(copy=True)
-            if parts["names"]:
-                self._writer.submit(parts)
-            return
-        try:
-            self._write_dirty()
-        except (OSError, DataError) as e:
-            self._autosave_failed(e)
-            return
-        self._autosave_worked()
-
-    def _autosave_failed(self, e: BaseException) -> None:
-        first = self.autosave_error is None
-        self.autosave_error = (
-            f"Autosave to {self.folder} failed: {e}. Your work is kept in this window and "
-            f"the last good autosave is untouched; free some disk space or use Save session "
-            f"to another place.")
-        if first and self.on_autosave_error is not None:
-            self.on_autosave_error(self.autosave_error)
-
-    def _autosave_worked(self) -> None:
-        self.autosave_error = None
-
-    def _write_dirty(self) -> None:
-        """Write what changed now, on this thread."""
-        parts = self._take_dirty(copy=False)
-        try:
-            self._write_parts(parts)
-        except BaseException:
-            self._dirty |= parts["names"]  # try again on the next change
-            raise
-
-    def _take_dirty(self, copy: bool) -> dict:
-        """What changed, ready to write (arrays copied for another thread with ``copy``)."""
-        folder = self.folder
-        assert folder is not None
-        dirty, self._dirty = self._dirty, set()
-        own = (lambda a: a.copy()) if copy else (lambda a: a)
-        parts: dict = {"folder": folder, "geometry": self.geometry, "names": set(dirty)}
-        if self.image_path is None and ("image" in dirty or not (folder / IMAGE_FILE).exists()):
-            parts["image"] = self.image  # never changed after the session starts
-            parts["names"].add("image")
-        if "user_labels" in dirty:
-            parts["user_labels"] = own(self.user_labels)
-        if "prediction" in dirty:
-            parts["prediction"] = own(self.prediction)
-        if "uncertainty" in dirty and self.uncertainty is not None:
-            parts["uncertainty"] = own(self.uncertainty)
-        if dirty:
-            parts["json"] = json.dumps(self.to_dict(), indent=2).encode()
-        return parts
-
-    @staticmethod
-    def _write_parts(parts: dict) -> None:
-        """Label files first and the record last, each atomically (any thread)."""
-        folder, geometry = parts["folder"], parts["geometry"]
-        folder.mkdir(parents=True, exist_ok=True)
-        if "image" in parts:
-            write_volume(folder / IMAGE_FILE, parts["image"], geometry)
-        if "user_labels" in parts:
-            write_volume(folder / USER_LABELS_FILE, parts["user_labels"], geometry)
-        if "prediction" in parts:
-            write_volume(folder / PREDICTION_FILE, parts["prediction"], geometry)
-        if "uncertainty" in parts:
-            _atomic_save_npy(folder / UNCERTAINTY_FILE, parts["uncertainty"])
-        if "json" in parts:
-            _atomic_write_bytes(folder / SESSION_FILE, parts["json"])
-
-    @classmethod
-    def open(cls, folder: str | os.PathLike, autosave: bool = True) -> Session:
-        """Reopen a saved (or autosaved) session folder."""
-        folder = Path(folder)
-        record = folder / SESSION_FILE
-        if not record.is_file():
-            raise SessionError(f"{folder} is not a napari-semiseg session (no {SESSION_FILE})")
-        try:
-            d = json.loads(record.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise SessionError(f"{record}: unreadable session record ({e})") from e
-        if not isinstance(d, dict):
-            raise SessionError(f"{record}: the record is a {type(d).__name__}, not an object "
-                               f"of fields")
-        if d.get("format") != FORMAT:
-            raise SessionError(f"{record}: not a {FORMAT} record (field 'format')")
-        try:
-            rec = parse_record(d, record, Settings)
-        except SessionRecordError as e:
-            raise SessionError(str(e)) from None
-        geometry = Geometry.from_dict(rec.geometry)
-        image_path = rec.image_path
-        if image_path:
-            if not Path(image_path).exists():
-                raise SessionError(f"the session's scan is missing: {image_path}")
-            vol = read_volume(image_path, as_labels=False)
-            image = grey_scan(vol.data, vol.rgb)
-        else:
-            image = read_volume(folder / IMAGE_FILE, as_labels=False).data
-        if image.ndim == 2:
-            image = image[None]
-        if list(image.shape) != rec.shape:
-            raise LabelShapeError(f"the scan {image_path} now has shape {image.shape}, the "
-                                  f"session was made on {tuple(rec.shape)}")
-        s = cls.__new__(cls)
-        s.image = image
-        s.geometry = geometry
-        s.image_path = image_path
-        s.folder = folder
-        s.autosave_enabled = autosave
-        s._init_saving()
-        s._before_preview = None
-        s._dirty = set()
-        s.settings = Settings.from_dict(rec.settings)
-        s.labelled = rec.labelled_slices
-        s.tags = rec.tags
-        s.versions = [ModelVersion.from_dict(v) for v in rec.versions]
-        s.current = rec.current_version
-        s.prediction = s._read_labels(folder / PREDICTION_FILE, "prediction")
-        s.user_labels = s._read_labels(folder / USER_LABELS_FILE, "user labels")
-        s.uncertainty = s._read_uncertainty(folder / UNCERTAINTY_FILE)
-        # a failed or killed autosave can leave user labels newer than the record: a slice with
-        # the user's voxels is labelled whatever the record says, so no stroke is dropped
-        unrecorded = (s.user_labels != NOT_ANNOTATED) & ~s.labelled_mask()
-        for z in np.flatnonzero(unrecorded.reshape(len(unrecorded), -1).any(1)):
-            s.labelled[0].add(int(z))
-        # a kill between two writes can leave a labelled slice whose voxels are only in the
-        # prediction file; the user's strokes win
-        mask = s.labelled_mask()
-        missing = mask & (s.user_labels == NOT_ANNOTATED)
-        s.user_labels[missing] = s.prediction[missing]
-        s.user_labels[~mask] = NOT_ANNOTATED
-        s.prediction[mask] = s.user_labels[mask]
-        return s
-
-    @classmethod
-    def reopen(cls, folder: str | os.PathLike, current: Session | None = None) -> Session:
-        """Open ``folder`` in a window that shows ``current``.
-
-        When ``folder`` is ``current``'s own autosave folder, ``current`` keeps it (and keeps
-        autosaving there) until the new session has opened completely: a record that fails to
-        open changes nothing, where closing first would leave the window silently not saving.
-        """
-        own = (current is not None and current.folder is not None
-               and Path(folder).resolve() == current.folder.resolve())
-        if not own:
-            return cls.open(folder)
-        assert current is not None
-        current.flush()  # what the window shows is on disk before it is read back
-        s = cls.open(folder, autosave=False)
-        current.close()
-        s.start_autosave()
-        return s
-
-    def start_autosave(self) -> None:
-        """Take the folder and autosave into it from now on."""
-        if self.autosave_enabled or self.folder is None:
-            return
-        self._lock = FolderLock(self.folder).acquire()
-        weakref.finalize(self, self._lock.release)
-        self.autosave_enabled = True
-
-    def _read_uncertainty(self, path: Path) -> np.ndarray | None:
-        """The saved uncertainty map, or None (with a warning) when it does not fit: it is only
-        a view of the model and Predict makes it again."""
-        if not path.is_file():
-            return None
-        try:
-            unc = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            self.warnings.append(f"{path.name} is unreadable ({e}); run Predict to remake it")
-            return None
-        if unc.shape != self.image.shape or not np.issubdtype(unc.dtype, np.floating) \
-                or not np.isfinite(unc).all():
-            self.warnings.append(f"{path.name} does not fit the scan (shape {unc.shape}, "
-                                 f"{unc.dtype}); run Predict to remake it")
-            return None
-        return unc
-
-    def _read_labels(self, path: Path, name: str) -> np.ndarray:
-        if not path.is_file():
-            raise SessionError(f"the session's {name} file is missing: {path}")
-        data = read_volume(path, as_labels=True).data
-        if data.ndim == 2:
-            data = data[None]
-        check_labels_fit(data.shape, self.image.shape, name, "the scan")
-        return np.ascontiguousarray(data.astype(np.uint8))

@@ -1,4 +1,4 @@
-"""Run a retrain in a separate process and stream its events back, without ever blocking the UI.
+"""Run a training job in a separate process and stream its events back, never blocking the UI.
 
 Training in a thread of the napari process would share the GIL with Qt and freeze the window
 (micro-sam #740, napari #1495). Here the fine-tune runs in a fresh interpreter,
@@ -9,12 +9,12 @@ gets the target by name (``"module:qualname"``), the job, the thread count and t
 ``sys.path`` on its stdin, and sends plain-dict events back on its stdout, which a reader thread
 queues; the widget calls :meth:`TrainingBridge.poll` from a timer.
 
-Events (all plain dicts with a ``"type"``):
+Events (all plain dicts with a ``"type"``; the targets, :mod:`napari_semiseg.retrain_job` and
+:mod:`napari_semiseg.weak_job`, say what else they send):
 
 - ``started`` (pid), ``progress`` (step, total, losses, elapsed, eta), ``checkpoint`` (path,
   step): as the engine emits them;
-- ``prediction`` (path, uncertainty, step): a mid-training prediction saved as ``.npy``;
-- ``done``: the result, see :func:`run_retrain`; terminal;
+- ``done``: the result; terminal;
 - ``cancelled`` (message); terminal;
 - ``error`` (message, kind = ``oom`` | ``killed`` | ``crash`` | ``exception`` | ``data``);
   terminal. ``oom`` only with evidence (an exception saying so, or the kernel's out-of-memory
@@ -32,271 +32,20 @@ import signal
 import site
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import numpy as np
+from .framing import TERMINAL, Event, read_frame, resolve, write_frame
 
-from ._training_child import read_frame, resolve, write_frame
-
-Event = dict[str, Any]
 Target = Callable[[Any, Callable[[Event], None], Callable[[], bool]], None]
-TERMINAL = ("done", "cancelled", "error")
-
-
-# ----- the job ------------------------------------------------------------------------------------
-
-
-@dataclass
-class RetrainJob:
-    """Everything the child needs, as file paths and plain values (cheap to send to a process).
-
-    ``labels`` holds the user's voxels on the training slices only (255 elsewhere);
-    ``reference`` holds them on the ``held_back`` slices, which judge the retrain.
-    """
-
-    model_path: str
-    image: str
-    labels: str
-    out_dir: str
-    reference: str | None = None
-    held_back: list[tuple[int, int]] = field(default_factory=list)
-    unlabelled: list[str] = field(default_factory=list)
-    method: str = "mean_teacher"
-    steps: int = 50
-    parent: str | None = None
-    seed: int = 0
-    device: str | None = None
-    mc_samples: int = 0
-    preview_every: int = 0  # steps between mid-training predictions; 0 = none
-    first_preview_s: float = 0.0  # seconds of training before one early preview; 0 = none
-    tolerance: float = 0.0  # Dice a retrain may lose on held-back slices and still be adopted
-    # the network's share when its prediction is blended with the interpolation between the
-    # painted slices (a shape prior); None = the network alone
-    fuse_weight: float | None = None
-    # the user says the structure lies between their first and last painted slices (along z):
-    # nothing is predicted beyond them; None = no such limit
-    extent: list[int] | None = None
-    config: dict = field(default_factory=dict)  # extra training.trainer.TrainConfig fields
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def make_job(
-    session: Any,
-    work_dir: str | os.PathLike | None = None,
-    unlabelled_volumes: Sequence[np.ndarray] = (),
-    *,
-    method: str | None = None,
-    steps: int | None = None,
-    preview_every: int | None = None,
-    first_preview_s: float = 0.0,
-    device: str | None = None,
-    fuse_weight: float | None = None,
-    within_extent: bool = False,
-    **config: Any,
-) -> RetrainJob:
-    """Snapshot a :class:`napari_semiseg.session.Session` into a job folder.
-
-    Raises :class:`training.loop.NoLabelledSlicesError` when nothing is labelled and
-    ``SessionError`` when the session has no model. The user can keep painting afterwards:
-    the job trains on the labels as they were when Retrain was clicked. ``within_extent``:
-    the structure lies between the first and last painted slices that show it (all painted
-    slices, held-back ones included), and the Retrain predicts nothing beyond them.
-    """
-    model_path = session.current_model_path
-    if model_path is None:
-        from napari_semiseg.session import SessionError
-
-        raise SessionError("no model to retrain: run Predict with a model first")
-    train_slices, held = session.held_back_split()
-    if work_dir is None:
-        base = session.folder / "jobs" if session.folder is not None else None
-        if base is not None:
-            base.mkdir(parents=True, exist_ok=True)
-        work_dir = tempfile.mkdtemp(prefix="retrain-", dir=base)
-    out = Path(work_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "image.npy", session.image)
-    np.save(out / "labels.npy", session.training_labels(train_slices))
-    reference = None
-    if held:
-        reference = str(out / "reference.npy")
-        np.save(reference, session.training_labels(held))
-    unl = []
-    for k, vol in enumerate(unlabelled_volumes):
-        p = out / f"unlabelled{k}.npy"
-        np.save(p, np.asarray(vol))
-        unl.append(str(p))
-    steps = int(steps if steps is not None else session.settings.steps)
-    return RetrainJob(
-        model_path=str(model_path), image=str(out / "image.npy"),
-        labels=str(out / "labels.npy"), out_dir=str(out), reference=reference,
-        held_back=[tuple(s) for s in held], unlabelled=unl,
-        method=method or session.settings.method, steps=steps, parent=session.current,
-        seed=session.settings.seed, device=device, mc_samples=session.settings.mc_samples,
-        preview_every=(max(1, steps // 2) if preview_every is None else int(preview_every)),
-        first_preview_s=float(first_preview_s), tolerance=session.settings.tolerance,
-        fuse_weight=fuse_weight,
-        extent=_painted_extent(session) if within_extent else None,
-        config=dict(config),
-    )
-
-
-def _painted_extent(session: Any) -> list[int] | None:
-    from training.loop import painted_extent
-
-    extent = painted_extent(session.training_labels(), axis=0)
-    return list(extent) if extent is not None else None
-
-
-# ----- the child side -----------------------------------------------------------------------------
-
-
-def run_retrain(job: RetrainJob, emit: Callable[[Event], None],
-                should_stop: Callable[[], bool]) -> None:
-    """Fine-tune, predict, and judge the new model on the held-back slices (child process).
-
-    Ends with one ``done`` event: ``checkpoint``, ``prediction`` and ``uncertainty`` (``.npy``
-    paths), ``old_scores`` / ``new_scores`` (Dice per held-back slice), ``accepted``, ``reason``,
-    ``parent``, ``method``, ``steps``. Or with ``cancelled``.
-    """
-    import torch
-
-    from training.checkpoint import load_checkpoint
-    from training.inference import predict_volume
-    from training.loop import accept_retrain, finetune, score_slices
-
-    if os.environ.get("OMP_NUM_THREADS"):  # set by the bridge in its child
-        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    out = Path(job.out_dir)
-    image = np.load(job.image)
-    labels = np.load(job.labels)
-    unlabelled = [np.load(p) for p in job.unlabelled]
-    reference = np.load(job.reference) if job.reference else None
-
-    def predict(path: str, tag: str) -> tuple[np.ndarray, str, str]:
-        model, meta = load_checkpoint(path, device=job.device)
-        res = predict_volume(model, meta, image, mc_samples=job.mc_samples, device=job.device,
-                             probabilities=job.fuse_weight is not None)
-        if job.fuse_weight is not None:  # the painted slices' interpolation as a shape prior
-            from training.loop import shape_prior_prediction
-
-            res["labels"] = shape_prior_prediction(res["probabilities"], labels,
-                                                   job.fuse_weight)
-        if job.extent is not None:  # nothing beyond the slices the user said the structure ends
-            from training.loop import limit_to_extent
-
-            res["labels"] = limit_to_extent(res["labels"], job.extent)
-        pred_path, unc_path = out / f"prediction-{tag}.npy", out / f"uncertainty-{tag}.npy"
-        np.save(pred_path, res["labels"])
-        np.save(unc_path, res["uncertainty"])
-        return res["labels"], str(pred_path), str(unc_path)
-
-    old_scores: dict = {}
-    if reference is not None:  # the parent's Dice on the held-back slices, for the judgement
-        old_pred, _, _ = predict(job.model_path, "before")
-        old_scores = score_slices(old_pred, reference, job.held_back)
-
-    state = {"cancelled": False}
-
-    def on_event(ev: Event) -> None:
-        kind = ev.get("type")
-        if kind == "cancelled":
-            state["cancelled"] = True
-            return
-        if kind == "done":  # training finished; our own done comes after the judgement
-            return
-        emit(ev)
-        wants_preview = job.preview_every or job.first_preview_s
-        if kind == "checkpoint" and ev.get("path") and wants_preview:
-            # building the network to load it draws from torch's generator: restored after, so
-            # the training does not depend on when (after how many steps) a preview came
-            with torch.random.fork_rng(devices=[]):
-                _, p, u = predict(ev["path"], f"step{ev['step']}")
-            emit({"type": "prediction", "path": p, "uncertainty": u, "step": ev["step"]})
-
-    if job.fuse_weight is not None and (job.preview_every or job.first_preview_s):
-        # the shape prior alone, on screen at once: what "fill between slices" gives, while
-        # the network learns to do better
-        from training.interpolation import interpolate_between_slices
-
-        filled = out / "prediction-interpolation.npy"
-        np.save(filled, interpolate_between_slices(labels))
-        emit({"type": "prediction", "path": str(filled), "step": 0,
-              "source": "interpolation"})
-
-    config = dict(job.config)
-    if job.preview_every and job.preview_every < job.steps:
-        config.setdefault("checkpoint_every", job.preview_every)
-    if job.first_preview_s:
-        config.setdefault("first_checkpoint_s", job.first_preview_s)
-    ckpt = finetune(
-        job.model_path, image, labels, unlabelled, method=job.method, steps=job.steps,
-        out_path=out / "model.pt", seed=job.seed, device=job.device, on_event=on_event,
-        should_stop=should_stop, **config,
-    )
-    if state["cancelled"] or ckpt is None or should_stop():
-        emit({"type": "cancelled", "message": "retrain cancelled; the current model is kept"})
-        return
-    new_pred, pred_path, unc_path = predict(ckpt, "after")
-    new_scores = score_slices(new_pred, reference, job.held_back) if reference is not None else {}
-    accepted, reason = accept_retrain(old_scores or None, new_scores or None, job.tolerance)
-    emit({
-        "type": "done", "checkpoint": ckpt, "prediction": pred_path, "uncertainty": unc_path,
-        "old_scores": old_scores, "new_scores": new_scores, "accepted": accepted,
-        "reason": reason, "parent": job.parent, "method": job.method, "steps": job.steps,
-    })
-
-
-# what the retrain target imports first: a spare process loads them ahead of the job
-RETRAIN_PRELOAD = ("torch", "torch._dynamo", "training.loop", "training.inference",
-                   "training.interpolation")
-
-
-def discard_job(job: RetrainJob) -> None:
-    """Delete a finished job's folder (once the session has copied what it keeps)."""
-    import shutil
-
-    shutil.rmtree(job.out_dir, ignore_errors=True)
 
 
 def child_threads() -> int:
     """Torch threads for the child: every core but one, which stays with the UI."""
     return max(1, (os.cpu_count() or 2) - 1)
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    if isinstance(exc, MemoryError):
-        return True
-    text = f"{type(exc).__name__}: {exc}".lower()
-    return any(s in text for s in ("out of memory", "outofmemory", "can't allocate memory",
-                                   "cannot allocate memory", "not enough memory"))
-
-
-def error_event(exc: BaseException) -> Event:
-    """An ``error`` event the user can read, with the traceback kept for the log."""
-    # light imports only: this also runs in children that never loaded torch
-    from training.io import DataError
-    from training.loop import NoLabelledSlicesError
-
-    if is_out_of_memory(exc):
-        kind = "oom"
-        message = ("out of memory while retraining: use fewer steps, a smaller model or a "
-                   f"smaller volume ({type(exc).__name__}: {str(exc)[:200]})")
-    elif isinstance(exc, DataError | NoLabelledSlicesError):
-        kind, message = "data", str(exc)
-    else:
-        kind, message = "exception", f"retrain failed: {type(exc).__name__}: {exc}"
-    return {"type": "error", "kind": kind, "message": message,
-            "traceback": "".join(traceback.format_exception(exc))[-4000:]}
 
 
 # ----- the UI side --------------------------------------------------------------------------------
@@ -441,12 +190,10 @@ class TrainingBridge:
     ``target`` must be importable by name (see :func:`target_reference`).
     """
 
-    def __init__(self, target: Target = run_retrain, threads: int | None = None,
-                 cancel_grace_s: float = 30.0, preload: Sequence[str] | None = None) -> None:
+    def __init__(self, target: Target, threads: int | None = None,
+                 cancel_grace_s: float = 30.0, preload: Sequence[str] = ()) -> None:
         self.target = target
-        # what a spare process imports ahead of the job (see prepare)
-        self.preload = tuple(RETRAIN_PRELOAD if preload is None and target is run_retrain
-                             else preload or ())
+        self.preload = tuple(preload)  # what a spare process imports ahead of the job
         self._spare: subprocess.Popen | None = None
         self.threads = threads or child_threads()
         self.cancel_grace_s = cancel_grace_s
@@ -659,8 +406,12 @@ class TrainingBridge:
                 time.sleep(interval)
         return events
 
-    def close(self) -> None:
-        """Stop any run and any spare (used when the widget closes)."""
+    def close(self, grace_s: float = 1.0) -> None:
+        """Stop any run and any spare (used when the widget closes).
+
+        A spare, and a child that has sent its result, hold no work: each gets ``grace_s`` to
+        exit by itself and is then killed, so closing the dock does not wait for torch to
+        finish importing or unloading (seconds each)."""
         spare, self._spare = self._spare, None
         if spare is not None:  # end of file on its stdin: it exits before reading a job
             _close_pipes(spare)
@@ -675,7 +426,7 @@ class TrainingBridge:
             self.poll()
         for proc, _ in self._exiting:  # closing may wait a little; the window is going away
             try:
-                proc.wait(timeout=5)
+                proc.wait(timeout=grace_s)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)

@@ -1,6 +1,6 @@
 """Train from slice tags in the background process (the "Train from tags" button).
 
-Same contract as :func:`napari_semiseg.training_bridge.run_retrain`: a job of file paths and plain
+Same contract as :func:`napari_semiseg.retrain_job.run_retrain`: a job of file paths and plain
 values goes to a child process started by :class:`~napari_semiseg.training_bridge.TrainingBridge`,
 which streams plain-dict events back and ends with one ``done`` event:
 
@@ -11,7 +11,6 @@ which streams plain-dict events back and ends with one ``done`` event:
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-Event = dict[str, Any]
+from .framing import Event
+from .jobs import job_folder
 
 
 @dataclass
@@ -64,13 +64,7 @@ def make_weak_job(
     tags = session.tag_array()
     if not (tags == 1).any() or not (tags == 0).any():
         raise SessionError("tag at least one slice 'contains structure' and one 'no structure'")
-    if work_dir is None:
-        base_dir = session.folder / "jobs" if session.folder is not None else None
-        if base_dir is not None:
-            base_dir.mkdir(parents=True, exist_ok=True)
-        work_dir = tempfile.mkdtemp(prefix="tags-", dir=base_dir)
-    out = Path(work_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = job_folder(session, "tags-", work_dir)
     np.save(out / "image.npy", session.image)
     labels = session.training_labels(session.labelled_slices()) if session.n_labelled else \
         np.full(session.image.shape, 255, np.uint8)

@@ -37,7 +37,7 @@ def main(out: str = "docs/new_structure.png") -> int:
     for z in even_slices(truth, 5):
         ys, xs = np.nonzero(truth[z] == 1)
         layer.data_setitem((np.full(len(ys), z), ys, xs), 1)  # what the brush does
-    widget.steps_spin.setValue(200)
+    widget.retrain_form.steps.value = 200
     widget.retrain_btn.click()
     pump_until(lambda: not widget.training, 900)
     widget.go_to_slice(int(np.median(np.nonzero(truth.any((1, 2)))[0])) + 3)

@@ -42,16 +42,16 @@ def main(out: str = "docs/screenshot.png") -> int:
     viewer.open(str(ROOT / "sample_data/acdc/patient001_frame01.nii.gz"), plugin="napari-semiseg")
     widget = dock_assistant(viewer)
     widget.predict()
-    pump_until(lambda: widget._worker is None and widget.session is not None
+    pump_until(lambda: not widget.jobs.busy and widget.session is not None
                and widget.session.uncertainty is not None, 300)
     truth = read_volume(ROOT / "sample_data/acdc/patient001_frame01_labels.nii.gz").data
     for z in (2, 5, 8):
         widget.session.mark_labelled(0, z, truth[z].astype(np.uint8))
-    widget._show_labelled()
-    widget.steps_spin.setValue(60)
+    widget.show_session()
+    widget.retrain_form.steps.value = 60
     widget.retrain_btn.click()
     pump_until(lambda: viewer.layers["prediction"].data is not None
-               and "Step" in widget.status.text() and widget.progress.value() >= 25, 600)
+               and "step" in widget.status.text() and widget.progress.value() >= 25, 600)
     widget.next_uncertain_slice()
     return shoot_and_close(viewer, widget, out)
 

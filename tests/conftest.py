@@ -80,3 +80,35 @@ def dicom_folder(tmp_path: Path, disc_scan) -> Path:
     folder = tmp_path / "dicom_series"
     write_dicom_series(folder, image)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    """A tiny U-Net (base 4) trained for 3 steps on the ACDC sample, downsampled."""
+    from napari_semiseg.io import read_volume
+    from training.data import TrainData
+    from training.trainer import TrainConfig, train
+
+    vol = read_volume(SAMPLES / "acdc/patient001_frame01.nii.gz")
+    lab = read_volume(SAMPLES / "acdc/patient001_frame01_labels.nii.gz").data
+    data = TrainData.from_arrays([vol.data[:, ::2, ::2]], [lab[:, ::2, ::2]], num_classes=4)
+    out = tmp_path_factory.mktemp("model") / "tiny.pt"
+    cfg = TrainConfig(method="supervised", steps=3, size=[48, 48], base=4, depth=3,
+                      dropout=0.1, labeled_bs=2, unlabeled_bs=0, checkpoint=str(out),
+                      device="cpu")
+    return train(cfg, data)
+
+
+@pytest.fixture
+def assistant(make_napari_viewer, tiny_model, tmp_path, monkeypatch):
+    """The assistant docked on the ACDC sample with the tiny model chosen: (viewer, widget)."""
+    from napari_semiseg._widget import AssistantWidget
+
+    monkeypatch.setenv("NAPARI_SEMISEG_HOME", str(tmp_path / "home"))
+    viewer = make_napari_viewer()
+    viewer.open(str(SAMPLES / "acdc/patient001_frame01.nii.gz"), plugin="napari-semiseg")
+    widget = AssistantWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.set_checkpoint(tiny_model)
+    yield viewer, widget
+    widget.bridge.close()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from test_session import SHAPE, _geometry, _image, _random_labels
 
-import napari_semiseg.session as session_module
+import napari_semiseg.session_files as session_files
 from napari_semiseg.autosave import BackgroundWriter
 from napari_semiseg.io import WriteError, read_volume
 from napari_semiseg.session import Session
@@ -55,7 +55,7 @@ def test_session_writes_in_background_and_flushes_before_close(tmp_path):
         s.detect_painted_slices(indices=(np.array([z]), np.array([1]), np.array([1])))
     expected = s.prediction.copy()
     assert s.flush()
-    assert np.array_equal(read_volume(folder / session_module.PREDICTION_FILE).data, expected)
+    assert np.array_equal(read_volume(folder / session_files.PREDICTION_FILE).data, expected)
     s.prediction[0, 5, 5] = 3
     s.detect_painted_slices(indices=(np.array([0]), np.array([5]), np.array([5])))
     expected = s.prediction.copy()
@@ -70,19 +70,19 @@ def test_a_background_failure_is_reported_once_and_retried(tmp_path, monkeypatch
     s.write_in_background()
     seen: list[tuple[str, str]] = []
     s.on_autosave_error = lambda m: seen.append((m, threading.current_thread().name))
-    real = session_module.write_volume
+    real = session_files.write_volume
 
     def full(path, *a, **k):
         raise WriteError(f"cannot write {path}: the disk is full")
 
-    monkeypatch.setattr(session_module, "write_volume", full)
+    monkeypatch.setattr(session_files, "write_volume", full)
     for z in (1, 2):
         s.prediction[z, 0, 0] = 1
         s.detect_painted_slices(indices=(np.array([z]), np.array([0]), np.array([0])))
         s.flush()
     assert len(seen) == 1 and "disk is full" in seen[0][0]
     assert seen[0][1] == "semiseg-autosave"  # the widget marshals it to the UI thread
-    monkeypatch.setattr(session_module, "write_volume", real)
+    monkeypatch.setattr(session_files, "write_volume", real)
     s.prediction[3, 0, 0] = 1
     s.detect_painted_slices(indices=(np.array([3]), np.array([0]), np.array([0])))
     assert s.flush() and s.autosave_error is None

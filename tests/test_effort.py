@@ -17,9 +17,9 @@ def _cone(n=21, size=48):
 def test_interpolation_effort_on_a_known_shape():
     truth = _cone()
     truth[0] = 0  # the structure spans slices 1..20
-    k, dice = interpolation_effort(truth, 0.95, 8, 2)
+    k, dice = interpolation_effort(truth, 0.95, 8)
     assert k == 2 and dice >= 0.95  # a cone needs only its two ends
-    k, _ = interpolation_effort(truth, 1.01, 3, 2)
+    k, _ = interpolation_effort(truth, 1.01, 3)
     assert k is None
 
 
@@ -43,22 +43,23 @@ def test_a_retrain_that_does_worse_on_held_back_slices_is_not_carried_on(tmp_pat
     from test_training_synth import blob_volume
 
     import training.effort as effort
+    import training.retrain as retrain
 
     image, truth = blob_volume(0)
     judged = []
 
     def reject(old, new, tolerance=0.0):
         judged.append((dict(old), dict(new)))
-        return False, "rejected"
+        return retrain.Verdict(False, "rejected", old, new)
 
-    monkeypatch.setattr(effort, "accept_retrain", reject)
+    monkeypatch.setattr(retrain, "judge", reject)
     row, model = effort.learning_effort(
         image, truth, None, ["bg", "disc", "square"], 1.01, 3, tmp_path, steps=2,
         labeled_bs=2, unlabeled_bs=0, hold_back_from=2)
     assert row["painted"] == 3
     # the first Retrain trains an untrained model on every slice: nothing to judge it by
     assert len(judged) == 2 and row["rejected"] == 2
-    held = [set(old) for old, _ in judged]
+    held = [{i for _, i in old} for old, _ in judged]
     assert all(len(h) == 1 and h <= set(row["slices"]) for h in held)  # painted, held back
     assert Path(model).name.startswith("v1-")  # the model of the one adopted Retrain
     judged.clear()
@@ -95,15 +96,16 @@ def test_replay_trains_each_retrain_on_the_slices_painted_on_earlier_scans(tmp_p
     from test_training_synth import blob_volume
 
     import training.effort as effort
+    import training.retrain as retrain
 
     seen = []
-    real = effort.finetune
+    real = retrain.finetune
 
     def spy(*args, other_labelled=(), **kw):
         seen.append([int((lab != 255).any(axis=(1, 2)).sum()) for _, lab in other_labelled])
         return real(*args, other_labelled=other_labelled, **kw)
 
-    monkeypatch.setattr(effort, "finetune", spy)
+    monkeypatch.setattr(retrain, "finetune", spy)
     cases = [(f"scan{i}", *blob_volume(i)) for i in range(2)]
     rows = effort.effort_benchmark(cases, ["bg", "disc", "square"], 1.01, k_max=2, steps=2,
                                    replay=True, labeled_bs=2, unlabeled_bs=0,

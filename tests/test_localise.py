@@ -10,10 +10,11 @@ from training.checkpoint import load_checkpoint
 from training.data import SliceSampler, TrainData, trusted_slices
 from training.inference import predict_volume
 from training.localise import anomaly_map, hit_rate, interior
+from training.metrics import dice
 from training.normalization import normalize_intensity
 from training.trainer import TrainConfig, train
 from training.weak import train_from_tags
-from training.weak_masks import WEAK_BASE, dice, encode_weak
+from training.weak_masks import WEAK_BASE, encode_weak
 
 
 def heads(n: int = 12, size: int = 64, seed: int = 0):

@@ -13,16 +13,13 @@ from training import IGNORE_INDEX
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.loop import (
     NoLabelledSlicesError,
-    accept_retrain,
     annotated_slices,
     choose_slices,
-    dice_score,
     even_slices,
     finetune,
     keep_main_structure,
     main_structure_mask,
     rank_uncertain_slices,
-    score_slices,
     sparse_labels,
     split_held_back,
 )
@@ -179,33 +176,6 @@ def test_split_held_back_rules():
     pairs = [(0, 2), (0, 5), (1, 7)]
     train, held = split_held_back(pairs, 0.9)
     assert len(train) == 1 and len(held) == 2  # always keeps one slice to learn from
-
-
-def test_dice_and_scores():
-    ref = np.zeros((2, 4, 4), np.uint8)
-    ref[0, :2] = 1
-    pred = ref.copy()
-    assert dice_score(pred, ref) == 1.0
-    pred[0, 0] = 0  # half the structure lost
-    assert dice_score(pred, ref) == pytest.approx(2 * 4 / (4 + 8))
-    ignore = ref.copy()
-    ignore[0, 0] = IGNORE_INDEX  # unannotated voxels never count
-    assert dice_score(pred, ignore) == 1.0
-    assert dice_score(np.zeros((3, 3)), np.zeros((3, 3))) == 1.0
-    scores = score_slices(pred, ref, [0, 1])
-    assert scores[1] == 1.0 and scores[0] < 1.0
-    assert score_slices(pred, ref, [(0, 0)])[(0, 0)] == scores[0]
-
-
-def test_accept_retrain_rejects_a_worse_model():
-    ok, reason = accept_retrain({3: 0.8, 5: 0.6}, {3: 0.6, 5: 0.5})
-    assert not ok and "rejected" in reason
-    ok, _ = accept_retrain({3: 0.8}, {3: 0.79}, tolerance=0.02)
-    assert ok
-    ok, _ = accept_retrain(0.7, 0.9)
-    assert ok
-    ok, reason = accept_retrain({}, {})
-    assert ok and "no held-back" in reason
 
 
 def test_choose_slices_strategies():

@@ -64,7 +64,7 @@ def test_new_model_two_named_structures_paint_retrain(qtbot, make_napari_viewer,
         assert s.labelled_slices(0) == [1, 6]
         assert set(np.unique(s.user_labels[1])) == {0, 1, 2}  # the rest of a painted slice is
         painted = s.user_labels[[1, 6]].copy()                # background, not "unannotated"
-        widget.steps_spin.setValue(40)
+        widget.retrain_form.steps.value = 40
         widget.retrain_btn.click()
         assert widget.bridge.pid == spare.pid  # Retrain ran in the readied process
         _wait_retrain(qtbot, widget)
@@ -101,7 +101,12 @@ def test_new_model_two_named_structures_paint_retrain(qtbot, make_napari_viewer,
         assert ((pred2 == 1) & (truth2 == 1)).sum() > 0.5 * (truth2 == 1).sum()
         nxt = widget.next_uncertain_slice()  # a slice where the structure is
         assert (pred2[nxt] > 0).any()
-        assert len(widget._unlabelled_folder_scans(3)) == 1  # the broken file is skipped
+        from napari_semiseg.retrain_job import RetrainJob, unlabelled_scans
+
+        # what the training process makes of the folder: the broken file is skipped, by name
+        job = RetrainJob("", "", "", "", unlabelled_folder=widget.unlabelled_folder)
+        scans, skipped = unlabelled_scans(job, 3)
+        assert len(scans) == 1 and len(skipped) == 1 and "broken.nii.gz" in skipped[0]
     finally:
         widget.bridge.close()
 
@@ -129,7 +134,7 @@ def test_a_fourth_structure_on_the_shipped_cardiac_model(qtbot, make_napari_view
         assert widget.structures.names()[4] == "structure 4"
         widget.structures.rename(4, "scar")
         assert s.settings.class_names[4] == "scar"
-        widget.steps_spin.setValue(3)
+        widget.retrain_form.steps.value = 3
         widget.retrain_btn.click()
         _wait_retrain(qtbot, widget)
         newest = s.versions[-1]
@@ -181,9 +186,9 @@ def test_ticking_the_ends_box_keeps_the_retrain_between_the_painted_ends(
             widget.go_to_slice(z)
             ys, xs = np.nonzero(truth[z] == 1)
             layer.data_setitem((np.full(len(ys), z), ys, xs), 1)
-        assert not widget.extent_check.isChecked()  # off unless the user says so
-        widget.extent_check.setChecked(True)
-        widget.steps_spin.setValue(10)
+        assert not widget.retrain_form.within_extent.value  # off unless the user says so
+        widget.retrain_form.within_extent.value = True
+        widget.retrain_form.steps.value = 10
         widget.retrain_btn.click()
         _wait_retrain(qtbot, widget)
         assert s.current != "v0", widget.status.text()

@@ -94,7 +94,7 @@ def test_new_model_refuses_bad_names(tmp_path, names):
 def _scratch_job(tmp_path, **job):
     """A job for a tiny untrained model, slices 1 and 6 of a two-structure scan painted:
     (job, the painted labels, the truth)."""
-    from napari_semiseg.training_bridge import RetrainJob
+    from napari_semiseg.retrain_job import RetrainJob
 
     image, truth = _scan(2)
     start = new_model(tmp_path / "n.pt", ["background", "a", "b"], size=[32, 32], base=4,
@@ -111,7 +111,7 @@ def _scratch_job(tmp_path, **job):
 
 
 def test_retrain_with_a_shape_prior_follows_the_interpolation_where_it_covers(tmp_path):
-    from napari_semiseg.training_bridge import run_retrain
+    from napari_semiseg.retrain_job import run_retrain
     from training.interpolation import interpolate_between_slices
 
     job, sparse, _ = _scratch_job(tmp_path, steps=2, fuse_weight=0.0)
@@ -125,7 +125,7 @@ def test_retrain_with_a_shape_prior_follows_the_interpolation_where_it_covers(tm
 
 
 def test_an_early_preview_is_predicted_from_the_first_checkpoint_in_time(tmp_path):
-    from napari_semiseg.training_bridge import run_retrain
+    from napari_semiseg.retrain_job import run_retrain
 
     job, _, truth = _scratch_job(tmp_path, steps=3, first_preview_s=1e-9)
     events: list[dict] = []
@@ -147,7 +147,7 @@ def test_an_early_preview_is_predicted_from_the_first_checkpoint_in_time(tmp_pat
 
 
 def test_with_the_shape_prior_the_interpolation_is_the_first_preview_at_once(tmp_path):
-    from napari_semiseg.training_bridge import run_retrain
+    from napari_semiseg.retrain_job import run_retrain
     from training.interpolation import interpolate_between_slices
 
     job, sparse, _ = _scratch_job(tmp_path, steps=4, fuse_weight=0.3, preview_every=2)
@@ -175,7 +175,7 @@ def test_painting_an_unnamed_value_names_it_and_the_values_below(tmp_path):
 
 
 def test_a_user_who_paints_the_ends_gets_nothing_beyond_them(tmp_path):
-    from napari_semiseg.training_bridge import run_retrain
+    from napari_semiseg.retrain_job import run_retrain
 
     def predictions(job) -> list[np.ndarray]:
         events: list[dict] = []

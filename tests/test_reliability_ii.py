@@ -381,15 +381,14 @@ def test_evaluate_takes_the_class_count_from_a_model_card(model, tmp_path, capsy
 
 
 def test_benchmark_scores_use_the_same_rule():
-    from training.loop import dice_score
-    from training.metrics import classes_to_score
+    from training.metrics import classes_to_score, mean_dice
 
     ref = np.zeros((1, 8, 8), np.uint8)
     ref[0, 1:4, 1:4] = 1
     pred = ref.copy()
     pred[0, 5:7, 5:7] = 2
     assert classes_to_score([(pred, ref)], 2) == 3
-    assert dice_score(pred, ref, num_classes=2) == pytest.approx(0.5)  # class 2 scores 0
+    assert mean_dice(pred, ref) == pytest.approx(0.5)  # class 2 scores 0
     ref[0, 5:7, 5:7] = 255  # ... unless it lies where nothing is annotated
     assert classes_to_score([(pred, ref)], 2) == 2
 

@@ -182,15 +182,17 @@ def test_training_labels_and_held_back_split():
     assert Settings.from_dict(s.settings.__dict__).judge_retrains is False  # saved with it
 
 
-def test_worse_retrain_is_rejected_and_previous_version_stays(tmp_path):
+def test_a_rejected_retrain_is_listed_and_the_previous_version_stays(tmp_path):
+    """The session takes the engine's verdict (training.retrain.judge) as it is."""
     s = Session(_image(), folder=tmp_path / "sess")
     v0 = s.add_version(_checkpoint(tmp_path, "base.pt"), method="pretrained")
-    v1, ok, _ = s.adopt_or_reject(_checkpoint(tmp_path, "a.pt", b"a"), {(0, 1): 0.60},
-                                  {(0, 1): 0.75}, method="supervised", steps=5)
-    assert ok and s.current == v1.id and v1.parent == v0.id and v1.adopted
-    v2, ok, reason = s.adopt_or_reject(_checkpoint(tmp_path, "b.pt", b"b"), {(0, 1): 0.75},
-                                       {(0, 1): 0.50}, method="mean_teacher", steps=5)
-    assert not ok and "rejected" in reason
+    v1 = s.add_retrain(_checkpoint(tmp_path, "a.pt", b"a"), adopted=True, reason="adopted",
+                       score=0.75, parent_score=0.6, method="supervised", steps=5)
+    assert s.current == v1.id and v1.parent == v0.id and v1.adopted
+    v2 = s.add_retrain(_checkpoint(tmp_path, "b.pt", b"b"), adopted=False,
+                       reason="rejected: worse", score=0.5, parent_score=0.75,
+                       method="mean_teacher", steps=5)
+    assert v2.note == "rejected: worse"
     assert s.current == v1.id  # the previous version stays current
     assert not v2.adopted and v2.score == 0.5 and v2.parent_score == 0.75
     assert [v.id for v in s.versions] == ["v0", "v1", "v2"]
@@ -221,13 +223,13 @@ def test_preview_then_reject_restores_prediction(tmp_path):
     np.save(tmp_path / "p.npy", np.full(SHAPE, 2, np.uint8))
     done = {"type": "done", "checkpoint": str(_checkpoint(tmp_path, "r.pt", b"r")),
             "prediction": str(tmp_path / "p.npy"), "uncertainty": None,
-            "old_scores": {(0, 0): 0.9}, "new_scores": {(0, 0): 0.1}, "parent": "v0",
-            "method": "supervised", "steps": 3}
+            "adopted": False, "reason": "rejected", "old_score": 0.9, "new_score": 0.1,
+            "parent": "v0", "method": "supervised", "steps": 3}
     v, ok, _ = s.apply_retrain_result(done)
     assert not ok and s.current == "v0" and v.id == "v1"
     assert (s.prediction[[1, 3, 4, 5]] == 0).all()  # back to the pre-preview prediction
     assert s.prediction[2, 0, 0] == 3 and s.user_labels[2, 0, 0] == 3  # stroke kept
-    done["new_scores"] = {(0, 0): 0.95}
+    done.update(adopted=True, reason="adopted", new_score=0.95)
     v, ok, _ = s.apply_retrain_result(done)
     assert ok and s.current == v.id
     assert (s.prediction[[1, 3, 4, 5]] == 2).all() and s.prediction[2, 0, 0] == 3
@@ -243,7 +245,8 @@ def test_autosave_and_reopen_restore_everything(tmp_path, scan):
     s.prediction[1, 2:5, 2:5] = 3
     s.detect_painted_slices(indices=(np.array([1]), np.array([2]), np.array([2])))
     s.accept_slice(2, 4)
-    s.adopt_or_reject(_checkpoint(tmp_path, "worse.pt", b"w"), 0.8, 0.2, method="ua_mt")
+    s.add_retrain(_checkpoint(tmp_path, "worse.pt", b"w"), adopted=False, reason="rejected",
+                  score=0.2, parent_score=0.8, method="ua_mt")
     # no explicit save: everything above was autosaved; "kill" the process by dropping it
     expected_pred, expected_user = s.prediction.copy(), s.user_labels.copy()
     del s

@@ -41,7 +41,7 @@ def test_uncorrected_dice_leaves_out_corrected_slices():
     pred[1] = 0  # slice 1 is wrong, and it is the corrected one
     assert uncorrected_dice(pred, truth, [1]) == 1.0
     assert uncorrected_dice(pred, truth, [0]) < 1.0
-    assert uncorrected_dice(pred[:, :, :1].swapaxes(0, 2), truth[:, :, :1].swapaxes(0, 2),
+    assert uncorrected_dice(pred[:, :, 3:4].swapaxes(0, 2), truth[:, :, 3:4].swapaxes(0, 2),
                             [1], axis=2) == 1.0
 
 

@@ -45,7 +45,7 @@ def test_tag_train_from_tags_and_promote_on_an_lgg_stack(make_napari_viewer, qtb
     assert isinstance(panel, TagsPanel)
     assert scan.name in [widget.image_combo.itemText(i) for i in range(widget.image_combo.count())]
     try:
-        assert widget._ensure_session() is not None  # binds the scan, so go_to_slice works
+        assert widget.ensure_session() is not None  # binds the scan, so go_to_slice works
         # tag with the buttons and with the keyboard shortcuts (slices 10-17 hold tumour)
         for index, btn in ((12, panel.pos_btn), (2, panel.neg_btn)):
             widget.go_to_slice(index)
@@ -103,21 +103,21 @@ def test_cancel_train_from_tags_keeps_the_model(make_napari_viewer, qtbot, tiny_
     widget.set_checkpoint(tiny_lgg_model)
     panel = widget.tags_panel
     try:
-        s = widget._ensure_session()
+        s = widget.ensure_session()
         for index, tag in ((12, 1), (15, 1), (2, 0), (20, 0)):
             s.tag_slice(index, tag)
         before = s.current_version
-        assert not panel.cancel_btn.isEnabled()
+        assert not widget.cancel_btn.isEnabled()
         panel.model_kwargs = {"base": 4, "depth": 2, "size": (32, 32)}
         panel.steps_spin.setValue(100000)  # would run for hours
         panel.train_btn.click()
-        assert panel.cancel_btn.isEnabled() and not panel.train_btn.isEnabled()
-        qtbot.waitUntil(lambda: panel.progress.value() > 0, timeout=120000)
-        panel.cancel_btn.click()
+        assert widget.cancel_btn.isEnabled() and not panel.train_btn.isEnabled()
+        qtbot.waitUntil(lambda: widget.progress.value() > 0, timeout=120000)
+        widget.cancel_btn.click()
         qtbot.waitUntil(lambda: not panel.bridge.running, timeout=60000)
         assert "cancel" in panel.status.text().lower()
         assert s.current_version == before and CAM_LAYER not in viewer.layers
-        assert panel.train_btn.isEnabled() and not panel.cancel_btn.isEnabled()
+        assert panel.train_btn.isEnabled() and not widget.cancel_btn.isEnabled()
     finally:
         panel.close_bridge()
         widget.bridge.close()

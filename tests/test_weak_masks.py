@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from training import IGNORE_INDEX
+from training.metrics import dice
 from training.weak_masks import (
     WEAK_BASE,
     combine_labels,
-    dice,
     encode_weak,
     normalise_cam,
     refine_mask,

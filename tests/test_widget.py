@@ -13,34 +13,6 @@ pytestmark = pytest.mark.gui
 PLUGIN = "napari-semiseg"
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> str:
-    """A tiny U-Net (base 4) trained for 3 steps on the ACDC sample, downsampled."""
-    from training.data import TrainData
-    from training.trainer import TrainConfig, train
-
-    vol = read_volume(SAMPLES / "acdc/patient001_frame01.nii.gz")
-    lab = read_volume(SAMPLES / "acdc/patient001_frame01_labels.nii.gz").data
-    data = TrainData.from_arrays([vol.data[:, ::2, ::2]], [lab[:, ::2, ::2]], num_classes=4)
-    out = tmp_path_factory.mktemp("model") / "tiny.pt"
-    cfg = TrainConfig(method="supervised", steps=3, size=[48, 48], base=4, depth=3,
-                      dropout=0.1, labeled_bs=2, unlabeled_bs=0, checkpoint=str(out),
-                      device="cpu")
-    return train(cfg, data)
-
-
-@pytest.fixture
-def assistant(make_napari_viewer, tiny_model, tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_SEMISEG_HOME", str(tmp_path / "home"))
-    viewer = make_napari_viewer()
-    viewer.open(str(SAMPLES / "acdc/patient001_frame01.nii.gz"), plugin=PLUGIN)
-    widget = AssistantWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.set_checkpoint(tiny_model)
-    yield viewer, widget
-    widget.bridge.close()
-
-
 def _predict(qtbot, widget):
     widget.predict_btn.click()
     qtbot.waitUntil(lambda: widget._worker is None and widget.session is not None
@@ -77,7 +49,7 @@ def test_next_uncertain_slice_goes_to_the_top_ranked_slice(qtbot, assistant):
         areas = ((pred != 0) & (pred != 255)).reshape(len(pred), -1).sum(1)
         assert expected == int(areas.argmax())
     assert widget.next_uncertain_slice() == expected
-    assert widget._current_slice() == expected
+    assert widget.current_slice() == expected
     assert widget.uncertain_list.count() > 0
     assert widget.uncertain_list.item(0).text().startswith(f"slice {expected} ")
     if SUGGEST_BODY_FIRST:  # the list says why a low-entropy slice comes first
@@ -123,8 +95,8 @@ def test_full_loop_retrain_keeps_painted_slice_and_refreshes_others(qtbot, assis
         layer.refresh()
     painted = {z: layer.data[z].copy() for z in (3, 5, 7)}
     old_other = layer.data[[0, 1, 2, 4, 6, 8, 9]].copy()
-    widget.steps_spin.setValue(4)
-    widget.method_combo.setCurrentText("mean_teacher")
+    widget.retrain_form.steps.value = 4
+    widget.retrain_form.method.value = "mean_teacher"
     widget.retrain_btn.click()
     assert widget.bridge.running and widget.cancel_btn.isEnabled()
     # the user keeps painting while it trains
@@ -144,7 +116,7 @@ def test_full_loop_retrain_keeps_painted_slice_and_refreshes_others(qtbot, assis
     else:
         assert s.current == s.versions[0].id
         np.testing.assert_array_equal(layer.data[[0, 1, 2, 4, 6, 8, 9]], old_other)
-    assert "Step" in widget.status.text() or "version" in widget.status.text()
+    assert "step" in widget.status.text() or "version" in widget.status.text()
 
 
 def test_cancel_keeps_current_version(qtbot, assistant):
@@ -152,9 +124,9 @@ def test_cancel_keeps_current_version(qtbot, assistant):
     _predict(qtbot, widget)
     widget.go_to_slice(5)
     widget.accept_slice()
-    widget.steps_spin.setValue(2000)
+    widget.retrain_form.steps.value = 2000
     widget.retrain()
-    qtbot.waitUntil(lambda: "Step" in widget.status.text(), timeout=120000)
+    qtbot.waitUntil(lambda: "step" in widget.status.text(), timeout=120000)
     widget.cancel_btn.click()
     qtbot.waitUntil(lambda: not widget.training, timeout=60000)
     assert len(widget.session.versions) == 1
@@ -206,7 +178,7 @@ def test_a_full_disk_is_reported_once_and_predict_does_not_hang(qtbot, assistant
     """SimpleITK's silent full-disk writes are caught by the writer (tests/test_reliability.py,
     on a real tmpfs); here the widget must tell the user once and carry on."""
     import napari_semiseg._widget as widget_module
-    import napari_semiseg.session as session_module
+    import napari_semiseg.session_files as session_files
     from napari_semiseg.io import WriteError
 
     viewer, widget = assistant
@@ -217,7 +189,7 @@ def test_a_full_disk_is_reported_once_and_predict_does_not_hang(qtbot, assistant
     def full_disk(path, *args, **kwargs):
         raise WriteError(f"cannot write {path}: the disk is full (0 bytes free)")
 
-    monkeypatch.setattr(session_module, "write_volume", full_disk)
+    monkeypatch.setattr(session_files, "write_volume", full_disk)
     _predict(qtbot, widget)  # a second Predict on a full disk
     assert widget.status.text().startswith("Prediction ready")
     layer = viewer.layers[PREDICTION]
@@ -261,3 +233,29 @@ def test_a_failed_reopen_of_its_own_folder_keeps_autosaving(qtbot, assistant):
     widget.accept_btn.click()  # still saved where it was, repairing the broken file
     assert s.flush()
     assert Session.open(s.folder, autosave=False).labelled_slices(0) == [2, 3]
+
+
+def test_the_dock_leaves_two_thirds_of_a_1500_px_window_to_the_scan(make_napari_viewer, qtbot,
+                                                                     tmp_path, monkeypatch):
+    from napari_semiseg._widget import dock_assistant
+
+    monkeypatch.setenv("NAPARI_SEMISEG_HOME", str(tmp_path / "home"))
+    viewer = make_napari_viewer(show=True)
+    viewer.open(str(SAMPLES / "lgg/TCGA_CS_4941_19960909/images"), plugin=PLUGIN)
+    window = viewer.window._qt_window
+    window.resize(1500, 950)
+    widget = dock_assistant(viewer)
+    try:
+        titles = [s.header.text() for s in widget.sections.values()]
+        assert titles == ["Model and Predict", "Review and correct", "Retrain and versions",
+                          "Structures", "Slice tags", "Session"]  # the loop's order
+        for section in widget.sections.values():  # everything open: the dock scrolls
+            section.expand()
+        qtbot.wait(300)
+        assert window.width() == 1500 and window.height() == 950  # the window did not grow
+        assert widget.width() <= 1500 / 3, widget.width()
+        assert widget.retrain_btn.isVisible()
+        widget.sections["retrain"].expand(False)
+        assert not widget.retrain_btn.isVisible()
+    finally:
+        widget.bridge.close()

@@ -598,7 +598,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"classes {list(range(given, n_cls))} appear beyond the {given} classes given: "
               f"scored too", file=sys.stderr)
     # a class in neither prediction nor reference is not scored (n/a), never a free Dice of 1
-    per_case = {name: dice_hd95(p, r, n_cls, sp, empty_score=float("nan"))
+    per_case = {name: dice_hd95(p, r, n_cls, sp)
                 for name, p, r, sp in loaded}
     mean = mean_over_cases(list(per_case.values()))
     summary = {"cases": per_case, "mean": mean, "missing_predictions": missing,

@@ -31,32 +31,29 @@ from training.loop import (
     SUGGEST_COVERAGE,
     SUGGEST_MAIN_STRUCTURE,
     SUGGEST_PER_SLICE,
-    accept_retrain,
-    dice_score,
     finetune,
     keep_main_structure,
     rank_uncertain_slices,
-    score_slices,
-    shape_prior_prediction,
     sparse_labels,
     split_held_back,
     within_painted_extent,
 )
+from training.metrics import mean_dice
+from training.retrain import HELD_BACK_FRACTION, Shown, retrain_once
 
 Row = dict[str, Any]
 FUSE_WEIGHTS = (0.1, 0.2, 0.3, 0.5)  # the network's share when blended with interpolation
-HELD_BACK_FRACTION = 0.25  # the plugin's default (napari_semiseg.session.SessionSettings)
 
 
-def interpolation_effort(truth: np.ndarray, target: float, k_max: int, num_classes: int,
-                         axis: int = 0) -> tuple[int | None, float]:
+def interpolation_effort(truth: np.ndarray, target: float, k_max: int, axis: int = 0
+                         ) -> tuple[int | None, float]:
     """Smallest K of evenly spaced painted slices whose interpolation reaches ``target``
     (None if none up to ``k_max``), and the Dice at that K (or at ``k_max``)."""
     dice = 0.0
     for k in range(1, k_max + 1):
         painted = even_slices(truth, k, axis)
         filled = interpolate_between_slices(sparse_labels(truth, painted, axis), painted, axis)
-        dice = dice_score(filled, truth, num_classes)
+        dice = mean_dice(filled, truth)
         if dice >= target:
             return len(painted), dice
     return None, dice
@@ -112,7 +109,6 @@ def learning_effort(
 
     if hold_back_from is None:
         hold_back_from = 2 if model is not None else k_max + 1
-    num_classes = len(class_names)
     painted: list[int] = []
     retrain_s: list[float] = []
     rejected = 0
@@ -121,23 +117,13 @@ def learning_effort(
     uncertainty = None
     prediction = None
 
-    def predicted(path: str, shown: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """(labels as Retrain shows them, uncertainty): fused with the interpolation between
-        the ``shown`` slices when the plugin's shape prior is on."""
-        net, meta = load_checkpoint(path, device=device)
-        res = predict_volume(net, meta, image, device=device)
-        labels = res["labels"].copy()
-        if fuse_weight is not None:
-            labels = shape_prior_prediction(res["probabilities"],
-                                            sparse_labels(truth, shown, axis), fuse_weight,
-                                            axis=axis, ends=ends, main_piece=main_piece)
-        return labels, res["uncertainty"]
-
+    # Retrain shows the network, or its blend with the interpolation between the trained slices
+    shown = Shown(fuse_weight=fuse_weight, ends=ends, main_piece=main_piece, device=device)
     if current is not None:
         net, meta = load_checkpoint(current, device=device)
         res = predict_volume(net, meta, image, device=device)
         prediction, uncertainty = res["labels"], res["uncertainty"]
-        dice = dice_score(prediction, truth, num_classes)
+        dice = mean_dice(prediction, truth)
     trajectory: list[float] = []
     while dice < target and len(painted) < k_max:
         sees = prediction is not None and bool(((prediction != 0) & (prediction != IGNORE_INDEX))
@@ -163,30 +149,23 @@ def learning_effort(
         train_z, held = (split_held_back(painted, HELD_BACK_FRACTION, seed) if judged
                          else (list(painted), []))
         out = work / f"v{len(painted)}-{time.monotonic_ns()}.pt"
-        t0 = time.perf_counter()
-        candidate = finetune(current, image, sparse_labels(truth, train_z, axis), (),
-                             method=method, steps=steps, out_path=out, seed=seed,
-                             device=device, anchor=0.9, class_names=list(class_names),
-                             prior_ends=ends,
-                             other_labelled=earlier, **config)
-        retrain_s.append(time.perf_counter() - t0)
-        new_pred, new_unc = predicted(candidate, train_z)
-        adopted = True
-        if held:
-            old_pred, _ = predicted(current, train_z)
-            reference = sparse_labels(truth, held, axis)
-            adopted, _ = accept_retrain(
-                score_slices(old_pred, reference, held, axis, num_classes),
-                score_slices(new_pred, reference, held, axis, num_classes))
-        if adopted:
-            current, prediction, uncertainty = candidate, new_pred, new_unc
+        result = retrain_once(current, image, sparse_labels(truth, train_z, axis), out,
+                              reference=sparse_labels(truth, held, axis),
+                              held_back=[(axis, z) for z in held], method=method, steps=steps,
+                              seed=seed, shown=shown, class_names=list(class_names),
+                              other_labelled=earlier, **config)
+        assert result is not None  # nothing stops it
+        retrain_s.append(result.train_s)
+        if result.verdict.adopted:
+            current, prediction = result.checkpoint, result.prediction.copy()
+            uncertainty = result.uncertainty
         else:
             rejected += 1
         for z in painted:  # the user's slices are kept as painted
             idx = [slice(None)] * truth.ndim
             idx[axis] = z
             prediction[tuple(idx)] = truth[tuple(idx)]
-        dice = dice_score(prediction, truth, num_classes)
+        dice = mean_dice(prediction, truth)
         trajectory.append(dice)
     row = {"painted": len(painted), "slices": painted, "dice": dice, "rejected": rejected,
            "reached": dice >= target, "retrain_s": retrain_s, "trajectory": trajectory}
@@ -242,7 +221,7 @@ def effort_benchmark(
                                          earlier=list(earlier), **config)
             if replay:
                 earlier.append((image, sparse_labels(truth, row["slices"])))
-            k_interp, d_interp = interpolation_effort(truth, target, k_max, len(class_names))
+            k_interp, d_interp = interpolation_effort(truth, target, k_max)
             row.update({"case": name, "interp_painted": k_interp, "interp_dice": d_interp,
                         "wall_s": time.perf_counter() - t0})
             rows.append(row)
@@ -333,7 +312,6 @@ def fixed_k_rows(
     from training.new_model import new_model
 
     rows = []
-    n = len(class_names)
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         for i, (name, image, truth) in enumerate(cases):
             painted = even_slices(truth, k)
@@ -351,18 +329,18 @@ def fixed_k_rows(
             res = predict_volume(net, meta, image, device=device)
             pred = res["labels"]
             row = {"case": name, "painted": painted, "train_s": train_s,
-                   "learning": dice_score(pred[rest], truth[rest], n),
-                   "interpolation": dice_score(interp[rest], truth[rest], n),
+                   "learning": mean_dice(pred[rest], truth[rest]),
+                   "interpolation": mean_dice(interp[rest], truth[rest]),
                    "fused": {}}
             for w in FUSE_WEIGHTS:  # the network blended with the soft interpolation
                 fused = fuse_with_interpolation(res["probabilities"], sparse, weight=w)
-                row["fused"][w] = dice_score(fused[rest], truth[rest], n)
+                row["fused"][w] = mean_dice(fused[rest], truth[rest])
                 # ... keeping only its main 3-D piece and the pieces on painted slices
                 main = keep_main_structure(fused, sparse)
-                row["fused"][f"{w} main"] = dice_score(main[rest], truth[rest], n)
+                row["fused"][f"{w} main"] = mean_dice(main[rest], truth[rest])
                 # ... and nothing beyond the outermost painted slices (what interpolation knows)
                 inside = within_painted_extent(main, sparse)
-                row["fused"][f"{w} main extent"] = dice_score(inside[rest], truth[rest], n)
+                row["fused"][f"{w} main extent"] = mean_dice(inside[rest], truth[rest])
             rows.append(row)
             if log:
                 log(f"{name}: learning {row['learning']:.3f}, interpolation "

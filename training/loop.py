@@ -1,8 +1,8 @@
-"""The interactive loop's logic on plain arrays: pick slices, build sparse labels, judge a retrain.
+"""The interactive loop's logic on plain arrays: pick slices, build sparse labels, fine-tune.
 
-Shared by the napari session (``napari_semiseg.session``), the background retrain
-(``napari_semiseg.training_bridge``) and the simulated clinician (``training.simulate``), so the
-plugin and the benchmark make the same decisions. No Qt, no napari.
+Shared by the napari session (``napari_semiseg.session``) and the one Retrain
+(:mod:`training.retrain`) that the plugin and the benchmarks call, so they make the same
+decisions. No Qt, no napari.
 
 A "slice" is ``(axis, index)`` of a (z, y, x) volume; label value 255 means "not annotated".
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -344,80 +344,6 @@ def split_held_back(
     held = sorted(random.Random(seed).sample(items, n_held))
     train = [s for s in items if s not in set(held)]
     return train, held
-
-
-# ----- scores ------------------------------------------------------------------------------------
-
-
-def dice_score(prediction: np.ndarray, reference: np.ndarray, num_classes: int | None = None
-               ) -> float:
-    """Mean foreground Dice over classes present in either array, on annotated voxels only.
-
-    Voxels where ``reference`` is 255 are ignored. When neither holds any foreground the
-    prediction is perfect (1.0). ``num_classes`` never hides a class found in either array
-    (:func:`training.metrics.classes_to_score`).
-    """
-    from training.metrics import classes_to_score
-
-    pred = np.asarray(prediction)
-    ref = np.asarray(reference)
-    if pred.shape != ref.shape:
-        raise ValueError(f"prediction {pred.shape} and reference {ref.shape} differ in shape")
-    valid = ref != IGNORE_INDEX
-    pred, ref = pred[valid], ref[valid]
-    classes = (range(1, classes_to_score([(pred, ref)], num_classes)) if num_classes else
-               sorted((set(np.unique(pred).tolist()) | set(np.unique(ref).tolist())) - {0}))
-    scores = []
-    for c in classes:
-        p, r = pred == c, ref == c
-        denom = int(p.sum()) + int(r.sum())
-        if denom == 0:
-            continue
-        scores.append(2.0 * int(np.logical_and(p, r).sum()) / denom)
-    return float(np.mean(scores)) if scores else 1.0
-
-
-def score_slices(
-    prediction: np.ndarray,
-    reference: np.ndarray,
-    slices: Iterable[Any],
-    axis: int = 0,
-    num_classes: int | None = None,
-) -> dict[Any, float]:
-    """Dice per slice, ``{slice: dice}``. Slices are indices along ``axis`` or (axis, index)."""
-    out: dict[Any, float] = {}
-    for s in slices:
-        ax, i = (s if isinstance(s, tuple) else (axis, s))
-        sl = slice_index(np.ndim(prediction), ax, int(i))
-        out[s] = dice_score(np.asarray(prediction)[sl], np.asarray(reference)[sl], num_classes)
-    return out
-
-
-def mean_score(scores: Mapping[Any, float] | float | None) -> float | None:
-    if scores is None:
-        return None
-    if isinstance(scores, Mapping):
-        return float(np.mean(list(scores.values()))) if scores else None
-    return float(scores)
-
-
-def accept_retrain(
-    old_scores: Mapping[Any, float] | float | None,
-    new_scores: Mapping[Any, float] | float | None,
-    tolerance: float = 0.0,
-) -> tuple[bool, str]:
-    """Should the retrained model replace the old one? Compares Dice on held-back slices.
-
-    Rejects when the new mean Dice is below the old one by more than ``tolerance``. With no
-    held-back slice there is nothing to judge by, and the retrain is accepted (and says so).
-    """
-    old, new = mean_score(old_scores), mean_score(new_scores)
-    if old is None or new is None:
-        return True, "adopted: no held-back labelled slice to check it against"
-    if new + tolerance < old:
-        return False, (f"rejected: Dice on held-back labelled slices fell from {old:.3f} to "
-                       f"{new:.3f}; the previous model stays current")
-    return True, f"adopted: Dice on held-back labelled slices {old:.3f} -> {new:.3f}"
 
 
 # ----- fine-tuning -------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
-"""Per-class Dice and HD95 with MONAI, with explicit rules for empty structures.
+"""Dice and HD95, with one rule for empty structures used by every score in the project.
 
-Rules: a class absent from both prediction and reference scores Dice 1 and HD95 0 (or NaN = not
-scored, with ``empty_score=nan``, which ``semiseg evaluate`` uses); a class present
-in only one of them scores Dice 0 and HD95 = the volume diagonal (worst case, in spacing units).
-Reference voxels labelled 255 (not annotated) are excluded from both. Which classes are scored
-at all is :func:`classes_to_score`: every class in the prediction or the reference.
+The rule (:func:`dice`): a class absent from both prediction and reference is not scored (NaN,
+left out of every mean); a class present in only one of them scores Dice 0 (and HD95 the volume
+diagonal, the worst case, in spacing units). Reference voxels labelled 255 (not annotated) are
+excluded from both. Which classes are scored at all is :func:`classes_to_score`: every class in
+the prediction or the reference.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
-from monai.metrics import DiceMetric, compute_hausdorff_distance
+from monai.metrics import compute_hausdorff_distance
 
 from training import IGNORE_INDEX
 
@@ -51,9 +51,9 @@ def dice_hd95(
     reference: np.ndarray,
     num_classes: int,
     spacing: Sequence[float] | None = None,
-    empty_score: float = 1.0,
 ) -> dict[str, list[float]]:
-    """Dice and HD95 for classes 1..C-1 of one (z, y, x) (or 2D) label volume pair."""
+    """Dice and HD95 for classes 1..C-1 of one (z, y, x) (or 2D) label volume pair; NaN for a
+    class that is not scored (:func:`dice`)."""
     pred = np.asarray(pred)
     ref = np.asarray(reference)
     if pred.shape != ref.shape:
@@ -64,23 +64,17 @@ def dice_hd95(
         ref = np.where(ignore, 0, ref)
     sp = list(spacing) if spacing is not None else [1.0] * ref.ndim
     diagonal = float(np.sqrt(sum((s * n) ** 2 for s, n in zip(sp, ref.shape, strict=True))))
-    dice_metric = DiceMetric(include_background=True, reduction="none")
     dices, hds = [], []
     for c in range(1, num_classes):
-        p, r = _one_hot(pred, c), _one_hot(ref, c)
-        ps, rs = bool(p.any()), bool(r.any())
-        if not ps and not rs:
-            dices.append(empty_score)
-            hds.append(0.0 if empty_score == 1.0 else float("nan"))
+        p, r = pred == c, ref == c
+        dices.append(dice(p, r))
+        if not (p.any() and r.any()):  # not scored, or found in only one: no distance
+            hds.append(float("nan") if np.isnan(dices[-1]) else diagonal)
             continue
-        if ps != rs:
-            dices.append(0.0)
-            hds.append(diagonal)
-            continue
-        dices.append(float(dice_metric(p, r).item()))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            hd = compute_hausdorff_distance(p, r, include_background=True, percentile=95,
+            hd = compute_hausdorff_distance(_one_hot(pred, c), _one_hot(ref, c),
+                                            include_background=True, percentile=95,
                                             spacing=sp)
         hds.append(float(hd.item()))
     return {"dice": dices, "hd95": hds}
@@ -97,3 +91,27 @@ def mean_over_cases(per_case: Sequence[dict[str, list[float]]]) -> dict[str, lis
         n = np.sum(~np.isnan(a), axis=0)
         out[k] = np.where(n > 0, np.nansum(a, axis=0) / np.maximum(n, 1), np.nan).tolist()
     return out
+
+
+def dice(prediction: np.ndarray, reference: np.ndarray) -> float:
+    """Dice of two boolean masks: NaN (not scored) when both are empty, 0 when only one is.
+
+    The project's one rule for empty structures: "nothing there, nothing found" is neither a
+    success (1) nor a failure (0), so it is left out of every mean.
+    """
+    p, r = np.asarray(prediction, bool), np.asarray(reference, bool)
+    total = int(p.sum()) + int(r.sum())
+    return float("nan") if total == 0 else 2.0 * int(np.logical_and(p, r).sum()) / total
+
+
+def mean_dice(prediction: np.ndarray, reference: np.ndarray) -> float:
+    """Mean :func:`dice` over the structures (values other than 0 and 255) found in either
+    label array, on the voxels the reference annotates (not 255); NaN when none is found."""
+    pred, ref = np.asarray(prediction), np.asarray(reference)
+    if pred.shape != ref.shape:
+        raise ValueError(f"prediction {pred.shape} and reference {ref.shape} differ in shape")
+    annotated = ref != IGNORE_INDEX
+    pred, ref = pred[annotated], ref[annotated]
+    found = (set(np.unique(pred).tolist()) | set(np.unique(ref).tolist())) - {0, IGNORE_INDEX}
+    scores = [dice(pred == c, ref == c) for c in sorted(found)]
+    return float(np.mean(scores)) if scores else float("nan")

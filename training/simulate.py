@@ -1,9 +1,10 @@
 """The simulated clinician: measure what K corrected slices and one retrain buy on a new volume.
 
 Per test volume: predict; "correct" K slices chosen by a strategy (copy their ground truth, as a
-perfect clinician would); fine-tune on those sparse labels with :func:`training.loop.finetune`
-(the same call the plugin's Retrain makes); report the Dice on the slices that were **not**
-corrected, before and after, and the wall time. ``semiseg simulate`` runs it from the shell.
+perfect clinician would); retrain on those sparse labels with
+:func:`training.retrain.retrain_once` (what the plugin's Retrain runs, with its defaults);
+report the Dice on the slices that were **not** corrected, before and after, and the wall time.
+``semiseg simulate`` runs it from the shell.
 """
 
 from __future__ import annotations
@@ -18,30 +19,21 @@ from typing import Any
 
 import numpy as np
 
-from training.loop import (
-    STRATEGIES,
-    accept_retrain,
-    choose_slices,
-    dice_score,
-    finetune,
-    score_slices,
-    sparse_labels,
-    split_held_back,
-)
+from training.loop import STRATEGIES, choose_slices, sparse_labels, split_held_back
+from training.metrics import mean_dice
+from training.retrain import ANCHOR_CONFIDENCE, HELD_BACK_FRACTION, Shown, retrain_once
 
 Row = dict[str, Any]
 
 
 def uncorrected_dice(
     prediction: np.ndarray, truth: np.ndarray, corrected: Sequence[int], axis: int = 0,
-    num_classes: int | None = None,
 ) -> float:
     """Mean foreground Dice over the volume without its corrected slices."""
     keep = [i for i in range(truth.shape[axis]) if i not in set(corrected)]
     if not keep:
         return float("nan")
-    return dice_score(np.take(prediction, keep, axis=axis), np.take(truth, keep, axis=axis),
-                      num_classes)
+    return mean_dice(np.take(prediction, keep, axis=axis), np.take(truth, keep, axis=axis))
 
 
 def synthetic_case(shape: Sequence[int] = (8, 32, 32), seed: int = 0, noise: float = 0.35
@@ -76,6 +68,7 @@ def simulate_case(
     hold_back: bool = False,
     work_dir: str | Path | None = None,
     name: str = "",
+    anchor: float | None = ANCHOR_CONFIDENCE,
     **config: Any,
 ) -> Row:
     """Play the clinician on one volume; returns one result row.
@@ -89,40 +82,32 @@ def simulate_case(
 
     t0 = time.perf_counter()
     model, meta = load_checkpoint(model_path, device=device)
-    num_classes = int(meta["network"]["num_classes"])
     before = predict_volume(model, meta, image, mc_samples=mc_samples, device=device)
     t_predict = time.perf_counter() - t0
     chosen = choose_slices(strategy, corrections, truth.shape[axis], before["uncertainty"],
                            axis=axis, seed=seed)
-    train_slices, held = (split_held_back(chosen, seed=seed) if hold_back else (chosen, []))
-    dice_before = uncorrected_dice(before["labels"], truth, chosen, axis, num_classes)
-
+    train_slices, held = (split_held_back(chosen, HELD_BACK_FRACTION, seed) if hold_back
+                          else (chosen, []))
+    dice_before = uncorrected_dice(before["labels"], truth, chosen, axis)
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
-        t1 = time.perf_counter()
-        ckpt = finetune(model_path, image, sparse_labels(truth, train_slices, axis), (),
-                        method=method, steps=retrain_steps, out_path=Path(tmp) / "model.pt",
-                        seed=seed, device=device, **config)
-        t_train = time.perf_counter() - t1
-        if ckpt is None:
-            raise RuntimeError("fine-tuning stopped before its first step")
-        model2, meta2 = load_checkpoint(ckpt, device=device)
-        t2 = time.perf_counter()
-        after = predict_volume(model2, meta2, image, mc_samples=mc_samples, device=device)
-        t_predict2 = time.perf_counter() - t2
-    dice_after = uncorrected_dice(after["labels"], truth, chosen, axis, num_classes)
-    adopted = True
-    if held:
-        reference = sparse_labels(truth, held, axis)
-        ok, _ = accept_retrain(score_slices(before["labels"], reference, held, axis),
-                               score_slices(after["labels"], reference, held, axis))
-        adopted = ok
+        result = retrain_once(model_path, image, sparse_labels(truth, train_slices, axis),
+                              Path(tmp) / "model.pt", reference=sparse_labels(truth, held, axis),
+                              held_back=[(axis, i) for i in held], method=method,
+                              steps=retrain_steps, seed=seed,
+                              shown=Shown(mc_samples=mc_samples, device=device), anchor=anchor,
+                              **config)
+    if result is None:
+        raise RuntimeError("fine-tuning stopped before its first step")
+    dice_after = uncorrected_dice(result.prediction, truth, chosen, axis)
+    adopted = result.verdict.adopted
     return {
         "case": name, "strategy": strategy, "corrections": len(chosen), "method": method,
         "steps": retrain_steps, "slices": chosen, "held_back": held,
         "dice_before": dice_before, "dice_after": dice_after,
-        "delta": dice_after - dice_before, "adopted": adopted,
+        "delta": dice_after - dice_before, "adopted": adopted, "reason": result.verdict.reason,
         "dice_kept": dice_after if adopted else dice_before,
-        "retrain_s": t_train, "predict_s": t_predict2, "wall_s": time.perf_counter() - t0,
+        "retrain_s": result.train_s, "predict_s": result.predict_s,
+        "wall_s": time.perf_counter() - t0,
         "first_predict_s": t_predict,
     }
 
@@ -229,9 +214,11 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--hold-back", action="store_true",
                    help="also apply the plugin's adopt/reject rule on held-back slices")
     p.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate")
-    p.add_argument("--anchor", type=float, default=None, metavar="CONF",
+    p.add_argument("--anchor", type=float, default=ANCHOR_CONFIDENCE, metavar="CONF",
                    help="keep the start model's voxels of confidence >= CONF as pseudo-labels "
-                        "off the corrected slices (what the plugin's Retrain does)")
+                        "off the corrected slices (default: the plugin's, %(default)s)")
+    p.add_argument("--no-anchor", dest="anchor", action="store_const", const=None,
+                   help="fine-tune on the corrected slices alone")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None, help="write the Markdown table to this file")
     p.set_defaults(func=run_from_args)
@@ -247,14 +234,12 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.cases:
         cases = int(args.cases) if str(args.cases).isdigit() else args.cases.split(",")
     extra: dict[str, Any] = {"lr": args.lr} if args.lr is not None else {}
-    if args.anchor is not None:
-        extra["anchor"] = args.anchor
     try:
         rows = run_simulation(
             args.data, args.model, args.corrections, args.strategy, args.retrain_steps,
             args.method, cases=cases, seed=args.seed, split=args.split, axis=args.axis,
             device=None if args.device == "auto" else args.device, hold_back=args.hold_back,
-            log=lambda m: print(m, file=sys.stderr, flush=True), **extra,
+            anchor=args.anchor, log=lambda m: print(m, file=sys.stderr, flush=True), **extra,
         )
     except (DataError, CheckpointError, ValueError) as exc:
         print(f"semiseg simulate: error: {exc}", file=sys.stderr)
@@ -265,7 +250,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         header = (f"`semiseg simulate --data {args.data} --model {args.model} --corrections "
                   f"{args.corrections} --strategy {args.strategy} --retrain-steps "
                   f"{args.retrain_steps} --method {args.method} --cases {args.cases}"
-                  + (f" --anchor {args.anchor}" if args.anchor is not None else "") + "`\n\n")
+                  + (f" --anchor {args.anchor}" if args.anchor is not None else " --no-anchor")
+                  + "`\n\n")
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(header + table + "\n", encoding="utf-8")
     return 0

@@ -40,11 +40,12 @@ from training.localise import (
     combine,
     hit_rate,
 )
+from training.metrics import dice
 from training.normalization import DEFAULT_NORMALIZATION, normalize_intensity
 from training.tags import read_tags
 from training.trainer import TrainConfig, train
 from training.weak import train_from_tags
-from training.weak_masks import dice, weak_masks
+from training.weak_masks import weak_masks
 
 
 def load_patients(root: str | Path, tag_file: str | Path | None = None) -> dict[str, dict]:

@@ -165,9 +165,3 @@ def combine_labels(user: np.ndarray, weak_encoded: np.ndarray) -> np.ndarray:
     user = np.asarray(user)
     return np.where(user != IGNORE_INDEX, user, weak_encoded).astype(np.uint8)
 
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Binary Dice of two masks; 1.0 when both are empty."""
-    a, b = np.asarray(a).astype(bool), np.asarray(b).astype(bool)
-    s = a.sum() + b.sum()
-    return 1.0 if s == 0 else float(2 * (a & b).sum() / s)

@@ -1,0 +1,76 @@
+"""The one Retrain: its judgement, and the dock's child and the benchmark giving the same result."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_semiseg.retrain_job import make_job, run_retrain
+from napari_semiseg.session import Session, Settings
+from training.retrain import ACCEPT_TOLERANCE, judge, mean_score, score_slices
+from training.simulate import simulate_case, synthetic_case, uncorrected_dice
+
+
+def test_a_retrain_that_does_worse_on_held_back_slices_is_rejected():
+    v = judge({3: 0.8, 5: 0.6}, {3: 0.6, 5: 0.5})
+    assert not v.adopted and "rejected" in v.reason
+    assert v.old_score == pytest.approx(0.7) and v.new_score == pytest.approx(0.55)
+    assert judge({3: 0.8}, {3: 0.79}, tolerance=0.02).adopted  # within the noise
+    assert not judge({3: 0.8}, {3: 0.79}, tolerance=0.0).adopted
+    assert judge({3: 0.8}, {3: 0.8 - ACCEPT_TOLERANCE / 2}).adopted  # the product's tolerance
+    v = judge({}, {})
+    assert v.adopted and "no held-back" in v.reason
+
+
+def test_held_back_slices_without_structure_judge_by_what_each_model_paints():
+    ref = np.zeros((3, 8, 8), np.uint8)  # the user painted three empty slices
+    nothing, specks = np.zeros_like(ref), np.zeros_like(ref)
+    specks[1, 2, 2] = 1
+    assert np.isnan(score_slices(nothing, ref, [0])[0])  # nothing there, nothing found
+    assert score_slices(specks, ref, [1])[1] == 0.0  # a structure where there is none
+    slices = [0, 1, 2]
+    paints = judge(score_slices(nothing, ref, slices), score_slices(specks, ref, slices))
+    assert not paints.adopted and "left empty" in paints.reason
+    cleans = judge(score_slices(specks, ref, slices), score_slices(nothing, ref, slices))
+    assert cleans.adopted
+    assert mean_score({0: float("nan"), 1: 0.5}) == 0.5 and mean_score({0: float("nan")}) is None
+
+
+@pytest.fixture
+def tiny_model(tmp_path) -> str:
+    from training.checkpoint import save_checkpoint
+    from training.networks import UNet
+
+    torch.manual_seed(0)
+    meta = {"num_classes": 2, "class_names": ["background", "disc"], "dims": 2,
+            "size": [32, 32],
+            "normalization": {"kind": "percentile_zscore", "low": 0.5, "high": 99.5}}
+    return save_checkpoint(tmp_path / "tiny.pt", UNet(2, 1, 2, base=4, depth=2, dropout=0.1),
+                           meta)
+
+
+def test_the_benchmark_and_the_docks_training_process_give_the_same_result(tiny_model,
+                                                                         tmp_path):
+    """`semiseg simulate` and the dock's Retrain run the same job through one function: the
+    same held-back slices, the same new prediction, the same verdict."""
+    image, truth = synthetic_case((6, 32, 32), seed=3)
+    tiny = {"labeled_bs": 2, "unlabeled_bs": 2}
+    row = simulate_case(image, truth, tiny_model, corrections=3, strategy="even",
+                        retrain_steps=3, method="supervised", seed=0, device="cpu",
+                        hold_back=True, **tiny)
+    # the same job in the dock: the clinician's slices painted, Retrain clicked
+    s = Session(image, folder=tmp_path / "session", settings=Settings(method="supervised"))
+    s.add_version(tiny_model, note="starting model")
+    for z in row["slices"]:
+        s.mark_labelled(0, z, truth[z])
+    job = make_job(s, tmp_path / "job", steps=3, preview_every=0, device="cpu", **tiny)
+    assert [i for _, i in job.held_back] == row["held_back"]
+    events: list[dict] = []  # the training process's target, run here (tests/test_bridge.py
+    run_retrain(job, events.append, lambda: False)  # runs it in a real process)
+    done = events[-1]
+    assert done["type"] == "done", events
+    dock = uncorrected_dice(np.load(done["prediction"]), truth, row["slices"])
+    assert dock == pytest.approx(row["dice_after"], abs=1e-12)
+    assert (done["adopted"], done["reason"]) == (row["adopted"], row["reason"])
+    s.close()
