@@ -26,8 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
 
-    from training.benchmark import evaluate_split
-    from training.checkpoint import read_meta
+    from training.bench.benchmark import evaluate_split
+    from training.engine.checkpoint import read_meta
 
     rows = []
     for teacher in sorted(Path(a.runs).glob("*.teacher.pt")):

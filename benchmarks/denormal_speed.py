@@ -27,9 +27,9 @@ MODELS = ROOT / "napari_semiseg" / "models"
 _CHILD = """
 import json, sys, time
 import numpy as np
-from training.checkpoint import load_checkpoint
-from training.inference import predict_volume
-from training.speed import benchmark_volume
+from training.engine.checkpoint import load_checkpoint
+from training.engine.inference import predict_volume
+from training.bench.speed import benchmark_volume
 model, meta = load_checkpoint(sys.argv[1], device="cpu")
 volume = benchmark_volume(sys.argv[2], [int(v) for v in sys.argv[3:6]])
 predict_volume(model, meta, volume, device="cpu", probabilities=False)  # warm-up

@@ -53,7 +53,7 @@ def _labeled(spec: str) -> str:
 def cmd_pack(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from training.data import (
+    from training.engine.data import (
         class_names_from_index,
         patient_stacks,
         read_stack,
@@ -89,8 +89,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from training.data import TrainData
-    from training.trainer import TrainConfig, train
+    from training.engine.data import TrainData
+    from training.fit.trainer import TrainConfig, train
 
     pack = np.load(args.pack)
     meta = json.loads(bytes(pack["meta"]).decode())

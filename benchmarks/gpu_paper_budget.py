@@ -51,9 +51,9 @@ def _engine_imports() -> None:
 def cmd_pack(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from training.benchmark import labelled_patients
-    from training.data import class_names_from_index, scan_dataset, select_labeled
-    from training.io import read_image, read_labels
+    from training.bench.benchmark import labelled_patients
+    from training.core.io import read_image, read_labels
+    from training.engine.data import class_names_from_index, scan_dataset, select_labeled
 
     cases = [c for c in scan_dataset(args.data) if c.split == "train"]
     arrays, names = {}, []
@@ -90,7 +90,7 @@ def _load_pack(path: str):
 
 
 def _train_data(arm: str, info: dict, vols: dict, labelled_set: int):
-    from training.data import TrainData
+    from training.engine.data import TrainData
 
     chosen = set(info["sets"][str(labelled_set)]["cases"])
     if arm == "all-labelled":
@@ -105,7 +105,7 @@ def _train_data(arm: str, info: dict, vols: dict, labelled_set: int):
 
 def _config(args, arm: str, seed: int, steps: int, precision: str, checkpoint: str,
             warmup: float | None = None):
-    from training.trainer import TrainConfig, method_settings
+    from training.fit.trainer import TrainConfig, method_settings
 
     settings = method_settings("bcp" if arm == "bcp" else "supervised")
     if warmup is not None:
@@ -135,7 +135,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     _engine_imports()
     import torch
 
-    from training.trainer import train
+    from training.fit.trainer import train
 
     torch.set_num_threads(args.threads)
     out, work = Path(args.out), Path(args.work)
@@ -185,7 +185,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     wall = time.time() - t0
     if path:
         shutil.copy(path, out / f"{rid}.pt")
-    from training.checkpoint import read_checkpoint
+    from training.engine.checkpoint import read_checkpoint
 
     done = int(read_checkpoint(path)["meta"]["steps_done"]) if path else 0
     result = {"run": rid, "steps_planned": steps, "steps_done": done, "precision": precision,
@@ -279,7 +279,7 @@ def _shared_flags(args) -> list[str]:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from training.benchmark import evaluate_split, machine_description
+    from training.bench.benchmark import evaluate_split, machine_description
 
     folder = Path(args.results)
     summary = json.loads((folder / "summary.json").read_text())

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from training.checkpoint import read_meta
-from training.data import scan_dataset
-from training.io import Geometry, read_image, read_labels, write_volume
+from training.core.io import Geometry, read_image, read_labels, write_volume
+from training.engine.checkpoint import read_meta
+from training.engine.data import scan_dataset
 
 MODELS = Path(__file__).resolve().parents[1] / "napari_semiseg" / "models"
 DATA = {"acdc_unet2d.pt": "acdc", "la_unet2d.pt": "left_atrium_2018",

@@ -41,8 +41,8 @@ def main(argv=None) -> int:
 
     from napari_semiseg._widget import FIRST_PREVIEW_S, NEW, NEW_MODEL_STEPS, dock_assistant
     from napari_semiseg.io import read_volume
-    from training.interpolation import even_slices, interpolate_between_slices
-    from training.metrics import dice
+    from training.engine.metrics import dice
+    from training.interactive.interpolation import even_slices, interpolate_between_slices
 
     truth = read_volume(ROOT / SCANS[args.scan][1]).data.astype(np.uint8)
     picks = even_slices(truth, args.k)

@@ -2,7 +2,7 @@
 
 Predicts each scan once (the dock's Predict: ``predict_volume(probabilities=False)``) and scores
 the labels as they are, with the largest 3-D piece of all structures, and with each class's
-largest piece (``training.postprocess``), by the same 3-D Dice / HD95 per scan as the card.
+largest piece (``training.engine.postprocess``), by the same 3-D Dice / HD95 per scan as the card.
 
     PYTHONPATH=. .venv/bin/python benchmarks/postprocess_choice.py --model M.pt --data DIR \
         --split val --out benchmarks/results/FILE.md
@@ -26,11 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
 
-    from training.checkpoint import load_checkpoint
-    from training.inference import predict_volume
-    from training.metrics import classes_to_score, dice_hd95
-    from training.model_card import dataset_scans
-    from training.postprocess import POSTPROCESS_MODES, keep_main_pieces
+    from training.engine.checkpoint import load_checkpoint
+    from training.engine.inference import predict_volume
+    from training.engine.metrics import classes_to_score, dice_hd95
+    from training.engine.postprocess import POSTPROCESS_MODES, keep_main_pieces
+    from training.library.model_card import dataset_scans
 
     model, meta = load_checkpoint(a.model, device="cpu")
     n = int(meta["num_classes"])

@@ -51,9 +51,9 @@ def run_arm(arm: str, seed: int, data_dir: str, labeled: str | None, steps: int,
     import torch
 
     torch.set_num_threads(1)
-    from training.benchmark import evaluate_split
-    from training.data import load_train_data, scan_dataset
-    from training.trainer import TrainConfig, train
+    from training.bench.benchmark import evaluate_split
+    from training.engine.data import load_train_data, scan_dataset
+    from training.fit.trainer import TrainConfig, train
 
     cache = Path(workdir) / f"{arm}_seed{seed}.json"
     if cache.exists():
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(a, s) for s in range(args.seeds) for a in args.arms]
     from concurrent.futures import ProcessPoolExecutor
 
-    from training.data import class_names_from_index
+    from training.engine.data import class_names_from_index
 
     names = (class_names_from_index(args.data) or ["background", "structure"])[1:]
     command = "python " + " ".join(["benchmarks/recipe_ablation.py", *(argv or sys.argv[1:])])

@@ -19,10 +19,10 @@ from statistics import median
 
 import torch
 
-from training.augment import Augmentation
-from training.benchmark import machine_description
-from training.data import ResizedSliceSampler, load_train_data
-from training.patches import SliceSampler
+from training.bench.benchmark import machine_description
+from training.engine.augment import Augmentation
+from training.engine.data import ResizedSliceSampler, load_train_data
+from training.engine.patches import SliceSampler
 
 
 def _per_batch(sampler, n: int) -> float:

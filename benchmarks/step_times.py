@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from training.data import load_train_data
+from training.engine.data import load_train_data
+from training.engine.networks import count_parameters
+from training.fit.trainer import TrainConfig, train
 from training.methods import METHODS
-from training.networks import count_parameters
-from training.trainer import TrainConfig, train
 
 
 def main() -> int:
@@ -45,7 +45,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.methods:
             per_step, path = _time_steps(name, data, args, args.precisions[0], tmp)
-            from training.checkpoint import load_checkpoint
+            from training.engine.checkpoint import load_checkpoint
 
             model, _ = load_checkpoint(path)
             rows.append((name, per_step, count_parameters(model)))
@@ -88,8 +88,8 @@ def _time_steps(name: str, data, args, precision: str, tmp: str) -> tuple[float,
 def compare_precisions(args) -> int:
     from statistics import median
 
-    from training.benchmark import machine_description
-    from training.cpu_math import cpu_has_fast_bf16
+    from training.bench.benchmark import machine_description
+    from training.core.cpu_math import cpu_has_fast_bf16
 
     data = load_train_data(args.data, "3")
     rows = []

@@ -70,7 +70,7 @@ def main() -> int:
     seconds = time.perf_counter() - t0
     warnings = [ln.strip() for ln in log.read_text().splitlines() if "WARNING" in ln]
 
-    from training.weak_benchmark import _predict, _scores, load_patients
+    from training.bench.weak_benchmark import _predict, _scores, load_patients
 
     patients = load_patients(args.data)
     lines = ["# Weak labels with the command's defaults, on unseen LGG patients", "",

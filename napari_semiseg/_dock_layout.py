@@ -112,7 +112,7 @@ class DockLayout(QWidget):
         return hint
 
     def _model_section(self) -> QWidget:
-        from training.device import pick_device
+        from training.core.device import pick_device
 
         box, form = _box(QFormLayout)
         self.image_combo = _narrow(QComboBox())

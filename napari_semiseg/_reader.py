@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training.dicom import (
+from training.core.dicom import (
     SeriesInfo,
     file_series,
     is_seg_file,
@@ -133,7 +133,7 @@ def read_dicom_file(path) -> list[tuple]:
 
 def seg_layer_data(path: Path) -> tuple:
     """A DICOM-SEG as a Labels layer on the open image of the series it references."""
-    from training.dicom_seg import find_series, read_seg, referenced_series
+    from training.core.dicom_seg import find_series, read_seg, referenced_series
 
     from .colors import label_colormap
 

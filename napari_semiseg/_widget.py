@@ -21,10 +21,10 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QFileDialog, QWidget
 
-from training.atomic import atomic_write
-from training.model_card import describe
-from training.new_model import is_untrained
-from training.retrain import SHAPE_PRIOR_WEIGHT
+from training.core.atomic import atomic_write
+from training.interactive.new_model import is_untrained
+from training.interactive.retrain import SHAPE_PRIOR_WEIGHT
+from training.library.model_card import describe
 
 from ._dock_layout import AUTO, CHECKPOINT, NEW, DockLayout
 from .colors import label_colormap
@@ -48,8 +48,8 @@ RETRAIN, PREDICT = "Retrain", "Predict"
 
 @thread_worker(progress={"desc": "Predicting"})
 def _predict(model_path: str, image: np.ndarray, mc_samples: int) -> dict:
-    from training.checkpoint import load_checkpoint
-    from training.inference import predict_volume
+    from training.engine.checkpoint import load_checkpoint
+    from training.engine.inference import predict_volume
 
     model, meta = load_checkpoint(model_path)
     return predict_volume(model, meta, image, mc_samples=mc_samples, probabilities=False)
@@ -163,7 +163,7 @@ class AssistantWidget(DockLayout):
         if not path:
             self.model_combo.setCurrentText(AUTO)
             return
-        from training.checkpoint import CheckpointError, read_checkpoint
+        from training.engine.checkpoint import CheckpointError, read_checkpoint
 
         try:
             read_checkpoint(path)  # refuse a corrupt file now, not at Predict
@@ -251,7 +251,7 @@ class AssistantWidget(DockLayout):
         prediction layer (all "not annotated") to paint on."""
         import tempfile
 
-        from training.new_model import new_model
+        from training.interactive.new_model import new_model
 
         from .default_model import new_model_start
 
@@ -314,7 +314,7 @@ class AssistantWidget(DockLayout):
         for warning in session.warnings:
             show_warning(warning)
         if not session.settings.class_names and session.current_model_path:
-            from training.checkpoint import read_meta
+            from training.engine.checkpoint import read_meta
 
             try:
                 names = read_meta(session.current_model_path).get("class_names")

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from training.io import SEG_SUFFIX
+from training.core.io import SEG_SUFFIX
 
 from .io import NOT_ANNOTATED, DataError, Geometry, has_suffix, write_volume
 
@@ -72,8 +72,8 @@ def write_seg_layer(path: str, labels: np.ndarray, meta: dict) -> str:
     """A Labels layer as a DICOM-SEG on its scan's series; "not annotated" is no segment."""
     from napari.utils.notifications import show_info
 
-    from training.dicom import is_series_folder
-    from training.dicom_seg import segments_for, write_seg
+    from training.core.dicom import is_series_folder
+    from training.core.dicom_seg import segments_for, write_seg
 
     geometry = layer_geometry(labels, meta)
     if not geometry.source or not is_series_folder(geometry.source):

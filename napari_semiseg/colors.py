@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from napari.utils.colormaps import DirectLabelColormap
 
-from training.palette import CLASS_COLORS, class_color
+from training.core.palette import CLASS_COLORS, class_color
 
 from .io import NOT_ANNOTATED
 

@@ -74,8 +74,8 @@ def is_out_of_memory(exc: BaseException) -> bool:
 def error_event(exc: BaseException) -> Event:
     """An ``error`` event the user can read, with the traceback kept for the log."""
     # light imports only: this also runs in children that never loaded torch
-    from training.io import DataError
-    from training.loop import NoLabelledSlicesError
+    from training.core.io import DataError
+    from training.interactive.loop import NoLabelledSlicesError
 
     if is_out_of_memory(exc):
         kind = "oom"

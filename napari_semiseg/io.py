@@ -1,4 +1,4 @@
-"""The plugin's view of the engine's reader and writer (:mod:`training.io`).
+"""The plugin's view of the engine's reader and writer (:mod:`training.core.io`).
 
 There is one reader for everything (plugin, sessions, command line); this module only adds what
 is napari's business: deciding from a file's name whether it opens as a Labels layer.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.io import (
+from training.core.io import (
     MAX_VOXELS,
     NOT_ANNOTATED,
     SLICE_SUFFIXES,
@@ -34,7 +34,7 @@ from training.io import (
     to_sitk,
     write_volume,
 )
-from training.io import read_volume as _read_volume
+from training.core.io import read_volume as _read_volume
 
 __all__ = [
     "MAX_VOXELS", "NOT_ANNOTATED", "SLICE_SUFFIXES", "VOLUME_SUFFIXES", "WRITE_SUFFIXES",
@@ -59,7 +59,7 @@ def looks_like_label_path(path: str | os.PathLike) -> bool:
 
 def read_volume(path: str | os.PathLike, as_labels: bool | None = None,
                 series: str | None = None) -> Volume:
-    """:func:`training.io.read_volume`; ``as_labels=None`` decides from the name and dtype.
+    """:func:`training.core.io.read_volume`; ``as_labels=None`` decides from the name and dtype.
 
     A grey integer file named like a label map (``labels/``, ``*_seg.nrrd``) opens as labels
     when its values are those of a label map (0..254 plus 255 = not annotated); with other values

@@ -1,6 +1,7 @@
 """The model library: the models shipped with the plugin and the user's own, chosen for a scan.
 
-Each shipped checkpoint carries a card (:mod:`training.model_card`): anatomy, classes, training
+Each shipped checkpoint carries a card (:mod:`training.library.model_card`): anatomy, classes,
+training
 scans' statistics, test Dice. :func:`choose` compares the open scan with every card and picks the
 closest, or says why none fits. Checkpoints are read only when listed or used (a few MB each).
 """
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from training.model_card import MATCH_LIMIT, describe, match, scan_statistics
+from training.library.model_card import MATCH_LIMIT, describe, match, scan_statistics
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "models"
 
@@ -42,7 +43,7 @@ def user_models_dir() -> Path:
 
 
 def _entry(path: Path, shipped: bool) -> LibraryModel | None:
-    from training.checkpoint import CheckpointError, read_meta
+    from training.engine.checkpoint import CheckpointError, read_meta
 
     try:
         meta = read_meta(path)

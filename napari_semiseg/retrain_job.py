@@ -3,7 +3,8 @@
 :func:`make_job` writes what the child needs into a job folder and returns a
 :class:`RetrainJob` of paths and plain values; no scan file is read on the Qt thread (an
 unlabelled-scans folder goes to the child as its path). :func:`run_retrain`, the child's target,
-runs the engine's one Retrain (:func:`training.retrain.retrain_once`) and streams events back
+runs the engine's one Retrain (:func:`training.interactive.retrain.retrain_once`) and streams
+events back
 through :class:`~napari_semiseg.training_bridge.TrainingBridge`:
 
 - ``progress``, ``checkpoint``: as the engine emits them;
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from training.retrain import ANCHOR_CONFIDENCE
+from training.interactive.retrain import ANCHOR_CONFIDENCE
 
 from .framing import Event
 from .jobs import job_folder
@@ -59,14 +60,14 @@ class RetrainJob:
     preview_every: int = 0  # steps between mid-training predictions; 0 = none
     first_preview_s: float = 0.0  # seconds of training before one early preview; 0 = none
     tolerance: float = 0.0  # Dice a retrain may lose on held-back slices and still be adopted
-    anchor: float | None = ANCHOR_CONFIDENCE  # see training.retrain.ANCHOR_CONFIDENCE
+    anchor: float | None = ANCHOR_CONFIDENCE  # see training.interactive.retrain.ANCHOR_CONFIDENCE
     # the network's share when its prediction is blended with the interpolation between the
     # painted slices (a shape prior); None = the network alone
     fuse_weight: float | None = None
     # the user says the structure lies between their first and last painted slices (along z):
     # nothing is predicted beyond them; None = no such limit
     extent: list[int] | None = None
-    config: dict = field(default_factory=dict)  # extra training.loop.finetune arguments
+    config: dict = field(default_factory=dict)  # extra training.interactive.loop.finetune arguments
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,7 +91,7 @@ def make_job(
 ) -> RetrainJob:
     """Snapshot a :class:`napari_semiseg.session.Session` into a job folder.
 
-    Raises :class:`training.loop.NoLabelledSlicesError` when nothing is labelled and
+    Raises :class:`training.interactive.loop.NoLabelledSlicesError` when nothing is labelled and
     ``SessionError`` when the session has no model. The user can keep painting afterwards:
     the job trains on the labels as they were when Retrain was clicked. ``within_extent``:
     the structure lies between the first and last painted slices that show it (all painted
@@ -131,7 +132,7 @@ def make_job(
 
 
 def _painted_extent(session: Any) -> list[int] | None:
-    from training.loop import painted_extent
+    from training.interactive.loop import painted_extent
 
     extent = painted_extent(session.training_labels(), axis=0)
     return list(extent) if extent is not None else None
@@ -139,7 +140,7 @@ def _painted_extent(session: Any) -> list[int] | None:
 
 def scan_files(folder: str | os.PathLike) -> list[Path]:
     """The scan files in ``folder`` (one level), sorted by name."""
-    from training.io import VOLUME_SUFFIXES, has_suffix
+    from training.core.io import VOLUME_SUFFIXES, has_suffix
 
     return sorted(p for p in Path(folder).iterdir()
                   if p.is_file() and has_suffix(p, VOLUME_SUFFIXES))
@@ -150,7 +151,7 @@ def scan_files(folder: str | os.PathLike) -> list[Path]:
 
 def unlabelled_scans(job: RetrainJob, ndim: int) -> tuple[list[np.ndarray], list[str]]:
     """The unlabelled volumes of ``job`` with ``ndim`` axes, and why any scan was skipped."""
-    from training.io import DataError, read_image
+    from training.core.io import DataError, read_image
 
     scans = [np.load(p) for p in job.unlabelled]
     skipped: list[str] = []
@@ -171,11 +172,12 @@ def unlabelled_scans(job: RetrainJob, ndim: int) -> tuple[list[np.ndarray], list
 
 def run_retrain(job: RetrainJob, emit: Callable[[Event], None],
                 should_stop: Callable[[], bool]) -> None:
-    """The child's target: one Retrain (:func:`training.retrain.retrain_once`), its previews
+    """The child's target: one Retrain (:func:`training.interactive.retrain.retrain_once`), its
+    previews
     and its result saved in the job folder, and the events described above."""
     import torch
 
-    from training.retrain import Shown, retrain_once
+    from training.interactive.retrain import Shown, retrain_once
 
     if os.environ.get("OMP_NUM_THREADS"):  # set by the bridge in its child
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
@@ -223,5 +225,6 @@ def run_retrain(job: RetrainJob, emit: Callable[[Event], None],
 
 
 # what the retrain target imports first: a spare process loads them ahead of the job
-RETRAIN_PRELOAD = ("torch", "torch._dynamo", "training.loop", "training.retrain",
-                   "training.inference", "training.interpolation", "training.metrics")
+RETRAIN_PRELOAD = ("torch", "torch._dynamo", "training.interactive.loop",
+                   "training.interactive.retrain", "training.engine.inference",
+                   "training.interactive.interpolation", "training.engine.metrics")

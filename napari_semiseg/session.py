@@ -28,7 +28,7 @@ from napari_semiseg.io import (
 )
 from napari_semiseg.paint_events import apply_paint, painted_slices
 from napari_semiseg.session_files import SessionError, SessionFiles, default_folder, grey_scan
-from training.loop import (
+from training.interactive.loop import (
     SUGGEST_BODY_FIRST,
     SUGGEST_COVERAGE,
     SUGGEST_MAIN_STRUCTURE,
@@ -39,7 +39,7 @@ from training.loop import (
     slice_index,
     split_held_back,
 )
-from training.retrain import ACCEPT_TOLERANCE, HELD_BACK_FRACTION
+from training.interactive.retrain import ACCEPT_TOLERANCE, HELD_BACK_FRACTION
 
 Slice = tuple[int, int]  # (axis, index)
 
@@ -415,7 +415,8 @@ class Session(SessionFiles):
 
     def ranked_uncertain_slices(self, axis: int | None = None) -> list[tuple[int, float]]:
         """Unlabelled slices along ``axis``: those showing the structure first, by decreasing
-        uncertainty near it, then the others (:func:`training.loop.rank_uncertain_slices`)."""
+        uncertainty near it, then the others
+        (:func:`training.interactive.loop.rank_uncertain_slices`)."""
         axis = self.settings.axis if axis is None else axis
         if self.uncertainty is None:
             raise SessionError("no uncertainty map yet: run Predict first")
@@ -464,7 +465,7 @@ class Session(SessionFiles):
         if self.n_labelled == 0:
             raise NoLabelledSlicesError(
                 "no labelled slice yet: paint or accept at least one slice before retraining")
-        from training.new_model import is_untrained
+        from training.interactive.new_model import is_untrained
 
         if is_untrained(self.current_model_path) or not self.settings.judge_retrains:
             # nothing to protect yet (an untrained model cannot get worse), or a model taught
@@ -561,7 +562,7 @@ class Session(SessionFiles):
         steps: int = 0,
     ) -> ModelVersion:
         """List a retrained model with the verdict the engine gave it
-        (:func:`training.retrain.judge`); it becomes current only if adopted."""
+        (:func:`training.interactive.retrain.judge`); it becomes current only if adopted."""
         return self.add_version(
             path, parent=parent if parent is not None else self.current, method=method,
             steps=steps, score=score, parent_score=parent_score, adopted=adopted, note=reason)

@@ -33,8 +33,8 @@ from napari_semiseg.io import (
     write_volume,
 )
 from napari_semiseg.session_record import SessionRecordError, parse_record
-from training.atomic import atomic_write
-from training.io import rgb_to_grey
+from training.core.atomic import atomic_write
+from training.core.io import rgb_to_grey
 
 if TYPE_CHECKING:
     from napari_semiseg.session import Session

@@ -37,7 +37,7 @@ class WeakJob:
     depth: int = 4
     seed: int = 0
     device: str | None = None
-    config: dict = field(default_factory=dict)  # extra training.trainer.TrainConfig fields
+    config: dict = field(default_factory=dict)  # extra training.fit.trainer.TrainConfig fields
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,10 +85,10 @@ def run_weak(job: WeakJob, emit: Callable[[Event], None],
     """Child side: localisation map -> weak masks -> cam_weak, then predict the scan."""
     import torch
 
-    from training.checkpoint import load_checkpoint
-    from training.inference import predict_volume
-    from training.trainer import TrainConfig
-    from training.weak import train_from_tags
+    from training.engine.checkpoint import load_checkpoint
+    from training.engine.inference import predict_volume
+    from training.fit.trainer import TrainConfig
+    from training.weak.from_tags import train_from_tags
 
     if os.environ.get("OMP_NUM_THREADS"):  # set by the bridge in its child
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
@@ -121,7 +121,7 @@ def run_weak(job: WeakJob, emit: Callable[[Event], None],
                       ("prediction", pred["labels"]), ("uncertainty", pred["uncertainty"])):
         paths[name] = str(out / f"{name}.npy")
         np.save(paths[name], arr)
-    from training.localise import DEFAULT_LOCALISER
+    from training.weak.localise import DEFAULT_LOCALISER
 
     emit({"type": "done", "checkpoint": res.checkpoint, "classifier": res.classifier,
           "localiser": DEFAULT_LOCALISER,

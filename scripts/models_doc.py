@@ -29,7 +29,7 @@ includes it. `semiseg predict --no-clean-up` writes the network's labels as they
 
 def main() -> int:
     from napari_semiseg.model_library import library
-    from training.model_card import render_markdown
+    from training.library.model_card import render_markdown
 
     parts = [HEADER]
     for m in library(include_user=False):

@@ -22,7 +22,7 @@ def main(out: str = "docs/new_structure.png") -> int:
 
     from napari_semiseg._widget import NEW, dock_assistant
     from napari_semiseg.io import read_volume
-    from training.interpolation import even_slices
+    from training.interactive.interpolation import even_slices
 
     case = ROOT / "sample_data/left_atrium/UPT6DX9IQY9JAZ7HJKA7"
     viewer = napari.Viewer(title="napari-semiseg")

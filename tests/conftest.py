@@ -86,8 +86,8 @@ def dicom_folder(tmp_path: Path, disc_scan) -> Path:
 def tiny_model(tmp_path_factory) -> str:
     """A tiny U-Net (base 4) trained for 3 steps on the ACDC sample, downsampled."""
     from napari_semiseg.io import read_volume
-    from training.data import TrainData
-    from training.trainer import TrainConfig, train
+    from training.engine.data import TrainData
+    from training.fit.trainer import TrainConfig, train
 
     vol = read_volume(SAMPLES / "acdc/patient001_frame01.nii.gz")
     lab = read_volume(SAMPLES / "acdc/patient001_frame01_labels.nii.gz").data

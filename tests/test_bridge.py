@@ -21,7 +21,7 @@ from napari_semiseg.retrain_job import RetrainJob, make_job, run_retrain
 from napari_semiseg.session import NoLabelledSlicesError, Session, SessionError, Settings
 from napari_semiseg.training_bridge import TrainingBridge, target_reference
 from napari_semiseg.weak_job import run_weak
-from training.retrain import score_slices
+from training.interactive.retrain import score_slices
 
 # ----- child targets (module level so the child process can import them by name; no torch
 # here, so these children start fast) ---------------------------------------------------------
@@ -91,8 +91,8 @@ def quick_target(job, emit, should_stop):
 def _tiny_model(path: Path) -> str:
     import torch
 
-    from training.checkpoint import save_checkpoint
-    from training.networks import UNet
+    from training.engine.checkpoint import save_checkpoint
+    from training.engine.networks import UNet
 
     torch.manual_seed(0)
     meta = {"num_classes": 2, "class_names": ["background", "disc"], "dims": 2,
@@ -107,7 +107,7 @@ def _digest(path) -> str:
 
 @pytest.fixture
 def session(tmp_path) -> Session:
-    from training.simulate import synthetic_case
+    from training.bench.simulate import synthetic_case
 
     image, truth = synthetic_case((6, 32, 32), seed=2)
     # tolerance 1: adopt whatever comes back, so the test does not hang on a tiny net's luck
@@ -445,7 +445,7 @@ def test_a_spare_that_died_is_replaced_at_start(tmp_path):
 
 
 def test_the_painted_extent_is_taken_from_every_painted_slice(session, tmp_path, monkeypatch):
-    from training.loop import painted_extent
+    from training.interactive.loop import painted_extent
 
     assert painted_extent(session.training_labels()) == (0, 4)
     # the last painted slice is held back to judge the Retrain: it still marks the end

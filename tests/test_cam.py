@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from training.cam import grad_cam, train_classifier, volume_cam
-from training.losses import supervised_loss
-from training.networks import UNet
+from training.engine.losses import supervised_loss
+from training.engine.networks import UNet
+from training.weak.cam import grad_cam, train_classifier, volume_cam
 
 
 def blob_slices(n: int = 48, size: int = 32, seed: int = 0):

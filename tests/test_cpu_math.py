@@ -3,9 +3,9 @@
 import numpy as np
 import torch
 
-from training.checkpoint import load_checkpoint, save_checkpoint
-from training.cpu_math import SMALLEST_NORMAL, flush_denormals, zero_denormal_weights
-from training.networks import UNet
+from training.core.cpu_math import SMALLEST_NORMAL, flush_denormals, zero_denormal_weights
+from training.engine.checkpoint import load_checkpoint, save_checkpoint
+from training.engine.networks import UNet
 
 
 def test_tiny_weights_become_zero_when_a_model_is_loaded(tmp_path):
@@ -43,7 +43,7 @@ def test_cpu_math_treats_denormals_as_zero():
 def test_bf16_counts_as_fast_only_with_amx_or_avx512_bf16(monkeypatch):
     import torch
 
-    from training.cpu_math import cpu_has_fast_bf16
+    from training.core.cpu_math import cpu_has_fast_bf16
 
     def broken():
         raise RuntimeError("no cpuinfo")

@@ -11,7 +11,7 @@ from napari.layers import Image, Labels
 from test_training_synth import blob_volume
 
 import napari_semiseg._reader as reader_module
-from training.palette import class_color
+from training.core.palette import class_color
 
 pytestmark = pytest.mark.gui
 PLUGIN = "napari-semiseg"

@@ -17,8 +17,8 @@ from conftest import rotated_direction, write_dicom_series
 from test_training_synth import blob_volume, write_dataset
 
 from training.cli import main
-from training.dicom_seg import Segment, read_seg, segments_for
-from training.io import (
+from training.core.dicom_seg import Segment, read_seg, segments_for
+from training.core.io import (
     DataError,
     VolumeReadError,
     WriteError,
@@ -27,7 +27,7 @@ from training.io import (
     read_volume,
     write_volume,
 )
-from training.palette import class_color
+from training.core.palette import class_color
 
 NAMES = ["background", "RV", "Myo", "LV"]
 TINY = ["--size", "16", "16", "--base", "4", "--depth", "2", "--labeled-bs", "2",
@@ -206,7 +206,7 @@ def test_train_and_predict_take_series_folders(tmp_path, capsys):
     assert main(["train", "--data", str(root), "--method", "supervised", "--labeled", "2",
                  "--dims", "2d", "--steps", "2", "--out", str(model), *TINY]) == 0
     assert not list(root.glob("index.csv")), "the user's dataset folder is left as it was"
-    from training.checkpoint import load_checkpoint
+    from training.engine.checkpoint import load_checkpoint
 
     meta = load_checkpoint(model)[1]
     assert meta["data"]["labeled_volumes"] == 2 and meta["data"]["unlabeled_volumes"] == 1
@@ -330,7 +330,7 @@ def test_a_seg_made_elsewhere_opens_onto_its_series(tmp_path):
 
 def test_a_failed_seg_write_leaves_the_old_file(tmp_path, monkeypatch):
     pytest.importorskip("highdicom")
-    import training.dicom_seg as dicom_seg
+    import training.core.dicom_seg as dicom_seg
 
     folder, _ = _series(tmp_path / "series")
     vol = read_volume(folder)

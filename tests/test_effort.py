@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 from test_training_synth import write_dataset
 
+from training.bench.effort import interpolation_effort
 from training.cli import main
-from training.effort import interpolation_effort
 
 
 def _cone(n=21, size=48):
@@ -42,8 +42,8 @@ def test_a_retrain_that_does_worse_on_held_back_slices_is_not_carried_on(tmp_pat
     each Retrain, and a rejected one leaves the model (and its prediction) as they were."""
     from test_training_synth import blob_volume
 
-    import training.effort as effort
-    import training.retrain as retrain
+    import training.bench.effort as effort
+    import training.interactive.retrain as retrain
 
     image, truth = blob_volume(0)
     judged = []
@@ -95,8 +95,8 @@ def test_replay_trains_each_retrain_on_the_slices_painted_on_earlier_scans(tmp_p
                                                                           monkeypatch):
     from test_training_synth import blob_volume
 
-    import training.effort as effort
-    import training.retrain as retrain
+    import training.bench.effort as effort
+    import training.interactive.retrain as retrain
 
     seen = []
     real = retrain.finetune

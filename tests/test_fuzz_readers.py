@@ -2,7 +2,7 @@
 
 A corpus of each supported format is cut short at many offsets and, where the format carries a
 checksum (gzip, zlib), has bytes overwritten inside its compressed payload. Each damaged file goes
-through the engine (:func:`training.io.read_image`, what ``semiseg train/predict/evaluate``
+through the engine (:func:`training.core.io.read_image`, what ``semiseg train/predict/evaluate``
 call), the plugin's napari reader and a new session. A silent wrong read, such as zero-padded
 slices or a shorter volume, fails the test.
 
@@ -25,7 +25,7 @@ import SimpleITK as sitk
 
 from napari_semiseg._reader import read_layers
 from napari_semiseg.session import Session
-from training.io import DataError, read_image, read_volume
+from training.core.io import DataError, read_image, read_volume
 
 SHAPE = (5, 12, 14)
 SPACING = (0.7, 0.8, 2.5)
@@ -205,7 +205,7 @@ def test_damaged_label_maps_are_refused_read_exactly_or_said_to_be_images(tmp_pa
     with a notification that says so. Never silently wrong labels."""
     from napari.utils.notifications import notification_manager
 
-    from training.io import read_labels
+    from training.core.io import read_labels
 
     for path, lab in _label_maps(tmp_path / "labels"):
         data = path.with_suffix(".zraw") if path.suffix == ".mhd" else path

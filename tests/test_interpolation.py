@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from training import IGNORE_INDEX
-from training.interpolation import even_slices, interpolate_between_slices
+from training.interactive.interpolation import even_slices, interpolate_between_slices
 
 
 def _dice(a, b):
@@ -58,7 +58,7 @@ def test_even_slices_span_the_structure():
 
 
 def test_ranking_prefers_slices_with_the_structure_over_noisy_empty_ends():
-    from training.loop import rank_uncertain_slices
+    from training.interactive.loop import rank_uncertain_slices
 
     unc = np.full((6, 20, 20), 0.1)
     unc[0] = unc[5] = 0.9  # empty end slices full of noise: pure entropy picks them
@@ -72,7 +72,7 @@ def test_ranking_prefers_slices_with_the_structure_over_noisy_empty_ends():
 
 
 def test_interpolation_prior_labels_only_the_sure_part_between_painted_slices():
-    from training.interpolation import interpolation_prior
+    from training.interactive.interpolation import interpolation_prior
 
     truth = _cone()
     sparse = np.full(truth.shape, IGNORE_INDEX, np.uint8)
@@ -89,7 +89,10 @@ def test_interpolation_prior_labels_only_the_sure_part_between_painted_slices():
 
 
 def test_soft_interpolation_and_fusion():
-    from training.interpolation import fuse_with_interpolation, interpolation_probabilities
+    from training.interactive.interpolation import (
+        fuse_with_interpolation,
+        interpolation_probabilities,
+    )
 
     truth = _cone()
     sparse = np.full(truth.shape, IGNORE_INDEX, np.uint8)
@@ -111,7 +114,7 @@ def test_soft_interpolation_and_fusion():
 
 
 def test_where_a_structure_ends_between_painted_slices_can_be_left_to_the_network():
-    from training.interpolation import (
+    from training.interactive.interpolation import (
         fuse_with_interpolation,
         interpolation_prior,
         interpolation_probabilities,

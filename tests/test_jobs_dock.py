@@ -112,7 +112,7 @@ def test_predict_waits_while_a_retrain_runs(qtbot, assistant):
 def test_retrain_reads_no_scan_on_the_qt_thread(qtbot, assistant, tmp_path, monkeypatch):
     import shutil
 
-    import training.io
+    import training.core.io
 
     viewer, widget = assistant
     folder = tmp_path / "unlabelled"
@@ -124,8 +124,8 @@ def test_retrain_reads_no_scan_on_the_qt_thread(qtbot, assistant, tmp_path, monk
     warnings: list[str] = []
     monkeypatch.setattr(widget_module, "show_warning", warnings.append)
     reads: list[str] = []
-    real = training.io.read_image
-    monkeypatch.setattr(training.io, "read_image",
+    real = training.core.io.read_image
+    monkeypatch.setattr(training.core.io, "read_image",
                         lambda path, *a, **k: reads.append(str(path)) or real(path, *a, **k))
     widget.retrain_btn.click()
     assert widget.bridge.running

@@ -6,15 +6,15 @@ import numpy as np
 import torch
 
 from training import IGNORE_INDEX
-from training.checkpoint import load_checkpoint
-from training.data import SliceSampler, TrainData, trusted_slices
-from training.inference import predict_volume
-from training.localise import anomaly_map, hit_rate, interior
-from training.metrics import dice
-from training.normalization import normalize_intensity
-from training.trainer import TrainConfig, train
-from training.weak import train_from_tags
-from training.weak_masks import WEAK_BASE, encode_weak
+from training.engine.checkpoint import load_checkpoint
+from training.engine.data import SliceSampler, TrainData, trusted_slices
+from training.engine.inference import predict_volume
+from training.engine.metrics import dice
+from training.engine.normalization import normalize_intensity
+from training.fit.trainer import TrainConfig, train
+from training.weak.from_tags import train_from_tags
+from training.weak.localise import anomaly_map, hit_rate, interior
+from training.weak.weak_masks import WEAK_BASE, encode_weak
 
 
 def heads(n: int = 12, size: int = 64, seed: int = 0):

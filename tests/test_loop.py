@@ -1,4 +1,5 @@
-"""The loop's pure functions (training.loop): ranking, sparse labels, held-back split, judgement,
+"""The loop's pure functions (training.interactive.loop): ranking, sparse labels, held-back split,
+judgement,
 and a real (tiny) fine-tune."""
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ import pytest
 import torch
 
 from training import IGNORE_INDEX
-from training.checkpoint import load_checkpoint, save_checkpoint
-from training.loop import (
+from training.bench.simulate import synthetic_case
+from training.engine.checkpoint import load_checkpoint, save_checkpoint
+from training.engine.networks import UNet
+from training.interactive.loop import (
     NoLabelledSlicesError,
     annotated_slices,
     choose_slices,
@@ -23,8 +26,6 @@ from training.loop import (
     sparse_labels,
     split_held_back,
 )
-from training.networks import UNet
-from training.simulate import synthetic_case
 
 META = {"num_classes": 2, "class_names": ["background", "disc"], "dims": 2, "size": [32, 32],
         "normalization": {"kind": "percentile_zscore", "low": 0.5, "high": 99.5}}
@@ -233,7 +234,7 @@ def test_finetune_also_learns_from_other_scans_labelled_slices(tiny_model, tmp_p
 
 
 def test_a_prediction_can_be_kept_within_the_outermost_painted_slices():
-    from training.loop import within_painted_extent
+    from training.interactive.loop import within_painted_extent
 
     pred = np.zeros((8, 6, 6), np.uint8)
     pred[1:7, 2:4, 2:4] = 1  # the network sees the structure on slices 1-6

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from training import IGNORE_INDEX
-from training.checkpoint import read_checkpoint
-from training.loop import anchor_labels, finetune, sparse_labels
-from training.simulate import synthetic_case
+from training.bench.simulate import synthetic_case
+from training.engine.checkpoint import read_checkpoint
+from training.interactive.loop import anchor_labels, finetune, sparse_labels
 
 
 def test_anchor_keeps_confident_voxels_off_user_slices():
@@ -26,8 +26,8 @@ def test_anchor_keeps_confident_voxels_off_user_slices():
 
 
 def test_anchored_finetune_trains_on_user_and_anchor_slices(tmp_path):
-    from training.data import TrainData
-    from training.trainer import TrainConfig, train
+    from training.engine.data import TrainData
+    from training.fit.trainer import TrainConfig, train
 
     image, truth = synthetic_case((6, 32, 32), seed=1)
     start = train(TrainConfig(method="supervised", steps=5, size=[32, 32], base=4, depth=2,
@@ -45,7 +45,7 @@ def test_anchored_finetune_trains_on_user_and_anchor_slices(tmp_path):
 
 
 def test_balanced_sampler_draws_each_labelled_volume_equally():
-    from training.data import SliceSampler, TrainData
+    from training.engine.data import SliceSampler, TrainData
 
     rng = np.random.default_rng(0)
     image = rng.normal(size=(10, 16, 16)).astype(np.float32)

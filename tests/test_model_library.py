@@ -12,8 +12,8 @@ from conftest import SAMPLES
 
 from napari_semiseg.model_library import SHIPPED_DIR, choose, library
 from napari_semiseg.session import grey_scan
-from training.io import read_volume
-from training.model_card import match, scan_statistics, summarise
+from training.core.io import read_volume
+from training.library.model_card import match, scan_statistics, summarise
 
 SAMPLE_SCANS = {
     "acdc": SAMPLES / "acdc/patient001_frame01.nii.gz",

@@ -7,7 +7,7 @@ import pytest
 from test_widget import PLUGIN
 
 from napari_semiseg._widget import NEW, PREDICTION, AssistantWidget
-from training.checkpoint import read_checkpoint
+from training.engine.checkpoint import read_checkpoint
 
 pytestmark = pytest.mark.gui
 
@@ -149,8 +149,8 @@ def test_new_model_starts_from_a_shipped_pretrained_network(make_napari_viewer, 
                                                            monkeypatch):
     """When a label-free pretrained network is shipped, New model starts from its weights."""
     import napari_semiseg.default_model as dm
-    from training.new_model import NEW_MODEL_SIZE
-    from training.pretrain import pretrain
+    from training.interactive.new_model import NEW_MODEL_SIZE
+    from training.interactive.pretrain import pretrain
 
     monkeypatch.setenv("NAPARI_SEMISEG_HOME", str(tmp_path / "home"))
     slices = np.random.default_rng(0).normal(size=(4, *NEW_MODEL_SIZE)).astype(np.float32)

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from training import IGNORE_INDEX
-from training.checkpoint import load_checkpoint, read_checkpoint
-from training.loop import finetune
+from training.engine.checkpoint import load_checkpoint, read_checkpoint
+from training.engine.networks import UNet
+from training.interactive.loop import finetune
+from training.interactive.new_model import new_model
 from training.methods.base import grown, load_compatible
-from training.networks import UNet
-from training.new_model import new_model
 
 TINY = {"labeled_bs": 2, "unlabeled_bs": 0, "lr": 1e-2}
 
@@ -57,7 +57,7 @@ def test_a_new_model_learns_two_named_structures_from_painted_slices(tmp_path):
     model, meta = load_checkpoint(out)
     assert meta["class_names"] == ["background", "left kidney", "right kidney"]
     assert not meta.get("untrained")
-    from training.inference import predict_volume
+    from training.engine.inference import predict_volume
 
     pred = predict_volume(model, meta, image, device="cpu")["labels"]
     for c in (1, 2):  # both structures found on slices nobody painted
@@ -112,7 +112,7 @@ def _scratch_job(tmp_path, **job):
 
 def test_retrain_with_a_shape_prior_follows_the_interpolation_where_it_covers(tmp_path):
     from napari_semiseg.retrain_job import run_retrain
-    from training.interpolation import interpolate_between_slices
+    from training.interactive.interpolation import interpolate_between_slices
 
     job, sparse, _ = _scratch_job(tmp_path, steps=2, fuse_weight=0.0)
     events: list[dict] = []
@@ -148,7 +148,7 @@ def test_an_early_preview_is_predicted_from_the_first_checkpoint_in_time(tmp_pat
 
 def test_with_the_shape_prior_the_interpolation_is_the_first_preview_at_once(tmp_path):
     from napari_semiseg.retrain_job import run_retrain
-    from training.interpolation import interpolate_between_slices
+    from training.interactive.interpolation import interpolate_between_slices
 
     job, sparse, _ = _scratch_job(tmp_path, steps=4, fuse_weight=0.3, preview_every=2)
     events: list[dict] = []

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.inference import predict_volume
-from training.postprocess import keep_main_pieces, model_clean_up
+from training.engine.inference import predict_volume
+from training.engine.postprocess import keep_main_pieces, model_clean_up
 
 
 def _heart_with_specks() -> np.ndarray:

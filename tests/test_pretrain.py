@@ -1,4 +1,4 @@
-"""Label-free pretraining of the New model's network (training.pretrain) and its use by
+"""Label-free pretraining of the New model's network (training.interactive.pretrain) and its use by
 new_model."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
-from training.new_model import new_model
-from training.pretrain import corrupt, pretrain, unlabelled_slices
+from training.engine.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+from training.interactive.new_model import new_model
+from training.interactive.pretrain import corrupt, pretrain, unlabelled_slices
 
 NET = {"base": 4, "depth": 2}
 

@@ -22,7 +22,7 @@ from test_training_synth import write_dataset
 from napari_semiseg.folder_lock import FolderLockedError
 from napari_semiseg.session import Session, default_folder
 from training.cli import main
-from training.io import (
+from training.core.io import (
     Geometry,
     LabelShapeError,
     VolumeReadError,
@@ -136,9 +136,9 @@ def test_nan_scan_in_training_folder_and_predict(dataset, model, tmp_path, capsy
 def test_a_loss_that_turns_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     import torch
 
-    from training.data import TrainData
+    from training.engine.data import TrainData
+    from training.fit.trainer import TrainConfig, TrainingDiverged, train
     from training.methods.base import Method
-    from training.trainer import TrainConfig, TrainingDiverged, train
 
     rng = np.random.default_rng(0)
     image = rng.normal(size=(4, 16, 16)).astype(np.float32)

@@ -22,7 +22,7 @@ from napari_semiseg._reader import read_layers
 from napari_semiseg.folder_lock import LOCK_FILE, FolderLockedError
 from napari_semiseg.session import Session, SessionError
 from training.cli import main
-from training.io import VolumeReadError, read_labels, read_volume
+from training.core.io import VolumeReadError, read_labels, read_volume
 
 # issue 9's fixtures: a small dataset, a model trained on it for 2 steps, a 1 MiB disk
 dataset, model, small_disk = issue9.dataset, issue9.model, issue9.small_disk
@@ -266,7 +266,7 @@ TRAIN_INIT = ["--labeled", "1", "--dims", "2d", "--steps", "1", "--size", "16", 
 
 
 def test_init_with_a_model_of_other_structures_is_refused(tmp_path, capsys):
-    from training.new_model import new_model
+    from training.interactive.new_model import new_model
 
     lgg = new_model(tmp_path / "lgg.pt", ["background", "FLAIR abnormality"])
     cardiac = _named_dataset(tmp_path / "acdc", ["RV", "Myo", "LV"])
@@ -284,8 +284,8 @@ def test_init_with_a_model_of_other_structures_is_refused(tmp_path, capsys):
 def test_growing_a_model_names_new_classes_after_the_data(tmp_path):
     """Regression guard beside the refusal above: data that names nothing may extend a model;
     its old class keeps its name and the added ones are the data's."""
-    from training.checkpoint import read_meta
-    from training.new_model import new_model
+    from training.engine.checkpoint import read_meta
+    from training.interactive.new_model import new_model
 
     lgg = new_model(tmp_path / "lgg.pt", ["background", "FLAIR abnormality"])
     data = _named_dataset(tmp_path / "plain", None)
@@ -381,7 +381,7 @@ def test_evaluate_takes_the_class_count_from_a_model_card(model, tmp_path, capsy
 
 
 def test_benchmark_scores_use_the_same_rule():
-    from training.metrics import classes_to_score, mean_dice
+    from training.engine.metrics import classes_to_score, mean_dice
 
     ref = np.zeros((1, 8, 8), np.uint8)
     ref[0, 1:4, 1:4] = 1

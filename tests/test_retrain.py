@@ -8,8 +8,8 @@ import torch
 
 from napari_semiseg.retrain_job import make_job, run_retrain
 from napari_semiseg.session import Session, Settings
-from training.retrain import ACCEPT_TOLERANCE, judge, mean_score, score_slices
-from training.simulate import simulate_case, synthetic_case, uncorrected_dice
+from training.bench.simulate import simulate_case, synthetic_case, uncorrected_dice
+from training.interactive.retrain import ACCEPT_TOLERANCE, judge, mean_score, score_slices
 
 
 def test_a_retrain_that_does_worse_on_held_back_slices_is_rejected():
@@ -39,8 +39,8 @@ def test_held_back_slices_without_structure_judge_by_what_each_model_paints():
 
 @pytest.fixture
 def tiny_model(tmp_path) -> str:
-    from training.checkpoint import save_checkpoint
-    from training.networks import UNet
+    from training.engine.checkpoint import save_checkpoint
+    from training.engine.networks import UNet
 
     torch.manual_seed(0)
     meta = {"num_classes": 2, "class_names": ["background", "disc"], "dims": 2,

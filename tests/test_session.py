@@ -17,7 +17,7 @@ from napari_semiseg.session import (
     Settings,
     default_folder,
 )
-from training.loop import SUGGEST_BODY_FIRST
+from training.interactive.loop import SUGGEST_BODY_FIRST
 
 SHAPE = (6, 12, 10)
 
@@ -183,7 +183,7 @@ def test_training_labels_and_held_back_split():
 
 
 def test_a_rejected_retrain_is_listed_and_the_previous_version_stays(tmp_path):
-    """The session takes the engine's verdict (training.retrain.judge) as it is."""
+    """The session takes the engine's verdict (training.interactive.retrain.judge) as it is."""
     s = Session(_image(), folder=tmp_path / "sess")
     v0 = s.add_version(_checkpoint(tmp_path, "base.pt"), method="pretrained")
     v1 = s.add_retrain(_checkpoint(tmp_path, "a.pt", b"a"), adopted=True, reason="adopted",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from training.simulate import (
+from training.bench.simulate import (
     add_subcommand,
     format_table,
     run_from_args,
@@ -23,8 +23,8 @@ from training.simulate import (
 def tiny_model(tmp_path_factory) -> str:
     import torch
 
-    from training.checkpoint import save_checkpoint
-    from training.networks import UNet
+    from training.engine.checkpoint import save_checkpoint
+    from training.engine.networks import UNet
 
     torch.manual_seed(0)
     meta = {"num_classes": 2, "class_names": ["background", "disc"], "dims": 2,

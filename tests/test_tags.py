@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from training.io import DataError
-from training.tags import UNTAGGED, read_tags, tag_counts, volume_tags, write_tags
+from training.core.io import DataError
+from training.weak.tags import UNTAGGED, read_tags, tag_counts, volume_tags, write_tags
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -19,8 +19,8 @@ LGG = SAMPLES / "lgg/TCGA_CS_4941_19960909"
 @pytest.fixture(scope="module")
 def tiny_lgg_model(tmp_path_factory) -> str:
     """A 2-class U-Net (base 4) trained for 2 steps on the LGG sample's FLAIR channel."""
-    from training.data import TrainData
-    from training.trainer import TrainConfig, train
+    from training.engine.data import TrainData
+    from training.fit.trainer import TrainConfig, train
 
     img = read_volume(LGG / "images").data[..., 1]
     lab = read_volume(LGG / "masks", as_labels=True).data
@@ -71,8 +71,8 @@ def test_tag_train_from_tags_and_promote_on_an_lgg_stack(make_napari_viewer, qtb
         assert (weak.data[[2, 5, 20]] == 0).all()  # "no structure" slices: empty weak masks
         assert s.current_version.method == "cam_weak"  # Retrain goes on from this network
         # the CAM layer is the map the weak masks were made from, by the engine's pipeline
-        from training.localise import anomaly_map
-        from training.normalization import normalize_intensity
+        from training.engine.normalization import normalize_intensity
+        from training.weak.localise import anomaly_map
 
         tags = np.full(23, -1, np.int8)
         tags[[12, 15]], tags[[2, 5, 20]] = 1, 0

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from training.benchmark import ALL_LABELED, LABELED_ONLY, render_table
+from training.bench.benchmark import ALL_LABELED, LABELED_ONLY, render_table
 from training.methods import parse_spec as parse_variant
 
 
@@ -44,7 +44,7 @@ def test_method_variants_carry_options():
 
 def test_a_run_held_by_another_invocation_is_waited_for_not_retrained(tmp_path, monkeypatch):
     """Two benchmark processes sharing a folder must not train the same baseline twice."""
-    import training.benchmark as bm
+    import training.bench.benchmark as bm
 
     real_sleep = time.sleep
     monkeypatch.setattr(bm.time, "sleep", lambda s: real_sleep(0.02))
@@ -65,7 +65,7 @@ def test_a_lock_left_by_a_killed_invocation_does_not_block_the_run(tmp_path, mon
     import subprocess
     import sys
 
-    import training.benchmark as bm
+    import training.bench.benchmark as bm
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
@@ -87,7 +87,7 @@ def test_a_lock_left_by_a_killed_invocation_does_not_block_the_run(tmp_path, mon
 def test_runs_another_invocation_holds_are_done_last_so_both_keep_training(tmp_path,
                                                                           monkeypatch):
     """Two invocations on the same table split the runs instead of queueing behind a lock."""
-    import training.benchmark as bm
+    import training.bench.benchmark as bm
 
     order = []
 
@@ -107,8 +107,8 @@ def test_runs_another_invocation_holds_are_done_last_so_both_keep_training(tmp_p
 
 
 def test_variant_options_reach_the_config_or_the_method(tmp_path, monkeypatch):
-    import training.benchmark as bm
-    from training.trainer import TrainConfig
+    import training.bench.benchmark as bm
+    from training.fit.trainer import TrainConfig
 
     seen = {}
 
@@ -130,7 +130,7 @@ def test_variant_options_reach_the_config_or_the_method(tmp_path, monkeypatch):
 def test_a_second_labelled_set_draws_other_patients_reproducibly(tmp_path):
     from test_training_synth import write_dataset
 
-    from training.benchmark import labelled_patients
+    from training.bench.benchmark import labelled_patients
 
     data = write_dataset(tmp_path / "d", n=8)
     assert labelled_patients(str(data), "2", 0) == "2"  # set 0: the first N, as before

@@ -3,8 +3,8 @@ import os
 import pytest
 import torch
 
-from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from training.networks import UNet
+from training.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from training.engine.networks import UNet
 
 
 def test_round_trip_rebuilds_network(tmp_path):
@@ -63,9 +63,9 @@ def test_a_compacted_checkpoint_is_half_the_size_and_predicts_the_same(tmp_path)
 
     import numpy as np
 
-    from training.checkpoint import compact_checkpoint, load_checkpoint, save_checkpoint
-    from training.inference import predict_volume
-    from training.networks import UNet
+    from training.engine.checkpoint import compact_checkpoint, load_checkpoint, save_checkpoint
+    from training.engine.inference import predict_volume
+    from training.engine.networks import UNet
 
     torch.manual_seed(0)
     net = UNet(2, 1, 3, base=8, depth=3)

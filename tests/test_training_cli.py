@@ -130,8 +130,8 @@ def test_speed_benchmark_refuses_a_2d_image_as_volume(dataset, tmp_path, capsys)
 
 
 def test_a_card_names_the_clean_up_and_predict_applies_it(dataset, tmp_path, capsys):
-    from training.checkpoint import read_checkpoint
-    from training.postprocess import keep_main_pieces
+    from training.engine.checkpoint import read_checkpoint
+    from training.engine.postprocess import keep_main_pieces
 
     model = tmp_path / "m.pt"
     assert _train(dataset, model, "--steps", "2") == 0
@@ -158,7 +158,7 @@ def test_a_card_names_the_clean_up_and_predict_applies_it(dataset, tmp_path, cap
 
 
 def test_train_records_precision_and_fast_kernels(dataset, tmp_path):
-    from training.checkpoint import read_checkpoint
+    from training.engine.checkpoint import read_checkpoint
 
     model = tmp_path / "m.pt"
     assert _train(dataset, model, "--precision", "bf16", "--fast-kernels") == 0
@@ -170,9 +170,9 @@ def test_train_records_precision_and_fast_kernels(dataset, tmp_path):
 
 def test_a_folder_of_png_slices_is_predicted_as_one_stack(dataset, tmp_path):
     """As the dock opens it: one scan, normalised as a whole, written as one volume."""
-    from training.checkpoint import load_checkpoint
-    from training.inference import predict_volume
-    from training.io import read_image, read_labels
+    from training.core.io import read_image, read_labels
+    from training.engine.checkpoint import load_checkpoint
+    from training.engine.inference import predict_volume
 
     model = tmp_path / "m.pt"
     _train(dataset, model)

@@ -1,14 +1,14 @@
-"""A collapsed training is noticed while it runs and reported (training.collapse)."""
+"""A collapsed training is noticed while it runs and reported (training.fit.collapse)."""
 
 import numpy as np
 import torch
 from test_training_synth import blob_volume
 
 from training import IGNORE_INDEX
-from training.checkpoint import load_checkpoint
-from training.collapse import CollapseWatch
-from training.data import TrainData
-from training.trainer import TrainConfig, train
+from training.engine.checkpoint import load_checkpoint
+from training.engine.data import TrainData
+from training.fit.collapse import CollapseWatch
+from training.fit.trainer import TrainConfig, train
 
 
 def test_a_loss_that_stops_moving_is_reported_once():

@@ -4,7 +4,7 @@ import torch
 from test_training_synth import blob_volume, write_dataset
 
 from training import IGNORE_INDEX
-from training.data import (
+from training.engine.data import (
     DataError,
     PatchSampler,
     ResizedSliceSampler,
@@ -13,8 +13,8 @@ from training.data import (
     scan_dataset,
     select_labeled,
 )
-from training.normalization import normalize_intensity
-from training.patches import SliceSampler
+from training.engine.normalization import normalize_intensity
+from training.engine.patches import SliceSampler
 
 
 def test_scan_dataset_reads_index_splits_and_patients(tmp_path):
@@ -98,7 +98,7 @@ def test_slice_sampler_is_deterministic_under_seed():
 
 
 def test_a_rotated_slice_keeps_its_labels_and_marks_the_corners_unknown():
-    from training.data import _rotate
+    from training.engine.data import _rotate
 
     img = torch.zeros(1, 32, 32)
     lab = torch.zeros(32, 32, dtype=torch.long)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from test_training_synth import write_dataset
 
-from training.checkpoint import load_checkpoint
+from training.engine.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -2,8 +2,8 @@ import numpy as np
 import torch
 from test_training_synth import blob_volume
 
-from training.inference import disagreement, entropy_map, predict_volume
-from training.networks import UNet
+from training.engine.inference import disagreement, entropy_map, predict_volume
+from training.engine.networks import UNet
 
 META2 = {"dims": 2, "size": [16, 16], "normalization": None, "num_classes": 3}
 
@@ -104,7 +104,7 @@ PATCH_META = {"dims": 2, "size": [16, 16], "normalization": None, "num_classes":
 
 
 def test_windowed_predict_equals_one_pass_on_a_slice_the_size_of_the_window():
-    from training.normalization import normalize_intensity
+    from training.engine.normalization import normalize_intensity
 
     torch.manual_seed(0)
     img, _ = blob_volume(0, shape=(3, 16, 16))

@@ -1,7 +1,7 @@
 import torch
 
 from training import IGNORE_INDEX
-from training.losses import (
+from training.engine.losses import (
     masked_ce_loss,
     one_hot,
     sigmoid_rampup,

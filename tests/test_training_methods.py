@@ -10,15 +10,15 @@ from scipy import ndimage
 from test_training_synth import TINY
 
 from training import IGNORE_INDEX
-from training.copy_paste import box_mask, dynamic_ratio, label_edges, mix
-from training.ema import ema_update
-from training.losses import supervised_loss
+from training.engine.copy_paste import box_mask, dynamic_ratio, label_edges, mix
+from training.engine.ema import ema_update
+from training.engine.losses import supervised_loss
+from training.engine.networks import UNet, count_parameters
+from training.engine.sdf import batch_signed_distance, signed_distance
 from training.methods import METHODS, get_method
 from training.methods.act import distillation_loss
 from training.methods.bcp import should_refresh
 from training.methods.ua_mt import certainty_mask, entropy, uncertainty_threshold
-from training.networks import UNet, count_parameters
-from training.sdf import batch_signed_distance, signed_distance
 
 
 def _batches(seed=0, n=2, size=16):
@@ -287,8 +287,8 @@ def test_method_options_are_declared_typed_and_checked():
 def test_train_cli_takes_method_options(tmp_path, capsys):
     from test_training_synth import write_dataset
 
-    from training.checkpoint import load_checkpoint
     from training.cli import main
+    from training.engine.checkpoint import load_checkpoint
 
     data = write_dataset(tmp_path / "data", n=3)
     out = tmp_path / "m.pt"

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from training import IGNORE_INDEX
-from training.metrics import dice, dice_hd95, mean_dice, mean_over_cases
+from training.engine.metrics import dice, dice_hd95, mean_dice, mean_over_cases
 
 
 def _square(shape=(1, 20, 20), y=5, x=5, s=6, value=1):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from training.networks import (
+from training.engine.networks import (
     UNet,
     build_network,
     count_parameters,

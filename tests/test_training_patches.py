@@ -1,13 +1,13 @@
-"""The recipe's 2-D sampling and augmentation (training.patches, training.augment)."""
+"""The recipe's 2-D sampling and augmentation (training.engine.patches, training.engine.augment)."""
 
 import numpy as np
 import pytest
 import torch
 
 from training import IGNORE_INDEX
-from training.augment import Augmentation, intensity, patch_grid, sample_patches
-from training.data import DataError, TrainData
-from training.patches import SliceSampler
+from training.engine.augment import Augmentation, intensity, patch_grid, sample_patches
+from training.engine.data import DataError, TrainData
+from training.engine.patches import SliceSampler
 
 # Only spatial changes, always: checks of where pixels land must not see intensity changes.
 SPATIAL_ONLY = Augmentation(p_spatial=1.0, p_gamma=0.0, p_contrast=0.0, p_brightness=0.0,

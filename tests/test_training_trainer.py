@@ -4,10 +4,10 @@ import numpy as np
 import torch
 from test_training_synth import blob_volume
 
-from training.checkpoint import companion_path, load_checkpoint, read_checkpoint
-from training.data import TrainData
-from training.networks import count_parameters
-from training.trainer import TrainConfig, train
+from training.engine.checkpoint import companion_path, load_checkpoint, read_checkpoint
+from training.engine.data import TrainData
+from training.engine.networks import count_parameters
+from training.fit.trainer import TrainConfig, train
 
 
 def _data(n=2):
@@ -88,7 +88,7 @@ def test_fine_tune_keeps_network_config(tmp_path):
 
 
 def test_a_fine_tuned_model_keeps_the_clean_up_its_card_names(tmp_path):
-    from training.model_card import write_card
+    from training.library.model_card import write_card
 
     first = train(_cfg(tmp_path, checkpoint=str(tmp_path / "first.pt")), _data())
     write_card(first, {"anatomy": "blobs", "postprocess": "per_class"})
@@ -102,7 +102,7 @@ def test_a_fine_tuned_model_keeps_the_clean_up_its_card_names(tmp_path):
 
 def test_fine_tune_on_more_classes_grows_the_head(tmp_path):
     """Issue 10: a label the checkpoint does not know adds a structure instead of failing."""
-    from training.checkpoint import read_checkpoint
+    from training.engine.checkpoint import read_checkpoint
 
     img, lab = blob_volume(0)
     two = TrainData.from_arrays([img], [np.minimum(lab, 1)])
@@ -143,7 +143,7 @@ def test_a_stopped_run_resumes_to_the_same_weights(tmp_path):
     """Stop after 3 of 6 steps, resume: the weights equal those of a run never stopped."""
     import pytest
 
-    from training.data import DataError
+    from training.engine.data import DataError
 
     calls = {"n": 0}
 
@@ -190,7 +190,7 @@ def test_an_early_checkpoint_comes_after_the_given_seconds_then_the_periodic_one
 def test_precision_is_checked_and_bf16_runs_where_the_cpu_has_it(tmp_path, monkeypatch):
     import pytest
 
-    import training.cpu_math
+    import training.core.cpu_math
     from training.methods import get_method
 
     with pytest.raises(ValueError, match="precision"):
@@ -198,7 +198,7 @@ def test_precision_is_checked_and_bf16_runs_where_the_cpu_has_it(tmp_path, monke
     a = train(_cfg(tmp_path, checkpoint=str(tmp_path / "a.pt"), seed=1), _data())
     sa = read_checkpoint(a)["state_dict"]
     # a CPU without bf16 in hardware would emulate it, slower than fp32: then bf16 is a no-op
-    monkeypatch.setattr(training.cpu_math, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(training.core.cpu_math, "cpu_has_fast_bf16", lambda: False)
     b = train(_cfg(tmp_path, checkpoint=str(tmp_path / "b.pt"), seed=1, precision="bf16",
                    deterministic=False), _data())
     sb = read_checkpoint(b)
@@ -206,7 +206,7 @@ def test_precision_is_checked_and_bf16_runs_where_the_cpu_has_it(tmp_path, monke
     assert sb["meta"]["config"]["precision"] == "bf16"
     assert sb["meta"]["config"]["deterministic"] is False
     # with it, the forward passes run in bf16: the same seed lands on nearby, other weights
-    monkeypatch.setattr(training.cpu_math, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(training.core.cpu_math, "cpu_has_fast_bf16", lambda: True)
     c = train(_cfg(tmp_path, checkpoint=str(tmp_path / "c.pt"), seed=1, precision="bf16"),
               _data())
     sc = read_checkpoint(c)["state_dict"]
@@ -219,7 +219,7 @@ def test_precision_is_checked_and_bf16_runs_where_the_cpu_has_it(tmp_path, monke
 def test_rotation_is_refused_for_3d_training(tmp_path):
     import pytest
 
-    from training.data import DataError
+    from training.engine.data import DataError
 
     with pytest.raises(DataError, match="2-D"):
         train(_cfg(tmp_path, dims=3, size=[8, 16, 16], rotate=20.0), _data())

@@ -10,10 +10,10 @@ import numpy as np
 import SimpleITK as sitk
 from test_training_synth import write_dataset
 
-from training.checkpoint import load_checkpoint
 from training.cli import main
-from training.tags import write_tags
-from training.weak import classifier_path
+from training.engine.checkpoint import load_checkpoint
+from training.weak.from_tags import classifier_path
+from training.weak.tags import write_tags
 
 TINY = ["--size", "16", "16", "--base", "4", "--depth", "2", "--labeled-bs", "2",
         "--device", "cpu"]
@@ -47,8 +47,8 @@ def test_train_from_tags_then_predict_with_cam(tmp_path, capsys):
 def test_train_from_tags_default_uses_the_anomaly_map_everywhere(tmp_path, capsys):
     """The default localiser needs no classifier, and predict --cam shows the same kind of map
     as the weak masks were seeded from."""
-    from training.localise import anomaly_map
-    from training.normalization import normalize_intensity
+    from training.engine.normalization import normalize_intensity
+    from training.weak.localise import anomaly_map
 
     data = write_dataset(tmp_path / "data", n=3)
     tags = tmp_path / "tags.csv"

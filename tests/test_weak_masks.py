@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from training import IGNORE_INDEX
-from training.metrics import dice
-from training.weak_masks import (
+from training.engine.metrics import dice
+from training.weak.weak_masks import (
     WEAK_BASE,
     combine_labels,
     encode_weak,
@@ -76,7 +76,7 @@ def test_encoding_keeps_user_labels_and_negative_tags_trusted():
 
 
 def test_threshold_mask_can_keep_only_the_largest_blob():
-    from training.weak_masks import threshold_mask
+    from training.weak.weak_masks import threshold_mask
 
     m = np.zeros((32, 32), np.float32)
     m[2:12, 2:12] = 1.0  # 100 px

@@ -6,12 +6,12 @@ import numpy as np
 import torch
 
 from training import IGNORE_INDEX
-from training.checkpoint import load_checkpoint
+from training.engine.checkpoint import load_checkpoint
+from training.fit.trainer import TrainConfig
 from training.methods import METHODS, get_method
 from training.methods.cam_weak import pseudo_labels, split_weak
-from training.trainer import TrainConfig
-from training.weak import classifier_path, train_from_tags
-from training.weak_masks import WEAK_BASE
+from training.weak.from_tags import classifier_path, train_from_tags
+from training.weak.weak_masks import WEAK_BASE
 
 
 def test_pseudo_labels_keep_trusted_and_confident_and_ignore_uncertain():

@@ -40,7 +40,7 @@ def test_predict_adds_prediction_and_uncertainty_on_the_scan(qtbot, assistant):
 def test_next_uncertain_slice_goes_to_the_top_ranked_slice(qtbot, assistant):
     viewer, widget = assistant
     _predict(qtbot, widget)
-    from training.loop import SUGGEST_BODY_FIRST, rank_uncertain_slices
+    from training.interactive.loop import SUGGEST_BODY_FIRST, rank_uncertain_slices
 
     pred = widget.session.prediction
     expected = rank_uncertain_slices(widget.session.uncertainty, [], 0, prediction=pred,

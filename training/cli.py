@@ -12,9 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from training.atomic import atomic_write
-from training.augment import AUGMENTATIONS
-from training.checkpoint import CheckpointError, check_init_fits, load_checkpoint
 from training.cli_checks import (
     card_classes,
     check_labeled,
@@ -22,7 +19,8 @@ from training.cli_checks import (
     check_size,
     check_train_paths,
 )
-from training.io import (
+from training.core.atomic import atomic_write
+from training.core.io import (
     IMAGE_SUFFIXES,
     SEG_SUFFIX,
     DataError,
@@ -33,10 +31,12 @@ from training.io import (
     read_labels,
     write_like,
 )
-from training.localise import DEFAULT_LOCALISER, LOCALISERS
+from training.engine.augment import AUGMENTATIONS
+from training.engine.checkpoint import CheckpointError, check_init_fits, load_checkpoint
+from training.engine.postprocess import POSTPROCESS_MODES
 from training.methods import METHODS, options_help, parse_spec
 from training.methods.base import OPTIMIZERS, PRECISIONS
-from training.postprocess import POSTPROCESS_MODES
+from training.weak.localise import DEFAULT_LOCALISER, LOCALISERS
 
 
 def _dims(value: str) -> int:
@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--device", default="auto")
     pt.add_argument("--out", required=True)
 
-    from training.simulate import add_subcommand as add_simulate
+    from training.bench.simulate import add_subcommand as add_simulate
 
     add_simulate(sub)
 
@@ -287,7 +287,7 @@ def _method_spec(value: str) -> str:
 
 
 def _config(args: argparse.Namespace, **extra):
-    from training.trainer import TrainConfig
+    from training.fit.trainer import TrainConfig
 
     size = args.size or ([160, 160] if args.dims == 2 else [32, 64, 64])
     if len(size) != args.dims:
@@ -310,9 +310,9 @@ def _config(args: argparse.Namespace, **extra):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from training.data import load_train_data
-    from training.distributed import cleanup
-    from training.trainer import method_settings, train
+    from training.core.distributed import cleanup
+    from training.engine.data import load_train_data
+    from training.fit.trainer import method_settings, train
 
     if args.steps < 1:
         raise DataError("--steps must be at least 1")
@@ -326,7 +326,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.labeled is None:
         raise DataError("--labeled is required (or give --tags FILE.csv)")
     check_labeled(args.data, args.labeled)
-    from training.dicom import series_dataset
+    from training.core.dicom import series_dataset
 
     with series_dataset(args.data) as root:  # images/<case>/ may be a DICOM series folder
         data = load_train_data(root, args.labeled, num_classes=args.num_classes)
@@ -373,10 +373,10 @@ def _print_event(e: dict) -> None:
 
 def _train_from_tags(args: argparse.Namespace) -> int:
     """Tags (and optional dense labels) of a dataset folder -> cam_weak checkpoint."""
-    from training.data import scan_dataset, select_labeled
-    from training.tags import read_tags, tag_counts, volume_tags
-    from training.trainer import method_settings
-    from training.weak import train_from_tags
+    from training.engine.data import scan_dataset, select_labeled
+    from training.fit.trainer import method_settings
+    from training.weak.from_tags import train_from_tags
+    from training.weak.tags import read_tags, tag_counts, volume_tags
 
     tags = read_tags(args.tags, args.tag_column)
     cases = [c for c in scan_dataset(args.data) if c.split in (None, "train")]
@@ -428,7 +428,7 @@ def _stacks(read: list) -> list[list]:
 def _inputs(path: Path) -> list[Path]:
     """The scans (or label maps) a path names: a file, a folder that is one DICOM series, or
     a folder of them (image files, DICOM-SEG files, DICOM series sub-folders)."""
-    from training.dicom import is_series_folder, looks_dicom
+    from training.core.dicom import is_series_folder, looks_dicom
 
     if path.is_dir():
         if is_series_folder(path) or _slice_stack(path):
@@ -449,7 +449,7 @@ def _inputs(path: Path) -> list[Path]:
 def _slice_stack(folder: Path) -> bool:
     """A folder of 2-D PNG slices and nothing else is one scan (a patient's LGG stack), read
     and normalised as one, as the plugin opens it."""
-    from training.io import png_slices
+    from training.core.io import png_slices
 
     files = [p for p in folder.iterdir() if p.name.lower().endswith(IMAGE_SUFFIXES)]
     return bool(files) and len(png_slices(folder)) == len(files) and len(files) > 1
@@ -488,11 +488,11 @@ def _predict_plan(args: argparse.Namespace, files: list[Path], many: bool
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from training.device import pick_device
-    from training.inference import predict_volume
-    from training.output_paths import check_outputs
-    from training.staged_writes import StagedWrites
-    from training.weak import classifier_path
+    from training.core.device import pick_device
+    from training.core.output_paths import check_outputs
+    from training.core.staged_writes import StagedWrites
+    from training.engine.inference import predict_volume
+    from training.weak.from_tags import classifier_path
 
     if args.mc < 0:
         raise DataError(f"--mc {args.mc}: the number of MC-dropout samples is 0 (one softmax) "
@@ -513,7 +513,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     for f, outs in plan:  # refuse a bad input before hours of predicting, with nothing written
         arr, ref = read_image(f, series=args.series)
         if outs[0][1].name.lower().endswith(SEG_SUFFIX):
-            from training.dicom_seg import check_writable
+            from training.core.dicom_seg import check_writable
 
             check_writable(arr.shape, ref)
     # every output is staged and moved into place only when all are written: a full disk or a
@@ -529,7 +529,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                         else cam_model_map(args.model, model, meta, arr, device))
                 segments = None  # a DICOM-SEG's segments are named after the model's classes
                 if what == "--output" and path.name.lower().endswith(SEG_SUFFIX):
-                    from training.dicom_seg import segments_for
+                    from training.core.dicom_seg import segments_for
 
                     segments = segments_for(res["labels"], meta.get("class_names"))
                 target = staged.path_for(path)
@@ -545,11 +545,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cam_model_map(model_path: str, model, meta: dict, volume: np.ndarray, device) -> np.ndarray:
-    """Localisation map (z, y, x) in [0, 1] as training made it (:mod:`training.weak`'s own
+    """Localisation map (z, y, x) in [0, 1] as training made it (:mod:`training.weak.from_tags`'s
+    own
     function, without tags), or else Grad-CAM / the cls head of the model itself."""
-    from training.cam import volume_cam
-    from training.normalization import normalize_intensity
-    from training.weak import classifier_path, localisation_maps
+    from training.engine.normalization import normalize_intensity
+    from training.weak.cam import volume_cam
+    from training.weak.from_tags import classifier_path, localisation_maps
 
     localiser = meta.get("config", {}).get("method_opts", {}).get("localiser")
     clf_path = classifier_path(model_path)
@@ -564,8 +565,8 @@ def cam_model_map(model_path: str, model, meta: dict, volume: np.ndarray, device
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from training.metrics import classes_to_score, dice_hd95, mean_over_cases
-    from training.output_paths import check_outputs
+    from training.core.output_paths import check_outputs
+    from training.engine.metrics import classes_to_score, dice_hd95, mean_over_cases
 
     pred_files, ref_files = _inputs(Path(args.pred)), _inputs(Path(args.labels))
     if args.json:
@@ -592,7 +593,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     for path in blank:
         print(f"{path}: every voxel is 255 (not annotated): this case is not scored",
               file=sys.stderr)
-    # every class in a prediction or a reference is scored (training.metrics.classes_to_score)
+    # every class in a prediction or a reference is scored
+    # (training.engine.metrics.classes_to_score)
     n_cls = classes_to_score(((p, r) for _, p, r, _ in loaded), given)
     if given is not None and n_cls > given:
         print(f"classes {list(range(given, n_cls))} appear beyond the {given} classes given: "
@@ -623,7 +625,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _read_pair(pred: Path, ref: Path) -> tuple[np.ndarray, np.ndarray, Geometry]:
     """Prediction and reference label maps; a DICOM-SEG is placed onto the other's grid (its
     empty frames may be left out, so alone it need not span the whole scan)."""
-    from training.dicom import is_seg_file
+    from training.core.dicom import is_seg_file
 
     if is_seg_file(ref) and not is_seg_file(pred):
         p, pred_geom = read_labels(pred)
@@ -635,7 +637,7 @@ def _read_pair(pred: Path, ref: Path) -> tuple[np.ndarray, np.ndarray, Geometry]
 
 
 def _cmd_card(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from training.model_card import build_card, render_markdown, write_card
+    from training.library.model_card import build_card, render_markdown, write_card
 
     def names(v: str | None) -> list[str] | None:
         return [x.strip() for x in v.split(",") if x.strip()] if v else None
@@ -664,7 +666,7 @@ def _nan_to_none(obj):
 
 
 def _cmd_benchmark(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from training.benchmark import label_efficiency
+    from training.bench.benchmark import label_efficiency
 
     if args.benchmark == "weak":
         return _cmd_benchmark_weak(args, argv)
@@ -688,8 +690,8 @@ def _cmd_benchmark(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _cmd_benchmark_speed(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from training.benchmark import evaluate_split, machine_description
-    from training.speed import benchmark_volume, entries_for, speed_table, time_predictions
+    from training.bench.benchmark import evaluate_split, machine_description
+    from training.bench.speed import benchmark_volume, entries_for, speed_table, time_predictions
 
     if args.repeats < 1:
         raise DataError("--repeats must be at least 1")
@@ -731,8 +733,8 @@ def _header(title: str, argv: Sequence[str], machine: str, *lines: str) -> str:
 
 
 def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from training.benchmark import machine_description
-    from training.effort import effort_benchmark, effort_table, load_cases
+    from training.bench.benchmark import machine_description
+    from training.bench.effort import effort_benchmark, effort_table, load_cases
 
     target = args.target / 100 if args.target > 1 else args.target
     if not 0 < target <= 1:
@@ -754,7 +756,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
     start_weights = (f"pretrained without labels: {args.pretrained}" if args.pretrained
                      else "random")
     if args.fixed_k:
-        from training.effort import fixed_k_rows, fixed_k_table
+        from training.bench.effort import fixed_k_rows, fixed_k_table
 
         if start is not None:
             raise DataError("--fixed-k measures a new model from scratch: leave --start out")
@@ -770,8 +772,8 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         atomic_write(args.out, lambda fh: fh.write(table.encode()))
         print(table)
         return 0
-    from training.interpolation import ENDS
-    from training.loop import (
+    from training.interactive.interpolation import ENDS
+    from training.interactive.loop import (
         KEEP_MAIN_PIECE,
         SUGGEST_BODY_FIRST,
         SUGGEST_COVERAGE,
@@ -826,7 +828,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _cmd_benchmark_weak(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from training.weak_benchmark import weak_benchmark
+    from training.bench.weak_benchmark import weak_benchmark
 
     cfg = _config(args, seed=args.seed)
     command = "semiseg " + " ".join(shlex.quote(a) for a in argv)
@@ -843,8 +845,8 @@ def _cmd_benchmark_weak(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _cmd_pretrain(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from training.new_model import NEW_MODEL_SIZE
-    from training.pretrain import pretrain, unlabelled_slices
+    from training.interactive.new_model import NEW_MODEL_SIZE
+    from training.interactive.pretrain import pretrain, unlabelled_slices
 
     slices = unlabelled_slices(args.data, NEW_MODEL_SIZE, args.split, args.skip, args.per_volume)
     print(f"{len(slices)} slices from {', '.join(args.data)}", file=sys.stderr, flush=True)

@@ -1,6 +1,6 @@
 """Checks the ``semiseg`` commands make on their arguments before any work (issue 24).
 
-Outputs are resolved against every input (:mod:`training.output_paths`), sizes against the
+Outputs are resolved against every input (:mod:`training.core.output_paths`), sizes against the
 network, counts against the data: a mistake is reported in one line naming the file or the
 option, before hours of work, never as a traceback or a silently changed request.
 """
@@ -11,8 +11,8 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from training.checkpoint import companion_path
-from training.io import DataError
+from training.core.io import DataError
+from training.engine.checkpoint import companion_path
 
 
 def check_size(size: Sequence[int], depth: int, what: str = "--size", unshuffle: int = 1
@@ -29,7 +29,7 @@ def check_size(size: Sequence[int], depth: int, what: str = "--size", unshuffle:
 
 def dataset_paths(root: str) -> tuple[list[Path], list[Path]]:
     """The files a dataset folder's training reads, and the folders they lie in."""
-    from training.data import scan_dataset
+    from training.engine.data import scan_dataset
 
     files: list[Path] = [Path(root) / "index.csv"]
     for c in scan_dataset(root):
@@ -43,7 +43,7 @@ def dataset_paths(root: str) -> tuple[list[Path], list[Path]]:
 def check_labeled(root: str, labeled: str | None) -> None:
     """``--labeled N`` asks for N patients: more than the train split holds is a mistake, not
     a request for all of them."""
-    from training.data import scan_dataset
+    from training.engine.data import scan_dataset
 
     if labeled is None or not labeled.strip().isdigit():
         return
@@ -57,7 +57,7 @@ def check_labeled(root: str, labeled: str | None) -> None:
 def check_train_paths(args: argparse.Namespace) -> None:
     """Before the first step: the checkpoint (and its companion files) may not overwrite the
     data, the --init model or the tags, and their folder must be writable."""
-    from training.output_paths import check_outputs
+    from training.core.output_paths import check_outputs
 
     out = Path(args.out)
     outputs = [("--out", out)] + [(f"--out's {name} file", companion_path(out, name))
@@ -68,7 +68,7 @@ def check_train_paths(args: argparse.Namespace) -> None:
 
 def card_classes(model: str | None, num_classes: int | None) -> int | None:
     """The class count given on the command line: --num-classes, or the --model's card."""
-    from training.checkpoint import read_meta
+    from training.engine.checkpoint import read_meta
 
     if not model:
         return num_classes
@@ -82,7 +82,7 @@ def card_classes(model: str | None, num_classes: int | None) -> int | None:
 def check_report_paths(args: argparse.Namespace) -> None:
     """The outputs of card, pretrain, simulate and the benchmarks, resolved against what they
     read before any work (train, predict and evaluate check their own)."""
-    from training.output_paths import check_output_folder, check_outputs
+    from training.core.output_paths import check_output_folder, check_outputs
 
     cmd, bench = args.command, getattr(args, "benchmark", None)
     outputs: list[tuple[str, str | Path]] = []

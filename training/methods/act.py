@@ -10,10 +10,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from training.ema import copy_weights, ema_update, make_teacher, unwrap
-from training.losses import softmax_mse, supervised_loss
+from training.engine.ema import copy_weights, ema_update, make_teacher, unwrap
+from training.engine.losses import softmax_mse, supervised_loss
+from training.engine.networks import build_network, tiny_student
 from training.methods.base import Batch, Method, load_compatible, perturb
-from training.networks import build_network, tiny_student
 
 
 def distillation_loss(

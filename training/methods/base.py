@@ -8,10 +8,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from training import cpu_math
-from training.ema import unwrap
-from training.losses import supervised_loss
-from training.networks import build_network
+from training.core import cpu_math
+from training.engine.ema import unwrap
+from training.engine.losses import supervised_loss
+from training.engine.networks import build_network
 
 Batch = dict[str, torch.Tensor]
 
@@ -172,7 +172,7 @@ class Method:
     def _restart_average(self) -> None:
         """Start the averaged weights from the main network's current ones."""
         if self.weights_ema > 0:
-            from training.ema import make_teacher
+            from training.engine.ema import make_teacher
 
             self.averaged = make_teacher(self.main()).to(self.device)
 
@@ -236,7 +236,7 @@ class Method:
         return int(round(self.warmup_fraction * total))
 
     def ramp(self, step: int, total: int) -> float:
-        from training.losses import sigmoid_rampup
+        from training.engine.losses import sigmoid_rampup
 
         warm = self.warmup_steps(total)
         return sigmoid_rampup(step - warm, int(self.rampup_fraction * max(total - warm, 1)))
@@ -267,7 +267,7 @@ class Method:
         self.optimizer.step()
         self.after_step(step, total_steps, in_warmup)
         if self.averaged is not None:
-            from training.ema import ema_update
+            from training.engine.ema import ema_update
 
             # early on the average follows closely ((1 + t) / (10 + t)), so a short Retrain's
             # model is not dragged back towards its starting weights

@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 
 from training import IGNORE_INDEX
-from training.copy_paste import box_mask, dynamic_ratio, label_edges, mix
-from training.ema import copy_weights, ema_update, make_teacher
-from training.losses import edge_loss, supervised_loss
+from training.engine.copy_paste import box_mask, dynamic_ratio, label_edges, mix
+from training.engine.ema import copy_weights, ema_update, make_teacher
+from training.engine.losses import edge_loss, supervised_loss
 from training.methods.base import Batch, Method
 
 

@@ -7,7 +7,7 @@ uncertain ones are ignored (255). Trusted labels (the user's dense or sparse vox
 masks of slices tagged negative) are never overruled. Unlabelled slices get the mean-teacher
 consistency term, as in :mod:`training.methods.mean_teacher`.
 
-Label encoding in a batch (see :mod:`training.weak_masks`): 0..C-1 trusted, ``WEAK_BASE + c``
+Label encoding in a batch (see :mod:`training.weak.weak_masks`): 0..C-1 trusted, ``WEAK_BASE + c``
 weak, 255 not annotated.
 """
 
@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import torch
 
-from training import IGNORE_INDEX
-from training.losses import softmax_mse, supervised_loss
+from training import IGNORE_INDEX, WEAK_BASE
+from training.engine.losses import softmax_mse, supervised_loss
 from training.methods.base import Batch
 from training.methods.mean_teacher import MeanTeacher
-from training.weak_masks import WEAK_BASE
 
 
 def split_weak(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from training.losses import sdf_to_probability, supervised_loss, valid_mask
+from training.engine.losses import sdf_to_probability, supervised_loss, valid_mask
+from training.engine.networks import build_network
+from training.engine.sdf import batch_signed_distance
 from training.methods.base import Batch, Method
-from training.networks import build_network
-from training.sdf import batch_signed_distance
 
 
 def masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from training.ema import copy_weights, ema_update, make_teacher
-from training.losses import softmax_mse, supervised_loss
+from training.engine.ema import copy_weights, ema_update, make_teacher
+from training.engine.losses import softmax_mse, supervised_loss
 from training.methods.base import Batch, Method, perturb
 
 

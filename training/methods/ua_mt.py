@@ -10,10 +10,10 @@ import math
 
 import torch
 
-from training.losses import sigmoid_rampup, softmax_mse, supervised_loss
+from training.engine.losses import sigmoid_rampup, softmax_mse, supervised_loss
+from training.engine.networks import enable_mc_dropout
 from training.methods.base import Batch, perturb
 from training.methods.mean_teacher import MeanTeacher
-from training.networks import enable_mc_dropout
 
 
 def entropy(probs: torch.Tensor, dim: int = 1) -> torch.Tensor:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import torch
 
-from training.losses import sdf_to_probability, supervised_loss, valid_mask
+from training.engine.losses import sdf_to_probability, supervised_loss, valid_mask
+from training.engine.sdf import batch_signed_distance
 from training.methods.base import Batch, perturb
 from training.methods.dtml import masked_mse
 from training.methods.ua_mt import UAMT, certainty_mask, mc_teacher, uncertainty_threshold
-from training.sdf import batch_signed_distance
 
 
 class UGMCL(UAMT):

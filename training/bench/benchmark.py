@@ -1,0 +1,271 @@
+"""Label-efficiency benchmark: labelled-only vs methods vs all-labelled, on the same budget."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.core.io import read_image, read_labels
+from training.engine.checkpoint import load_checkpoint
+from training.engine.data import class_names_from_index, load_train_data, scan_dataset
+from training.engine.inference import predict_volume
+from training.engine.metrics import classes_to_score, dice_hd95, mean_over_cases
+from training.fit.trainer import TrainConfig, method_settings, train
+
+LABELED_ONLY = "labelled-only"
+ALL_LABELED = "all-labelled"
+MIN_GAP = 0.01  # below one Dice point the ratio is noise, not a measurement
+
+
+def evaluate_split(model_path: str, data_dir: str, split: str = "test") -> dict:
+    """Mean per-class Dice / HD95 of a checkpoint on one split of a dataset folder."""
+    model, meta = load_checkpoint(model_path, device="cpu")
+    scored = []
+    for case in scan_dataset(data_dir):
+        if case.split != split or case.label is None:
+            continue
+        img, geometry = read_image(case.image)
+        ref, _ = read_labels(case.label)
+        pred = predict_volume(model, meta, img, device="cpu")["labels"]
+        scored.append((pred, ref, list(geometry.spacing)[::-1][: ref.ndim]))
+    if not scored:
+        raise ValueError(f"no labelled cases in split {split!r}")
+    # every class in a prediction or a reference, not only the model's (the evaluate rule)
+    n = classes_to_score(((p, r) for p, r, _ in scored), int(meta["num_classes"]))
+    results = [dice_hd95(p, r, n, sp) for p, r, sp in scored]
+    out = mean_over_cases(results)
+    out["cases"] = len(results)
+    return out
+
+
+def _stale(lock: Path) -> bool:
+    """A lock written on this machine by a process that no longer runs."""
+    try:
+        host, pid = lock.read_text(encoding="utf-8").split()
+        if host != socket.gethostname():
+            return False  # another machine's process: cannot tell, so wait
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError):  # no lock, one being written, or one from an older version
+        return False
+    return False
+
+
+def run_one(
+    name: str, seed: int, data_dir: str, labeled: str, base_config: TrainConfig,
+    workdir: Path, log: Callable[[str], None], wait: bool = True,
+) -> dict | None:
+    """Train and evaluate one (method, seed) run, caching its result as JSON.
+
+    When another invocation sharing ``workdir`` is training the same run, wait for it, or
+    with ``wait=False`` return None at once so the caller can do other runs first."""
+    stem = name.replace(":", "_").replace(",", "_").replace("=", "")
+    cache = workdir / f"{stem}_seed{seed}.json"
+    if cache.exists():
+        return json.loads(cache.read_text(encoding="utf-8"))
+    lock = cache.with_suffix(".lock")
+    if _stale(lock):  # its holder was killed (SIGTERM skips the cleanup below)
+        log(f"{lock.name}: its process is gone; running {name} seed {seed} here")
+        lock.unlink(missing_ok=True)
+    try:  # another invocation sharing this folder may be training the same run: wait for it
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        os.write(fd, f"{socket.gethostname()} {os.getpid()}".encode())
+        os.close(fd)
+    except FileExistsError:
+        if not wait:
+            return None
+        log(f"waiting for {name} seed {seed} (another run holds {lock.name})")
+        while not cache.exists():
+            if not lock.exists() or _stale(lock):
+                lock.unlink(missing_ok=True)
+                return run_one(name, seed, data_dir, labeled, base_config, workdir, log)
+            time.sleep(10)
+        return json.loads(cache.read_text(encoding="utf-8"))
+    try:
+        return _train_and_evaluate(name, seed, data_dir, labeled, base_config, workdir, log,
+                                   cache, stem)
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _train_and_evaluate(name, seed, data_dir, labeled, base_config, workdir, log, cache, stem):
+    if name == LABELED_ONLY:
+        data = load_train_data(data_dir, labeled, use_unlabeled=False)
+        cfg = replace(base_config, method="supervised")
+    elif name == ALL_LABELED:
+        pool = [c for c in scan_dataset(data_dir) if c.split in (None, "train")]
+        data = load_train_data(data_dir, ",".join(c.name for c in pool), use_unlabeled=False)
+        cfg = replace(base_config, method="supervised")
+    else:
+        data = load_train_data(data_dir, labeled)
+        settings = method_settings(name)
+        cfg = replace(base_config, **{**settings, "method_opts": {
+            **base_config.method_opts, **settings["method_opts"]}})
+    cfg = replace(cfg, seed=seed, checkpoint=str(workdir / f"{stem}_seed{seed}.pt"))
+    t0 = time.perf_counter()
+    log(f"start {name} seed {seed}")
+    path = train(cfg, data, on_event=lambda e: e["type"] == "progress" and e["step"] % 250 == 0
+                 and log(f"  {name} s{seed} step {e['step']}/{e['total']} "
+                         f"loss {e['losses']['loss']:.3f}"))
+    train_s = time.perf_counter() - t0
+    metrics = evaluate_split(str(path), data_dir, "test")
+    # The val split is what method options are chosen on; test is only reported.
+    has_val = any(c.split == "val" and c.label is not None for c in scan_dataset(data_dir))
+    val = evaluate_split(str(path), data_dir, "val") if has_val else None
+    result = {"name": name, "seed": seed, "train_seconds": train_s,
+              "step_seconds": train_s / max(cfg.steps, 1), **metrics, "val": val}
+    cache.write_text(json.dumps(result), encoding="utf-8")
+    log(f"done {name} seed {seed}: mean Dice {np.mean(metrics['dice']):.4f} ({train_s:.0f} s)")
+    return result
+
+
+def _ms(values: Sequence[float], scale: float = 1.0, digits: int = 1) -> str:
+    v = np.asarray(values, dtype=np.float64) * scale
+    if len(v) > 1:
+        return f"{v.mean():.{digits}f} ± {v.std():.{digits}f}"
+    return f"{v.mean():.{digits}f}"
+
+
+def render_table(results: dict[str, list[dict]], class_names: list[str], header: str) -> str:
+    """Markdown table: per-class Dice / HD95 and mean Dice as mean ± std over seeds, gap."""
+    fg = class_names[1:]
+    mean_dice = {k: [float(np.mean(r["dice"])) for r in rs] for k, rs in results.items()}
+    lo = np.mean(mean_dice.get(LABELED_ONLY, [np.nan]))
+    hi = np.mean(mean_dice.get(ALL_LABELED, [np.nan]))
+    cols = ([f"Dice {c}" for c in fg] + ["mean Dice"] + [f"HD95 {c}" for c in fg]
+            + ["mean HD95", "gap recovered", "val mean Dice", "s/step"])
+    lines = [header, "", "| run | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, rs in results.items():
+        cells = [_ms([r["dice"][i] for r in rs], 100) for i in range(len(fg))]
+        cells.append(_ms(mean_dice[name], 100))
+        cells += [_ms([r["hd95"][i] for r in rs]) for i in range(len(fg))]
+        cells.append(_ms([float(np.mean(r["hd95"])) for r in rs]))
+        if name in (LABELED_ONLY, ALL_LABELED) or not np.isfinite(hi - lo):
+            cells.append("—")
+        elif hi - lo < MIN_GAP:
+            cells.append("n/a (gap < 1 pt)")
+        else:
+            gaps = [(d - lo) / (hi - lo) * 100 for d in mean_dice[name]]
+            cells.append(_ms(gaps, 1, 0) + " %")
+        vals = [float(np.mean(r["val"]["dice"])) for r in rs if r.get("val")]
+        cells.append(_ms(vals, 100) if len(vals) == len(rs) else "—")
+        cells.append(f"{np.mean([r['step_seconds'] for r in rs]):.2f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "Dice in %, HD95 in the images' spacing units (mm; ACDC's is a 1 mm "
+              "placeholder); mean ± std "
+              "over seeds. Gap recovered = (method − labelled-only) / (all-labelled − "
+              "labelled-only), computed on mean Dice per seed against the seed-mean baselines. "
+              "Val mean Dice is on the val split, the only one method options are chosen on."]
+    return "\n".join(lines) + "\n"
+
+
+def label_efficiency(
+    data_dir: str,
+    labeled: str,
+    methods: Sequence[str],
+    seeds: int,
+    base_config: TrainConfig,
+    out: str,
+    command: str,
+    log: Callable[[str], None] = print,
+    labeled_set: int = 0,
+) -> str:
+    """Run the whole benchmark and write the markdown table to ``out``; returns the table.
+
+    ``labeled_set`` 0 labels the first ``labeled`` patients (the SSL4MIS convention); K >= 1
+    draws that many patients of the train pool with seed K, so a claim can be checked on
+    another labelled set."""
+    labeled = labelled_patients(data_dir, labeled, labeled_set)
+    log(f"labelled set {labeled_set}: {labeled}")
+    out_path = Path(out)
+    workdir = out_path.with_suffix(".runs")
+    workdir.mkdir(parents=True, exist_ok=True)
+    names = [LABELED_ONLY, *[m for m in methods if m != "supervised"], ALL_LABELED]
+    start = time.perf_counter()
+    # methods before baselines, so parallel invocations sharing the baselines need not wait
+    order = names[1:-1] + [LABELED_ONLY, ALL_LABELED]
+    runs = [(name, seed) for seed in range(seeds) for name in order]
+    done: dict[tuple[str, int], dict] = {}
+    # First pass skips runs another invocation holds; the second waits for them.
+    for wait in (False, True):
+        for name, seed in runs:
+            if (name, seed) in done:
+                continue
+            result = run_one(name, seed, data_dir, labeled, base_config, workdir, log, wait)
+            if result is None:
+                continue
+            done[name, seed] = result
+            results = {n: [done[n, s] for s in range(seeds) if (n, s) in done] for n in names}
+            partial = {k: v for k, v in results.items() if v}
+            _write(out_path, partial, data_dir, command, start, base_config, seeds, labeled,
+                   final=False)
+    results = {n: [done[n, s] for s in range(seeds)] for n in names}
+    return _write(out_path, results, data_dir, command, start, base_config, seeds, labeled,
+                  final=True)
+
+
+def labelled_patients(data_dir: str, labeled: str, labeled_set: int) -> str:
+    """``labeled`` as it is for set 0; for set K >= 1, N train-pool patients drawn with seed K
+    (comma-separated names, in pool order)."""
+    if labeled_set <= 0:
+        return labeled
+    if not str(labeled).strip().isdigit():
+        raise ValueError("--labeled-set draws patients: give --labeled as a number")
+    n = int(labeled)
+    patients: list[str] = []
+    for c in scan_dataset(data_dir):
+        pid = c.patient or c.name
+        if c.split in (None, "train") and pid not in patients:
+            patients.append(pid)
+    if not 0 < n < len(patients):
+        raise ValueError(f"--labeled {n}: the train pool has {len(patients)} patients")
+    picks = sorted(np.random.default_rng(labeled_set).choice(len(patients), n, replace=False))
+    return ",".join(patients[i] for i in picks)
+
+
+def machine_description() -> str:
+    """CPU model, core count, torch threads and versions, for benchmark headers."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{model}, {os.cpu_count()} CPU cores visible, {torch.get_num_threads()} torch "
+            f"threads, torch {torch.__version__}, {platform.system()} {platform.release()}")
+
+
+def _write(out_path, results, data_dir, command, start, cfg, seeds, labeled, final) -> str:
+    names = class_names_from_index(data_dir)
+    if names is None:
+        first = next(iter(results.values()))[0]
+        names = ["background"] + [f"class{i}" for i in range(1, len(first["dice"]) + 1)]
+    wall = time.perf_counter() - start
+    optimiser = "SGD (momentum 0.9)" if cfg.optimizer == "sgd" else "Adam"
+    header = "\n".join([
+        "# Label-efficiency benchmark" + ("" if final else " (partial, still running)"),
+        "",
+        f"- command: `{command}`",
+        f"- machine: {machine_description()}",
+        f"- wall time: {wall / 60:.1f} min (this invocation; cached runs not re-timed)",
+        f"- budget: {cfg.steps} steps per run, batch {cfg.labeled_bs}+{cfg.unlabeled_bs}, "
+        f"{cfg.dims}D, size {cfg.size}, U-Net base {cfg.base} depth {cfg.depth}, "
+        f"{optimiser} lr {cfg.lr} poly, seeds {seeds}; evaluated on the test split "
+        "(3D Dice per volume).",
+        f"- labelled patients: {labeled}",
+    ])
+    table = render_table(results, names, header)
+    out_path.write_text(table, encoding="utf-8")
+    return table

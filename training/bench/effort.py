@@ -1,0 +1,377 @@
+"""Annotation effort over a series of scans: the assistant against interpolation.
+
+A simulated clinician goes through N scans in order. On each it paints one slice at a time
+(copying the expert's labels of the slice the product suggests) and clicks Retrain, as the
+plugin does, until Dice on the whole scan reaches the target or ``k_max`` slices are painted;
+then it moves to the next scan with the model it has taught. Beside it, on the same scan, the
+clinician without this tool paints K evenly spaced slices from the structure's first to its last
+and fills the rest by shape-based interpolation; the table gives the smallest K that reaches the
+target. ``semiseg benchmark effort`` runs it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training import IGNORE_INDEX
+from training.engine.metrics import mean_dice
+from training.interactive.interpolation import (
+    even_slices,
+    fuse_with_interpolation,
+    interpolate_between_slices,
+)
+from training.interactive.loop import (
+    KEEP_MAIN_PIECE,
+    SUGGEST_BODY_FIRST,
+    SUGGEST_COVERAGE,
+    SUGGEST_MAIN_STRUCTURE,
+    SUGGEST_PER_SLICE,
+    finetune,
+    keep_main_structure,
+    rank_uncertain_slices,
+    sparse_labels,
+    split_held_back,
+    within_painted_extent,
+)
+from training.interactive.retrain import HELD_BACK_FRACTION, Shown, retrain_once
+
+Row = dict[str, Any]
+FUSE_WEIGHTS = (0.1, 0.2, 0.3, 0.5)  # the network's share when blended with interpolation
+
+
+def interpolation_effort(truth: np.ndarray, target: float, k_max: int, axis: int = 0
+                         ) -> tuple[int | None, float]:
+    """Smallest K of evenly spaced painted slices whose interpolation reaches ``target``
+    (None if none up to ``k_max``), and the Dice at that K (or at ``k_max``)."""
+    dice = 0.0
+    for k in range(1, k_max + 1):
+        painted = even_slices(truth, k, axis)
+        filled = interpolate_between_slices(sparse_labels(truth, painted, axis), painted, axis)
+        dice = mean_dice(filled, truth)
+        if dice >= target:
+            return len(painted), dice
+    return None, dice
+
+
+def first_slice(truth: np.ndarray, axis: int = 0) -> int:
+    """With no model yet, the clinician paints the middle of the structure."""
+    return even_slices(truth, 1, axis)[0]
+
+
+def _middle_out(truth: np.ndarray, axis: int = 0) -> list[int]:
+    """The structure's slices from its middle outwards, alternating sides."""
+    fg = np.moveaxis(truth, axis, 0)
+    present = [int(z) for z in np.flatnonzero(((fg != 0) & (fg != IGNORE_INDEX))
+                                              .reshape(len(fg), -1).any(1))]
+    mid = first_slice(truth, axis) if present else 0
+    return sorted(present, key=lambda z: (abs(z - mid), z))
+
+
+def learning_effort(
+    image: np.ndarray,
+    truth: np.ndarray,
+    model: str | None,
+    class_names: Sequence[str],
+    target: float,
+    k_max: int,
+    work: Path,
+    steps: int = 200,
+    method: str = "supervised",
+    axis: int = 0,
+    device: str | None = "cpu",
+    seed: int = 0,
+    fuse_weight: float | None = None,
+    hold_back_from: int | None = None,
+    coverage: float = SUGGEST_COVERAGE,
+    per_slice: str = SUGGEST_PER_SLICE,
+    main_structure: bool = SUGGEST_MAIN_STRUCTURE,
+    main_piece: bool = KEEP_MAIN_PIECE,
+    ends: str | None = None,
+    body_first: bool = SUGGEST_BODY_FIRST,
+    pretrained: str | None = None,
+    earlier: Sequence[tuple[np.ndarray, np.ndarray]] = (),
+    **config: Any,
+) -> tuple[Row, str | None]:
+    """Paint-and-retrain on one scan until ``target``; returns (row, the model to go on with).
+
+    Once ``hold_back_from`` slices are painted and the model has learnt something, each
+    Retrain is judged on held-back painted slices. None does as the plugin: never for a model
+    taught from scratch (``model`` None), from 2 slices for a model it was given."""
+    from training.engine.checkpoint import load_checkpoint
+    from training.engine.inference import predict_volume
+    from training.interactive.new_model import is_untrained, new_model
+
+    if hold_back_from is None:
+        hold_back_from = 2 if model is not None else k_max + 1
+    painted: list[int] = []
+    retrain_s: list[float] = []
+    rejected = 0
+    dice = 0.0
+    current = model
+    uncertainty = None
+    prediction = None
+
+    # Retrain shows the network, or its blend with the interpolation between the trained slices
+    shown = Shown(fuse_weight=fuse_weight, ends=ends, main_piece=main_piece, device=device)
+    if current is not None:
+        net, meta = load_checkpoint(current, device=device)
+        res = predict_volume(net, meta, image, device=device)
+        prediction, uncertainty = res["labels"], res["uncertainty"]
+        dice = mean_dice(prediction, truth)
+    trajectory: list[float] = []
+    while dice < target and len(painted) < k_max:
+        sees = prediction is not None and bool(((prediction != 0) & (prediction != IGNORE_INDEX))
+                                               .any())
+        if uncertainty is None or not sees:
+            # no model, or one that sees the structure nowhere on this scan: the clinician
+            # paints where the structure is, as they would without a suggestion
+            nxt = next((z for z in _middle_out(truth, axis) if z not in painted), None)
+            if nxt is None:
+                break
+        else:
+            ranked = rank_uncertain_slices(uncertainty, painted, axis, prediction=prediction,
+                                           coverage=coverage, per_slice=per_slice,
+                                           main_structure=main_structure,
+                                           start_at_body=body_first)
+            nxt = ranked[0][0]
+        painted.append(nxt)
+        if current is None:
+            current = new_model(work / "new.pt", class_names, seed=seed, pretrained=pretrained)
+        # as the plugin's Retrain: a model that has learnt something is judged on held-back
+        # painted slices and kept when the retrain does worse there
+        judged = not is_untrained(current) and len(painted) >= hold_back_from
+        train_z, held = (split_held_back(painted, HELD_BACK_FRACTION, seed) if judged
+                         else (list(painted), []))
+        out = work / f"v{len(painted)}-{time.monotonic_ns()}.pt"
+        result = retrain_once(current, image, sparse_labels(truth, train_z, axis), out,
+                              reference=sparse_labels(truth, held, axis),
+                              held_back=[(axis, z) for z in held], method=method, steps=steps,
+                              seed=seed, shown=shown, class_names=list(class_names),
+                              other_labelled=earlier, **config)
+        assert result is not None  # nothing stops it
+        retrain_s.append(result.train_s)
+        if result.verdict.adopted:
+            current, prediction = result.checkpoint, result.prediction.copy()
+            uncertainty = result.uncertainty
+        else:
+            rejected += 1
+        for z in painted:  # the user's slices are kept as painted
+            idx = [slice(None)] * truth.ndim
+            idx[axis] = z
+            prediction[tuple(idx)] = truth[tuple(idx)]
+        dice = mean_dice(prediction, truth)
+        trajectory.append(dice)
+    row = {"painted": len(painted), "slices": painted, "dice": dice, "rejected": rejected,
+           "reached": dice >= target, "retrain_s": retrain_s, "trajectory": trajectory}
+    return row, current
+
+
+def effort_benchmark(
+    cases: Sequence[tuple[str, np.ndarray, np.ndarray]],
+    class_names: Sequence[str],
+    target: float,
+    start: str | None = None,
+    k_max: int = 12,
+    steps: int = 200,
+    method: str = "supervised",
+    device: str | None = "cpu",
+    log: Callable[[str], None] | None = None,
+    work_dir: str | Path | None = None,
+    fuse_weight: float | None = None,
+    hold_back_from: int | None = None,
+    coverage: float = SUGGEST_COVERAGE,
+    per_slice: str = SUGGEST_PER_SLICE,
+    main_structure: bool = SUGGEST_MAIN_STRUCTURE,
+    main_piece: bool = KEEP_MAIN_PIECE,
+    ends: str | None = None,
+    body_first: bool = SUGGEST_BODY_FIRST,
+    pretrained: str | None = None,
+    replay: bool = False,
+    **config: Any,
+) -> list[Row]:
+    """One row per scan, in order: slices painted and Dice for learning and interpolation.
+
+    ``hold_back_from`` None does as the plugin: Retrains of a model taught from scratch are
+    not judged on held-back slices, on any scan; from a ``start`` model, from 2 slices."""
+    if hold_back_from is None:
+        hold_back_from = 2 if start is not None else k_max + 1
+    rows = []
+    model = start
+    earlier: list[tuple[np.ndarray, np.ndarray]] = []  # painted slices of the scans done
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        for i, (name, image, truth) in enumerate(cases):
+            work = Path(tmp) / f"scan{i}"
+            work.mkdir()
+            t0 = time.perf_counter()
+            row, model = learning_effort(image, truth, model, class_names, target, k_max, work,
+                                         steps=steps, method=method, device=device, seed=i,
+                                         fuse_weight=fuse_weight,
+                                         hold_back_from=hold_back_from, coverage=coverage,
+                                         per_slice=per_slice,
+                                         main_structure=main_structure,
+                                         main_piece=main_piece, ends=ends,
+                                         body_first=body_first,
+                                         pretrained=pretrained,
+                                         earlier=list(earlier), **config)
+            if replay:
+                earlier.append((image, sparse_labels(truth, row["slices"])))
+            k_interp, d_interp = interpolation_effort(truth, target, k_max)
+            row.update({"case": name, "interp_painted": k_interp, "interp_dice": d_interp,
+                        "wall_s": time.perf_counter() - t0})
+            rows.append(row)
+            if log:
+                log(f"{name}: slices {row['slices']}, Dice after each Retrain "
+                    f"{[round(d, 3) for d in row['trajectory']]}")
+                log(f"{name}: learning {row['painted']} slices (Dice {row['dice']:.3f}), "
+                    f"interpolation {k_interp} slices (Dice {d_interp:.3f}), "
+                    f"{row['wall_s']:.0f} s")
+    return rows
+
+
+def effort_table(rows: Sequence[Row], target: float, k_max: int, header: str) -> str:
+    """Markdown: per scan, then totals; a scan that never reached the target counts as k_max."""
+    lines = [header, "",
+             "| # | scan | learning: slices painted | Dice reached | Dice after each Retrain "
+             "| retrains rejected | s per retrain (median) | interpolation: slices needed "
+             "| its Dice |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(rows, 1):
+        med = f"{np.median(r['retrain_s']):.0f}" if r["retrain_s"] else "—"
+        learn = f"{r['painted']}" + ("" if r["reached"] else " (target not reached)")
+        interp = (f"{r['interp_painted']}" if r["interp_painted"] is not None
+                  else f">{k_max}")
+        steps = " ".join(f"{100 * d:.0f}" for d in r.get("trajectory", []))
+        lines.append(f"| {i} | {r['case']} | {learn} | {100 * r['dice']:.1f} | {steps} "
+                     f"| {r.get('rejected', 0)} | {med} | {interp} "
+                     f"| {100 * r['interp_dice']:.1f} |")
+    total_l = sum(r["painted"] for r in rows)
+    total_i = sum(r["interp_painted"] if r["interp_painted"] is not None else k_max
+                  for r in rows)
+    later = [r["painted"] for r in rows[1:]]
+    lines += ["", f"- total slices painted: learning **{total_l}**, interpolation "
+              f"**{total_i}** ({100 * total_l / max(total_i, 1):.0f} %); target Dice "
+              f"{100 * target:.0f}",
+              f"- from the second scan on: {np.mean(later):.1f} slices per scan"
+              if later else "- one scan only"]
+    return "\n".join(lines) + "\n"
+
+
+def load_cases(data_dir: str | Path, n: int, split: str | None, offset: int = 0
+               ) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], list[str]]:
+    """The first ``n`` labelled cases of ``split`` (after ``offset``), and the class names.
+
+    2-D slice stacks (LGG PNGs) are grouped by patient into one volume each.
+    """
+    from training.core.io import SLICE_SUFFIXES, has_suffix, read_image, read_labels
+    from training.engine.data import class_names_from_index, scan_dataset
+
+    pool = [c for c in scan_dataset(data_dir) if c.label is not None
+            and (split is None or c.split in (split, None))]
+    slices = all(has_suffix(c.image, SLICE_SUFFIXES) for c in pool)
+    groups: dict[str, list] = {}
+    for c in pool:  # 2-D slices make one volume per patient; a 3-D scan is a volume by itself
+        groups.setdefault((c.patient or c.name) if slices else c.name, []).append(c)
+    names = list(groups)[offset: offset + n]
+    cases, max_label = [], 1
+    for key in names:
+        imgs, labs = [], []
+        for c in groups[key]:
+            imgs.append(read_image(c.image)[0])
+            labs.append(read_labels(c.label)[0])
+        image, truth = np.concatenate(imgs), np.concatenate(labs)
+        truth = np.where(truth == IGNORE_INDEX, 0, truth).astype(np.uint8)
+        max_label = max(max_label, int(truth.max()))
+        cases.append((key, image, truth))
+    class_names = class_names_from_index(data_dir) or (
+        ["background"] + [f"structure {k}" for k in range(1, max_label + 1)])
+    return cases, class_names
+
+
+def fixed_k_rows(
+    cases: Sequence[tuple[str, np.ndarray, np.ndarray]],
+    class_names: Sequence[str],
+    k: int,
+    steps: int = 200,
+    method: str = "supervised",
+    device: str | None = "cpu",
+    log: Callable[[str], None] | None = None,
+    work_dir: str | Path | None = None,
+    pretrained: str | None = None,
+    **config: Any,
+) -> list[Row]:
+    """From scratch on each scan, the same K evenly spaced painted slices for both: one Retrain
+    of a new model against interpolation, Dice on the slices nobody painted."""
+    from training.engine.checkpoint import load_checkpoint
+    from training.engine.inference import predict_volume
+    from training.interactive.new_model import new_model
+
+    rows = []
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        for i, (name, image, truth) in enumerate(cases):
+            painted = even_slices(truth, k)
+            sparse = sparse_labels(truth, painted)
+            rest = [z for z in range(truth.shape[0]) if z not in painted]
+            interp = interpolate_between_slices(sparse, painted)
+            start = new_model(Path(tmp) / f"new{i}.pt", class_names, seed=i,
+                              pretrained=pretrained)
+            t0 = time.perf_counter()
+            ckpt = finetune(start, image, sparse, (), method=method, steps=steps,
+                            out_path=Path(tmp) / f"m{i}.pt", seed=i, device=device,
+                            class_names=list(class_names), **config)
+            train_s = time.perf_counter() - t0
+            net, meta = load_checkpoint(ckpt, device=device)
+            res = predict_volume(net, meta, image, device=device)
+            pred = res["labels"]
+            row = {"case": name, "painted": painted, "train_s": train_s,
+                   "learning": mean_dice(pred[rest], truth[rest]),
+                   "interpolation": mean_dice(interp[rest], truth[rest]),
+                   "fused": {}}
+            for w in FUSE_WEIGHTS:  # the network blended with the soft interpolation
+                fused = fuse_with_interpolation(res["probabilities"], sparse, weight=w)
+                row["fused"][w] = mean_dice(fused[rest], truth[rest])
+                # ... keeping only its main 3-D piece and the pieces on painted slices
+                main = keep_main_structure(fused, sparse)
+                row["fused"][f"{w} main"] = mean_dice(main[rest], truth[rest])
+                # ... and nothing beyond the outermost painted slices (what interpolation knows)
+                inside = within_painted_extent(main, sparse)
+                row["fused"][f"{w} main extent"] = mean_dice(inside[rest], truth[rest])
+            rows.append(row)
+            if log:
+                log(f"{name}: learning {row['learning']:.3f}, interpolation "
+                    f"{row['interpolation']:.3f} ({train_s:.0f} s)")
+    return rows
+
+
+def _fused_label(key: float | str) -> str:
+    return (str(key).replace(" main extent", " (main piece, within the painted extent)")
+            .replace(" main", " (main piece)"))
+
+
+def fixed_k_table(rows: Sequence[Row], k: int, header: str) -> str:
+    keys = [k_ for k_ in rows[0]["fused"]] if rows else list(FUSE_WEIGHTS)
+    fused_cols = " | ".join(f"fused, w = {_fused_label(w)}" for w in keys)
+    lines = [header, "", f"| scan | painted slices (K = {k}) | learning, Dice on the rest | "
+             f"{fused_cols} | interpolation, Dice on the rest | retrain s |",
+             "|---|---|---|" + "---|" * len(keys) + "---|---|"]
+    for r in rows:
+        fused = " | ".join(f"{100 * r['fused'][w]:.1f}" for w in keys)
+        lines.append(f"| {r['case']} | {r['painted']} | {100 * r['learning']:.1f} | {fused} | "
+                     f"{100 * r['interpolation']:.1f} | {r['train_s']:.0f} |")
+    interp = np.array([r["interpolation"] for r in rows])
+
+    def summary(label: str, values: np.ndarray) -> str:
+        return (f"- {label}: **{100 * values.mean():.1f} ± {100 * values.std():.1f}**, "
+                f"≥ interpolation on {int((values >= interp).sum())} of {len(rows)} scans")
+
+    lines += ["", summary("learning", np.array([r["learning"] for r in rows]))]
+    lines += [summary(f"fused w = {_fused_label(w)}".replace(" (", ", ").rstrip(")"),
+                      np.array([r["fused"][w] for r in rows])) for w in keys]
+    lines += [f"- interpolation: **{100 * interp.mean():.1f} ± {100 * interp.std():.1f}** "
+              f"(± = spread over scans)"]
+    return "\n".join(lines) + "\n"

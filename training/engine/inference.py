@@ -1,0 +1,224 @@
+"""Prediction of whole volumes: labels, probabilities, uncertainty and (optionally) CAMs.
+
+2-D models trained on native-grid patches (``meta["sampling"] == "patch"``, the default
+recipe) run MONAI's sliding-window inference over each slice's own pixel grid, windows of the
+training patch size blended with Gaussian weights; the probabilities are combined at the scan's
+resolution before the argmax, and the uncertainty comes from the same pass. Models of the
+earlier recipe (whole slices squashed to ``size``) run slice by slice at that size and are
+resized back. 3-D models use sliding windows on the (possibly downsampled) volume.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.inferers import sliding_window_inference
+from torch import nn
+
+from training.core.cpu_math import flush_denormals
+from training.core.device import pick_device
+from training.engine.networks import enable_mc_dropout
+from training.engine.normalization import normalize_intensity
+from training.engine.postprocess import keep_main_pieces, model_clean_up
+
+# Slices per pass of a 2-D model. Larger passes were slower on a quiet 2-core machine (the
+# shipped models and the act teacher by 20-40 % at 36-64 slices; benchmarks/results/
+# predict_batch_speed.md), so the default stays at 16.
+DEFAULT_BATCH = 16
+
+
+def entropy_map(probs: np.ndarray | torch.Tensor, axis: int = 0) -> np.ndarray:
+    """Per-voxel Shannon entropy (nats) of class probabilities along ``axis``."""
+    p = torch.as_tensor(probs, dtype=torch.float32)
+    return (-(p * torch.log(p.clamp_min(1e-8))).sum(dim=axis)).numpy().astype(np.float32)
+
+
+def disagreement(probs_a: np.ndarray, probs_b: np.ndarray) -> np.ndarray:
+    """Teacher/student disagreement: total-variation distance 0.5 * sum_c |a - b|, in [0, 1]."""
+    a = np.asarray(probs_a, dtype=np.float32)
+    b = np.asarray(probs_b, dtype=np.float32)
+    if a.shape != b.shape:
+        raise ValueError(f"probability shapes differ: {a.shape} vs {b.shape}")
+    return (0.5 * np.abs(a - b).sum(axis=0)).astype(np.float32)
+
+
+def _cam(out: dict, model: nn.Module) -> torch.Tensor | None:
+    """Foreground class-activation map (N, ...) in [0, 1] from the classification head."""
+    if "cls" not in out:
+        return None
+    weight = getattr(model, "module", model).cls.weight  # (C, F)
+    feats = out["features"]
+    cams = torch.relu(torch.einsum("cf,nf...->nc...", weight, feats))[:, 1:]
+    cam = cams.max(dim=1).values
+    peak = cam.flatten(1).max(dim=1).values.clamp_min(1e-8)
+    return cam / peak.view(-1, *([1] * (cam.dim() - 1)))
+
+
+@torch.no_grad()
+def _predict_2d(model, x, size, mc, batch_size, keep_probs=True):
+    """(probabilities (C, z, y, x) or None, cam or None, labels or None, uncertainty or None).
+
+    Without ``keep_probs`` the argmax and the entropy are taken at the network's resolution and
+    only they are resized (labels nearest, entropy bilinear): resizing C probability maps to
+    the scan and taking the entropy there cost more than a small network itself (issue 12)."""
+    z, h, w = x.shape
+    t = torch.from_numpy(x).unsqueeze(1)
+    probs_out, cam_out, labels_out, unc_out = [], [], [], []
+    for i in range(0, z, batch_size):
+        chunk = F.interpolate(t[i:i + batch_size], size=tuple(size), mode="bilinear",
+                              align_corners=False).to(next(model.parameters()).device)
+        probs, cam = 0.0, None
+        for _ in range(max(mc, 1)):
+            out = model(chunk)
+            probs = probs + torch.softmax(out["logits"], 1) / max(mc, 1)
+            if cam is None:
+                cam = _cam(out, model)
+        if keep_probs:
+            probs_out.append(F.interpolate(probs, size=(h, w), mode="bilinear",
+                                           align_corners=False).cpu())
+        else:
+            lab = probs.max(1, keepdim=True).indices.float()  # 7x faster than argmax on CPU
+            labels_out.append(F.interpolate(lab, size=(h, w), mode="nearest-exact")[:, 0]
+                              .to(torch.uint8).cpu())
+            ent = -(probs * torch.log(probs.clamp_min(1e-8))).sum(1, keepdim=True)
+            unc_out.append(F.interpolate(ent, size=(h, w), mode="bilinear",
+                                         align_corners=False)[:, 0].cpu())
+        if cam is not None:
+            cam_out.append(F.interpolate(cam.unsqueeze(1), size=(h, w), mode="bilinear",
+                                         align_corners=False)[:, 0].cpu())
+    cam = torch.cat(cam_out) if cam_out else None
+    if not keep_probs:
+        return None, cam, torch.cat(labels_out).numpy(), torch.cat(unc_out).numpy()
+    return torch.cat(probs_out).movedim(1, 0), cam, None, None  # (C, z, y, x)
+
+
+# Overlap of neighbouring windows, as a share of the window. A slice no larger than the window
+# is one window, whatever this is; larger slices pay for each extra window.
+WINDOW_OVERLAP = 0.25
+
+
+@torch.no_grad()
+def _predict_2d_windows(model, x, size, mc, batch_size, keep_probs=True):
+    """Like :func:`_predict_2d` for a native-grid model: Gaussian-weighted sliding windows of
+    ``size`` over each slice, probabilities averaged at the scan's own resolution."""
+    dev = next(model.parameters()).device
+    t = torch.from_numpy(x).unsqueeze(1)
+    n = max(mc, 1)
+    probs_out, cam_out, labels_out, unc_out = [], [], [], []
+
+    def softmax(inp: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(model(inp)["logits"], 1)
+
+    for i in range(0, t.shape[0], batch_size):
+        chunk = t[i:i + batch_size].to(dev)
+        probs = 0.0
+        for _ in range(n):
+            probs = probs + sliding_window_inference(
+                chunk, roi_size=tuple(size), sw_batch_size=batch_size, predictor=softmax,
+                overlap=WINDOW_OVERLAP, mode="gaussian", padding_mode="constant") / n
+        cam = _window_cam(model, chunk, size)
+        if cam is not None:
+            cam_out.append(cam.cpu())
+        if keep_probs:
+            probs_out.append(probs.cpu())
+        else:
+            labels_out.append(probs.max(1).indices.to(torch.uint8).cpu())
+            unc_out.append((-(probs * torch.log(probs.clamp_min(1e-8))).sum(1)).cpu())
+    cam = torch.cat(cam_out) if cam_out else None
+    if not keep_probs:
+        return None, cam, torch.cat(labels_out).numpy(), torch.cat(unc_out).numpy()
+    return torch.cat(probs_out).movedim(1, 0), cam, None, None
+
+
+def _window_cam(model, chunk, size):
+    """The CAM of a model with a classification head, by sliding windows; None without one."""
+    if getattr(getattr(model, "module", model), "cls", None) is None:
+        return None
+
+    def cam_of(inp: torch.Tensor) -> torch.Tensor:
+        out = model(inp)
+        return _cam(out, model).unsqueeze(1)
+
+    return sliding_window_inference(chunk, roi_size=tuple(size), sw_batch_size=len(chunk),
+                                    predictor=cam_of, overlap=WINDOW_OVERLAP,
+                                    mode="gaussian")[:, 0]
+
+
+@torch.no_grad()
+def _predict_3d(model, x, roi, factor, mc):
+    dev = next(model.parameters()).device
+    t = torch.from_numpy(x)[None, None].to(dev)
+    shape = x.shape
+    if factor != 1:
+        small = [max(1, int(round(s / factor))) for s in shape]
+        t = F.interpolate(t, size=small, mode="trilinear", align_corners=False)
+
+    def predictor(inp: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(model(inp)["logits"], 1)
+
+    probs = 0.0
+    for _ in range(max(mc, 1)):
+        probs = probs + sliding_window_inference(t, roi_size=tuple(roi), sw_batch_size=2,
+                                                 predictor=predictor, overlap=0.25) / max(mc, 1)
+    if tuple(probs.shape[2:]) != tuple(shape):
+        probs = F.interpolate(probs, size=shape, mode="trilinear", align_corners=False)
+    return probs[0].cpu(), None
+
+
+def predict_volume(
+    model: nn.Module,
+    meta: dict,
+    volume: np.ndarray,
+    mc_samples: int = 0,
+    device: torch.device | str | None = None,
+    batch_size: int = DEFAULT_BATCH,
+    probabilities: bool = True,
+    clean_up: bool = True,
+) -> dict:
+    """Segment a raw-intensity (z, y, x) volume.
+
+    Returns ``labels`` uint8 (z, y, x), ``probabilities`` float32 (C, z, y, x), ``uncertainty``
+    float32 (z, y, x) = entropy of the mean (MC-dropout) softmax, and ``cam`` float32 (z, y, x) or
+    ``None``. With ``mc_samples > 0`` dropout stays active for that many passes (no effect on a
+    model without dropout). ``probabilities=False`` (what Predict needs) skips the full-size
+    probability maps of a 2-D model: labels and uncertainty are computed at the network's
+    resolution and resized, and ``probabilities`` is ``None``. ``batch_size`` is slices per
+    pass of a 2-D model. With ``clean_up``, ``labels`` get the clean-up the model's metadata
+    names (``meta["postprocess"]``, chosen on validation scans; :mod:`training.engine.postprocess`);
+    probabilities and uncertainty stay the network's own.
+    """
+    flush_denormals()  # this thread (Predict runs in a worker thread): see training.core.cpu_math
+    mode = model_clean_up(meta) if clean_up else "none"
+    vol = np.asarray(volume)
+    if vol.ndim == 2:
+        vol = vol[None]
+    if vol.ndim != 3:
+        raise ValueError(f"expected a (z, y, x) volume, got shape {vol.shape}")
+    dev = torch.device(device) if device is not None else pick_device()
+    model = model.to(dev).eval()
+    mc = int(mc_samples)
+    if mc > 0 and enable_mc_dropout(model, True) == 0:
+        mc = 0
+    try:
+        x = normalize_intensity(vol, meta.get("normalization"))
+        if int(meta.get("dims", 2)) == 2:
+            by = _predict_2d_windows if meta.get("sampling") == "patch" else _predict_2d
+            probs, cam, labels, unc = by(model, x, meta["size"], mc, batch_size,
+                                         keep_probs=probabilities)
+        else:
+            probs, cam = _predict_3d(model, x, meta["size"], float(meta.get("downsample", 1)), mc)
+            labels = unc = None
+    finally:
+        enable_mc_dropout(model, False)
+    cam_np = cam.numpy().astype(np.float32) if cam is not None else None
+    if probs is None:
+        return {"labels": keep_main_pieces(labels, mode), "probabilities": None,
+                "uncertainty": unc.astype(np.float32), "cam": cam_np}
+    probs_np = probs.numpy().astype(np.float32)
+    return {
+        "labels": keep_main_pieces(probs_np.argmax(0).astype(np.uint8), mode),
+        "probabilities": probs_np,
+        "uncertainty": entropy_map(probs),
+        "cam": cam_np,
+    }

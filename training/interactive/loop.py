@@ -1,0 +1,483 @@
+"""The interactive loop's logic on plain arrays: pick slices, build sparse labels, fine-tune.
+
+Shared by the napari session (``napari_semiseg.session``) and the one Retrain
+(:mod:`training.interactive.retrain`) that the plugin and the benchmarks call, so they make the same
+decisions. No Qt, no napari.
+
+A "slice" is ``(axis, index)`` of a (z, y, x) volume; label value 255 means "not annotated".
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training import IGNORE_INDEX
+
+Event = dict[str, Any]
+
+
+class NoLabelledSlicesError(ValueError):
+    """Retraining was asked for with no labelled slice to learn from."""
+
+
+# ----- slices ----------------------------------------------------------------------------------
+
+
+def slice_index(ndim: int, axis: int, index: int) -> tuple:
+    """Numpy index selecting slice ``index`` along ``axis`` of an ``ndim`` array."""
+    idx: list[Any] = [slice(None)] * ndim
+    idx[axis] = index
+    return tuple(idx)
+
+
+def _check_axis(volume: np.ndarray, axis: int) -> int:
+    if not -volume.ndim <= axis < volume.ndim:
+        raise ValueError(f"axis {axis} does not exist in a {volume.ndim}-D volume")
+    return axis % volume.ndim
+
+
+def _labelled_flags(labelled: Iterable[int] | np.ndarray | None, n: int) -> np.ndarray:
+    """Per-slice booleans from either a boolean mask of length ``n`` or slice indices."""
+    flags = np.zeros(n, dtype=bool)
+    if labelled is None:
+        return flags
+    arr = np.asarray(list(labelled) if not isinstance(labelled, np.ndarray) else labelled)
+    if arr.dtype == bool:
+        if arr.shape != (n,):
+            raise ValueError(f"labelled mask has shape {arr.shape}, expected ({n},)")
+        return arr.copy()
+    for i in arr.astype(int).ravel():
+        if not 0 <= i < n:
+            raise IndexError(f"slice {i} is outside 0..{n - 1}")
+        flags[i] = True
+    return flags
+
+
+#: The plugin's Next uncertain slice weighs each slice's uncertainty by (distance to the
+#: nearest painted slice / its largest value) ** this; 0 is pure uncertainty. Chosen on 3 LA
+#: train scans (``semiseg benchmark effort --split train``): final Dice 88.2 with 1, against
+#: 70.2 with 0, 8 slices each (benchmarks/results/la_effort_train_coverage1.md).
+SUGGEST_COVERAGE = 1.0
+#: ... and scores a slice by the "mean" or the "sum" of the uncertainty near the structure, or
+#: by the mean times the section's "area" share. "sum" and "area" did worse on the same
+#: scans (benchmarks/results/logs/la_effort_train_coverage1_*_partial.log).
+SUGGEST_PER_SLICE = "mean"
+#: ... and counts as "the structure" only the prediction's main 3-D piece (its largest connected
+#: component, plus any piece on a painted slice): a young model's specks on empty end slices
+#: otherwise rank first, being farthest from the painted ones.
+SUGGEST_MAIN_STRUCTURE = False
+#: ... and, on a scan with nothing painted yet, first suggests the largest predicted section:
+#: the most uncertain slice of a carried model is often an empty end slice, and painted empty
+#: it was the only slice the next Retrain had (LA train scan 2 fell to 0 Dice for two
+#: Retrains). Chosen on 3 LA train scans + LGG patients 6-10: mean final Dice 85.3 against 84.3
+#: (benchmarks/results/effort_choice_ends.md, second table).
+SUGGEST_BODY_FIRST = True
+#: A New model's prediction (fused with the interpolation) keeps only its main 3-D piece and the
+#: pieces on painted slices. Chosen on 4 LA train scans, K = 5, w = 0.3: 84.4 +- 1.8 Dice on
+#: the unpainted slices against 80.7 +- 3.3, better or equal on each scan
+#: (benchmarks/results/la_new_structure_k5_main_train.md); in the Retrain loop only together
+#: with training.interactive.interpolation.ENDS = "unknown"
+#: (benchmarks/results/effort_choice_ends.md).
+KEEP_MAIN_PIECE = True
+
+
+def rank_uncertain_slices(
+    uncertainty: np.ndarray,
+    labelled: Iterable[int] | np.ndarray | None = None,
+    axis: int = 0,
+    prediction: np.ndarray | None = None,
+    band: int = 5,
+    coverage: float = 0.0,
+    per_slice: str = "mean",
+    main_structure: bool = False,
+    start_at_body: bool = False,
+) -> list[tuple[int, float]]:
+    """Slices along ``axis`` by decreasing mean uncertainty, leaving out labelled ones.
+
+    With ``prediction``, the slices where the model sees the structure come first, ranked by
+    their mean uncertainty within ``band`` pixels of it (where a correction changes something);
+    empty slices follow. Pure entropy otherwise sends the user to noisy, empty end slices.
+    ``coverage`` > 0 multiplies those structure scores by ``(d / d_max) ** coverage``, ``d``
+    being the distance to the nearest labelled slice: uncertainty clusters next to what was
+    just painted, and the interpolation between painted slices gains most from slices far
+    from all of them. ``per_slice="sum"`` ranks structure slices by their summed uncertainty
+    near the structure (about the voxels a correction would fix) instead of its mean, so a
+    speck of false structure does not outrank a large unsure cross-section; ``"area"``
+    multiplies the mean by the predicted section's area over the largest one's (Dice weighs
+    voxels: a large section matters more, and false specks at the ends barely). ``labelled`` is
+    either slice indices or a boolean mask with one entry per slice. ``main_structure`` counts as
+    structure only the prediction's largest 3-D connected piece and the pieces that reach a
+    labelled slice (:func:`main_structure_mask`). ``start_at_body``: with nothing labelled yet,
+    the slice with the largest predicted section comes first (a learnt model's first guess on a
+    new scan is surest there, and its specks at the ends would otherwise win). Ties keep slice
+    order, so the ranking is deterministic.
+    """
+    u = np.asarray(uncertainty, dtype=np.float64)
+    axis = _check_axis(u, axis)
+    n = u.shape[axis]
+    other = tuple(a for a in range(u.ndim) if a != axis)
+    means = u.mean(axis=other) if other else u
+    means = np.where(np.isfinite(means), means, -np.inf)  # a NaN slice is never "most unsure"
+    flags = _labelled_flags(labelled, n)
+    value, structure = means, np.ones(n, bool)
+    if prediction is not None and other:
+        prediction = np.asarray(prediction)
+        if main_structure:
+            prediction = np.where(main_structure_mask(prediction, flags, axis), prediction, 0)
+        score = _structure_scores(u, prediction, axis, band, per_slice)
+        structure = ~np.isnan(score)
+        if coverage > 0 and flags.any():
+            score = score * _distance_weight(flags, structure, coverage)
+        value = np.where(structure, score, means)
+    order = np.lexsort((-value, ~structure))  # structure slices first; stable on ties
+    ranked = [(int(i), float(value[i])) for i in order if not flags[i]]
+    if start_at_body and prediction is not None and other and not flags.any():
+        body = largest_section(np.asarray(prediction), axis)
+        if body is not None:  # nothing painted on this scan yet: the body first
+            ranked = [r for r in ranked if r[0] == body] + [r for r in ranked if r[0] != body]
+    return ranked
+
+
+def largest_section(prediction: np.ndarray, axis: int) -> int | None:
+    """The slice along ``axis`` with the most predicted structure; None when there is none."""
+    fg = np.moveaxis((prediction != 0) & (prediction != IGNORE_INDEX), axis, 0)
+    area = fg.reshape(len(fg), -1).sum(1)
+    return int(area.argmax()) if area.max(initial=0) > 0 else None
+
+
+def main_structure_mask(prediction: np.ndarray, labelled: np.ndarray, axis: int = 0
+                        ) -> np.ndarray:
+    """The prediction's foreground (any class) in its largest 3-D connected piece (26-connected)
+    and in every piece that reaches a ``labelled`` slice (one flag per slice along ``axis``):
+    what the user has confirmed, plus the body of what the model sees."""
+    from scipy.ndimage import label
+
+    fg = (prediction != 0) & (prediction != IGNORE_INDEX)
+    pieces, n = label(fg, structure=np.ones((3,) * fg.ndim, bool))
+    if n <= 1:
+        return fg
+    sizes = np.bincount(pieces.ravel(), minlength=n + 1)
+    sizes[0] = 0
+    keep = np.zeros(n + 1, bool)
+    keep[int(sizes.argmax())] = True
+    on_painted = np.take(pieces, np.flatnonzero(labelled), axis=axis)
+    keep[np.unique(on_painted)] = True
+    keep[0] = False
+    return keep[pieces]
+
+
+def keep_main_structure(prediction: np.ndarray, labels: np.ndarray, axis: int = 0) -> np.ndarray:
+    """``prediction`` with every voxel outside :func:`main_structure_mask` set to background;
+    the labelled slices are those of ``labels`` (255 = not annotated) holding a painted voxel."""
+    prediction = np.asarray(prediction)
+    flags = _labelled_flags(annotated_slices(labels, axis), prediction.shape[axis])
+    return np.where(main_structure_mask(prediction, flags, axis), prediction, 0).astype(
+        prediction.dtype)
+
+
+def painted_extent(labels: np.ndarray, axis: int = 0) -> tuple[int, int] | None:
+    """The first and last slices along ``axis`` where the painted ``labels`` (255 = not
+    annotated) show a structure; None when no painted slice does."""
+    labels = np.asarray(labels)
+    axis = _check_axis(labels, axis)
+    other = tuple(a for a in range(labels.ndim) if a != axis)
+    shows = np.flatnonzero(((labels != 0) & (labels != IGNORE_INDEX)).any(axis=other))
+    return (int(shows.min()), int(shows.max())) if shows.size else None
+
+
+def limit_to_extent(prediction: np.ndarray, extent: Sequence[int] | None, axis: int = 0
+                    ) -> np.ndarray:
+    """``prediction`` with every slice along ``axis`` outside ``extent`` (first, last; both
+    kept) set to background; unchanged when ``extent`` is None."""
+    prediction = np.asarray(prediction)
+    if extent is None:
+        return prediction
+    inside = np.zeros(prediction.shape[axis], bool)
+    inside[int(extent[0]):int(extent[1]) + 1] = True
+    shape = [1] * prediction.ndim
+    shape[axis] = -1
+    return np.where(inside.reshape(shape), prediction, 0).astype(prediction.dtype)
+
+
+def within_painted_extent(prediction: np.ndarray, labels: np.ndarray, axis: int = 0
+                          ) -> np.ndarray:
+    """``prediction`` with every slice beyond the outermost painted slices that show a
+    structure set to background: what a user who paints the structure's first and last slices
+    (as for "fill between slices" in 3D Slicer or ITK-SNAP) knows. Unchanged when no painted
+    slice shows a structure."""
+    return limit_to_extent(prediction, painted_extent(labels, axis), axis)
+
+
+def shape_prior_prediction(network_probs: np.ndarray, labels: np.ndarray, weight: float,
+                           axis: int = 0, ends: str | None = None,
+                           main_piece: bool = KEEP_MAIN_PIECE) -> np.ndarray:
+    """What a Retrain with the shape prior shows: the network's probabilities (C, ...) fused
+    with the interpolation of the painted ``labels``
+    (:func:`training.interactive.interpolation.fuse_with_interpolation`), then, with
+    ``main_piece``, only
+    its main 3-D piece and the pieces on painted slices (:func:`keep_main_structure`)."""
+    from training.interactive.interpolation import fuse_with_interpolation
+
+    fused = fuse_with_interpolation(network_probs, labels, weight=weight, axis=axis, ends=ends)
+    return keep_main_structure(fused, labels, axis) if main_piece else fused
+
+
+def _distance_weight(labelled: np.ndarray, candidates: np.ndarray, power: float) -> np.ndarray:
+    """Per slice: (distance to the nearest labelled slice / its largest value over the
+    ``candidates``) ** ``power``; 1 everywhere when no candidate is away from a labelled one."""
+    idx = np.arange(len(labelled))
+    painted = idx[labelled]
+    d = np.abs(idx[:, None] - painted[None, :]).min(1).astype(np.float64)
+    far = d[candidates & ~labelled].max(initial=0.0)
+    if far <= 0:
+        return np.ones(len(labelled))
+    return (d / far) ** power
+
+
+def _structure_scores(u: np.ndarray, prediction: np.ndarray, axis: int, band: int,
+                      per_slice: str = "mean") -> np.ndarray:
+    """Per slice: mean (or summed) uncertainty near the predicted structure; NaN where there
+    is none.
+
+    The whole volume is dilated in-plane in one call, not slice by slice: this runs on the UI
+    thread when a Retrain ends."""
+    from scipy.ndimage import binary_dilation, generate_binary_structure
+
+    u_s = np.moveaxis(u, axis, 0)
+    fg = np.moveaxis((prediction != 0) & (prediction != IGNORE_INDEX), axis, 0)
+    if band > 0:
+        cross = generate_binary_structure(2, 1)[None]  # in-plane only
+        fg = binary_dilation(fg, structure=cross, iterations=band)
+    finite = np.isfinite(u_s)
+    near = fg & finite
+    count = near.reshape(len(near), -1).sum(1)
+    total = np.where(near, u_s, 0.0).reshape(len(near), -1).sum(1, dtype=np.float64)
+    if per_slice == "sum":
+        return np.where(count > 0, total, np.nan)
+    mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    if per_slice == "mean":
+        return mean
+    if per_slice == "area":  # x the section's share of the largest section
+        area = np.moveaxis((prediction != 0) & (prediction != IGNORE_INDEX), axis, 0)
+        area = area.reshape(len(area), -1).sum(1).astype(np.float64)
+        return mean * area / max(area.max(), 1.0)
+    raise ValueError(f"per_slice must be 'mean', 'sum' or 'area', not {per_slice!r}")
+
+
+def even_slices(n: int, k: int, exclude: Iterable[int] = ()) -> list[int]:
+    """``k`` slices spread evenly over ``n`` (centres of k equal bins), skipping ``exclude``."""
+    free = [i for i in range(n) if i not in set(exclude)]
+    if k <= 0 or not free:
+        return []
+    k = min(k, len(free))
+    picks = [free[int((j + 0.5) * len(free) / k)] for j in range(k)]
+    return sorted(set(picks))
+
+
+def choose_slices(
+    strategy: str,
+    k: int,
+    n: int,
+    uncertainty: np.ndarray | None = None,
+    axis: int = 0,
+    exclude: Iterable[int] = (),
+    seed: int = 0,
+) -> list[int]:
+    """The ``k`` slices a clinician corrects next: ``uncertainty``, ``even`` or ``random``."""
+    exclude = set(exclude)
+    if strategy == "uncertainty":
+        if uncertainty is None:
+            raise ValueError("the uncertainty strategy needs an uncertainty map")
+        return [i for i, _ in rank_uncertain_slices(uncertainty, sorted(exclude), axis)[:k]]
+    if strategy == "even":
+        return even_slices(n, k, exclude)
+    if strategy == "random":
+        free = [i for i in range(n) if i not in exclude]
+        return sorted(random.Random(seed).sample(free, min(k, len(free))))
+    raise ValueError(f"unknown strategy {strategy!r}; use uncertainty, even or random")
+
+
+STRATEGIES = ("uncertainty", "even", "random")
+
+
+def sparse_labels(
+    labels: np.ndarray, labelled_slices: Iterable[int], axis: int = 0
+) -> np.ndarray:
+    """A copy of ``labels`` keeping only ``labelled_slices`` along ``axis``; 255 elsewhere."""
+    labels = np.asarray(labels)
+    axis = _check_axis(labels, axis)
+    out = np.full(labels.shape, IGNORE_INDEX, dtype=np.uint8)
+    for i in sorted(set(int(s) for s in labelled_slices)):
+        if not 0 <= i < labels.shape[axis]:
+            raise IndexError(f"slice {i} is outside 0..{labels.shape[axis] - 1} on axis {axis}")
+        sl = slice_index(labels.ndim, axis, i)
+        out[sl] = labels[sl]
+    return out
+
+
+def annotated_slices(labels: np.ndarray, axis: int = 0) -> list[int]:
+    """Slices along ``axis`` that hold at least one annotated (non-255) voxel."""
+    labels = np.asarray(labels)
+    axis = _check_axis(labels, axis)
+    other = tuple(a for a in range(labels.ndim) if a != axis)
+    return [int(i) for i in np.flatnonzero((labels != IGNORE_INDEX).any(axis=other))]
+
+
+def split_held_back(
+    labelled_slices: Sequence[Any], fraction: float = 0.25, seed: int = 0
+) -> tuple[list[Any], list[Any]]:
+    """Split labelled slices into (train, held back) to judge a retrain on unseen annotations.
+
+    With two or more labelled slices at least one is held back and at least one is trained on;
+    with a single slice nothing is held back (there would be nothing left to learn from).
+    Items may be ints or ``(axis, index)`` pairs; the split is reproducible for a given seed.
+    """
+    items = sorted(set(labelled_slices))
+    if len(items) < 2:
+        return items, []
+    n_held = min(len(items) - 1, max(1, int(round(fraction * len(items)))))
+    held = sorted(random.Random(seed).sample(items, n_held))
+    train = [s for s in items if s not in set(held)]
+    return train, held
+
+
+# ----- fine-tuning -------------------------------------------------------------------------------
+
+# A fine-tune starts from a trained model: a gentler learning rate than training from scratch,
+# and no supervised warm-up (the starting model already gives sensible pseudo-labels). Half the
+# training batch: a few labelled slices need no batch of 8, and the user waits for each step.
+FINETUNE_DEFAULTS: dict[str, Any] = {"lr": 2e-3, "warmup_fraction": 0.0, "log_every": 1,
+                                     "labeled_bs": 4, "unlabeled_bs": 4}
+
+
+def anchor_labels(prediction_probs: np.ndarray, labels: np.ndarray, threshold: float
+                  ) -> np.ndarray:
+    """The starting model's confident voxels as pseudo-labels, off the user's slices.
+
+    A few corrected slices alone pull a network wherever they point (one corrected empty slice
+    taught it "no heart anywhere" in the simulate benchmark); these anchors keep what it already
+    did confidently elsewhere. Unconfident voxels and every user-annotated slice stay 255.
+    """
+    probs = np.asarray(prediction_probs)
+    conf = probs.max(0)
+    pseudo = np.where(conf >= threshold, probs.argmax(0), IGNORE_INDEX).astype(np.uint8)
+    annotated = (np.asarray(labels) != IGNORE_INDEX).reshape(len(labels), -1).any(1)
+    pseudo[annotated] = IGNORE_INDEX
+    return pseudo
+
+
+def _with_anchor(model_path, image, labels, threshold, device):
+    """Image/label volumes for an anchored fine-tune: the user's labels and the anchors as two
+    volumes of the same scan (the sampler then draws the user's slices half the time)."""
+    from training.engine.checkpoint import load_checkpoint
+    from training.engine.inference import predict_volume
+
+    model, meta = load_checkpoint(model_path, device=device)
+    if meta.get("untrained"):  # a new model's guesses are noise, not anchors
+        return [image], [labels]
+    probs = predict_volume(model, meta, image, device=device)["probabilities"]
+    pseudo = anchor_labels(probs, labels, threshold)
+    if not (pseudo != IGNORE_INDEX).any():
+        return [image], [labels]
+    return [image, image], [labels, pseudo]
+
+
+def finetune(
+    model_path: str | Path,
+    image: np.ndarray,
+    labels: np.ndarray,
+    unlabelled_volumes: Sequence[np.ndarray] = (),
+    method: str = "supervised",
+    steps: int = 50,
+    out_path: str | Path | None = None,
+    *,
+    seed: int = 0,
+    device: str | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    anchor: float | None = None,
+    class_names: Sequence[str] | None = None,
+    prior: str | None = None,
+    prior_band: float = 2.0,
+    prior_ends: str | None = None,
+    other_labelled: Sequence[tuple[np.ndarray, np.ndarray]] = (),
+    **config: Any,
+) -> str | None:
+    """Fine-tune the checkpoint at ``model_path`` on sparse ``labels`` (255 = not annotated).
+
+    ``image`` is the scan (z, y, x); the unannotated rest of it and ``unlabelled_volumes`` feed
+    the semi-supervised terms. Returns the new checkpoint's path (``out_path`` or a sibling of
+    ``model_path``), or ``None`` when cancelled before the first step. Extra keyword
+    arguments go to ``training.fit.trainer.TrainConfig`` (e.g. ``lr``, ``labeled_bs``,
+    ``checkpoint_every``). The network, its input size and normalisation come from the checkpoint.
+    ``class_names`` (background first) name the structures; labels above the checkpoint's
+    classes add structures to it. ``prior="interpolation"`` adds the shape interpolation between
+    the painted slices as pseudo-labels
+    (:func:`training.interactive.interpolation.interpolation_prior`,
+    ``prior_ends`` its ``ends``).
+    ``other_labelled`` are (image, sparse labels) of other scans, e.g. the slices painted on
+    earlier scans, trained on with this one's so the model does not forget them.
+    """
+    from training.engine.checkpoint import read_checkpoint
+    from training.engine.data import TrainData
+    from training.fit.trainer import TrainConfig, train
+
+    meta = read_checkpoint(model_path)["meta"]
+    net = meta["network"]
+    names = list(class_names) if class_names else meta.get("class_names")
+    if not (np.asarray(labels) != IGNORE_INDEX).any():
+        raise NoLabelledSlicesError("nothing to retrain on: label at least one slice first")
+    # a label the model does not know adds a structure: the network's head grows for it
+    top = max(int(lab[lab != IGNORE_INDEX].max(initial=0))
+              for lab in [np.asarray(labels), *(np.asarray(o[1]) for o in other_labelled)])
+    num_classes = max(int(net["num_classes"]), len(names or []), top + 1)
+    if names and len(names) < num_classes:
+        names = list(names) + [f"structure {k}" for k in range(len(names), num_classes)]
+    images, label_vols = [image], [labels]
+    if anchor is not None:
+        images, label_vols = _with_anchor(model_path, image, labels, anchor, device)
+    if prior not in (None, "", "none", "interpolation"):
+        raise ValueError(f"unknown prior {prior!r}: use 'interpolation' or none")
+    if prior == "interpolation":
+        from training.interactive.interpolation import interpolation_prior
+
+        pseudo = interpolation_prior(labels, band=prior_band, ends=prior_ends)
+        if (pseudo != IGNORE_INDEX).any():
+            images, label_vols = [*images, image], [*label_vols, pseudo]
+    for other_image, other_labels in other_labelled:
+        if (np.asarray(other_labels) != IGNORE_INDEX).any():
+            images, label_vols = [*images, other_image], [*label_vols, other_labels]
+    if meta.get("untrained"):  # from scratch: the rate that converges in a few hundred steps
+        config.setdefault("lr", 1e-2)
+        config.setdefault("labeled_bs", 8)
+    data = TrainData.from_arrays(
+        images, label_vols, list(unlabelled_volumes), num_classes=num_classes,
+        class_names=names if names and len(names) == num_classes else None,
+        normalization=meta.get("normalization"),
+    )
+    data.balance_volumes = len(images) > 1  # the user's slices weigh as much as any prior
+    if out_path is None:
+        stem = Path(model_path).name.removesuffix(".pt")
+        out_path = Path(model_path).with_name(f"{stem}-ft{time.strftime('%Y%m%d-%H%M%S')}"
+                                              f"-{os.getpid()}.pt")
+    opts: dict[str, Any] = {**FINETUNE_DEFAULTS, **config}
+    # a model is fine-tuned on what it was trained on: native-grid patches (the recipe, and
+    # every New model) or, for a checkpoint of the earlier recipe, squashed whole slices
+    opts.setdefault("sampling", meta.get("sampling") or ("patch" if meta.get("untrained")
+                                                         else "resize"))
+    cfg = TrainConfig(
+        method=method, dims=int(net["dims"]), steps=int(steps),
+        size=list(meta.get("size") or TrainConfig().size),
+        downsample=float(meta.get("downsample", 1.0)), seed=seed, device=device or "auto",
+        checkpoint=str(out_path), **opts,
+    )
+    path = train(cfg, data, on_event=on_event, should_stop=should_stop,
+                 init_checkpoint=str(model_path))
+    return None if path is None else str(path)

@@ -1,0 +1,241 @@
+"""One Retrain, as the dock runs it and every benchmark measures it.
+
+The plugin's training process (``napari_semiseg.retrain_job``), ``semiseg simulate`` and
+``semiseg benchmark effort`` all call :func:`retrain_once`: fine-tune on the painted slices,
+predict the scan as the dock shows it, and judge the new model on the held-back painted slices
+(:func:`judge`). The product's defaults live here, once. No Qt, no napari; light to import
+(torch loads when a Retrain runs).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.interactive.loop import KEEP_MAIN_PIECE, finetune, slice_index
+
+Event = dict[str, Any]
+
+# Keep the current model's confident voxels off the corrected slices as pseudo-labels: without
+# them one corrected empty slice dragged ACDC Dice from 0.81 to 0.59 (benchmarks/results/
+# acdc_simulate.md); with them it rose to 0.83.
+ANCHOR_CONFIDENCE = 0.9
+#: Dice a Retrain may lose on the held-back painted slices and still be adopted (noise).
+ACCEPT_TOLERANCE = 0.01
+#: The share of the painted slices held back to judge a Retrain.
+HELD_BACK_FRACTION = 0.25
+# A model taught from scratch trains on the interpolation between the painted slices too, and
+# its prediction is blended with it (network share 0.3): chosen on 4 LA train scans at K = 5,
+# 80.7 Dice against 76.9 without (benchmarks/results/la_new_structure_k5_train.md)
+SHAPE_PRIOR_WEIGHT = 0.3
+
+
+# ----- the judgement -----------------------------------------------------------------------------
+
+
+def score_slices(prediction: np.ndarray, reference: np.ndarray, slices: Iterable[Any],
+                 axis: int = 0) -> dict[Any, float]:
+    """Dice per slice, ``{slice: dice}`` (:func:`training.engine.metrics.mean_dice`; NaN where the
+    slice shows no structure in either). Slices are indices along ``axis`` or (axis, index)."""
+    from training.engine.metrics import mean_dice  # torch and MONAI: not for the session's import
+
+    out: dict[Any, float] = {}
+    for s in slices:
+        ax, i = (s if isinstance(s, tuple) else (axis, s))
+        sl = slice_index(np.ndim(prediction), ax, int(i))
+        out[s] = mean_dice(np.asarray(prediction)[sl], np.asarray(reference)[sl])
+    return out
+
+
+def mean_score(scores: Mapping[Any, float] | None) -> float | None:
+    """The mean of the scored slices; None when no slice is scored."""
+    values = [v for v in (scores or {}).values() if not np.isnan(v)]
+    return float(np.mean(values)) if values else None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a Retrain is adopted, why (for the user), and the Dice it was judged by."""
+
+    adopted: bool
+    reason: str
+    old_scores: dict = field(default_factory=dict)
+    new_scores: dict = field(default_factory=dict)
+
+    @property
+    def old_score(self) -> float | None:
+        return mean_score(self.old_scores)
+
+    @property
+    def new_score(self) -> float | None:
+        return mean_score(self.new_scores)
+
+
+def judge(old_scores: Mapping[Any, float], new_scores: Mapping[Any, float],
+          tolerance: float = ACCEPT_TOLERANCE) -> Verdict:
+    """Adopt the retrained model unless its mean Dice on the held-back slices fell by more than
+    ``tolerance``.
+
+    A slice showing no structure in the reference nor in a model's prediction is not scored for
+    that model (:func:`training.engine.metrics.dice`). So when only one model has any slice scored,
+    it
+    painted a structure on held-back slices the user left empty (Dice 0 there), and the other
+    one is the better. With no slice scored for either, there is nothing to judge by."""
+    old, new = mean_score(old_scores), mean_score(new_scores)
+    scores = {"old_scores": dict(old_scores), "new_scores": dict(new_scores)}
+    keeps = "; the previous model stays current"
+    if old is None and new is None:
+        return Verdict(True, UNJUDGED.reason, **scores)
+    if old is None:
+        return Verdict(False, "rejected: it paints a structure on held-back labelled slices "
+                              f"left empty{keeps}", **scores)
+    if new is None:
+        return Verdict(True, "adopted: it no longer paints a structure on held-back labelled "
+                             "slices left empty", **scores)
+    if new + tolerance < old:
+        return Verdict(False, f"rejected: Dice on held-back labelled slices fell from {old:.3f} "
+                              f"to {new:.3f}{keeps}", **scores)
+    return Verdict(True, f"adopted: Dice on held-back labelled slices {old:.3f} -> {new:.3f}",
+                   **scores)
+
+
+#: The verdict of a Retrain with no held-back slice (a model taught from scratch, one slice).
+UNJUDGED = Verdict(True, "adopted: no held-back labelled slice to check it against")
+
+
+# ----- one retrain -------------------------------------------------------------------------------
+
+
+@dataclass
+class Shown:
+    """How a model's prediction is shown: blended with the interpolation between the painted
+    slices (``fuse_weight``, the network's share; None = the network alone), only its main 3-D
+    piece (``main_piece``), nothing beyond ``extent`` (first, last slice along z)."""
+
+    fuse_weight: float | None = None
+    extent: Sequence[int] | None = None
+    ends: str | None = None
+    main_piece: bool = KEEP_MAIN_PIECE
+    mc_samples: int = 0
+    device: str | None = None
+
+    def predict(self, model_path: str | Path, image: np.ndarray, labels: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """(labels as the dock shows them, uncertainty) of the checkpoint on ``image``;
+        ``labels`` are the painted slices the shape prior interpolates."""
+        from training.engine.checkpoint import load_checkpoint
+        from training.engine.inference import predict_volume
+        from training.interactive.loop import limit_to_extent, shape_prior_prediction
+
+        model, meta = load_checkpoint(model_path, device=self.device)
+        res = predict_volume(model, meta, image, mc_samples=self.mc_samples, device=self.device,
+                             probabilities=self.fuse_weight is not None)
+        shown = res["labels"]
+        if self.fuse_weight is not None:
+            shown = shape_prior_prediction(res["probabilities"], labels, self.fuse_weight,
+                                           ends=self.ends, main_piece=self.main_piece)
+        return limit_to_extent(shown, self.extent), res["uncertainty"]
+
+
+@dataclass
+class RetrainResult:
+    """A finished Retrain: the new checkpoint, its prediction as shown, and the verdict."""
+
+    checkpoint: str
+    prediction: np.ndarray
+    uncertainty: np.ndarray
+    verdict: Verdict
+    train_s: float = 0.0
+    predict_s: float = 0.0
+
+
+Preview = Callable[[np.ndarray, "np.ndarray | None", int, str], None]
+
+
+def retrain_once(
+    model_path: str | Path,
+    image: np.ndarray,
+    labels: np.ndarray,
+    out_path: str | Path,
+    *,
+    reference: np.ndarray | None = None,
+    held_back: Sequence[Any] = (),
+    unlabelled: Sequence[np.ndarray] = (),
+    method: str = "mean_teacher",
+    steps: int = 50,
+    seed: int = 0,
+    shown: Shown | None = None,
+    anchor: float | None = ANCHOR_CONFIDENCE,
+    tolerance: float = ACCEPT_TOLERANCE,
+    on_event: Callable[[Event], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_preview: Preview | None = None,
+    preview_every: int = 0,
+    first_preview_s: float = 0.0,
+    **config: Any,
+) -> RetrainResult | None:
+    """Fine-tune ``model_path`` on ``labels`` (the training slices, 255 elsewhere), predict
+    ``image`` as the dock shows it, and judge the new model against the old on the
+    ``held_back`` slices of ``reference`` (the user's labels there, 255 elsewhere).
+
+    Returns None when stopped (``should_stop``) before the end. ``on_event`` gets the
+    trainer's progress and checkpoint events. ``on_preview(labels, uncertainty, step, source)``
+    gets mid-training predictions: with the shape prior, the interpolation between the
+    painted slices at once (``source="interpolation"``, no uncertainty), then one every
+    ``preview_every`` steps and one after ``first_preview_s`` seconds of training. Extra keyword
+    arguments go to :func:`training.interactive.loop.finetune` (``class_names``, ``prior``, ``lr``,
+    ...).
+    """
+    import torch
+
+    shown = shown or Shown()
+    old_scores: dict = {}
+    if reference is not None and len(held_back):  # the parent's Dice, for the judgement
+        old, _ = shown.predict(model_path, image, labels)
+        old_scores = score_slices(old, reference, held_back)
+    state = {"cancelled": False}
+
+    def events(ev: Event) -> None:
+        kind = ev.get("type")
+        if kind == "cancelled":
+            state["cancelled"] = True
+        if kind in ("cancelled", "done"):  # the Retrain ends after its judgement, not here
+            return
+        if on_event is not None:
+            on_event(ev)
+        if kind == "checkpoint" and ev.get("path") and on_preview is not None:
+            # building the network to load it draws from torch's generator: restored after,
+            # so the training does not depend on when (after how many steps) a preview came
+            with torch.random.fork_rng(devices=[]):
+                pred, unc = shown.predict(ev["path"], image, labels)
+            on_preview(pred, unc, int(ev["step"]), "network")
+
+    if on_preview is not None and shown.fuse_weight is not None:
+        # the shape prior alone, on screen at once: what "fill between slices" gives, while
+        # the network learns to do better
+        from training.interactive.interpolation import interpolate_between_slices
+
+        on_preview(interpolate_between_slices(labels), None, 0, "interpolation")
+    if on_preview is not None and preview_every and preview_every < steps:
+        config.setdefault("checkpoint_every", preview_every)
+    if on_preview is not None and first_preview_s:
+        config.setdefault("first_checkpoint_s", first_preview_s)
+    config.setdefault("prior_ends", shown.ends)
+    t0 = time.perf_counter()
+    ckpt = finetune(model_path, image, labels, list(unlabelled), method=method, steps=steps,
+                    out_path=out_path, seed=seed, device=shown.device, on_event=events,
+                    should_stop=should_stop, anchor=anchor, **config)
+    train_s = time.perf_counter() - t0
+    if state["cancelled"] or ckpt is None or (should_stop is not None and should_stop()):
+        return None
+    t1 = time.perf_counter()
+    new, uncertainty = shown.predict(ckpt, image, labels)
+    predict_s = time.perf_counter() - t1
+    verdict = (judge(old_scores, score_slices(new, reference, held_back), tolerance)
+               if old_scores else UNJUDGED)
+    return RetrainResult(ckpt, new, uncertainty, verdict, train_s, predict_s)
