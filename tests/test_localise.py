@@ -7,10 +7,11 @@ import torch
 
 from training import IGNORE_INDEX
 from training.engine.checkpoint import load_checkpoint
-from training.engine.data import SliceSampler, TrainData, trusted_slices
+from training.engine.data import TrainData, trusted_slices
 from training.engine.inference import predict_volume
 from training.engine.metrics import dice
 from training.engine.normalization import normalize_intensity
+from training.engine.patches import SliceSampler
 from training.fit.trainer import TrainConfig, train
 from training.weak.from_tags import train_from_tags
 from training.weak.localise import anomaly_map, hit_rate, interior
@@ -80,7 +81,7 @@ def test_trusted_slices_get_their_share_of_each_batch():
     img = np.random.default_rng(0).normal(size=(40, 16, 16)).astype(np.float32)
     for share, lo, hi in ((0.0, 0, 0.2), (0.5, 0.5, 0.6)):
         data = TrainData(images=[img], labels=[lab], num_classes=2, trusted_share=share)
-        s = SliceSampler(data, (16, 16), labeled_bs=8, unlabeled_bs=0, augment=False)
+        s = SliceSampler(data, (16, 16), labeled_bs=8, unlabeled_bs=0)
         seen = [s.next()[0]["label"] for _ in range(40)]
         frac = np.mean([bool(((b > 0) & (b < WEAK_BASE)).any()) for x in seen for b in x])
         assert lo <= frac <= hi, (share, frac)

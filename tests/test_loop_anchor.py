@@ -45,7 +45,8 @@ def test_anchored_finetune_trains_on_user_and_anchor_slices(tmp_path):
 
 
 def test_balanced_sampler_draws_each_labelled_volume_equally():
-    from training.engine.data import SliceSampler, TrainData
+    from training.engine.data import TrainData
+    from training.engine.patches import SliceSampler
 
     rng = np.random.default_rng(0)
     image = rng.normal(size=(10, 16, 16)).astype(np.float32)
@@ -56,7 +57,7 @@ def test_balanced_sampler_draws_each_labelled_volume_equally():
     for balance, expected in [(False, 0.1), (True, 0.5)]:
         data = TrainData.from_arrays([image, image], [user, anchors])
         data.balance_volumes = balance
-        sampler = SliceSampler(data, (16, 16), labeled_bs=400, unlabeled_bs=0, augment=False)
+        sampler = SliceSampler(data, (16, 16), labeled_bs=400, unlabeled_bs=0)
         batch, _ = sampler.next()
         share = (batch["label"].reshape(400, -1) == 1).all(1).float().mean().item()
         assert abs(share - expected) < 0.08, (balance, share)

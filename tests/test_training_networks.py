@@ -82,8 +82,16 @@ def test_an_unshuffled_unet_predicts_every_pixel_from_its_block():
     y[0, 0, 10, 10] += 5.0
     diff = (net(y)["logits"] - logits).abs().sum(1)[0]
     assert diff[10:12, 10:12].min() > 0
-    for bad in (dict(dims=3), dict(sdf_head=True), dict(cls_head=True)):
+    for bad in (dict(dims=3), dict(cls_head=True)):
         kw = {"dims": 2, **bad}
         with pytest.raises(ValueError, match="unshuffle"):
             UNet(kw.pop("dims"), 1, 3, base=4, depth=2, unshuffle=2, **kw)
     assert "unshuffle" not in UNet(2, 1, 3, base=4, depth=2).config  # old checkpoints rebuild
+
+
+def test_an_unshuffled_unet_gives_its_sdf_and_edge_heads_at_full_resolution():
+    # bcp's edge head and the dual-task methods' sdf head on the recipe's half-resolution net
+    net = UNet(2, 1, 3, base=8, depth=2, unshuffle=2, sdf_head=True, edge_head=True)
+    out = net(torch.randn(2, 1, 32, 24))
+    assert out["sdf"].shape == (2, 2, 32, 24) and out["edge"].shape == (2, 1, 32, 24)
+    assert out["sdf"].abs().max() <= 1

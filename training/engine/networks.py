@@ -47,7 +47,9 @@ class UNet(nn.Module):
     :func:`enable_mc_dropout`. ``unshuffle`` = r > 1 (2-D, no extra heads) runs the whole U-Net
     at 1/r resolution: the input's r x r blocks become channels (pixel unshuffle) and each
     feature vector predicts its r x r block of logits (pixel shuffle). A few-channel network
-    uses the CPU poorly at full resolution; this is how ``act``'s tiny student gets fast.
+    uses the CPU poorly at full resolution; this is how ``act``'s tiny student gets fast, and how
+    the recipe's 2-D models predict on the native grid at a quarter of the compute. The sdf and
+    edge heads are pixel-shuffled the same way; a cls head (CAMs) needs ``unshuffle`` = 1.
     """
 
     def __init__(
@@ -68,8 +70,8 @@ class UNet(nn.Module):
         if dims not in (2, 3):
             raise ValueError("dims must be 2 or 3")
         unshuffle = int(unshuffle)
-        if unshuffle < 1 or (unshuffle > 1 and (dims != 2 or sdf_head or edge_head or cls_head)):
-            raise ValueError("unshuffle > 1 needs a 2-D network without sdf, edge or cls heads")
+        if unshuffle < 1 or (unshuffle > 1 and (dims != 2 or cls_head)):
+            raise ValueError("unshuffle > 1 needs a 2-D network without a cls head")
         if num_classes < 2:
             raise ValueError("num_classes must be at least 2 (background + one structure)")
         self.config: dict[str, Any] = {
@@ -102,12 +104,19 @@ class UNet(nn.Module):
                 _DoubleConv(dims, 2 * widths[i - 1], widths[i - 1], norm, dropout if deep else 0.0)
             )
         self.seg = conv(base, num_classes * unshuffle**2, kernel_size=1)
-        self.sdf = conv(base, max(num_classes - 1, 1), kernel_size=1) if sdf_head else None
-        self.edge = conv(base, 1, kernel_size=1) if edge_head else None
+        # at 1/r resolution every pixel-wise head predicts its r x r block (pixel shuffle)
+        r2 = unshuffle**2
+        self.sdf = conv(base, max(num_classes - 1, 1) * r2, kernel_size=1) if sdf_head else None
+        self.edge = conv(base, r2, kernel_size=1) if edge_head else None
         self.cls = nn.Linear(base, num_classes) if cls_head else None
         self.dims = dims
         self.num_classes = num_classes
         self.depth = depth
+
+    def _full_size(self, t: torch.Tensor) -> torch.Tensor:
+        """A pixel-wise head's output at the input's resolution (pixel shuffle when the
+        network runs at 1/r)."""
+        return nn.functional.pixel_shuffle(t, self.unshuffle) if self.unshuffle > 1 else t
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.unshuffle > 1:
@@ -121,14 +130,11 @@ class UNet(nn.Module):
         for up, block in zip(self.ups, self.up_blocks, strict=True):
             x = up(x)
             x = block(torch.cat([skips.pop(), x], dim=1))
-        logits = self.seg(x)
-        if self.unshuffle > 1:
-            logits = nn.functional.pixel_shuffle(logits, self.unshuffle)
-        out = {"logits": logits}
+        out = {"logits": self._full_size(self.seg(x))}
         if self.sdf is not None:
-            out["sdf"] = torch.tanh(self.sdf(x))
+            out["sdf"] = torch.tanh(self._full_size(self.sdf(x)))
         if self.edge is not None:
-            out["edge"] = self.edge(x)
+            out["edge"] = self._full_size(self.edge(x))
         if self.cls is not None:
             pooled = x.flatten(2).mean(dim=2)
             out["cls"] = self.cls(pooled)
