@@ -528,7 +528,7 @@ def test_a_size_no_unet_can_take_is_a_clear_error(dataset, tmp_path, capsys, siz
             "--out", str(tmp_path / "m.pt"), *TINY]
     args[args.index("--size") + 1: args.index("--size") + 3] = size
     err = _cli_error(capsys, args)
-    assert "--size" in err and "multiple of 4" in err
+    assert "--size" in err and "multiple of 8" in err  # unshuffle 2 x 2**depth 2
 
 
 def test_negative_mc_samples_are_refused(model, tmp_path, capsys):

@@ -71,11 +71,13 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip-grad", type=float, default=12.0, help="max gradient norm (0 = off)")
     p.add_argument("--weights-ema", type=float, default=0.999,
                    help="decay of the moving average of the weights kept as the model (0 = off)")
-    p.add_argument("--base", type=int, default=16)
+    p.add_argument("--base", type=int, default=12,
+                   help="channels of the first U-Net level (12: the shipped models' network)")
     p.add_argument("--depth", type=int, default=4)
-    p.add_argument("--unshuffle", type=int, default=1, metavar="R",
+    p.add_argument("--unshuffle", type=int, default=None, metavar="R",
                    help="2D: run the U-Net at 1/R resolution (pixel unshuffle in, pixel shuffle "
-                        "out): about R*R times less compute, output still on the native grid")
+                        "out): about R*R times less compute, output still on the native grid "
+                        "(default 2 for 2D, as the shipped models; 1 for 3D)")
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--warmup", type=float, default=None, help="supervised warm-up fraction")
     p.add_argument("--downsample", type=float, default=1.0, help="3D: downsampling factor")
@@ -292,7 +294,8 @@ def _config(args: argparse.Namespace, **extra):
     size = args.size or ([160, 160] if args.dims == 2 else [32, 64, 64])
     if len(size) != args.dims:
         raise DataError(f"--size needs {args.dims} numbers for {args.dims}D")
-    check_size(size, args.depth, unshuffle=getattr(args, "unshuffle", 1))
+    unshuffle = getattr(args, "unshuffle", None) or (2 if args.dims == 2 else 1)
+    check_size(size, args.depth, unshuffle=unshuffle)
     lbs = args.labeled_bs or (8 if args.dims == 2 else 2)
     ubs = args.unlabeled_bs if args.unlabeled_bs is not None else lbs
     kw = dict(
@@ -303,7 +306,7 @@ def _config(args: argparse.Namespace, **extra):
         precision=getattr(args, "precision", "fp32"), optimizer=args.optimizer,
         rotate=args.rotate, sampling=args.sampling, augment=args.augment,
         foreground_share=args.foreground_share, lr_warmup=args.lr_warmup,
-        clip_grad=args.clip_grad, weights_ema=args.weights_ema, unshuffle=args.unshuffle,
+        clip_grad=args.clip_grad, weights_ema=args.weights_ema, unshuffle=unshuffle,
         deterministic=not getattr(args, "fast_kernels", False),
     )
     return TrainConfig(**{**kw, **extra})  # a method option (e.g. warmup_fraction) wins
