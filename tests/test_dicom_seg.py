@@ -124,7 +124,7 @@ def model(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("model")
     data = write_dataset(root / "data", n=4)
     out = root / "m.pt"
-    assert main(["train", "--data", str(data), "--method", "supervised", "--labeled", "3",
+    assert main(["train", "--data", str(data), "--method", "supervised", "--labeled", "2",
                  "--dims", "2d", "--steps", "60", "--lr", "0.01", "--out", str(out),
                  "--class-names", "background,disc,square", *TINY]) == 0
     return out

@@ -403,14 +403,14 @@ def test_predict_on_a_png_folder_with_a_bad_file_writes_nothing(model, tmp_path,
     (folder / "s3.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
     out = tmp_path / "out"
     err = _cli_error(capsys, ["predict", "--model", str(model), "--input", str(folder),
-                              "--output", str(out), "--device", "cpu"])
+                              "--output", f"{out}/", "--device", "cpu"])
     assert "s3.png" in err
     assert not out.exists() or not any(out.iterdir())
-    (folder / "s3.png").unlink()  # the good slices alone: one PNG prediction each
-    assert main(["predict", "--model", str(model), "--input", str(folder), "--output", str(out),
-                 "--device", "cpu"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["s0.png", "s1.png", "s2.png"]
-    assert read_labels(out / "s1.png")[0].shape == (1, 16, 16)
+    (folder / "s3.png").unlink()  # the good slices alone: one stack, one volume out
+    assert main(["predict", "--model", str(model), "--input", str(folder), "--output",
+                 f"{out}/", "--device", "cpu"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["pngs.nii.gz"]
+    assert read_labels(out / "pngs.nii.gz")[0].shape == (3, 16, 16)
 
 
 def test_grey_plus_alpha_png_reads_as_grey(tmp_path):

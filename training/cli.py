@@ -323,15 +323,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     init_meta = load_checkpoint(args.init)[1] if args.init else None  # checked before reading
     if init_meta is not None:  # fine-tuning keeps the --init network: check sizes against it
         args.depth = int(init_meta["network"].get("depth", args.depth))
+        args.unshuffle = int(init_meta["network"].get("unshuffle", 1))
         check_init_fits(args.init, init_meta, [], args.num_classes)
     if args.tags:
         return _train_from_tags(args)
     if args.labeled is None:
         raise DataError("--labeled is required (or give --tags FILE.csv)")
-    check_labeled(args.data, args.labeled)
     from training.core.dicom import series_dataset
 
     with series_dataset(args.data) as root:  # images/<case>/ may be a DICOM series folder
+        check_labeled(root, args.labeled)
         data = load_train_data(root, args.labeled, num_classes=args.num_classes)
     if args.class_names:
         names = [n.strip() for n in args.class_names.split(",")]

@@ -28,13 +28,16 @@ def check_size(size: Sequence[int], depth: int, what: str = "--size", unshuffle:
 
 
 def dataset_paths(root: str) -> tuple[list[Path], list[Path]]:
-    """The files a dataset folder's training reads, and the folders they lie in."""
+    """The files a dataset folder's training reads, and the folders they lie in (a DICOM
+    series folder under ``images/`` counts as both)."""
+    from training.core.dicom import series_dataset
     from training.engine.data import scan_dataset
 
     files: list[Path] = [Path(root) / "index.csv"]
-    for c in scan_dataset(root):
-        files += [c.image] + ([c.label] if c.label is not None else [])
-    folders = sorted({f.parent for f in files[1:]}
+    with series_dataset(root) as view:  # images/<case>/ may be a DICOM series folder
+        for c in scan_dataset(view):
+            files += [c.image] + ([c.label] if c.label is not None else [])
+    folders = sorted({f.parent for f in files[1:]} | {f for f in files[1:] if f.is_dir()}
                      | {Path(root) / d for d in ("images", "labels", "masks")
                         if (Path(root) / d).is_dir()})
     return files, folders
