@@ -124,3 +124,22 @@ def test_bad_patch_sizes_are_refused():
     for size in ((7, 7), (0, 0), (-32, 32), (32,)):
         with pytest.raises(DataError, match="patch"):
             SliceSampler(data, size)
+
+
+def test_the_patch_shrinks_to_the_largest_slice_the_network_can_take():
+    from training.engine.patches import fitted_patch
+
+    data = _coordinate_data((2, 40, 64))
+    assert fitted_patch((160, 160), data, divisor=16) == [48, 64]  # 40 rounded up to 48
+    assert fitted_patch((32, 32), data, divisor=16) == [32, 32]  # already smaller
+
+
+def test_a_small_scan_trains_and_predicts_in_a_fitted_patch(tmp_path):
+    from training.engine.checkpoint import load_checkpoint
+    from training.fit.trainer import TrainConfig, train
+
+    data = _coordinate_data((3, 20, 30))
+    cfg = TrainConfig(steps=2, size=[128, 128], labeled_bs=2, unlabeled_bs=0, base=4, depth=2,
+                      device="cpu", checkpoint=str(tmp_path / "m.pt"))
+    _, meta = load_checkpoint(train(cfg, data))
+    assert meta["size"] == [20, 32]  # predict's window is the patch it trained on

@@ -40,6 +40,16 @@ def _slices(volumes: Sequence[np.ndarray]) -> list[np.ndarray]:
     return [s for v in volumes for s in v]
 
 
+def fitted_patch(size: Sequence[int], data: TrainData, divisor: int) -> list[int]:
+    """``size``, shrunk on each axis to the largest slice (rounded up to a multiple of
+    ``divisor``, what the network's poolings need): a 64-pixel scan trained in 128-pixel
+    patches would spend three quarters of every step on padding."""
+    shapes = [v.shape[1:] for v in (*data.images, *data.unlabeled)]
+    largest = [max(s[k] for s in shapes) for k in range(2)]
+    return [min(int(p), -(-int(n) // divisor) * divisor) for p, n in zip(size, largest,
+                                                                       strict=True)]
+
+
 class SliceSampler(SlicePicker):
     """Labelled and unlabelled 2-D patch batches from :class:`TrainData`.
 

@@ -18,7 +18,7 @@ from training.core.distributed import any_rank, barrier, init_distributed
 from training.engine.augment import Augmentation
 from training.engine.checkpoint import companion_path, read_checkpoint, save_checkpoint
 from training.engine.data import DataError, PatchSampler, ResizedSliceSampler, TrainData
-from training.engine.patches import SliceSampler
+from training.engine.patches import SliceSampler, fitted_patch
 from training.fit.collapse import CollapseWatch
 from training.methods import get_method, parse_spec
 
@@ -106,9 +106,10 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 
 
 def make_sampler(config: TrainConfig, data: TrainData, seed: int,
-                 device: torch.device | str = "cpu"):
-    """The batch source the config asks for: native-grid 2-D patches (the default), squashed
-    2-D slices (the earlier recipe), or 3-D patches."""
+                 device: torch.device | str = "cpu", model_config: dict | None = None):
+    """The batch source the config asks for: native-grid 2-D patches (the default; no larger
+    than the largest slice needs, given the network in ``model_config``), squashed 2-D slices
+    (the earlier recipe), or 3-D patches."""
     if config.dims == 3:
         if config.rotate:
             raise DataError("rotation augmentation (--rotate) is for 2-D training only")
@@ -123,7 +124,12 @@ def make_sampler(config: TrainConfig, data: TrainData, seed: int,
         aug = Augmentation.named(config.augment, config.rotate)
     except ValueError as exc:
         raise DataError(str(exc)) from None
-    return SliceSampler(data, config.size, config.labeled_bs, config.unlabeled_bs, seed=seed,
+    size = config.size
+    if model_config is not None:
+        divisor = 2 ** int(model_config.get("depth", config.depth)) * int(
+            model_config.get("unshuffle", 1))
+        size = fitted_patch(config.size, data, divisor)
+    return SliceSampler(data, size, config.labeled_bs, config.unlabeled_bs, seed=seed,
                         augmentation=aug, foreground_share=config.foreground_share,
                         device=device)
 
@@ -192,11 +198,14 @@ def train(
         ids = [device.index] if device.type == "cuda" else None
         method.wrap(lambda m: DistributedDataParallel(m, device_ids=ids,
                                                       find_unused_parameters=True))
-    sampler = make_sampler(config, data, seed=config.seed + 1000 * rank, device=device)
+    sampler = make_sampler(config, data, seed=config.seed + 1000 * rank, device=device,
+                           model_config=model_config)
     meta_base = {
         "num_classes": num_classes, "class_names": class_names,
         "normalization": dict(data.normalization), "dims": config.dims,
-        "method": config.method, "data": data.summary(), "size": list(config.size),
+        "method": config.method, "data": data.summary(),
+        # the patch trained on: predict's sliding window
+        "size": list(getattr(sampler, "size", config.size)),
         "downsample": float(config.downsample), "seed": config.seed,
         # how predict must read the scan: native-grid sliding windows of `size` ("patch") or
         # whole slices squashed to `size` ("resize")
