@@ -19,6 +19,7 @@ import json
 import shlex
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -28,26 +29,27 @@ ITK = "ITK contour interpolation"
 
 
 def fills(sparse: np.ndarray, image: np.ndarray, painted: list[int], priors: list[str],
-          itk: bool) -> dict[str, tuple[np.ndarray, float]]:
-    """Each fill's labels and its seconds of CPU time."""
-    from training.contour_interpolation import morphological_contour_interpolation
+          itk=None) -> dict[str, tuple[np.ndarray, float]]:
+    """Each fill's labels and its seconds of CPU time (``itk``: a ContourInterpolator, whose
+    child process's time is wall time)."""
     from training.image_priors import fill_between_slices
     from training.interpolation import interpolate_between_slices
 
     runs = {BASELINE: lambda: interpolate_between_slices(sparse, painted)}
-    if itk:
-        runs[ITK] = lambda: morphological_contour_interpolation(sparse, painted)
+    if itk is not None:
+        runs[ITK] = lambda: itk(sparse, painted)
     for p in priors:
         runs[p] = lambda p=p: fill_between_slices(sparse, image, p, painted)
     out = {}
     for name, run in runs.items():
-        t0 = time.process_time()
+        clock = time.perf_counter if name == ITK else time.process_time
+        t0 = clock()
         labels = run()
-        out[name] = (labels, time.process_time() - t0)
+        out[name] = (labels, clock() - t0)
     return out
 
 
-def score_scans(scans, ks: list[int], priors: list[str], itk: bool, log=print) -> list[dict]:
+def score_scans(scans, ks: list[int], priors: list[str], itk=None, log=print) -> list[dict]:
     """One row per scan and K: Dice on the unpainted slices and CPU seconds per fill."""
     from training.interpolation import even_slices
     from training.loop import dice_score, sparse_labels
@@ -112,8 +114,32 @@ def load(data: str, split: str | None, patients: list[str] | None, n: int | None
     return out
 
 
+def override_settings(pairs: list[str]) -> dict[str, object]:
+    """Set module constants of training.image_priors from NAME=VALUE (a comma makes a tuple);
+    returns every setting in force."""
+    import training.image_priors as ip
+
+    for pair in pairs:
+        name, value = pair.split("=", 1)
+        if not name.isupper() or not hasattr(ip, name):
+            raise SystemExit(f"--set: training.image_priors has no setting {name!r}")
+        values = [float(v) if "." in v else int(v) for v in value.split(",")]
+        setattr(ip, name, tuple(values) if len(values) > 1 else values[0])
+    return {n: getattr(ip, n) for n in ip.SETTINGS}
+
+
+def itk_note(left_out: bool, used: bool) -> str:
+    if used:
+        return " (ITK's: wall seconds in its own process, ITK loaded beforehand)"
+    return "; ITK contour interpolation " + ("left out" if left_out else "not installed, skipped")
+
+
 def main(argv: list[str] | None = None) -> int:
-    from training.contour_interpolation import INSTALL_HINT, contour_interpolation_available
+    from training.contour_interpolation import (
+        INSTALL_HINT,
+        ContourInterpolator,
+        contour_interpolation_available,
+    )
     from training.image_priors import PRIORS
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -125,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ks", default="3,5,8")
     p.add_argument("--priors", default=",".join(PRIORS))
     p.add_argument("--threads", type=int, default=1, help="SimpleITK / ITK threads")
+    p.add_argument("--no-itk", action="store_true", help="leave ITK's interpolation out")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a setting of training.image_priors (e.g. BAND=2,0.5)")
     p.add_argument("--title", required=True)
     p.add_argument("--out", required=True, help="Markdown file the section is appended to")
     p.add_argument("--json", default=None, help="also write the rows here")
@@ -132,13 +161,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import SimpleITK as sitk
 
+    settings = override_settings(a.set)
     sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(a.threads)
-    itk = contour_interpolation_available()
-    if itk:
-        import itk as itk_module
-
-        itk_module.set_nthreads(a.threads)
-    else:
+    use_itk = not a.no_itk and contour_interpolation_available()
+    if not a.no_itk and not use_itk:
         print(f"skipping ITK contour interpolation: {INSTALL_HINT}", file=sys.stderr)
     patients = None
     if ":" in a.patients:
@@ -150,13 +176,16 @@ def main(argv: list[str] | None = None) -> int:
     ks = [int(k) for k in a.ks.split(",")]
     priors = [s for s in a.priors.split(",") if s]
     t0 = time.time()
-    rows = score_scans(scans, ks, priors, itk)
+    with ExitStack() as stack:
+        itk = stack.enter_context(ContourInterpolator(a.threads)) if use_itk else None
+        rows = score_scans(scans, ks, priors, itk)
     command = "PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/prior_choice.py " + " ".join(
         shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
     text = (f"\n## {a.title}\n\n`{command}`\n\n{len(scans)} scans; Dice (%) on the unpainted "
             f"slices; CPU seconds of one process with {a.threads} thread(s)"
-            f"{'' if itk else '; ITK contour interpolation not installed, skipped'}; "
-            f"{time.time() - t0:.0f} s in all.\n\n"
+            f"{itk_note(a.no_itk, use_itk)}; "
+            f"{time.time() - t0:.0f} s in all. Settings: "
+            + ", ".join(f"{k}={v}" for k, v in settings.items()) + ".\n\n"
             + summary_table(rows) + "\n<details><summary>per scan</summary>\n\n"
             + per_scan_table(rows) + "\n</details>\n")
     with open(a.out, "a") as f:

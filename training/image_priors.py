@@ -46,6 +46,8 @@ WALKER_BETA = 130.0
 BAND = (2.0, 0.5)
 #: In-plane margin (pixels) around the painted structures within which anything is computed.
 MARGIN = 16
+SETTINGS = ("DEMONS_ITERATIONS", "DEMONS_SMOOTHING", "REGISTER_SHRINK", "WALKER_BETA", "BAND",
+            "MARGIN")
 
 
 def fill_between_slices(
@@ -180,7 +182,7 @@ def walk(dist: dict[int, np.ndarray], grey: np.ndarray, band: float,
     ys, xs = np.nonzero(free)  # the walker needs only the band and a rim of seeds
     box = (slice(max(ys.min() - 1, 0), ys.max() + 2), slice(max(xs.min() - 1, 0), xs.max() + 2))
     walked = random_walker(grey[box], seeds[box], beta=WALKER_BETA if beta is None else beta,
-                           mode="cg_j", tol=1e-3)
+                           mode="bf")
     result = guess.copy()
     lut = np.array([0, 0, *order], np.uint8)
     result[box] = lut[walked]
