@@ -1,11 +1,15 @@
 """Image-aware fills between painted slices, on volumes where the answer is known."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from training import IGNORE_INDEX
 from training.image_priors import PRIORS, fill_between_slices
 from training.interpolation import interpolate_between_slices
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _dice(a, b):
@@ -136,3 +140,22 @@ def test_itk_contour_interpolation_missing_says_how_to_install(monkeypatch):
         ci.morphological_contour_interpolation(np.zeros((3, 4, 4), np.uint8))
     with pytest.raises(ImportError, match=r"napari-semiseg\[bench\]"):
         ci.ContourInterpolator()
+
+
+def test_prior_choice_benchmark_scores_the_unpainted_slices_and_counts_wins():
+    import importlib.util
+
+    from training.interpolation import even_slices
+
+    path = ROOT / "benchmarks" / "prior_choice.py"
+    spec = importlib.util.spec_from_file_location("prior_choice", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    image, truth = _bulge()
+    rows = bench.score_scans([("bulge", image, truth, 2)], [3], ["register"], log=lambda s: None)
+    (row,) = rows
+    assert row["painted"] == even_slices(truth, 3) == [0, 10, 20]
+    assert row["dice"]["register"] > row["dice"]["interpolation"] + 2
+    table = bench.summary_table(rows)
+    assert "| 3 | register |" in table and "| 1 / 1 | 1 / 1 |" in table
+    assert "| 3 | interpolation |" in table

@@ -110,47 +110,66 @@ def registered_distances(known: np.ndarray, grey: np.ndarray, painted: list[int]
     """For each slice between two painted ones: (z, {class: signed distance}), each painted
     slice's distances carried to it by registration from both sides and blended by distance.
     ``grey`` is the image scaled to [0, 1]."""
+    small = _shrunk(grey)
     for lo, hi in zip(painted[:-1], painted[1:], strict=True):
         if hi - lo < 2:
             continue
-        sdf = {c: (signed_distance(known[lo] == c), signed_distance(known[hi] == c))
-               for c in classes}
-        down = {c: _carry(a, grey, range(lo + 1, hi), -1) for c, (a, _) in sdf.items()}
-        up = {c: _carry(b, grey, range(hi - 1, lo, -1), +1) for c, (_, b) in sdf.items()}
-        for i, z in enumerate(range(lo + 1, hi)):
+        inner = range(lo + 1, hi)
+        down = _carried(known[lo], classes, small, inner, -1)
+        up = _carried(known[hi], classes, small, inner[::-1], +1)
+        for i, z in enumerate(inner):
             t = (z - lo) / (hi - lo)
-            out = {c: blend_distances(down[c][i], up[c][hi - lo - 2 - i], t) for c in classes}
+            out = {c: blend_distances(down[c][i], up[c][-1 - i], t) for c in classes}
             yield z, {c: d for c, d in out.items() if d is not None}
 
 
-def _carry(sdf: np.ndarray, grey: np.ndarray, slices: range, step: int) -> list[np.ndarray]:
-    """``sdf`` of slice ``slices[0] + step`` warped onto each of ``slices`` in turn, each step
-    by the registration of a slice onto its neighbour (``step``: where that neighbour lies)."""
-    if np.isinf(sdf).all():  # absent: stays absent (blend_distances shrinks it)
-        return [sdf] * len(slices)
-    out, cur = [], sdf
+def _carried(painted_slice: np.ndarray, classes: Sequence[int], small: np.ndarray,
+             slices: range, step: int) -> dict[int, list[np.ndarray]]:
+    """Each class's signed distance on ``painted_slice`` warped onto each of ``slices`` in turn,
+    each step by the registration of a slice onto its neighbour (``step``: where that neighbour
+    lies). An absent class stays absent (:func:`blend_distances` shrinks it)."""
+    sdf = {c: signed_distance(painted_slice == c) for c in classes}
+    present = [c for c in classes if not np.isinf(sdf[c]).all()]
+    out = {c: [sdf[c]] * len(slices) for c in classes}
+    if not present:
+        return out
+    cur = {c: sdf[c] for c in present}
+    for c in present:
+        out[c] = []
     for z in slices:
-        cur = _warp(cur, slice_flow(grey[z], grey[z + step]))
-        out.append(cur)
+        flow = _demons(small[z], small[z + step], painted_slice.shape)
+        for c in present:
+            cur[c] = _warp(cur[c], flow)
+            out[c].append(cur[c])
     return out
 
 
 def slice_flow(fixed: np.ndarray, moving: np.ndarray) -> np.ndarray:
     """Displacement (2, H, W) in pixels (dy, dx) taking ``fixed``'s grid into ``moving``:
     ``moving(p + flow(p))`` lies on ``fixed(p)``. Symmetric-forces demons on shrunk images."""
+    small = _shrunk(np.stack([fixed, moving]))
+    return _demons(small[0], small[1], fixed.shape)
+
+
+def _shrunk(grey: np.ndarray) -> np.ndarray:
+    """Slices smoothed and shrunk :data:`REGISTER_SHRINK` times in-plane for registration."""
+    s = REGISTER_SHRINK
+    return gaussian_filter(grey, (0, s / 2, s / 2))[:, ::s, ::s] if s > 1 else grey
+
+
+def _demons(fixed: np.ndarray, moving: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """:func:`slice_flow` of two shrunk slices, brought back to full-size ``shape``."""
     import SimpleITK as sitk
 
-    s = REGISTER_SHRINK
-    small = [gaussian_filter(im, s / 2)[::s, ::s] if s > 1 else im for im in (fixed, moving)]
     demons = sitk.FastSymmetricForcesDemonsRegistrationFilter()
     demons.SetNumberOfIterations(DEMONS_ITERATIONS)
     demons.SetStandardDeviations(DEMONS_SMOOTHING)
     field = sitk.GetArrayFromImage(demons.Execute(
-        *(sitk.GetImageFromArray(np.ascontiguousarray(im, np.float32)) for im in small)))
+        *(sitk.GetImageFromArray(np.ascontiguousarray(im, np.float32)) for im in (fixed, moving))))
     flow = np.stack([field[..., 1], field[..., 0]])  # SimpleITK vectors are (x, y)
-    if s > 1:
-        factors = [h / n for h, n in zip(fixed.shape, flow.shape[1:], strict=True)]
-        flow = np.stack([zoom(f, factors, order=1) * s for f in flow])
+    if flow.shape[1:] != tuple(shape):
+        factors = [h / n for h, n in zip(shape, flow.shape[1:], strict=True)]
+        flow = np.stack([zoom(f, factors, order=1) * REGISTER_SHRINK for f in flow])
     return flow
 
 
