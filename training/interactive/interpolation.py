@@ -51,15 +51,32 @@ def _blended_distances(known: np.ndarray, painted: list[int], classes: Sequence[
     for lo, hi in zip(painted[:-1], painted[1:], strict=True):
         for z in range(lo + 1, hi):
             t = (z - lo) / (hi - lo)
-            out = {}
-            for c in classes:
-                a, b = sdf[c][lo], sdf[c][hi]
-                if np.isinf(a).all() and np.isinf(b).all():
-                    continue
-                ref = b if np.isinf(a).all() else a
-                far = np.nanmax(np.abs(np.where(np.isinf(ref), np.nan, ref)))
-                out[c] = (1 - t) * np.where(np.isinf(a), far, a) + t * np.where(np.isinf(b), far, b)
-            yield z, out
+            out = {c: blend_distances(sdf[c][lo], sdf[c][hi], t) for c in classes}
+            yield z, {c: d for c, d in out.items() if d is not None}
+
+
+def blend_distances(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray | None:
+    """``(1 - t) * a + t * b`` of two signed distance maps; None when both are empty.
+
+    A structure absent on one side (all +inf) counts as lying as far outside as the other
+    side's extent, so it shrinks to nothing across the gap."""
+    if np.isinf(a).all() and np.isinf(b).all():
+        return None
+    ref = b if np.isinf(a).all() else a
+    far = np.nanmax(np.abs(np.where(np.isinf(ref), np.nan, ref)))
+    return (1 - t) * np.where(np.isinf(a), far, a) + t * np.where(np.isinf(b), far, b)
+
+
+def labels_from_distances(dist: dict[int, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    """One slice's labels from per-class signed distances: the most negative one wins; no
+    negative one is background."""
+    out = np.zeros(shape, np.uint8)
+    best = np.zeros(shape, np.float64)
+    for c, d in dist.items():
+        inside = d < best
+        out[inside] = c
+        best = np.where(inside, d, best)
+    return out
 
 
 def _unknown_ends(known: np.ndarray, painted: list[int], ends: str) -> set[int]:
@@ -91,11 +108,7 @@ def interpolate_between_slices(
     known = np.where(lab == IGNORE_INDEX, 0, lab).astype(np.uint8)
     classes = [int(c) for c in np.unique(known[painted]) if c != 0]
     for z, dist in _blended_distances(known, painted, classes):
-        best = np.zeros(lab.shape[1:], np.float64)  # most negative blended distance wins
-        for c, d in dist.items():
-            inside = d < best
-            out[z][inside] = c
-            best = np.where(inside, d, best)
+        out[z] = labels_from_distances(dist, lab.shape[1:])
     for z in painted:
         out[z] = known[z]
     return np.moveaxis(out, 0, axis)
