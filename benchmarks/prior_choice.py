@@ -1,10 +1,11 @@
 """Which fill between painted slices to show first: shape interpolation, ITK's morphological
-contour interpolation, or an image-aware prior (``training.image_priors``).
+contour interpolation, or an image-aware prior (``training.interactive.image_priors``).
 
 For each scan and each K, the K painted slices are those of the baseline (evenly spaced from
-the structure's first to its last slice, ``training.interpolation.even_slices``, as
-``training.effort.fixed_k_rows`` paints them); every fill is scored by Dice on the other slices
-(``training.loop.dice_score``). ITK's interpolation is a column only when the optional
+the structure's first to its last slice, ``training.interactive.interpolation.even_slices``, as
+``training.bench.effort.fixed_k_rows`` paints them); every fill is scored by Dice on the other slices
+(``training.engine.metrics.mean_dice``; a scan with no structure on its other slices
+is left out). ITK's interpolation is a column only when the optional
 ``bench`` extra is installed. Choose on train / val scans; run ``--test`` once on test scans.
 
     PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python benchmarks/prior_choice.py \
@@ -32,8 +33,8 @@ def fills(sparse: np.ndarray, image: np.ndarray, painted: list[int], priors: lis
           itk=None) -> dict[str, tuple[np.ndarray, float]]:
     """Each fill's labels and its seconds of CPU time (``itk``: a ContourInterpolator, whose
     child process's time is wall time)."""
-    from training.image_priors import fill_between_slices
-    from training.interpolation import interpolate_between_slices
+    from training.interactive.image_priors import fill_between_slices
+    from training.interactive.interpolation import interpolate_between_slices
 
     runs = {BASELINE: lambda: interpolate_between_slices(sparse, painted)}
     if itk is not None:
@@ -51,8 +52,9 @@ def fills(sparse: np.ndarray, image: np.ndarray, painted: list[int], priors: lis
 
 def score_scans(scans, ks: list[int], priors: list[str], itk=None, log=print) -> list[dict]:
     """One row per scan and K: Dice on the unpainted slices and CPU seconds per fill."""
-    from training.interpolation import even_slices
-    from training.loop import dice_score, sparse_labels
+    from training.interactive.interpolation import even_slices
+    from training.engine.metrics import mean_dice
+    from training.interactive.loop import sparse_labels
 
     rows = []
     for name, image, truth, n in scans:
@@ -62,7 +64,7 @@ def score_scans(scans, ks: list[int], priors: list[str], itk=None, log=print) ->
             sparse = sparse_labels(truth, painted)
             row = {"scan": name, "k": k, "painted": painted, "dice": {}, "seconds": {}}
             for method, (labels, sec) in fills(sparse, image, painted, priors, itk).items():
-                row["dice"][method] = 100 * dice_score(labels[rest], truth[rest], n)
+                row["dice"][method] = 100 * mean_dice(labels[rest], truth[rest])
                 row["seconds"][method] = sec
             rows.append(row)
             log(f"{name} K={k}: " + ", ".join(f"{m} {d:.1f} ({row['seconds'][m]:.1f} s)"
@@ -75,8 +77,8 @@ def summary_table(rows: list[dict], margin: float = 2.0) -> str:
     mean CPU seconds."""
     lines = ["| K | fill | Dice mean ± SD | wins vs interpolation | ≥ interpolation + "
              f"{margin:g} | CPU s per scan |", "|---|---|---|---|---|---|"]
-    for k in sorted({r["k"] for r in rows}):
-        kr = [r for r in rows if r["k"] == k]
+    for k in sorted({r["k"] for r in rows}):  # scans with nothing left to fill are left out
+        kr = [r for r in rows if r["k"] == k and not np.isnan(r["dice"][BASELINE])]
         base = np.array([r["dice"][BASELINE] for r in kr])
         for m in kr[0]["dice"]:
             d = np.array([r["dice"][m] for r in kr])
@@ -101,8 +103,8 @@ def per_scan_table(rows: list[dict]) -> str:
 def load(data: str, split: str | None, patients: list[str] | None, n: int | None):
     """(name, grey image, labels, number of classes) per scan, in index order."""
     from training import IGNORE_INDEX
-    from training.data import class_names_from_index
-    from training.model_card import dataset_scans
+    from training.engine.data import class_names_from_index
+    from training.library.model_card import dataset_scans
 
     names = class_names_from_index(data)
     out = []
@@ -115,14 +117,14 @@ def load(data: str, split: str | None, patients: list[str] | None, n: int | None
 
 
 def override_settings(pairs: list[str]) -> dict[str, object]:
-    """Set module constants of training.image_priors from NAME=VALUE (a comma makes a tuple);
+    """Set module constants of training.interactive.image_priors from NAME=VALUE (a comma makes a tuple);
     returns every setting in force."""
-    import training.image_priors as ip
+    import training.interactive.image_priors as ip
 
     for pair in pairs:
         name, value = pair.split("=", 1)
         if not name.isupper() or not hasattr(ip, name):
-            raise SystemExit(f"--set: training.image_priors has no setting {name!r}")
+            raise SystemExit(f"--set: training.interactive.image_priors has no setting {name!r}")
         values = [float(v) if "." in v else int(v) for v in value.split(",")]
         setattr(ip, name, tuple(values) if len(values) > 1 else values[0])
     return {n: getattr(ip, n) for n in ip.SETTINGS}
@@ -135,12 +137,12 @@ def itk_note(left_out: bool, used: bool) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from training.contour_interpolation import (
+    from training.bench.contour_interpolation import (
         INSTALL_HINT,
         ContourInterpolator,
         contour_interpolation_available,
     )
-    from training.image_priors import PRIORS
+    from training.interactive.image_priors import PRIORS
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True)
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="SimpleITK / ITK threads")
     p.add_argument("--no-itk", action="store_true", help="leave ITK's interpolation out")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                   help="override a setting of training.image_priors (e.g. BAND=2,0.5)")
+                   help="override a setting of training.interactive.image_priors (e.g. BAND=2,0.5)")
     p.add_argument("--title", required=True)
     p.add_argument("--out", required=True, help="Markdown file the section is appended to")
     p.add_argument("--json", default=None, help="also write the rows here")

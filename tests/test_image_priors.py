@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from training import IGNORE_INDEX
-from training.image_priors import PRIORS, fill_between_slices
-from training.interpolation import interpolate_between_slices
+from training.interactive.image_priors import PRIORS, fill_between_slices
+from training.interactive.interpolation import interpolate_between_slices
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,7 +89,7 @@ def test_several_classes_and_a_structure_that_ends(prior):
     assert (filled[16:20] == 2).sum() == 0  # shrinks to nothing before the slice without it
     assert _dice(filled > 0, truth > 0) > 0.9
     # with ends="unknown", the gap where structure 2 ends is left not annotated, as
-    # training.interpolation.interpolation_prior leaves it
+    # training.interactive.interpolation.interpolation_prior leaves it
     unknown = fill_between_slices(sparse, image, prior, ends="unknown")
     assert (unknown[11:20] == IGNORE_INDEX).all()
     np.testing.assert_array_equal(unknown[:11], filled[:11])
@@ -116,7 +116,7 @@ def test_only_background_painted_fills_background():
 
 @pytest.mark.slow  # a spawned child loads ITK: about 20 s
 def test_itk_contour_interpolation_fills_between_painted_slices():
-    from training.contour_interpolation import ContourInterpolator, contour_interpolation_available
+    from training.bench.contour_interpolation import ContourInterpolator, contour_interpolation_available
 
     if not contour_interpolation_available():
         pytest.skip("the bench extra (itk-morphologicalcontourinterpolation) is not installed")
@@ -133,7 +133,7 @@ def test_itk_contour_interpolation_fills_between_painted_slices():
 
 
 def test_itk_contour_interpolation_missing_says_how_to_install(monkeypatch):
-    import training.contour_interpolation as ci
+    import training.bench.contour_interpolation as ci
 
     monkeypatch.setattr(ci, "contour_interpolation_available", lambda: False)
     with pytest.raises(ImportError, match=r"napari-semiseg\[bench\]"):
@@ -145,17 +145,18 @@ def test_itk_contour_interpolation_missing_says_how_to_install(monkeypatch):
 def test_prior_choice_benchmark_scores_the_unpainted_slices_and_counts_wins():
     import importlib.util
 
-    from training.interpolation import even_slices
+    from training.interactive.interpolation import even_slices
 
     path = ROOT / "benchmarks" / "prior_choice.py"
     spec = importlib.util.spec_from_file_location("prior_choice", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     image, truth = _bulge()
-    rows = bench.score_scans([("bulge", image, truth, 2)], [3], ["register"], log=lambda s: None)
+    # two painted ends tell interpolation nothing of the swelling between them
+    rows = bench.score_scans([("bulge", image, truth, 2)], [2], ["register"], log=lambda s: None)
     (row,) = rows
-    assert row["painted"] == even_slices(truth, 3) == [0, 10, 20]
+    assert row["painted"] == even_slices(truth, 2) == [0, 20]
     assert row["dice"]["register"] > row["dice"]["interpolation"] + 2
     table = bench.summary_table(rows)
-    assert "| 3 | register |" in table and "| 1 / 1 | 1 / 1 |" in table
-    assert "| 3 | interpolation |" in table
+    assert "| 2 | register |" in table and "| 1 / 1 | 1 / 1 |" in table
+    assert "| 2 | interpolation |" in table

@@ -146,19 +146,21 @@ def test_an_early_preview_is_predicted_from_the_first_checkpoint_in_time(tmp_pat
                                   np.load(events[-1]["uncertainty"]))
 
 
-def test_with_the_shape_prior_the_interpolation_is_the_first_preview_at_once(tmp_path):
+def test_with_the_shape_prior_the_registered_fill_is_the_first_preview_at_once(tmp_path):
     from napari_semiseg.retrain_job import run_retrain
-    from training.interactive.interpolation import interpolate_between_slices
+    from training.interactive.image_priors import fill_between_slices
 
     job, sparse, _ = _scratch_job(tmp_path, steps=4, fuse_weight=0.3, preview_every=2)
     events: list[dict] = []
     run_retrain(job, events.append, lambda: False)
     previews = [e for e in events if e["type"] == "prediction"]
     first = previews[0]
-    assert first["source"] == "interpolation" and first["step"] == 0
+    assert first["source"] == "registration" and first["step"] == 0
     assert events.index(first) < next(i for i, e in enumerate(events)
                                       if e["type"] == "progress")  # before any training
-    np.testing.assert_array_equal(np.load(first["path"]), interpolate_between_slices(sparse))
+    image = np.load(job.image)
+    np.testing.assert_array_equal(np.load(first["path"]),
+                                  fill_between_slices(sparse, image, "register"))
     assert [e["step"] for e in previews[1:]] == [2]  # then the network's, fused
 
 

@@ -216,11 +216,12 @@ def retrain_once(
             on_preview(pred, unc, int(ev["step"]), "network")
 
     if on_preview is not None and shown.fuse_weight is not None:
-        # the shape prior alone, on screen at once: what "fill between slices" gives, while
-        # the network learns to do better
-        from training.interactive.interpolation import interpolate_between_slices
+        # the painted slices carried through the scan by registration, on screen at once (it
+        # beat shape interpolation on 19 of 20 LA train scans at K = 5,
+        # benchmarks/results/prior_choice.md), while the network learns to do better
+        from training.interactive.image_priors import fill_between_slices
 
-        on_preview(interpolate_between_slices(labels), None, 0, "interpolation")
+        on_preview(fill_between_slices(labels, image, "register"), None, 0, "registration")
     if on_preview is not None and preview_every and preview_every < steps:
         config.setdefault("checkpoint_every", preview_every)
     if on_preview is not None and first_preview_s:

@@ -1,9 +1,9 @@
 """Filling the slices between painted ones by following the image, not only the painted shapes.
 
-Shape interpolation (:mod:`training.interpolation`) blends each structure's signed distance
+Shape interpolation (:mod:`training.interactive.interpolation`) blends each structure's signed distance
 between the nearest painted slices and never looks at the scan. Two image-aware fills, and
 their combination, share its conventions (255 = not annotated, several classes, the same
-output as :func:`~training.interpolation.interpolate_between_slices`):
+output as :func:`~training.interactive.interpolation.interpolate_between_slices`):
 
 - ``"register"``: each painted slice's signed distances are carried slice by slice towards the
   next painted one by 2-D demons registration of neighbouring slices (SimpleITK), from both
@@ -23,7 +23,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter, map_coordinates, zoom
 
 from training import IGNORE_INDEX
-from training.interpolation import (
+from training.interactive.interpolation import (
     _blended_distances,
     _painted,
     _unknown_ends,
@@ -34,12 +34,13 @@ from training.interpolation import (
 
 PRIORS = ("register", "refine", "register+refine")
 
-#: Demons settings: few iterations suffice between neighbouring slices, and a smooth field
-#: keeps the carried outline from following noise.
-DEMONS_ITERATIONS = 10
-DEMONS_SMOOTHING = 2.0
-#: Registration runs on images shrunk this many times in-plane (the field is smooth anyway).
-REGISTER_SHRINK = 2
+#: Demons settings, chosen on the LA train scans and LGG val patients
+#: (benchmarks/results/prior_choice.md): 20 iterations between neighbouring slices, a field
+#: smoothed by 1.5 px so the carried outline does not follow noise, on images shrunk 3 times
+#: in-plane (the field is smooth anyway; 1.5 s per LA scan on one core).
+DEMONS_ITERATIONS = 20
+DEMONS_SMOOTHING = 1.5
+REGISTER_SHRINK = 3
 #: Random walker: edge sensitivity, and the band left to it around the outline (pixels):
 #: ``BAND[0]`` next to a painted slice, growing by ``BAND[1]`` per slice away from it.
 WALKER_BETA = 130.0
@@ -53,7 +54,7 @@ SETTINGS = ("DEMONS_ITERATIONS", "DEMONS_SMOOTHING", "REGISTER_SHRINK", "WALKER_
 def fill_between_slices(
     labels: np.ndarray,
     image: np.ndarray,
-    prior: str = "register+refine",
+    prior: str = "register",
     painted: Sequence[int] | None = None,
     axis: int = 0,
     ends: str = "shrink",
@@ -62,10 +63,10 @@ def fill_between_slices(
 
     ``prior`` is one of :data:`PRIORS`; ``painted`` the slices to fill from (default: every slice
     with an annotated voxel). Returns a full label volume like
-    :func:`~training.interpolation.interpolate_between_slices`: painted slices as given, slices
+    :func:`~training.interactive.interpolation.interpolate_between_slices`: painted slices as given, slices
     between two painted ones filled, the rest background (0). With ``ends="unknown"`` a gap
     whose two painted slices show different structures is left 255, as
-    :func:`~training.interpolation.interpolation_prior` leaves it.
+    :func:`~training.interactive.interpolation.interpolation_prior` leaves it.
     """
     if prior not in PRIORS:
         raise ValueError(f"prior must be one of {PRIORS}, not {prior!r}")

@@ -16,7 +16,7 @@ from multiprocessing import get_context
 import numpy as np
 
 from training import IGNORE_INDEX
-from training.interpolation import _painted
+from training.interactive.interpolation import _painted
 
 #: itk-morphologicalcontourinterpolation 2.1.2 (ITK 5.4) sometimes corrupts the heap: measured,
 #: 1 run in 4 on an 11 x 32 x 32 cone aborted at exit with "malloc_consolidate(): unaligned
@@ -40,7 +40,7 @@ def morphological_contour_interpolation(
 ) -> np.ndarray:
     """Fill the unpainted slices of ``labels`` (255 = not annotated) along ``axis`` with ITK's
     morphological contour interpolation; same output as
-    :func:`~training.interpolation.interpolate_between_slices`.
+    :func:`~training.interactive.interpolation.interpolate_between_slices`.
 
     The filter takes an empty slice for an unpainted one, so a structure absent from a painted
     slice between two showing it is filled over there; the painted slices are put back as given
