@@ -3,7 +3,8 @@ contour interpolation, or an image-aware prior (``training.interactive.image_pri
 
 For each scan and each K, the K painted slices are those of the baseline (evenly spaced from
 the structure's first to its last slice, ``training.interactive.interpolation.even_slices``, as
-``training.bench.effort.fixed_k_rows`` paints them); every fill is scored by Dice on the other slices
+``training.bench.effort.fixed_k_rows`` paints them); every fill is scored by Dice on the other
+slices
 (``training.engine.metrics.mean_dice``; a scan with no structure on its other slices
 is left out). ITK's interpolation is a column only when the optional
 ``bench`` extra is installed. Choose on train / val scans; run ``--test`` once on test scans.
@@ -52,12 +53,12 @@ def fills(sparse: np.ndarray, image: np.ndarray, painted: list[int], priors: lis
 
 def score_scans(scans, ks: list[int], priors: list[str], itk=None, log=print) -> list[dict]:
     """One row per scan and K: Dice on the unpainted slices and CPU seconds per fill."""
-    from training.interactive.interpolation import even_slices
     from training.engine.metrics import mean_dice
+    from training.interactive.interpolation import even_slices
     from training.interactive.loop import sparse_labels
 
     rows = []
-    for name, image, truth, n in scans:
+    for name, image, truth, _ in scans:
         for k in ks:
             painted = even_slices(truth, k)
             rest = [z for z in range(len(truth)) if z not in painted]
@@ -117,8 +118,8 @@ def load(data: str, split: str | None, patients: list[str] | None, n: int | None
 
 
 def override_settings(pairs: list[str]) -> dict[str, object]:
-    """Set module constants of training.interactive.image_priors from NAME=VALUE (a comma makes a tuple);
-    returns every setting in force."""
+    """Set module constants of training.interactive.image_priors from NAME=VALUE (a comma makes
+    a tuple); returns every setting in force."""
     import training.interactive.image_priors as ip
 
     for pair in pairs:

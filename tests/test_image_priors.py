@@ -116,7 +116,10 @@ def test_only_background_painted_fills_background():
 
 @pytest.mark.slow  # a spawned child loads ITK: about 20 s
 def test_itk_contour_interpolation_fills_between_painted_slices():
-    from training.bench.contour_interpolation import ContourInterpolator, contour_interpolation_available
+    from training.bench.contour_interpolation import (
+        ContourInterpolator,
+        contour_interpolation_available,
+    )
 
     if not contour_interpolation_available():
         pytest.skip("the bench extra (itk-morphologicalcontourinterpolation) is not installed")

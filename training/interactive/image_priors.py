@@ -1,7 +1,7 @@
 """Filling the slices between painted ones by following the image, not only the painted shapes.
 
-Shape interpolation (:mod:`training.interactive.interpolation`) blends each structure's signed distance
-between the nearest painted slices and never looks at the scan. Two image-aware fills, and
+Shape interpolation (:mod:`training.interactive.interpolation`) blends each structure's signed
+distance between the nearest painted slices and never looks at the scan. Two image-aware fills, and
 their combination, share its conventions (255 = not annotated, several classes, the same
 output as :func:`~training.interactive.interpolation.interpolate_between_slices`):
 
@@ -63,8 +63,8 @@ def fill_between_slices(
 
     ``prior`` is one of :data:`PRIORS`; ``painted`` the slices to fill from (default: every slice
     with an annotated voxel). Returns a full label volume like
-    :func:`~training.interactive.interpolation.interpolate_between_slices`: painted slices as given, slices
-    between two painted ones filled, the rest background (0). With ``ends="unknown"`` a gap
+    :func:`~training.interactive.interpolation.interpolate_between_slices`: painted slices as given,
+    slices between two painted ones filled, the rest background (0). With ``ends="unknown"`` a gap
     whose two painted slices show different structures is left 255, as
     :func:`~training.interactive.interpolation.interpolation_prior` leaves it.
     """
