@@ -20,10 +20,12 @@ the held-out test split by `semiseg card`, which also records the training scans
 that the dock's Automatic choice compares a scan with. ACDC stores no spacing (1 mm
 placeholders), so its HD95 is in voxels.
 
-Every prediction of a model gets the clean-up its card names (`meta["postprocess"]`; here each
-structure's largest 3-D piece), chosen on validation scans by
-`benchmarks/postprocess_choice.py` before the test split was measured; the test Dice below
-includes it. `semiseg predict --no-clean-up` writes the network's labels as they are.
+All three were trained with the project's one recipe (native-grid patches, orientation-keeping
+augmentation, AdamW with warm-up and poly decay, a moving average of the weights, Gaussian
+sliding-window predict; each card's "recipe" line). Every prediction of a model gets the
+clean-up its card names (`meta["postprocess"]`: each structure's largest 3-D piece, or none),
+chosen on validation scans by `benchmarks/postprocess_choice.py` before the test split was
+measured; the test Dice below includes it. `semiseg predict --no-clean-up` writes the network's labels as they are.
 """
 
 

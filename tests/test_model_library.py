@@ -43,10 +43,14 @@ def test_every_shipped_checkpoint_loads_safely_and_carries_its_card():
         assert card["test"]["cases"] > 0 and len(card["test"]["dice"]) == len(card["classes"]) - 1
         # the clean-up chosen on validation scans is the one every prediction gets, and the
         # card's test Dice was measured with it
-        assert payload["meta"]["postprocess"] == card["postprocess"] == "per_class"
+        assert payload["meta"]["postprocess"] == card["postprocess"]
+        assert card["postprocess"] in ("none", "foreground", "per_class")
         table = re.search(r"benchmarks/results/\S+\.md", card["postprocess_note"])
         assert table and (REPO / table.group(0)).is_file()  # the choice's table ships with it
         assert p.stat().st_size <= 5 * 1024 * 1024  # the wheel stays small
+        # trained on the recipe: native-grid patches, predicted by sliding windows
+        assert payload["meta"]["sampling"] == "patch", p.name
+        assert "native-grid patches" in card["recipe"] and "sliding-window" in card["recipe"]
 
 
 @pytest.mark.parametrize("sample", sorted(SAMPLE_SCANS))
