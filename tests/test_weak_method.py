@@ -9,7 +9,7 @@ from training import IGNORE_INDEX
 from training.engine.checkpoint import load_checkpoint
 from training.fit.trainer import TrainConfig
 from training.methods import METHODS, get_method
-from training.methods.cam_weak import pseudo_labels, split_weak
+from training.methods.cam_weak import pseudo_labels, split_weak, teacher_agreement
 from training.weak.from_tags import classifier_path, train_from_tags
 from training.weak.weak_masks import WEAK_BASE
 
@@ -27,6 +27,25 @@ def test_pseudo_labels_keep_trusted_and_confident_and_ignore_uncertain():
     decoded, weak = split_weak(labels)
     assert decoded.tolist() == [[[0, 1, 1, 1, 0, IGNORE_INDEX]]]
     assert weak.tolist() == [[[False, False, True, True, True, False]]]
+
+
+def test_a_teacher_that_has_not_learnt_the_masks_cannot_erase_them():
+    w0, w1 = WEAK_BASE, WEAK_BASE + 1
+    labels = torch.tensor([[[0, w0, w1, w1, w1, w0]]])
+    blind = torch.tensor([[[0.01, 0.01, 0.02, 0.01, 0.03, 0.01]]])  # confident: background
+    probs = torch.stack([1 - blind, blind], dim=1)
+    assert teacher_agreement(labels, probs) == 0.0
+    # without the gate every weak structure voxel becomes background: the collapse seen on LGG
+    assert pseudo_labels(labels, probs, 0.8).tolist() == [[[0, 0, 0, 0, 0, 0]]]
+    # with it the weak masks stay the target until the teacher agrees with them
+    assert pseudo_labels(labels, probs, 0.8, min_agreement=0.5).tolist() == [[[0, 0, 1, 1, 1, 0]]]
+    learnt = torch.tensor([[[0.01, 0.05, 0.97, 0.95, 0.3, 0.02]]])  # agrees on 2 of 3
+    probs = torch.stack([1 - learnt, learnt], dim=1)
+    assert teacher_agreement(labels, probs) == 0.8
+    assert pseudo_labels(labels, probs, 0.8, min_agreement=0.5).tolist() == [
+        [[0, 0, 1, 1, IGNORE_INDEX, 0]]]
+    # no weak structure in the batch: nothing to disagree on
+    assert teacher_agreement(torch.tensor([[[0, w0]]]), probs[..., :2]) == 1.0
 
 
 def test_cam_weak_is_registered_and_steps():

@@ -27,12 +27,32 @@ def split_weak(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.where(weak, labels - WEAK_BASE, labels), weak
 
 
+def teacher_agreement(labels: torch.Tensor, teacher_probs: torch.Tensor) -> float:
+    """Dice (0..1) between the teacher's structures and the weak masks' structures, over the
+    batch's weak voxels; 1.0 when the batch has no weak structure to agree on."""
+    decoded, weak = split_weak(labels)
+    mask_fg = weak & (decoded > 0)
+    teacher_fg = weak & (teacher_probs.argmax(dim=1) > 0)
+    total = int(mask_fg.sum()) + int(teacher_fg.sum())
+    if int(mask_fg.sum()) == 0:
+        return 1.0
+    return 2.0 * int((mask_fg & teacher_fg & (teacher_probs.argmax(1) == decoded)).sum()) / total
+
+
 def pseudo_labels(
-    labels: torch.Tensor, teacher_probs: torch.Tensor, threshold: float = 0.8
+    labels: torch.Tensor, teacher_probs: torch.Tensor, threshold: float = 0.8,
+    min_agreement: float = 0.0,
 ) -> torch.Tensor:
     """Training target: trusted voxels as given; weak voxels take the teacher's label where its
-    top probability is at least ``threshold`` and become 255 (ignored) where it is not."""
+    top probability is at least ``threshold`` and become 255 (ignored) where it is not.
+
+    While the teacher agrees with the weak masks less than ``min_agreement``
+    (:func:`teacher_agreement`), the weak masks themselves stay the target: a teacher that has
+    not learnt them yet is confident only of background, and relabelling by it erased every
+    weak structure and collapsed the network (LGG, at the end of the warm-up, twice)."""
     decoded, weak = split_weak(labels)
+    if min_agreement > 0 and teacher_agreement(labels, teacher_probs) < min_agreement:
+        return decoded
     conf, arg = teacher_probs.max(dim=1)
     regenerated = torch.where(conf >= threshold, arg.to(labels.dtype),
                               torch.full_like(labels, IGNORE_INDEX))
@@ -46,6 +66,8 @@ class CamWeak(MeanTeacher):
     default_warmup = 0.3
     options = {
         "confidence": (0.8, "teacher probability needed to relabel a weak voxel (else ignored)"),
+        "agreement": (0.5, "Dice between the teacher and the weak masks needed before it "
+                           "relabels them (below it the masks stay the target)"),
         "localiser": ("anomaly", "what seeded the weak masks (recorded by train --tags)"),
     }
 
@@ -66,7 +88,8 @@ class CamWeak(MeanTeacher):
         with torch.no_grad():
             self.teacher.eval()
             t_lab = torch.softmax(self.teacher(xl)["logits"], 1)
-        target = pseudo_labels(labeled["label"], t_lab, self.opt("confidence"))
+        target = pseudo_labels(labeled["label"], t_lab, self.opt("confidence"),
+                               self.opt("agreement"))
         out = self.main()(torch.cat([xl, xu]))["logits"]
         sup = supervised_loss(out[: len(xl)], target)
         if len(xu) == 0:
