@@ -75,7 +75,8 @@ def main() -> int:
     patients = load_patients(args.data)
     lines = ["# Weak labels with the command's defaults, on unseen LGG patients", "",
              f"- command: `python benchmarks/weak_defaults.py --out {args.out} --table "
-             f"{args.table}{' -- ' + ' '.join(args.extra) if args.extra else ''}`, which runs "
+             f"{args.table} --splits {' '.join(args.splits)}"
+             f"{' -- ' + ' '.join(args.extra) if args.extra else ''}`, which runs "
              f"`{shown}` on the {len(split['train'])} train patients of "
              "benchmarks/splits/lgg.json",
              f"- training: {seconds:.0f} s; collapse warnings: "

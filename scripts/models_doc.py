@@ -25,7 +25,8 @@ augmentation, AdamW with warm-up and poly decay, a moving average of the weights
 sliding-window predict; each card's "recipe" line). Every prediction of a model gets the
 clean-up its card names (`meta["postprocess"]`: each structure's largest 3-D piece, or none),
 chosen on validation scans by `benchmarks/postprocess_choice.py` before the test split was
-measured; the test Dice below includes it. `semiseg predict --no-clean-up` writes the network's labels as they are.
+measured; the test Dice below includes it. `semiseg predict --no-clean-up` writes the
+network's labels as they are.
 """
 
 

@@ -139,3 +139,23 @@ def test_windowed_cam_covers_the_scan():
     net = UNet(2, 1, 3, base=4, depth=2, cls_head=True)
     cam = predict_volume(net, PATCH_META, img, device="cpu")["cam"]
     assert cam.shape == (2, 20, 30) and cam.min() >= 0 and cam.max() <= 1 + 1e-6
+
+
+def test_prediction_window_is_the_patch_unless_a_whole_slice_is_allowed(monkeypatch):
+    import training.engine.inference as inf
+
+    meta = {"size": [160, 160], "network": {"depth": 4, "unshuffle": 2}}  # divisor 32
+    assert inf.WHOLE_SLICE_UP_TO == 1.0  # the default, chosen on ACDC val
+    assert inf.prediction_window(meta, (256, 232)) == [160, 160]
+    assert inf.prediction_window(meta, (120, 90)) == [160, 160]  # smaller: padded to the patch
+    monkeypatch.setattr(inf, "WHOLE_SLICE_UP_TO", 2.0)
+    assert inf.prediction_window(meta, (256, 232)) == [256, 256]  # rounded up to 32
+    assert inf.prediction_window(meta, (400, 200)) == [160, 160]  # too large: windows again
+    # a whole-slice window predicts the slice in one pass, as the network sees it
+    torch.manual_seed(0)
+    img, _ = blob_volume(0, shape=(2, 21, 37))
+    net = UNet(2, 1, 3, base=4, depth=2).eval()
+    meta = {**PATCH_META, "network": {"depth": 2}}
+    res = predict_volume(net, meta, img, device="cpu")
+    assert res["labels"].shape == (2, 21, 37) and np.allclose(res["probabilities"].sum(0), 1,
+                                                                 atol=1e-5)

@@ -50,14 +50,18 @@ class Entry:
 def entries_for(paths: Sequence[str]) -> list[Entry]:
     """Each checkpoint, plus its teacher when it was trained with ``act`` (saved beside it)."""
     out = []
+    names = [Path(p).name for p in paths]
     for p in paths:
         model, meta = load_checkpoint(p, device="cpu")
         role = "student" if meta.get("method") == "act" else "model"
-        out.append(Entry(Path(p).name, role, str(p), model, meta))
+        # two checkpoints of one name (today's and an earlier one) are told apart by folder
+        name = Path(p).name if names.count(Path(p).name) == 1 else f"{Path(p).parent.name}/" \
+            f"{Path(p).name}"
+        out.append(Entry(name, role, str(p), model, meta))
         teacher = companion_path(p, "teacher")
         if role == "student" and teacher.is_file():
             tm, tmeta = load_checkpoint(teacher, device="cpu")
-            out.append(Entry(Path(p).name, "teacher", str(teacher), tm, tmeta))
+            out.append(Entry(name, "teacher", str(teacher), tm, tmeta))
     return out
 
 

@@ -10,6 +10,8 @@ resized back. 3-D models use sliding windows on the (possibly downsampled) volum
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -96,6 +98,24 @@ def _predict_2d(model, x, size, mc, batch_size, keep_probs=True):
 # Overlap of neighbouring windows, as a share of the window. A slice no larger than the window
 # is one window, whatever this is; larger slices pay for each extra window.
 WINDOW_OVERLAP = 0.25
+# A slice at most this many times the trained patch (per side) is predicted as one window, the
+# slice itself padded to what the network's poolings need: a 256-px slice in 160-px windows
+# costs 4 overlapping passes. 1.0 = always the patch. Chosen on val by
+# benchmarks/window_choice.py.
+WHOLE_SLICE_UP_TO = 1.0
+
+
+def prediction_window(meta: dict, slice_shape: Sequence[int]) -> list[int]:
+    """The sliding window for a native-grid 2-D model on slices of ``slice_shape``: the patch it
+    trained on, or the whole slice (rounded up to the network's divisor) when that is no larger
+    than :data:`WHOLE_SLICE_UP_TO` times the patch on each side."""
+    size = [int(v) for v in meta["size"]]
+    net = meta.get("network", {})
+    divisor = 2 ** int(net.get("depth", 4)) * int(net.get("unshuffle", 1) or 1)
+    whole = [-(-int(n) // divisor) * divisor for n in slice_shape]
+    if all(w <= WHOLE_SLICE_UP_TO * p for w, p in zip(whole, size, strict=True)):
+        return [max(w, p) for w, p in zip(whole, size, strict=True)]
+    return size
 
 
 @torch.no_grad()
@@ -203,8 +223,11 @@ def predict_volume(
     try:
         x = normalize_intensity(vol, meta.get("normalization"))
         if int(meta.get("dims", 2)) == 2:
-            by = _predict_2d_windows if meta.get("sampling") == "patch" else _predict_2d
-            probs, cam, labels, unc = by(model, x, meta["size"], mc, batch_size,
+            if meta.get("sampling") == "patch":
+                by, size = _predict_2d_windows, prediction_window(meta, x.shape[1:])
+            else:
+                by, size = _predict_2d, meta["size"]
+            probs, cam, labels, unc = by(model, x, size, mc, batch_size,
                                          keep_probs=probabilities)
         else:
             probs, cam = _predict_3d(model, x, meta["size"], float(meta.get("downsample", 1)), mc)
