@@ -132,3 +132,20 @@ def test_benchmark_weak_folds_hold_out_every_patient_once(tmp_path):
     loc = res["localisation"][0]["anomaly"]
     assert loc["n"] == 4 and 0 <= loc["hits"] <= 4  # 2 tumour slices per held-out patient
     assert "mean ± sd over 2 patient folds" in table.read_text(encoding="utf-8")
+
+
+def test_train_steps_default_to_more_for_tags_than_for_dense_labels():
+    from training.cli import TAG_STEPS, build_parser, train_steps
+
+    parser = build_parser()
+    dense = parser.parse_args(["train", "--data", "d", "--labeled", "3", "--out", "m.pt"])
+    tags = parser.parse_args(["train", "--data", "d", "--tags", "t.csv", "--out", "m.pt"])
+    given = parser.parse_args(["train", "--data", "d", "--tags", "t.csv", "--out", "m.pt",
+                               "--steps", "30"])
+    assert train_steps(dense) == 1000 and train_steps(tags) == TAG_STEPS == 2000
+    assert train_steps(given) == 30
+    # the benchmarks that share the training options keep their own default
+    le = parser.parse_args(["benchmark", "label-efficiency", "--data", "d", "--labeled", "3",
+                            "--methods", "bcp",
+                            "--out", "x.md"])
+    assert le.steps == 1000
