@@ -15,8 +15,7 @@ from multiprocessing import get_context
 
 import numpy as np
 
-from training import IGNORE_INDEX
-from training.interactive.interpolation import _painted
+from training.interactive.interpolation import painted_slices
 
 #: itk-morphologicalcontourinterpolation 2.1.2 (ITK 5.4) sometimes corrupts the heap: measured,
 #: 1 run in 4 on an 11 x 32 x 32 cone aborted at exit with "malloc_consolidate(): unaligned
@@ -50,12 +49,10 @@ def morphological_contour_interpolation(
         raise ImportError(INSTALL_HINT)
     import itk
 
-    lab = np.moveaxis(np.asarray(labels), axis, 0)
-    painted = sorted({int(z) for z in (_painted(lab) if painted is None else painted)})
+    lab, painted, known = painted_slices(labels, painted, axis)
     out = np.zeros(lab.shape, np.uint8)
     if not painted:
         return np.moveaxis(out, 0, axis)
-    known = np.where(lab == IGNORE_INDEX, 0, lab).astype(np.uint8)
     out[painted] = known[painted]
     interpolator = itk.MorphologicalContourInterpolator.New(itk.image_from_array(out))
     interpolator.SetAxis(lab.ndim - 1)  # ITK counts axes x, y, z: numpy's axis 0 is the last

@@ -25,10 +25,10 @@ from scipy.ndimage import gaussian_filter, map_coordinates, zoom
 from training import IGNORE_INDEX
 from training.interactive.interpolation import (
     _blended_distances,
-    _painted,
     _unknown_ends,
     blend_distances,
     labels_from_distances,
+    painted_slices,
     signed_distance,
 )
 
@@ -70,15 +70,13 @@ def fill_between_slices(
     """
     if prior not in PRIORS:
         raise ValueError(f"prior must be one of {PRIORS}, not {prior!r}")
-    lab = np.moveaxis(np.asarray(labels), axis, 0)
+    lab, painted, known = painted_slices(labels, painted, axis)
     img = np.moveaxis(np.asarray(image), axis, 0)
     if img.shape != lab.shape:
         raise ValueError(f"image {img.shape} and labels {lab.shape} differ in shape")
-    painted = sorted({int(z) for z in (_painted(lab) if painted is None else painted)})
     if not painted:
         raise ValueError("no painted slice: paint the structure on at least two slices to "
                          "fill between them")
-    known = np.where(lab == IGNORE_INDEX, 0, lab).astype(np.uint8)
     out = np.zeros(lab.shape, np.uint8)
     out[painted] = known[painted]
     classes = [int(c) for c in np.unique(known[painted]) if c != 0]

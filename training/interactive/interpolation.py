@@ -41,6 +41,16 @@ def _painted(lab: np.ndarray) -> list[int]:
     return [int(z) for z in np.flatnonzero((lab != IGNORE_INDEX).reshape(len(lab), -1).any(1))]
 
 
+def painted_slices(labels: np.ndarray, painted: Sequence[int] | None = None, axis: int = 0
+                   ) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """What every fill between slices starts from: the labels with ``axis`` first, the painted
+    slices (given, or every slice with an annotated voxel), and the labels with "not
+    annotated" (255) read as background."""
+    lab = np.moveaxis(np.asarray(labels), axis, 0)
+    painted = sorted({int(z) for z in (_painted(lab) if painted is None else painted)})
+    return lab, painted, np.where(lab == IGNORE_INDEX, 0, lab).astype(np.uint8)
+
+
 def _blended_distances(known: np.ndarray, painted: list[int], classes: Sequence[int]):
     """For each slice between two painted ones: (z, {class: blended signed distance}).
 
@@ -100,12 +110,10 @@ def interpolate_between_slices(
     voxel). Returns a full label volume: painted slices as given, slices between two painted
     ones interpolated class by class, the rest background (0).
     """
-    lab = np.moveaxis(np.asarray(labels), axis, 0)
-    painted = sorted({int(z) for z in (_painted(lab) if painted is None else painted)})
+    lab, painted, known = painted_slices(labels, painted, axis)
     out = np.zeros(lab.shape, np.uint8)
     if not painted:
         return np.moveaxis(out, 0, axis)
-    known = np.where(lab == IGNORE_INDEX, 0, lab).astype(np.uint8)
     classes = [int(c) for c in np.unique(known[painted]) if c != 0]
     for z, dist in _blended_distances(known, painted, classes):
         out[z] = labels_from_distances(dist, lab.shape[1:])
