@@ -163,3 +163,19 @@ def test_prior_choice_benchmark_scores_the_unpainted_slices_and_counts_wins():
     table = bench.summary_table(rows)
     assert "| 2 | register |" in table and "| 1 / 1 | 1 / 1 |" in table
     assert "| 2 | interpolation |" in table
+
+
+def test_an_undecided_network_is_fused_with_the_registered_fill_when_given():
+    from training.interactive.interpolation import fuse_with_interpolation
+
+    image, truth = _bulge()
+    sparse = _sparse(truth, [0, 20])
+    filled = fill_between_slices(sparse, image, "register")
+    unsure = np.full((2, *truth.shape), 0.5, np.float32)
+    inner = slice(1, 20)
+    by_shape = fuse_with_interpolation(unsure, sparse, weight=0.3)
+    by_image = fuse_with_interpolation(unsure, sparse, weight=0.3, filled=filled)
+    # where the network has no opinion, what is shown is the fill it was fused with
+    assert _dice(by_image[inner] == 1, filled[inner] == 1) > 0.97
+    assert _dice(by_image[inner] == 1, truth[inner] == 1) > _dice(by_shape[inner] == 1,
+                                                                   truth[inner] == 1) + 0.1

@@ -110,9 +110,9 @@ def _scratch_job(tmp_path, **job):
     return job, sparse, truth
 
 
-def test_retrain_with_a_shape_prior_follows_the_interpolation_where_it_covers(tmp_path):
+def test_retrain_with_a_shape_prior_follows_the_registered_fill_where_it_covers(tmp_path):
     from napari_semiseg.retrain_job import run_retrain
-    from training.interactive.interpolation import interpolate_between_slices
+    from training.interactive.image_priors import fill_between_slices
 
     job, sparse, _ = _scratch_job(tmp_path, steps=2, fuse_weight=0.0)
     events: list[dict] = []
@@ -120,8 +120,10 @@ def test_retrain_with_a_shape_prior_follows_the_interpolation_where_it_covers(tm
     done = events[-1]
     assert done["type"] == "done"
     pred = np.load(done["prediction"])
-    # with the network's share at 0 the shape prior decides between the painted slices
-    np.testing.assert_array_equal(pred[1:7], interpolate_between_slices(sparse)[1:7])
+    # with the network's share at 0 the prior shown at once (the painted slices carried by
+    # registration) decides between the painted slices, so the result never falls below it
+    filled = fill_between_slices(sparse, np.load(job.image), "register")
+    np.testing.assert_array_equal(pred[1:7], filled[1:7])
 
 
 def test_an_early_preview_is_predicted_from_the_first_checkpoint_in_time(tmp_path):

@@ -168,7 +168,8 @@ def interpolation_prior(labels: np.ndarray, axis: int = 0, band: float = 2.0,
 
 
 def interpolation_probabilities(labels: np.ndarray, num_classes: int, axis: int = 0,
-                                softness: float = 2.0, ends: str | None = None
+                                softness: float = 2.0, ends: str | None = None,
+                                filled: np.ndarray | None = None
                                 ) -> tuple[np.ndarray, np.ndarray]:
     """Soft interpolation between painted slices: (C, ...) probabilities and a boolean per slice
     along ``axis`` saying which slices they cover (painted ones and those between them).
@@ -176,17 +177,24 @@ def interpolation_probabilities(labels: np.ndarray, num_classes: int, axis: int 
     Each class's blended signed distance ``d`` becomes ``sigmoid(-d / softness)``, so the
     interpolated outline is 0.5 and certainty grows with the distance from it. With
     ``ends="unknown"`` (default :data:`ENDS`) a gap where a structure ends is not covered.
+    ``filled``: another fill of the same gaps (e.g. the registered one of
+    :mod:`training.interactive.image_priors`), whose outlines replace the blended ones.
     """
-    lab = np.moveaxis(np.asarray(labels), axis, 0)
-    painted = _painted(lab)
+    lab, painted, known = painted_slices(labels, None, axis)
     probs = np.zeros((num_classes, *lab.shape), np.float32)
     covered = np.zeros(len(lab), bool)
-    known = np.where(lab == IGNORE_INDEX, 0, lab)
     for z in painted:
         probs[:, z] = known[z][None] == np.arange(num_classes)[:, None, None]
         covered[z] = True
     unknown = _unknown_ends(known, painted, ENDS if ends is None else ends)
-    for z, dist in _blended_distances(known, painted, range(1, num_classes)):
+    if filled is None:
+        dists = _blended_distances(known, painted, range(1, num_classes))
+    else:
+        fill = np.moveaxis(np.asarray(filled), axis, 0)
+        dists = ((z, {c: signed_distance(fill[z] == c) for c in range(1, num_classes)})
+                 for z in range(painted[0] + 1, painted[-1]) if z not in painted) \
+            if painted else iter(())
+    for z, dist in dists:
         if z in unknown:
             continue
         fg = np.zeros((num_classes, *lab.shape[1:]), np.float32)
@@ -199,14 +207,14 @@ def interpolation_probabilities(labels: np.ndarray, num_classes: int, axis: int 
 
 
 def fuse_with_interpolation(network_probs: np.ndarray, labels: np.ndarray, weight: float = 0.5,
-                            axis: int = 0, softness: float = 2.0, ends: str | None = None
-                            ) -> np.ndarray:
+                            axis: int = 0, softness: float = 2.0, ends: str | None = None,
+                            filled: np.ndarray | None = None) -> np.ndarray:
     """Labels from the network's probabilities (C, ...) blended with the soft interpolation of
     the painted slices where it covers (``weight`` = the network's share); the network alone
     elsewhere. The shape prior keeps a young model on the user's outline; the image decides
-    the rest."""
+    the rest. ``filled``: see :func:`interpolation_probabilities`."""
     prior, covered = interpolation_probabilities(labels, network_probs.shape[0], axis, softness,
-                                                 ends)
+                                                 ends, filled)
     shape = [1] * network_probs.ndim
     shape[axis + 1] = -1
     mask = covered.reshape(shape)

@@ -217,15 +217,18 @@ def within_painted_extent(prediction: np.ndarray, labels: np.ndarray, axis: int 
 
 def shape_prior_prediction(network_probs: np.ndarray, labels: np.ndarray, weight: float,
                            axis: int = 0, ends: str | None = None,
-                           main_piece: bool = KEEP_MAIN_PIECE) -> np.ndarray:
+                           main_piece: bool = KEEP_MAIN_PIECE,
+                           filled: np.ndarray | None = None) -> np.ndarray:
     """What a Retrain with the shape prior shows: the network's probabilities (C, ...) fused
     with the interpolation of the painted ``labels``
-    (:func:`training.interactive.interpolation.fuse_with_interpolation`), then, with
+    (:func:`training.interactive.interpolation.fuse_with_interpolation`; ``filled``: the
+    outlines of another fill, e.g. the registered one), then, with
     ``main_piece``, only
     its main 3-D piece and the pieces on painted slices (:func:`keep_main_structure`)."""
     from training.interactive.interpolation import fuse_with_interpolation
 
-    fused = fuse_with_interpolation(network_probs, labels, weight=weight, axis=axis, ends=ends)
+    fused = fuse_with_interpolation(network_probs, labels, weight=weight, axis=axis, ends=ends,
+                                    filled=filled)
     return keep_main_structure(fused, labels, axis) if main_piece else fused
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from training import IGNORE_INDEX
 from training.interactive.loop import KEEP_MAIN_PIECE, finetune, slice_index
 
 Event = dict[str, Any]
@@ -113,11 +114,13 @@ UNJUDGED = Verdict(True, "adopted: no held-back labelled slice to check it again
 
 @dataclass
 class Shown:
-    """How a model's prediction is shown: blended with the interpolation between the painted
-    slices (``fuse_weight``, the network's share; None = the network alone), only its main 3-D
-    piece (``main_piece``), nothing beyond ``extent`` (first, last slice along z)."""
+    """How a model's prediction is shown: blended with the fill between the painted slices
+    (``fuse_weight``, the network's share; None = the network alone; ``fill``: the registered
+    fill of :mod:`training.interactive.image_priors`, else shape interpolation), only its main
+    3-D piece (``main_piece``), nothing beyond ``extent`` (first, last slice along z)."""
 
     fuse_weight: float | None = None
+    fill: np.ndarray | None = None
     extent: Sequence[int] | None = None
     ends: str | None = None
     main_piece: bool = KEEP_MAIN_PIECE
@@ -138,7 +141,8 @@ class Shown:
         shown = res["labels"]
         if self.fuse_weight is not None:
             shown = shape_prior_prediction(res["probabilities"], labels, self.fuse_weight,
-                                           ends=self.ends, main_piece=self.main_piece)
+                                           ends=self.ends, main_piece=self.main_piece,
+                                           filled=self.fill)
         return limit_to_extent(shown, self.extent), res["uncertainty"]
 
 
@@ -186,7 +190,8 @@ def retrain_once(
     Returns None when stopped (``should_stop``) before the end. ``on_event`` gets the
     trainer's progress and checkpoint events. ``on_preview(labels, uncertainty, step, source)``
     gets mid-training predictions: with the shape prior, the interpolation between the
-    painted slices at once (``source="interpolation"``, no uncertainty), then one every
+    painted slices carried by registration at once (``source="registration"``, no
+    uncertainty; later predictions are fused with it), then one every
     ``preview_every`` steps and one after ``first_preview_s`` seconds of training. Extra keyword
     arguments go to :func:`training.interactive.loop.finetune` (``class_names``, ``prior``, ``lr``,
     ...).
@@ -194,6 +199,14 @@ def retrain_once(
     import torch
 
     shown = shown or Shown()
+    painted = (np.asarray(labels) != IGNORE_INDEX).any()
+    if shown.fuse_weight is not None and shown.fill is None and painted:
+        # the painted slices carried through the scan by registration (it beat shape
+        # interpolation on 19 of 20 LA train scans at K = 5, benchmarks/results/prior_choice.md):
+        # shown at once, and what every later prediction of this Retrain is fused with
+        from training.interactive.image_priors import fill_between_slices
+
+        shown = replace(shown, fill=fill_between_slices(labels, image, "register"))
     old_scores: dict = {}
     if reference is not None and len(held_back):  # the parent's Dice, for the judgement
         old, _ = shown.predict(model_path, image, labels)
@@ -215,13 +228,8 @@ def retrain_once(
                 pred, unc = shown.predict(ev["path"], image, labels)
             on_preview(pred, unc, int(ev["step"]), "network")
 
-    if on_preview is not None and shown.fuse_weight is not None:
-        # the painted slices carried through the scan by registration, on screen at once (it
-        # beat shape interpolation on 19 of 20 LA train scans at K = 5,
-        # benchmarks/results/prior_choice.md), while the network learns to do better
-        from training.interactive.image_priors import fill_between_slices
-
-        on_preview(fill_between_slices(labels, image, "register"), None, 0, "registration")
+    if on_preview is not None and shown.fill is not None:
+        on_preview(shown.fill, None, 0, "registration")  # while the network learns
     if on_preview is not None and preview_every and preview_every < steps:
         config.setdefault("checkpoint_every", preview_every)
     if on_preview is not None and first_preview_s:
