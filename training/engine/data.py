@@ -346,8 +346,8 @@ def _rotate(img: torch.Tensor, lab: torch.Tensor | None, degrees: float):
 class SlicePicker:
     """Which labelled slices a 2-D batch takes: uniformly, volume by volume
     (``balance_volumes``), and with a share of slices holding trusted voxels when weak labels
-    fill the rest (``trusted_share``). Subclasses set ``gen``, ``volume_of``, ``balance``,
-    ``trusted``, ``trusted_share`` and ``n_labelled``."""
+    fill the rest (``trusted_share``). Subclasses call :meth:`_start_picking` once their
+    labelled slices are stacked."""
 
     gen: torch.Generator
     volume_of: torch.Tensor
@@ -355,6 +355,17 @@ class SlicePicker:
     trusted: torch.Tensor
     trusted_share: float
     n_labelled: int
+
+    def _start_picking(self, data: TrainData, counts: Sequence[int], labels: torch.Tensor,
+                       labeled_bs: int, unlabeled_bs: int, seed: int) -> None:
+        """``counts``: labelled slices per volume, in the order of ``labels`` (all of them)."""
+        self.n_labelled = len(labels)
+        self.volume_of = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+        self.balance = bool(data.balance_volumes) and sum(c > 0 for c in counts) > 1
+        self.trusted = trusted_slices(labels)
+        self.trusted_share = float(data.trusted_share)
+        self.labeled_bs, self.unlabeled_bs = labeled_bs, unlabeled_bs
+        self.gen = torch.Generator().manual_seed(seed)
 
     def _labelled_indices(self, n: int) -> torch.Tensor:
         n_trusted = int(round(self.trusted_share * n)) if len(self.trusted) else 0
@@ -404,20 +415,14 @@ class ResizedSliceSampler(SlicePicker):
             lab_lab.append(lab_r[annotated])
             unl.append(im_r[~annotated])
         unl += [resize_slices(u, self.size, nearest=False) for u in data.unlabeled]
-        counts = [len(x) for x in lab_img]
-        self.volume_of = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
-        self.balance = bool(data.balance_volumes) and sum(c > 0 for c in counts) > 1
         self.lab_img = torch.from_numpy(np.concatenate(lab_img)).float()
         self.lab_lab = torch.from_numpy(np.concatenate(lab_lab))
         self.unl_img = torch.from_numpy(np.concatenate(unl)).float() if unl else torch.empty(0)
         if len(self.lab_img) == 0:
             raise DataError("the labelled set is empty: no annotated slice")
-        self.n_labelled = len(self.lab_img)
-        self.labeled_bs, self.unlabeled_bs = labeled_bs, unlabeled_bs
-        self.gen = torch.Generator().manual_seed(seed)
+        self._start_picking(data, [len(x) for x in lab_img], self.lab_lab, labeled_bs,
+                            unlabeled_bs, seed)
         self.augment = augment
-        self.trusted = trusted_slices(self.lab_lab)
-        self.trusted_share = float(data.trusted_share)
 
     def _take(self, images, labels, n, idx=None):
         if idx is None:

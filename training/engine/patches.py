@@ -15,7 +15,7 @@ import torch
 
 from training import IGNORE_INDEX
 from training.engine.augment import Augmentation, intensity, patch_grid, sample_patches
-from training.engine.data import DataError, SlicePicker, TrainData, trusted_slices
+from training.engine.data import DataError, SlicePicker, TrainData
 
 FOREGROUND_SHARE = 1 / 3
 
@@ -89,15 +89,9 @@ class SliceSampler(SlicePicker):
         self.lab_img = _Stack(lab_s, 0.0, torch.float32, self.device)
         self.lab_lab = _Stack(lab_l, IGNORE_INDEX, torch.uint8)
         self.unl_img = _Stack(unl_s, 0.0, torch.float32, self.device) if unl_s else None
-        self.n_labelled = len(self.lab_img)
-        self.volume_of = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
-        self.balance = bool(data.balance_volumes) and sum(c > 0 for c in counts) > 1
-        self.trusted = trusted_slices(self.lab_lab.data)
-        self.trusted_share = float(data.trusted_share)
+        self._start_picking(data, counts, self.lab_lab.data, labeled_bs, unlabeled_bs, seed)
         self._index_foreground()
         self.lab_lab.data = self.lab_lab.data.to(self.device)
-        self.labeled_bs, self.unlabeled_bs = labeled_bs, unlabeled_bs
-        self.gen = torch.Generator().manual_seed(seed)
 
     def _index_foreground(self) -> None:
         """Flat positions of every structure voxel (1..254), slice by slice, for centring."""
