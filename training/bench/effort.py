@@ -309,6 +309,7 @@ def fixed_k_rows(
     of a new model against interpolation, Dice on the slices nobody painted."""
     from training.engine.checkpoint import load_checkpoint
     from training.engine.inference import predict_volume
+    from training.interactive.image_priors import fill_between_slices
     from training.interactive.new_model import new_model
 
     rows = []
@@ -318,6 +319,8 @@ def fixed_k_rows(
             sparse = sparse_labels(truth, painted)
             rest = [z for z in range(truth.shape[0]) if z not in painted]
             interp = interpolate_between_slices(sparse, painted)
+            # what the dock shows at once, and fuses the network with
+            registered = fill_between_slices(sparse, image, "register", painted)
             start = new_model(Path(tmp) / f"new{i}.pt", class_names, seed=i,
                               pretrained=pretrained)
             t0 = time.perf_counter()
@@ -331,9 +334,11 @@ def fixed_k_rows(
             row = {"case": name, "painted": painted, "train_s": train_s,
                    "learning": mean_dice(pred[rest], truth[rest]),
                    "interpolation": mean_dice(interp[rest], truth[rest]),
+                   "registered": mean_dice(registered[rest], truth[rest]),
                    "fused": {}}
-            for w in FUSE_WEIGHTS:  # the network blended with the soft interpolation
-                fused = fuse_with_interpolation(res["probabilities"], sparse, weight=w)
+            for w in FUSE_WEIGHTS:  # the network blended with the registered fill, as shown
+                fused = fuse_with_interpolation(res["probabilities"], sparse, weight=w,
+                                                filled=registered)
                 row["fused"][w] = mean_dice(fused[rest], truth[rest])
                 # ... keeping only its main 3-D piece and the pieces on painted slices
                 main = keep_main_structure(fused, sparse)
@@ -357,12 +362,13 @@ def fixed_k_table(rows: Sequence[Row], k: int, header: str) -> str:
     keys = [k_ for k_ in rows[0]["fused"]] if rows else list(FUSE_WEIGHTS)
     fused_cols = " | ".join(f"fused, w = {_fused_label(w)}" for w in keys)
     lines = [header, "", f"| scan | painted slices (K = {k}) | learning, Dice on the rest | "
-             f"{fused_cols} | interpolation, Dice on the rest | retrain s |",
-             "|---|---|---|" + "---|" * len(keys) + "---|---|"]
+             f"{fused_cols} | registered fill | interpolation, Dice on the rest | retrain s |",
+             "|---|---|---|" + "---|" * len(keys) + "---|---|---|"]
     for r in rows:
         fused = " | ".join(f"{100 * r['fused'][w]:.1f}" for w in keys)
         lines.append(f"| {r['case']} | {r['painted']} | {100 * r['learning']:.1f} | {fused} | "
-                     f"{100 * r['interpolation']:.1f} | {r['train_s']:.0f} |")
+                     f"{100 * r['registered']:.1f} | {100 * r['interpolation']:.1f} | "
+                     f"{r['train_s']:.0f} |")
     interp = np.array([r["interpolation"] for r in rows])
 
     def summary(label: str, values: np.ndarray) -> str:
@@ -372,6 +378,7 @@ def fixed_k_table(rows: Sequence[Row], k: int, header: str) -> str:
     lines += ["", summary("learning", np.array([r["learning"] for r in rows]))]
     lines += [summary(f"fused w = {_fused_label(w)}".replace(" (", ", ").rstrip(")"),
                       np.array([r["fused"][w] for r in rows])) for w in keys]
+    lines += [summary("registered fill", np.array([r["registered"] for r in rows]))]
     lines += [f"- interpolation: **{100 * interp.mean():.1f} ± {100 * interp.std():.1f}** "
               f"(± = spread over scans)"]
     return "\n".join(lines) + "\n"
