@@ -240,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     ef.add_argument("--pretrained", default=None, metavar="PATH",
                     help="a new model starts from this label-free pretrained network "
                          "(semiseg pretrain); default: from random weights")
+    ef.add_argument("--new-network", nargs="+", default=None, metavar="KEY=VALUE",
+                    help="a new model's network instead of the plugin's, e.g. unshuffle=2 "
+                         "base=12 (keys of NEW_MODEL_NETWORK), and size=96 for its patch")
     ef.add_argument("--replay", action="store_true",
                     help="each Retrain also trains on the slices painted on earlier scans")
     ef.add_argument("--slice-score", choices=["mean", "sum", "area"], default=None,
@@ -753,6 +756,22 @@ def _header(title: str, argv: Sequence[str], machine: str, *lines: str) -> str:
                       f"- machine: {machine}", *lines])
 
 
+def _network_overrides(pairs: Sequence[str]) -> dict:
+    """``KEY=VALUE`` words as new-model arguments: numbers as numbers, ``size=N`` a square
+    patch."""
+    from training.interactive.new_model import NEW_MODEL_NETWORK
+
+    out: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in {*NEW_MODEL_NETWORK, "unshuffle", "size"}:
+            raise DataError(f"--new-network takes KEY=VALUE with KEY one of "
+                            f"{sorted({*NEW_MODEL_NETWORK, 'unshuffle', 'size'})}, not {pair!r}")
+        number = float(value) if "." in value else int(value) if value.isdigit() else value
+        out[key] = [number, number] if key == "size" else number
+    return out
+
+
 def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from training.bench.benchmark import machine_description
     from training.bench.effort import effort_benchmark, effort_table, load_cases
@@ -774,8 +793,12 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
     extra: dict = {"prior": args.prior} if args.prior else {}
     if args.pretrained:
         extra["pretrained"] = args.pretrained
+    if args.new_network:
+        extra["network"] = _network_overrides(args.new_network)
     start_weights = (f"pretrained without labels: {args.pretrained}" if args.pretrained
                      else "random")
+    if args.new_network:
+        start_weights += f"; network {' '.join(args.new_network)}"
     if args.fixed_k:
         from training.bench.effort import fixed_k_rows, fixed_k_table
 

@@ -96,6 +96,7 @@ def learning_effort(
     body_first: bool = SUGGEST_BODY_FIRST,
     pretrained: str | None = None,
     earlier: Sequence[tuple[np.ndarray, np.ndarray]] = (),
+    network: dict | None = None,
     **config: Any,
 ) -> tuple[Row, str | None]:
     """Paint-and-retrain on one scan until ``target``; returns (row, the model to go on with).
@@ -142,7 +143,8 @@ def learning_effort(
             nxt = ranked[0][0]
         painted.append(nxt)
         if current is None:
-            current = new_model(work / "new.pt", class_names, seed=seed, pretrained=pretrained)
+            current = new_model(work / "new.pt", class_names, seed=seed, pretrained=pretrained,
+                                **(network or {}))
         # as the plugin's Retrain: a model that has learnt something is judged on held-back
         # painted slices and kept when the retrain does worse there
         judged = not is_untrained(current) and len(painted) >= hold_back_from
@@ -193,6 +195,7 @@ def effort_benchmark(
     body_first: bool = SUGGEST_BODY_FIRST,
     pretrained: str | None = None,
     replay: bool = False,
+    network: dict | None = None,
     **config: Any,
 ) -> list[Row]:
     """One row per scan, in order: slices painted and Dice for learning and interpolation.
@@ -217,7 +220,7 @@ def effort_benchmark(
                                          main_structure=main_structure,
                                          main_piece=main_piece, ends=ends,
                                          body_first=body_first,
-                                         pretrained=pretrained,
+                                         pretrained=pretrained, network=network,
                                          earlier=list(earlier), **config)
             if replay:
                 earlier.append((image, sparse_labels(truth, row["slices"])))
@@ -303,6 +306,7 @@ def fixed_k_rows(
     log: Callable[[str], None] | None = None,
     work_dir: str | Path | None = None,
     pretrained: str | None = None,
+    network: dict | None = None,
     **config: Any,
 ) -> list[Row]:
     """From scratch on each scan, the same K evenly spaced painted slices for both: one Retrain
@@ -322,7 +326,7 @@ def fixed_k_rows(
             # what the dock shows at once, and fuses the network with
             registered = fill_between_slices(sparse, image, "register", painted)
             start = new_model(Path(tmp) / f"new{i}.pt", class_names, seed=i,
-                              pretrained=pretrained)
+                              pretrained=pretrained, **(network or {}))
             t0 = time.perf_counter()
             ckpt = finetune(start, image, sparse, (), method=method, steps=steps,
                             out_path=Path(tmp) / f"m{i}.pt", seed=i, device=device,

@@ -95,14 +95,21 @@ def _predict_2d(model, x, size, mc, batch_size, keep_probs=True):
     return torch.cat(probs_out).movedim(1, 0), cam, None, None  # (C, z, y, x)
 
 
+# Weights of a 2-D model are laid out channels-last for Predict: the convolutions, most of its
+# time, ran faster so on 2 CPU cores, with the same output up to float rounding
+# (benchmarks/predict_memory_format.py, benchmarks/results/predict_memory_format.md).
+MEMORY_FORMAT = torch.channels_last
+
 # Overlap of neighbouring windows, as a share of the window. A slice no larger than the window
 # is one window, whatever this is; larger slices pay for each extra window.
 WINDOW_OVERLAP = 0.25
 # A slice at most this many times the trained patch (per side) is predicted as one window, the
-# slice itself padded to what the network's poolings need: a 256-px slice in 160-px windows
-# costs 4 overlapping passes. 1.0 = always the patch. Chosen on val by
-# benchmarks/window_choice.py.
-WHOLE_SLICE_UP_TO = 1.0
+# slice itself padded to what the network's poolings need; a larger one in overlapping patch
+# windows (a 256-px slice in 160-px windows costs 4 passes, 1.6x the pixels). 1.6 takes a
+# 256x256x100 volume under the GUIDE's 2 s on 2 cores (ACDC 1.97 s against 3.01 s) at a cost
+# of 0.6 mean Dice on ACDC val (88.0 against 88.6, better on 5 of 14 scans, worse on 7) and
+# 0.4 on LA train scans: benchmarks/window_choice.py, benchmarks/results/window_choice_*_1.6.md.
+WHOLE_SLICE_UP_TO = 1.6
 
 
 def prediction_window(meta: dict, slice_shape: Sequence[int]) -> list[int]:
@@ -217,6 +224,8 @@ def predict_volume(
         raise ValueError(f"expected a (z, y, x) volume, got shape {vol.shape}")
     dev = torch.device(device) if device is not None else pick_device()
     model = model.to(dev).eval()
+    if int(meta.get("dims", 2)) == 2:
+        model = model.to(memory_format=MEMORY_FORMAT)
     mc = int(mc_samples)
     if mc > 0 and enable_mc_dropout(model, True) == 0:
         mc = 0
@@ -234,6 +243,7 @@ def predict_volume(
             labels = unc = None
     finally:
         enable_mc_dropout(model, False)
+        model.to(memory_format=torch.contiguous_format)  # the caller's model as it came
     cam_np = cam.numpy().astype(np.float32) if cam is not None else None
     if probs is None:
         return {"labels": keep_main_pieces(labels, mode), "probabilities": None,

@@ -110,12 +110,14 @@ def recipe_summary(meta: dict[str, Any]) -> str:
                                     "mirroring, scale, gamma, contrast, brightness, noise",
                  "none": "no augmentation"}.get(aug, aug)
     ema = cfg.get("weights_ema") or 0
+    from training.engine.inference import WHOLE_SLICE_UP_TO
+
     return (f"native-grid patches {size} ({100 * float(cfg.get('foreground_share', 1 / 3)):.0f} "
             f"% centred on a structure), {aug_words}; {cfg.get('optimizer', 'adamw')} lr "
             f"{cfg.get('lr')}, warm-up {100 * float(cfg.get('lr_warmup', 0)):.0f} %, poly decay, "
             f"gradient clip {cfg.get('clip_grad', 0)}"
             + (f", weight average {ema}" if ema else "") + f"; {steps}; Gaussian "
-            "sliding-window predict")
+            f"sliding-window predict, slices up to {WHOLE_SLICE_UP_TO:g}x the patch whole")
 
 
 _CLEAN_UP_WORDS = {"none": "none", "foreground": "the largest 3-D piece of all structures kept",
