@@ -91,6 +91,31 @@ def test_fixed_k_compares_one_retrain_with_interpolation_on_the_same_slices(tmp_
     assert "fused, w = 0.3 (main piece, within the painted extent)" in text
 
 
+def test_a_new_network_for_the_new_model_is_used_and_named(tmp_path, monkeypatch, capsys):
+    """--new-network builds the new model with those arguments (the A/B of its network)."""
+    import training.interactive.new_model as nm
+
+    built = []
+    real = nm.new_model
+
+    def spy(*args, **kw):
+        built.append(kw)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(nm, "new_model", spy)
+    data = write_dataset(tmp_path / "data", n=3)
+    out = tmp_path / "k.md"
+    assert main(["benchmark", "effort", "--data", str(data), "--cases", "1", "--target", "90",
+                 "--fixed-k", "2", "--steps", "2", "--split", "train", "--new-network",
+                 "unshuffle=2", "base=4", "size=32", "--out", str(out)]) == 0
+    assert built and built[0]["unshuffle"] == 2 and built[0]["base"] == 4
+    assert built[0]["size"] == [32, 32]
+    assert "network unshuffle=2 base=4 size=32" in out.read_text(encoding="utf-8")
+    assert main(["benchmark", "effort", "--data", str(data), "--target", "90", "--fixed-k",
+                 "2", "--new-network", "width=3", "--out", str(out)]) != 0
+    assert "--new-network takes KEY=VALUE" in capsys.readouterr().err
+
+
 def test_replay_trains_each_retrain_on_the_slices_painted_on_earlier_scans(tmp_path,
                                                                           monkeypatch):
     from test_training_synth import blob_volume
