@@ -96,6 +96,7 @@ def test_new_model_two_named_structures_paint_retrain(qtbot, make_napari_viewer,
         s2 = widget.session
         assert s2.settings.class_names == s.settings.class_names
         assert not s2.settings.judge_retrains  # still the model taught from scratch
+        assert not widget.retrain_form.within_extent.value  # suggested slices, not the ends
         assert not read_checkpoint(s2.current_model_path)["meta"].get("untrained")
         pred2 = s2.prediction
         assert ((pred2 == 1) & (truth2 == 1)).sum() > 0.5 * (truth2 == 1).sum()
@@ -186,8 +187,9 @@ def test_ticking_the_ends_box_keeps_the_retrain_between_the_painted_ends(
             widget.go_to_slice(z)
             ys, xs = np.nonzero(truth[z] == 1)
             layer.data_setitem((np.full(len(ys), z), ys, xs), 1)
-        assert not widget.retrain_form.within_extent.value  # off unless the user says so
-        widget.retrain_form.within_extent.value = True
+        # on for a New model's first scan, as "fill between slices" is; the user may untick it
+        assert widget.retrain_form.within_extent.value
+        assert widget.retrain_form.method.value == "supervised"
         widget.retrain_form.steps.value = 10
         widget.retrain_btn.click()
         _wait_retrain(qtbot, widget)

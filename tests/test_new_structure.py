@@ -47,8 +47,10 @@ def test_grown_head_keeps_the_old_classes_weights():
 
 def test_a_new_model_learns_two_named_structures_from_painted_slices(tmp_path):
     image, truth = _scan()
+    # full resolution: these kidneys are a few pixels wide in a 32-px toy scan (the default
+    # New-model network runs at half resolution, chosen on real LA scans)
     start = new_model(tmp_path / "new.pt", ["background", "left kidney", "right kidney"],
-                      size=[32, 32], base=4, depth=2)
+                      size=[32, 32], base=4, depth=2, unshuffle=1)
     assert read_checkpoint(start)["meta"]["untrained"] is True
     sparse = np.full(truth.shape, IGNORE_INDEX, np.uint8)
     sparse[[1, 6]] = truth[[1, 6]]

@@ -61,7 +61,9 @@ def test_pretraining_learns_to_restore_and_its_weights_start_a_new_model(tmp_pat
     own = net.state_dict()
     body = [k for k in pre if not k.startswith("seg.")]
     assert body and all(torch.equal(own[k], pre[k]) for k in body)
-    assert own["seg.weight"].shape[0] == 3  # a new output layer for the user's classes
+    # a new output layer for the user's classes (one per class and unshuffled pixel)
+    assert own["seg.weight"].shape[0] == 3 * net.unshuffle**2
+    assert net(y)["logits"].shape[1] == 3
     assert nmeta["untrained"] and nmeta["pretrained_from"] == "p.pt"
     plain = load_checkpoint(new_model(tmp_path / "plain.pt", ["background", "a"],
                                       size=[32, 32], **NET))[0].state_dict()
