@@ -72,6 +72,28 @@ def test_a_retrain_that_does_worse_on_held_back_slices_is_not_carried_on(tmp_pat
     assert not judged  # by default, as the plugin: a model taught from scratch is not judged
 
 
+def test_a_first_scan_starts_from_its_painted_ends_and_middle(tmp_path):
+    """As the dock's New model asks: the structure's first, middle and last slices are painted
+    before the first Retrain, and nothing is predicted or suggested beyond the ends."""
+    import training.bench.effort as effort
+
+    truth = _cone(n=12, size=40)
+    truth[[0, 1, 10, 11]] = 0  # the structure spans slices 2..9
+    rng = np.random.default_rng(0)
+    image = (truth * 2.0 + rng.normal(0, 0.3, truth.shape)).astype(np.float32)
+    row, _ = effort.learning_effort(
+        image, truth, None, ["bg", "cone"], 1.01, 4, tmp_path, steps=2, labeled_bs=2,
+        unlabeled_bs=0, ends_first=True, fuse_weight=0.3, network={"unshuffle": 1})
+    first, middle, last = sorted(row["slices"][:3])
+    assert (first, last) == (2, 9) and first < middle < last
+    assert len(row["trajectory"]) == 2  # one Retrain on the three, one after a fourth slice
+    assert 2 <= row["slices"][3] <= 9  # the suggestion stays between the painted ends
+    plain, _ = effort.learning_effort(
+        image, truth, None, ["bg", "cone"], 1.01, 2, tmp_path, steps=2, labeled_bs=2,
+        unlabeled_bs=0, network={"unshuffle": 1})
+    assert len(plain["trajectory"]) == 2  # without: one slice per Retrain from the middle
+
+
 def test_effort_refuses_a_bad_target(tmp_path, capsys):
     data = write_dataset(tmp_path / "data", n=2)
     assert main(["benchmark", "effort", "--data", str(data), "--target", "150",

@@ -243,6 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
     ef.add_argument("--new-network", nargs="+", default=None, metavar="KEY=VALUE",
                     help="a new model's network instead of the plugin's, e.g. unshuffle=2 "
                          "base=12 (keys of NEW_MODEL_NETWORK), and size=96 for its patch")
+    ef.add_argument("--first-scan", choices=["ends", "middle"], default="ends",
+                    help="with no model yet, paint the structure's first, middle and last "
+                         "slices and keep the prediction between the ends, as the dock's New "
+                         "model asks (default), or start at its middle slice and follow the "
+                         "suggestions")
     ef.add_argument("--replay", action="store_true",
                     help="each Retrain also trains on the slices painted on earlier scans")
     ef.add_argument("--slice-score", choices=["mean", "sum", "area"], default=None,
@@ -840,7 +845,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
                             fuse_weight=args.fuse_weight, hold_back_from=args.hold_back_from,
                             coverage=coverage, per_slice=per_slice, main_structure=main,
                             main_piece=main_piece, ends=ends, body_first=body_first,
-                            replay=args.replay,
+                            replay=args.replay, ends_first=args.first_scan == "ends",
                             **extra)
     header = _header(
         "Annotation effort: assistant vs interpolation", argv,
@@ -849,13 +854,15 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"{f' (a new model, weights: {start_weights})' if start is None else ''}; "
         f"{'each Retrain also trains on the earlier scans painted slices; ' if args.replay else ''}"
         f"Retrain = `finetune` as the plugin calls it (anchored), "
-        f"{args.method}, {args.steps} steps, prior {args.prior or 'none'}, fused with the "
-        f"interpolation: {args.fuse_weight or 'no'}"
+        f"{args.method}, {args.steps} steps, prior {args.prior or 'none'}, fused with the fill "
+        f"between painted slices (registered): {args.fuse_weight or 'no'}"
         f"{' (its main 3-D piece kept)' if args.fuse_weight and main_piece else ''}"
         f"{f'; where a structure ends between painted slices: {ends}' if args.prior else ''}"
-        f"; one slice "
-        f"painted per Retrain, the slice the "
-        f"product suggests (the structure's middle slice before any model exists); "
+        + ("; on the first scan (no model yet) the structure's first, middle and last slices "
+           "are painted before the first Retrain and the prediction kept between the ends, "
+           "then" if args.first_scan == "ends" and start is None else "; ")
+        + " one slice painted per Retrain, the slice the product suggests (the structure's "
+        f"middle slice before any model exists); "
         f"held-back judgement of each Retrain: {judging}; suggestions weighted by distance "
         f"to the painted slices with power {coverage:g}, slice score: {per_slice} "
         f"uncertainty near the structure"

@@ -73,6 +73,26 @@ def _middle_out(truth: np.ndarray, axis: int = 0) -> list[int]:
     return sorted(present, key=lambda z: (abs(z - mid), z))
 
 
+def _next_slice(truth: np.ndarray, painted: Sequence[int], prediction: np.ndarray | None,
+                uncertainty: np.ndarray | None, axis: int, extent: tuple[int, int] | None,
+                **suggest: Any) -> int | None:
+    """The slice the clinician paints next: the product's suggestion, or, with no model or
+    one that sees the structure nowhere, the structure's slices from its middle out; only
+    between ``extent``'s ends when given."""
+    def inside(z: int) -> bool:
+        return z not in painted and (extent is None or extent[0] <= z <= extent[1])
+
+    sees = prediction is not None and bool(((prediction != 0) & (prediction != IGNORE_INDEX))
+                                           .any())
+    if uncertainty is None or not sees:
+        return next((z for z in _middle_out(truth, axis) if inside(z)), None)
+    ranked = rank_uncertain_slices(uncertainty, list(painted), axis, prediction=prediction,
+                                   coverage=suggest["coverage"], per_slice=suggest["per_slice"],
+                                   main_structure=suggest["main_structure"],
+                                   start_at_body=suggest["body_first"])
+    return next((int(z) for z, *_ in ranked if inside(int(z))), None)
+
+
 def learning_effort(
     image: np.ndarray,
     truth: np.ndarray,
@@ -97,13 +117,20 @@ def learning_effort(
     pretrained: str | None = None,
     earlier: Sequence[tuple[np.ndarray, np.ndarray]] = (),
     network: dict | None = None,
+    ends_first: bool = False,
     **config: Any,
 ) -> tuple[Row, str | None]:
     """Paint-and-retrain on one scan until ``target``; returns (row, the model to go on with).
 
     Once ``hold_back_from`` slices are painted and the model has learnt something, each
     Retrain is judged on held-back painted slices. None does as the plugin: never for a model
-    taught from scratch (``model`` None), from 2 slices for a model it was given."""
+    taught from scratch (``model`` None), from 2 slices for a model it was given.
+
+    ``ends_first``: with no model yet, the clinician paints as the dock's New model asks, the
+    structure's first, middle and last slices, and the prediction stays between the ends (the
+    dock's "Structure ends at outer painted slices", ticked for a New model's first scan)."""
+    from dataclasses import replace
+
     from training.engine.checkpoint import load_checkpoint
     from training.engine.inference import predict_volume
     from training.interactive.new_model import is_untrained, new_model
@@ -126,22 +153,24 @@ def learning_effort(
         prediction, uncertainty = res["labels"], res["uncertainty"]
         dice = mean_dice(prediction, truth)
     trajectory: list[float] = []
-    while dice < target and len(painted) < k_max:
-        sees = prediction is not None and bool(((prediction != 0) & (prediction != IGNORE_INDEX))
-                                               .any())
-        if uncertainty is None or not sees:
-            # no model, or one that sees the structure nowhere on this scan: the clinician
-            # paints where the structure is, as they would without a suggestion
-            nxt = next((z for z in _middle_out(truth, axis) if z not in painted), None)
+    extent: tuple[int, int] | None = None
+    if ends_first and current is None:
+        if axis != 0:
+            raise ValueError("ends_first paints along z (axis 0)")
+        painted = [int(z) for z in even_slices(truth, min(3, k_max), axis)]
+        extent = (min(painted), max(painted))
+        shown = replace(shown, extent=extent)
+    first_batch = bool(painted)  # the ends and the middle, painted before the first Retrain
+    while dice < target and (first_batch or len(painted) < k_max):
+        if first_batch:
+            first_batch = False
+        else:
+            nxt = _next_slice(truth, painted, prediction, uncertainty, axis, extent,
+                              coverage=coverage, per_slice=per_slice,
+                              main_structure=main_structure, body_first=body_first)
             if nxt is None:
                 break
-        else:
-            ranked = rank_uncertain_slices(uncertainty, painted, axis, prediction=prediction,
-                                           coverage=coverage, per_slice=per_slice,
-                                           main_structure=main_structure,
-                                           start_at_body=body_first)
-            nxt = ranked[0][0]
-        painted.append(nxt)
+            painted.append(nxt)
         if current is None:
             current = new_model(work / "new.pt", class_names, seed=seed, pretrained=pretrained,
                                 **(network or {}))
@@ -196,6 +225,7 @@ def effort_benchmark(
     pretrained: str | None = None,
     replay: bool = False,
     network: dict | None = None,
+    ends_first: bool = False,
     **config: Any,
 ) -> list[Row]:
     """One row per scan, in order: slices painted and Dice for learning and interpolation.
@@ -221,7 +251,8 @@ def effort_benchmark(
                                          main_piece=main_piece, ends=ends,
                                          body_first=body_first,
                                          pretrained=pretrained, network=network,
-                                         earlier=list(earlier), **config)
+                                         ends_first=ends_first, earlier=list(earlier),
+                                         **config)
             if replay:
                 earlier.append((image, sparse_labels(truth, row["slices"])))
             k_interp, d_interp = interpolation_effort(truth, target, k_max)
