@@ -88,6 +88,25 @@ def test_interpolation_prior_labels_only_the_sure_part_between_painted_slices():
     assert (interpolation_prior(one) == IGNORE_INDEX).all()
 
 
+def test_the_prior_takes_its_pseudo_labels_from_another_fill_when_given():
+    """The registered fill is the better guess between painted slices: the prior's
+    pseudo-labels follow it, with the same band left out and the painted slices untouched."""
+    from training.interactive.interpolation import interpolation_prior
+
+    truth = _cone()
+    sparse = np.full(truth.shape, IGNORE_INDEX, np.uint8)
+    sparse[[4, 16]] = truth[[4, 16]]
+    other = np.zeros_like(truth)
+    other[:, 10:30, 10:30] = 1  # a square, which interpolating the discs would never give
+    prior = interpolation_prior(sparse, band=2, filled=other)
+    sure = prior[5:16] != IGNORE_INDEX
+    assert (prior[5:16][sure] == other[5:16][sure]).all()
+    assert (prior[5:16][sure] != truth[5:16][sure]).any()  # not the interpolation's
+    assert (prior[[4, 16]] == IGNORE_INDEX).all() and (prior[:4] == IGNORE_INDEX).all()
+    with pytest.raises(ValueError, match="shape"):
+        interpolation_prior(sparse, filled=other[:-1])
+
+
 def test_soft_interpolation_and_fusion():
     from training.interactive.interpolation import (
         fuse_with_interpolation,

@@ -128,6 +128,36 @@ def test_retrain_with_a_shape_prior_follows_the_registered_fill_where_it_covers(
     np.testing.assert_array_equal(pred[1:7], filled[1:7])
 
 
+def test_the_prior_can_train_on_the_registered_fill_shown(tmp_path, monkeypatch):
+    """By default the shape prior's pseudo-labels come from shape interpolation (the network
+    learnt more from them on LA train scans); with PRIOR_FROM_FILL they come from the
+    registered fill the Retrain shows at once."""
+    import training.interactive.interpolation as interpolation
+    import training.interactive.retrain as retrain
+    from napari_semiseg.retrain_job import run_retrain
+    from training.interactive.image_priors import fill_between_slices
+
+    seen = []
+    real = interpolation.interpolation_prior
+
+    def spy(labels, *args, **kw):
+        seen.append(kw.get("filled"))
+        return real(labels, *args, **kw)
+
+    monkeypatch.setattr(interpolation, "interpolation_prior", spy)
+    job, sparse, _ = _scratch_job(tmp_path, steps=2, fuse_weight=0.3)
+    job = replace(job, config={**job.config, "prior": "interpolation"})  # as the dock asks
+    assert not retrain.PRIOR_FROM_FILL
+    run_retrain(job, lambda e: None, lambda: False)
+    assert seen == [None]
+    seen.clear()
+    monkeypatch.setattr(retrain, "PRIOR_FROM_FILL", True)
+    run_retrain(job, lambda e: None, lambda: False)
+    assert len(seen) == 1 and seen[0] is not None
+    np.testing.assert_array_equal(seen[0], fill_between_slices(sparse, np.load(job.image),
+                                                               "register"))
+
+
 def test_an_early_preview_is_predicted_from_the_first_checkpoint_in_time(tmp_path):
     from napari_semiseg.retrain_job import run_retrain
 

@@ -243,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     ef.add_argument("--new-network", nargs="+", default=None, metavar="KEY=VALUE",
                     help="a new model's network instead of the plugin's, e.g. unshuffle=2 "
                          "base=12 (keys of NEW_MODEL_NETWORK), and size=96 for its patch")
+    ef.add_argument("--prior-fill", choices=["register", "interpolation"], default=None,
+                    help="--fixed-k: the prior's pseudo-labels from the registered fill or "
+                         "from shape interpolation (default: as the plugin)")
     ef.add_argument("--first-scan", choices=["ends", "middle"], default="ends",
                     help="with no model yet, paint the structure's first, middle and last "
                          "slices and keep the prediction between the ends, as the dock's New "
@@ -800,6 +803,10 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         extra["pretrained"] = args.pretrained
     if args.new_network:
         extra["network"] = _network_overrides(args.new_network)
+    if args.prior_fill:
+        if not args.fixed_k:
+            raise DataError("--prior-fill goes with --fixed-k (a Retrain follows the plugin)")
+        extra["prior_fill"] = args.prior_fill
     start_weights = (f"pretrained without labels: {args.pretrained}" if args.pretrained
                      else "random")
     if args.new_network:
@@ -815,7 +822,9 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
             "A new structure from K painted slices: one Retrain against interpolation", argv,
             f"{machine_description()}; took {time.perf_counter() - t0:.0f} s",
             f"- new model (2-D U-Net, {start_weights}), one Retrain: {args.method}, {args.steps} "
-            f"steps, prior {args.prior or 'none'}; the same K slices, evenly spaced from the "
+            f"steps, prior {args.prior or 'none'}"
+            f"{f' (from the {args.prior_fill} fill)' if args.prior_fill else ''}; the same K "
+            f"slices, evenly spaced from the "
             f"structure's first to its last, for both arms")
         table = fixed_k_table(rows, args.fixed_k, header)
         atomic_write(args.out, lambda fh: fh.write(table.encode()))

@@ -39,7 +39,12 @@ from training.interactive.loop import (
     split_held_back,
     within_painted_extent,
 )
-from training.interactive.retrain import HELD_BACK_FRACTION, Shown, retrain_once
+from training.interactive.retrain import (
+    HELD_BACK_FRACTION,
+    PRIOR_FROM_FILL,
+    Shown,
+    retrain_once,
+)
 
 Row = dict[str, Any]
 FUSE_WEIGHTS = (0.1, 0.2, 0.3, 0.5)  # the network's share when blended with interpolation
@@ -338,6 +343,7 @@ def fixed_k_rows(
     work_dir: str | Path | None = None,
     pretrained: str | None = None,
     network: dict | None = None,
+    prior_fill: str | None = None,
     **config: Any,
 ) -> list[Row]:
     """From scratch on each scan, the same K evenly spaced painted slices for both: one Retrain
@@ -359,6 +365,9 @@ def fixed_k_rows(
             start = new_model(Path(tmp) / f"new{i}.pt", class_names, seed=i,
                               pretrained=pretrained, **(network or {}))
             t0 = time.perf_counter()
+            if (prior_fill or ("register" if PRIOR_FROM_FILL else "interpolation")) \
+                    == "register" and config.get("prior") == "interpolation":
+                config["prior_filled"] = registered  # the prior's pseudo-labels from it
             ckpt = finetune(start, image, sparse, (), method=method, steps=steps,
                             out_path=Path(tmp) / f"m{i}.pt", seed=i, device=device,
                             class_names=list(class_names), **config)

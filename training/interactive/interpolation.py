@@ -137,13 +137,16 @@ def even_slices(truth: np.ndarray, k: int, axis: int = 0) -> list[int]:
 
 
 def interpolation_prior(labels: np.ndarray, axis: int = 0, band: float = 2.0,
-                        ends: str | None = None) -> np.ndarray:
+                        ends: str | None = None, filled: np.ndarray | None = None
+                        ) -> np.ndarray:
     """Pseudo-labels for the unpainted slices between painted ones, from interpolation.
 
     Within ``band`` pixels of an interpolated boundary the answer is least sure, so it is left
     "not annotated" (255), as are the painted slices themselves (the user's own labels train on
     those), every slice outside the painted range, and with ``ends="unknown"`` (default
     :data:`ENDS`) every gap where a structure ends. Fewer than two painted slices: all 255.
+    ``filled``: another fill of the gaps (the registered one of
+    :mod:`training.interactive.image_priors`) to take the pseudo-labels from instead.
     """
     lab = np.moveaxis(np.asarray(labels), axis, 0)
     painted = _painted(lab)
@@ -152,7 +155,12 @@ def interpolation_prior(labels: np.ndarray, axis: int = 0, band: float = 2.0,
         return np.moveaxis(out, 0, axis)
     known = np.where(lab == IGNORE_INDEX, 0, lab)
     unknown = _unknown_ends(known, painted, ENDS if ends is None else ends)
-    filled = np.moveaxis(interpolate_between_slices(labels, painted, axis), axis, 0)
+    if filled is None:
+        filled = interpolate_between_slices(labels, painted, axis)
+    elif np.shape(filled) != np.shape(labels):
+        raise ValueError(f"the fill's shape {np.shape(filled)} is not the labels' "
+                         f"{np.shape(labels)}")
+    filled = np.moveaxis(np.asarray(filled), axis, 0)
     for z in range(painted[0] + 1, painted[-1]):
         if z in painted or z in unknown:
             continue

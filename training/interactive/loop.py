@@ -410,6 +410,7 @@ def finetune(
     prior: str | None = None,
     prior_band: float = 2.0,
     prior_ends: str | None = None,
+    prior_filled: np.ndarray | None = None,
     other_labelled: Sequence[tuple[np.ndarray, np.ndarray]] = (),
     **config: Any,
 ) -> str | None:
@@ -424,7 +425,8 @@ def finetune(
     classes add structures to it. ``prior="interpolation"`` adds the shape interpolation between
     the painted slices as pseudo-labels
     (:func:`training.interactive.interpolation.interpolation_prior`,
-    ``prior_ends`` its ``ends``).
+    ``prior_ends`` its ``ends``; ``prior_filled`` another fill of the gaps to take them from,
+    e.g. the registered one).
     ``other_labelled`` are (image, sparse labels) of other scans, e.g. the slices painted on
     earlier scans, trained on with this one's so the model does not forget them.
     """
@@ -451,7 +453,8 @@ def finetune(
     if prior == "interpolation":
         from training.interactive.interpolation import interpolation_prior
 
-        pseudo = interpolation_prior(labels, band=prior_band, ends=prior_ends)
+        pseudo = interpolation_prior(labels, band=prior_band, ends=prior_ends,
+                                     filled=prior_filled)
         if (pseudo != IGNORE_INDEX).any():
             images, label_vols = [*images, image], [*label_vols, pseudo]
     for other_image, other_labels in other_labelled:

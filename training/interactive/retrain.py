@@ -158,6 +158,13 @@ class RetrainResult:
     predict_s: float = 0.0
 
 
+# Whether the shape prior's pseudo-labels come from the registered fill the Retrain shows
+# rather than from shape interpolation. Not adopted: on 4 LA train scans at K = 5 the network
+# learnt less from it (67.2 against 72.2 Dice alone; shown within the ends 90.3 against 90.2;
+# benchmarks/results/la_new_structure_k5_train_prior_fill.md beside
+# la_new_structure_k5_train_unshuffle-2.md).
+PRIOR_FROM_FILL = False
+
 Preview = Callable[[np.ndarray, "np.ndarray | None", int, str], None]
 
 
@@ -235,6 +242,8 @@ def retrain_once(
     if on_preview is not None and first_preview_s:
         config.setdefault("first_checkpoint_s", first_preview_s)
     config.setdefault("prior_ends", shown.ends)
+    if PRIOR_FROM_FILL and shown.fill is not None:
+        config.setdefault("prior_filled", shown.fill)
     t0 = time.perf_counter()
     ckpt = finetune(model_path, image, labels, list(unlabelled), method=method, steps=steps,
                     out_path=out_path, seed=seed, device=shown.device, on_event=events,
