@@ -23,6 +23,43 @@ def test_interpolation_effort_on_a_known_shape():
     assert k is None
 
 
+def test_a_baseline_fill_counts_the_slices_it_needs():
+    """Any fill can be the baseline (ITK's contour interpolation in the benchmark): one that
+    fills nothing needs every slice, this project's interpolation needs the cone's two ends."""
+    truth = _cone()
+    truth[0] = 0
+
+    def nothing(labels, painted, axis=0):
+        return np.where(labels == 255, 0, labels).astype(np.uint8)
+
+    k, dice = interpolation_effort(truth, 0.95, 4, fill=nothing)
+    assert k is None and dice < 0.95
+    assert interpolation_effort(truth, 0.95, 4)[0] == 2
+
+
+def test_the_effort_table_adds_itk_columns_and_shows_baselines_alone():
+    from training.bench.effort import effort_table
+
+    base = {"case": "a", "interp_painted": 6, "interp_dice": 0.91}
+    learnt = [{**base, "painted": 4, "dice": 0.92, "reached": True, "retrain_s": [30.0],
+               "trajectory": [0.8, 0.92], "itk_painted": 7, "itk_dice": 0.9},
+              {**base, "case": "b", "painted": 2, "dice": 0.9, "reached": True,
+               "retrain_s": [20.0], "trajectory": [0.9], "itk_painted": None, "itk_dice": 0.8},
+              {**base, "case": "c", "painted": 1, "dice": 0.95, "reached": True,
+               "retrain_s": [20.0], "trajectory": [0.95], "itk_painted": 5, "itk_dice": 0.9}]
+    text = effort_table(learnt, 0.9, 8, "# t")
+    assert "ITK contour interpolation (Slicer): slices needed" in text
+    assert "| 2 | b | 2 | 90.0 | 90 | 0 | 20 | 6 | 91.0 | >8 | 80.0 |" in text
+    assert "learning **7**, interpolation **18** (39 %), ITK contour interpolation **20** " \
+           "(35 %)" in text
+    assert "from the third scan on: 1.0 slices per scan" in text
+    alone = [{**base, "painted": None, "dice": float("nan"), "reached": False,
+              "retrain_s": [], "trajectory": []}]
+    text = effort_table(alone, 0.9, 8, "# t")
+    assert "learning" not in text and "| 1 | a | 6 | 91.0 |" in text
+    assert "interpolation **6**" in text
+
+
 def test_effort_benchmark_runs_from_scratch_and_writes_its_table(tmp_path, capsys):
     data = write_dataset(tmp_path / "data", n=4)
     out = tmp_path / "effort.md"
@@ -92,6 +129,18 @@ def test_a_first_scan_starts_from_its_painted_ends_and_middle(tmp_path):
         image, truth, None, ["bg", "cone"], 1.01, 2, tmp_path, steps=2, labeled_bs=2,
         unlabeled_bs=0, network={"unshuffle": 1})
     assert len(plain["trajectory"]) == 2  # without: one slice per Retrain from the middle
+
+
+def test_baselines_only_trains_nothing(tmp_path, monkeypatch):
+    import training.bench.effort as effort
+
+    monkeypatch.setattr(effort, "learning_effort", None)  # would fail if called
+    data = write_dataset(tmp_path / "data", n=3)
+    out = tmp_path / "b.md"
+    assert main(["benchmark", "effort", "--data", str(data), "--cases", "2", "--target", "90",
+                 "--split", "train", "--baselines-only", "--out", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "| 1 | case00 |" in text and "total slices needed: interpolation" in text
 
 
 def test_effort_refuses_a_bad_target(tmp_path, capsys):

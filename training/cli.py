@@ -246,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     ef.add_argument("--prior-fill", choices=["register", "interpolation"], default=None,
                     help="--fixed-k: the prior's pseudo-labels from the registered fill or "
                          "from shape interpolation (default: as the plugin)")
+    ef.add_argument("--baselines-only", action="store_true",
+                    help="no learning: slices the baselines need (this project's interpolation, "
+                         "and ITK's contour interpolation when the bench extra is installed)")
     ef.add_argument("--first-scan", choices=["ends", "middle"], default="ends",
                     help="with no model yet, paint the structure's first, middle and last "
                          "slices and keep the prediction between the ends, as the dock's New "
@@ -855,6 +858,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
                             coverage=coverage, per_slice=per_slice, main_structure=main,
                             main_piece=main_piece, ends=ends, body_first=body_first,
                             replay=args.replay, ends_first=args.first_scan == "ends",
+                            baselines_only=args.baselines_only,
                             **extra)
     header = _header(
         "Annotation effort: assistant vs interpolation", argv,

@@ -50,14 +50,19 @@ Row = dict[str, Any]
 FUSE_WEIGHTS = (0.1, 0.2, 0.3, 0.5)  # the network's share when blended with interpolation
 
 
-def interpolation_effort(truth: np.ndarray, target: float, k_max: int, axis: int = 0
+def interpolation_effort(truth: np.ndarray, target: float, k_max: int, axis: int = 0,
+                         fill: Callable[..., np.ndarray] | None = None
                          ) -> tuple[int | None, float]:
     """Smallest K of evenly spaced painted slices whose interpolation reaches ``target``
-    (None if none up to ``k_max``), and the Dice at that K (or at ``k_max``)."""
+    (None if none up to ``k_max``), and the Dice at that K (or at ``k_max``). ``fill(labels,
+    painted, axis)`` fills the gaps (default: this project's shape interpolation; e.g. ITK's
+    contour interpolation, :class:`training.bench.contour_interpolation.ContourInterpolator`).
+    """
+    fill = fill or interpolate_between_slices
     dice = 0.0
     for k in range(1, k_max + 1):
         painted = even_slices(truth, k, axis)
-        filled = interpolate_between_slices(sparse_labels(truth, painted, axis), painted, axis)
+        filled = fill(sparse_labels(truth, painted, axis), painted, axis)
         dice = mean_dice(filled, truth)
         if dice >= target:
             return len(painted), dice
@@ -231,40 +236,58 @@ def effort_benchmark(
     replay: bool = False,
     network: dict | None = None,
     ends_first: bool = False,
+    baselines_only: bool = False,
     **config: Any,
 ) -> list[Row]:
-    """One row per scan, in order: slices painted and Dice for learning and interpolation.
+    """One row per scan, in order: slices painted and Dice for learning and interpolation,
+    and for ITK's contour interpolation (3D Slicer's "Fill between slices") when that optional
+    extra is installed. ``baselines_only``: no learning, the baselines alone.
 
     ``hold_back_from`` None does as the plugin: Retrains of a model taught from scratch are
     not judged on held-back slices, on any scan; from a ``start`` model, from 2 slices."""
+    from contextlib import ExitStack
+
+    from training.bench.contour_interpolation import (
+        ContourInterpolator,
+        contour_interpolation_available,
+    )
+
     if hold_back_from is None:
         hold_back_from = 2 if start is not None else k_max + 1
     rows = []
     model = start
     earlier: list[tuple[np.ndarray, np.ndarray]] = []  # painted slices of the scans done
-    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp, ExitStack() as stack:
+        itk = (stack.enter_context(ContourInterpolator(threads=1))
+               if contour_interpolation_available() else None)
         for i, (name, image, truth) in enumerate(cases):
             work = Path(tmp) / f"scan{i}"
             work.mkdir()
             t0 = time.perf_counter()
-            row, model = learning_effort(image, truth, model, class_names, target, k_max, work,
-                                         steps=steps, method=method, device=device, seed=i,
-                                         fuse_weight=fuse_weight,
-                                         hold_back_from=hold_back_from, coverage=coverage,
-                                         per_slice=per_slice,
-                                         main_structure=main_structure,
-                                         main_piece=main_piece, ends=ends,
-                                         body_first=body_first,
-                                         pretrained=pretrained, network=network,
-                                         ends_first=ends_first, earlier=list(earlier),
-                                         **config)
+            if baselines_only:
+                row: Row = {"painted": None, "slices": [], "dice": float("nan"),
+                            "rejected": 0, "reached": False, "retrain_s": [],
+                            "trajectory": []}
+            else:
+                row, model = learning_effort(
+                    image, truth, model, class_names, target, k_max, work, steps=steps,
+                    method=method, device=device, seed=i, fuse_weight=fuse_weight,
+                    hold_back_from=hold_back_from, coverage=coverage, per_slice=per_slice,
+                    main_structure=main_structure, main_piece=main_piece, ends=ends,
+                    body_first=body_first, pretrained=pretrained, network=network,
+                    ends_first=ends_first, earlier=list(earlier), **config)
             if replay:
                 earlier.append((image, sparse_labels(truth, row["slices"])))
             k_interp, d_interp = interpolation_effort(truth, target, k_max)
             row.update({"case": name, "interp_painted": k_interp, "interp_dice": d_interp,
                         "wall_s": time.perf_counter() - t0})
+            if itk is not None:
+                row["itk_painted"], row["itk_dice"] = interpolation_effort(truth, target, k_max,
+                                                                           fill=itk)
             rows.append(row)
-            if log:
+            if log and baselines_only:
+                log(f"{name}: interpolation {k_interp} slices (Dice {d_interp:.3f})")
+            elif log:
                 log(f"{name}: slices {row['slices']}, Dice after each Retrain "
                     f"{[round(d, 3) for d in row['trajectory']]}")
                 log(f"{name}: learning {row['painted']} slices (Dice {row['dice']:.3f}), "
@@ -274,30 +297,57 @@ def effort_benchmark(
 
 
 def effort_table(rows: Sequence[Row], target: float, k_max: int, header: str) -> str:
-    """Markdown: per scan, then totals; a scan that never reached the target counts as k_max."""
-    lines = [header, "",
-             "| # | scan | learning: slices painted | Dice reached | Dice after each Retrain "
-             "| retrains rejected | s per retrain (median) | interpolation: slices needed "
-             "| its Dice |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    """Markdown: per scan, then totals; a scan that never reached the target counts as k_max.
+    ITK's contour interpolation gets its columns when the rows have it; rows without learning
+    (``baselines_only``) show the baselines alone."""
+    itk = any("itk_painted" in r for r in rows)
+    learnt = any(r["painted"] is not None for r in rows)
+
+    def needed(k: int | None) -> str:
+        return f"{k}" if k is not None else f">{k_max}"
+
+    cols = ["#", "scan"]
+    if learnt:
+        cols += ["learning: slices painted", "Dice reached", "Dice after each Retrain",
+                 "retrains rejected", "s per retrain (median)"]
+    cols += ["interpolation: slices needed", "its Dice"]
+    if itk:
+        cols += ["ITK contour interpolation (Slicer): slices needed", "its Dice"]
+    lines = [header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for i, r in enumerate(rows, 1):
-        med = f"{np.median(r['retrain_s']):.0f}" if r["retrain_s"] else "—"
-        learn = f"{r['painted']}" + ("" if r["reached"] else " (target not reached)")
-        interp = (f"{r['interp_painted']}" if r["interp_painted"] is not None
-                  else f">{k_max}")
-        steps = " ".join(f"{100 * d:.0f}" for d in r.get("trajectory", []))
-        lines.append(f"| {i} | {r['case']} | {learn} | {100 * r['dice']:.1f} | {steps} "
-                     f"| {r.get('rejected', 0)} | {med} | {interp} "
-                     f"| {100 * r['interp_dice']:.1f} |")
-    total_l = sum(r["painted"] for r in rows)
-    total_i = sum(r["interp_painted"] if r["interp_painted"] is not None else k_max
-                  for r in rows)
-    later = [r["painted"] for r in rows[1:]]
-    lines += ["", f"- total slices painted: learning **{total_l}**, interpolation "
-              f"**{total_i}** ({100 * total_l / max(total_i, 1):.0f} %); target Dice "
-              f"{100 * target:.0f}",
-              f"- from the second scan on: {np.mean(later):.1f} slices per scan"
-              if later else "- one scan only"]
+        cells = [str(i), r["case"]]
+        if learnt:
+            med = f"{np.median(r['retrain_s']):.0f}" if r["retrain_s"] else "—"
+            steps = " ".join(f"{100 * d:.0f}" for d in r.get("trajectory", []))
+            cells += [f"{r['painted']}" + ("" if r["reached"] else " (target not reached)"),
+                      f"{100 * r['dice']:.1f}", steps, str(r.get("rejected", 0)), med]
+        cells += [needed(r["interp_painted"]), f"{100 * r['interp_dice']:.1f}"]
+        if itk:
+            cells += [needed(r.get("itk_painted")), f"{100 * r.get('itk_dice', 0.0):.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+
+    def total(key: str) -> int:
+        return sum(r.get(key) if r.get(key) is not None else k_max for r in rows)
+
+    total_i = total("interp_painted")
+    lines.append("")
+    if learnt:
+        total_l = sum(r["painted"] for r in rows)
+        lines.append(f"- total slices painted: learning **{total_l}**, interpolation "
+                     f"**{total_i}** ({100 * total_l / max(total_i, 1):.0f} %)"
+                     + (f", ITK contour interpolation **{total('itk_painted')}** "
+                        f"({100 * total_l / max(total('itk_painted'), 1):.0f} %)" if itk else "")
+                     + f"; target Dice {100 * target:.0f}")
+        later = [r["painted"] for r in rows[1:]]
+        lines.append(f"- from the second scan on: {np.mean(later):.1f} slices per scan"
+                     if later else "- one scan only")
+        third = [r["painted"] for r in rows[2:]]
+        if third:
+            lines.append(f"- from the third scan on: {np.mean(third):.1f} slices per scan")
+    else:
+        lines.append(f"- total slices needed: interpolation **{total_i}**"
+                     + (f", ITK contour interpolation **{total('itk_painted')}**" if itk
+                        else "") + f"; target Dice {100 * target:.0f}")
     return "\n".join(lines) + "\n"
 
 
@@ -347,14 +397,23 @@ def fixed_k_rows(
     **config: Any,
 ) -> list[Row]:
     """From scratch on each scan, the same K evenly spaced painted slices for both: one Retrain
-    of a new model against interpolation, Dice on the slices nobody painted."""
+    of a new model against interpolation (and ITK's contour interpolation, when that optional
+    extra is installed), Dice on the slices nobody painted."""
+    from contextlib import ExitStack
+
+    from training.bench.contour_interpolation import (
+        ContourInterpolator,
+        contour_interpolation_available,
+    )
     from training.engine.checkpoint import load_checkpoint
     from training.engine.inference import predict_volume
     from training.interactive.image_priors import fill_between_slices
     from training.interactive.new_model import new_model
 
     rows = []
-    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp, ExitStack() as stack:
+        itk = (stack.enter_context(ContourInterpolator(threads=1))
+               if contour_interpolation_available() else None)
         for i, (name, image, truth) in enumerate(cases):
             painted = even_slices(truth, k)
             sparse = sparse_labels(truth, painted)
@@ -380,6 +439,8 @@ def fixed_k_rows(
                    "interpolation": mean_dice(interp[rest], truth[rest]),
                    "registered": mean_dice(registered[rest], truth[rest]),
                    "fused": {}}
+            if itk is not None:
+                row["itk"] = mean_dice(itk(sparse, painted)[rest], truth[rest])
             for w in FUSE_WEIGHTS:  # the network blended with the registered fill, as shown
                 fused = fuse_with_interpolation(res["probabilities"], sparse, weight=w,
                                                 filled=registered)
@@ -405,14 +466,18 @@ def _fused_label(key: float | str) -> str:
 def fixed_k_table(rows: Sequence[Row], k: int, header: str) -> str:
     keys = [k_ for k_ in rows[0]["fused"]] if rows else list(FUSE_WEIGHTS)
     fused_cols = " | ".join(f"fused, w = {_fused_label(w)}" for w in keys)
+    itk = any("itk" in r for r in rows)
     lines = [header, "", f"| scan | painted slices (K = {k}) | learning, Dice on the rest | "
-             f"{fused_cols} | registered fill | interpolation, Dice on the rest | retrain s |",
-             "|---|---|---|" + "---|" * len(keys) + "---|---|---|"]
+             f"{fused_cols} | registered fill | interpolation, Dice on the rest | "
+             + ("ITK contour interpolation (Slicer) | " if itk else "") + "retrain s |",
+             "|---|---|---|" + "---|" * len(keys) + "---|---|" + ("---|" if itk else "")
+             + "---|"]
     for r in rows:
         fused = " | ".join(f"{100 * r['fused'][w]:.1f}" for w in keys)
         lines.append(f"| {r['case']} | {r['painted']} | {100 * r['learning']:.1f} | {fused} | "
                      f"{100 * r['registered']:.1f} | {100 * r['interpolation']:.1f} | "
-                     f"{r['train_s']:.0f} |")
+                     + (f"{100 * r.get('itk', float('nan')):.1f} | " if itk else "")
+                     + f"{r['train_s']:.0f} |")
     interp = np.array([r["interpolation"] for r in rows])
 
     def summary(label: str, values: np.ndarray) -> str:
@@ -423,6 +488,9 @@ def fixed_k_table(rows: Sequence[Row], k: int, header: str) -> str:
     lines += [summary(f"fused w = {_fused_label(w)}".replace(" (", ", ").rstrip(")"),
                       np.array([r["fused"][w] for r in rows])) for w in keys]
     lines += [summary("registered fill", np.array([r["registered"] for r in rows]))]
+    if itk:
+        lines += [summary("ITK contour interpolation",
+                          np.array([r.get("itk", np.nan) for r in rows]))]
     lines += [f"- interpolation: **{100 * interp.mean():.1f} ± {100 * interp.std():.1f}** "
               f"(± = spread over scans)"]
     return "\n".join(lines) + "\n"
