@@ -118,13 +118,20 @@ def test_a_first_scan_starts_from_its_painted_ends_and_middle(tmp_path):
     truth[[0, 1, 10, 11]] = 0  # the structure spans slices 2..9
     rng = np.random.default_rng(0)
     image = (truth * 2.0 + rng.normal(0, 0.3, truth.shape)).astype(np.float32)
-    row, _ = effort.learning_effort(
+    row, model = effort.learning_effort(
         image, truth, None, ["bg", "cone"], 1.01, 4, tmp_path, steps=2, labeled_bs=2,
         unlabeled_bs=0, ends_first=True, fuse_weight=0.3, network={"unshuffle": 1})
     first, middle, last = sorted(row["slices"][:3])
     assert (first, last) == (2, 9) and first < middle < last
     assert len(row["trajectory"]) == 2  # one Retrain on the three, one after a fourth slice
     assert 2 <= row["slices"][3] <= 9  # the suggestion stays between the painted ends
+    # a later scan, with a model: the ends first only when asked for every scan
+    later, _ = effort.learning_effort(
+        image, truth, model, ["bg", "cone"], 1.01, 3, tmp_path, steps=2, labeled_bs=2,
+        unlabeled_bs=0, ends_first=True, ends_every_scan=True, fuse_weight=0.3)
+    first, middle, last = sorted(later["slices"])
+    assert (first, last) == (2, 9) and first < middle < last
+    assert len(later["trajectory"]) == 1
     plain, _ = effort.learning_effort(
         image, truth, None, ["bg", "cone"], 1.01, 2, tmp_path, steps=2, labeled_bs=2,
         unlabeled_bs=0, network={"unshuffle": 1})

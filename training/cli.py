@@ -246,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     ef.add_argument("--prior-fill", choices=["register", "interpolation"], default=None,
                     help="--fixed-k: the prior's pseudo-labels from the registered fill or "
                          "from shape interpolation (default: as the plugin)")
+    ef.add_argument("--ends-every-scan", action="store_true",
+                    help="on every scan, not only the first, paint the structure's first, "
+                         "middle and last slices first and keep the prediction between the ends")
     ef.add_argument("--baselines-only", action="store_true",
                     help="no learning: slices the baselines need (this project's interpolation, "
                          "and ITK's contour interpolation when the bench extra is installed)")
@@ -859,6 +862,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
                             main_piece=main_piece, ends=ends, body_first=body_first,
                             replay=args.replay, ends_first=args.first_scan == "ends",
                             baselines_only=args.baselines_only,
+                            ends_every_scan=args.ends_every_scan,
                             **extra)
     header = _header(
         "Annotation effort: assistant vs interpolation", argv,
@@ -873,7 +877,10 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"{f'; where a structure ends between painted slices: {ends}' if args.prior else ''}"
         + ("; on the first scan (no model yet) the structure's first, middle and last slices "
            "are painted before the first Retrain and the prediction kept between the ends, "
-           "then" if args.first_scan == "ends" and start is None else "; ")
+           "then" if args.first_scan == "ends" and start is None and not args.ends_every_scan
+           else "; on every scan the structure's first, middle and last slices are painted "
+           "before its first Retrain and the prediction kept between the ends, then"
+           if args.ends_every_scan else "; ")
         + " one slice painted per Retrain, the slice the product suggests (the structure's "
         f"middle slice before any model exists); "
         f"held-back judgement of each Retrain: {judging}; suggestions weighted by distance "

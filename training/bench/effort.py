@@ -128,6 +128,7 @@ def learning_effort(
     earlier: Sequence[tuple[np.ndarray, np.ndarray]] = (),
     network: dict | None = None,
     ends_first: bool = False,
+    ends_every_scan: bool = False,
     **config: Any,
 ) -> tuple[Row, str | None]:
     """Paint-and-retrain on one scan until ``target``; returns (row, the model to go on with).
@@ -138,7 +139,9 @@ def learning_effort(
 
     ``ends_first``: with no model yet, the clinician paints as the dock's New model asks, the
     structure's first, middle and last slices, and the prediction stays between the ends (the
-    dock's "Structure ends at outer painted slices", ticked for a New model's first scan)."""
+    dock's "Structure ends at outer painted slices", ticked for a New model's first scan).
+    ``ends_every_scan``: so on a scan with a model too, the suggestions then between the ends.
+    """
     from dataclasses import replace
 
     from training.engine.checkpoint import load_checkpoint
@@ -164,7 +167,7 @@ def learning_effort(
         dice = mean_dice(prediction, truth)
     trajectory: list[float] = []
     extent: tuple[int, int] | None = None
-    if ends_first and current is None:
+    if ((ends_first and current is None) or ends_every_scan) and dice < target:
         if axis != 0:
             raise ValueError("ends_first paints along z (axis 0)")
         painted = [int(z) for z in even_slices(truth, min(3, k_max), axis)]
@@ -236,6 +239,7 @@ def effort_benchmark(
     replay: bool = False,
     network: dict | None = None,
     ends_first: bool = False,
+    ends_every_scan: bool = False,
     baselines_only: bool = False,
     **config: Any,
 ) -> list[Row]:
@@ -275,7 +279,8 @@ def effort_benchmark(
                     hold_back_from=hold_back_from, coverage=coverage, per_slice=per_slice,
                     main_structure=main_structure, main_piece=main_piece, ends=ends,
                     body_first=body_first, pretrained=pretrained, network=network,
-                    ends_first=ends_first, earlier=list(earlier), **config)
+                    ends_first=ends_first, ends_every_scan=ends_every_scan,
+                    earlier=list(earlier), **config)
             if replay:
                 earlier.append((image, sparse_labels(truth, row["slices"])))
             k_interp, d_interp = interpolation_effort(truth, target, k_max)
