@@ -261,7 +261,7 @@ def _named_dataset(root: Path, names: list[str] | None, classes: int = 4) -> Pat
     return root
 
 
-TRAIN_INIT = ["--labeled", "1", "--dims", "2d", "--steps", "1", "--size", "16", "16",
+TRAIN_INIT = ["--labeled", "1", "--dims", "2d", "--steps", "1", "--size", "32", "32",
               "--labeled-bs", "2", "--device", "cpu"]
 
 
