@@ -22,6 +22,7 @@ from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QFileDialog, QWidget
 
 from training.core.atomic import atomic_write
+from training.interactive.loop import PAINT_ENDS_EVERY_SCAN
 from training.interactive.new_model import is_untrained
 from training.interactive.retrain import SHAPE_PRIOR_WEIGHT
 from training.library.model_card import describe
@@ -236,9 +237,9 @@ class AssistantWidget(DockLayout):
         if self.new_model and self.learned_model is None:
             return self._start_new_model(layer, geom, source)
         if self.learned_model is not None and self.new_model:
-            # a scan after the first: the user paints the slices the model suggests, not the
-            # structure's ends, so its prediction is not cut at the painted slices
-            self.retrain_form.within_extent.value = False
+            # a scan after the first: its ends, middle and then suggested slices are painted as
+            # on the first, and the prediction stays between the painted ends
+            self.retrain_form.within_extent.value = PAINT_ENDS_EVERY_SCAN
         model = self.learned_model or self.checkpoint_path or self._auto_model(layer, geom)
         if model is None:
             if not self._library:
@@ -641,7 +642,8 @@ class AssistantWidget(DockLayout):
                 self.learned_model = s.model_file(version)
                 self.model_label.setText(f"Learnt on {Path(s.image_path or 'this scan').name}"
                                          f" (version {version.id}); the next scan starts "
-                                         f"from it.")
+                                         f"from it: there, paint the structure's first, "
+                                         f"middle and last slices, then Retrain.")
                 show_info(f"New model version {version.id} is in use. {reason}")
                 self.status.setText(f"Done: version {version.id} in use. {reason}")
             else:

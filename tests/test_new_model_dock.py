@@ -96,7 +96,8 @@ def test_new_model_two_named_structures_paint_retrain(qtbot, make_napari_viewer,
         s2 = widget.session
         assert s2.settings.class_names == s.settings.class_names
         assert not s2.settings.judge_retrains  # still the model taught from scratch
-        assert not widget.retrain_form.within_extent.value  # suggested slices, not the ends
+        # the next scan is painted as the first: its ends, then suggestions between them
+        assert widget.retrain_form.within_extent.value
         assert not read_checkpoint(s2.current_model_path)["meta"].get("untrained")
         pred2 = s2.prediction
         assert ((pred2 == 1) & (truth2 == 1)).sum() > 0.5 * (truth2 == 1).sum()

@@ -246,9 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     ef.add_argument("--prior-fill", choices=["register", "interpolation"], default=None,
                     help="--fixed-k: the prior's pseudo-labels from the registered fill or "
                          "from shape interpolation (default: as the plugin)")
-    ef.add_argument("--ends-every-scan", action="store_true",
+    ef.add_argument("--ends-every-scan", action=argparse.BooleanOptionalAction, default=None,
                     help="on every scan, not only the first, paint the structure's first, "
-                         "middle and last slices first and keep the prediction between the ends")
+                         "middle and last slices first and keep the prediction between the "
+                         "ends (default: the plugin's)")
     ef.add_argument("--baselines-only", action="store_true",
                     help="no learning: slices the baselines need (this project's interpolation, "
                          "and ITK's contour interpolation when the bench extra is installed)")
@@ -839,6 +840,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from training.interactive.interpolation import ENDS
     from training.interactive.loop import (
         KEEP_MAIN_PIECE,
+        PAINT_ENDS_EVERY_SCAN,
         SUGGEST_BODY_FIRST,
         SUGGEST_COVERAGE,
         SUGGEST_MAIN_STRUCTURE,
@@ -846,6 +848,8 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
     )
 
     coverage = SUGGEST_COVERAGE if args.coverage is None else args.coverage
+    every_scan = (PAINT_ENDS_EVERY_SCAN if args.ends_every_scan is None
+                  else args.ends_every_scan)
     per_slice = args.slice_score or SUGGEST_PER_SLICE
     main = (SUGGEST_MAIN_STRUCTURE if args.suggest_within is None
             else args.suggest_within == "main")
@@ -862,7 +866,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
                             main_piece=main_piece, ends=ends, body_first=body_first,
                             replay=args.replay, ends_first=args.first_scan == "ends",
                             baselines_only=args.baselines_only,
-                            ends_every_scan=args.ends_every_scan,
+                            ends_every_scan=every_scan,
                             **extra)
     header = _header(
         "Annotation effort: assistant vs interpolation", argv,
@@ -877,10 +881,10 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"{f'; where a structure ends between painted slices: {ends}' if args.prior else ''}"
         + ("; on the first scan (no model yet) the structure's first, middle and last slices "
            "are painted before the first Retrain and the prediction kept between the ends, "
-           "then" if args.first_scan == "ends" and start is None and not args.ends_every_scan
+           "then" if args.first_scan == "ends" and start is None and not every_scan
            else "; on every scan the structure's first, middle and last slices are painted "
            "before its first Retrain and the prediction kept between the ends, then"
-           if args.ends_every_scan else "; ")
+           if every_scan else "; ")
         + " one slice painted per Retrain, the slice the product suggests (the structure's "
         f"middle slice before any model exists); "
         f"held-back judgement of each Retrain: {judging}; suggestions weighted by distance "

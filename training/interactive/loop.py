@@ -79,6 +79,14 @@ SUGGEST_MAIN_STRUCTURE = False
 #: Retrains). Chosen on 3 LA train scans + LGG patients 6-10: mean final Dice 85.3 against 84.3
 #: (benchmarks/results/effort_choice_ends.md, second table).
 SUGGEST_BODY_FIRST = True
+#: On every scan of a New model (not only the first) the user paints the structure's first,
+#: middle and last slices before its first Retrain, and the prediction stays between the
+#: painted ends; then suggested slices between them. On 4 LA train scans: 22 slices against 28
+#: painting suggested slices from the second scan on (interpolation: 26), and none of the
+#: Dice-0 drops that empty edge slices suggested on a new scan caused
+#: (benchmarks/results/la_effort_train_recipe_ends_every_scan.md beside
+#: la_effort_train_recipe.md).
+PAINT_ENDS_EVERY_SCAN = True
 #: A New model's prediction (fused with the interpolation) keeps only its main 3-D piece and the
 #: pieces on painted slices. Chosen on 4 LA train scans, K = 5, w = 0.3: 84.4 +- 1.8 Dice on
 #: the unpainted slices against 80.7 +- 3.3, better or equal on each scan
