@@ -14,6 +14,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,19 @@ def _middle_out(truth: np.ndarray, axis: int = 0) -> list[int]:
                                               .reshape(len(fg), -1).any(1))]
     mid = first_slice(truth, axis) if present else 0
     return sorted(present, key=lambda z: (abs(z - mid), z))
+
+
+def _itk_baseline(stack: ExitStack) -> Callable[..., np.ndarray] | None:
+    """ITK's contour interpolation (Slicer's Fill between slices) in its own process, closed
+    with ``stack``; None when the optional bench extra is not installed."""
+    from training.bench.contour_interpolation import (
+        ContourInterpolator,
+        contour_interpolation_available,
+    )
+
+    if not contour_interpolation_available():
+        return None
+    return stack.enter_context(ContourInterpolator(threads=1))
 
 
 def _next_slice(truth: np.ndarray, painted: Sequence[int], prediction: np.ndarray | None,
@@ -249,21 +263,13 @@ def effort_benchmark(
 
     ``hold_back_from`` None does as the plugin: Retrains of a model taught from scratch are
     not judged on held-back slices, on any scan; from a ``start`` model, from 2 slices."""
-    from contextlib import ExitStack
-
-    from training.bench.contour_interpolation import (
-        ContourInterpolator,
-        contour_interpolation_available,
-    )
-
     if hold_back_from is None:
         hold_back_from = 2 if start is not None else k_max + 1
     rows = []
     model = start
     earlier: list[tuple[np.ndarray, np.ndarray]] = []  # painted slices of the scans done
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp, ExitStack() as stack:
-        itk = (stack.enter_context(ContourInterpolator(threads=1))
-               if contour_interpolation_available() else None)
+        itk = _itk_baseline(stack)
         for i, (name, image, truth) in enumerate(cases):
             work = Path(tmp) / f"scan{i}"
             work.mkdir()
@@ -404,12 +410,6 @@ def fixed_k_rows(
     """From scratch on each scan, the same K evenly spaced painted slices for both: one Retrain
     of a new model against interpolation (and ITK's contour interpolation, when that optional
     extra is installed), Dice on the slices nobody painted."""
-    from contextlib import ExitStack
-
-    from training.bench.contour_interpolation import (
-        ContourInterpolator,
-        contour_interpolation_available,
-    )
     from training.engine.checkpoint import load_checkpoint
     from training.engine.inference import predict_volume
     from training.interactive.image_priors import fill_between_slices
@@ -417,8 +417,7 @@ def fixed_k_rows(
 
     rows = []
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp, ExitStack() as stack:
-        itk = (stack.enter_context(ContourInterpolator(threads=1))
-               if contour_interpolation_available() else None)
+        itk = _itk_baseline(stack)
         for i, (name, image, truth) in enumerate(cases):
             painted = even_slices(truth, k)
             sparse = sparse_labels(truth, painted)
