@@ -28,7 +28,11 @@ from training.core.io import (
     read_image,
     read_labels,
 )
-from training.engine.normalization import DEFAULT_NORMALIZATION, normalize_intensity
+from training.engine.normalization import (
+    DEFAULT_NORMALIZATION,
+    normalize_channels,
+    normalize_intensity,
+)
 
 SPLIT_COLUMNS = ("ssl4mis_split", "ssl_benchmark_split", "split")
 
@@ -147,7 +151,8 @@ class TrainData:
     """Normalised training volumes held in memory.
 
     ``images[i]`` (z, y, x) float32 pairs with ``labels[i]`` uint8 (255 = not annotated);
-    ``unlabeled`` are extra image volumes without labels.
+    ``unlabeled`` are extra image volumes without labels. A multi-channel scan (``channels``
+    > 1, e.g. the LGG pre-contrast / FLAIR / post-contrast stack) is held (z, c, y, x).
     """
 
     images: list[np.ndarray]
@@ -165,6 +170,7 @@ class TrainData:
     # weak slices were otherwise drawn ~1 % of the time, and the teacher's relabelling of weak
     # voxels could then settle on "background everywhere" (issue 13: tags + 8 dense gave 0 Dice)
     trusted_share: float = 0.0
+    channels: int = 1
 
     @classmethod
     def from_arrays(
@@ -177,18 +183,22 @@ class TrainData:
         normalization: dict | None = None,
         names: Sequence[str] | None = None,
     ) -> TrainData:
-        """Validate and normalise raw-intensity arrays (what the plugin holds)."""
+        """Validate and normalise raw-intensity arrays (what the plugin holds). Images are
+        (z, y, x), or (z, y, x, c) for a multi-channel scan, channels last as readers give
+        RGB; every image must have the same channels."""
         if len(images) != len(labels):
             raise DataError("need one label volume per image volume")
         norm = dict(normalization or DEFAULT_NORMALIZATION)
         imgs, labs = [], []
+        channels = _channels(images) if len(images) else 1
         for i, (im, lab) in enumerate(zip(images, labels, strict=True)):
-            im, lab = _as_volume(im), _as_volume(lab)
-            if im.shape != lab.shape:
-                raise DataError(f"label shape {lab.shape} differs from image shape {im.shape}"
-                                f" (volume {i})")
             name = names[i] if names and i < len(names) else f"volume {i}"
-            imgs.append(normalize_intensity(_finite(im, name), norm))
+            im, lab = _as_scan(im, channels, name), _as_volume(lab)
+            grid = im.shape[:3]
+            if grid != lab.shape:
+                raise DataError(f"label shape {lab.shape} differs from image shape {grid}"
+                                f" (volume {i})")
+            imgs.append(_normalised(_finite(im, name), norm, channels))
             labs.append(label_values(lab, f"labels of {name}"))
         if not any((lab != IGNORE_INDEX).any() for lab in labs):
             raise DataError("the labelled set is empty: no annotated voxel (all 255)")
@@ -202,9 +212,11 @@ class TrainData:
         )
         if len(names_c) != num_classes:
             raise DataError(f"{len(names_c)} class names for {num_classes} classes")
-        unl = [normalize_intensity(_finite(_as_volume(u), f"unlabelled volume {k}"), norm)
+        unl = [_normalised(_finite(_as_scan(u, channels, f"unlabelled volume {k}"),
+                                   f"unlabelled volume {k}"), norm, channels)
                for k, u in enumerate(unlabeled)]
-        return cls(imgs, labs, unl, num_classes, names_c, norm, list(names or []))
+        return cls(imgs, labs, unl, num_classes, names_c, norm, list(names or []),
+                   channels=channels)
 
     def summary(self) -> dict:
         """Plain-dict description stored in checkpoints."""
@@ -222,6 +234,28 @@ def _finite(a: np.ndarray, name: str) -> np.ndarray:
         if bad:
             raise DataError(f"{name}: {bad:,} voxels are NaN or Inf")
     return a
+
+
+def _channels(images: Sequence[np.ndarray]) -> int:
+    """1 for grey (z, y, x) scans, c for (z, y, x, c) ones; mixed sets are refused."""
+    kinds = {int(np.shape(im)[-1]) if np.ndim(im) == 4 else 1 for im in images}
+    if len(kinds) > 1:
+        raise DataError(f"scans differ in channels ({sorted(kinds)}): train on one kind")
+    return kinds.pop()
+
+
+def _as_scan(a: np.ndarray, channels: int, name: str) -> np.ndarray:
+    """(z, y, x) for a grey scan, (z, y, x, c) for a multi-channel one."""
+    if channels == 1:
+        return _as_volume(a)
+    a = np.asarray(a)
+    if a.ndim != 4 or a.shape[-1] != channels:
+        raise DataError(f"{name}: expected a (z, y, x, {channels}) scan, got shape {a.shape}")
+    return a
+
+
+def _normalised(a: np.ndarray, scheme: dict, channels: int) -> np.ndarray:
+    return normalize_intensity(a, scheme) if channels == 1 else normalize_channels(a, scheme)
 
 
 def _as_volume(a: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ from torch import nn
 from training.core.cpu_math import flush_denormals
 from training.core.device import pick_device
 from training.engine.networks import enable_mc_dropout
-from training.engine.normalization import normalize_intensity
+from training.engine.normalization import normalize_channels, normalize_intensity
 from training.engine.postprocess import keep_main_pieces, model_clean_up
 
 # Slices per pass of a 2-D model. Larger passes were slower on a quiet 2-core machine (the
@@ -130,7 +130,8 @@ def _predict_2d_windows(model, x, size, mc, batch_size, keep_probs=True):
     """Like :func:`_predict_2d` for a native-grid model: Gaussian-weighted sliding windows of
     ``size`` over each slice, probabilities averaged at the scan's own resolution."""
     dev = next(model.parameters()).device
-    t = torch.from_numpy(x).unsqueeze(1)
+    t = torch.from_numpy(x)
+    t = t.unsqueeze(1) if t.dim() == 3 else t  # (z, c, y, x) already for a scan with channels
     n = max(mc, 1)
     probs_out, cam_out, labels_out, unc_out = [], [], [], []
 
@@ -193,6 +194,11 @@ def _predict_3d(model, x, roi, factor, mc):
     return probs[0].cpu(), None
 
 
+def model_channels(meta: dict) -> int:
+    """How many image channels a model reads: 1 (grey), or 3 for an RGB-slice model."""
+    return int((meta.get("network") or {}).get("in_channels", 1) or 1)
+
+
 def predict_volume(
     model: nn.Module,
     meta: dict,
@@ -203,7 +209,8 @@ def predict_volume(
     probabilities: bool = True,
     clean_up: bool = True,
 ) -> dict:
-    """Segment a raw-intensity (z, y, x) volume.
+    """Segment a raw-intensity (z, y, x) volume, or a (z, y, x, c) one for a model that reads
+    c channels (``meta["network"]["in_channels"]``; RGB slices are (z, y, x, 3)).
 
     Returns ``labels`` uint8 (z, y, x), ``probabilities`` float32 (C, z, y, x), ``uncertainty``
     float32 (z, y, x) = entropy of the mean (MC-dropout) softmax, and ``cam`` float32 (z, y, x) or
@@ -218,9 +225,15 @@ def predict_volume(
     flush_denormals()  # this thread (Predict runs in a worker thread): see training.core.cpu_math
     mode = model_clean_up(meta) if clean_up else "none"
     vol = np.asarray(volume)
-    if vol.ndim == 2:
+    channels = model_channels(meta)
+    if vol.ndim == (2 if channels == 1 else 3):
         vol = vol[None]
-    if vol.ndim != 3:
+    if channels > 1 and (vol.ndim != 4 or vol.shape[-1] != channels):
+        raise ValueError(f"this model reads {channels} channels: expected a (z, y, x,"
+                         f" {channels}) scan, got shape {vol.shape}")
+    if channels > 1 and not (int(meta.get("dims", 2)) == 2 and meta.get("sampling") == "patch"):
+        raise ValueError("scans with channels are predicted by 2-D native-grid models only")
+    if channels == 1 and vol.ndim != 3:
         raise ValueError(f"expected a (z, y, x) volume, got shape {vol.shape}")
     dev = torch.device(device) if device is not None else pick_device()
     model = model.to(dev).eval()
@@ -230,10 +243,11 @@ def predict_volume(
     if mc > 0 and enable_mc_dropout(model, True) == 0:
         mc = 0
     try:
-        x = normalize_intensity(vol, meta.get("normalization"))
+        x = (normalize_intensity(vol, meta.get("normalization")) if channels == 1
+             else normalize_channels(vol, meta.get("normalization")))
         if int(meta.get("dims", 2)) == 2:
             if meta.get("sampling") == "patch":
-                by, size = _predict_2d_windows, prediction_window(meta, x.shape[1:])
+                by, size = _predict_2d_windows, prediction_window(meta, x.shape[-2:])
             else:
                 by, size = _predict_2d, meta["size"]
             probs, cam, labels, unc = by(model, x, size, mc, batch_size,

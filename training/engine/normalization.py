@@ -30,3 +30,13 @@ def normalize_intensity(volume: np.ndarray, scheme: dict | None = None) -> np.nd
     v -= float(v.mean())  # in place: np.clip made a copy already
     v /= std
     return v
+
+
+def normalize_channels(volume: np.ndarray, scheme: dict | None = None) -> np.ndarray:
+    """A multi-channel scan (z, y, x, c), channels last as readers and napari hold RGB, as the
+    networks take it: (z, c, y, x) float32, each channel normalised on its own (the LGG
+    pre-contrast, FLAIR and post-contrast channels have unrelated grey scales)."""
+    v = np.asarray(volume)
+    if v.ndim != 4:
+        raise ValueError(f"expected a (z, y, x, channels) scan, got shape {v.shape}")
+    return np.stack([normalize_intensity(v[..., k], scheme) for k in range(v.shape[-1])], 1)

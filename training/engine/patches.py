@@ -21,15 +21,17 @@ FOREGROUND_SHARE = 1 / 3
 
 
 class _Stack:
-    """Slices of varying sizes padded into one (N, H, W) tensor, with each slice's own size."""
+    """Slices of varying sizes padded into one (N, H, W) tensor, or (N, C, H, W) for slices
+    with channels, with each slice's own size."""
 
     def __init__(self, slices: list[np.ndarray], fill: float, dtype: torch.dtype,
                  device: torch.device | str = "cpu") -> None:
-        self.hw = torch.tensor([s.shape for s in slices], dtype=torch.long).reshape(-1, 2)
+        self.hw = torch.tensor([s.shape[-2:] for s in slices], dtype=torch.long).reshape(-1, 2)
         h, w = (int(v) for v in self.hw.max(0).values) if len(slices) else (1, 1)
-        data = torch.full((len(slices), h, w), fill, dtype=dtype)
+        lead = tuple(slices[0].shape[:-2]) if len(slices) else ()
+        data = torch.full((len(slices), *lead, h, w), fill, dtype=dtype)
         for i, s in enumerate(slices):
-            data[i, : s.shape[0], : s.shape[1]] = torch.from_numpy(np.ascontiguousarray(s))
+            data[i, ..., : s.shape[-2], : s.shape[-1]] = torch.from_numpy(np.ascontiguousarray(s))
         self.data = data.to(device)
 
     def __len__(self) -> int:
@@ -44,7 +46,7 @@ def fitted_patch(size: Sequence[int], data: TrainData, divisor: int) -> list[int
     """``size``, shrunk on each axis to the largest slice (rounded up to a multiple of
     ``divisor``, what the network's poolings need): a 64-pixel scan trained in 128-pixel
     patches would spend three quarters of every step on padding."""
-    shapes = [v.shape[1:] for v in (*data.images, *data.unlabeled)]
+    shapes = [v.shape[-2:] for v in (*data.images, *data.unlabeled)]
     largest = [max(s[k] for s in shapes) for k in range(2)]
     return [min(int(p), -(-int(n) // divisor) * divisor) for p, n in zip(size, largest,
                                                                        strict=True)]
@@ -55,6 +57,7 @@ class SliceSampler(SlicePicker):
 
     Partly annotated volumes give their annotated slices to the labelled pool and the rest to
     the unlabelled pool (a slice with no annotated voxel is unlabelled, not background).
+    Scans with channels (``data.channels`` > 1) give (C, H, W) slices, cut and turned as one.
     """
 
     def __init__(
@@ -119,7 +122,7 @@ class SliceSampler(SlicePicker):
                 sel = idx[want]
                 pick = (torch.rand(len(sel), generator=self.gen) * self.fg_count[sel]).long()
                 flat = self.fg_flat[self.fg_start[sel] + pick]
-                width = stack.data.shape[2]
+                width = stack.data.shape[-1]
                 yx = torch.stack([flat // width, flat % width], 1).float()
                 centres[want] = torch.minimum(torch.maximum(yx, lo[want]), hi[want])
         # whole-pixel patch starts: an unaugmented patch is the scan's own pixels, unblurred
@@ -128,10 +131,11 @@ class SliceSampler(SlicePicker):
 
     def _take(self, images: _Stack, labels: _Stack | None, idx: torch.Tensor) -> dict:
         centres = self._centres(images, idx, foreground=labels is not None)
-        grid = patch_grid(centres, tuple(images.data.shape[1:]), self.size, self.aug, self.gen,
-                          self.device)
+        grid = patch_grid(centres, tuple(images.data.shape[-2:]), self.size, self.aug,
+                          self.gen, self.device)
         at = idx.to(self.device)
-        img = images.data[at][:, None]
+        img = images.data[at]
+        img = img[:, None] if img.dim() == 3 else img
         lab = labels.data[at] if labels is not None else None
         img, lab = sample_patches(img, lab, grid)
         batch = {"image": intensity(img, self.aug, self.gen)}

@@ -110,6 +110,9 @@ def make_sampler(config: TrainConfig, data: TrainData, seed: int,
     """The batch source the config asks for: native-grid 2-D patches (the default; no larger
     than the largest slice needs, given the network in ``model_config``), squashed 2-D slices
     (the earlier recipe), or 3-D patches."""
+    if data.channels > 1 and (config.dims == 3 or config.sampling != "patch"):
+        raise DataError(f"scans with {data.channels} channels train as 2-D native-grid patches"
+                        " only (--dims 2d --sampling patch)")
     if config.dims == 3:
         if config.rotate:
             raise DataError("rotation augmentation (--rotate) is for 2-D training only")
@@ -139,12 +142,15 @@ def _model_config(config: TrainConfig, data: TrainData, init: dict | None) -> di
         net = dict(init["meta"]["network"])
         if int(net["dims"]) != config.dims:
             raise DataError(f"checkpoint is {net['dims']}D but training is {config.dims}D")
+        if int(net.get("in_channels", 1)) != int(data.channels):
+            raise DataError(f"the checkpoint reads {net.get('in_channels', 1)} channel(s) but"
+                            f" the scans have {data.channels}")
         if data.num_classes > int(net["num_classes"]):
             # a structure added to a trained model: its head grows, old classes keep weights
             net = {**net, "num_classes": int(data.num_classes)}
         return net
     return {
-        "kind": "unet", "dims": config.dims, "in_channels": 1,
+        "kind": "unet", "dims": config.dims, "in_channels": int(data.channels),
         "num_classes": int(config.num_classes or data.num_classes), "base": config.base,
         "depth": config.depth, "dropout": config.dropout, "norm": config.norm,
         **({"unshuffle": config.unshuffle} if config.unshuffle > 1 else {}),
