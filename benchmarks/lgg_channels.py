@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                               unshuffle=2, base=12, depth=4, dropout=0.1, labeled_bs=4,
                               unlabeled_bs=0, seed=a.seed, device="cpu", checkpoint=str(ckpt),
                               checkpoint_every=500, log_every=100)
-            train(cfg, data, on_event=lambda e: print(kind, e, flush=True)
+            train(cfg, data, on_event=lambda e, k=kind: print(k, e, flush=True)
                   if e.get("type") != "progress" or e.get("step", 0) % 250 == 0 else None)
         took[kind] = time.perf_counter() - t0
         model, meta = load_checkpoint(str(ckpt), device="cpu")

@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated, background first, e.g. 'background,FLAIR abnormality'")
     t.add_argument("--checkpoint-every", type=int, default=0)
     t.add_argument("--log-every", type=int, default=10)
+    t.add_argument("--channels", type=int, default=1, metavar="C",
+                   help="1: the grey scan (RGB slices: their FLAIR channel); 3: every channel of"
+                        " RGB scans (LGG: pre-contrast, FLAIR, post-contrast), 2-D only")
     _train_options(t)
     # default: 1000 steps, or TAG_STEPS with --tags (see train_steps)
     t.set_defaults(steps=None)
@@ -368,7 +371,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     with series_dataset(args.data) as root:  # images/<case>/ may be a DICOM series folder
         check_labeled(root, args.labeled)
-        data = load_train_data(root, args.labeled, num_classes=args.num_classes)
+        data = load_train_data(root, args.labeled, num_classes=args.num_classes,
+                               channels=args.channels)
     if args.class_names:
         names = [n.strip() for n in args.class_names.split(",")]
         if len(names) != data.num_classes or any(not n for n in names):
@@ -530,7 +534,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from training.core.device import pick_device
     from training.core.output_paths import check_outputs
     from training.core.staged_writes import StagedWrites
-    from training.engine.inference import predict_volume
+    from training.engine.inference import model_channels, predict_volume
     from training.weak.from_tags import classifier_path
 
     if args.mc < 0:
@@ -549,17 +553,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if "size" not in meta:
         raise CheckpointError(f"{args.model}: checkpoint metadata has no 'size' (the input size "
                               f"its network was trained at); it cannot predict")
+    channels = model_channels(meta)
     for f, outs in plan:  # refuse a bad input before hours of predicting, with nothing written
-        arr, ref = read_image(f, series=args.series)
+        arr, ref = read_image(f, series=args.series, channels=channels)
         if outs[0][1].name.lower().endswith(SEG_SUFFIX):
             from training.core.dicom_seg import check_writable
 
-            check_writable(arr.shape, ref)
+            check_writable(arr.shape[:3], ref)
     # every output is staged and moved into place only when all are written: a full disk or a
     # bad file midway leaves every earlier output as it was (no half old, half new folder)
     with StagedWrites() as staged:
         for f, outs in plan:
-            arr, ref = read_image(f, series=args.series)
+            arr, ref = read_image(f, series=args.series, channels=channels)
             res = predict_volume(model, meta, arr, mc_samples=args.mc, device=device,
                                  probabilities=False, clean_up=not args.no_clean_up)
             for what, path in outs:

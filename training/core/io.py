@@ -547,11 +547,20 @@ def rgb_to_grey(array: np.ndarray) -> np.ndarray:
     return array[..., RGB_CHANNEL]
 
 
-def read_image(path: str | os.PathLike,
-               series: str | None = None) -> tuple[np.ndarray, Geometry]:
+def read_image(path: str | os.PathLike, series: str | None = None,
+               channels: int = 1) -> tuple[np.ndarray, Geometry]:
     """A scan as the networks see it: grey (z, y, x) array (2-D -> one slice) and geometry.
-    ``series`` chooses one DICOM series of a folder holding several."""
+    ``series`` chooses one DICOM series of a folder holding several. ``channels`` > 1 is for a
+    model that reads every channel of an RGB scan: (z, y, x, channels), refused for a scan
+    with other channels."""
     vol = read_volume(path, series=series)
+    if channels > 1:
+        have = int(vol.data.shape[-1]) if vol.rgb else 1
+        if have != channels:
+            raise DataError(f"{Path(path).name}: the model reads {channels} channels, the scan "
+                            f"has {have}")
+        arr = vol.data
+        return (arr[None] if arr.ndim == 3 else arr), vol.geometry
     arr = rgb_to_grey(vol.data) if vol.rgb else vol.data
     return (arr[None] if arr.ndim == 2 else arr), vol.geometry
 

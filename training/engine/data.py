@@ -280,20 +280,21 @@ def patient_stacks(cases: Sequence[Case]) -> list[list[Case]]:
     return list(groups.values())
 
 
-def read_stack(group: Sequence[Case], with_labels: bool = True
+def read_stack(group: Sequence[Case], with_labels: bool = True, channels: int = 1
                ) -> tuple[np.ndarray, np.ndarray | None]:
-    """The grey image (z, y, x) and labels of one scan from :func:`patient_stacks`."""
+    """The grey image (z, y, x) (or (z, y, x, c) with ``channels``) and labels of one scan
+    from :func:`patient_stacks`."""
     images, labels = [], []
     for c in group:
-        im, _ = read_image(c.image)
+        im, _ = read_image(c.image, channels=channels)
         images.append(im)
         if with_labels:
             if c.label is None:
                 raise DataError(f"labelled case has no label file: {c.name}")
             lab, _ = read_labels(c.label)
-            if im.shape != lab.shape:
-                raise DataError(f"label shape {lab.shape} differs from image shape {im.shape}"
-                                f" for case {c.name}")
+            if im.shape[:3] != lab.shape:
+                raise DataError(f"label shape {lab.shape} differs from image shape "
+                                f"{im.shape[:3]} for case {c.name}")
             labels.append(lab)
     if len({im.shape[1:] for im in images}) > 1:
         raise DataError(f"slices of {group[0].patient or group[0].name} differ in size")
@@ -306,21 +307,23 @@ def load_train_data(
     num_classes: int | None = None,
     use_unlabeled: bool = True,
     normalization: dict | None = None,
+    channels: int = 1,
 ) -> TrainData:
     """Read a dataset folder into :class:`TrainData` (labelled + unlabelled train cases).
 
     A patient's 2-D slices (LGG) become one scan, normalised together (:func:`patient_stacks`).
+    ``channels`` > 1 keeps every channel of RGB scans (the LGG sequences) instead of FLAIR.
     """
     cases = scan_dataset(root)
     lab_cases, unl_cases = select_labeled(cases, labeled)
     lab_groups = patient_stacks(lab_cases)
     images, labels = [], []
     for group in lab_groups:
-        im, lab = read_stack(group)
+        im, lab = read_stack(group, channels=channels)
         images.append(im)
         labels.append(lab)
-    unl = ([read_stack(g, with_labels=False)[0] for g in patient_stacks(unl_cases)]
-           if use_unlabeled else [])
+    unl = ([read_stack(g, with_labels=False, channels=channels)[0]
+            for g in patient_stacks(unl_cases)] if use_unlabeled else [])
     return TrainData.from_arrays(
         images, labels, unl, num_classes=num_classes, class_names=class_names_from_index(root)
         if num_classes is None else None, normalization=normalization,

@@ -155,11 +155,13 @@ def render_markdown(card: dict[str, Any], file_name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def dataset_scans(data_dir, split: str | None = None, patients: Sequence[str] | None = None):
+def dataset_scans(data_dir, split: str | None = None, patients: Sequence[str] | None = None,
+                  keep_channels: bool = False):
     """(name, grey image, labels, spacing (z, y, x), channels) per scan of a dataset folder.
 
     2-D slices (LGG PNGs) are stacked into one scan per patient. ``patients`` picks scans by
-    patient (or case) name; otherwise ``split`` picks the split (None = all).
+    patient (or case) name; otherwise ``split`` picks the split (None = all). With
+    ``keep_channels`` an RGB scan comes whole, (z, y, x, c), for a model that reads channels.
     """
     from training.core.io import SLICE_SUFFIXES, has_suffix, read_labels, read_volume, rgb_to_grey
     from training.engine.data import scan_dataset
@@ -179,8 +181,9 @@ def dataset_scans(data_dir, split: str | None = None, patients: Sequence[str] | 
         for c in group:
             vol = read_volume(c.image)
             channels = vol.data.shape[-1] if vol.rgb else 1
-            im = rgb_to_grey(vol.data) if vol.rgb else vol.data
-            imgs.append(im[None] if im.ndim == 2 else im)
+            whole = keep_channels and vol.rgb
+            im = rgb_to_grey(vol.data) if vol.rgb and not whole else vol.data
+            imgs.append(im[None] if im.ndim == (3 if whole else 2) else im)
             labs.append(read_labels(c.label)[0])
             sp = list(vol.geometry.spacing)[::-1]
             spacing = ([1.0, *sp] if len(sp) == 2 else sp)
@@ -201,7 +204,7 @@ def build_card(model_path: str, data_dir: str, anatomy: str, modality: str, comm
     checkpoint's own."""
     from training.core.palette import class_color
     from training.engine.checkpoint import load_checkpoint
-    from training.engine.inference import predict_volume
+    from training.engine.inference import model_channels, predict_volume
     from training.engine.metrics import classes_to_score, dice_hd95, mean_over_cases
     from training.engine.postprocess import model_clean_up
 
@@ -218,7 +221,8 @@ def build_card(model_path: str, data_dir: str, anatomy: str, modality: str, comm
     if not stats:
         raise ValueError("no training scans found for the card")
     scored = [(predict_volume(model, meta, im, device=device)["labels"], lab, sp)
-              for _, im, lab, sp, _ in dataset_scans(data_dir, test_split, test_patients)]
+              for _, im, lab, sp, _ in dataset_scans(data_dir, test_split, test_patients,
+                                                      keep_channels=model_channels(meta) > 1)]
     # every class in a prediction or a reference is scored (the evaluate rule)
     n_scored = classes_to_score(((p, r) for p, r, _ in scored), n)
     results = [dice_hd95(p, r, n_scored, sp) for p, r, sp in scored]
