@@ -34,7 +34,7 @@ from .io import NOT_ANNOTATED, Geometry
 from .jobs import Job, JobSlot
 from .model_library import LibraryModel, choose, library, user_models_dir
 from .retrain_job import MAX_UNLABELLED, RETRAIN_PRELOAD, make_job, run_retrain, scan_files
-from .session import Session, default_folder, grey_scan
+from .session import Session, SessionError, default_folder, grey_scan, scan_channels
 from .training_bridge import TrainingBridge
 
 PREDICTION, UNCERTAINTY, CAM = "prediction", "uncertainty", "CAM"
@@ -53,11 +53,12 @@ RETRAIN, PREDICT = "Retrain", "Predict"
 
 
 @thread_worker(progress={"desc": "Predicting"})
-def _predict(model_path: str, image: np.ndarray, mc_samples: int) -> dict:
+def _predict(model_path: str, session: Session, mc_samples: int) -> dict:
     from training.engine.checkpoint import load_checkpoint
-    from training.engine.inference import predict_volume
+    from training.engine.inference import model_channels, predict_volume
 
     model, meta = load_checkpoint(model_path)
+    image = session.model_input(model_channels(meta))  # grey, or an RGB model's channels
     return predict_volume(model, meta, image, mc_samples=mc_samples, probabilities=False)
 
 
@@ -248,6 +249,7 @@ class AssistantWidget(DockLayout):
             return None
         try:
             session = Session(grey_scan(layer.data, layer.rgb), geom, image_path=source,
+                              channels=scan_channels(layer.data, layer.rgb),
                               folder=default_folder(source or layer.name))
             session.settings.method = self.retrain_form.method.value
             session.settings.judge_retrains = not self.new_model  # see Settings
@@ -270,6 +272,7 @@ class AssistantWidget(DockLayout):
         names = self.structures.names()
         try:
             session = Session(grey_scan(layer.data, layer.rgb), geom, image_path=source,
+                              channels=scan_channels(layer.data, layer.rgb),
                               folder=default_folder(source or layer.name))
             session.settings.method = self.retrain_form.method.value
             session.settings.judge_retrains = False  # taught from scratch (see Settings)
@@ -466,10 +469,15 @@ class AssistantWidget(DockLayout):
             show_warning("This new model has not learnt anything yet: paint a few slices with "
                          "the structures' label values, then click Retrain.")
             return
+        try:  # a model for RGB stacks on a grey scan: said now, no thread started
+            s.model_input(self._model_channels(model))
+        except SessionError as e:
+            show_error(f"Cannot predict: {e}")
+            return
         job = self.jobs.start(PREDICT, s)
         self.progress.setRange(0, 0)  # busy
         self.status.setText("Predicting…")
-        worker = _predict(model, s.image, s.settings.mc_samples)
+        worker = _predict(model, s, s.settings.mc_samples)
         worker.returned.connect(lambda result: self._on_predicted(job, result))
         worker.errored.connect(self._on_predict_error)
         worker.finished.connect(lambda: self._predict_finished(job))
@@ -529,6 +537,17 @@ class AssistantWidget(DockLayout):
 
     # ----- Retrain ------------------------------------------------------------------------------
 
+    @staticmethod
+    def _model_channels(model_path: str | None) -> int:
+        """The channels the model reads: 1 (the grey scan), or 3 (every channel of RGB)."""
+        from training.engine.checkpoint import read_meta
+        from training.engine.inference import model_channels
+
+        try:
+            return model_channels(read_meta(model_path)) if model_path else 1
+        except Exception:  # an unreadable model is reported by Predict or Retrain themselves
+            return 1
+
     def retrain(self) -> None:
         if self.refused_while_busy():
             return
@@ -538,7 +557,9 @@ class AssistantWidget(DockLayout):
             return
         # the other open scans feed the semi-supervised terms (arrays in memory; a folder of
         # scans goes to the training process as its path: no file is read here)
-        others = [grey_scan(ly.data, ly.rgb) for ly in self._images()
+        rgb_model = s.channels is not None and self._model_channels(s.current_model_path) > 1
+        others = [scan_channels(ly.data, ly.rgb) if rgb_model and ly.rgb
+                  else grey_scan(ly.data, ly.rgb) for ly in self._images()
                   if ly is not self._image_layer and ly.ndim == s.image.ndim]
         form = self.retrain_form
         steps = form.steps.value

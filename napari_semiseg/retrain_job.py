@@ -102,17 +102,24 @@ def make_job(
         from napari_semiseg.session import SessionError
 
         raise SessionError("no model to retrain: run Predict with a model first")
+    from training.engine.checkpoint import read_meta
+    from training.engine.inference import model_channels
+
+    channels = model_channels(read_meta(model_path))
+    image = session.model_input(channels)  # refused before anything is written
     train_slices, held = session.held_back_split()
     out = job_folder(session, "retrain-", work_dir)
-    np.save(out / "image.npy", session.image)
+    np.save(out / "image.npy", image)
     np.save(out / "labels.npy", session.training_labels(train_slices))
     reference = None
     if held:
         reference = str(out / "reference.npy")
         np.save(reference, session.training_labels(held))
     unl = []
-    for k, vol in enumerate(unlabelled_volumes):
-        p = out / f"unlabelled{k}.npy"
+    for vol in unlabelled_volumes:  # only scans the model can read: same channels
+        if np.ndim(vol) != image.ndim or (image.ndim == 4 and np.shape(vol)[-1] != channels):
+            continue
+        p = out / f"unlabelled{len(unl)}.npy"
         np.save(p, np.asarray(vol))
         unl.append(str(p))
     steps = int(steps if steps is not None else session.settings.steps)
@@ -159,9 +166,10 @@ def unlabelled_scans(job: RetrainJob, ndim: int) -> tuple[list[np.ndarray], list
     files = scan_files(folder)[:MAX_UNLABELLED] if folder and Path(folder).is_dir() else []
     if folder and not Path(folder).is_dir():
         skipped.append(f"the unlabelled-scans folder {folder} is gone")
+    channels = 1 if ndim == 3 else int(np.load(job.image, mmap_mode="r").shape[-1])
     for f in files:
         try:
-            arr, _ = read_image(f)
+            arr, _ = read_image(f, channels=channels)
         except DataError as e:
             skipped.append(str(e))
             continue

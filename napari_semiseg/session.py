@@ -27,7 +27,13 @@ from napari_semiseg.io import (
     read_volume,
 )
 from napari_semiseg.paint_events import apply_paint, painted_slices
-from napari_semiseg.session_files import SessionError, SessionFiles, default_folder, grey_scan
+from napari_semiseg.session_files import (
+    SessionError,
+    SessionFiles,
+    default_folder,
+    grey_scan,
+    scan_channels,
+)
 from training.interactive.loop import (
     SUGGEST_BODY_FIRST,
     SUGGEST_COVERAGE,
@@ -51,6 +57,7 @@ __all__ = [
     "Settings",
     "default_folder",
     "grey_scan",
+    "scan_channels",
 ]
 
 
@@ -123,6 +130,7 @@ class Session(SessionFiles):
         folder: str | os.PathLike | None = None,
         settings: Settings | None = None,
         autosave: bool = True,
+        channels: np.ndarray | None = None,
     ) -> None:
         image = np.asarray(image)
         if image.ndim not in (2, 3):
@@ -130,6 +138,12 @@ class Session(SessionFiles):
         if image.ndim == 2:
             image = image[None]
         self.image = image
+        # every channel of an RGB scan (z, y, x, c), for a model that reads them all; the
+        # grey ``image`` (its FLAIR channel) is what everything else works on
+        self.channels = None if channels is None else np.asarray(channels)
+        if self.channels is not None and self.channels.shape[:3] != image.shape:
+            raise SessionError(f"the scan's channels {self.channels.shape} do not lie on its "
+                               f"grey image {image.shape}")
         self.geometry = geometry or Geometry.identity(3)
         if self.geometry.ndim == 2:  # a single 2-D slice: lift its geometry to (x, y, 1)
             sp, org, d = self.geometry.spacing, self.geometry.origin, self.geometry.direction
@@ -160,7 +174,19 @@ class Session(SessionFiles):
     def from_file(cls, image_path: str | os.PathLike, **kwargs: Any) -> Session:
         """A new session on a scan file (any format :func:`napari_semiseg.io.read_volume` reads)."""
         vol = read_volume(image_path, as_labels=False)
-        return cls(grey_scan(vol.data, vol.rgb), vol.geometry, image_path=image_path, **kwargs)
+        return cls(grey_scan(vol.data, vol.rgb), vol.geometry, image_path=image_path,
+                   channels=scan_channels(vol.data, vol.rgb), **kwargs)
+
+    def model_input(self, channels: int) -> np.ndarray:
+        """The scan as a model reading ``channels`` channels takes it: the grey image (z, y, x)
+        for 1, the scan's own channels (z, y, x, c) otherwise."""
+        if channels == 1:
+            return self.image
+        have = 1 if self.channels is None else int(self.channels.shape[-1])
+        if have != channels:
+            raise SessionError(f"this model reads {channels} channels, and this scan has "
+                               f"{have}: choose a model made for such scans")
+        return self.channels
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -82,6 +82,16 @@ def grey_scan(data: Any, rgb: bool = False) -> np.ndarray:
     return np.asarray(rgb_to_grey(data) if rgb else data)
 
 
+def scan_channels(data: Any, rgb: bool = False) -> np.ndarray | None:
+    """The scan with every channel, (z, y, x, c), for models that read them; None for a grey
+    scan. The alpha of RGBA is not an image channel and is dropped."""
+    if not rgb:
+        return None
+    arr = np.asarray(data)
+    arr = arr[..., :3] if arr.shape[-1] == 4 else arr
+    return arr[None] if arr.ndim == 3 else arr
+
+
 class SessionError(ValueError):
     """A session folder that cannot be opened, or an action the session cannot take."""
 
@@ -303,8 +313,10 @@ class SessionFiles:
                 raise SessionError(f"the session's scan is missing: {image_path}")
             vol = read_volume(image_path, as_labels=False)
             image = grey_scan(vol.data, vol.rgb)
+            channels = scan_channels(vol.data, vol.rgb)
         else:
             image = read_volume(folder / IMAGE_FILE, as_labels=False).data
+            channels = None
         if image.ndim == 2:
             image = image[None]
         if list(image.shape) != rec.shape:
@@ -312,6 +324,7 @@ class SessionFiles:
                                   f"session was made on {tuple(rec.shape)}")
         s = cls.__new__(cls)
         s.image = image
+        s.channels = channels
         s.geometry = geometry
         s.image_path = image_path
         s.folder = folder

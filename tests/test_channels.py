@@ -156,3 +156,55 @@ def test_the_cli_trains_on_every_channel_and_predicts_a_patient_folder(tmp_path,
                  "--output", str(tmp_path / "g.nii.gz")]) != 0
     assert "reads 3 channels" in capsys.readouterr().err
     assert not (tmp_path / "g.nii.gz").exists()
+
+
+def _rgb_model(tmp_path):
+    """A tiny 3-channel model trained a few steps on RGB scans: (path, a test scan, labels)."""
+    from training.fit.trainer import TrainConfig, train
+
+    scans = [_rgb_scan(k) for k in range(2)]
+    data = TrainData.from_arrays([s[0] for s in scans], [s[1] for s in scans], num_classes=2)
+    cfg = TrainConfig(steps=3, size=[32, 32], labeled_bs=2, unlabeled_bs=0, base=4, depth=2,
+                      device="cpu", checkpoint=str(tmp_path / "rgb.pt"))
+    return train(cfg, data), *_rgb_scan(5)
+
+
+def test_a_session_feeds_each_model_what_it_reads(tmp_path):
+    from napari_semiseg.session import Session, SessionError, scan_channels
+
+    path, image, _ = _rgb_model(tmp_path)
+    s = Session(image[..., 1], channels=scan_channels(image, rgb=True), autosave=False)
+    assert s.model_input(1) is s.image and s.model_input(3).shape == (6, 40, 48, 3)
+    grey = Session(image[..., 1], autosave=False)
+    with pytest.raises(SessionError, match="reads 3 channels"):
+        grey.model_input(3)
+    with pytest.raises(SessionError, match="channels"):
+        Session(image[..., 1], channels=image[:, :-1], autosave=False)
+
+
+def test_a_retrain_of_an_rgb_model_trains_and_predicts_on_every_channel(tmp_path):
+    from napari_semiseg.retrain_job import make_job, run_retrain
+    from napari_semiseg.session import Session, SessionError, scan_channels
+
+    path, image, truth = _rgb_model(tmp_path)
+    s = Session(image[..., 1], channels=scan_channels(image, rgb=True),
+                folder=tmp_path / "session")
+    s.add_version(path, note="rgb model")
+    s.prediction[2] = truth[2]
+    s.detect_painted_slices(indices=(np.array([2]), np.array([0]), np.array([0])), axis=0)
+    other_rgb, _ = _rgb_scan(8)
+    job = make_job(s, unlabelled_volumes=[other_rgb, other_rgb[..., 0]], steps=2,
+                   work_dir=tmp_path / "jobs", device="cpu", method="mean_teacher",
+                   labeled_bs=2, unlabeled_bs=2)
+    assert np.load(job.image).shape == (6, 40, 48, 3)
+    assert len(job.unlabelled) == 1  # the grey one cannot feed a model that reads RGB
+    events: list[dict] = []
+    run_retrain(job, events.append, lambda: False)
+    assert events[-1]["type"] == "done", events[-1]
+    assert np.load(events[-1]["prediction"]).shape == (6, 40, 48)
+    grey = Session(image[..., 1], folder=tmp_path / "grey")
+    grey.add_version(path, note="rgb model")
+    grey.prediction[2] = truth[2]
+    grey.detect_painted_slices(indices=(np.array([2]), np.array([0]), np.array([0])), axis=0)
+    with pytest.raises(SessionError, match="reads 3 channels"):
+        make_job(grey, work_dir=tmp_path / "jobs2")

@@ -193,6 +193,8 @@ def retrain_once(
     """Fine-tune ``model_path`` on ``labels`` (the training slices, 255 elsewhere), predict
     ``image`` as the dock shows it, and judge the new model against the old on the
     ``held_back`` slices of ``reference`` (the user's labels there, 255 elsewhere).
+    ``image`` is what the model reads: the grey scan (z, y, x), or (z, y, x, c) for a model
+    that reads c channels.
 
     Returns None when stopped (``should_stop``) before the end. ``on_event`` gets the
     trainer's progress and checkpoint events. ``on_preview(labels, uncertainty, step, source)``
@@ -211,9 +213,12 @@ def retrain_once(
         # the painted slices carried through the scan by registration (it beat shape
         # interpolation on 19 of 20 LA train scans at K = 5, benchmarks/results/prior_choice.md):
         # shown at once, and what every later prediction of this Retrain is fused with
+        from training.core.io import rgb_to_grey
         from training.interactive.image_priors import fill_between_slices
 
-        shown = replace(shown, fill=fill_between_slices(labels, image, "register"))
+        # registration reads the grey scan (an RGB scan's FLAIR), whatever the model reads
+        grey = image if np.ndim(image) == 3 else rgb_to_grey(image)
+        shown = replace(shown, fill=fill_between_slices(labels, grey, "register"))
     old_scores: dict = {}
     if reference is not None and len(held_back):  # the parent's Dice, for the judgement
         old, _ = shown.predict(model_path, image, labels)
