@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
 
     from training.engine.checkpoint import load_checkpoint
-    from training.engine.inference import predict_volume
+    from training.engine.inference import model_channels, predict_volume
     from training.engine.metrics import classes_to_score, dice_hd95
     from training.engine.postprocess import POSTPROCESS_MODES, keep_main_pieces
     from training.library.model_card import dataset_scans
@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     patients = [s for s in a.patients.split(",") if s] or None
     split = a.split if a.split else None
     rows, t0 = [], time.time()
-    for name, im, lab, sp, _ in dataset_scans(a.data, split, patients):
+    for name, im, lab, sp, _ in dataset_scans(a.data, split, patients,
+                                              keep_channels=model_channels(meta) > 1):
         pred = predict_volume(model, meta, im, device="cpu", probabilities=False)["labels"]
         scores = {}
         for mode in POSTPROCESS_MODES:

@@ -17,7 +17,7 @@ import torch
 from training.core.io import read_image, read_labels
 from training.engine.checkpoint import load_checkpoint
 from training.engine.data import class_names_from_index, load_train_data, scan_dataset
-from training.engine.inference import predict_volume
+from training.engine.inference import model_channels, predict_volume
 from training.engine.metrics import classes_to_score, dice_hd95, mean_over_cases
 from training.fit.trainer import TrainConfig, method_settings, train
 
@@ -33,7 +33,7 @@ def evaluate_split(model_path: str, data_dir: str, split: str = "test") -> dict:
     for case in scan_dataset(data_dir):
         if case.split != split or case.label is None:
             continue
-        img, geometry = read_image(case.image)
+        img, geometry = read_image(case.image, channels=model_channels(meta))
         ref, _ = read_labels(case.label)
         pred = predict_volume(model, meta, img, device="cpu")["labels"]
         scored.append((pred, ref, list(geometry.spacing)[::-1][: ref.ndim]))
