@@ -6,7 +6,9 @@ FLAIR channel only. This trains one model per input on the train patients of
 
 - ``flair``: the FLAIR channel (what ships);
 - ``rgb``: all three sequences;
-- ``flair-2.5d``: FLAIR of the slice and its two neighbours (context across slices).
+- ``flair-2.5d``: FLAIR of the slice and its two neighbours (context across slices);
+- ``rgb-missing``: all three, with a share (``--missing-channels``) of training patches whose
+  channels are all FLAIR, as in the patients whose missing sequences were filled with it.
 
     OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python benchmarks/lgg_channels.py --steps 2000 \
         --inputs flair rgb flair-2.5d --out benchmarks/results/lgg_channels_val.md
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-INPUTS = ("flair", "rgb", "flair-2.5d")
+INPUTS = ("flair", "rgb", "flair-2.5d", "rgb-missing")
 
 
 def patient_scans(data_dir: str, patients: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -48,7 +50,7 @@ def as_input(rgb: np.ndarray, kind: str) -> np.ndarray:
     """The array a model of input ``kind`` reads, from a (z, y, x, 3) RGB stack."""
     from training.core.io import RGB_CHANNEL
 
-    if kind == "rgb":
+    if kind in ("rgb", "rgb-missing"):
         return rgb
     flair = rgb[..., RGB_CHANNEL]
     if kind == "flair":
@@ -67,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inputs", nargs="+", default=list(INPUTS), choices=INPUTS)
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--missing-channels", type=float, default=0.2,
+                   help="rgb-missing: share of patches with every channel FLAIR")
     p.add_argument("--runs", default="runs/lgg_channels", help="folder for the checkpoints")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
@@ -84,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, list[float]] = {}
     took: dict[str, float] = {}
     for kind in a.inputs:
-        ckpt = Path(a.runs) / f"{kind}_s{a.seed}_{a.steps}.pt"
+        tag = f"{kind}{a.missing_channels:g}" if kind == "rgb-missing" else kind
+        ckpt = Path(a.runs) / f"{tag}_s{a.seed}_{a.steps}.pt"
         t0 = time.perf_counter()
         if not ckpt.exists():  # a finished arm is kept: a rerun scores it again
             data = TrainData.from_arrays(
@@ -95,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             cfg = TrainConfig(method="supervised", dims=2, steps=a.steps, size=[256, 256],
                               unshuffle=2, base=12, depth=4, dropout=0.1, labeled_bs=4,
                               unlabeled_bs=0, seed=a.seed, device="cpu", checkpoint=str(ckpt),
-                              checkpoint_every=500, log_every=100)
+                              checkpoint_every=500, log_every=100,
+                              missing_channels=a.missing_channels if kind == "rgb-missing"
+                              else None)
             train(cfg, data, on_event=lambda e, k=kind: print(k, e, flush=True)
                   if e.get("type") != "progress" or e.get("step", 0) % 250 == 0 else None)
         took[kind] = time.perf_counter() - t0

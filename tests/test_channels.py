@@ -208,3 +208,37 @@ def test_a_retrain_of_an_rgb_model_trains_and_predicts_on_every_channel(tmp_path
     grey.detect_painted_slices(indices=(np.array([2]), np.array([0]), np.array([0])), axis=0)
     with pytest.raises(SessionError, match="reads 3 channels"):
         make_job(grey, work_dir=tmp_path / "jobs2")
+
+
+def test_missing_channel_augmentation_fills_every_channel_with_the_grey_one():
+    import torch
+
+    from training.core.io import RGB_CHANNEL
+    from training.engine.augment import missing_channels
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 3, 8, 8)
+    out = missing_channels(x, Augmentation(p_missing_channels=1.0), gen)
+    for k in range(3):
+        assert torch.equal(out[:, k], x[:, RGB_CHANNEL])
+    some = missing_channels(x, Augmentation(p_missing_channels=0.5), gen)
+    filled = (some == some[:, RGB_CHANNEL:RGB_CHANNEL + 1]).flatten(1).all(1)
+    assert 16 < int(filled.sum()) < 48  # about half, the rest untouched
+    assert torch.equal(some[~filled], x[~filled])
+    assert torch.equal(missing_channels(x, Augmentation(), gen), x)  # off by default
+    grey = torch.randn(4, 1, 8, 8)
+    assert torch.equal(missing_channels(grey, Augmentation(p_missing_channels=1.0), gen), grey)
+
+
+def test_the_card_says_a_model_reads_channels_and_how_it_was_augmented():
+    from training.library.model_card import recipe_summary
+
+    meta = {"dims": 2, "sampling": "patch", "size": [256, 256],
+            "network": {"in_channels": 3},
+            "config": {"augment": "anatomy", "missing_channels": 0.2, "steps": 10,
+                       "labeled_bs": 4, "lr": 1e-3}}
+    line = recipe_summary(meta)
+    assert line.startswith("3 channels in; native-grid patches 256x256")
+    assert "every channel FLAIR in 20 % of patches" in line
+    grey = recipe_summary({**meta, "network": {"in_channels": 1}, "config": {"steps": 10}})
+    assert "channels" not in grey

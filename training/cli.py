@@ -84,6 +84,9 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rotate", type=float, default=None, metavar="DEG",
                    help="2D: largest random turn (patches: default 15; resize: half the slices "
                         "turn by up to DEG on top of 90-degree turns, default 0)")
+    p.add_argument("--missing-channels", type=float, default=None, metavar="P",
+                   help="--channels 3: share of training patches whose channels all become "
+                        "FLAIR, as in scans whose missing sequences were filled with it")
     p.add_argument("--refresh-every", type=int, default=100, help="bcp static-teacher period")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
@@ -328,6 +331,7 @@ def _config(args: argparse.Namespace, **extra):
         refresh_every=args.refresh_every, device=args.device,
         precision=getattr(args, "precision", "fp32"), optimizer=args.optimizer,
         rotate=args.rotate, sampling=args.sampling, augment=args.augment,
+        missing_channels=getattr(args, "missing_channels", None),
         foreground_share=args.foreground_share, lr_warmup=args.lr_warmup,
         clip_grad=args.clip_grad, weights_ema=args.weights_ema, unshuffle=unshuffle,
         deterministic=not getattr(args, "fast_kernels", False),

@@ -39,16 +39,24 @@ class Augmentation:
     brightness: tuple[float, float] = (0.75, 1.25)
     p_noise: float = 0.15
     noise_std: float = 0.1
+    # Scans with channels: the share of samples whose every channel is replaced by the grey
+    # one (an RGB scan's FLAIR), as in LGG patients whose missing sequences were filled with
+    # FLAIR (2 of 30 train and val patients); a model never shown that reads them as noise
+    p_missing_channels: float = 0.0
 
     @classmethod
-    def named(cls, name: str, rotate: float | None = None) -> Augmentation | None:
-        """The preset ``name`` (:data:`AUGMENTATIONS`); ``rotate`` overrides its angle."""
+    def named(cls, name: str, rotate: float | None = None,
+              missing_channels: float | None = None) -> Augmentation | None:
+        """The preset ``name`` (:data:`AUGMENTATIONS`); ``rotate`` overrides its angle and
+        ``missing_channels`` its :attr:`p_missing_channels`."""
         if name == "none":
             return None
         if name not in AUGMENTATIONS:
             raise ValueError(f"augmentation must be one of {', '.join(AUGMENTATIONS)}, "
                              f"not {name!r}")
-        extra = {} if rotate is None else {"rotate": float(rotate)}
+        extra: dict = {} if rotate is None else {"rotate": float(rotate)}
+        if missing_channels is not None:
+            extra["p_missing_channels"] = float(missing_channels)
         return cls(flips=name == "any-orientation", **extra)
 
     def to_dict(self) -> dict:
@@ -152,3 +160,18 @@ def intensity(x: torch.Tensor, aug: Augmentation | None, gen: torch.Generator) -
         x = x.clone()
         x[k.to(x.device)] += noise.to(x.device) * std[k].view(-1, *shape[1:]).to(x.device)
     return x
+
+
+def missing_channels(x: torch.Tensor, aug: Augmentation | None,
+                     gen: torch.Generator) -> torch.Tensor:
+    """Samples of a (N, C, ...) batch with C > 1 whose every channel becomes the grey one
+    (:data:`training.core.io.RGB_CHANNEL`), each with probability ``aug.p_missing_channels``."""
+    from training.core.io import RGB_CHANNEL
+
+    if aug is None or aug.p_missing_channels <= 0 or x.shape[1] < 2:
+        return x
+    pick = _coin(x.shape[0], aug.p_missing_channels, gen).to(x.device)
+    if not bool(pick.any()):
+        return x
+    grey = x[:, RGB_CHANNEL:RGB_CHANNEL + 1].expand_as(x)
+    return torch.where(pick.view(-1, *([1] * (x.dim() - 1))), grey, x)

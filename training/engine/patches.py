@@ -14,7 +14,13 @@ import numpy as np
 import torch
 
 from training import IGNORE_INDEX
-from training.engine.augment import Augmentation, intensity, patch_grid, sample_patches
+from training.engine.augment import (
+    Augmentation,
+    intensity,
+    missing_channels,
+    patch_grid,
+    sample_patches,
+)
 from training.engine.data import DataError, SlicePicker, TrainData
 
 FOREGROUND_SHARE = 1 / 3
@@ -138,6 +144,7 @@ class SliceSampler(SlicePicker):
         img = img[:, None] if img.dim() == 3 else img
         lab = labels.data[at] if labels is not None else None
         img, lab = sample_patches(img, lab, grid)
+        img = missing_channels(img, self.aug, self.gen)
         batch = {"image": intensity(img, self.aug, self.gen)}
         if lab is not None:
             batch["label"] = lab

@@ -58,6 +58,9 @@ class TrainConfig:
     # largest random turn in degrees (None: the augmentation's own, 15 for patches; "resize"
     # sampling turns half its slices by up to this much on top of its 90-degree turns)
     rotate: float | None = None
+    # scans with channels: share of patches whose channels all become the grey (FLAIR) one
+    # (None: the augmentation's own, 0)
+    missing_channels: float | None = None
     seed: int = 0
     warmup_fraction: float | None = None
     rampup_fraction: float = 0.4
@@ -124,7 +127,7 @@ def make_sampler(config: TrainConfig, data: TrainData, seed: int,
     if config.sampling != "patch":
         raise DataError(f"sampling must be 'patch' or 'resize', not {config.sampling!r}")
     try:
-        aug = Augmentation.named(config.augment, config.rotate)
+        aug = Augmentation.named(config.augment, config.rotate, config.missing_channels)
     except ValueError as exc:
         raise DataError(str(exc)) from None
     size = config.size

@@ -109,10 +109,16 @@ def recipe_summary(meta: dict[str, Any]) -> str:
                  "any-orientation": f"turns up to {turn:g} degrees plus 90-degree turns and "
                                     "mirroring, scale, gamma, contrast, brightness, noise",
                  "none": "no augmentation"}.get(aug, aug)
+    missing = float(cfg.get("missing_channels") or 0)
+    if missing > 0 and aug != "none":
+        aug_words += f", every channel FLAIR in {100 * missing:.0f} % of patches"
+    reads = int((meta.get("network") or {}).get("in_channels", 1) or 1)
+    channels = f"{reads} channels in; " if reads > 1 else ""
     ema = cfg.get("weights_ema") or 0
     from training.engine.inference import WHOLE_SLICE_UP_TO
 
-    return (f"native-grid patches {size} ({100 * float(cfg.get('foreground_share', 1 / 3)):.0f} "
+    return (f"{channels}native-grid patches {size} "
+            f"({100 * float(cfg.get('foreground_share', 1 / 3)):.0f} "
             f"% centred on a structure), {aug_words}; {cfg.get('optimizer', 'adamw')} lr "
             f"{cfg.get('lr')}, warm-up {100 * float(cfg.get('lr_warmup', 0)):.0f} %, poly decay, "
             f"gradient clip {cfg.get('clip_grad', 0)}"
