@@ -62,6 +62,12 @@ def _predict(model_path: str, session: Session, mc_samples: int) -> dict:
     return predict_volume(model, meta, image, mc_samples=mc_samples, probabilities=False)
 
 
+@thread_worker
+def _rank(session: Session, axis: int) -> list:
+    """The ranked uncertain slices along ``axis``, off the UI thread."""
+    return session.ranked_uncertain_slices(axis)
+
+
 class AssistantWidget(DockLayout):
     """Predict, review uncertain slices, correct, retrain in the background, keep versions.
 
@@ -671,7 +677,7 @@ class AssistantWidget(DockLayout):
                 show_warning(f"Retrain not adopted, the previous version stays: {reason}")
                 self.status.setText(f"Version {version.id} not adopted: {reason}")
         elif kind == "show_ranking" and here:
-            self._show_uncertain()
+            self._rank_in_background(s)
         elif kind == "warning":  # e.g. the engine saw the network collapse
             show_warning(f"Retrain: {ev.get('message')}")
         elif kind in ("cancelled", "error") and s is not None:
@@ -786,6 +792,27 @@ class AssistantWidget(DockLayout):
                  for a in sorted(s.labelled) if s.labelled[a]]
         self.labelled_label.setText(f"Labelled slices: {s.n_labelled}"
                                     + (f" ({'; '.join(parts)})" if parts else ""))
+
+    def _rank_in_background(self, s: Session) -> None:
+        """Rank the uncertain slices in a thread: over a whole scan it blocked the event loop
+        for ~75 ms at the end of each Retrain (benchmarks/new_model_refresh.py)."""
+        if s.uncertainty is None:
+            self.uncertain_list.clear()
+            return
+        axis = self._slicing_axis()
+        worker = _rank(s, axis)
+
+        def show(ranked: list) -> None:
+            if self.session is not s:  # another scan is on screen now
+                return
+            try:
+                self._show_uncertain(ranked)
+            except RuntimeError:  # the dock was closed while ranking: nothing to show it in
+                pass
+
+        worker.returned.connect(show)
+        worker.errored.connect(lambda e: show_warning(f"Could not rank uncertain slices: {e}"))
+        worker.start()
 
     def _show_uncertain(self, ranked: list | None = None) -> None:
         s = self.session

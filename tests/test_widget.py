@@ -117,6 +117,11 @@ def test_full_loop_retrain_keeps_painted_slice_and_refreshes_others(qtbot, assis
         assert s.current == s.versions[0].id
         np.testing.assert_array_equal(layer.data[[0, 1, 2, 4, 6, 8, 9]], old_other)
     assert "step" in widget.status.text() or "version" in widget.status.text()
+    # the uncertain slices are ranked again off the UI thread; none of the painted ones
+    qtbot.waitUntil(lambda: widget.uncertain_list.count() > 0, timeout=30000)
+    listed = {int(widget.uncertain_list.item(k).text().split()[1])
+              for k in range(widget.uncertain_list.count())}
+    assert not listed & {3, 5, 7}
 
 
 def test_cancel_keeps_current_version(qtbot, assistant):
