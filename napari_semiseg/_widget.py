@@ -660,9 +660,14 @@ class AssistantWidget(DockLayout):
             self._pending.appendleft({"type": "show_result", "version": version,
                                       "adopted": adopted, "reason": reason})
         elif kind == "show_result" and s is not None:
-            version, adopted, reason = ev["version"], ev["adopted"], ev["reason"]
+            # one piece per tick (drawing the layers, then the list and the message, then the
+            # ranking in a thread): in one go they blocked the event loop for up to 177 ms
             if here:
                 self._show_prediction(rank=False)
+            self._pending.appendleft({**ev, "type": "show_verdict"})
+        elif kind == "show_verdict" and s is not None:
+            version, adopted, reason = ev["version"], ev["adopted"], ev["reason"]
+            if here:
                 self._pending.appendleft({"type": "show_ranking"})  # on the next tick
                 self._show_versions()
             if adopted:  # the next scan opened starts from what this one taught
