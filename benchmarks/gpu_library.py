@@ -39,8 +39,9 @@ LIBRARY: dict[str, dict] = {
                              "dropout": 0.1}},
     "lgg_flair_unet2d": {"data": "lgg_brain_mri_2d", "labeled": "lgg.json:train",
                          "class_names": ["background", "FLAIR abnormality"],
+                         "channels": 3,
                          "config": {"size": [256, 256], "unshuffle": 2, "base": 12,
-                                    "depth": 4, "dropout": 0.1}},
+                                    "depth": 4, "dropout": 0.1, "missing_channels": 0.2}},
 }
 
 
@@ -69,7 +70,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
         cases, _ = select_labeled(scan_dataset(root), _labeled(entry["labeled"]))
         groups = patient_stacks(cases)
         for i, group in enumerate(groups):
-            im, lab = read_stack(group)
+            im, lab = read_stack(group, channels=int(entry.get("channels", 1)))
             small = im.min() >= 0 and im.max() <= 255  # LA and LGG grey levels fit a byte
             arrays[f"{name}/image{i}"] = im.astype(np.uint8 if small else np.uint16)
             arrays[f"{name}/label{i}"] = lab.astype(np.uint8)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from training.core.io import read_image
 from training.engine.checkpoint import companion_path, load_checkpoint
-from training.engine.inference import DEFAULT_BATCH, predict_volume
+from training.engine.inference import DEFAULT_BATCH, model_channels, predict_volume
 from training.engine.networks import count_parameters
 
 DEFAULT_SHAPE = (100, 256, 256)
@@ -72,14 +72,17 @@ def time_predictions(
     """Median seconds of ``predict_volume`` (labels + uncertainty) per (entry index, mc,
     slices per pass; None = the product's default), all interleaved within each repeat."""
     times: dict[tuple[int, int, int | None], list[float]] = {}
-    for e in entries:  # warm-up: allocator, first-call overheads
-        predict_volume(e.model, e.meta, volume[:4], device="cpu", probabilities=False)
+    # a model that reads c channels gets the grey volume in each (the same pixels to push)
+    inputs = [volume if model_channels(e.meta) == 1 else
+              np.repeat(volume[..., None], model_channels(e.meta), -1) for e in entries]
+    for e, x in zip(entries, inputs, strict=True):  # warm-up: allocator, first-call overheads
+        predict_volume(e.model, e.meta, x[:4], device="cpu", probabilities=False)
     for r in range(repeats):
         for mc in mc_samples:
             for b in batches:
                 for i, e in enumerate(entries):
                     t0 = time.perf_counter()
-                    predict_volume(e.model, e.meta, volume, mc_samples=mc, device="cpu",
+                    predict_volume(e.model, e.meta, inputs[i], mc_samples=mc, device="cpu",
                                    batch_size=b or DEFAULT_BATCH, probabilities=False)
                     times.setdefault((i, mc, b), []).append(time.perf_counter() - t0)
         log(f"repeat {r + 1}/{repeats} done")
