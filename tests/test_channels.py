@@ -242,3 +242,18 @@ def test_the_card_says_a_model_reads_channels_and_how_it_was_augmented():
     assert "every channel FLAIR in 20 % of patches" in line
     grey = recipe_summary({**meta, "network": {"in_channels": 1}, "config": {"steps": 10}})
     assert "channels" not in grey
+
+
+def test_a_reopened_session_of_an_rgb_stack_keeps_its_channels(tmp_path):
+    from conftest import SAMPLES
+
+    from napari_semiseg.session import Session
+
+    lgg = SAMPLES / "lgg/TCGA_CS_4941_19960909/images"
+    s = Session.from_file(lgg, folder=tmp_path / "session")
+    assert s.channels.shape == (*s.image.shape, 3)
+    assert np.array_equal(s.channels[..., 1], s.image)  # the grey image is the FLAIR channel
+    s.save()
+    s.close()  # the folder is released, as when its window closes
+    back = Session.open(tmp_path / "session")
+    assert np.array_equal(back.model_input(3), s.channels)
