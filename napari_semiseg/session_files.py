@@ -34,7 +34,7 @@ from napari_semiseg.io import (
 )
 from napari_semiseg.session_record import SessionRecordError, parse_record
 from training.core.atomic import atomic_write
-from training.core.io import rgb_to_grey
+from training.core.io import rgb_channels, rgb_to_grey
 
 if TYPE_CHECKING:
     from napari_semiseg.session import Session
@@ -85,11 +85,7 @@ def grey_scan(data: Any, rgb: bool = False) -> np.ndarray:
 def scan_channels(data: Any, rgb: bool = False) -> np.ndarray | None:
     """The scan with every channel, (z, y, x, c), for models that read them; None for a grey
     scan. The alpha of RGBA is not an image channel and is dropped."""
-    if not rgb:
-        return None
-    arr = np.asarray(data)
-    arr = arr[..., :3] if arr.shape[-1] == 4 else arr
-    return arr[None] if arr.ndim == 3 else arr
+    return rgb_channels(data) if rgb else None
 
 
 class SessionError(ValueError):

@@ -99,6 +99,26 @@ def tiny_model(tmp_path_factory) -> str:
     return train(cfg, data)
 
 
+LGG_SAMPLE = SAMPLES / "lgg/TCGA_CS_4941_19960909"
+
+
+def train_tiny_lgg(tmp_path_factory, channels: int) -> str:
+    """A 2-class U-Net (base 4) trained for 2 steps on the LGG sample, a quarter of its
+    pixels: on its FLAIR channel (``channels=1``) or on all three (``channels=3``)."""
+    from napari_semiseg.io import read_volume
+    from training.engine.data import TrainData
+    from training.fit.trainer import TrainConfig, train
+
+    img = read_volume(LGG_SAMPLE / "images").data
+    img = img[..., 1] if channels == 1 else img
+    lab = read_volume(LGG_SAMPLE / "masks", as_labels=True).data
+    data = TrainData.from_arrays([img[:, ::4, ::4]], [lab[:, ::4, ::4]], num_classes=2)
+    out = tmp_path_factory.mktemp("model") / f"tiny_{channels}ch.pt"
+    cfg = TrainConfig(method="supervised", steps=2, size=[32, 32], base=4, depth=2,
+                      labeled_bs=2, unlabeled_bs=0, checkpoint=str(out), device="cpu")
+    return train(cfg, data)
+
+
 @pytest.fixture
 def assistant(make_napari_viewer, tiny_model, tmp_path, monkeypatch):
     """The assistant docked on the ACDC sample with the tiny model chosen: (viewer, widget)."""

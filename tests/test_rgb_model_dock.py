@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from conftest import SAMPLES
+from conftest import SAMPLES, train_tiny_lgg
 
 from napari_semiseg._widget import PREDICTION, AssistantWidget
-from napari_semiseg.io import read_volume
 
 pytestmark = pytest.mark.gui
 LGG = SAMPLES / "lgg/TCGA_CS_4941_19960909"
@@ -14,17 +13,8 @@ LGG = SAMPLES / "lgg/TCGA_CS_4941_19960909"
 
 @pytest.fixture(scope="module")
 def tiny_rgb_model(tmp_path_factory) -> str:
-    """A 3-channel U-Net (base 4) trained for 2 steps on the LGG sample's RGB slices."""
-    from training.engine.data import TrainData
-    from training.fit.trainer import TrainConfig, train
-
-    img = read_volume(LGG / "images").data
-    lab = read_volume(LGG / "masks", as_labels=True).data
-    data = TrainData.from_arrays([img[:, ::4, ::4]], [lab[:, ::4, ::4]], num_classes=2)
-    out = tmp_path_factory.mktemp("model") / "rgb.pt"
-    cfg = TrainConfig(method="supervised", steps=2, size=[32, 32], base=4, depth=2,
-                      labeled_bs=2, unlabeled_bs=0, checkpoint=str(out), device="cpu")
-    return train(cfg, data)
+    """A tiny model trained 2 steps on all three channels of the LGG sample's slices."""
+    return train_tiny_lgg(tmp_path_factory, channels=3)
 
 
 def test_predict_with_an_rgb_model_reads_the_stack_s_channels(make_napari_viewer, qtbot,

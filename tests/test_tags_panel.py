@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SAMPLES
+from conftest import SAMPLES, train_tiny_lgg
 
 from napari_semiseg._tags import CAM_LAYER, KEY_NEGATIVE, KEY_POSITIVE, WEAK_LAYER, TagsPanel
 from napari_semiseg._widget import AssistantWidget
-from napari_semiseg.io import read_volume
 from napari_semiseg.session import Session
 
 pytestmark = pytest.mark.gui
@@ -18,17 +17,8 @@ LGG = SAMPLES / "lgg/TCGA_CS_4941_19960909"
 
 @pytest.fixture(scope="module")
 def tiny_lgg_model(tmp_path_factory) -> str:
-    """A 2-class U-Net (base 4) trained for 2 steps on the LGG sample's FLAIR channel."""
-    from training.engine.data import TrainData
-    from training.fit.trainer import TrainConfig, train
-
-    img = read_volume(LGG / "images").data[..., 1]
-    lab = read_volume(LGG / "masks", as_labels=True).data
-    data = TrainData.from_arrays([img[:, ::4, ::4]], [lab[:, ::4, ::4]], num_classes=2)
-    out = tmp_path_factory.mktemp("model") / "tiny.pt"
-    cfg = TrainConfig(method="supervised", steps=2, size=[32, 32], base=4, depth=2,
-                      labeled_bs=2, unlabeled_bs=0, checkpoint=str(out), device="cpu")
-    return train(cfg, data)
+    """A tiny model trained 2 steps on the LGG sample's FLAIR channel."""
+    return train_tiny_lgg(tmp_path_factory, channels=1)
 
 
 def test_tag_train_from_tags_and_promote_on_an_lgg_stack(make_napari_viewer, qtbot,

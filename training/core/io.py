@@ -547,6 +547,16 @@ def rgb_to_grey(array: np.ndarray) -> np.ndarray:
     return array[..., RGB_CHANNEL]
 
 
+def rgb_channels(array: np.ndarray) -> np.ndarray:
+    """An RGB(A) image or stack as a model that reads its channels takes it: (z, y, x, 3), the
+    alpha of RGBA dropped (not an image channel), one slice given its slice axis."""
+    array = np.asarray(array)
+    if array.shape[-1] not in (3, 4):
+        raise DataError(f"expected an RGB(A) array (..., 3 or 4), got shape {array.shape}")
+    array = array[..., :3]
+    return array[None] if array.ndim == 3 else array
+
+
 def read_image(path: str | os.PathLike, series: str | None = None,
                channels: int = 1) -> tuple[np.ndarray, Geometry]:
     """A scan as the networks see it: grey (z, y, x) array (2-D -> one slice) and geometry.
@@ -555,12 +565,11 @@ def read_image(path: str | os.PathLike, series: str | None = None,
     with other channels."""
     vol = read_volume(path, series=series)
     if channels > 1:
-        have = int(vol.data.shape[-1]) if vol.rgb else 1
+        have = min(int(vol.data.shape[-1]), 3) if vol.rgb else 1
         if have != channels:
             raise DataError(f"{Path(path).name}: the model reads {channels} channels, the scan "
                             f"has {have}")
-        arr = vol.data
-        return (arr[None] if arr.ndim == 3 else arr), vol.geometry
+        return rgb_channels(vol.data), vol.geometry
     arr = rgb_to_grey(vol.data) if vol.rgb else vol.data
     return (arr[None] if arr.ndim == 2 else arr), vol.geometry
 

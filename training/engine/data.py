@@ -28,11 +28,7 @@ from training.core.io import (
     read_image,
     read_labels,
 )
-from training.engine.normalization import (
-    DEFAULT_NORMALIZATION,
-    normalize_channels,
-    normalize_intensity,
-)
+from training.engine.normalization import DEFAULT_NORMALIZATION, normalize_scan
 
 SPLIT_COLUMNS = ("ssl4mis_split", "ssl_benchmark_split", "split")
 
@@ -198,7 +194,7 @@ class TrainData:
             if grid != lab.shape:
                 raise DataError(f"label shape {lab.shape} differs from image shape {grid}"
                                 f" (volume {i})")
-            imgs.append(_normalised(_finite(im, name), norm, channels))
+            imgs.append(normalize_scan(_finite(im, name), norm, channels))
             labs.append(label_values(lab, f"labels of {name}"))
         if not any((lab != IGNORE_INDEX).any() for lab in labs):
             raise DataError("the labelled set is empty: no annotated voxel (all 255)")
@@ -212,7 +208,7 @@ class TrainData:
         )
         if len(names_c) != num_classes:
             raise DataError(f"{len(names_c)} class names for {num_classes} classes")
-        unl = [_normalised(_finite(_as_scan(u, channels, f"unlabelled volume {k}"),
+        unl = [normalize_scan(_finite(_as_scan(u, channels, f"unlabelled volume {k}"),
                                    f"unlabelled volume {k}"), norm, channels)
                for k, u in enumerate(unlabeled)]
         return cls(imgs, labs, unl, num_classes, names_c, norm, list(names or []),
@@ -252,10 +248,6 @@ def _as_scan(a: np.ndarray, channels: int, name: str) -> np.ndarray:
     if a.ndim != 4 or a.shape[-1] != channels:
         raise DataError(f"{name}: expected a (z, y, x, {channels}) scan, got shape {a.shape}")
     return a
-
-
-def _normalised(a: np.ndarray, scheme: dict, channels: int) -> np.ndarray:
-    return normalize_intensity(a, scheme) if channels == 1 else normalize_channels(a, scheme)
 
 
 def _as_volume(a: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ from torch import nn
 from training.core.cpu_math import flush_denormals
 from training.core.device import pick_device
 from training.engine.networks import enable_mc_dropout
-from training.engine.normalization import normalize_channels, normalize_intensity
+from training.engine.normalization import normalize_scan
 from training.engine.postprocess import keep_main_pieces, model_clean_up
 
 # Slices per pass of a 2-D model. Larger passes were slower on a quiet 2-core machine (the
@@ -243,8 +243,7 @@ def predict_volume(
     if mc > 0 and enable_mc_dropout(model, True) == 0:
         mc = 0
     try:
-        x = (normalize_intensity(vol, meta.get("normalization")) if channels == 1
-             else normalize_channels(vol, meta.get("normalization")))
+        x = normalize_scan(vol, meta.get("normalization"), channels)
         if int(meta.get("dims", 2)) == 2:
             if meta.get("sampling") == "patch":
                 by, size = _predict_2d_windows, prediction_window(meta, x.shape[-2:])

@@ -40,3 +40,11 @@ def normalize_channels(volume: np.ndarray, scheme: dict | None = None) -> np.nda
     if v.ndim != 4:
         raise ValueError(f"expected a (z, y, x, channels) scan, got shape {v.shape}")
     return np.stack([normalize_intensity(v[..., k], scheme) for k in range(v.shape[-1])], 1)
+
+
+def normalize_scan(volume: np.ndarray, scheme: dict | None = None, channels: int = 1
+                   ) -> np.ndarray:
+    """A grey scan (z, y, x) by :func:`normalize_intensity`, one with ``channels`` > 1
+    (z, y, x, c) by :func:`normalize_channels`: what training and Predict both call."""
+    return (normalize_intensity(volume, scheme) if channels == 1
+            else normalize_channels(volume, scheme))

@@ -112,10 +112,11 @@ def recipe_summary(meta: dict[str, Any]) -> str:
     missing = float(cfg.get("missing_channels") or 0)
     if missing > 0 and aug != "none":
         aug_words += f", every channel FLAIR in {100 * missing:.0f} % of patches"
-    reads = int((meta.get("network") or {}).get("in_channels", 1) or 1)
+    from training.engine.inference import WHOLE_SLICE_UP_TO, model_channels
+
+    reads = model_channels(meta)
     channels = f"{reads} channels in; " if reads > 1 else ""
     ema = cfg.get("weights_ema") or 0
-    from training.engine.inference import WHOLE_SLICE_UP_TO
 
     return (f"{channels}native-grid patches {size} "
             f"({100 * float(cfg.get('foreground_share', 1 / 3)):.0f} "
@@ -169,7 +170,14 @@ def dataset_scans(data_dir, split: str | None = None, patients: Sequence[str] | 
     patient (or case) name; otherwise ``split`` picks the split (None = all). With
     ``keep_channels`` an RGB scan comes whole, (z, y, x, c), for a model that reads channels.
     """
-    from training.core.io import SLICE_SUFFIXES, has_suffix, read_labels, read_volume, rgb_to_grey
+    from training.core.io import (
+        SLICE_SUFFIXES,
+        has_suffix,
+        read_labels,
+        read_volume,
+        rgb_channels,
+        rgb_to_grey,
+    )
     from training.engine.data import scan_dataset
 
     cases = [c for c in scan_dataset(data_dir) if c.label is not None]
@@ -187,9 +195,11 @@ def dataset_scans(data_dir, split: str | None = None, patients: Sequence[str] | 
         for c in group:
             vol = read_volume(c.image)
             channels = vol.data.shape[-1] if vol.rgb else 1
-            whole = keep_channels and vol.rgb
-            im = rgb_to_grey(vol.data) if vol.rgb and not whole else vol.data
-            imgs.append(im[None] if im.ndim == (3 if whole else 2) else im)
+            if keep_channels and vol.rgb:
+                imgs.append(rgb_channels(vol.data))
+            else:
+                im = rgb_to_grey(vol.data) if vol.rgb else vol.data
+                imgs.append(im[None] if im.ndim == 2 else im)
             labs.append(read_labels(c.label)[0])
             sp = list(vol.geometry.spacing)[::-1]
             spacing = ([1.0, *sp] if len(sp) == 2 else sp)
