@@ -6,7 +6,6 @@ from test_training_synth import blob_volume, write_dataset
 from training import IGNORE_INDEX
 from training.engine.data import (
     DataError,
-    PatchSampler,
     ResizedSliceSampler,
     TrainData,
     load_train_data,
@@ -15,6 +14,7 @@ from training.engine.data import (
 )
 from training.engine.normalization import normalize_intensity
 from training.engine.patches import SliceSampler
+from training.engine.patches3d import VolumePatchSampler
 
 
 def test_scan_dataset_reads_index_splits_and_patients(tmp_path):
@@ -133,7 +133,8 @@ def test_patch_sampler_3d_with_sparse_volume():
     lab = lab.copy()
     lab[4:] = IGNORE_INDEX
     data = TrainData.from_arrays([img], [lab])
-    s = PatchSampler(data, (4, 16, 16), labeled_bs=2, unlabeled_bs=1, seed=0, downsample=1.0)
+    s = VolumePatchSampler(data, (4, 16, 16), labeled_bs=2, unlabeled_bs=1, seed=0,
+                           foreground_share=0.0)
     lab_b, unl_b = s.next()
     assert lab_b["image"].shape == (2, 1, 4, 16, 16)
     assert (lab_b["label"] != IGNORE_INDEX).any(dim=(1, 2, 3)).all()

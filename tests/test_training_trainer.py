@@ -216,10 +216,15 @@ def test_precision_is_checked_and_bf16_runs_where_the_cpu_has_it(tmp_path, monke
     assert all(torch.allclose(sa[k], sc[k], atol=0.05) for k in floats)
 
 
-def test_rotation_is_refused_for_3d_training(tmp_path):
-    import pytest
+def test_3d_training_takes_the_recipes_patches_and_augmentation(tmp_path):
+    from training.engine.patches3d import VolumePatchSampler
+    from training.fit.trainer import make_sampler
 
-    from training.engine.data import DataError
-
-    with pytest.raises(DataError, match="2-D"):
-        train(_cfg(tmp_path, dims=3, size=[8, 16, 16], rotate=20.0), _data())
+    cfg = _cfg(tmp_path, dims=3, size=[8, 16, 16], rotate=20.0)
+    sampler = make_sampler(cfg, _data(), seed=0)
+    assert isinstance(sampler, VolumePatchSampler)
+    assert sampler.aug is not None and sampler.aug.rotate == 20.0 and not sampler.aug.flips
+    assert sampler.foreground_share == cfg.foreground_share
+    events = []
+    train(cfg, _data(), on_event=events.append)
+    assert events[-1]["type"] == "done"

@@ -187,8 +187,9 @@ def _predict_3d(model, x, roi, factor, mc):
 
     probs = 0.0
     for _ in range(max(mc, 1)):
-        probs = probs + sliding_window_inference(t, roi_size=tuple(roi), sw_batch_size=2,
-                                                 predictor=predictor, overlap=0.25) / max(mc, 1)
+        probs = probs + sliding_window_inference(
+            t, roi_size=tuple(roi), sw_batch_size=2, predictor=predictor, overlap=0.25,
+            mode="gaussian") / max(mc, 1)
     if tuple(probs.shape[2:]) != tuple(shape):
         probs = F.interpolate(probs, size=shape, mode="trilinear", align_corners=False)
     return probs[0].cpu(), None

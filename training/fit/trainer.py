@@ -17,8 +17,9 @@ from training.core.device import pick_device
 from training.core.distributed import any_rank, barrier, init_distributed
 from training.engine.augment import Augmentation
 from training.engine.checkpoint import companion_path, read_checkpoint, save_checkpoint
-from training.engine.data import DataError, PatchSampler, ResizedSliceSampler, TrainData
+from training.engine.data import DataError, ResizedSliceSampler, TrainData
 from training.engine.patches import SliceSampler, fitted_patch
+from training.engine.patches3d import VolumePatchSampler
 from training.fit.collapse import CollapseWatch
 from training.methods import get_method, parse_spec
 
@@ -116,20 +117,19 @@ def make_sampler(config: TrainConfig, data: TrainData, seed: int,
     if data.channels > 1 and (config.dims == 3 or config.sampling != "patch"):
         raise DataError(f"scans with {data.channels} channels train as 2-D native-grid patches"
                         " only (--dims 2d --sampling patch)")
-    if config.dims == 3:
-        if config.rotate:
-            raise DataError("rotation augmentation (--rotate) is for 2-D training only")
-        return PatchSampler(data, config.size, config.labeled_bs, config.unlabeled_bs,
-                            seed=seed, downsample=config.downsample)
+    try:
+        aug = Augmentation.named(config.augment, config.rotate, config.missing_channels)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    if config.dims == 3:  # always patches of the voxel grid
+        return VolumePatchSampler(data, config.size, config.labeled_bs, config.unlabeled_bs,
+                                  seed=seed, downsample=config.downsample, augmentation=aug,
+                                  foreground_share=config.foreground_share)
     if config.sampling == "resize":
         return ResizedSliceSampler(data, config.size, config.labeled_bs, config.unlabeled_bs,
                                    seed=seed, rotate=config.rotate or 0.0)
     if config.sampling != "patch":
         raise DataError(f"sampling must be 'patch' or 'resize', not {config.sampling!r}")
-    try:
-        aug = Augmentation.named(config.augment, config.rotate, config.missing_channels)
-    except ValueError as exc:
-        raise DataError(str(exc)) from None
     size = config.size
     if model_config is not None:
         divisor = 2 ** int(model_config.get("depth", config.depth)) * int(
@@ -218,7 +218,9 @@ def train(
         "downsample": float(config.downsample), "seed": config.seed,
         # how predict must read the scan: native-grid sliding windows of `size` ("patch") or
         # whole slices squashed to `size` ("resize")
-        "sampling": config.sampling if config.dims == 2 else "patch",
+        # "patch3d": 3-D patches on the recipe (foreground-centred, augmented); earlier 3-D
+        # models say "patch"
+        "sampling": config.sampling if config.dims == 2 else "patch3d",
         "total_steps": config.steps, "config": _plain(asdict(config)),
         "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
     }

@@ -96,9 +96,9 @@ def recipe_summary(meta: dict[str, Any]) -> str:
     cfg = meta.get("config") or {}
     steps = f"{cfg.get('steps', meta.get('total_steps', '?'))} steps of batch " \
             f"{cfg.get('labeled_bs', '?')}"
-    if int(meta.get("dims", 2)) == 3:
+    if int(meta.get("dims", 2)) == 3 and meta.get("sampling") != "patch3d":
         return f"3-D patches {meta.get('size')}; {steps}"
-    if meta.get("sampling") != "patch":
+    if int(meta.get("dims", 2)) == 2 and meta.get("sampling") != "patch":
         return (f"whole slices squashed to {meta.get('size')}, random 90-degree turns and "
                 f"flips; {cfg.get('optimizer', 'adam')} lr {cfg.get('lr')}; {steps}")
     size = "x".join(str(v) for v in meta.get("size", []))
@@ -118,6 +118,16 @@ def recipe_summary(meta: dict[str, Any]) -> str:
     channels = f"{reads} channels in; " if reads > 1 else ""
     ema = cfg.get("weights_ema") or 0
 
+    if int(meta.get("dims", 2)) == 3:
+        down = float(meta.get("downsample", 1) or 1)
+        grid = f"3-D patches {size}" + (f" of the scan downsampled {down:g}x" if down != 1
+                                         else " of the voxel grid")
+        aug_words = aug_words.replace("turns up to", "turns about z up to")
+        return (f"{grid} ({100 * float(cfg.get('foreground_share', 1 / 3)):.0f} % centred on a "
+                f"structure), {aug_words}; {cfg.get('optimizer', 'adamw')} lr {cfg.get('lr')}, "
+                f"warm-up {100 * float(cfg.get('lr_warmup', 0)):.0f} %, poly decay, gradient "
+                f"clip {cfg.get('clip_grad', 0)}" + (f", weight average {ema}" if ema else "")
+                + f"; {steps}; Gaussian sliding-window predict")
     return (f"{channels}native-grid patches {size} "
             f"({100 * float(cfg.get('foreground_share', 1 / 3)):.0f} "
             f"% centred on a structure), {aug_words}; {cfg.get('optimizer', 'adamw')} lr "
