@@ -87,6 +87,7 @@ def test_sparse_volumes_feed_both_pools_and_bad_patches_are_refused():
     s = VolumePatchSampler(data, (4, 16, 16), labeled_bs=3, unlabeled_bs=2, seed=0,
                            foreground_share=0.0)
     batch, unl = s.next()
+    assert batch["image"].shape == (3, 1, 4, 16, 16)
     assert bool((batch["label"] != IGNORE_INDEX).flatten(1).any(1).all())
     assert unl is not None and unl["image"].shape == (2, 1, 4, 16, 16)
     with pytest.raises(DataError, match="three sizes"):

@@ -14,7 +14,6 @@ from training.engine.data import (
 )
 from training.engine.normalization import normalize_intensity
 from training.engine.patches import SliceSampler
-from training.engine.patches3d import VolumePatchSampler
 
 
 def test_scan_dataset_reads_index_splits_and_patients(tmp_path):
@@ -126,19 +125,6 @@ def test_resized_slice_sampler_rotates_half_the_slices_reproducibly():
     assert torch.equal(a, b)
     turned = (a == IGNORE_INDEX).flatten(1).any(1).float().mean()
     assert 0.25 < turned < 0.75  # about half the slices turned (their corners unknown)
-
-
-def test_patch_sampler_3d_with_sparse_volume():
-    img, lab = blob_volume(0, shape=(8, 24, 24))
-    lab = lab.copy()
-    lab[4:] = IGNORE_INDEX
-    data = TrainData.from_arrays([img], [lab])
-    s = VolumePatchSampler(data, (4, 16, 16), labeled_bs=2, unlabeled_bs=1, seed=0,
-                           foreground_share=0.0)
-    lab_b, unl_b = s.next()
-    assert lab_b["image"].shape == (2, 1, 4, 16, 16)
-    assert (lab_b["label"] != IGNORE_INDEX).any(dim=(1, 2, 3)).all()
-    assert unl_b is not None  # the sparse volume also feeds the unlabelled pool
 
 
 def test_load_train_data_from_folder(tmp_path):
