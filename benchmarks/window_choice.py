@@ -1,8 +1,9 @@
 """Sliding windows of the trained patch, or one window per slice: Dice and seconds, on val scans.
 
 A native-grid 2-D model predicts a slice larger than its patch in overlapping Gaussian-weighted
-windows. Up to ``WHOLE_SLICE_UP_TO`` times the patch, the slice can instead go through the
-network whole (``training.engine.inference.prediction_window``). This scores each setting by
+windows. Up to a factor times the patch (the model's ``meta["whole_slice_up_to"]``, default
+``WHOLE_SLICE_UP_TO``), the slice can instead go through the network whole
+(``training.engine.inference.prediction_window``). This scores each setting by
 the card's 3-D Dice per scan (with the model's clean-up) and times the dock's Predict, one
 setting after another on the same scans.
 
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default=None)
     p.add_argument("--patients", default="", help="comma-separated patients instead of a split")
     p.add_argument("--settings", nargs="+", type=float, default=[1.0, 2.0],
-                   help="values of WHOLE_SLICE_UP_TO to compare")
+                   help="whole-slice factors to compare (1 = patch windows)")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
 
@@ -43,12 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = {s: [] for s in a.settings}
     for name, im, lab, _, _ in scans:
         for s in a.settings:
-            inf.WHOLE_SLICE_UP_TO = s
+            as_set = {**meta, "whole_slice_up_to": s}
             t0 = time.perf_counter()
-            out = inf.predict_volume(model, meta, im, probabilities=False)
+            out = inf.predict_volume(model, as_set, im, probabilities=False)
             sec = time.perf_counter() - t0
             rows[s].append((name, 100 * mean_dice(out["labels"], lab), sec,
-                            inf.prediction_window(meta, im.shape[1:])))
+                            inf.prediction_window(as_set, im.shape[1:])))
         print(name, {s: f"{rows[s][-1][1]:.1f} ({rows[s][-1][2]:.2f} s)" for s in a.settings},
               flush=True)
     base = np.array([r[1] for r in rows[a.settings[0]]])
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
              f"- model: {a.model} (patch {meta['size']}); {len(scans)} scans; 3-D Dice per scan "
              "(mean over classes, with the model's clean-up); seconds of the dock's Predict "
              "(labels + uncertainty), settings run one after another on each scan", "",
-             "| WHOLE_SLICE_UP_TO | Dice mean ± SD | vs first: better / worse | median s |",
+             "| whole slice up to | Dice mean ± SD | vs first: better / worse | median s |",
              "|---|---|---|---|"]
     for s in a.settings:
         d = np.array([r[1] for r in rows[s]])

@@ -142,3 +142,26 @@ def test_a_second_labelled_set_draws_other_patients_reproducibly(tmp_path):
     assert all(d <= train_pool for d in drawn)
     with pytest.raises(ValueError, match="number"):
         labelled_patients(str(data), "case00,case01", 1)
+
+
+def test_a_cached_run_scored_under_another_rule_is_scored_again_from_its_checkpoint(tmp_path,
+                                                                                  monkeypatch):
+    """A table must not mix prediction rules: a cached run scored otherwise is re-scored from
+    its checkpoint (its training kept), and one whose checkpoint is gone is kept as it was."""
+    import training.bench.benchmark as bm
+
+    monkeypatch.setattr(bm, "_train_and_evaluate", lambda *a: pytest.fail("retrained"))
+    scored = []
+    monkeypatch.setattr(bm, "_score", lambda path, data: scored.append(path) or {
+        "dice": [0.9], "val": {"dice": [0.8]}, "scored_with": bm.scoring_rule()})
+    old = {"name": LABELED_ONLY, "dice": [0.5], "train_seconds": 7.0,
+           "scored_with": "whole_slice_up_to=1.6"}
+    (tmp_path / "labelled-only_seed0.json").write_text(json.dumps(old))
+    (tmp_path / "labelled-only_seed0.pt").write_bytes(b"weights")
+    out = bm.run_one(LABELED_ONLY, 0, "d", "3", None, tmp_path, lambda m: None)
+    assert out["dice"] == [0.9] and out["train_seconds"] == 7.0 and len(scored) == 1
+    again = bm.run_one(LABELED_ONLY, 0, "d", "3", None, tmp_path, lambda m: None)
+    assert again["dice"] == [0.9] and len(scored) == 1  # now under today's rule: not re-scored
+    (tmp_path / "bcp_seed0.json").write_text(json.dumps({**old, "name": "bcp"}))
+    kept = bm.run_one("bcp", 0, "d", "3", None, tmp_path, lambda m: None)
+    assert kept["dice"] == [0.5] and len(scored) == 1  # no checkpoint: kept, and the log says

@@ -145,13 +145,15 @@ def test_prediction_window_is_the_patch_unless_a_whole_slice_is_allowed(monkeypa
     import training.engine.inference as inf
 
     meta = {"size": [160, 160], "network": {"depth": 4, "unshuffle": 2}}  # divisor 32
-    assert inf.WHOLE_SLICE_UP_TO == 1.6  # the default: 2 s on 256x256x100, 0.6 Dice on val
-    monkeypatch.setattr(inf, "WHOLE_SLICE_UP_TO", 1.0)
+    assert inf.WHOLE_SLICE_UP_TO == 1.0  # the default: patch windows, the more accurate
     assert inf.prediction_window(meta, (256, 232)) == [160, 160]
     assert inf.prediction_window(meta, (120, 90)) == [160, 160]  # smaller: padded to the patch
+    # a model whose card chose speed predicts slices up to its factor whole
+    fast = {**meta, "whole_slice_up_to": 2.0}
+    assert inf.prediction_window(fast, (256, 232)) == [256, 256]  # rounded up to 32
+    assert inf.prediction_window(fast, (400, 200)) == [160, 160]  # too large: windows again
     monkeypatch.setattr(inf, "WHOLE_SLICE_UP_TO", 2.0)
-    assert inf.prediction_window(meta, (256, 232)) == [256, 256]  # rounded up to 32
-    assert inf.prediction_window(meta, (400, 200)) == [160, 160]  # too large: windows again
+    assert inf.prediction_window(meta, (256, 232)) == [256, 256]
     # a whole-slice window predicts the slice in one pass, as the network sees it
     torch.manual_seed(0)
     img, _ = blob_volume(0, shape=(2, 21, 37))

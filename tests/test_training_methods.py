@@ -325,3 +325,19 @@ def test_act_keeps_a_3d_student_at_full_resolution():
     m.setup({"kind": "unet", "dims": 3, "in_channels": 1, "num_classes": 2, "base": 4,
              "depth": 2}, "cpu")
     assert m.inference_model().config.get("unshuffle", 1) == 1
+
+
+def test_mean_teacher_family_keeps_the_papers_schedule_unless_told_otherwise():
+    """mean_teacher and ua_mt: no consistency for the first 3.3 %, then a ramp over the whole
+    rest of the run (SSL4MIS); cam_weak and ug_mcl keep their own; an option still wins."""
+    total = 1500
+    for name in ("mean_teacher", "ua_mt"):
+        m = get_method(name)
+        assert m.warmup_steps(total) == 50
+        assert m.ramp(total // 2, total) < 0.5 < m.ramp(total - 100, total)
+        assert m.ramp(total, total) == pytest.approx(1.0)
+    assert get_method("cam_weak").rampup_fraction == 0.4
+    assert get_method("cam_weak").warmup_fraction == 0.3
+    assert (get_method("ug_mcl").rampup_fraction, get_method("ug_mcl").warmup_fraction) == (0.4, 0)
+    m = get_method("mean_teacher", rampup_fraction=0.4, warmup_fraction=0.0)
+    assert m.warmup_steps(total) == 0 and m.ramp(600, total) == pytest.approx(1.0)

@@ -32,7 +32,12 @@ from training.core.io import (
     write_like,
 )
 from training.engine.augment import AUGMENTATIONS
-from training.engine.checkpoint import CheckpointError, check_init_fits, load_checkpoint
+from training.engine.checkpoint import (
+    CheckpointError,
+    check_init_fits,
+    load_checkpoint,
+    update_meta,
+)
 from training.engine.postprocess import POSTPROCESS_MODES
 from training.methods import METHODS, options_help, parse_spec
 from training.methods.base import OPTIMIZERS, PRECISIONS
@@ -177,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(benchmarks/postprocess_choice.py): keep the largest 3-D piece of all "
                         "structures, or of each class")
     c.add_argument("--postprocess-note", default="", help="where and how the clean-up was chosen")
+    c.add_argument("--whole-slice-up-to", type=float, default=None, metavar="F",
+                   help="2-D models: predict a slice up to F times the patch (per side) as one "
+                        "window, for speed, stored in the model before the card is measured "
+                        "(default: patch windows, the more accurate; "
+                        "benchmarks/results/window_rule_acdc_val.md)")
 
     pt = sub.add_parser("pretrain", help="pretrain the New model's network without labels: "
                                          "restore corrupted slices of unlabelled scans")
@@ -691,6 +701,10 @@ def _cmd_card(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return [x.strip() for x in v.split(",") if x.strip()] if v else None
 
     load_checkpoint(args.model)
+    if args.whole_slice_up_to is not None:
+        if args.whole_slice_up_to < 1:
+            raise DataError(f"--whole-slice-up-to must be at least 1, not {args.whole_slice_up_to}")
+        update_meta(args.model, whole_slice_up_to=args.whole_slice_up_to)
     card = build_card(args.model, args.data, args.anatomy, args.modality, args.trained_with,
                       args.split_note, args.train_split or None, args.test_split or None,
                       names(args.train_patients), names(args.test_patients),

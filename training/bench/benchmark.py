@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from training.core.atomic import atomic_write
 from training.core.io import read_image, read_labels
 from training.engine.checkpoint import load_checkpoint
 from training.engine.data import class_names_from_index, load_train_data, scan_dataset
@@ -72,7 +73,7 @@ def run_one(
     stem = name.replace(":", "_").replace(",", "_").replace("=", "")
     cache = workdir / f"{stem}_seed{seed}.json"
     if cache.exists():
-        return json.loads(cache.read_text(encoding="utf-8"))
+        return _rescored(cache, data_dir, log)
     lock = cache.with_suffix(".lock")
     if _stale(lock):  # its holder was killed (SIGTERM skips the cleanup below)
         log(f"{lock.name}: its process is gone; running {name} seed {seed} here")
@@ -98,6 +99,41 @@ def run_one(
         lock.unlink(missing_ok=True)
 
 
+def scoring_rule() -> str:
+    """How a run's checkpoint is predicted when scored; a cached run scored otherwise is
+    scored again, so one table never mixes rules."""
+    from training.engine.inference import WHOLE_SLICE_UP_TO
+
+    return f"whole_slice_up_to={WHOLE_SLICE_UP_TO:g}"
+
+
+def _score(path: str, data_dir: str) -> dict:
+    """Test metrics, and val ones where the dataset has a labelled val split."""
+    metrics = evaluate_split(path, data_dir, "test")
+    # The val split is what method options are chosen on; test is only reported.
+    has_val = any(c.split == "val" and c.label is not None for c in scan_dataset(data_dir))
+    val = evaluate_split(path, data_dir, "val") if has_val else None
+    return {**metrics, "val": val, "scored_with": scoring_rule()}
+
+
+def _rescored(cache: Path, data_dir: str, log: Callable[[str], None]) -> dict:
+    """A cached result, scored again from its checkpoint when the scoring rule changed since
+    (the training itself is kept)."""
+    result = json.loads(cache.read_text(encoding="utf-8"))
+    if result.get("scored_with") == scoring_rule():
+        return result
+    ckpt = cache.with_suffix(".pt")
+    if not ckpt.exists():
+        log(f"{cache.name}: scored with {result.get('scored_with', 'an older rule')}, and its "
+            "checkpoint is gone: kept as it was")
+        return result
+    log(f"{cache.name}: scoring again ({result.get('scored_with', 'older rule')} -> "
+        f"{scoring_rule()})")
+    result = {**result, **_score(str(ckpt), data_dir)}
+    atomic_write(cache, lambda fh: fh.write(json.dumps(result).encode()))
+    return result
+
+
 def _train_and_evaluate(name, seed, data_dir, labeled, base_config, workdir, log, cache, stem):
     if name == LABELED_ONLY:
         data = load_train_data(data_dir, labeled, use_unlabeled=False)
@@ -118,14 +154,10 @@ def _train_and_evaluate(name, seed, data_dir, labeled, base_config, workdir, log
                  and log(f"  {name} s{seed} step {e['step']}/{e['total']} "
                          f"loss {e['losses']['loss']:.3f}"))
     train_s = time.perf_counter() - t0
-    metrics = evaluate_split(str(path), data_dir, "test")
-    # The val split is what method options are chosen on; test is only reported.
-    has_val = any(c.split == "val" and c.label is not None for c in scan_dataset(data_dir))
-    val = evaluate_split(str(path), data_dir, "val") if has_val else None
     result = {"name": name, "seed": seed, "train_seconds": train_s,
-              "step_seconds": train_s / max(cfg.steps, 1), **metrics, "val": val}
+              "step_seconds": train_s / max(cfg.steps, 1), **_score(str(path), data_dir)}
     cache.write_text(json.dumps(result), encoding="utf-8")
-    log(f"done {name} seed {seed}: mean Dice {np.mean(metrics['dice']):.4f} ({train_s:.0f} s)")
+    log(f"done {name} seed {seed}: mean Dice {np.mean(result['dice']):.4f} ({train_s:.0f} s)")
     return result
 
 
@@ -253,7 +285,7 @@ def _write(out_path, results, data_dir, command, start, cfg, seeds, labeled, fin
         first = next(iter(results.values()))[0]
         names = ["background"] + [f"class{i}" for i in range(1, len(first["dice"]) + 1)]
     wall = time.perf_counter() - start
-    optimiser = "SGD (momentum 0.9)" if cfg.optimizer == "sgd" else "Adam"
+    optimiser = {"sgd": "SGD (momentum 0.9)", "adamw": "AdamW"}.get(cfg.optimizer, "Adam")
     header = "\n".join([
         "# Label-efficiency benchmark" + ("" if final else " (partial, still running)"),
         "",
@@ -263,7 +295,7 @@ def _write(out_path, results, data_dir, command, start, cfg, seeds, labeled, fin
         f"- budget: {cfg.steps} steps per run, batch {cfg.labeled_bs}+{cfg.unlabeled_bs}, "
         f"{cfg.dims}D, size {cfg.size}, U-Net base {cfg.base} depth {cfg.depth}, "
         f"{optimiser} lr {cfg.lr} poly, seeds {seeds}; evaluated on the test split "
-        "(3D Dice per volume).",
+        f"(3D Dice per volume; predicted with {scoring_rule()}).",
         f"- labelled patients: {labeled}",
     ])
     table = render_table(results, names, header)

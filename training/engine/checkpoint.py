@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -144,6 +145,13 @@ def compact_checkpoint(path: str | os.PathLike, out: str | os.PathLike | None = 
     payload = {**payload, "state_dict": state,
                "meta": {**payload["meta"], "stored_dtype": "float16"}}
     return atomic_write(out or path, lambda fh: torch.save(payload, fh))
+
+
+def update_meta(path: str | os.PathLike, **fields: Any) -> str:
+    """Set metadata fields of a checkpoint in place, atomically (weights untouched)."""
+    payload = read_checkpoint(path)
+    payload = {**payload, "meta": {**payload["meta"], **fields}}
+    return atomic_write(path, lambda fh: torch.save(payload, fh))
 
 
 def read_meta(path: str | os.PathLike) -> dict:

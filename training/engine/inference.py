@@ -103,24 +103,34 @@ MEMORY_FORMAT = torch.channels_last
 # Overlap of neighbouring windows, as a share of the window. A slice no larger than the window
 # is one window, whatever this is; larger slices pay for each extra window.
 WINDOW_OVERLAP = 0.25
-# A slice at most this many times the trained patch (per side) is predicted as one window, the
-# slice itself padded to what the network's poolings need; a larger one in overlapping patch
-# windows (a 256-px slice in 160-px windows costs 4 passes, 1.6x the pixels). 1.6 takes a
-# 256x256x100 volume under the GUIDE's 2 s on 2 cores (ACDC 1.97 s against 3.01 s) at a cost
-# of 0.6 mean Dice on ACDC val (88.0 against 88.6, better on 5 of 14 scans, worse on 7) and
-# 0.4 on LA train scans: benchmarks/window_choice.py, benchmarks/results/window_choice_*_1.6.md.
-WHOLE_SLICE_UP_TO = 1.6
+# A slice at most this many times the trained patch (per side) may be predicted as one window,
+# the slice itself padded to what the network's poolings need; a larger one goes in overlapping
+# patch windows (a 256-px slice in 160-px windows costs 4 passes, 1.6x the pixels). The default
+# is the patch: the networks normalise by groups, so a window larger than what they trained on
+# shifts their statistics. On ACDC val that cost 1.1-4.1 Dice (mean 1.9) on six 3-patient and
+# all-labelled models of the methods table (benchmarks/results/window_rule_acdc_val.md), and 0.6
+# on the shipped cardiac model. A model whose card chose speed records its own factor
+# (``meta["whole_slice_up_to"]``, ``semiseg card --whole-slice-up-to``): the shipped models take
+# 1.6, which brings a 256x256x100 volume under the GUIDE's 2 s on 2 cores (ACDC 1.97 s against
+# 3.01 s; benchmarks/window_choice.py, benchmarks/results/window_choice_*_1.6.md).
+WHOLE_SLICE_UP_TO = 1.0
+
+
+def whole_slice_factor(meta: dict) -> float:
+    """How many times its patch (per side) a model predicts a slice as one window."""
+    return float(meta.get("whole_slice_up_to") or WHOLE_SLICE_UP_TO)
 
 
 def prediction_window(meta: dict, slice_shape: Sequence[int]) -> list[int]:
     """The sliding window for a native-grid 2-D model on slices of ``slice_shape``: the patch it
     trained on, or the whole slice (rounded up to the network's divisor) when that is no larger
-    than :data:`WHOLE_SLICE_UP_TO` times the patch on each side."""
+    than :func:`whole_slice_factor` times the patch on each side."""
     size = [int(v) for v in meta["size"]]
     net = meta.get("network", {})
     divisor = 2 ** int(net.get("depth", 4)) * int(net.get("unshuffle", 1) or 1)
     whole = [-(-int(n) // divisor) * divisor for n in slice_shape]
-    if all(w <= WHOLE_SLICE_UP_TO * p for w, p in zip(whole, size, strict=True)):
+    factor = whole_slice_factor(meta)
+    if all(w <= factor * p for w, p in zip(whole, size, strict=True)):
         return [max(w, p) for w, p in zip(whole, size, strict=True)]
     return size
 

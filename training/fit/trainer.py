@@ -64,7 +64,7 @@ class TrainConfig:
     missing_channels: float | None = None
     seed: int = 0
     warmup_fraction: float | None = None
-    rampup_fraction: float = 0.4
+    rampup_fraction: float | None = None  # None: the method's own
     consistency: float = 0.1
     num_classes: int | None = None
     base: int = 16

@@ -112,7 +112,7 @@ def recipe_summary(meta: dict[str, Any]) -> str:
     missing = float(cfg.get("missing_channels") or 0)
     if missing > 0 and aug != "none":
         aug_words += f", every channel FLAIR in {100 * missing:.0f} % of patches"
-    from training.engine.inference import WHOLE_SLICE_UP_TO, model_channels
+    from training.engine.inference import model_channels, whole_slice_factor
 
     reads = model_channels(meta)
     channels = f"{reads} channels in; " if reads > 1 else ""
@@ -134,7 +134,11 @@ def recipe_summary(meta: dict[str, Any]) -> str:
             f"{cfg.get('lr')}, warm-up {100 * float(cfg.get('lr_warmup', 0)):.0f} %, poly decay, "
             f"gradient clip {cfg.get('clip_grad', 0)}"
             + (f", weight average {ema}" if ema else "") + f"; {steps}; Gaussian "
-            f"sliding-window predict, slices up to {WHOLE_SLICE_UP_TO:g}x the patch whole")
+            f"sliding-window predict" + _whole_words(whole_slice_factor(meta)))
+
+
+def _whole_words(factor: float) -> str:
+    return f", slices up to {factor:g}x the patch whole" if factor > 1 else " in patch windows"
 
 
 _CLEAN_UP_WORDS = {"none": "none", "foreground": "the largest 3-D piece of all structures kept",

@@ -91,6 +91,8 @@ class Method:
 
     name = "base"
     default_warmup = 0.0
+    # share of the steps after the warm-up over which the unlabelled weight ramps up
+    default_rampup = 0.4
     # the method's own options: name -> (default, one line for --help); a default's type is the
     # option's type. ``semiseg train --method NAME:opt=value`` and the benchmarks set them.
     options: dict[str, tuple[Any, str]] = {}
@@ -99,7 +101,7 @@ class Method:
         self,
         lr: float = 1e-3,
         warmup_fraction: float | None = None,
-        rampup_fraction: float = 0.4,
+        rampup_fraction: float | None = None,
         consistency: float = 0.1,
         ema_alpha: float = 0.99,
         weight_decay: float = 1e-4,
@@ -124,7 +126,7 @@ class Method:
         self.use_bf16 = False  # set by setup(), which knows the device
         self.lr = lr
         self.warmup_fraction = self.default_warmup if warmup_fraction is None else warmup_fraction
-        self.rampup_fraction = rampup_fraction
+        self.rampup_fraction = self.default_rampup if rampup_fraction is None else rampup_fraction
         self.consistency = consistency
         self.ema_alpha = ema_alpha
         self.weight_decay = weight_decay

@@ -63,6 +63,8 @@ class CamWeak(MeanTeacher):
     """Warm-up on the weak masks, then EMA-teacher pseudo-labels on weak voxels."""
 
     name = "cam_weak"
+    # its own schedule, chosen on LGG val, not the mean teacher's
+    default_rampup = 0.4
     default_warmup = 0.3
     options = {
         "confidence": (0.8, "teacher probability needed to relabel a weak voxel (else ignored)"),

@@ -23,6 +23,9 @@ class UGMCL(UAMT):
                                 "mask"),
     }
     name = "ug_mcl"
+    # not re-chosen for the papers' mean-teacher schedule yet: the earlier defaults
+    default_warmup = 0.0
+    default_rampup = 0.4
 
     def build(self, model_config: dict) -> None:
         super().build({**model_config, "sdf_head": True})
