@@ -59,6 +59,12 @@ def test_a_new_model_learns_two_named_structures_from_painted_slices(tmp_path):
     model, meta = load_checkpoint(out)
     assert meta["class_names"] == ["background", "left kidney", "right kidney"]
     assert not meta.get("untrained")
+    # a New model keeps predicting slices up to 1.6x its patch whole, as its figures were
+    # measured, through its Retrains; other models default to patch windows
+    from training.engine.inference import WHOLE_SLICE_UP_TO, prediction_window
+
+    assert meta["whole_slice_up_to"] == 1.6 and WHOLE_SLICE_UP_TO == 1.0
+    assert prediction_window(meta, (39, 47)) == [40, 48]  # whole, rounded up to the divisor 4
     from training.engine.inference import predict_volume
 
     pred = predict_volume(model, meta, image, device="cpu")["labels"]

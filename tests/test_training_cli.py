@@ -157,6 +157,24 @@ def test_a_card_names_the_clean_up_and_predict_applies_it(dataset, tmp_path, cap
     assert refused.value.code == 2 and "invalid choice" in capsys.readouterr().err
 
 
+def test_a_card_may_choose_whole_slice_windows_for_speed(dataset, tmp_path, capsys):
+    """`semiseg card --whole-slice-up-to` stores the factor before measuring; the card's recipe
+    line says which windows it was measured with; a factor below 1 is refused."""
+    from training.engine.checkpoint import read_checkpoint
+
+    model = tmp_path / "m.pt"
+    assert _train(dataset, model, "--steps", "2") == 0
+    card = ["card", "--model", str(model), "--data", str(dataset), "--anatomy", "Blobs",
+            "--modality", "synthetic", "--trained-with", "t", "--split-note", "n"]
+    assert main(card) == 0
+    assert "in patch windows" in capsys.readouterr().out
+    assert "whole_slice_up_to" not in read_checkpoint(model)["meta"]
+    assert main([*card, "--whole-slice-up-to", "1.6"]) == 0
+    assert "slices up to 1.6x the patch whole" in capsys.readouterr().out
+    assert read_checkpoint(model)["meta"]["whole_slice_up_to"] == 1.6
+    assert "at least 1" in _error(capsys, [*card, "--whole-slice-up-to", "0.5"])
+
+
 def test_train_records_precision_and_fast_kernels(dataset, tmp_path):
     from training.engine.checkpoint import read_checkpoint
 

@@ -227,6 +227,9 @@ def train(
     if init is not None and init["meta"].get("postprocess"):
         # A fine-tuned model is still that anatomy's model: it keeps the clean-up chosen for it.
         meta_base["postprocess"] = init["meta"]["postprocess"]
+    if init is not None and init["meta"].get("whole_slice_up_to"):
+        # ... and predicts in the windows its figures were measured with
+        meta_base["whole_slice_up_to"] = init["meta"]["whole_slice_up_to"]
 
     resume_path = companion_path(config.checkpoint, "resume")
     first_step = 0

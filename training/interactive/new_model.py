@@ -20,6 +20,7 @@ from training.engine.normalization import DEFAULT_NORMALIZATION
 # beside la_new_structure_k5_recipe_train.md; base 12 at 160 px: 90.2 in ~60 s).
 NEW_MODEL_NETWORK = {"base": 8, "depth": 4, "dropout": 0.1, "norm": "group", "unshuffle": 2}
 NEW_MODEL_SIZE = [128, 128]
+NEW_MODEL_WHOLE_SLICE_UP_TO = 1.6
 
 
 def new_model(
@@ -57,6 +58,9 @@ def new_model(
         "num_classes": len(names), "class_names": names, "dims": 2, "size": list(size),
         "normalization": dict(DEFAULT_NORMALIZATION), "method": "none", "untrained": True,
         "downsample": 1.0, "steps_done": 0, "sampling": "patch",
+        # slices up to 1.6x the patch in one window, as every New-model figure (Retrain time,
+        # K slices, effort) was measured; patch windows are not yet measured on this path
+        "whole_slice_up_to": NEW_MODEL_WHOLE_SLICE_UP_TO,
     }
     if pretrained:
         meta["pretrained_from"] = os.path.basename(os.fspath(pretrained))
