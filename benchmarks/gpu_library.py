@@ -37,7 +37,7 @@ LIBRARY: dict[str, dict] = {
                   "class_names": ["background", "left atrium"],
                   "config": {"size": [160, 160], "unshuffle": 2, "base": 12, "depth": 4,
                              "dropout": 0.1}},
-    "lgg_flair_unet2d": {"data": "lgg_brain_mri_2d", "labeled": "lgg.json:train",
+    "lgg_flair_unet2d": {"data": "lgg_brain_mri_2d", "labeled": "lgg.json:train+val",
                          "class_names": ["background", "FLAIR abnormality"],
                          "channels": 3,
                          "config": {"size": [256, 256], "unshuffle": 2, "base": 12,
@@ -46,8 +46,10 @@ LIBRARY: dict[str, dict] = {
 
 
 def _labeled(spec: str) -> str:
-    if spec.endswith(":train"):
-        return ",".join(json.loads((SPLITS / spec.split(":")[0]).read_text())["train"])
+    if ":" in spec:  # "<splits file>:<split>[+<split>...]"
+        name, parts = spec.split(":")
+        splits = json.loads((SPLITS / name).read_text())
+        return ",".join(p for part in parts.split("+") for p in splits[part])
     return spec
 
 

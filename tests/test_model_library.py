@@ -82,3 +82,21 @@ def test_match_names_what_differs():
     other = scan_statistics(rng.normal(size=(90, 32, 32)), [0.6, 0.6, 0.6], channels=3)
     far, reasons = match(card, other)
     assert far > 3 and any("channel" in r for r in reasons) and any("slices" in r for r in reasons)
+
+
+def test_the_gpu_library_script_trains_lgg_on_train_and_val():
+    """The one-lease library script trains the LGG model on what the shipped one saw."""
+    import json
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench))
+    try:
+        import gpu_library
+    finally:
+        sys.path.remove(str(bench))
+    splits = json.loads((bench / "splits" / "lgg.json").read_text())
+    got = gpu_library._labeled(gpu_library.LIBRARY["lgg_flair_unet2d"]["labeled"]).split(",")
+    assert got == splits["train"] + splits["val"] and len(got) == 30
+    assert gpu_library._labeled("31") == "31"
