@@ -22,9 +22,22 @@ def test_gap_recovered_uses_baselines_of_the_same_budget():
     table = render_table(results, ["bg", "a", "b"], "# header")
     row = next(line for line in table.splitlines() if line.startswith("| bcp |"))
     assert "55 ± 20 %" in row  # mean and spread over seeds of 75 and 35
+    assert "+22.0, above every seed" in row  # 0.8 and 0.64 both above 0.4 and 0.6
     assert "72.0 ± 8.0" in row  # mean Dice in %
     baseline = next(line for line in table.splitlines() if line.startswith("| labelled-only |"))
     assert "—" in baseline and "50.0 ± 10.0" in baseline
+
+
+def test_a_run_within_the_baselines_seed_spread_is_said_to_be():
+    results = {LABELED_ONLY: [_r(0.4, 0), _r(0.6, 1)], "ua_mt": [_r(0.55, 0), _r(0.65, 1)],
+               "dtml": [_r(0.3, 0), _r(0.35, 1)], ALL_LABELED: [_r(0.9, 0), _r(0.9, 1)]}
+    rows = {line.split("|")[1].strip(): line for line in
+            render_table(results, ["bg", "a", "b"], "#").splitlines() if line.startswith("| ")}
+    assert "+10.0, within the spread" in rows["ua_mt"]
+    assert "-17.5, below every seed" in rows["dtml"]
+    one = render_table({LABELED_ONLY: [_r(0.4, 0)], "bcp": [_r(0.6, 0)],
+                        ALL_LABELED: [_r(0.9, 0)]}, ["bg", "a", "b"], "#")
+    assert "+20.0, one seed, no spread" in one
 
 
 def test_gap_is_not_reported_when_baselines_do_not_separate():

@@ -168,6 +168,23 @@ def _ms(values: Sequence[float], scale: float = 1.0, digits: int = 1) -> str:
     return f"{v.mean():.{digits}f}"
 
 
+def _versus(method: Sequence[float], baseline: Sequence[float] | None) -> str:
+    """Mean test Dice difference to labelled-only, and whether it lies beyond the seeds' spread:
+    every seed of the method above (or below) every seed of the baseline."""
+    if not baseline:
+        return "—"
+    diff = 100 * (np.mean(method) - np.mean(baseline))
+    if min(len(method), len(baseline)) < 2:
+        verdict = "one seed, no spread"
+    elif min(method) > max(baseline):
+        verdict = "above every seed"
+    elif max(method) < min(baseline):
+        verdict = "below every seed"
+    else:
+        verdict = "within the spread"
+    return f"{diff:+.1f}, {verdict}"
+
+
 def render_table(results: dict[str, list[dict]], class_names: list[str], header: str) -> str:
     """Markdown table: per-class Dice / HD95 and mean Dice as mean ± std over seeds, gap."""
     fg = class_names[1:]
@@ -175,7 +192,7 @@ def render_table(results: dict[str, list[dict]], class_names: list[str], header:
     lo = np.mean(mean_dice.get(LABELED_ONLY, [np.nan]))
     hi = np.mean(mean_dice.get(ALL_LABELED, [np.nan]))
     cols = ([f"Dice {c}" for c in fg] + ["mean Dice"] + [f"HD95 {c}" for c in fg]
-            + ["mean HD95", "gap recovered", "val mean Dice", "s/step"])
+            + ["mean HD95", "gap recovered", "vs labelled-only", "val mean Dice", "s/step"])
     lines = [header, "", "| run | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, rs in results.items():
         cells = [_ms([r["dice"][i] for r in rs], 100) for i in range(len(fg))]
@@ -189,6 +206,8 @@ def render_table(results: dict[str, list[dict]], class_names: list[str], header:
         else:
             gaps = [(d - lo) / (hi - lo) * 100 for d in mean_dice[name]]
             cells.append(_ms(gaps, 1, 0) + " %")
+        cells.append(_versus(mean_dice[name], mean_dice.get(LABELED_ONLY))
+                     if name != LABELED_ONLY else "—")
         vals = [float(np.mean(r["val"]["dice"])) for r in rs if r.get("val")]
         cells.append(_ms(vals, 100) if len(vals) == len(rs) else "—")
         cells.append(f"{np.mean([r['step_seconds'] for r in rs]):.2f}")
@@ -197,6 +216,8 @@ def render_table(results: dict[str, list[dict]], class_names: list[str], header:
               "placeholder); mean ± std "
               "over seeds. Gap recovered = (method − labelled-only) / (all-labelled − "
               "labelled-only), computed on mean Dice per seed against the seed-mean baselines. "
+              "Vs labelled-only: difference of mean test Dice, and whether every seed of the run "
+              "lies above (below) every seed of labelled-only. "
               "Val mean Dice is on the val split, the only one method options are chosen on."]
     return "\n".join(lines) + "\n"
 
