@@ -185,10 +185,12 @@ def test_a_new_network_for_the_new_model_is_used_and_named(tmp_path, monkeypatch
     out = tmp_path / "k.md"
     assert main(["benchmark", "effort", "--data", str(data), "--cases", "1", "--target", "90",
                  "--fixed-k", "2", "--steps", "2", "--split", "train", "--new-network",
-                 "unshuffle=2", "base=4", "size=32", "--out", str(out)]) == 0
+                 "unshuffle=2", "base=4", "size=32", "whole_slice_up_to=1.0", "--out",
+                 str(out)]) == 0
     assert built and built[0]["unshuffle"] == 2 and built[0]["base"] == 4
-    assert built[0]["size"] == [32, 32]
-    assert "network unshuffle=2 base=4 size=32" in out.read_text(encoding="utf-8")
+    assert built[0]["size"] == [32, 32] and built[0]["whole_slice_up_to"] == 1.0
+    assert "network unshuffle=2 base=4 size=32 whole_slice_up_to=1.0" in out.read_text(
+        encoding="utf-8")
     assert main(["benchmark", "effort", "--data", str(data), "--target", "90", "--fixed-k",
                  "2", "--new-network", "width=3", "--out", str(out)]) != 0
     assert "--new-network takes KEY=VALUE" in capsys.readouterr().err

@@ -258,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "(semiseg pretrain); default: from random weights")
     ef.add_argument("--new-network", nargs="+", default=None, metavar="KEY=VALUE",
                     help="a new model's network instead of the plugin's, e.g. unshuffle=2 "
-                         "base=12 (keys of NEW_MODEL_NETWORK), and size=96 for its patch")
+                         "base=12 (keys of NEW_MODEL_NETWORK), size=96 for its patch, and "
+                         "whole_slice_up_to=1.0 for its prediction windows")
     ef.add_argument("--prior-fill", choices=["register", "interpolation"], default=None,
                     help="--fixed-k: the prior's pseudo-labels from the registered fill or "
                          "from shape interpolation (default: as the plugin)")
@@ -802,9 +803,10 @@ def _network_overrides(pairs: Sequence[str]) -> dict:
     out: dict = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or key not in {*NEW_MODEL_NETWORK, "unshuffle", "size"}:
-            raise DataError(f"--new-network takes KEY=VALUE with KEY one of "
-                            f"{sorted({*NEW_MODEL_NETWORK, 'unshuffle', 'size'})}, not {pair!r}")
+        keys = {*NEW_MODEL_NETWORK, "unshuffle", "size", "whole_slice_up_to"}
+        if not sep or key not in keys:
+            raise DataError(f"--new-network takes KEY=VALUE with KEY one of {sorted(keys)}, "
+                            f"not {pair!r}")
         number = float(value) if "." in value else int(value) if value.isdigit() else value
         out[key] = [number, number] if key == "size" else number
     return out

@@ -29,13 +29,15 @@ def new_model(
     size: Sequence[int] = NEW_MODEL_SIZE,
     seed: int = 0,
     pretrained: str | os.PathLike | None = None,
+    whole_slice_up_to: float = NEW_MODEL_WHOLE_SLICE_UP_TO,
     **network: object,
 ) -> str:
     """Write an untrained 2-D U-Net for ``class_names`` (background first) to ``path``.
 
     With ``pretrained`` (a checkpoint of :mod:`training.interactive.pretrain` with the same
-    network), every
-    weight but the output layer starts from it; the output layer is new, for these classes."""
+    network), every weight but the output layer starts from it; the output layer is new, for
+    these classes. ``whole_slice_up_to``: its prediction windows (see
+    :func:`training.engine.inference.prediction_window`)."""
     import torch
 
     from training.engine.networks import UNet
@@ -60,7 +62,7 @@ def new_model(
         "downsample": 1.0, "steps_done": 0, "sampling": "patch",
         # slices up to 1.6x the patch in one window, as every New-model figure (Retrain time,
         # K slices, effort) was measured; patch windows are not yet measured on this path
-        "whole_slice_up_to": NEW_MODEL_WHOLE_SLICE_UP_TO,
+        "whole_slice_up_to": float(whole_slice_up_to),
     }
     if pretrained:
         meta["pretrained_from"] = os.path.basename(os.fspath(pretrained))
