@@ -59,12 +59,16 @@ def test_a_new_model_learns_two_named_structures_from_painted_slices(tmp_path):
     model, meta = load_checkpoint(out)
     assert meta["class_names"] == ["background", "left kidney", "right kidney"]
     assert not meta.get("untrained")
-    # a New model keeps predicting slices up to 1.6x its patch whole, as its figures were
-    # measured, through its Retrains; other models default to patch windows
-    from training.engine.inference import WHOLE_SLICE_UP_TO, prediction_window
+    # a New model predicts in patch windows, and its Retrains keep what it was made with
+    from training.engine.inference import prediction_window
 
-    assert meta["whole_slice_up_to"] == 1.6 and WHOLE_SLICE_UP_TO == 1.0
-    assert prediction_window(meta, (39, 47)) == [40, 48]  # whole, rounded up to the divisor 4
+    assert meta["whole_slice_up_to"] == 1.0
+    assert prediction_window(meta, (39, 47)) == [32, 32]
+    fast = new_model(tmp_path / "fast.pt", ["background", "kidney"], size=[32, 32], base=4,
+                     depth=2, unshuffle=1, whole_slice_up_to=1.6)
+    fast = finetune(fast, image, np.where(sparse == 2, 1, sparse).astype(np.uint8), steps=1,
+                    out_path=tmp_path / "f1.pt", device="cpu", **TINY)
+    assert prediction_window(load_checkpoint(fast)[1], (39, 47)) == [40, 48]  # whole slice
     from training.engine.inference import predict_volume
 
     pred = predict_volume(model, meta, image, device="cpu")["labels"]
