@@ -281,13 +281,7 @@ def build_card(model_path: str, data_dir: str, anatomy: str, modality: str, comm
 def write_card(model_path: str, card: dict[str, Any]) -> None:
     """Store ``card`` in the checkpoint's metadata, atomically, with the clean-up it names as
     the model's own (``meta["postprocess"]``, what :func:`predict_volume` applies)."""
-    import torch
+    from training.engine.checkpoint import update_meta
 
-    from training.core.atomic import atomic_write
-    from training.engine.checkpoint import read_checkpoint
-
-    payload = read_checkpoint(model_path)
-    payload["meta"] = {**payload["meta"], "card": card}
-    if card.get("postprocess"):
-        payload["meta"]["postprocess"] = card["postprocess"]
-    atomic_write(model_path, lambda fh: torch.save(payload, fh))
+    extra = {"postprocess": card["postprocess"]} if card.get("postprocess") else {}
+    update_meta(model_path, card=card, **extra)
