@@ -85,6 +85,21 @@ def cmd_pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pack_contents(pack) -> tuple[dict, object]:
+    """The models a pack holds (name -> settings) and a function giving a model's (images,
+    labels). A ``gpu_paper_budget.py pack`` of ACDC holds the cardiac model's training scans
+    (its train split): one upload serves both scripts when a lease carries little."""
+    if "meta" in pack.files:
+        meta = json.loads(bytes(pack["meta"]).decode())
+        return meta, lambda name: ([pack[f"{name}/image{i}"] for i in range(meta[name]["scans"])],
+                                   [pack[f"{name}/label{i}"] for i in range(meta[name]["scans"])])
+    info = json.loads(bytes(pack["info"]).decode())
+    meta = {"acdc_unet2d": {**LIBRARY["acdc_unet2d"], "scans": len(info["names"]),
+                            "class_names": info["class_names"]}}
+    return meta, lambda name: ([pack[f"img_{n}"] for n in info["names"]],
+                               [pack[f"lab_{n}"] for n in info["names"]])
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     _engine_imports()
     from dataclasses import replace
@@ -96,7 +111,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.fit.trainer import TrainConfig, train
 
     pack = np.load(args.pack)
-    meta = json.loads(bytes(pack["meta"]).decode())
+    meta, volumes = _pack_contents(pack)
     names = [n for n in args.models if n in meta]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -104,10 +119,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     report = {}
     for name in names:
         m = meta[name]
-        data = TrainData.from_arrays(
-            [pack[f"{name}/image{i}"] for i in range(m["scans"])],
-            [pack[f"{name}/label{i}"] for i in range(m["scans"])],
-            class_names=m["class_names"])
+        images, labels = volumes(name)
+        data = TrainData.from_arrays(images, labels, class_names=m["class_names"])
         cfg = replace(TrainConfig(), **m["config"], labeled_bs=args.batch, unlabeled_bs=0,
                       device=args.device, precision=args.precision, deterministic=False,
                       log_every=100)

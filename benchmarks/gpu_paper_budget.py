@@ -113,7 +113,8 @@ def _config(args, arm: str, seed: int, steps: int, precision: str, checkpoint: s
     return TrainConfig(
         **settings, dims=2, steps=steps, size=[args.size, args.size],
         labeled_bs=args.labeled_bs, unlabeled_bs=args.unlabeled_bs if arm == "bcp" else 0,
-        lr=args.lr, seed=seed, device="auto", precision=precision, deterministic=False,
+        **({"lr": args.lr} if args.lr else {}), seed=seed, device="auto", precision=precision,
+        deterministic=False,
         checkpoint=checkpoint, log_every=1)
 
 
@@ -165,6 +166,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     _log(out, f"{rid}: probe s/step {json.dumps(probe)}")
     decision_file = work / "decision.json"
     while True:  # the coordinator decides once every worker has probed
+        if args.give_up_at and time.time() > args.give_up_at:
+            _log(out, f"{rid}: no decision came; giving up")
+            return 1
         if decision_file.exists():
             decision = json.loads(decision_file.read_text())
             if decision.get("round") is not None and decision["round"] >= 0:
@@ -196,6 +200,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runs(runs: str, arms: str) -> list[tuple[str, int, int]]:
+    """(arm, labelled set, seed) for each ``set:seed`` in ``runs`` and each arm; all-labelled
+    once per seed, as the labelled set does not change it."""
+    out, seen = [], set()
+    for s in runs.split(","):
+        labelled_set, seed = (int(x) for x in s.split(":"))
+        for arm in arms.split(","):
+            if arm == "all-labelled":
+                if seed in seen:
+                    continue
+                seen.add(seed)
+            out.append((arm, labelled_set, seed))
+    return out
+
+
 def _wait_for(paths: list[Path], until: float) -> bool:
     while time.time() < until:
         if all(p.exists() for p in paths):
@@ -211,8 +230,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     work.mkdir(parents=True, exist_ok=True)
     for stale in [*work.glob("*.json"), *work.glob("*.ready"), *work.glob("probe.go")]:
         stale.unlink()
-    runs = [(arm, int(s.split(":")[0]), int(s.split(":")[1]))
-            for s in args.runs.split(",") for arm in args.arms.split(",")]
+    runs = _runs(args.runs, args.arms)
     rids = [_run_id(*r) for r in runs]
     _log(out, f"coordinator: {len(runs)} workers: {', '.join(rids)}; budget {args.budget_s} s")
     summary: dict = {"runs": rids, "args": vars(args), "probe": {}}
@@ -229,25 +247,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary["probe"] = probes
     if not ok:
         _log(out, f"coordinator: only {len(probes)} of {len(rids)} workers probed in time")
-    keep = list(probes)
-    precisions = args.precisions.split(",")
-    # the slowest arm sets the pace; each precision's step count within the time left
     train_end = t_start + args.budget_s
-    left = train_end - time.time() - 10.0
-    # a precision that failed in any worker is out
-    precisions = [p for p in precisions if all(probes[r].get(p) for r in keep)]
-    slowest = {p: max(probes[r][p] for r in keep) for p in precisions}
-    steps = {p: int(min(args.max_steps, left / (slowest[p] * args.safety))) for p in precisions}
-    if args.fixed_steps:  # the budget of an earlier run, cut at the deadline if need be
-        steps = {p: args.fixed_steps for p in precisions}
-        precision = args.fixed_precision or min(precisions, key=lambda p: slowest[p])
-    else:
-        precision = max(precisions, key=lambda p: (steps[p], p == "fp32"))
-    if not args.fixed_steps and steps.get("fp32", 0) >= args.max_steps:
-        precision = "fp32"  # the paper's precision whenever it reaches the paper's budget
-    decision = {"round": 0, "runs": keep, "steps": steps[precision], "precision": precision,
-                "deadline": train_end, "slowest_s_per_step": slowest,
-                "steps_by_precision": steps, "why": "probe"}
+    try:
+        decision = _decide(args, probes, train_end)
+    except Exception as exc:  # the workers must never wait for a decision that cannot come
+        decision = {"round": 0, "runs": [], "why": f"no decision: {type(exc).__name__}: {exc}"}
     summary["decision"] = decision
     (work / "decision.json.tmp").write_text(json.dumps(decision))
     os.replace(work / "decision.json.tmp", work / "decision.json")
@@ -266,12 +270,41 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _decide(args, probes: dict, train_end: float) -> dict:
+    """Which workers train, how many steps and in which precision: the slowest arm sets the
+    pace, each precision's step count fits the time left."""
+    keep = list(probes)
+    if not keep:
+        return {"round": 0, "runs": [], "why": "no worker probed in time"}
+    precisions = args.precisions.split(",")
+    left = train_end - time.time() - 10.0
+    # a precision that failed in any worker is out
+    precisions = [p for p in precisions if all(probes[r].get(p) for r in keep)]
+    if not precisions:
+        return {"round": 0, "runs": [], "why": "every precision failed in some worker"}
+    slowest = {p: max(probes[r][p] for r in keep) for p in precisions}
+    steps = {p: int(min(args.max_steps, left / (slowest[p] * args.safety))) for p in precisions}
+    if args.fixed_steps:  # the budget of an earlier run, cut at the deadline if need be
+        steps = {p: args.fixed_steps for p in precisions}
+        precision = args.fixed_precision or min(precisions, key=lambda p: slowest[p])
+    else:
+        precision = max(precisions, key=lambda p: (steps[p], p == "fp32"))
+    if not args.fixed_steps and steps.get("fp32", 0) >= args.max_steps:
+        precision = "fp32"  # the paper's precision whenever it reaches the paper's budget
+    if steps[precision] < 1:
+        return {"round": 0, "runs": [], "why": f"no time left to train ({left:.0f} s)"}
+    return {"round": 0, "runs": keep, "steps": steps[precision], "precision": precision,
+            "deadline": train_end, "slowest_s_per_step": slowest,
+            "steps_by_precision": steps, "why": "probe"}
+
+
 def _shared_flags(args) -> list[str]:
     return ["--pack", args.pack, "--out", args.out, "--work", args.work,
             "--size", str(args.size), "--labeled-bs", str(args.labeled_bs),
-            "--unlabeled-bs", str(args.unlabeled_bs), "--lr", str(args.lr),
+            "--unlabeled-bs", str(args.unlabeled_bs), "--lr", str(args.lr or 0),
             "--probe-steps", str(args.probe_steps), "--precisions", args.precisions,
-            "--threads", str(args.threads)]
+            "--threads", str(args.threads),
+            "--give-up-at", str(time.time() + getattr(args, "budget_s", 0))]
 
 
 # ----- 3. evaluate (here) ----------------------------------------------------------------
@@ -312,9 +345,12 @@ def _table(summary: dict, scores: dict, args, machine: str) -> str:
         f"- Budget: **{dec['steps']} steps** for every arm (the papers': 30 000), "
         f"{dec['precision']}, 2-D U-Net (base 16, depth 4), "
         f"{summary['args']['size']} px, batch {summary['args']['labeled_bs']} labelled"
-        f" + {summary['args']['unlabeled_bs']} unlabelled (bcp), Adam lr {summary['args']['lr']}"
-        " with poly decay, the engine's defaults otherwise (bcp = the val-chosen variant, "
-        "conf 0.9, sup 1, warm-up 0.3).",
+        f" + {summary['args']['unlabeled_bs']} unlabelled (bcp), "
+        + (f"Adam lr {summary['args']['lr']} with poly decay, the engine's defaults otherwise"
+           if summary['args']['lr'] else "the recipe of `semiseg train` (native-grid patches,"
+           " orientation-keeping augmentation, AdamW 1e-3, warm-up, poly decay, gradient "
+           "clipping, weight average)")
+        + "; bcp on its validated defaults.",
         f"- Trained on one NVIDIA H200, all arms at once; step count chosen by the script from "
         f"its probe (slowest arm s/step: {json.dumps(dec['slowest_s_per_step'])}; steps "
         f"reachable: {json.dumps(dec['steps_by_precision'])}).",
@@ -341,7 +377,11 @@ def _table(summary: dict, scores: dict, args, machine: str) -> str:
               "| labelled set, seed | split | labelled-only | bcp | all-labelled | gap recovered |",
               "|---|---|---|---|---|---|"]
     for key in sorted({rid.split("_", 1)[1] for rid in scores}):
-        trio = [f"{a}_{key}" for a in ARMS]
+        seed = key.rsplit("_", 1)[1]
+        # all-labelled is one run per seed: the labelled set does not change it
+        full = next((r for r in (f"all-labelled_{key}", f"all-labelled_set0_{seed}")
+                     if r in scores), "")
+        trio = [f"labelled-only_{key}", f"bcp_{key}", full]
         if not all(t in scores for t in trio):
             continue
         for split in ("val", "test"):
@@ -372,10 +412,13 @@ def main(argv: list[str] | None = None) -> int:
         r.add_argument("--size", type=int, default=256)
         r.add_argument("--labeled-bs", type=int, default=12)
         r.add_argument("--unlabeled-bs", type=int, default=12)
-        r.add_argument("--lr", type=float, default=1e-2)
+        r.add_argument("--lr", type=float, default=0.0,
+                       help="0: the recipe's (TrainConfig), AdamW 1e-3")
         r.add_argument("--probe-steps", type=int, default=45)
         r.add_argument("--precisions", default="fp32,bf16")
         r.add_argument("--threads", type=int, default=2)
+        r.add_argument("--give-up-at", type=float, default=0.0,
+                       help="worker: epoch seconds after which it stops waiting for a decision")
         if name == "run":
             r.add_argument("--runs", default="0:0,1:0", help="labelled_set:seed,...")
             r.add_argument("--budget-s", type=float, default=480,

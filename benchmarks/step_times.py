@@ -6,6 +6,16 @@ Usage: PYTHONPATH=. python benchmarks/step_times.py --steps 20 --size 128 128 \
 With ``--precisions fp32 bf16`` each method is timed in both, in alternating rounds (fp32,
 bf16, fp32, bf16, ...) so that a noisy shared machine slows both alike; the table gives the
 median over rounds of each round's mean step time, and their ratio.
+
+With ``--samplings resize patch`` the earlier pipeline (whole slices squashed to the size,
+per-slice turns and flips in a Python loop, batches made on the CPU) is timed against the
+recipe's (native-grid patches augmented in one batched call on the training device), in
+alternating rounds, for each precision, on ``--device`` (issue 23, item 3). On a GPU machine,
+which has no ``../shared``, ``--pack`` reads the volumes from ``gpu_paper_budget.py pack``:
+
+    python benchmarks/step_times.py --pack .gpu/acdc_train.npz --device cuda \
+        --samplings resize patch --precisions fp32 bf16 --methods supervised bcp \
+        --size 256 256 --base 16 --depth 4 --bs 12 --rounds 3 --steps 30 --out $OUT/steps.md
 """
 
 from __future__ import annotations
@@ -15,14 +25,20 @@ import platform
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from training.engine.data import load_train_data
-from training.engine.networks import count_parameters
-from training.fit.trainer import TrainConfig, train
-from training.methods import METHODS
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_paper_budget import _engine_imports  # noqa: E402
+
+_engine_imports()  # a GPU machine may lack SimpleITK; with --pack no image file is read there
+
+from training.engine.data import load_train_data  # noqa: E402
+from training.engine.networks import count_parameters  # noqa: E402
+from training.fit.trainer import TrainConfig, train  # noqa: E402
+from training.methods import METHODS  # noqa: E402
 
 
 def main() -> int:
@@ -37,7 +53,15 @@ def main() -> int:
     ap.add_argument("--out", default="benchmarks/results/step_times.md")
     ap.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--pack", default=None, help="volumes from gpu_paper_budget.py pack")
+    ap.add_argument("--samplings", nargs="+", default=["patch"], choices=["resize", "patch"])
+    ap.add_argument("--reference-s", type=float, default=0.054,
+                    help="the step time to compare with (0.054 s: bcp, 256 px, batch 12 + 12, "
+                    "the earlier pipeline on one H200)")
     args = ap.parse_args()
+    if len(args.samplings) > 1:
+        return compare_pipelines(args)
     if len(args.precisions) > 1:
         return compare_precisions(args)
     data = load_train_data(args.data, "3")
@@ -72,14 +96,18 @@ def main() -> int:
     return 0
 
 
-def _time_steps(name: str, data, args, precision: str, tmp: str) -> tuple[float, str]:
+def _time_steps(name: str, data, args, precision: str, tmp: str,
+                sampling: str = "patch", same_images: bool = False) -> tuple[float, str]:
     """Mean seconds per step of one short run (the first 3 steps warm the allocator), and its
     checkpoint."""
     times: list[float] = []
     cfg = TrainConfig(method=name, steps=args.steps, size=list(args.size), base=args.base,
                       depth=args.depth, labeled_bs=args.bs, unlabeled_bs=args.bs,
-                      warmup_fraction=0.0, log_every=1, device="cpu", precision=precision,
+                      warmup_fraction=0.0, log_every=1, device=getattr(args, "device", "cpu"),
+                      precision=precision, sampling=sampling, deterministic=False,
                       checkpoint=str(Path(tmp) / f"{name}_{precision}.pt"))
+    if same_images and name == "supervised":  # as many images per step as the others
+        cfg = replace(cfg, labeled_bs=2 * args.bs, unlabeled_bs=0)
     path = train(cfg, data, on_event=lambda e: e["type"] == "progress"
                  and times.append(time.perf_counter()))
     return (times[-1] - times[2]) / (len(times) - 3), str(path)
@@ -120,6 +148,64 @@ def compare_precisions(args) -> int:
         "|---|---|---|---|",
     ]
     lines += [f"| {n} | {m[a]:.3f} | {m[b]:.3f} | {m[a] / m[b]:.2f}x |" for n, m in rows]
+    Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+    return 0
+
+
+def _pack_data(path: str):
+    """3 labelled ACDC patients (labelled set 0) + the other train volumes unlabelled, from a
+    ``gpu_paper_budget.py pack`` file."""
+    from gpu_paper_budget import _load_pack, _train_data
+
+    info, vols = _load_pack(path)
+    return _train_data("bcp", info, vols, 0)
+
+
+def compare_pipelines(args) -> int:
+    """The earlier pipeline against the recipe's, same network and batch, alternating rounds."""
+    from statistics import median
+
+    from training.bench.benchmark import machine_description
+
+    data = _pack_data(args.pack) if args.pack else load_train_data(args.data, "3")
+    device = torch.device(args.device if args.device != "auto" else
+                          ("cuda" if torch.cuda.is_available() else "cpu"))
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    per: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            for name in args.methods:
+                for p in args.precisions:
+                    for sampling in args.samplings:
+                        t = _time_steps(name, data, args, p, tmp, sampling, True)[0]
+                        per.setdefault((name, p, sampling), []).append(t)
+                        print(f"round {r} {name} {p} {sampling}: {t:.4f} s/step",
+                              file=sys.stderr, flush=True)
+    old, new = args.samplings[0], args.samplings[-1]
+    net = f"2-D U-Net base {args.base}, depth {args.depth}"
+    lines = [
+        f"# Training step time: the earlier pipeline ({old}) against the recipe's ({new})",
+        "",
+        f"- command: `python benchmarks/step_times.py {' '.join(sys.argv[1:])}`",
+        f"- machine: {machine_description()}; trained on {where}",
+        f"- network: {net}; {args.size[0]}x{args.size[1]} px; supervised: batch "
+        f"{2 * args.bs} labelled; semi-supervised methods: {args.bs} labelled + {args.bs} "
+        "unlabelled, no warm-up (their costlier steps)",
+        "- data: ACDC train split, 3 labelled patients (set 0) + the other train volumes",
+        f"- median over {args.rounds} alternating rounds of each round's mean s/step (steps "
+        f"4..{args.steps}); reference: {args.reference_s} s/step (bcp on one H200 with the "
+        "earlier pipeline, benchmarks/results/acdc_paper_budget_gpu.md)",
+        "",
+        f"| method | precision | {old} s/step | {new} s/step | {old} / {new} | "
+        f"reference / {new} |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in args.methods:
+        for p in args.precisions:
+            a, b = median(per[(name, p, old)]), median(per[(name, p, new)])
+            lines.append(f"| {name} | {p} | {a:.4f} | {b:.4f} | {a / b:.2f}x | "
+                         f"{args.reference_s / b:.1f}x |")
     Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
     return 0
