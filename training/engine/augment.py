@@ -156,7 +156,12 @@ def intensity(x: torch.Tensor, aug: Augmentation | None, gen: torch.Generator) -
     std = _uniform(n, 0.0, aug.noise_std, gen)
     if bool(noisy.any()):  # noise drawn only for the samples that get it
         k = torch.nonzero(noisy).flatten()
-        noise = torch.randn((len(k), *x.shape[1:]), generator=gen)
+        if x.device.type == "cpu":
+            noise = torch.randn((len(k), *x.shape[1:]), generator=gen)
+        else:  # drawn where the batch is: a full-size draw on the CPU and its copy outlast a step
+            there = torch.Generator(device=x.device)
+            there.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
+            noise = torch.randn((len(k), *x.shape[1:]), generator=there, device=x.device)
         x = x.clone()
         x[k.to(x.device)] += noise.to(x.device) * std[k].view(-1, *shape[1:]).to(x.device)
     return x
