@@ -1,0 +1,96 @@
+"""The GPU lease scripts' own logic, run on the CPU: which arms train, what happens when no
+worker could time its steps, and one pack serving the library script."""
+
+from __future__ import annotations
+
+import json
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def scripts():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import gpu_library
+        import gpu_paper_budget
+    finally:
+        sys.path.remove(str(BENCH))
+    return gpu_paper_budget, gpu_library
+
+
+def test_all_labelled_trains_once_per_seed(scripts):
+    budget, _ = scripts
+    runs = budget._runs("0:0,1:0,0:1", "labelled-only,bcp,all-labelled")
+    assert runs == [("labelled-only", 0, 0), ("bcp", 0, 0), ("all-labelled", 0, 0),
+                    ("labelled-only", 1, 0), ("bcp", 1, 0),
+                    ("labelled-only", 0, 1), ("bcp", 0, 1), ("all-labelled", 0, 1)]
+
+
+def _args(**kw) -> Namespace:
+    base = {"precisions": "fp32,bf16", "max_steps": 30000, "safety": 1.0, "fixed_steps": 0,
+            "fixed_precision": None}
+    return Namespace(**{**base, **kw})
+
+
+def test_the_decision_never_leaves_workers_waiting_for_nothing(scripts):
+    budget, _ = scripts
+    import time
+
+    end = time.time() + 100
+    assert budget._decide(_args(), {}, end)["runs"] == []
+    failed = {"a": {"fp32": None, "bf16": None}}
+    assert "failed" in budget._decide(_args(), failed, end)["why"]
+    assert budget._decide(_args(), {"a": {"fp32": 1.0, "bf16": 0.5}}, time.time() + 5)[
+        "runs"] == []  # no time left to train
+    ok = budget._decide(_args(), {"a": {"fp32": 0.02, "bf16": 0.01},
+                                  "b": {"fp32": 0.04, "bf16": 0.03}}, end)
+    # the slowest arm sets the pace, and the precision with more steps wins
+    assert ok["runs"] == ["a", "b"] and ok["precision"] == "bf16"
+    assert 2900 <= ok["steps"] <= 3000
+
+
+def test_the_library_script_reads_a_paper_budget_pack(scripts, tmp_path):
+    """One ACDC upload serves both scripts: its train volumes are the cardiac model's."""
+    _, library = scripts
+    rng = np.random.default_rng(0)
+    vols = {n: (rng.integers(0, 900, (3, 12, 10)).astype(np.uint16),
+                rng.integers(0, 4, (3, 12, 10)).astype(np.uint8)) for n in ("p1", "p2")}
+    info = {"names": list(vols), "sets": {}, "class_names": ["background", "RV", "Myo", "LV"]}
+    arrays = {f"img_{n}": v[0] for n, v in vols.items()}
+    arrays |= {f"lab_{n}": v[1] for n, v in vols.items()}
+    arrays["info"] = np.frombuffer(json.dumps(info).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "pack.npz", **arrays)
+    meta, volumes = library._pack_contents(np.load(tmp_path / "pack.npz"))
+    assert list(meta) == ["acdc_unet2d"] and meta["acdc_unet2d"]["scans"] == 2
+    assert meta["acdc_unet2d"]["class_names"] == info["class_names"]
+    images, labels = volumes("acdc_unet2d")
+    assert [i.tolist() for i in images] == [vols["p1"][0].tolist(), vols["p2"][0].tolist()]
+    assert [x.tolist() for x in labels] == [vols["p1"][1].tolist(), vols["p2"][1].tolist()]
+
+
+def test_a_gpu_optimiser_falls_back_where_torch_has_no_fused_form():
+    from training.methods.base import _optimizer
+
+    seen = []
+
+    class Old(torch.optim.SGD):  # a torch whose optimiser does not know `fused`
+        def __init__(self, params, fused=None, **kw):
+            seen.append(fused)
+            if fused is not None:
+                raise TypeError("unexpected keyword argument 'fused'")
+            super().__init__(params, **kw)
+
+    p = [torch.nn.Parameter(torch.zeros(2))]
+    opt = _optimizer(Old, p, torch.device("cuda"), lr=0.1)
+    assert isinstance(opt, Old) and seen == [True, None]
+    seen.clear()
+    _optimizer(Old, p, torch.device("cpu"), lr=0.1)
+    assert seen == [None]  # the CPU keeps the plain loop: its numbers stay as they were
