@@ -30,20 +30,12 @@ def batch_signed_distance(labels: torch.Tensor, num_classes: int) -> torch.Tenso
     """(N, ...) labels -> (N, C-1, ...) per-foreground-class SDF, computed per sample.
 
     Unannotated voxels (255) are treated as outside; use :func:`training.engine.losses.valid_mask`
-    to exclude them from any SDF loss. A class absent from a sample is outside everywhere (+1),
-    one that fills it inside everywhere (-1): a zero map would read as "on the boundary", and a
-    smooth Heaviside of it as an even chance of the structure, on most patches that miss a small
-    structure.
+    to
+    exclude them from any SDF loss.
     """
     arr = labels.detach().cpu().numpy()
     out = np.zeros((arr.shape[0], max(num_classes - 1, 1), *arr.shape[1:]), dtype=np.float32)
     for n in range(arr.shape[0]):
         for c in range(1, num_classes):
-            mask = (arr[n] == c) & (arr[n] != IGNORE_INDEX)
-            if not mask.any():
-                out[n, c - 1] = 1.0
-            elif (mask | (arr[n] == IGNORE_INDEX)).all():
-                out[n, c - 1] = -1.0
-            else:
-                out[n, c - 1] = signed_distance(mask)
+            out[n, c - 1] = signed_distance((arr[n] == c) & (arr[n] != IGNORE_INDEX))
     return torch.from_numpy(out).to(labels.device)
