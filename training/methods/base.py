@@ -78,9 +78,8 @@ def poly_lr(base_lr: float, step: int, total: int, power: float = 0.9,
 
 
 def _optimizer(kind: type, params: list, device: torch.device, **kw: Any) -> torch.optim.Optimizer:
-    """``kind(params, **kw)``; on a GPU its fused form, one kernel for every tensor (the same
-    arithmetic; the per-tensor loop spent more time launching kernels than computing), where
-    this torch has one."""
+    """``kind(params, **kw)``; on a GPU its fused form where this torch has one: the same
+    arithmetic in one kernel for every tensor, instead of several per tensor."""
     if device.type == "cuda":
         try:
             return kind(params, fused=True, **kw)
