@@ -23,30 +23,33 @@ from pathlib import Path
 
 import numpy as np
 
-from training.core.io import Geometry, read_image, read_labels, write_volume
 from training.engine.checkpoint import read_meta
 from training.engine.data import scan_dataset
 
 MODELS = Path(__file__).resolve().parents[1] / "napari_semiseg" / "models"
 DATA = {"acdc_unet2d.pt": "acdc", "la_unet2d.pt": "left_atrium_2018",
         "lgg_flair_unet2d.pt": "lgg_brain_mri_2d"}
-LGG_TEST = ["TCGA_CS_4941_19960909", "TCGA_HT_8105_19980826"]  # as on the LGG card
+SPLITS = Path(__file__).resolve().parent / "splits"
 
 
 def gather(data: Path, work: Path) -> int:
-    """Test-split images and labels into ``work/images`` and ``work/labels``; returns count."""
+    """Test-split images and labels into ``work/images`` and ``work/labels``; returns count.
+
+    NIfTI scans are linked. 2-D slices (LGG) get one folder per test patient of
+    ``benchmarks/splits/lgg.json`` (the card's test split), which `semiseg predict` reads as
+    one stack with every channel, as the dock opens it."""
     (work / "images").mkdir(parents=True)
     (work / "labels").mkdir()
     cases = scan_dataset(data)
-    if any(c.patient in LGG_TEST for c in cases):  # 2-D slices: one volume per patient
-        for pid in LGG_TEST:
-            cs = [c for c in cases if c.patient == pid]
-            img = np.concatenate([read_image(c.image)[0] for c in cs])
-            lab = np.concatenate([(read_labels(c.label)[0] > 0).astype(np.uint8) for c in cs])
-            unit = Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
-            write_volume(work / "images" / f"{pid}.nii.gz", img, unit)  # 1 mm, as the card
-            write_volume(work / "labels" / f"{pid}.nii.gz", lab, unit)
-        return len(LGG_TEST)
+    if all(c.patient is not None and str(c.image).lower().endswith(".png") for c in cases):
+        test = json.loads((SPLITS / "lgg.json").read_text(encoding="utf-8"))["test"]
+        for pid in test:
+            for sub in ("images", "labels"):
+                (work / sub / pid).mkdir()
+            for c in (c for c in cases if c.patient == pid):
+                for src, sub in ((c.image, "images"), (c.label, "labels")):
+                    (work / sub / pid / Path(src).name).symlink_to(Path(src).resolve())
+        return len(test)
     test = [c for c in cases if c.split == "test"]
     for c in test:
         for src, sub in ((c.image, "images"), (c.label, "labels")):
@@ -66,10 +69,13 @@ def main() -> int:
     ap.add_argument("--data-root", default="../shared/data")
     ap.add_argument("--out", required=True)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--models", nargs="+", choices=list(DATA), default=list(DATA),
+                    help="which shipped models (default: all)")
     args = ap.parse_args()
     semiseg = [sys.executable, "-m", "training"]
     rows, speed_models = [], []
-    for name, folder in DATA.items():
+    for name in args.models:
+        folder = DATA[name]
         model = MODELS / name
         meta = read_meta(model)
         speed_models.append(str(model))
@@ -97,7 +103,8 @@ def main() -> int:
 def render(rows, speed: str, args) -> str:
     lines = ["# Model library: test Dice per class and predict time", "",
              f"- command: `PYTHONPATH=. .venv/bin/python benchmarks/model_library.py "
-             f"--data-root {args.data_root} --out {args.out} --repeats {args.repeats}`",
+             f"--data-root {args.data_root} --out {args.out} --repeats {args.repeats}"
+             f"{'' if args.models == list(DATA) else ' --models ' + ' '.join(args.models)}`",
              "- Dice and HD95: `semiseg predict` on each model's held-out test scans, then "
              "`semiseg evaluate` (3-D, per scan, mean ± sd over scans)", ""]
     for name, meta, n, wall, scores in rows:

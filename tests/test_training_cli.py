@@ -212,3 +212,24 @@ def test_a_folder_of_png_slices_is_predicted_as_one_stack(dataset, tmp_path):
     image, _ = read_image(slices)
     expected = predict_volume(net, meta, image, device="cpu", probabilities=False)["labels"]
     assert np.array_equal(labels, expected)
+
+
+def test_a_folder_of_patients_png_folders_gives_one_volume_each(dataset, tmp_path):
+    """A folder holding each patient's slice folder is several scans, named by patient."""
+    from training.core.io import read_labels
+
+    model = tmp_path / "m.pt"
+    _train(dataset, model)
+    rng = np.random.default_rng(1)
+    for patient, n in (("alice", 3), ("bob", 2)):
+        folder = tmp_path / "patients" / patient
+        folder.mkdir(parents=True)
+        for k in range(n):
+            grey = rng.normal(100, 20, (32, 32)).clip(0, 255).astype(np.uint8)
+            sitk.WriteImage(sitk.GetImageFromArray(grey), str(folder / f"{patient}_{k + 1}.png"))
+    out = tmp_path / "pred"
+    assert main(["predict", "--model", str(model), "--input", str(tmp_path / "patients"),
+                 "--output", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["alice.nii.gz", "bob.nii.gz"]
+    assert read_labels(out / "alice.nii.gz")[0].shape == (3, 32, 32)
+    assert read_labels(out / "bob.nii.gz")[0].shape == (2, 32, 32)

@@ -484,8 +484,9 @@ def _stacks(read: list) -> list[list]:
 
 
 def _inputs(path: Path) -> list[Path]:
-    """The scans (or label maps) a path names: a file, a folder that is one DICOM series, or
-    a folder of them (image files, DICOM-SEG files, DICOM series sub-folders)."""
+    """The scans (or label maps) a path names: a file, a folder that is one DICOM series or
+    one patient's PNG slices, or a folder of them (image files, DICOM-SEG files, DICOM series
+    or PNG-slice sub-folders)."""
     from training.core.dicom import is_series_folder, looks_dicom
 
     if path.is_dir():
@@ -495,7 +496,7 @@ def _inputs(path: Path) -> list[Path]:
         files = [p for p in sorted(folder.iterdir())
                  if p.name.lower().endswith(IMAGE_SUFFIXES)
                  or (p.is_file() and p.name.lower().endswith(SEG_SUFFIX) and looks_dicom(p))
-                 or (p.is_dir() and is_series_folder(p))]
+                 or (p.is_dir() and (is_series_folder(p) or _slice_stack(p)))]
         if not files:
             raise DataError(f"no image files or DICOM series in {folder}")
         return files
