@@ -11,6 +11,12 @@ item 3).
     python benchmarks/gpu_library.py pack --out runs/library_pack.npz
     # device: python benchmarks/gpu_library.py train --pack runs/library_pack.npz \\
     #     --out $OUT --minutes 8 --batch 24
+
+One device call carries at most 64 MiB, and the three models' scans take about 150 MB packed
+(LGG alone 97 MB). ``pack --parts N`` deals each model's scans round-robin into N files
+(``<out>.part0.npz`` ...), each small enough for one call; ``train --pack`` takes them all, and
+the model is trained on their union. The parts travel in successive calls to the warm machine,
+each in its own ignored folder (a carried path replaces that path there; the others stay).
 """
 
 from __future__ import annotations
@@ -64,25 +70,58 @@ def cmd_pack(args: argparse.Namespace) -> int:
         select_labeled,
     )
 
-    arrays: dict = {}
-    meta: dict = {}
+    parts = [({}, {}) for _ in range(args.parts)]  # (arrays, meta) per file
     for name in args.models:
         entry = LIBRARY[name]
         root = Path(args.data) / entry["data"]
         cases, _ = select_labeled(scan_dataset(root), _labeled(entry["labeled"]))
         groups = patient_stacks(cases)
-        for i, group in enumerate(groups):
-            im, lab = read_stack(group, channels=int(entry.get("channels", 1)))
-            small = im.min() >= 0 and im.max() <= 255  # LA and LGG grey levels fit a byte
-            arrays[f"{name}/image{i}"] = im.astype(np.uint8 if small else np.uint16)
-            arrays[f"{name}/label{i}"] = lab.astype(np.uint8)
-        meta[name] = {**entry, "scans": len(groups),
-                      "class_names": entry["class_names"] or class_names_from_index(root)}
+        class_names = entry["class_names"] or class_names_from_index(root)
+        for k, (arrays, meta) in enumerate(parts):
+            mine = groups[k::args.parts]
+            for i, group in enumerate(mine):
+                im, lab = read_stack(group, channels=int(entry.get("channels", 1)))
+                small = im.min() >= 0 and im.max() <= 255  # LA and LGG grey levels fit a byte
+                arrays[f"{name}/image{i}"] = im.astype(np.uint8 if small else np.uint16)
+                arrays[f"{name}/label{i}"] = lab.astype(np.uint8)
+            meta[name] = {**entry, "scans": len(mine), "class_names": class_names}
         print(f"{name}: {len(groups)} scans", file=sys.stderr)
-    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    np.savez_compressed(args.out, **arrays)
-    print(f"packed {args.out} ({Path(args.out).stat().st_size / 1e6:.1f} MB)")
+    for k, (arrays, meta) in enumerate(parts):
+        out = Path(args.out) if args.parts == 1 else _part_path(args.out, k)
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        np.savez_compressed(out, **arrays)
+        print(f"packed {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return 0
+
+
+def _part_path(out: str, k: int) -> Path:
+    path = Path(out)
+    stem = path.name[:-4] if path.name.endswith(".npz") else path.name
+    return path.with_name(f"{stem}.part{k}.npz")
+
+
+def _merged_contents(paths: list[str]) -> tuple[dict, object]:
+    """:func:`_pack_contents` over several packs (the parts of one upload): each model's
+    scans are the union of its scans in every pack."""
+    import numpy as np
+
+    opened = [_pack_contents(np.load(p)) for p in paths]
+    meta: dict = {}
+    for m, _ in opened:
+        for name, entry in m.items():
+            total = meta.get(name, {}).get("scans", 0) + entry["scans"]
+            meta[name] = {**entry, "scans": total}
+
+    def volumes(name: str) -> tuple[list, list]:
+        images, labels = [], []
+        for m, get in opened:
+            if name in m and m[name]["scans"]:
+                im, lab = get(name)
+                images += im
+                labels += lab
+        return images, labels
+
+    return meta, volumes
 
 
 def _pack_contents(pack) -> tuple[dict, object]:
@@ -104,14 +143,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     _engine_imports()
     from dataclasses import replace
 
-    import numpy as np
     import torch
 
     from training.engine.data import TrainData
     from training.fit.trainer import TrainConfig, train
 
-    pack = np.load(args.pack)
-    meta, volumes = _pack_contents(pack)
+    meta, volumes = _merged_contents(args.pack)
     names = [n for n in args.models if n in meta]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -155,8 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=str(DATA))
     p.add_argument("--models", nargs="+", default=list(LIBRARY), choices=list(LIBRARY))
     p.add_argument("--out", required=True)
+    p.add_argument("--parts", type=int, default=1,
+                   help="split into N files <out>.partK.npz, each small enough for one call")
     t = sub.add_parser("train")
-    t.add_argument("--pack", required=True)
+    t.add_argument("--pack", required=True, nargs="+", help="one pack, or all its parts")
     t.add_argument("--out", required=True)
     t.add_argument("--models", nargs="+", default=list(LIBRARY), choices=list(LIBRARY))
     t.add_argument("--minutes", type=float, default=8.0, help="for all models together")

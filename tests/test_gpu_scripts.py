@@ -94,3 +94,37 @@ def test_a_gpu_optimiser_falls_back_where_torch_has_no_fused_form():
     seen.clear()
     _optimizer(Old, p, torch.device("cpu"), lr=0.1)
     assert seen == [None]  # the CPU keeps the plain loop: its numbers stay as they were
+
+
+def test_a_pack_in_parts_trains_on_the_union_of_its_scans(scripts, tmp_path, monkeypatch):
+    """Parts small enough for one device call each: together they hold every scan once."""
+    import SimpleITK as sitk
+
+    _, library = scripts
+    root = tmp_path / "data" / "tiny"
+    for sub in ("images", "labels"):
+        (root / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for k in range(5):
+        img = rng.integers(0, 900, (3, 12, 10)).astype(np.int16)
+        lab = rng.integers(0, 2, (3, 12, 10)).astype(np.uint8)
+        sitk.WriteImage(sitk.GetImageFromArray(img), str(root / "images" / f"c{k}.nii.gz"))
+        sitk.WriteImage(sitk.GetImageFromArray(lab), str(root / "labels" / f"c{k}.nii.gz"))
+    entry = {"data": "tiny", "labeled": "5", "class_names": ["background", "blob"],
+             "config": {"size": [8, 8]}}
+    monkeypatch.setitem(library.LIBRARY, "tiny", entry)
+    whole, parts = tmp_path / "whole.npz", tmp_path / "split.npz"
+    for out, n in ((whole, 1), (parts, 2)):
+        assert library.cmd_pack(Namespace(data=str(tmp_path / "data"), models=["tiny"],
+                                          out=str(out), parts=n)) == 0
+    files = sorted(str(p) for p in tmp_path.glob("split.part*.npz"))
+    assert len(files) == 2 and not parts.exists()
+    meta, volumes = library._merged_contents(files)
+    ref_meta, ref_volumes = library._merged_contents([str(whole)])
+    assert meta["tiny"]["scans"] == ref_meta["tiny"]["scans"] == 5
+
+    def pairs(get) -> list[tuple[bytes, bytes]]:  # (image, label) per scan, in any order
+        images, labels = get("tiny")
+        return sorted((i.tobytes(), x.tobytes()) for i, x in zip(images, labels, strict=True))
+
+    assert len(pairs(volumes)) == 5 and pairs(volumes) == pairs(ref_volumes)
