@@ -257,3 +257,24 @@ def test_a_reopened_session_of_an_rgb_stack_keeps_its_channels(tmp_path):
     s.close()  # the folder is released, as when its window closes
     back = Session.open(tmp_path / "session")
     assert np.array_equal(back.model_input(3), s.channels)
+
+
+def test_the_effort_benchmark_starts_from_a_model_that_reads_three_channels(tmp_path):
+    """As the dock gives it: every channel of an RGB stack reaches the shipped LGG model."""
+    from training.bench.effort import load_cases
+    from training.cli import main
+
+    data = _lgg_like(tmp_path / "lgg")
+    model = tmp_path / "rgb.pt"
+    assert main(["train", "--data", str(data), "--labeled", "P,Q", "--channels", "3",
+                 "--dims", "2d", "--steps", "2", "--size", "32", "32", "--base", "4",
+                 "--depth", "2", "--labeled-bs", "2", "--unlabeled-bs", "0", "--device", "cpu",
+                 "--out", str(model)]) == 0
+    cases, _ = load_cases(data, 1, None, keep_channels=True)
+    assert cases[0][1].shape == (4, 32, 32, 3) and cases[0][2].shape == (4, 32, 32)
+    assert load_cases(data, 1, None)[0][0][1].shape == (4, 32, 32)  # grey: FLAIR alone
+    out = tmp_path / "effort.md"
+    assert main(["benchmark", "effort", "--data", str(data), "--cases", "1", "--target", "99",
+                 "--k-max", "1", "--steps", "2", "--split", "", "--start", str(model),
+                 "--out", str(out)]) == 0
+    assert "| 1 | P |" in out.read_text(encoding="utf-8")

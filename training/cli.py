@@ -823,9 +823,13 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.cases < 1 or args.k_max < 1:
         raise DataError("--cases and --k-max must be at least 1")
     start = None if args.start == "scratch" else args.start
-    if start is not None:
-        load_checkpoint(start)  # a bad checkpoint is refused before any work
-    cases, names = load_cases(args.data, args.cases, args.split or None, args.offset)
+    channels = 1
+    if start is not None:  # a bad checkpoint is refused before any work
+        from training.engine.inference import model_channels
+
+        channels = model_channels(load_checkpoint(start)[1])
+    cases, names = load_cases(args.data, args.cases, args.split or None, args.offset,
+                              keep_channels=channels > 1)
     if not cases:
         raise DataError(f"no labelled scans in split {args.split!r} of {args.data}")
     if start is not None:

@@ -362,13 +362,23 @@ def effort_table(rows: Sequence[Row], target: float, k_max: int, header: str) ->
     return "\n".join(lines) + "\n"
 
 
-def load_cases(data_dir: str | Path, n: int, split: str | None, offset: int = 0
+def load_cases(data_dir: str | Path, n: int, split: str | None, offset: int = 0,
+               keep_channels: bool = False
                ) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], list[str]]:
     """The first ``n`` labelled cases of ``split`` (after ``offset``), and the class names.
 
-    2-D slice stacks (LGG PNGs) are grouped by patient into one volume each.
+    2-D slice stacks (LGG PNGs) are grouped by patient into one volume each. With
+    ``keep_channels`` an RGB scan comes whole, (z, y, x, c), for a model that reads channels
+    (as the dock gives it); otherwise as its grey (FLAIR) channel.
     """
-    from training.core.io import SLICE_SUFFIXES, has_suffix, read_image, read_labels
+    from training.core.io import (
+        SLICE_SUFFIXES,
+        has_suffix,
+        read_image,
+        read_labels,
+        read_volume,
+        rgb_channels,
+    )
     from training.engine.data import class_names_from_index, scan_dataset
 
     pool = [c for c in scan_dataset(data_dir) if c.label is not None
@@ -382,7 +392,11 @@ def load_cases(data_dir: str | Path, n: int, split: str | None, offset: int = 0
     for key in names:
         imgs, labs = [], []
         for c in groups[key]:
-            imgs.append(read_image(c.image)[0])
+            vol = read_volume(c.image) if keep_channels else None
+            if vol is not None and vol.rgb:
+                imgs.append(rgb_channels(vol.data))
+            else:
+                imgs.append(read_image(c.image)[0])
             labs.append(read_labels(c.label)[0])
         image, truth = np.concatenate(imgs), np.concatenate(labs)
         truth = np.where(truth == IGNORE_INDEX, 0, truth).astype(np.uint8)
