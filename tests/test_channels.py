@@ -123,6 +123,17 @@ def _lgg_like(root, patients=("P", "Q"), n=4, size=32):
     return root
 
 
+def _train_rgb(data, model, steps: int):
+    """`semiseg train --channels 3` on an :func:`_lgg_like` folder: a tiny 3-channel model."""
+    from training.cli import main
+
+    assert main(["train", "--data", str(data), "--labeled", "P,Q", "--channels", "3",
+                 "--dims", "2d", "--steps", str(steps), "--size", "32", "32", "--base", "4",
+                 "--depth", "2", "--labeled-bs", "2", "--unlabeled-bs", "0", "--device", "cpu",
+                 "--out", str(model)]) == 0
+    return model
+
+
 def test_the_cli_trains_on_every_channel_and_predicts_a_patient_folder(tmp_path, capsys):
     import shutil
 
@@ -131,11 +142,7 @@ def test_the_cli_trains_on_every_channel_and_predicts_a_patient_folder(tmp_path,
     from training.engine.checkpoint import load_checkpoint
 
     data = _lgg_like(tmp_path / "lgg")
-    model = tmp_path / "rgb.pt"
-    assert main(["train", "--data", str(data), "--labeled", "P,Q", "--channels", "3",
-                 "--dims", "2d", "--steps", "3", "--size", "32", "32", "--base", "4",
-                 "--depth", "2", "--labeled-bs", "2", "--unlabeled-bs", "0", "--device", "cpu",
-                 "--out", str(model)]) == 0
+    model = _train_rgb(data, tmp_path / "rgb.pt", steps=3)
     _, meta = load_checkpoint(model)
     assert meta["network"]["in_channels"] == 3
     patient = tmp_path / "patient"
@@ -265,11 +272,7 @@ def test_the_effort_benchmark_starts_from_a_model_that_reads_three_channels(tmp_
     from training.cli import main
 
     data = _lgg_like(tmp_path / "lgg")
-    model = tmp_path / "rgb.pt"
-    assert main(["train", "--data", str(data), "--labeled", "P,Q", "--channels", "3",
-                 "--dims", "2d", "--steps", "2", "--size", "32", "32", "--base", "4",
-                 "--depth", "2", "--labeled-bs", "2", "--unlabeled-bs", "0", "--device", "cpu",
-                 "--out", str(model)]) == 0
+    model = _train_rgb(data, tmp_path / "rgb.pt", steps=2)
     cases, _ = load_cases(data, 1, None, keep_channels=True)
     assert cases[0][1].shape == (4, 32, 32, 3) and cases[0][2].shape == (4, 32, 32)
     assert load_cases(data, 1, None)[0][0][1].shape == (4, 32, 32)  # grey: FLAIR alone
