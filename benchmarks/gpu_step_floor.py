@@ -8,7 +8,12 @@ sampler, logging or per-step synchronisation is counted, in a few forms:
 - eager fp32 and eager bf16 autocast (what the engine runs);
 - bf16 with channels-last tensors;
 - the whole step captured once as a CUDA graph and replayed (no Python, no kernel launches
-  from the CPU), fp32 and bf16.
+  from the CPU), fp32 and bf16, and bf16 with channels-last;
+- the network and loss compiled by ``torch.compile`` (fused kernels), with and without
+  channels-last, and with inductor's own CUDA graphs (``mode="reduce-overhead"``).
+
+``--forms`` picks some; ``--budget-s`` skips the forms left once the time is spent. The table
+is rewritten after every form, so a lease that ends early still returns what was measured.
 
 Then a profile of the engine's own step (``train`` with the recipe's sampler), the ten largest
 CPU-side and GPU-side costs, to show where the rest of its 0.024 s goes.
@@ -38,17 +43,20 @@ NET = {"kind": "unet", "dims": 2, "in_channels": 1, "num_classes": 4, "base": 16
        "dropout": 0.0, "norm": "group"}
 
 
-def _timed(fn, steps: int, device: torch.device) -> float:
-    for _ in range(5):  # cuDNN's kernel search and the allocator settle
+def _timed(fn, steps: int, device: torch.device, with_warmup: bool = False):
+    t0 = time.perf_counter()
+    for _ in range(5):  # compiling, cuDNN's kernel search and the allocator settle
         fn()
     if device.type == "cuda":
         torch.cuda.synchronize()
+    warm = time.perf_counter() - t0
     t = time.perf_counter()
     for _ in range(steps):
         fn()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return (time.perf_counter() - t) / steps
+    per_step = (time.perf_counter() - t) / steps
+    return (per_step, warm) if with_warmup else per_step
 
 
 def _eager(device, batch, size, bf16: bool, channels_last: bool):
@@ -71,16 +79,47 @@ def _eager(device, batch, size, bf16: bool, channels_last: bool):
     return step
 
 
-def _graphed(device, batch, size, bf16: bool):
+def _compiled(device, batch, size, channels_last: bool, mode: str | None = None):
+    """bf16 step with the network and loss compiled; the fused optimiser stays eager."""
+    net = build_network(NET).to(device)
+    opt = _optimizer(torch.optim.AdamW, list(net.parameters()), device, lr=1e-3,
+                     weight_decay=1e-4)
+    x = torch.randn(batch, 1, size, size, device=device)
+    y = torch.randint(0, 4, (batch, size, size), device=device)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def forward(inp, lab):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            return supervised_loss(net(inp)["logits"], lab)
+
+    fwd = torch.compile(forward, mode=mode)
+
+    def step():
+        if mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
+        loss = fwd(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def _graphed(device, batch, size, bf16: bool, channels_last: bool = False):
     """The whole step captured as one CUDA graph (static batch; the optimiser capturable)."""
     net = build_network(NET).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4, capturable=True,
                             foreach=True)
     x = torch.randn(batch, 1, size, size, device=device)
     y = torch.randint(0, 4, (batch, size, size), device=device)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
 
     def body():
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+        # autocast's cache of cast weights does not survive capture (PyTorch's CUDA-graph notes)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16, cache_enabled=False):
             loss = supervised_loss(net(x)["logits"], y)
         loss.backward()
         opt.step()
@@ -131,26 +170,35 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--forms", nargs="+", default=None, help="which forms (default: all)")
+    ap.add_argument("--budget-s", type=float, default=1e9,
+                    help="skip the forms left once this many seconds are spent")
     a = ap.parse_args()
     dev = torch.device(a.device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    rows = []
-    forms = [("eager fp32", lambda: _eager(dev, a.batch, a.size, False, False)),
-             ("eager bf16", lambda: _eager(dev, a.batch, a.size, True, False)),
-             ("eager bf16, channels-last", lambda: _eager(dev, a.batch, a.size, True, True))]
+    b, z = a.batch, a.size
+    forms = {
+        "eager fp32": lambda: _eager(dev, b, z, False, False),
+        "eager bf16": lambda: _eager(dev, b, z, True, False),
+        "eager bf16, channels-last": lambda: _eager(dev, b, z, True, True),
+        "compiled bf16": lambda: _compiled(dev, b, z, False),
+        "compiled bf16, channels-last": lambda: _compiled(dev, b, z, True),
+    }
     if dev.type == "cuda":
-        forms += [("CUDA graph fp32", lambda: _graphed(dev, a.batch, a.size, False)),
-                  ("CUDA graph bf16", lambda: _graphed(dev, a.batch, a.size, True))]
-    for name, make in forms:
-        try:
-            s = _timed(make(), a.steps, dev)
-            rows.append(f"| {name} | {1000 * s:.2f} | {0.054 / s:.1f}x |")
-        except Exception as exc:  # one form failing must not lose the others
-            rows.append(f"| {name} | failed: {type(exc).__name__}: {str(exc)[:120]} | |")
-        print(rows[-1], flush=True)
+        forms.update({
+            "CUDA graph fp32": lambda: _graphed(dev, b, z, False),
+            "CUDA graph bf16": lambda: _graphed(dev, b, z, True),
+            "CUDA graph bf16, channels-last": lambda: _graphed(dev, b, z, True, True),
+            "compiled bf16, reduce-overhead": lambda: _compiled(dev, b, z, False,
+                                                                "reduce-overhead"),
+        })
+    chosen = a.forms or list(forms)
+    unknown = [f for f in chosen if f not in forms]
+    if unknown:
+        ap.error(f"unknown forms {unknown}; known on {dev.type}: {list(forms)}")
     where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
-    lines = [
+    head = [
         "# The bare training step of the 1.9 M-parameter U-Net",
         "",
         f"- command: `python benchmarks/gpu_step_floor.py {' '.join(sys.argv[1:])}`",
@@ -158,13 +206,31 @@ def main() -> int:
         f"({count_parameters(build_network(NET)):,} parameters), GroupNorm; batch {a.batch} "
         f"at {a.size}x{a.size}; a fixed random batch on the device; the engine's loss "
         "(0.5 CE + 0.5 Dice); fused AdamW",
-        f"- mean over {a.steps} steps after 5 warm-up steps",
+        f"- mean over {a.steps} steps after 5 warm-up steps (which include any compiling)",
         "",
-        "| form | ms/step | 0.054 s / this |",
-        "|---|---|---|",
-        *rows,
-        "",
+        "| form | ms/step | 0.054 s / this | set-up and warm-up s |",
+        "|---|---|---|---|",
     ]
+    rows: list[str] = []
+    start = time.perf_counter()
+    for name in chosen:
+        if time.perf_counter() - start > a.budget_s:
+            rows.append(f"| {name} | skipped: the {a.budget_s:.0f} s budget was spent | | |")
+        else:
+            t0 = time.perf_counter()
+            try:
+                fn = forms[name]()
+                s, _ = _timed(fn, a.steps, dev, with_warmup=True)
+                rows.append(f"| {name} | {1000 * s:.2f} | {0.054 / s:.1f}x | "
+                            f"{time.perf_counter() - t0 - s * a.steps:.0f} |")
+            except Exception as exc:  # one form failing must not lose the others
+                msg = " ".join(str(exc).split())[:160].replace("|", "/")
+                rows.append(f"| {name} | failed: {type(exc).__name__}: {msg} | | |")
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+        print(rows[-1], flush=True)
+        Path(a.out).write_text("\n".join(head + rows) + "\n", encoding="utf-8")
+    lines = head + rows + [""]
     if a.pack:
         try:
             lines += ["## Profile of the engine's step (`train`, supervised, bf16, the recipe's "

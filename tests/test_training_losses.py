@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from training import IGNORE_INDEX
@@ -57,3 +58,23 @@ def test_rampup_monotone_from_near_zero_to_one():
     vals = [sigmoid_rampup(s, 10) for s in range(12)]
     assert vals[0] < 0.01 and vals[-1] == 1.0
     assert all(a <= b for a, b in zip(vals, vals[1:], strict=False))
+
+
+def test_all_unannotated_gives_zero_gradient():
+    logits = torch.randn(1, 2, 4, 4, requires_grad=True)
+    labels = torch.full((1, 4, 4), IGNORE_INDEX)
+    supervised_loss(logits, labels).backward()
+    assert logits.grad.abs().max() == 0
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_the_loss_never_branches_on_the_data():
+    # A branch on a tensor's value reads it back to the host each step, which stalls a GPU
+    # and breaks the capture of a step as a CUDA graph. Tracing records one graph; a branch
+    # on the data would make the trace disagree with eager on other inputs.
+    logits, labels = _case()
+    traced = torch.jit.trace(supervised_loss, (logits, labels), check_trace=False)
+    empty = torch.full_like(labels, IGNORE_INDEX)
+    other = torch.randint(0, 3, labels.shape)
+    for lab in (empty, other, labels):
+        assert torch.allclose(traced(logits, lab), supervised_loss(logits, lab), atol=1e-6)

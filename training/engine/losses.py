@@ -24,19 +24,26 @@ def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 
 def masked_dice_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """MONAI Dice loss over annotated voxels only (predictions at 255 voxels are zeroed)."""
+    """MONAI Dice loss over annotated voxels only (predictions at 255 voxels are zeroed).
+
+    With nothing annotated both sides are all zero and MONAI's smoothing makes the loss 0
+    with a zero gradient, so no branch on the data is needed: a branch would read the GPU's
+    result back every step and stop the step from being captured as a CUDA graph.
+    """
     mask = valid_mask(labels)
-    if mask.sum() == 0:
-        return logits.sum() * 0.0
     probs = torch.softmax(logits, dim=1) * mask
     return _dice(probs, one_hot(labels, logits.shape[1]))
 
 
 def masked_ce_loss(logits: torch.Tensor, labels: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
-    """Cross-entropy ignoring 255; zero (with gradient graph) when nothing is annotated."""
-    if not bool((labels != IGNORE_INDEX).any()):
-        return logits.sum() * 0.0
-    return weight * F.cross_entropy(logits, labels.long(), ignore_index=IGNORE_INDEX)
+    """Cross-entropy ignoring 255; zero (with gradient graph) when nothing is annotated.
+
+    The mean over annotated voxels is taken as a sum over a clamped count, which is 0 rather
+    than NaN when nothing is annotated, without reading the count back to the CPU.
+    """
+    total = F.cross_entropy(logits, labels.long(), ignore_index=IGNORE_INDEX, reduction="sum")
+    count = (labels != IGNORE_INDEX).sum().clamp(min=1)
+    return weight * total / count
 
 
 def supervised_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
