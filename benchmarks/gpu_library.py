@@ -15,8 +15,8 @@ item 3).
 One device call carries at most 64 MiB, and the three models' scans take about 150 MB packed
 (LGG alone 97 MB). ``pack --parts N`` deals each model's scans round-robin into N files
 (``<out>.part0.npz`` ...), each small enough for one call; ``train --pack`` takes them all, and
-the model is trained on their union. The parts travel in successive calls to the warm machine,
-each in its own ignored folder (a carried path replaces that path there; the others stay).
+the model is trained on their union. The parts travel in successive calls to the warm machine
+and wait in /tmp there (`gpu_library_lease.sh --stash`): the working tree does not keep them.
 """
 
 from __future__ import annotations

@@ -128,3 +128,25 @@ def test_a_pack_in_parts_trains_on_the_union_of_its_scans(scripts, tmp_path, mon
         return sorted((i.tobytes(), x.tobytes()) for i, x in zip(images, labels, strict=True))
 
     assert len(pairs(volumes)) == 5 and pairs(volumes) == pairs(ref_volumes)
+
+
+def test_the_library_lease_stashes_each_part_and_names_a_missing_one(tmp_path):
+    # Each device call's carried part is gone from the working tree at the next call, so the
+    # script keeps it in a stash that outlives the call, and refuses to train on fewer parts.
+    import subprocess
+
+    work, stash, out = tmp_path / "work", tmp_path / "stash", tmp_path / "out"
+    (work / ".gpu").mkdir(parents=True)
+    (work / ".gpu" / "library.part0.npz").write_bytes(b"part 0")
+    script = str(BENCH / "gpu_library_lease.sh")
+    env = {"PATH": "/usr/bin:/bin", "STASH": str(stash), "PARTS": "2"}
+    done = subprocess.run(["bash", script, "--stash"], cwd=work, env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    assert (stash / "library.part0.npz").read_bytes() == b"part 0"
+    (work / ".gpu" / "library.part0.npz").unlink()  # the next call no longer has it
+    done = subprocess.run(["bash", script, str(out), "1"], cwd=work, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "library.part1.npz" in done.stdout
+    assert "library.part1.npz" in (out / "error.txt").read_text()
