@@ -179,3 +179,21 @@ def test_channels_last_predict_matches_the_default_layout(monkeypatch):
     assert np.array_equal(fast["labels"], plain["labels"])
     np.testing.assert_allclose(fast["uncertainty"], plain["uncertainty"], atol=1e-4)
     assert next(net.parameters()).is_contiguous()  # the caller's model is left as it was
+
+
+def test_test_time_mirroring_makes_predict_mirror_symmetric():
+    # averaged with its left-right mirror, the prediction of a mirrored scan is the mirror of
+    # the scan's prediction; a random network alone is not, so the option really ran
+    torch.manual_seed(0)
+    img, _ = blob_volume(0, shape=(2, 16, 24))
+    img = img[..., ::-1].copy() + np.linspace(0, 50, 24, dtype=np.float32)  # not symmetric
+    net = UNet(2, 1, 3, base=4, depth=2)
+    meta = {**META2, "sampling": "patch", "size": [16, 24]}
+
+    def probs(scan, mirror):
+        return predict_volume(net, {**meta, "test_time_mirror": mirror}, scan,
+                              device="cpu")["probabilities"]
+
+    flipped = img[..., ::-1].copy()
+    assert np.allclose(probs(flipped, True), probs(img, True)[..., ::-1], atol=1e-5)
+    assert not np.allclose(probs(flipped, False), probs(img, False)[..., ::-1], atol=1e-3)

@@ -135,10 +135,18 @@ def prediction_window(meta: dict, slice_shape: Sequence[int]) -> list[int]:
     return size
 
 
+def mirrors_at_predict(meta: dict) -> bool:
+    """Whether a model's card chose to average each window with its left-right mirror image
+    (``meta["test_time_mirror"]``; off unless chosen on validation scans: it doubles Predict)."""
+    return bool(meta.get("test_time_mirror", False))
+
+
 @torch.no_grad()
-def _predict_2d_windows(model, x, size, mc, batch_size, keep_probs=True):
+def _predict_2d_windows(model, x, size, mc, batch_size, keep_probs=True, mirror=False):
     """Like :func:`_predict_2d` for a native-grid model: Gaussian-weighted sliding windows of
-    ``size`` over each slice, probabilities averaged at the scan's own resolution."""
+    ``size`` over each slice, probabilities averaged at the scan's own resolution. With
+    ``mirror`` each window's probabilities are the mean of the window's and of its left-right
+    mirror image's, mirrored back."""
     dev = next(model.parameters()).device
     t = torch.from_numpy(x)
     t = t.unsqueeze(1) if t.dim() == 3 else t  # (z, c, y, x) already for a scan with channels
@@ -146,7 +154,10 @@ def _predict_2d_windows(model, x, size, mc, batch_size, keep_probs=True):
     probs_out, cam_out, labels_out, unc_out = [], [], [], []
 
     def softmax(inp: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(model(inp)["logits"], 1)
+        p = torch.softmax(model(inp)["logits"], 1)
+        if mirror:
+            p = 0.5 * (p + torch.softmax(model(inp.flip(-1))["logits"], 1).flip(-1))
+        return p
 
     for i in range(0, t.shape[0], batch_size):
         chunk = t[i:i + batch_size].to(dev)
@@ -257,11 +268,12 @@ def predict_volume(
         x = normalize_scan(vol, meta.get("normalization"), channels)
         if int(meta.get("dims", 2)) == 2:
             if meta.get("sampling") == "patch":
-                by, size = _predict_2d_windows, prediction_window(meta, x.shape[-2:])
+                probs, cam, labels, unc = _predict_2d_windows(
+                    model, x, prediction_window(meta, x.shape[-2:]), mc, batch_size,
+                    keep_probs=probabilities, mirror=mirrors_at_predict(meta))
             else:
-                by, size = _predict_2d, meta["size"]
-            probs, cam, labels, unc = by(model, x, size, mc, batch_size,
-                                         keep_probs=probabilities)
+                probs, cam, labels, unc = _predict_2d(model, x, meta["size"], mc, batch_size,
+                                                      keep_probs=probabilities)
         else:
             probs, cam = _predict_3d(model, x, meta["size"], float(meta.get("downsample", 1)), mc)
             labels = unc = None
