@@ -280,4 +280,20 @@ def test_the_effort_benchmark_starts_from_a_model_that_reads_three_channels(tmp_
     assert main(["benchmark", "effort", "--data", str(data), "--cases", "1", "--target", "99",
                  "--k-max", "1", "--steps", "2", "--split", "", "--start", str(model),
                  "--out", str(out)]) == 0
-    assert "| 1 | P |" in out.read_text(encoding="utf-8")
+    text = out.read_text(encoding="utf-8")
+    assert "| 1 | P |" in text
+    # as the dock from a given model: suggested slices one per Retrain, no ends asked for
+    assert "on every scan the structure's first" not in text
+
+
+def test_the_effort_benchmark_takes_named_patients_in_their_order(tmp_path):
+    # LGG keeps its val and test patients in benchmarks/splits, not in index.csv
+    from training.bench.effort import load_cases
+    from training.core.io import DataError
+
+    data = _lgg_like(tmp_path / "lgg", patients=("P", "Q", "R"), n=2, size=20)
+    assert [c[0] for c in load_cases(data, 5, None)[0]] == ["P", "Q", "R"]
+    assert [c[0] for c in load_cases(data, 5, None, patients=["R", "P"])[0]] == ["R", "P"]
+    assert [c[0] for c in load_cases(data, 1, None, patients=["R", "P"])[0]] == ["R"]
+    with pytest.raises(DataError, match="'S'"):
+        load_cases(data, 5, None, patients=["S"])

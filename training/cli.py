@@ -241,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     ef.add_argument("--method", default="supervised", choices=METHODS)
     ef.add_argument("--split", default="test", help="split to draw the scans from ('' = all)")
     ef.add_argument("--offset", type=int, default=0, help="skip this many scans first")
+    ef.add_argument("--patients", default="",
+                    help="comma-separated scans (patients of slice stacks) to use, in order, "
+                         "instead of the split's first ones")
     ef.add_argument("--prior", default=None, choices=["interpolation"],
                     help="also train on the interpolation between painted slices")
     ef.add_argument("--fuse-weight", type=float, default=None, metavar="W",
@@ -829,7 +832,8 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
         channels = model_channels(load_checkpoint(start)[1])
     cases, names = load_cases(args.data, args.cases, args.split or None, args.offset,
-                              keep_channels=channels > 1)
+                              keep_channels=channels > 1,
+                              patients=[p for p in args.patients.split(",") if p])
     if not cases:
         raise DataError(f"no labelled scans in split {args.split!r} of {args.data}")
     if start is not None:
@@ -878,7 +882,9 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
     )
 
     coverage = SUGGEST_COVERAGE if args.coverage is None else args.coverage
-    every_scan = (PAINT_ENDS_EVERY_SCAN if args.ends_every_scan is None
+    # as the dock: the ends of every scan are asked for while teaching a New model; a scan
+    # that starts from a given model gets suggested slices, one per Retrain
+    every_scan = ((PAINT_ENDS_EVERY_SCAN and start is None) if args.ends_every_scan is None
                   else args.ends_every_scan)
     per_slice = args.slice_score or SUGGEST_PER_SLICE
     main = (SUGGEST_MAIN_STRUCTURE if args.suggest_within is None

@@ -363,9 +363,11 @@ def effort_table(rows: Sequence[Row], target: float, k_max: int, header: str) ->
 
 
 def load_cases(data_dir: str | Path, n: int, split: str | None, offset: int = 0,
-               keep_channels: bool = False
+               keep_channels: bool = False, patients: Sequence[str] | None = None
                ) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], list[str]]:
     """The first ``n`` labelled cases of ``split`` (after ``offset``), and the class names.
+    ``patients`` names the cases (or patients of slice stacks) instead, in that order: sets
+    such as LGG keep their splits in a file of their own (``benchmarks/splits``).
 
     2-D slice stacks (LGG PNGs) are grouped by patient into one volume each. With
     ``keep_channels`` an RGB scan comes whole, (z, y, x, c), for a model that reads channels
@@ -373,6 +375,7 @@ def load_cases(data_dir: str | Path, n: int, split: str | None, offset: int = 0,
     """
     from training.core.io import (
         SLICE_SUFFIXES,
+        DataError,
         has_suffix,
         read_image,
         read_labels,
@@ -387,7 +390,13 @@ def load_cases(data_dir: str | Path, n: int, split: str | None, offset: int = 0,
     groups: dict[str, list] = {}
     for c in pool:  # 2-D slices make one volume per patient; a 3-D scan is a volume by itself
         groups.setdefault((c.patient or c.name) if slices else c.name, []).append(c)
-    names = list(groups)[offset: offset + n]
+    if patients:
+        missing = [p for p in patients if p not in groups]
+        if missing:
+            raise DataError(f"no labelled scans of {missing[0]!r} in {data_dir}")
+        names = list(patients)[offset: offset + n]
+    else:
+        names = list(groups)[offset: offset + n]
     cases, max_label = [], 1
     for key in names:
         imgs, labs = [], []
