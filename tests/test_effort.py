@@ -221,3 +221,36 @@ def test_replay_trains_each_retrain_on_the_slices_painted_on_earlier_scans(tmp_p
     effort.effort_benchmark(cases, ["bg", "disc", "square"], 1.01, k_max=1, steps=2,
                             labeled_bs=2, unlabeled_bs=0, work_dir=tmp_path)
     assert seen == [[], []]  # without replay, only the scan's own slices
+
+
+class _Fixed:
+    """Stands in for how the dock shows a model: each 'model' is a fixed prediction."""
+
+    def __init__(self, predictions):
+        self.predictions = predictions
+
+    def predict(self, model, image, labels):
+        return self.predictions[model], None
+
+
+def test_a_scan_restarts_from_the_starting_model_where_it_does_better_on_fresh_slices():
+    from training.bench.effort import _better_base
+
+    truth = np.zeros((4, 8, 8), np.uint8)
+    truth[:, 2:6, 2:6] = 1
+    drifted = np.zeros_like(truth)
+    drifted[:, 2:4, 2:4] = 1  # a quarter of the structure
+    shown = _Fixed({"carried": drifted, "start": truth.copy()})
+    assert _better_base("carried", "start", truth, truth, [1, 2], 0, shown) == ("start", True)
+    # the carried model is kept when it is as good or better on the painted slices
+    shown = _Fixed({"carried": truth.copy(), "start": drifted})
+    assert _better_base("carried", "start", truth, truth, [1, 2], 0, shown) == ("carried", False)
+    shown = _Fixed({"carried": truth.copy(), "start": truth.copy()})
+    assert _better_base("carried", "start", truth, truth, [1], 0, shown) == ("carried", False)
+
+
+def test_rebase_needs_a_starting_model(tmp_path, capsys):
+    data = write_dataset(tmp_path / "data", n=2)
+    assert main(["benchmark", "effort", "--data", str(data), "--target", "90", "--rebase",
+                 "--out", str(tmp_path / "e.md")]) == 2
+    assert "--rebase" in capsys.readouterr().err

@@ -270,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="on every scan, not only the first, paint the structure's first, "
                          "middle and last slices first and keep the prediction between the "
                          "ends (default: the plugin's)")
+    ef.add_argument("--rebase", action="store_true",
+                    help="with --start: each scan's first Retrain starts from whichever of the "
+                         "carried model and the starting model scores better on the slices "
+                         "painted so far (neither has trained on them)")
     ef.add_argument("--baselines-only", action="store_true",
                     help="no learning: slices the baselines need (this project's interpolation, "
                          "and ITK's contour interpolation when the bench extra is installed)")
@@ -826,6 +830,10 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.cases < 1 or args.k_max < 1:
         raise DataError("--cases and --k-max must be at least 1")
     start = None if args.start == "scratch" else args.start
+    rebase_note = ("; each scan's first Retrain from the better, on its painted slices, of "
+                   "this and the carried model")
+    if args.rebase and start is None:
+        raise DataError("--rebase chooses between the carried model and --start MODEL: give one")
     channels = 1
     if start is not None:  # a bad checkpoint is refused before any work
         from training.engine.inference import model_channels
@@ -902,12 +910,13 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
                             main_piece=main_piece, ends=ends, body_first=body_first,
                             replay=args.replay, ends_first=args.first_scan == "ends",
                             baselines_only=args.baselines_only,
-                            ends_every_scan=every_scan,
+                            ends_every_scan=every_scan, rebase=args.rebase,
                             **extra)
     header = _header(
         "Annotation effort: assistant vs interpolation", argv,
         f"{machine_description()}; took {time.perf_counter() - t0:.0f} s",
         f"- start: {args.start}"
+        f"{rebase_note if args.rebase else ''}"
         f"{f' (a new model, weights: {start_weights})' if start is None else ''}; "
         f"{'each Retrain also trains on the earlier scans painted slices; ' if args.replay else ''}"
         f"Retrain = `finetune` as the plugin calls it (anchored), "

@@ -143,6 +143,7 @@ def learning_effort(
     network: dict | None = None,
     ends_first: bool = False,
     ends_every_scan: bool = False,
+    rebase_to: str | None = None,
     **config: Any,
 ) -> tuple[Row, str | None]:
     """Paint-and-retrain on one scan until ``target``; returns (row, the model to go on with).
@@ -155,6 +156,10 @@ def learning_effort(
     structure's first, middle and last slices, and the prediction stays between the ends (the
     dock's "Structure ends at outer painted slices", ticked for a New model's first scan).
     ``ends_every_scan``: so on a scan with a model too, the suggestions then between the ends.
+    ``rebase_to`` (the model the series started from): the scan's first Retrain starts from
+    whichever of it and the carried model scores better on the slices painted so far, which
+    neither has trained on; a model fine-tuned on earlier scans may have drifted from what the
+    starting model knew.
     """
     from dataclasses import replace
 
@@ -167,6 +172,7 @@ def learning_effort(
     painted: list[int] = []
     retrain_s: list[float] = []
     rejected = 0
+    rebased = False
     dice = 0.0
     current = model
     uncertainty = None
@@ -201,6 +207,9 @@ def learning_effort(
         if current is None:
             current = new_model(work / "new.pt", class_names, seed=seed, pretrained=pretrained,
                                 **(network or {}))
+        elif rebase_to is not None and not retrain_s and current != rebase_to:
+            current, rebased = _better_base(current, rebase_to, image, truth, painted, axis,
+                                            shown)
         # as the plugin's Retrain: a model that has learnt something is judged on held-back
         # painted slices and kept when the retrain does worse there
         judged = not is_untrained(current) and len(painted) >= hold_back_from
@@ -226,8 +235,24 @@ def learning_effort(
         dice = mean_dice(prediction, truth)
         trajectory.append(dice)
     row = {"painted": len(painted), "slices": painted, "dice": dice, "rejected": rejected,
-           "reached": dice >= target, "retrain_s": retrain_s, "trajectory": trajectory}
+           "reached": dice >= target, "retrain_s": retrain_s, "trajectory": trajectory,
+           "rebased": rebased}
     return row, current
+
+
+def _better_base(carried: str, start: str, image: np.ndarray, truth: np.ndarray,
+                 painted: Sequence[int], axis: int, shown: Any) -> tuple[str, bool]:
+    """The carried model, or the series' starting model where that one scores better on the
+    painted slices (ties keep the carried model). Returns (model, whether it is the start)."""
+    from training.interactive.retrain import mean_score, score_slices
+
+    reference = sparse_labels(truth, painted, axis)
+    slices = [(axis, z) for z in painted]
+    scores = [mean_score(score_slices(shown.predict(m, image, reference)[0], reference, slices))
+              for m in (carried, start)]
+    if scores[1] is not None and (scores[0] is None or scores[1] > scores[0]):
+        return start, True
+    return carried, False
 
 
 def effort_benchmark(
@@ -255,6 +280,7 @@ def effort_benchmark(
     ends_first: bool = False,
     ends_every_scan: bool = False,
     baselines_only: bool = False,
+    rebase: bool = False,
     **config: Any,
 ) -> list[Row]:
     """One row per scan, in order: slices painted and Dice for learning and interpolation,
@@ -286,7 +312,7 @@ def effort_benchmark(
                     main_structure=main_structure, main_piece=main_piece, ends=ends,
                     body_first=body_first, pretrained=pretrained, network=network,
                     ends_first=ends_first, ends_every_scan=ends_every_scan,
-                    earlier=list(earlier), **config)
+                    rebase_to=start if rebase else None, earlier=list(earlier), **config)
             if replay:
                 earlier.append((image, sparse_labels(truth, row["slices"])))
             k_interp, d_interp = interpolation_effort(truth, target, k_max)
@@ -355,6 +381,10 @@ def effort_table(rows: Sequence[Row], target: float, k_max: int, header: str) ->
         third = [r["painted"] for r in rows[2:]]
         if third:
             lines.append(f"- from the third scan on: {np.mean(third):.1f} slices per scan")
+        rebased = [str(i + 1) for i, r in enumerate(rows) if r.get("rebased")]
+        if rebased:
+            lines.append(f"- the first Retrain started from the starting model, not the carried "
+                         f"one, on scan {', '.join(rebased)}")
     else:
         lines.append(f"- total slices needed: interpolation **{total_i}**"
                      + (f", ITK contour interpolation **{total('itk_painted')}**" if itk
