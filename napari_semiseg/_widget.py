@@ -243,10 +243,11 @@ class AssistantWidget(DockLayout):
         source = geom.source or None
         if self.new_model and self.learned_model is None:
             return self._start_new_model(layer, geom, source)
-        if self.learned_model is not None and self.new_model:
-            # a scan after the first: its ends, middle and then suggested slices are painted as
-            # on the first, and the prediction stays between the painted ends
-            self.retrain_form.within_extent.value = PAINT_ENDS_EVERY_SCAN
+        # a scan that starts from a model (the library's, or one an earlier scan taught): where
+        # the prediction falls short, its ends, middle and then suggested slices are painted,
+        # and the prediction stays between the painted ends (chosen on LGG val patients:
+        # benchmarks/results/lgg_effort_val_start_*.md)
+        self.retrain_form.within_extent.value = PAINT_ENDS_EVERY_SCAN
         model = self.learned_model or self.checkpoint_path or self._auto_model(layer, geom)
         if model is None:
             if not self._library:
@@ -506,7 +507,9 @@ class AssistantWidget(DockLayout):
         if result.get("cam") is not None:
             self.show_image_layer(CAM, result["cam"], colormap="turbo", blending="additive",
                                   opacity=0.5, visible=False)
-        self.status.setText("Prediction ready. Correct a few slices, then Retrain.")
+        self.status.setText("Prediction ready. Where it falls short, paint the structure's "
+                            "first, middle and last slices, then Retrain; then the suggested "
+                            "slices.")
 
     def _on_predict_error(self, exc: Exception) -> None:
         show_error(f"Prediction failed: {exc}")

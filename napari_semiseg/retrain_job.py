@@ -228,7 +228,7 @@ def run_retrain(job: RetrainJob, emit: Callable[[Event], None],
         "uncertainty": str(unc_path), "adopted": v.adopted, "reason": v.reason,
         "old_score": v.old_score, "new_score": v.new_score, "old_scores": v.old_scores,
         "new_scores": v.new_scores, "parent": job.parent, "method": job.method,
-        "steps": job.steps,
+        "steps": job.steps, "extent": job.extent,
     })
 
 

@@ -41,6 +41,7 @@ from training.interactive.loop import (
     SUGGEST_PER_SLICE,
     NoLabelledSlicesError,
     largest_section,
+    limit_to_extent,
     rank_uncertain_slices,
     slice_index,
     split_held_back,
@@ -598,7 +599,9 @@ class Session(SessionFiles):
         with its verdict, then refresh or restore. Returns (version, adopted, reason).
 
         Adopted: the new prediction replaces the old one off the labelled slices. Rejected: the
-        prediction from before any mid-training preview comes back.
+        prediction from before any mid-training preview comes back, with nothing beyond the
+        painted extent when the Retrain was asked to keep within it (``event["extent"]``):
+        the user said the structure lies between those slices, whichever model is kept.
         """
         pred = unc = None
         if event.get("prediction"):  # read and check first: a bad result changes nothing
@@ -618,4 +621,6 @@ class Session(SessionFiles):
             self._before_preview = None
         else:
             self.restore_prediction()
+            if event.get("extent") is not None:
+                self.merge_prediction(limit_to_extent(self.prediction, event["extent"]))
         return v, ok, reason

@@ -235,6 +235,27 @@ def test_preview_then_reject_restores_prediction(tmp_path):
     assert (s.prediction[[1, 3, 4, 5]] == 2).all() and s.prediction[2, 0, 0] == 3
 
 
+def test_a_rejected_retrain_asked_to_keep_within_the_ends_leaves_nothing_beyond_them(
+        tmp_path):
+    # the user painted the structure's ends (slices 1 and 3): whichever model is kept, its
+    # prediction beyond them goes, and the painted slices stay as painted
+    s = Session(_image(), prediction=np.ones(SHAPE, np.uint8))
+    s.add_version(_checkpoint(tmp_path, "base.pt"))
+    for z in (1, 3):
+        s.prediction[z] = 2
+        s.mark_labelled(0, z)
+    np.save(tmp_path / "p.npy", np.zeros(SHAPE, np.uint8))
+    done = {"type": "done", "checkpoint": str(_checkpoint(tmp_path, "r.pt", b"r")),
+            "prediction": str(tmp_path / "p.npy"), "uncertainty": None,
+            "adopted": False, "reason": "rejected", "old_score": 0.9, "new_score": 0.1,
+            "parent": "v0", "method": "supervised", "steps": 3, "extent": [1, 3]}
+    _, ok, _ = s.apply_retrain_result(done)
+    assert not ok
+    assert (s.prediction[[0, 4, 5]] == 0).all()  # beyond the painted ends
+    assert (s.prediction[2] == 1).all()  # between them, the kept model's prediction
+    assert (s.prediction[[1, 3]] == 2).all() and (s.user_labels[[1, 3]] == 2).all()
+
+
 def test_autosave_and_reopen_restore_everything(tmp_path, scan):
     folder = tmp_path / "session"
     s = Session.from_file(scan, folder=folder,

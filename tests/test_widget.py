@@ -37,6 +37,18 @@ def test_predict_adds_prediction_and_uncertainty_on_the_scan(qtbot, assistant):
     assert "geometry" in pred.metadata
 
 
+def test_a_scan_from_a_library_model_keeps_retrains_within_its_painted_ends(qtbot, assistant):
+    # where the shipped model falls short, the user paints the structure's first, middle and
+    # last slices, and the Retrain predicts nothing beyond them (chosen on LGG val patients)
+    from training.interactive.loop import PAINT_ENDS_EVERY_SCAN
+
+    viewer, widget = assistant
+    widget.retrain_form.within_extent.value = not PAINT_ENDS_EVERY_SCAN
+    _predict(qtbot, widget)
+    assert widget.retrain_form.within_extent.value == PAINT_ENDS_EVERY_SCAN
+    assert "first, middle and last slices" in widget.status.text()
+
+
 def test_next_uncertain_slice_goes_to_the_top_ranked_slice(qtbot, assistant):
     viewer, widget = assistant
     _predict(qtbot, widget)

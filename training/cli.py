@@ -890,9 +890,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
     )
 
     coverage = SUGGEST_COVERAGE if args.coverage is None else args.coverage
-    # as the dock: the ends of every scan are asked for while teaching a New model; a scan
-    # that starts from a given model gets suggested slices, one per Retrain
-    every_scan = ((PAINT_ENDS_EVERY_SCAN and start is None) if args.ends_every_scan is None
+    every_scan = (PAINT_ENDS_EVERY_SCAN if args.ends_every_scan is None
                   else args.ends_every_scan)
     per_slice = args.slice_score or SUGGEST_PER_SLICE
     main = (SUGGEST_MAIN_STRUCTURE if args.suggest_within is None

@@ -35,6 +35,7 @@ from training.interactive.loop import (
     SUGGEST_PER_SLICE,
     finetune,
     keep_main_structure,
+    limit_to_extent,
     rank_uncertain_slices,
     sparse_labels,
     split_held_back,
@@ -228,6 +229,8 @@ def learning_effort(
             uncertainty = result.uncertainty
         else:
             rejected += 1
+            if extent is not None:  # as the dock: the kept prediction stays within the ends
+                prediction = limit_to_extent(prediction, extent, axis)
         for z in painted:  # the user's slices are kept as painted
             idx = [slice(None)] * truth.ndim
             idx[axis] = z

@@ -85,7 +85,10 @@ SUGGEST_BODY_FIRST = True
 #: painting suggested slices from the second scan on (interpolation: 26), and none of the
 #: Dice-0 drops that empty edge slices suggested on a new scan caused
 #: (benchmarks/results/la_effort_train_recipe_ends_every_scan.md beside
-#: la_effort_train_recipe.md).
+#: la_effort_train_recipe.md). The same for a scan that starts from a library model: on the 5
+#: LGG val patients from a 25-patient model, 12 slices against 18 painting suggested slices
+#: one per Retrain (and 17 starting each scan's first Retrain from the better of the carried
+#: and the library model), interpolation 18 (benchmarks/results/lgg_effort_val_start_*.md).
 PAINT_ENDS_EVERY_SCAN = True
 #: A New model's prediction (fused with the interpolation) keeps only its main 3-D piece and the
 #: pieces on painted slices. Chosen on 4 LA train scans, K = 5, w = 0.3: 84.4 +- 1.8 Dice on
