@@ -254,3 +254,27 @@ def test_rebase_needs_a_starting_model(tmp_path, capsys):
     assert main(["benchmark", "effort", "--data", str(data), "--target", "90", "--rebase",
                  "--out", str(tmp_path / "e.md")]) == 2
     assert "--rebase" in capsys.readouterr().err
+
+
+def test_a_rejected_retrain_within_the_ends_keeps_nothing_beyond_them(tmp_path, monkeypatch):
+    """As the dock: the user painted the ends, so whichever model is kept shows nothing beyond
+    them, even when the Retrain that was asked to keep within them is rejected."""
+    import training.bench.effort as effort
+    import training.interactive.retrain as retrain
+
+    truth = _cone(n=12, size=40)
+    truth[[0, 1, 10, 11]] = 0  # the structure spans slices 2..9
+    rng = np.random.default_rng(0)
+    image = (truth * 2.0 + rng.normal(0, 0.3, truth.shape)).astype(np.float32)
+    _, model = effort.learning_effort(image, truth, None, ["bg", "cone"], 1.01, 2, tmp_path,
+                                      steps=2, labeled_bs=2, unlabeled_bs=0,
+                                      network={"unshuffle": 1})
+    monkeypatch.setattr(retrain, "judge",
+                        lambda old, new, tolerance=0.0: retrain.Verdict(False, "rejected"))
+    seen = []
+    monkeypatch.setattr(effort, "mean_dice", lambda p, t: seen.append(p.copy()) or 0.0)
+    row, kept = effort.learning_effort(image, truth, model, ["bg", "cone"], 1.01, 3, tmp_path,
+                                       steps=2, labeled_bs=2, unlabeled_bs=0,
+                                       ends_every_scan=True)
+    assert row["rejected"] == 1 and kept == model
+    assert not seen[-1][[0, 1, 10, 11]].any()
