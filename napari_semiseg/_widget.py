@@ -33,7 +33,14 @@ from .default_model import DEFAULT_MODEL, default_model_available
 from .io import NOT_ANNOTATED, Geometry
 from .jobs import Job, JobSlot
 from .model_library import LibraryModel, choose, library, user_models_dir
-from .retrain_job import MAX_UNLABELLED, RETRAIN_PRELOAD, make_job, run_retrain, scan_files
+from .retrain_job import (
+    MAX_UNLABELLED,
+    RETRAIN_PRELOAD,
+    make_job,
+    prediction_beyond_extent,
+    run_retrain,
+    scan_files,
+)
 from .session import Session, SessionError, default_folder, grey_scan, scan_channels
 from .training_bridge import TrainingBridge
 
@@ -586,6 +593,11 @@ class AssistantWidget(DockLayout):
         except Exception as e:
             show_error(f"Cannot retrain: {e}")
             return
+        if job.extent is not None and prediction_beyond_extent(s) is not None:
+            a, b = job.extent  # say what will go, before it goes
+            show_info(f"This Retrain predicts nothing beyond slices {a} and {b}, the outer "
+                      f"painted slices showing the structure. Untick 'Structure ends at outer "
+                      f"painted slices' to keep the prediction beyond them.")
         running = self.jobs.start(RETRAIN, s, files=job)
         try:
             self.bridge.start(job)

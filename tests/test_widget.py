@@ -109,6 +109,8 @@ def test_full_loop_retrain_keeps_painted_slice_and_refreshes_others(qtbot, assis
     old_other = layer.data[[0, 1, 2, 4, 6, 8, 9]].copy()
     widget.retrain_form.steps.value = 4
     widget.retrain_form.method.value = "mean_teacher"
+    # corrections in the structure's middle, not its ends: the prediction beyond them stays
+    widget.retrain_form.within_extent.value = False
     widget.retrain_btn.click()
     assert widget.bridge.running and widget.cancel_btn.isEnabled()
     # the user keeps painting while it trains
@@ -134,6 +136,28 @@ def test_full_loop_retrain_keeps_painted_slice_and_refreshes_others(qtbot, assis
     listed = {int(widget.uncertain_list.item(k).text().split()[1])
               for k in range(widget.uncertain_list.count())}
     assert not listed & {3, 5, 7}
+
+
+def test_the_user_is_told_before_a_retrain_drops_the_prediction_beyond_the_ends(
+        qtbot, assistant, monkeypatch):
+    import napari_semiseg._widget as widget_module
+
+    viewer, widget = assistant
+    _predict(qtbot, widget)
+    told: list[str] = []
+    monkeypatch.setattr(widget_module, "show_info", told.append)
+    layer = viewer.layers[PREDICTION]
+    for z in (4, 6):  # two middle slices painted with the box ticked
+        widget.go_to_slice(z)
+        layer.paint((z, 128, 128), 2)
+        qtbot.waitUntil(lambda z=z: z in widget.session.labelled_slices(0))
+    assert layer.data[[0, 1, 2, 3, 7, 8, 9]].any()  # the model shows it beyond them
+    widget.retrain_form.within_extent.value = True
+    widget.retrain_form.steps.value = 2000
+    widget.retrain()
+    assert any("nothing beyond slices 4 and 6" in m for m in told), told
+    widget.cancel_btn.click()
+    qtbot.waitUntil(lambda: not widget.training, timeout=60000)
 
 
 def test_cancel_keeps_current_version(qtbot, assistant):
