@@ -22,7 +22,7 @@ from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QFileDialog, QWidget
 
 from training.core.atomic import atomic_write
-from training.interactive.loop import PAINT_ENDS_EVERY_SCAN
+from training.interactive.loop import PAINT_ENDS_EVERY_SCAN, shows_beyond
 from training.interactive.new_model import is_untrained
 from training.interactive.retrain import SHAPE_PRIOR_WEIGHT
 from training.library.model_card import describe
@@ -37,7 +37,6 @@ from .retrain_job import (
     MAX_UNLABELLED,
     RETRAIN_PRELOAD,
     make_job,
-    prediction_beyond_extent,
     run_retrain,
     scan_files,
 )
@@ -593,7 +592,7 @@ class AssistantWidget(DockLayout):
         except Exception as e:
             show_error(f"Cannot retrain: {e}")
             return
-        if job.extent is not None and prediction_beyond_extent(s) is not None:
+        if job.extent is not None and shows_beyond(s.prediction, job.extent):
             a, b = job.extent  # say what will go, before it goes
             show_info(f"This Retrain predicts nothing beyond slices {a} and {b}, the outer "
                       f"painted slices showing the structure. Untick 'Structure ends at outer "

@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from training.core.io import NOT_ANNOTATED
 from training.interactive.retrain import ANCHOR_CONFIDENCE
 
 from .framing import Event
@@ -140,28 +139,10 @@ def make_job(
 
 
 def _painted_extent(session: Any) -> list[int] | None:
-    """The first and last painted slices (along z) that show a structure, once two or more do:
-    one painted slice cannot bound a 3-D structure, and keeping a Retrain within it would
-    erase a library model's prediction on every other slice."""
-    from training.interactive.loop import painted_extent
+    from training.interactive.loop import retrain_extent
 
-    extent = painted_extent(session.training_labels(), axis=0)
-    if extent is None or extent[0] == extent[1]:
-        return None
-    return list(extent)
-
-
-def prediction_beyond_extent(session: Any) -> list[int] | None:
-    """The painted extent a Retrain kept within it would use, when the current prediction
-    shows a structure beyond it (what the user would see go); None otherwise."""
-    extent = _painted_extent(session)
-    if extent is None or session.prediction is None:
-        return None
-    pred = np.asarray(session.prediction)
-    shows = ((pred != 0) & (pred != NOT_ANNOTATED)).reshape(pred.shape[0], -1).any(axis=1)
-    outside = np.ones(pred.shape[0], bool)
-    outside[extent[0]:extent[1] + 1] = False
-    return extent if bool((shows & outside).any()) else None
+    extent = retrain_extent(session.training_labels(), axis=0)
+    return list(extent) if extent is not None else None
 
 
 def scan_files(folder: str | os.PathLike) -> list[Path]:

@@ -459,18 +459,22 @@ def test_the_painted_extent_is_taken_from_every_painted_slice(session, tmp_path,
 
 def test_one_painted_slice_does_not_bound_the_structure(session, tmp_path):
     # kept within one slice, a Retrain would erase a library model's prediction on all others
-    from napari_semiseg.retrain_job import prediction_beyond_extent
+    from training.interactive.loop import retrain_extent
 
     for z in (2, 4):
         session.unmark_labelled(0, z)
     assert session.labelled_slices(0) == [0]
     assert make_job(session, tmp_path / "one", within_extent=True).extent is None
-    assert prediction_beyond_extent(session) is None
+    assert retrain_extent(session.training_labels()) is None
 
 
-def test_the_user_is_told_when_the_ends_cut_the_prediction(session):
-    from napari_semiseg.retrain_job import prediction_beyond_extent
+def test_the_user_is_told_when_the_ends_cut_the_prediction(session, tmp_path):
+    from training.interactive.loop import shows_beyond
 
-    assert prediction_beyond_extent(session) is None  # nothing predicted beyond 0..4
+    extent = make_job(session, tmp_path / "job", within_extent=True).extent
+    assert extent == [0, 4]
+    assert not shows_beyond(session.prediction, extent)  # nothing predicted beyond 0..4
     session.prediction[5] = 1  # the model shows the structure on slice 5 too
-    assert prediction_beyond_extent(session) == [0, 4]
+    assert shows_beyond(session.prediction, extent)
+    session.prediction[5] = 255  # "not annotated" is not a structure
+    assert not shows_beyond(session.prediction, extent)

@@ -203,6 +203,23 @@ def painted_extent(labels: np.ndarray, axis: int = 0) -> tuple[int, int] | None:
     return (int(shows.min()), int(shows.max())) if shows.size else None
 
 
+def retrain_extent(labels: np.ndarray, axis: int = 0) -> tuple[int, int] | None:
+    """The extent a Retrain asked to keep within the painted ends uses: :func:`painted_extent`,
+    once two or more painted slices show a structure. One painted slice cannot bound a 3-D
+    structure, and keeping a Retrain within it would erase a model's prediction on every
+    other slice."""
+    extent = painted_extent(labels, axis)
+    return None if extent is None or extent[0] == extent[1] else extent
+
+
+def shows_beyond(prediction: np.ndarray, extent: Sequence[int], axis: int = 0) -> bool:
+    """Whether ``prediction`` shows a structure on a slice outside ``extent``: what
+    :func:`limit_to_extent` would take away."""
+    prediction = np.asarray(prediction)
+    kept = limit_to_extent(prediction, extent, axis)
+    return bool(((prediction != kept) & (prediction != IGNORE_INDEX)).any())
+
+
 def limit_to_extent(prediction: np.ndarray, extent: Sequence[int] | None, axis: int = 0
                     ) -> np.ndarray:
     """``prediction`` with every slice along ``axis`` outside ``extent`` (first, last; both
