@@ -59,16 +59,26 @@ def _timed(fn, steps: int, device: torch.device, with_warmup: bool = False):
     return (per_step, warm) if with_warmup else per_step
 
 
-def _eager(device, batch, size, bf16: bool, channels_last: bool):
+def _batch(device, batch, size, channels_last: bool):
+    """The network on ``device`` and one fixed random batch (image, labels) for it."""
     net = build_network(NET).to(device)
-    # the engine's own choice of optimiser form (fused on a GPU)
-    opt = _optimizer(torch.optim.AdamW, list(net.parameters()), device, lr=1e-3,
-                     weight_decay=1e-4)
     x = torch.randn(batch, 1, size, size, device=device)
     y = torch.randint(0, 4, (batch, size, size), device=device)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
+    return net, x, y
+
+
+def _engine_optimiser(net, device):
+    # the engine's own choice of optimiser form (fused on a GPU)
+    return _optimizer(torch.optim.AdamW, list(net.parameters()), device, lr=1e-3,
+                      weight_decay=1e-4)
+
+
+def _eager(device, batch, size, bf16: bool, channels_last: bool):
+    net, x, y = _batch(device, batch, size, channels_last)
+    opt = _engine_optimiser(net, device)
 
     def step():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -81,14 +91,8 @@ def _eager(device, batch, size, bf16: bool, channels_last: bool):
 
 def _compiled(device, batch, size, channels_last: bool, mode: str | None = None):
     """bf16 step with the network and loss compiled; the fused optimiser stays eager."""
-    net = build_network(NET).to(device)
-    opt = _optimizer(torch.optim.AdamW, list(net.parameters()), device, lr=1e-3,
-                     weight_decay=1e-4)
-    x = torch.randn(batch, 1, size, size, device=device)
-    y = torch.randint(0, 4, (batch, size, size), device=device)
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
+    net, x, y = _batch(device, batch, size, channels_last)
+    opt = _engine_optimiser(net, device)
 
     def forward(inp, lab):
         with torch.autocast(device.type, dtype=torch.bfloat16):
@@ -108,14 +112,9 @@ def _compiled(device, batch, size, channels_last: bool, mode: str | None = None)
 
 def _graphed(device, batch, size, bf16: bool, channels_last: bool = False):
     """The whole step captured as one CUDA graph (static batch; the optimiser capturable)."""
-    net = build_network(NET).to(device)
+    net, x, y = _batch(device, batch, size, channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4, capturable=True,
                             foreach=True)
-    x = torch.randn(batch, 1, size, size, device=device)
-    y = torch.randint(0, 4, (batch, size, size), device=device)
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
 
     def body():
         # autocast's cache of cast weights does not survive capture (PyTorch's CUDA-graph notes)
