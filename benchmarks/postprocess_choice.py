@@ -15,30 +15,22 @@ import sys
 import time
 
 import numpy as np
+from held_out import add_arguments, model_and_scans
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--split", default=None, help="split name; '' = every scan")
-    p.add_argument("--patients", default="", help="comma-separated patients instead of a split")
-    p.add_argument("--out", required=True)
+    add_arguments(p)
     a = p.parse_args(argv)
 
-    from training.engine.checkpoint import load_checkpoint
-    from training.engine.inference import model_channels, predict_volume
+    from training.engine.inference import predict_volume
     from training.engine.metrics import classes_to_score, dice_hd95
     from training.engine.postprocess import POSTPROCESS_MODES, keep_main_pieces
-    from training.library.model_card import dataset_scans
 
-    model, meta = load_checkpoint(a.model, device="cpu")
+    model, meta, scans = model_and_scans(a)
     n = int(meta["num_classes"])
-    patients = [s for s in a.patients.split(",") if s] or None
-    split = a.split if a.split else None
     rows, t0 = [], time.time()
-    for name, im, lab, sp, _ in dataset_scans(a.data, split, patients,
-                                              keep_channels=model_channels(meta) > 1):
+    for name, im, lab, sp, _ in scans:
         pred = predict_volume(model, meta, im, device="cpu", probabilities=False)["labels"]
         scores = {}
         for mode in POSTPROCESS_MODES:
