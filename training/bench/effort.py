@@ -37,6 +37,7 @@ from training.interactive.loop import (
     keep_main_structure,
     limit_to_extent,
     rank_uncertain_slices,
+    retrain_extent,
     sparse_labels,
     split_held_back,
     within_painted_extent,
@@ -192,7 +193,8 @@ def learning_effort(
         if axis != 0:
             raise ValueError("ends_first paints along z (axis 0)")
         painted = [int(z) for z in even_slices(truth, min(3, k_max), axis)]
-        extent = (min(painted), max(painted))
+        # as the dock's Retrain takes it: from the painted slices that show the structure
+        extent = retrain_extent(sparse_labels(truth, painted, axis), axis)
         shown = replace(shown, extent=extent)
     first_batch = bool(painted)  # the ends and the middle, painted before the first Retrain
     while dice < target and (first_batch or len(painted) < k_max):
