@@ -223,6 +223,34 @@ def test_replay_trains_each_retrain_on_the_slices_painted_on_earlier_scans(tmp_p
     assert seen == [[], []]  # without replay, only the scan's own slices
 
 
+def test_replay_of_finished_scans_trains_on_their_whole_segmentation(tmp_path, monkeypatch):
+    from test_training_synth import blob_volume
+
+    import training.bench.effort as effort
+    import training.interactive.retrain as retrain
+
+    seen = []
+    real = retrain.finetune
+
+    def spy(*args, other_labelled=(), **kw):
+        seen.append([(lab.copy(), img.shape) for img, lab in other_labelled])
+        return real(*args, other_labelled=other_labelled, **kw)
+
+    monkeypatch.setattr(retrain, "finetune", spy)
+    cases = [(f"scan{i}", *blob_volume(i)) for i in range(2)]
+    rows = effort.effort_benchmark(cases, ["bg", "disc", "square"], 1.01, k_max=2, steps=2,
+                                   replay="finished", labeled_bs=2, unlabeled_bs=0,
+                                   work_dir=tmp_path)
+    assert [len(s) for s in seen] == [0, 0, 1, 1]
+    finished, shape = seen[2][0]
+    assert shape == cases[0][1].shape and finished.shape == cases[0][2].shape
+    # every slice of scan 1 teaches: what the user kept there, painted slices as painted
+    assert (finished != 255).all()
+    for z in rows[0]["slices"]:
+        assert np.array_equal(finished[z], cases[0][2][z])
+    assert "segmentation" not in rows[0]  # the table's rows stay small
+
+
 class _Fixed:
     """Stands in for how the dock shows a model: each 'model' is a fixed prediction."""
 

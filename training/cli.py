@@ -282,8 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "slices and keep the prediction between the ends, as the dock's New "
                          "model asks (default), or start at its middle slice and follow the "
                          "suggestions")
-    ef.add_argument("--replay", action="store_true",
-                    help="each Retrain also trains on the slices painted on earlier scans")
+    ef.add_argument("--replay", nargs="?", const="painted", choices=["painted", "finished"],
+                    default=None,
+                    help="each Retrain also trains on the scans done before: the slices "
+                         "painted there (painted, the default), or the whole segmentation "
+                         "finished there (finished: painted slices and the prediction kept)")
     ef.add_argument("--slice-score", choices=["mean", "sum", "area"], default=None,
                     help="suggest by the mean or the summed uncertainty near the structure, "
                          "or the mean x the section's area share (default: the plugin's)")
@@ -796,6 +799,13 @@ def _cmd_benchmark_speed(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def _replay_note(replay: str | None) -> str:
+    """The effort header's words for ``--replay``."""
+    if replay == "finished":
+        return "each Retrain also trains on the earlier scans' finished segmentations; "
+    return "each Retrain also trains on the earlier scans painted slices; " if replay else ""
+
+
 def _header(title: str, argv: Sequence[str], machine: str, *lines: str) -> str:
     """The top of a benchmark table: title, the exact command, the machine, then ``lines``."""
     return "\n".join([f"# {title}", "",
@@ -916,7 +926,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"- start: {args.start}"
         f"{rebase_note if args.rebase else ''}"
         f"{f' (a new model, weights: {start_weights})' if start is None else ''}; "
-        f"{'each Retrain also trains on the earlier scans painted slices; ' if args.replay else ''}"
+        f"{_replay_note(args.replay)}"
         f"Retrain = `finetune` as the plugin calls it (anchored), "
         f"{args.method}, {args.steps} steps, prior {args.prior or 'none'}, fused with the fill "
         f"between painted slices (registered): {args.fuse_weight or 'no'}"

@@ -241,7 +241,7 @@ def learning_effort(
         trajectory.append(dice)
     row = {"painted": len(painted), "slices": painted, "dice": dice, "rejected": rejected,
            "reached": dice >= target, "retrain_s": retrain_s, "trajectory": trajectory,
-           "rebased": rebased}
+           "rebased": rebased, "segmentation": prediction}
     return row, current
 
 
@@ -280,7 +280,7 @@ def effort_benchmark(
     ends: str | None = None,
     body_first: bool = SUGGEST_BODY_FIRST,
     pretrained: str | None = None,
-    replay: bool = False,
+    replay: bool | str = False,
     network: dict | None = None,
     ends_first: bool = False,
     ends_every_scan: bool = False,
@@ -318,7 +318,10 @@ def effort_benchmark(
                     body_first=body_first, pretrained=pretrained, network=network,
                     ends_first=ends_first, ends_every_scan=ends_every_scan,
                     rebase_to=start if rebase else None, earlier=list(earlier), **config)
-            if replay:
+            finished = row.pop("segmentation", None)
+            if replay == "finished" and finished is not None:
+                earlier.append((image, np.asarray(finished, dtype=np.uint8)))
+            elif replay:
                 earlier.append((image, sparse_labels(truth, row["slices"])))
             k_interp, d_interp = interpolation_effort(truth, target, k_max)
             row.update({"case": name, "interp_painted": k_interp, "interp_dice": d_interp,
