@@ -187,6 +187,7 @@ def learning_effort(
         res = predict_volume(net, meta, image, device=device)
         prediction, uncertainty = res["labels"], res["uncertainty"]
         dice = mean_dice(prediction, truth)
+    start_dice = dice if current is not None else None  # the scan's first Predict
     trajectory: list[float] = []
     extent: tuple[int, int] | None = None
     if ((ends_first and current is None) or ends_every_scan) and dice < target:
@@ -241,7 +242,7 @@ def learning_effort(
         trajectory.append(dice)
     row = {"painted": len(painted), "slices": painted, "dice": dice, "rejected": rejected,
            "reached": dice >= target, "retrain_s": retrain_s, "trajectory": trajectory,
-           "rebased": rebased, "segmentation": prediction}
+           "rebased": rebased, "start_dice": start_dice, "segmentation": prediction}
     return row, current
 
 
@@ -333,6 +334,9 @@ def effort_benchmark(
             if log and baselines_only:
                 log(f"{name}: interpolation {k_interp} slices (Dice {d_interp:.3f})")
             elif log:
+                if row.get("start_dice") is not None:
+                    log(f"{name}: first Predict, before any painting: Dice "
+                        f"{row['start_dice']:.3f}")
                 log(f"{name}: slices {row['slices']}, Dice after each Retrain "
                     f"{[round(d, 3) for d in row['trajectory']]}")
                 log(f"{name}: learning {row['painted']} slices (Dice {row['dice']:.3f}), "
