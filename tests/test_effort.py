@@ -306,3 +306,33 @@ def test_a_rejected_retrain_within_the_ends_keeps_nothing_beyond_them(tmp_path, 
                                        ends_every_scan=True)
     assert row["rejected"] == 1 and kept == model
     assert not seen[-1][[0, 1, 10, 11]].any()
+
+
+def test_the_ends_are_painted_only_where_the_model_missed_the_middle_slice(tmp_path,
+                                                                           monkeypatch):
+    """--ends-unless-right: on a scan with a model, the middle slice is painted first; where
+    the model already had it right the clinician goes on one slice at a time, without ends."""
+    import training.bench.effort as effort
+    import training.engine.inference as inference
+    from training.interactive.new_model import new_model
+
+    truth = _cone(n=12, size=40)
+    truth[[0, 1, 10, 11]] = 0  # the structure spans slices 2..9
+    image = truth.astype(np.float32)
+    model = new_model(tmp_path / "m.pt", ["bg", "cone"], unshuffle=1)
+    middle = effort.even_slices(truth, 3)[1]
+    for right in (True, False):
+        shown = np.zeros_like(truth)
+        if right:
+            shown[middle] = truth[middle]  # the model has the middle slice, nothing else
+        monkeypatch.setattr(inference, "predict_volume", lambda *a, _s=shown, **k: {
+            "labels": _s.copy(), "uncertainty": np.zeros(_s.shape, np.float32),
+            "probabilities": np.stack([_s == 0, _s == 1]).astype(np.float32), "cam": None})
+        row, _ = effort.learning_effort(
+            image, truth, model, ["bg", "cone"], 1.01, 3, tmp_path, steps=1, labeled_bs=2,
+            unlabeled_bs=0, ends_every_scan=True, ends_unless_right=0.9, hold_back_from=99)
+        assert row["middle_right"] is right
+        if right:  # one slice per Retrain from the middle
+            assert row["slices"][0] == middle and len(row["trajectory"]) == 3
+        else:  # the ends and the middle before the first Retrain
+            assert sorted(row["slices"]) == [2, middle, 9] and len(row["trajectory"]) == 1

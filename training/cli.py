@@ -270,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="on every scan, not only the first, paint the structure's first, "
                          "middle and last slices first and keep the prediction between the "
                          "ends (default: the plugin's)")
+    ef.add_argument("--ends-unless-right", type=float, default=None, metavar="DICE",
+                    help="with ends every scan, on a scan with a model: paint the structure's "
+                         "middle slice first, and its first and last slices too only where the "
+                         "model's prediction on the middle slice fell short of this Dice (0-1)")
     ef.add_argument("--rebase", action="store_true",
                     help="with --start: each scan's first Retrain starts from whichever of the "
                          "carried model and the starting model scores better on the slices "
@@ -839,6 +843,11 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise DataError("--target is a Dice, e.g. 90 or 0.9")
     if args.cases < 1 or args.k_max < 1:
         raise DataError("--cases and --k-max must be at least 1")
+    if args.ends_unless_right is not None:
+        if args.ends_unless_right > 1:
+            args.ends_unless_right /= 100
+        if not 0 < args.ends_unless_right <= 1:
+            raise DataError("--ends-unless-right is a Dice, e.g. 90 or 0.9")
     start = None if args.start == "scratch" else args.start
     rebase_note = ("; each scan's first Retrain from the better, on its painted slices, of "
                    "this and the carried model")
@@ -919,6 +928,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
                             replay=args.replay, ends_first=args.first_scan == "ends",
                             baselines_only=args.baselines_only,
                             ends_every_scan=every_scan, rebase=args.rebase,
+                            ends_unless_right=args.ends_unless_right,
                             **extra)
     header = _header(
         "Annotation effort: assistant vs interpolation", argv,
@@ -936,7 +946,10 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
            "are painted before the first Retrain and the prediction kept between the ends, "
            "then" if args.first_scan == "ends" and start is None and not every_scan
            else "; on every scan the structure's first, middle and last slices are painted "
-           "before its first Retrain and the prediction kept between the ends, then"
+           "before its first Retrain and the prediction kept between the ends"
+           + (f" (on a scan with a model, the middle slice first, and the ends only where the "
+              f"model's Dice there was below {args.ends_unless_right:g})"
+              if args.ends_unless_right is not None else "") + ", then"
            if every_scan else "; ")
         + " one slice painted per Retrain, the slice the product suggests (the structure's "
         f"middle slice before any model exists); "

@@ -146,6 +146,7 @@ def learning_effort(
     ends_first: bool = False,
     ends_every_scan: bool = False,
     rebase_to: str | None = None,
+    ends_unless_right: float | None = None,
     **config: Any,
 ) -> tuple[Row, str | None]:
     """Paint-and-retrain on one scan until ``target``; returns (row, the model to go on with).
@@ -162,6 +163,10 @@ def learning_effort(
     whichever of it and the carried model scores better on the slices painted so far, which
     neither has trained on; a model fine-tuned on earlier scans may have drifted from what the
     starting model knew.
+    ``ends_unless_right`` (with ``ends_every_scan``, on a scan with a model): the clinician
+    paints the structure's middle slice first; where the model's prediction there already
+    reached this Dice, they go on one suggested slice per Retrain, without the ends;
+    otherwise they paint the first and last slices too, as ``ends_every_scan``.
     """
     from dataclasses import replace
 
@@ -190,7 +195,21 @@ def learning_effort(
     start_dice = dice if current is not None else None  # the scan's first Predict
     trajectory: list[float] = []
     extent: tuple[int, int] | None = None
-    if ((ends_first and current is None) or ends_every_scan) and dice < target:
+    middle_right = False
+    if ends_unless_right is not None and current is not None and ends_every_scan \
+            and dice < target:
+        # the middle slice is painted first; where the model already had it right, no ends
+        spread = even_slices(truth, min(3, k_max), axis)  # the ends' protocol's middle
+        middle = spread[len(spread) // 2:][:1]
+        if middle:
+            idx = [slice(None)] * truth.ndim
+            idx[axis] = middle[0]
+            middle_right = mean_dice(prediction[tuple(idx)],
+                                     truth[tuple(idx)]) >= ends_unless_right
+        if middle_right:
+            painted = [int(middle[0])]
+    if ((ends_first and current is None) or ends_every_scan) and dice < target \
+            and not middle_right:
         if axis != 0:
             raise ValueError("ends_first paints along z (axis 0)")
         painted = [int(z) for z in even_slices(truth, min(3, k_max), axis)]
@@ -242,7 +261,8 @@ def learning_effort(
         trajectory.append(dice)
     row = {"painted": len(painted), "slices": painted, "dice": dice, "rejected": rejected,
            "reached": dice >= target, "retrain_s": retrain_s, "trajectory": trajectory,
-           "rebased": rebased, "start_dice": start_dice, "segmentation": prediction}
+           "rebased": rebased, "start_dice": start_dice, "middle_right": middle_right,
+           "segmentation": prediction}
     return row, current
 
 
@@ -287,6 +307,7 @@ def effort_benchmark(
     ends_every_scan: bool = False,
     baselines_only: bool = False,
     rebase: bool = False,
+    ends_unless_right: float | None = None,
     **config: Any,
 ) -> list[Row]:
     """One row per scan, in order: slices painted and Dice for learning and interpolation,
@@ -318,7 +339,8 @@ def effort_benchmark(
                     main_structure=main_structure, main_piece=main_piece, ends=ends,
                     body_first=body_first, pretrained=pretrained, network=network,
                     ends_first=ends_first, ends_every_scan=ends_every_scan,
-                    rebase_to=start if rebase else None, earlier=list(earlier), **config)
+                    rebase_to=start if rebase else None, earlier=list(earlier),
+                    ends_unless_right=ends_unless_right, **config)
             finished = row.pop("segmentation", None)
             if replay == "finished" and finished is not None:
                 earlier.append((image, np.asarray(finished, dtype=np.uint8)))
