@@ -30,6 +30,7 @@ from training.library.model_card import describe
 from ._dock_layout import AUTO, CHECKPOINT, NEW, DockLayout
 from .colors import label_colormap
 from .default_model import DEFAULT_MODEL, default_model_available
+from .finished_scans import FinishedScans
 from .io import NOT_ANNOTATED, Geometry
 from .jobs import Job, JobSlot
 from .model_library import LibraryModel, choose, library, user_models_dir
@@ -97,6 +98,8 @@ class AssistantWidget(DockLayout):
         self.new_model = False  # the user chose New model: the next session starts untrained
         # the model taught on earlier scans: the next scan starts from it
         self.learned_model: str | None = None
+        # the scans the user finished with it: each later Retrain learns from them too
+        self.finished = FinishedScans()
         self.unlabelled_folder: str | None = None
         self._image_layer: Image | None = None
         self._worker = None  # the Predict thread
@@ -152,6 +155,7 @@ class AssistantWidget(DockLayout):
             return
         self.new_model = self.model_combo.currentText() == NEW
         self.learned_model = None  # the user picked a model: earlier learning is not carried
+        self.finished.clear()
         if self.new_model:
             self.checkpoint_path = None
             self.model_label.setText("New model: name the structures under Structures, then "
@@ -243,6 +247,7 @@ class AssistantWidget(DockLayout):
             return self.session
         if self.refused_while_busy():  # another scan would take this one's place
             return None
+        self._keep_finished()
         geometry = layer.metadata.get("geometry")
         geom = (Geometry.from_dict(geometry) if geometry else
                 Geometry.identity(layer.ndim, layer.scale, layer.translate))
@@ -304,6 +309,22 @@ class AssistantWidget(DockLayout):
         self.status.setText("Paint a few slices (label 1, 2, … as listed under Structures), "
                             "then Retrain.")
         return session
+
+    def _keep_finished(self) -> None:
+        """The scan being left, when it taught the model the next scan starts from: its
+        segmentation teaches every later Retrain too."""
+        s = self.session
+        if s is None or self.learned_model is None or s.n_labelled == 0:
+            return
+        try:
+            kept = self.finished.add(s, self._model_channels(self.learned_model))
+        except Exception as e:  # noqa: BLE001 - a full disk must not stop the next scan
+            name = Path(s.image_path or "the last scan").name
+            show_warning(f"Later Retrains will not learn from {name}: {e}")
+            return
+        if kept:
+            show_info(f"Retrains learn from the {len(self.finished)} scan(s) finished so far, "
+                      f"as well as from the slices painted on this one.")
 
     def _drop_session(self) -> None:
         if self.session is not None:
@@ -588,7 +609,8 @@ class AssistantWidget(DockLayout):
                            method=form.method.value, steps=steps,
                            preview_every=max(1, steps // 3),
                            class_names=list(s.settings.class_names) or None,
-                           within_extent=form.within_extent.value, **prior)
+                           within_extent=form.within_extent.value,
+                           finished=self.finished.files(exclude=s.image_path), **prior)
         except Exception as e:
             show_error(f"Cannot retrain: {e}")
             return
@@ -688,8 +710,9 @@ class AssistantWidget(DockLayout):
                 self.learned_model = s.model_file(version)
                 self.model_label.setText(f"Learnt on {Path(s.image_path or 'this scan').name}"
                                          f" (version {version.id}); the next scan starts "
-                                         f"from it: there, paint the structure's first, "
-                                         f"middle and last slices, then Retrain.")
+                                         f"from it, and its Retrains learn from this scan "
+                                         f"as you leave it: there, paint the structure's "
+                                         f"first, middle and last slices, then Retrain.")
                 show_info(f"New model version {version.id} is in use. {reason}")
                 self.status.setText(f"Done: version {version.id} in use. {reason}")
             else:

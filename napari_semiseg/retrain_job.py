@@ -40,7 +40,9 @@ class RetrainJob:
     ``labels`` holds the user's voxels on the training slices only (255 elsewhere);
     ``reference`` holds them on the ``held_back`` slices, which judge the retrain.
     ``unlabelled`` are ``.npy`` copies of the other open scans; ``unlabelled_folder`` a folder
-    of scan files the child reads (up to :data:`MAX_UNLABELLED`).
+    of scan files the child reads (up to :data:`MAX_UNLABELLED`). ``finished`` are scans the
+    user finished before (:mod:`napari_semiseg.finished_scans`), whole segmentations the
+    Retrain learns from beside this scan's painted slices.
     """
 
     model_path: str
@@ -51,6 +53,8 @@ class RetrainJob:
     held_back: list[tuple[int, int]] = field(default_factory=list)
     unlabelled: list[str] = field(default_factory=list)
     unlabelled_folder: str | None = None
+    # scans the user finished earlier, as (image, segmentation) .npy paths: trained on too
+    finished: list[tuple[str, str]] = field(default_factory=list)
     method: str = "mean_teacher"
     steps: int = 50
     parent: str | None = None
@@ -87,6 +91,7 @@ def make_job(
     anchor: float | None = ANCHOR_CONFIDENCE,
     fuse_weight: float | None = None,
     within_extent: bool = False,
+    finished: Sequence[tuple[str, str]] = (),
     **config: Any,
 ) -> RetrainJob:
     """Snapshot a :class:`napari_semiseg.session.Session` into a job folder.
@@ -122,11 +127,13 @@ def make_job(
         p = out / f"unlabelled{len(unl)}.npy"
         np.save(p, np.asarray(vol))
         unl.append(str(p))
+    # a finished scan the model cannot read (another number of channels) is left out
+    finished = [(str(i), str(g)) for i, g in finished if _same_kind(i, image)]
     steps = int(steps if steps is not None else session.settings.steps)
     return RetrainJob(
         model_path=str(model_path), image=str(out / "image.npy"),
         labels=str(out / "labels.npy"), out_dir=str(out), reference=reference,
-        held_back=[tuple(s) for s in held], unlabelled=unl,
+        held_back=[tuple(s) for s in held], unlabelled=unl, finished=finished,
         unlabelled_folder=str(unlabelled_folder) if unlabelled_folder else None,
         method=method or session.settings.method, steps=steps, parent=session.current,
         seed=session.settings.seed, device=device, mc_samples=session.settings.mc_samples,
@@ -136,6 +143,12 @@ def make_job(
         extent=_painted_extent(session) if within_extent else None,
         config=dict(config),
     )
+
+
+def _same_kind(path: str, image: np.ndarray) -> bool:
+    """Whether the scan saved at ``path`` has ``image``'s axes and channels."""
+    saved = np.load(path, mmap_mode="r")
+    return saved.ndim == image.ndim and saved.shape[3:] == image.shape[3:]
 
 
 def _painted_extent(session: Any) -> list[int] | None:
@@ -206,6 +219,7 @@ def run_retrain(job: RetrainJob, emit: Callable[[Event], None],
             np.save(ev["uncertainty"], uncertainty)
         emit(ev)
 
+    finished = [(np.load(i), np.load(g)) for i, g in job.finished]
     wants_preview = bool(job.preview_every or job.first_preview_s)
     result = retrain_once(
         job.model_path, image, np.load(job.labels), out / "model.pt",
@@ -215,7 +229,7 @@ def run_retrain(job: RetrainJob, emit: Callable[[Event], None],
                     device=job.device),
         anchor=job.anchor, tolerance=job.tolerance, on_event=emit, should_stop=should_stop,
         on_preview=preview if wants_preview else None, preview_every=job.preview_every,
-        first_preview_s=job.first_preview_s, **job.config)
+        first_preview_s=job.first_preview_s, other_labelled=finished, **job.config)
     if result is None:
         emit({"type": "cancelled", "message": "retrain cancelled; the current model is kept"})
         return

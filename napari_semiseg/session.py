@@ -487,6 +487,12 @@ class Session(SessionFiles):
             out[sl] = self.user_labels[sl]
         return out
 
+    def finished_segmentation(self) -> np.ndarray:
+        """The segmentation as the user leaves this scan: their painted slices as painted and
+        the prediction they kept elsewhere (255 where nothing was predicted or painted)."""
+        self.sync_user_labels()
+        return self.prediction.copy()
+
     def held_back_split(self, seed: int | None = None) -> tuple[list[Slice], list[Slice]]:
         """(train, held back) labelled slices; the held-back ones judge a retrain."""
         if self.n_labelled == 0:

@@ -103,6 +103,22 @@ def test_new_model_two_named_structures_paint_retrain(qtbot, make_napari_viewer,
         assert ((pred2 == 1) & (truth2 == 1)).sum() > 0.5 * (truth2 == 1).sum()
         nxt = widget.next_uncertain_slice()  # a slice where the structure is
         assert (pred2[nxt] > 0).any()
+        # the scan left behind teaches the next Retrains: its whole segmentation, as finished
+        [(img1, seg1)] = widget.finished.files()
+        np.testing.assert_array_equal(np.load(img1), s.image)
+        np.testing.assert_array_equal(np.load(seg1), s.prediction)
+        started = []
+        real_start = widget.bridge.start
+        monkeypatch.setattr(widget.bridge, "start",
+                            lambda job: started.append(job) or real_start(job))
+        layer2 = viewer.layers[PREDICTION]
+        widget.go_to_slice(nxt)
+        ys, xs = np.nonzero(truth2[nxt] == 1)
+        layer2.data_setitem((np.full(len(ys), nxt), ys, xs), 1)
+        widget.retrain_form.steps.value = 2
+        widget.retrain_btn.click()
+        _wait_retrain(qtbot, widget)
+        assert started and started[0].finished == [(img1, seg1)]
         from napari_semiseg.retrain_job import RetrainJob, unlabelled_scans
 
         # what the training process makes of the folder: the broken file is skipped, by name

@@ -1,0 +1,85 @@
+"""Scans the user finished in this dock, kept so that every later Retrain also learns from them.
+
+When the user moves on from a scan they painted and retrained, its whole segmentation (their
+painted slices and the prediction they kept) teaches the next scans' Retrains beside that
+scan's own slices: a model taught from a few slices per scan otherwise sees only the current
+scan's. Measured with ``semiseg benchmark effort --replay finished`` (from scratch, 4 LA train
+scans: 20 slices against 21; 5 LGG val patients: 16 against 17;
+``benchmarks/results/*_replay_finished*.md``). The volumes wait on disk, in a folder of their
+own, and go to the training process as paths: nothing is read on the Qt thread at Retrain.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import weakref
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# The most recent scans kept: enough to carry what the user taught over a working session,
+# while each Retrain's batches still come mostly from the scan at hand (volumes are balanced).
+MAX_FINISHED = 4
+
+
+class FinishedScans:
+    """Up to ``limit`` finished scans, newest last, as (image, segmentation) ``.npy`` files."""
+
+    def __init__(self, limit: int = MAX_FINISHED, folder: str | os.PathLike | None = None):
+        self.limit = int(limit)
+        self._own = folder is None
+        self.folder = Path(folder or tempfile.mkdtemp(prefix="semiseg-finished-"))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if self._own:  # the folder goes with the dock, however it closes
+            weakref.finalize(self, shutil.rmtree, str(self.folder), True)
+        self._entries: list[tuple[str, Path, Path]] = []  # (key, image, segmentation)
+        self._count = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, session: Any, channels: int = 1) -> bool:
+        """Keep ``session``'s scan (as a model reading ``channels`` channels takes it) and its
+        finished segmentation. A scan with nothing painted teaches nothing and is not kept;
+        the same scan finished again replaces its earlier entry. Returns whether it was kept."""
+        if session.n_labelled == 0:
+            return False
+        key = session.image_path or f"scan-{id(session)}"
+        image = session.model_input(channels)
+        segmentation = session.finished_segmentation()
+        if not (segmentation != 255).any():
+            return False
+        self._count += 1
+        img_path = self.folder / f"scan{self._count}-image.npy"
+        seg_path = self.folder / f"scan{self._count}-segmentation.npy"
+        np.save(img_path, np.asarray(image))
+        np.save(seg_path, segmentation)
+        self._drop(key)
+        self._entries.append((key, img_path, seg_path))
+        while len(self._entries) > self.limit:
+            self._drop(self._entries[0][0])
+        return True
+
+    def files(self, exclude: str | None = None) -> list[tuple[str, str]]:
+        """(image, segmentation) paths, oldest first, without the scan ``exclude`` names (the
+        one being worked on: its own slices teach it)."""
+        return [(str(i), str(s)) for k, i, s in self._entries if k != exclude]
+
+    def clear(self) -> None:
+        """Forget every scan (the user chose another model: earlier learning is not carried)."""
+        for key, *_ in list(self._entries):
+            self._drop(key)
+
+    def close(self) -> None:
+        self.clear()
+        if self._own:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _drop(self, key: str) -> None:
+        for entry in [e for e in self._entries if e[0] == key]:
+            self._entries.remove(entry)
+            for path in entry[1:]:
+                path.unlink(missing_ok=True)

@@ -1,0 +1,105 @@
+"""Scans the user finished teach every later Retrain (no display needed)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from napari_semiseg.finished_scans import FinishedScans
+from napari_semiseg.retrain_job import make_job, run_retrain
+from napari_semiseg.session import Session
+
+
+def _painted_session(seed: int, path: str | None = None,
+                     painted=(1, 4)) -> tuple[Session, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    truth = np.zeros((6, 16, 16), np.uint8)
+    truth[:, 4:10, 5:11] = 1
+    image = (truth * 3.0 + rng.normal(0, 0.5, truth.shape)).astype(np.float32)
+    s = Session(image, image_path=path, autosave=False)
+    predicted = truth.copy()
+    predicted[:, 9] = 0  # the model missed a row the user did not paint
+    s.merge_prediction(predicted)
+    for z in painted:
+        s.mark_labelled(0, z, truth[z])
+    return s, truth
+
+
+def test_a_finished_scan_keeps_its_painted_slices_and_the_kept_prediction(tmp_path):
+    finished = FinishedScans(folder=tmp_path / "finished")
+    s, truth = _painted_session(0, "scan-a.nii.gz")
+    s.prediction[1, 0, 0] = 1  # the user's last stroke on a painted slice
+    assert finished.add(s)
+    [(img, seg)] = finished.files()
+    np.testing.assert_array_equal(np.load(img), s.image)
+    saved = np.load(seg)
+    assert saved[1, 0, 0] == 1  # painted slices as the user left them
+    np.testing.assert_array_equal(saved[4], truth[4])
+    assert not saved[2, 9].any() and saved[2, 5, 6] == 1  # the prediction kept elsewhere
+    assert finished.files(exclude="scan-a.nii.gz") == []  # the scan at hand teaches itself
+
+
+def test_only_painted_scans_are_kept_the_newest_few_each_scan_once(tmp_path):
+    finished = FinishedScans(limit=2, folder=tmp_path / "finished")
+    unpainted, _ = _painted_session(0, "none.nii.gz", painted=())
+    assert not finished.add(unpainted) and len(finished) == 0
+    sessions = [_painted_session(i, f"scan{i}.nii.gz")[0] for i in range(3)]
+    for s in sessions:
+        assert finished.add(s)
+    assert len(finished) == 2  # the oldest went, with its files
+    assert len(list((tmp_path / "finished").iterdir())) == 4
+    kept = [np.load(i) for i, _ in finished.files()]
+    np.testing.assert_array_equal(kept[0], sessions[1].image)
+    assert finished.add(sessions[1])  # finished again: replaces its earlier entry
+    assert len(finished) == 2
+    np.testing.assert_array_equal(np.load(finished.files()[-1][0]), sessions[1].image)
+    finished.clear()
+    assert finished.files() == [] and not list((tmp_path / "finished").iterdir())
+
+
+def test_a_dock_owned_folder_goes_when_closed():
+    finished = FinishedScans()
+    folder = finished.folder
+    assert folder.is_dir()
+    finished.close()
+    assert not folder.exists()
+
+
+def test_the_retrain_trains_on_finished_scans_beside_its_own_slices(tmp_path, monkeypatch):
+    from test_new_structure import _scratch_job
+
+    import training.interactive.retrain as retrain
+
+    job, sparse, truth = _scratch_job(tmp_path, steps=1)
+    done = Session(np.load(job.image), image_path="done.nii.gz", autosave=False)
+    done.merge_prediction(truth)
+    done.mark_labelled(0, 3, truth[3])
+    finished = FinishedScans(folder=tmp_path / "finished")
+    finished.add(done)
+    seen = []
+    real = retrain.finetune
+
+    def spy(*args, other_labelled=(), **kw):
+        seen.append([lab for _, lab in other_labelled])
+        return real(*args, other_labelled=other_labelled, **kw)
+
+    monkeypatch.setattr(retrain, "finetune", spy)
+    run_retrain(replace(job, finished=finished.files()), lambda e: None, lambda: False)
+    assert len(seen) == 1 and len(seen[0]) == 1
+    np.testing.assert_array_equal(seen[0][0], truth)  # every slice of the finished scan
+
+
+def test_a_job_leaves_out_finished_scans_the_model_cannot_read(tmp_path):
+    from test_bridge import _tiny_model
+
+    s, _ = _painted_session(0, "grey.nii.gz")
+    s.add_version(_tiny_model(tmp_path / "m.pt"))
+    grey = tmp_path / "grey.npy"
+    rgb = tmp_path / "rgb.npy"
+    seg = tmp_path / "seg.npy"
+    np.save(grey, s.image)
+    np.save(rgb, np.repeat(s.image[..., None], 3, -1))
+    np.save(seg, s.prediction)
+    job = make_job(s, tmp_path / "jobs", finished=[(str(grey), str(seg)), (str(rgb), str(seg))])
+    assert job.finished == [(str(grey), str(seg))]
