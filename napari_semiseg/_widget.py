@@ -22,7 +22,7 @@ from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QFileDialog, QWidget
 
 from training.core.atomic import atomic_write
-from training.interactive.loop import PAINT_ENDS_EVERY_SCAN, shows_beyond
+from training.interactive.loop import ENDS_UNLESS_RIGHT, PAINT_ENDS_EVERY_SCAN, shows_beyond
 from training.interactive.new_model import is_untrained
 from training.interactive.retrain import SHAPE_PRIOR_WEIGHT
 from training.library.model_card import describe
@@ -534,9 +534,45 @@ class AssistantWidget(DockLayout):
         if result.get("cam") is not None:
             self.show_image_layer(CAM, result["cam"], colormap="turbo", blending="additive",
                                   opacity=0.5, visible=False)
-        self.status.setText("Prediction ready. Where it falls short, paint the structure's "
-                            "first, middle and last slices, then Retrain; then the suggested "
-                            "slices.")
+        if self._middle_first_scan():
+            self.status.setText("Prediction ready. Where it falls short, paint the structure's "
+                                "middle slice and Retrain: where the prediction had it right, "
+                                "the suggested slices follow; where not, you are asked for its "
+                                "first and last slices too.")
+        else:
+            self.status.setText("Prediction ready. Where it falls short, paint the structure's "
+                                "first, middle and last slices, then Retrain; then the "
+                                "suggested slices.")
+
+    def _middle_first_scan(self) -> bool:
+        """A later scan of a New model's series: it starts from what the earlier scans taught,
+        and the structure's ends are asked for only where that model missed its middle slice
+        (:data:`training.interactive.loop.ENDS_UNLESS_RIGHT`, chosen for such series only)."""
+        return self.new_model and self.learned_model is not None
+
+    def _ends_settled(self, s: Session) -> bool:
+        """Before a Retrain on a later scan of a New model's series with one slice painted
+        (the middle) and the ends box ticked: where the model had that slice right, the box is
+        unticked and the Retrain goes on without ends; where it had not, the user is asked for
+        the ends first. Returns whether the Retrain may start."""
+        form = self.retrain_form
+        if not (form.within_extent.value and self._middle_first_scan() and s.n_labelled == 1):
+            return True
+        [(axis, index)] = s.labelled_slices()
+        agree = s.model_agreement(axis, index)
+        if agree is None:
+            return True
+        if agree >= ENDS_UNLESS_RIGHT:
+            form.within_extent.value = False
+            show_info(f"The prediction had slice {index} right (Dice {agree:.2f}): no ends "
+                      f"needed on this scan. After this Retrain, paint the suggested slices.")
+            return True
+        message = (f"The prediction missed slice {index} (Dice {agree:.2f}): paint the "
+                   f"structure's first and last slices too, then Retrain, or untick 'Structure "
+                   f"ends at outer painted slices' to Retrain now.")
+        show_warning(message)
+        self.status.setText(message)
+        return False
 
     def _on_predict_error(self, exc: Exception) -> None:
         show_error(f"Prediction failed: {exc}")
@@ -597,6 +633,8 @@ class AssistantWidget(DockLayout):
         others = [scan_channels(ly.data, ly.rgb) if rgb_model and ly.rgb
                   else grey_scan(ly.data, ly.rgb) for ly in self._images()
                   if ly is not self._image_layer and ly.ndim == s.image.ndim]
+        if not self._ends_settled(s):
+            return
         form = self.retrain_form
         steps = form.steps.value
         prior: dict = {"first_preview_s": FIRST_PREVIEW_S}
@@ -711,8 +749,7 @@ class AssistantWidget(DockLayout):
                 self.model_label.setText(f"Learnt on {Path(s.image_path or 'this scan').name}"
                                          f" (version {version.id}); the next scan starts "
                                          f"from it, and its Retrains learn from this scan "
-                                         f"as you leave it: there, paint the structure's "
-                                         f"first, middle and last slices, then Retrain.")
+                                         f"as you leave it.")
                 show_info(f"New model version {version.id} is in use. {reason}")
                 self.status.setText(f"Done: version {version.id} in use. {reason}")
             else:

@@ -155,6 +155,9 @@ class Session(SessionFiles):
         self.prediction = np.zeros(image.shape, dtype=np.uint8)
         self.user_labels = np.full(image.shape, NOT_ANNOTATED, dtype=np.uint8)
         self.uncertainty: np.ndarray | None = None
+        # what a model last showed, before the user's strokes: how right it was where they
+        # painted decides whether a scan needs its ends painted (see model_agreement)
+        self.model_prediction: np.ndarray | None = None
         self.labelled: dict[int, set[int]] = {a: set() for a in range(image.ndim)}
         self.tags: dict[int, int] = {}  # slice along axis 0 -> 1 (structure) / 0 (none)
         self.versions: list[ModelVersion] = []
@@ -402,6 +405,7 @@ class Session(SessionFiles):
         if uncertainty is not None:  # checked before anything changes: all or nothing
             uncertainty = self._checked_uncertainty(uncertainty)
         self.sync_user_labels()  # an undo may have changed a labelled slice since
+        self.model_prediction = new_prediction.astype(np.uint8, copy=True)
         mask = self.labelled_mask()
         np.copyto(self.prediction, new_prediction, casting="unsafe", where=~mask)
         np.copyto(self.prediction, self.user_labels, where=mask)
@@ -486,6 +490,19 @@ class Session(SessionFiles):
             sl = slice_index(out.ndim, axis, i)
             out[sl] = self.user_labels[sl]
         return out
+
+    def model_agreement(self, axis: int, index: int) -> float | None:
+        """Dice between what the model last showed on labelled slice ``index`` along ``axis``
+        and what the user painted there (:func:`training.interactive.loop.slice_agreement`);
+        None before any model's prediction."""
+        from training.interactive.loop import slice_agreement
+
+        axis, index = self._check_slice(axis, index)
+        if self.model_prediction is None or not self.is_labelled(axis, index):
+            return None
+        self.sync_user_labels()
+        sl = slice_index(self.image.ndim, axis, index)
+        return slice_agreement(self.model_prediction[sl], self.user_labels[sl])
 
     def finished_segmentation(self) -> np.ndarray:
         """The segmentation as the user leaves this scan: their painted slices as painted and

@@ -157,6 +157,23 @@ def test_effort_refuses_a_bad_target(tmp_path, capsys):
     assert "--target" in capsys.readouterr().err
 
 
+def test_effort_refuses_a_bad_ends_unless_right_and_takes_the_plugins_by_default(tmp_path,
+                                                                              capsys):
+    from training.cli import _ends_unless_right
+    from training.interactive.loop import ENDS_UNLESS_RIGHT
+
+    data = write_dataset(tmp_path / "data", n=2)
+    for bad in ("banana", "150", "0"):
+        assert main(["benchmark", "effort", "--data", str(data), "--target", "90",
+                     "--ends-unless-right", bad,
+                     "--out", str(tmp_path / "e.md")]) == 2
+        assert "--ends-unless-right" in capsys.readouterr().err
+    assert _ends_unless_right(None, None) == ENDS_UNLESS_RIGHT  # a New model's series
+    assert _ends_unless_right(None, "library.pt") is None  # chosen for those series only
+    assert _ends_unless_right("off", None) is None
+    assert _ends_unless_right("85", "library.pt") == 0.85
+
+
 def test_fixed_k_compares_one_retrain_with_interpolation_on_the_same_slices(tmp_path):
     data = write_dataset(tmp_path / "data", n=3)
     out = tmp_path / "k.md"

@@ -251,3 +251,20 @@ def test_a_prediction_can_be_kept_within_the_outermost_painted_slices():
     np.testing.assert_array_equal(along_x, out.transpose(2, 1, 0))
     nothing = np.full(pred.shape, 255, np.uint8)  # no slice shows a structure: unchanged
     np.testing.assert_array_equal(within_painted_extent(pred, nothing), pred)
+
+
+def test_slice_agreement_is_the_dice_between_what_was_shown_and_painted():
+    from training.interactive.loop import slice_agreement
+
+    painted = np.zeros((8, 8), np.uint8)
+    painted[2:6, 2:6] = 1
+    assert slice_agreement(painted, painted) == 1.0
+    half = painted.copy()
+    half[2:4] = 0  # the model showed half of it
+    assert slice_agreement(half, painted) == pytest.approx(2 * 8 / (8 + 16))
+    empty = np.zeros_like(painted)
+    assert slice_agreement(empty, empty) == 1.0  # nothing shown, nothing there: right
+    nothing = np.full_like(painted, 255)  # a new model's "not annotated" shows nothing
+    assert slice_agreement(nothing, painted) == 0.0
+    with pytest.raises(ValueError, match="shapes differ"):
+        slice_agreement(painted[:4], painted)

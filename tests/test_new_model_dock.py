@@ -113,12 +113,24 @@ def test_new_model_two_named_structures_paint_retrain(qtbot, make_napari_viewer,
                             lambda job: started.append(job) or real_start(job))
         layer2 = viewer.layers[PREDICTION]
         widget.go_to_slice(nxt)
-        ys, xs = np.nonzero(truth2[nxt] == 1)
-        layer2.data_setitem((np.full(len(ys), nxt), ys, xs), 1)
+        shown = s2.prediction[nxt].copy()  # what the model showed there
+        ys, xs = np.nonzero(np.ones_like(shown))
+        layer2.data_setitem((np.full(len(ys), nxt), ys, xs), 0)  # "no structure here"
+        assert s2.labelled_slices(0) == [nxt]
         widget.retrain_form.steps.value = 2
         widget.retrain_btn.click()
+        # the model missed the one slice painted: the structure's ends are asked for first
+        assert not started and not widget.training
+        assert "first and last slices" in widget.status.text()
+        assert widget.retrain_form.within_extent.value
+        for c in np.unique(shown):  # painted as the model showed it: it had the slice right
+            ys, xs = np.nonzero(shown == c)
+            layer2.data_setitem((np.full(len(ys), nxt), ys, xs), int(c))
+        widget.retrain_btn.click()
+        assert not widget.retrain_form.within_extent.value  # no ends needed on this scan
         _wait_retrain(qtbot, widget)
         assert started and started[0].finished == [(img1, seg1)]
+        assert started[0].extent is None
         from napari_semiseg.retrain_job import RetrainJob, unlabelled_scans
 
         # what the training process makes of the folder: the broken file is skipped, by name

@@ -331,3 +331,21 @@ def test_default_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("NAPARI_SEMISEG_HOME", str(tmp_path))
     f = default_folder("/data/patient001_frame01.nii.gz")
     assert f.parent == tmp_path / "sessions" and f.name.startswith("patient001_frame01-")
+
+
+def test_how_right_the_model_was_where_the_user_painted():
+    truth = np.zeros((4, 8, 8), np.uint8)
+    truth[:, 2:6, 2:6] = 1
+    s = Session(np.zeros((4, 8, 8), np.float32), autosave=False)
+    s.mark_labelled(0, 0, truth[0])
+    assert s.model_agreement(0, 0) is None  # no model has shown anything yet
+    shown = truth.copy()
+    shown[1, 2:4] = 0  # the model missed half of slice 1
+    s.merge_prediction(shown)
+    assert s.model_agreement(0, 2) is None  # not painted
+    s.mark_labelled(0, 1, truth[1])
+    s.mark_labelled(0, 2, truth[2])
+    assert s.model_agreement(0, 1) == pytest.approx(2 / 3)
+    assert s.model_agreement(0, 2) == 1.0
+    # the layer shows the user's slice, while the model's own is kept for the comparison
+    np.testing.assert_array_equal(s.prediction[1], truth[1])

@@ -270,10 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="on every scan, not only the first, paint the structure's first, "
                          "middle and last slices first and keep the prediction between the "
                          "ends (default: the plugin's)")
-    ef.add_argument("--ends-unless-right", type=float, default=None, metavar="DICE",
+    ef.add_argument("--ends-unless-right", default=None, metavar="DICE|off",
                     help="with ends every scan, on a scan with a model: paint the structure's "
                          "middle slice first, and its first and last slices too only where the "
-                         "model's prediction on the middle slice fell short of this Dice (0-1)")
+                         "model's prediction on the middle slice fell short of this Dice; off: "
+                         "always the ends (default: the plugin's, for a New model's series "
+                         "only: 0.9)")
     ef.add_argument("--rebase", action="store_true",
                     help="with --start: each scan's first Retrain starts from whichever of the "
                          "carried model and the starting model scores better on the slices "
@@ -286,11 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "slices and keep the prediction between the ends, as the dock's New "
                          "model asks (default), or start at its middle slice and follow the "
                          "suggestions")
-    ef.add_argument("--replay", nargs="?", const="painted", choices=["painted", "finished"],
-                    default=None,
+    ef.add_argument("--replay", nargs="?", const="painted",
+                    choices=["painted", "finished", "none"], default=None,
                     help="each Retrain also trains on the scans done before: the slices "
-                         "painted there (painted, the default), or the whole segmentation "
-                         "finished there (finished: painted slices and the prediction kept)")
+                         "painted there (painted, what a bare --replay means), the whole "
+                         "segmentation finished there (finished: painted slices and the "
+                         "prediction kept), or none (default: the plugin's, finished)")
     ef.add_argument("--slice-score", choices=["mean", "sum", "area"], default=None,
                     help="suggest by the mean or the summed uncertainty near the structure, "
                          "or the mean x the section's area share (default: the plugin's)")
@@ -803,6 +806,26 @@ def _cmd_benchmark_speed(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def _ends_unless_right(value: str | None, start: str | None) -> float | None:
+    """``--ends-unless-right`` as a Dice in (0, 1], or None for always the ends. By default the
+    plugin's: for a New model's series (``start`` None) only, where it was chosen."""
+    from training.interactive.loop import ENDS_UNLESS_RIGHT
+
+    if value is None:
+        return ENDS_UNLESS_RIGHT if start is None else None
+    if str(value).lower() == "off":
+        return None
+    try:
+        dice = float(value)
+    except ValueError:
+        raise DataError(f"--ends-unless-right takes a Dice (e.g. 90 or 0.9) or off, "
+                        f"not {value!r}") from None
+    dice = dice / 100 if dice > 1 else dice
+    if not 0 < dice <= 1:
+        raise DataError("--ends-unless-right is a Dice, e.g. 90 or 0.9")
+    return dice
+
+
 def _replay_note(replay: str | None) -> str:
     """The effort header's words for ``--replay``."""
     if replay == "finished":
@@ -843,12 +866,14 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise DataError("--target is a Dice, e.g. 90 or 0.9")
     if args.cases < 1 or args.k_max < 1:
         raise DataError("--cases and --k-max must be at least 1")
-    if args.ends_unless_right is not None:
-        if args.ends_unless_right > 1:
-            args.ends_unless_right /= 100
-        if not 0 < args.ends_unless_right <= 1:
-            raise DataError("--ends-unless-right is a Dice, e.g. 90 or 0.9")
     start = None if args.start == "scratch" else args.start
+    args.ends_unless_right = _ends_unless_right(args.ends_unless_right, start)
+    if args.replay is None:
+        from training.interactive.loop import REPLAY_FINISHED
+
+        args.replay = "finished" if REPLAY_FINISHED else "none"
+    if args.replay == "none":
+        args.replay = None
     rebase_note = ("; each scan's first Retrain from the better, on its painted slices, of "
                    "this and the carried model")
     if args.rebase and start is None:

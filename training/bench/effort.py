@@ -38,6 +38,7 @@ from training.interactive.loop import (
     limit_to_extent,
     rank_uncertain_slices,
     retrain_extent,
+    slice_agreement,
     sparse_labels,
     split_held_back,
     within_painted_extent,
@@ -204,8 +205,8 @@ def learning_effort(
         if middle:
             idx = [slice(None)] * truth.ndim
             idx[axis] = middle[0]
-            middle_right = mean_dice(prediction[tuple(idx)],
-                                     truth[tuple(idx)]) >= ends_unless_right
+            middle_right = slice_agreement(prediction[tuple(idx)],
+                                           truth[tuple(idx)]) >= ends_unless_right
         if middle_right:
             painted = [int(middle[0])]
     if ((ends_first and current is None) or ends_every_scan) and dice < target \
