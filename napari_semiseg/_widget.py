@@ -100,6 +100,8 @@ class AssistantWidget(DockLayout):
         self.learned_model: str | None = None
         # the scans the user finished with it: each later Retrain learns from them too
         self.finished = FinishedScans()
+        # the session of a later scan of a New model's series (see _middle_first_scan)
+        self._series_session: Session | None = None
         self.unlabelled_folder: str | None = None
         self._image_layer: Image | None = None
         self._worker = None  # the Predict thread
@@ -275,6 +277,8 @@ class AssistantWidget(DockLayout):
         except Exception as e:
             show_error(f"Cannot start a session on {layer.name!r}: {e}")
             return None
+        self._series_session = (session if self.new_model and model == self.learned_model
+                                else None)
         self._bind(session, layer)
         return session
 
@@ -534,7 +538,7 @@ class AssistantWidget(DockLayout):
         if result.get("cam") is not None:
             self.show_image_layer(CAM, result["cam"], colormap="turbo", blending="additive",
                                   opacity=0.5, visible=False)
-        if self._middle_first_scan():
+        if self._middle_first_scan(s):
             self.status.setText("Prediction ready. Where it falls short, paint the structure's "
                                 "middle slice and Retrain: where the prediction had it right, "
                                 "the suggested slices follow; where not, you are asked for its "
@@ -544,11 +548,12 @@ class AssistantWidget(DockLayout):
                                 "first, middle and last slices, then Retrain; then the "
                                 "suggested slices.")
 
-    def _middle_first_scan(self) -> bool:
-        """A later scan of a New model's series: it starts from what the earlier scans taught,
-        and the structure's ends are asked for only where that model missed its middle slice
-        (:data:`training.interactive.loop.ENDS_UNLESS_RIGHT`, chosen for such series only)."""
-        return self.new_model and self.learned_model is not None
+    def _middle_first_scan(self, s: Session) -> bool:
+        """Whether ``s`` is a later scan of a New model's series: it started from what the
+        earlier scans taught, and the structure's ends are asked for only where that model
+        missed its middle slice (:data:`training.interactive.loop.ENDS_UNLESS_RIGHT`, chosen
+        for such series only)."""
+        return s is self._series_session
 
     def _ends_settled(self, s: Session) -> bool:
         """Before a Retrain on a later scan of a New model's series with one slice painted
@@ -556,7 +561,7 @@ class AssistantWidget(DockLayout):
         unticked and the Retrain goes on without ends; where it had not, the user is asked for
         the ends first. Returns whether the Retrain may start."""
         form = self.retrain_form
-        if not (form.within_extent.value and self._middle_first_scan() and s.n_labelled == 1):
+        if not (form.within_extent.value and self._middle_first_scan(s) and s.n_labelled == 1):
             return True
         [(axis, index)] = s.labelled_slices()
         agree = s.model_agreement(axis, index)
