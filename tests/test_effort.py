@@ -353,3 +353,27 @@ def test_the_ends_are_painted_only_where_the_model_missed_the_middle_slice(tmp_p
             assert row["slices"][0] == middle and len(row["trajectory"]) == 3
         else:  # the ends and the middle before the first Retrain
             assert sorted(row["slices"]) == [2, middle, 9] and len(row["trajectory"]) == 1
+
+
+def test_between_scans_the_carried_model_consolidates_on_the_finished_ones(tmp_path,
+                                                                         monkeypatch):
+    from test_training_synth import blob_volume
+
+    import training.bench.effort as effort
+
+    calls = []
+    real = effort.finetune
+
+    def spy(model, image, labels, *args, other_labelled=(), **kw):
+        calls.append((labels.copy(), len(other_labelled), kw["steps"]))
+        return real(model, image, labels, *args, other_labelled=other_labelled, **kw)
+
+    monkeypatch.setattr(effort, "finetune", spy)
+    cases = [(f"scan{i}", *blob_volume(i)) for i in range(3)]
+    effort.effort_benchmark(cases, ["bg", "disc", "square"], 1.01, k_max=1, steps=2,
+                            replay="finished", consolidate=3, labeled_bs=2, unlabeled_bs=0,
+                            work_dir=tmp_path)
+    # after scans 1 and 2, not after the last: on the scan just finished, the earlier ones
+    # beside it
+    assert [(n, steps) for _, n, steps in calls] == [(0, 3), (1, 3)]
+    assert all((lab != 255).all() for lab, _, _ in calls)  # whole segmentations

@@ -276,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "model's prediction on the middle slice fell short of this Dice; off: "
                          "always the ends (default: the plugin's, for a New model's series "
                          "only: 0.9)")
+    ef.add_argument("--consolidate", type=int, default=0, metavar="STEPS",
+                    help="with --replay finished: between scans, the carried model trains "
+                         "this many more steps on every finished segmentation")
     ef.add_argument("--rebase", action="store_true",
                     help="with --start: each scan's first Retrain starts from whichever of the "
                          "carried model and the starting model scores better on the slices "
@@ -826,6 +829,12 @@ def _ends_unless_right(value: str | None, start: str | None) -> float | None:
     return dice
 
 
+def _consolidate_note(steps: int) -> str:
+    """The effort header's words for ``--consolidate``."""
+    return (f"between scans, {steps} more steps on the finished segmentations; " if steps > 0
+            else "")
+
+
 def _replay_note(replay: str | None) -> str:
     """The effort header's words for ``--replay``."""
     if replay == "finished":
@@ -954,6 +963,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
                             baselines_only=args.baselines_only,
                             ends_every_scan=every_scan, rebase=args.rebase,
                             ends_unless_right=args.ends_unless_right,
+                            consolidate=args.consolidate,
                             **extra)
     header = _header(
         "Annotation effort: assistant vs interpolation", argv,
@@ -962,6 +972,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"{rebase_note if args.rebase else ''}"
         f"{f' (a new model, weights: {start_weights})' if start is None else ''}; "
         f"{_replay_note(args.replay)}"
+        f"{_consolidate_note(args.consolidate)}"
         f"Retrain = `finetune` as the plugin calls it (anchored), "
         f"{args.method}, {args.steps} steps, prior {args.prior or 'none'}, fused with the fill "
         f"between painted slices (registered): {args.fuse_weight or 'no'}"

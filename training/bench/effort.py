@@ -309,6 +309,7 @@ def effort_benchmark(
     baselines_only: bool = False,
     rebase: bool = False,
     ends_unless_right: float | None = None,
+    consolidate: int = 0,
     **config: Any,
 ) -> list[Row]:
     """One row per scan, in order: slices painted and Dice for learning and interpolation,
@@ -316,7 +317,14 @@ def effort_benchmark(
     extra is installed. ``baselines_only``: no learning, the baselines alone.
 
     ``hold_back_from`` None does as the plugin: Retrains of a model taught from scratch are
-    not judged on held-back slices, on any scan; from a ``start`` model, from 2 slices."""
+    not judged on held-back slices, on any scan; from a ``start`` model, from 2 slices.
+
+    ``replay``: each Retrain also trains on the scans done before, on the slices painted there
+    (True or ``"painted"``) or on the whole segmentation the user finished there
+    (``"finished"``: the painted slices and the prediction kept between them).
+    ``consolidate`` (with ``replay="finished"``): between scans, the carried model trains this
+    many more steps on every finished segmentation, the last one's first (the time the user
+    takes to open the next scan)."""
     if hold_back_from is None:
         hold_back_from = 2 if start is not None else k_max + 1
     rows = []
@@ -345,6 +353,12 @@ def effort_benchmark(
             finished = row.pop("segmentation", None)
             if replay == "finished" and finished is not None:
                 earlier.append((image, np.asarray(finished, dtype=np.uint8)))
+                if consolidate > 0 and model is not None and i + 1 < len(cases):
+                    model = finetune(model, image, earlier[-1][1], method=method,
+                                     steps=consolidate, out_path=work / "consolidated.pt",
+                                     seed=i, device=device, other_labelled=earlier[:-1],
+                                     **{k: v for k, v in config.items()
+                                        if k in ("labeled_bs", "unlabeled_bs", "lr")})
             elif replay:
                 earlier.append((image, sparse_labels(truth, row["slices"])))
             k_interp, d_interp = interpolation_effort(truth, target, k_max)
