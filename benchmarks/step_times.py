@@ -56,6 +56,9 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--pack", default=None, help="volumes from gpu_paper_budget.py pack")
     ap.add_argument("--samplings", nargs="+", default=["patch"], choices=["resize", "patch"])
+    ap.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                    help="train compiled (semiseg train --compile); the first 3 steps, where "
+                    "it compiles, are not timed")
     ap.add_argument("--reference-s", type=float, default=0.054,
                     help="the step time to compare with (0.054 s: bcp, 256 px, batch 12 + 12, "
                     "the earlier pipeline on one H200)")
@@ -105,6 +108,7 @@ def _time_steps(name: str, data, args, precision: str, tmp: str,
                       depth=args.depth, labeled_bs=args.bs, unlabeled_bs=args.bs,
                       warmup_fraction=0.0, log_every=1, device=getattr(args, "device", "cpu"),
                       precision=precision, sampling=sampling, deterministic=False,
+                      compile=getattr(args, "compile", None),
                       checkpoint=str(Path(tmp) / f"{name}_{precision}.pt"))
     if same_images and name == "supervised":  # as many images per step as the others
         cfg = replace(cfg, labeled_bs=2 * args.bs, unlabeled_bs=0)

@@ -228,3 +228,33 @@ def test_3d_training_takes_the_recipes_patches_and_augmentation(tmp_path):
     events = []
     train(cfg, _data(), on_event=events.append)
     assert events[-1]["type"] == "done"
+
+
+def test_a_compiled_training_saves_a_plain_network_and_learns_as_eager(tmp_path, monkeypatch):
+    """--compile wraps the trained networks in torch.compile; what is saved is the bare
+    network, with the same keys and the same weights as an eager run. The "eager" backend
+    runs the same wrapping without a C++ compiler."""
+    from training.engine.ema import unwrap
+
+    compiled_nets = []
+    real = torch.compile
+
+    def spy(model, **kw):
+        compiled_nets.append((type(model).__name__, kw.get("backend")))
+        return real(model, **kw)
+
+    monkeypatch.setattr(torch, "compile", spy)
+    eager = train(_cfg(tmp_path, method="mean_teacher", checkpoint=str(tmp_path / "e.pt")),
+                  _data())
+    assert compiled_nets == []
+    compiled = train(_cfg(tmp_path, method="mean_teacher", checkpoint=str(tmp_path / "c.pt"),
+                          compile="eager"), _data())
+    assert compiled_nets == [("UNet", "eager")]  # the student; its EMA teacher stays eager
+    a, b = read_checkpoint(eager), read_checkpoint(compiled)
+    assert set(a["state_dict"]) == set(b["state_dict"])
+    for k, v in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][k], v)
+    model, _ = load_checkpoint(compiled)
+    assert type(model).__name__ == "UNet"
+    inner = torch.nn.Linear(2, 2)
+    assert unwrap(real(inner, backend="eager")) is inner

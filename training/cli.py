@@ -99,6 +99,9 @@ def _train_options(p: argparse.ArgumentParser) -> None:
                    "AVX-512 BF16 (elsewhere it changes nothing)")
     p.add_argument("--fast-kernels", action="store_true",
                    help="GPU: let cuDNN pick the fastest kernels (runs are no longer bit-exact)")
+    p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                   help="compile the trained networks with torch.compile (default backend "
+                        "inductor): for long GPU runs; compiling itself takes 20-80 s")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -366,6 +369,7 @@ def _config(args: argparse.Namespace, **extra):
         foreground_share=args.foreground_share, lr_warmup=args.lr_warmup,
         clip_grad=args.clip_grad, weights_ema=args.weights_ema, unshuffle=unshuffle,
         deterministic=not getattr(args, "fast_kernels", False),
+        compile=getattr(args, "compile", None),
     )
     return TrainConfig(**{**kw, **extra})  # a method option (e.g. warmup_fraction) wins
 

@@ -9,8 +9,14 @@ from torch import nn
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The bare module behind a DDP wrapper."""
-    return getattr(model, "module", model)
+    """The bare module behind DDP and ``torch.compile`` wrappers (either, both, in any order)."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            inner = getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
 
 
 def make_teacher(student: nn.Module) -> nn.Module:

@@ -179,7 +179,9 @@ def build_network(config: dict) -> nn.Module:
 
 def network_config(model: nn.Module) -> dict:
     """Plain-dict constructor arguments of ``model`` (unwrapping DDP)."""
-    model = getattr(model, "module", model)
+    from training.engine.ema import unwrap
+
+    model = unwrap(model)
     if not hasattr(model, "config"):
         raise ValueError("model has no network config")
     return copy.deepcopy(model.config)

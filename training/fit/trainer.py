@@ -79,6 +79,11 @@ class TrainConfig:
     precision: str = "fp32"
     # reproducible CUDA kernels; False lets cuDNN pick the fastest ones (long GPU runs)
     deterministic: bool = True
+    # a torch.compile backend for the trained networks ("inductor"), or None for eager. The
+    # bare step of the 1.9 M U-Net took 11.6 ms compiled against 17.6 ms eager on one H200
+    # (benchmarks/results/step_floor_gpu_compiled.md); compiling takes 20-80 s, so it is for
+    # long GPU runs, and off unless asked for.
+    compile: str | None = None
     checkpoint: str = "model.pt"
     checkpoint_every: int = 0
     # seconds of training before one early checkpoint (a first preview comes sooner); 0 = none
@@ -207,6 +212,8 @@ def train(
         ids = [device.index] if device.type == "cuda" else None
         method.wrap(lambda m: DistributedDataParallel(m, device_ids=ids,
                                                       find_unused_parameters=True))
+    if config.compile:
+        method.wrap(lambda m: torch.compile(m, backend=config.compile))
     sampler = make_sampler(config, data, seed=config.seed + 1000 * rank, device=device,
                            model_config=model_config)
     meta_base = {
