@@ -539,9 +539,10 @@ class AssistantWidget(DockLayout):
             self.show_image_layer(CAM, result["cam"], colormap="turbo", blending="additive",
                                   opacity=0.5, visible=False)
         if self._middle_first_scan(s):
-            self.status.setText("Prediction ready. Where it falls short, paint the structure's "
-                                "middle slice and Retrain: where the prediction had it right, "
-                                "the suggested slices follow; where not, you are asked for its "
+            self.status.setText("Prediction ready. Where it falls short, paint a slice through "
+                                "the structure's middle (the list's 'start here' is its largest "
+                                "section) and Retrain: where the prediction had it right, the "
+                                "suggested slices follow; where not, you are asked for its "
                                 "first and last slices too.")
         else:
             self.status.setText("Prediction ready. Where it falls short, paint the structure's "
