@@ -22,7 +22,12 @@ from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QFileDialog, QWidget
 
 from training.core.atomic import atomic_write
-from training.interactive.loop import ENDS_UNLESS_RIGHT, PAINT_ENDS_EVERY_SCAN, shows_beyond
+from training.interactive.loop import (
+    ENDS_UNLESS_RIGHT,
+    PAINT_ENDS_EVERY_SCAN,
+    REPLAY_FINISHED,
+    shows_beyond,
+)
 from training.interactive.new_model import is_untrained
 from training.interactive.retrain import SHAPE_PRIOR_WEIGHT
 from training.library.model_card import describe
@@ -654,7 +659,8 @@ class AssistantWidget(DockLayout):
                            preview_every=max(1, steps // 3),
                            class_names=list(s.settings.class_names) or None,
                            within_extent=form.within_extent.value,
-                           finished=self.finished.files(exclude=s.image_path), **prior)
+                           finished=(self.finished.files(exclude=s.image_path)
+                                     if REPLAY_FINISHED else ()), **prior)
         except Exception as e:
             show_error(f"Cannot retrain: {e}")
             return
