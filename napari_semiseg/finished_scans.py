@@ -21,9 +21,7 @@ from typing import Any
 
 import numpy as np
 
-# The most recent scans kept: enough to carry what the user taught over a working session,
-# while each Retrain's batches still come mostly from the scan at hand (volumes are balanced).
-MAX_FINISHED = 4
+from training.interactive.loop import FINISHED_SCANS_KEPT as MAX_FINISHED
 
 
 class FinishedScans:
@@ -56,9 +54,14 @@ class FinishedScans:
         self._count += 1
         img_path = self.folder / f"scan{self._count}-image.npy"
         seg_path = self.folder / f"scan{self._count}-segmentation.npy"
-        np.save(img_path, np.asarray(image))
-        np.save(seg_path, segmentation)
-        self._drop(key)
+        try:
+            np.save(img_path, np.asarray(image))
+            np.save(seg_path, segmentation)
+        except BaseException:  # e.g. a full disk: no half-written scan stays behind
+            img_path.unlink(missing_ok=True)
+            seg_path.unlink(missing_ok=True)
+            raise
+        self._drop(key)  # the scan's earlier entry goes only once the new one is written
         self._entries.append((key, img_path, seg_path))
         while len(self._entries) > self.limit:
             self._drop(self._entries[0][0])

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from napari_semiseg.finished_scans import FinishedScans
 from napari_semiseg.retrain_job import make_job, run_retrain
@@ -103,3 +105,28 @@ def test_a_job_leaves_out_finished_scans_the_model_cannot_read(tmp_path):
     np.save(seg, s.prediction)
     job = make_job(s, tmp_path / "jobs", finished=[(str(grey), str(seg)), (str(rgb), str(seg))])
     assert job.finished == [(str(grey), str(seg))]
+
+
+def test_a_full_disk_leaves_no_half_written_scan_and_keeps_the_earlier_one(tmp_path,
+                                                                          monkeypatch):
+    import napari_semiseg.finished_scans as module
+
+    finished = FinishedScans(folder=tmp_path / "finished")
+    s, _ = _painted_session(0, "scan-a.nii.gz")
+    assert finished.add(s)
+    before = finished.files()
+    real_save = np.save
+    calls = []
+
+    def full_disk(path, arr):
+        calls.append(path)
+        if len(calls) == 2:  # the image went through, the segmentation does not
+            raise OSError(28, "No space left on device")
+        real_save(path, arr)
+
+    monkeypatch.setattr(module.np, "save", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        finished.add(s)  # the same scan again: would replace its entry
+    assert finished.files() == before  # the earlier entry stays, whole
+    assert sorted(p.name for p in (tmp_path / "finished").iterdir()) == sorted(
+        Path(p).name for p in before[0])

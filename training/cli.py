@@ -887,6 +887,8 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         args.replay = "finished" if REPLAY_FINISHED else "none"
     if args.replay == "none":
         args.replay = None
+    if args.consolidate and args.replay != "finished":
+        raise DataError("--consolidate trains on finished scans: it needs --replay finished")
     rebase_note = ("; each scan's first Retrain from the better, on its painted slices, of "
                    "this and the carried model")
     if args.rebase and start is None:

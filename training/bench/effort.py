@@ -28,6 +28,7 @@ from training.interactive.interpolation import (
     interpolate_between_slices,
 )
 from training.interactive.loop import (
+    FINISHED_SCANS_KEPT,
     KEEP_MAIN_PIECE,
     SUGGEST_BODY_FIRST,
     SUGGEST_COVERAGE,
@@ -39,6 +40,7 @@ from training.interactive.loop import (
     rank_uncertain_slices,
     retrain_extent,
     slice_agreement,
+    slice_index,
     sparse_labels,
     split_held_back,
     within_painted_extent,
@@ -201,14 +203,11 @@ def learning_effort(
             and dice < target:
         # the middle slice is painted first; where the model already had it right, no ends
         spread = even_slices(truth, min(3, k_max), axis)  # the ends' protocol's middle
-        middle = spread[len(spread) // 2:][:1]
-        if middle:
-            idx = [slice(None)] * truth.ndim
-            idx[axis] = middle[0]
-            middle_right = slice_agreement(prediction[tuple(idx)],
-                                           truth[tuple(idx)]) >= ends_unless_right
-        if middle_right:
-            painted = [int(middle[0])]
+        if spread:
+            middle = int(spread[len(spread) // 2])
+            sl = slice_index(truth.ndim, axis, middle)
+            middle_right = slice_agreement(prediction[sl], truth[sl]) >= ends_unless_right
+            painted = [middle] if middle_right else []
     if ((ends_first and current is None) or ends_every_scan) and dice < target \
             and not middle_right:
         if axis != 0:
@@ -321,7 +320,8 @@ def effort_benchmark(
 
     ``replay``: each Retrain also trains on the scans done before, on the slices painted there
     (True or ``"painted"``) or on the whole segmentation the user finished there
-    (``"finished"``: the painted slices and the prediction kept between them).
+    (``"finished"``: the painted slices and the prediction kept between them; the most recent
+    :data:`~training.interactive.loop.FINISHED_SCANS_KEPT`, as the dock keeps).
     ``consolidate`` (with ``replay="finished"``): between scans, the carried model trains this
     many more steps on every finished segmentation, the last one's first (the time the user
     takes to open the next scan)."""
@@ -348,7 +348,9 @@ def effort_benchmark(
                     main_structure=main_structure, main_piece=main_piece, ends=ends,
                     body_first=body_first, pretrained=pretrained, network=network,
                     ends_first=ends_first, ends_every_scan=ends_every_scan,
-                    rebase_to=start if rebase else None, earlier=list(earlier),
+                    rebase_to=start if rebase else None,
+                    earlier=list(earlier[-FINISHED_SCANS_KEPT:] if replay == "finished"
+                                 else earlier),
                     ends_unless_right=ends_unless_right, **config)
             finished = row.pop("segmentation", None)
             if replay == "finished" and finished is not None:
@@ -356,7 +358,8 @@ def effort_benchmark(
                 if consolidate > 0 and model is not None and i + 1 < len(cases):
                     model = finetune(model, image, earlier[-1][1], method=method,
                                      steps=consolidate, out_path=work / "consolidated.pt",
-                                     seed=i, device=device, other_labelled=earlier[:-1],
+                                     seed=i, device=device,
+                                     other_labelled=earlier[-FINISHED_SCANS_KEPT:-1],
                                      **{k: v for k, v in config.items()
                                         if k in ("labeled_bs", "unlabeled_bs", "lr")})
             elif replay:
