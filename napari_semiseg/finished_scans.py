@@ -5,7 +5,8 @@ painted slices and the prediction they kept) teaches the next scans' Retrains be
 scan's own slices: a model taught from a few slices per scan otherwise sees only the current
 scan's. Measured with ``semiseg benchmark effort --replay finished`` (from scratch, 4 LA train
 scans: 20 slices against 21; 5 LGG val patients: 16 against 17; on 10-scan series, where a
-model carried without them drifts, 36 against 38 on ACDC test, 36 against 39 on LGG test;
+model carried without them drifts, 35 against 38 on ACDC test, 39 against 39 on LGG test,
+48 against 53 on LA train scans;
 ``benchmarks/results/effort_finished_choice.md``). The volumes wait on disk, in a folder of their
 own, and go to the training process as paths: nothing is read on the Qt thread at Retrain.
 """
