@@ -64,7 +64,9 @@ NEW_MODEL_METHOD = "supervised"
 RETRAIN, PREDICT = "Retrain", "Predict"
 
 
-@thread_worker(progress={"desc": "Predicting"})
+# No napari progress bar here: the dock's own job line shows Predict as busy, and starting
+# napari's activity-dialog spinner from this worker hung the Qt main thread under load (CI).
+@thread_worker
 def _predict(model_path: str, session: Session, mc_samples: int) -> dict:
     from training.engine.checkpoint import load_checkpoint
     from training.engine.inference import model_channels, predict_volume

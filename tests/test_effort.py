@@ -1,5 +1,6 @@
 """semiseg benchmark effort: the simulated clinician over scans, beside interpolation."""
 
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +8,7 @@ from test_training_synth import write_dataset
 
 from training.bench.effort import interpolation_effort
 from training.cli import main
+from training.interactive.loop import FINISHED_SCANS_KEPT
 
 
 def _cone(n=21, size=48):
@@ -176,6 +178,10 @@ def test_effort_refuses_a_bad_ends_unless_right_and_takes_the_plugins_by_default
                  "--replay", "none", "--consolidate", "10",
                  "--out", str(tmp_path / "e.md")]) == 2
     assert "--consolidate" in capsys.readouterr().err
+    for bad in (["--replay", "none", "--finished-kept", "2"], ["--finished-kept", "0"]):
+        assert main(["benchmark", "effort", "--data", str(data), "--target", "90", *bad,
+                     "--out", str(tmp_path / "e.md")]) == 2
+        assert "--finished-kept" in capsys.readouterr().err
 
 
 def test_fixed_k_compares_one_retrain_with_interpolation_on_the_same_slices(tmp_path):
@@ -270,15 +276,17 @@ def test_replay_of_finished_scans_trains_on_their_whole_segmentation(tmp_path, m
     for z in rows[0]["slices"]:
         assert np.array_equal(finished[z], cases[0][2][z])
     assert "segmentation" not in rows[0]  # the table's rows stay small
-    # as the dock, only the most recent finished scans teach
+    # as the dock, only the most recent finished scans teach; the benchmark's default is the
+    # dock's number
+    assert inspect.signature(effort.effort_benchmark).parameters["finished_kept"].default \
+        == FINISHED_SCANS_KEPT
     images = []
     monkeypatch.setattr(retrain, "finetune", lambda *a, other_labelled=(), **kw: images.append(
         [img for img, _ in other_labelled]) or real(*a, other_labelled=other_labelled, **kw))
-    monkeypatch.setattr(effort, "FINISHED_SCANS_KEPT", 1)
     three = [*cases, ("scan2", *blob_volume(2))]
     effort.effort_benchmark(three, ["bg", "disc", "square"], 1.01, k_max=1, steps=2,
-                            replay="finished", labeled_bs=2, unlabeled_bs=0,
-                            work_dir=tmp_path)
+                            replay="finished", finished_kept=1, labeled_bs=2,
+                            unlabeled_bs=0, work_dir=tmp_path)
     assert [len(i) for i in images] == [0, 1, 1]
     assert images[2][0] is three[1][1]  # scan 3 learns from scan 2 only, not scan 1
 

@@ -282,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     ef.add_argument("--consolidate", type=int, default=0, metavar="STEPS",
                     help="with --replay finished: between scans, the carried model trains "
                          "this many more steps on every finished segmentation")
+    ef.add_argument("--finished-kept", type=int, default=None, metavar="N",
+                    help="with --replay finished: how many of the most recent finished scans "
+                         "the Retrains train on (default: as many as the dock keeps)")
     ef.add_argument("--rebase", action="store_true",
                     help="with --start: each scan's first Retrain starts from whichever of the "
                          "carried model and the starting model scores better on the slices "
@@ -839,10 +842,11 @@ def _consolidate_note(steps: int) -> str:
             else "")
 
 
-def _replay_note(replay: str | None) -> str:
+def _replay_note(replay: str | None, kept: int | None = None) -> str:
     """The effort header's words for ``--replay``."""
     if replay == "finished":
-        return "each Retrain also trains on the earlier scans' finished segmentations; "
+        return ("each Retrain also trains on the earlier scans' finished segmentations"
+                + (f" (the {kept} most recent)" if kept else "") + "; ")
     return "each Retrain also trains on the earlier scans painted slices; " if replay else ""
 
 
@@ -889,6 +893,12 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         args.replay = None
     if args.consolidate and args.replay != "finished":
         raise DataError("--consolidate trains on finished scans: it needs --replay finished")
+    if args.finished_kept is not None and (args.replay != "finished" or args.finished_kept < 1):
+        raise DataError("--finished-kept N: N >= 1, with --replay finished")
+    if args.finished_kept is None:
+        from training.interactive.loop import FINISHED_SCANS_KEPT
+
+        args.finished_kept = FINISHED_SCANS_KEPT
     rebase_note = ("; each scan's first Retrain from the better, on its painted slices, of "
                    "this and the carried model")
     if args.rebase and start is None:
@@ -970,6 +980,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
                             ends_every_scan=every_scan, rebase=args.rebase,
                             ends_unless_right=args.ends_unless_right,
                             consolidate=args.consolidate,
+                            finished_kept=args.finished_kept,
                             **extra)
     header = _header(
         "Annotation effort: assistant vs interpolation", argv,
@@ -977,7 +988,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"- start: {args.start}"
         f"{rebase_note if args.rebase else ''}"
         f"{f' (a new model, weights: {start_weights})' if start is None else ''}; "
-        f"{_replay_note(args.replay)}"
+        f"{_replay_note(args.replay, args.finished_kept)}"
         f"{_consolidate_note(args.consolidate)}"
         f"Retrain = `finetune` as the plugin calls it (anchored), "
         f"{args.method}, {args.steps} steps, prior {args.prior or 'none'}, fused with the fill "

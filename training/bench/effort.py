@@ -309,6 +309,7 @@ def effort_benchmark(
     rebase: bool = False,
     ends_unless_right: float | None = None,
     consolidate: int = 0,
+    finished_kept: int = FINISHED_SCANS_KEPT,
     **config: Any,
 ) -> list[Row]:
     """One row per scan, in order: slices painted and Dice for learning and interpolation,
@@ -321,7 +322,7 @@ def effort_benchmark(
     ``replay``: each Retrain also trains on the scans done before, on the slices painted there
     (True or ``"painted"``) or on the whole segmentation the user finished there
     (``"finished"``: the painted slices and the prediction kept between them; the most recent
-    :data:`~training.interactive.loop.FINISHED_SCANS_KEPT`, as the dock keeps).
+    ``finished_kept``, by default as many as the dock keeps).
     ``consolidate`` (with ``replay="finished"``): between scans, the carried model trains this
     many more steps on every finished segmentation, the last one's first (the time the user
     takes to open the next scan)."""
@@ -349,7 +350,7 @@ def effort_benchmark(
                     body_first=body_first, pretrained=pretrained, network=network,
                     ends_first=ends_first, ends_every_scan=ends_every_scan,
                     rebase_to=start if rebase else None,
-                    earlier=list(earlier[-FINISHED_SCANS_KEPT:] if replay == "finished"
+                    earlier=list(earlier[-finished_kept:] if replay == "finished"
                                  else earlier),
                     ends_unless_right=ends_unless_right, **config)
             finished = row.pop("segmentation", None)
@@ -359,7 +360,7 @@ def effort_benchmark(
                     model = finetune(model, image, earlier[-1][1], method=method,
                                      steps=consolidate, out_path=work / "consolidated.pt",
                                      seed=i, device=device,
-                                     other_labelled=earlier[-FINISHED_SCANS_KEPT:-1],
+                                     other_labelled=earlier[-finished_kept:-1],
                                      **{k: v for k, v in config.items()
                                         if k in ("labeled_bs", "unlabeled_bs", "lr")})
             elif replay:
