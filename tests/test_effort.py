@@ -400,3 +400,34 @@ def test_between_scans_the_carried_model_consolidates_on_the_finished_ones(tmp_p
     # beside it
     assert [(n, steps) for _, n, steps in calls] == [(0, 3), (1, 3)]
     assert all((lab != 255).all() for lab, _, _ in calls)  # whole segmentations
+
+
+def test_a_scan_from_a_taught_model_blends_with_its_own_network_share(tmp_path, monkeypatch):
+    from test_training_synth import blob_volume
+
+    import training.bench.effort as effort
+
+    shares = []
+    real = effort.retrain_once
+
+    def spy(*args, shown=None, **kw):
+        shares.append(shown.fuse_weight)
+        return real(*args, shown=shown, **kw)
+
+    monkeypatch.setattr(effort, "retrain_once", spy)
+    cases = [(f"scan{i}", *blob_volume(i)) for i in range(2)]
+    effort.effort_benchmark(cases, ["bg", "disc", "square"], 1.01, k_max=1, steps=2,
+                            fuse_weight=0.3, fuse_weight_taught=0.8, labeled_bs=2,
+                            unlabeled_bs=0, work_dir=tmp_path)
+    assert shares == [0.3, 0.8]  # scan 1 from scratch, scan 2 from the model scan 1 taught
+    shares.clear()
+    effort.effort_benchmark(cases, ["bg", "disc", "square"], 1.01, k_max=1, steps=2,
+                            fuse_weight=0.3, labeled_bs=2, unlabeled_bs=0, work_dir=tmp_path)
+    assert shares == [0.3, 0.3]
+
+
+def test_fuse_weight_taught_needs_a_blend(tmp_path, capsys):
+    data = write_dataset(tmp_path / "data", n=2)
+    assert main(["benchmark", "effort", "--data", str(data), "--target", "90",
+                 "--fuse-weight-taught", "0.8", "--out", str(tmp_path / "e.md")]) == 2
+    assert "--fuse-weight" in capsys.readouterr().err

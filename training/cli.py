@@ -252,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     ef.add_argument("--fuse-weight", type=float, default=None, metavar="W",
                     help="blend predictions with the interpolation (network share W), as the "
                          "plugin's New model does with W = 0.3")
+    ef.add_argument("--fuse-weight-taught", type=float, default=None, metavar="W",
+                    help="with --fuse-weight: the network's share on a scan that starts from a "
+                         "model already taught (default: --fuse-weight on every scan)")
     ef.add_argument("--fixed-k", type=int, default=None, metavar="K",
                     help="instead: paint the same K evenly spaced slices for both, one Retrain "
                          "of a new model, Dice on the other slices")
@@ -842,6 +845,11 @@ def _consolidate_note(steps: int) -> str:
             else "")
 
 
+def _taught_note(weight: float | None) -> str:
+    """The effort header's words for ``--fuse-weight-taught``."""
+    return f" ({weight:g} on a scan that starts from a taught model)" if weight is not None else ""
+
+
 def _replay_note(replay: str | None, kept: int | None = None) -> str:
     """The effort header's words for ``--replay``."""
     if replay == "finished":
@@ -895,6 +903,8 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise DataError("--consolidate trains on finished scans: it needs --replay finished")
     if args.finished_kept is not None and (args.replay != "finished" or args.finished_kept < 1):
         raise DataError("--finished-kept N: N >= 1, with --replay finished")
+    if args.fuse_weight_taught is not None and args.fuse_weight is None:
+        raise DataError("--fuse-weight-taught W changes --fuse-weight's blend: give --fuse-weight")
     if args.finished_kept is None:
         from training.interactive.loop import FINISHED_SCANS_KEPT
 
@@ -981,6 +991,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
                             ends_unless_right=args.ends_unless_right,
                             consolidate=args.consolidate,
                             finished_kept=args.finished_kept,
+                            fuse_weight_taught=args.fuse_weight_taught,
                             **extra)
     header = _header(
         "Annotation effort: assistant vs interpolation", argv,
@@ -993,6 +1004,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"Retrain = `finetune` as the plugin calls it (anchored), "
         f"{args.method}, {args.steps} steps, prior {args.prior or 'none'}, fused with the fill "
         f"between painted slices (registered): {args.fuse_weight or 'no'}"
+        f"{_taught_note(args.fuse_weight_taught)}"
         f"{' (its main 3-D piece kept)' if args.fuse_weight and main_piece else ''}"
         f"{f'; where a structure ends between painted slices: {ends}' if args.prior else ''}"
         + ("; on the first scan (no model yet) the structure's first, middle and last slices "

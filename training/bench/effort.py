@@ -150,6 +150,7 @@ def learning_effort(
     ends_every_scan: bool = False,
     rebase_to: str | None = None,
     ends_unless_right: float | None = None,
+    fuse_weight_taught: float | None = None,
     **config: Any,
 ) -> tuple[Row, str | None]:
     """Paint-and-retrain on one scan until ``target``; returns (row, the model to go on with).
@@ -170,6 +171,8 @@ def learning_effort(
     paints the structure's middle slice first; where the model's prediction there already
     reached this Dice, they go on one suggested slice per Retrain, without the ends;
     otherwise they paint the first and last slices too, as ``ends_every_scan``.
+    ``fuse_weight_taught``: the network's share in the blend on a scan that starts from a model
+    already taught (None: ``fuse_weight`` on every scan).
     """
     from dataclasses import replace
 
@@ -189,6 +192,9 @@ def learning_effort(
     prediction = None
 
     # Retrain shows the network, or its blend with the interpolation between the trained slices
+    if fuse_weight is not None and fuse_weight_taught is not None and model is not None \
+            and not is_untrained(model):
+        fuse_weight = fuse_weight_taught
     shown = Shown(fuse_weight=fuse_weight, ends=ends, main_piece=main_piece, device=device)
     if current is not None:
         net, meta = load_checkpoint(current, device=device)
@@ -310,6 +316,7 @@ def effort_benchmark(
     ends_unless_right: float | None = None,
     consolidate: int = 0,
     finished_kept: int = FINISHED_SCANS_KEPT,
+    fuse_weight_taught: float | None = None,
     **config: Any,
 ) -> list[Row]:
     """One row per scan, in order: slices painted and Dice for learning and interpolation,
@@ -352,7 +359,8 @@ def effort_benchmark(
                     rebase_to=start if rebase else None,
                     earlier=list(earlier[-finished_kept:] if replay == "finished"
                                  else earlier),
-                    ends_unless_right=ends_unless_right, **config)
+                    ends_unless_right=ends_unless_right,
+                    fuse_weight_taught=fuse_weight_taught, **config)
             finished = row.pop("segmentation", None)
             if replay == "finished" and finished is not None:
                 earlier.append((image, np.asarray(finished, dtype=np.uint8)))
