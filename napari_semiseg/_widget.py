@@ -655,14 +655,15 @@ class AssistantWidget(DockLayout):
             # the interpolation is the first preview, at once; a network a few seconds into
             # training from scratch would show worse (LA sample: 62 against 88 Dice)
             prior = {"prior": "interpolation", "fuse_weight": SHAPE_PRIOR_WEIGHT}
+        finished = self.finished.files(exclude=s.image_path) if REPLAY_FINISHED else []
+        for error in self.finished.take_errors():  # a write in the background that failed
+            show_warning(f"Retrains will not learn from {error}")
         try:
             job = make_job(s, unlabelled_volumes=others, unlabelled_folder=self.unlabelled_folder,
                            method=form.method.value, steps=steps,
                            preview_every=max(1, steps // 3),
                            class_names=list(s.settings.class_names) or None,
-                           within_extent=form.within_extent.value,
-                           finished=(self.finished.files(exclude=s.image_path)
-                                     if REPLAY_FINISHED else ()), **prior)
+                           within_extent=form.within_extent.value, finished=finished, **prior)
         except Exception as e:
             show_error(f"Cannot retrain: {e}")
             return

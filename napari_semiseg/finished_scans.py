@@ -9,6 +9,8 @@ model carried without them drifts, 35 against 38 on ACDC test, 39 against 39 on 
 48 against 53 on LA train scans;
 ``benchmarks/results/effort_finished_choice.md``). The volumes wait on disk, in a folder of their
 own, and go to the training process as paths: nothing is read on the Qt thread at Retrain.
+They are written by a background thread, so that leaving a large scan does not freeze the
+window; a Retrain waits for a write still under way, and a write that failed is reported then.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import shutil
 import tempfile
 import weakref
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +39,15 @@ class FinishedScans:
         if self._own:  # the folder goes with the dock, however it closes
             weakref.finalize(self, shutil.rmtree, str(self.folder), True)
         self._entries: list[tuple[str, Path, Path]] = []  # (key, image, segmentation)
+        # an entry's write, while under way or unchecked; until it is known to have worked, the
+        # scan's earlier entry (same key) stays
+        self._writes: dict[tuple[str, Path, Path], Future] = {}
+        self._errors: list[str] = []
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finished-scans")
         self._count = 0
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len({key for key, *_ in self._entries})
 
     def add(self, session: Any, channels: int = 1) -> bool:
         """Keep ``session``'s scan (as a model reading ``channels`` channels takes it) and its
@@ -55,22 +63,25 @@ class FinishedScans:
         self._count += 1
         img_path = self.folder / f"scan{self._count}-image.npy"
         seg_path = self.folder / f"scan{self._count}-segmentation.npy"
-        try:
-            np.save(img_path, np.asarray(image))
-            np.save(seg_path, segmentation)
-        except BaseException:  # e.g. a full disk: no half-written scan stays behind
-            img_path.unlink(missing_ok=True)
-            seg_path.unlink(missing_ok=True)
-            raise
-        self._drop(key)  # the scan's earlier entry goes only once the new one is written
-        self._entries.append((key, img_path, seg_path))
-        while len(self._entries) > self.limit:
+        entry = (key, img_path, seg_path)
+        self._entries.append(entry)
+        self._writes[entry] = self._writer.submit(_write, img_path, seg_path, image,
+                                                  segmentation)
+        while len(self) > self.limit:
             self._drop(self._entries[0][0])
         return True
 
+    def take_errors(self) -> list[str]:
+        """Why scans were not kept after all (e.g. a full disk), once each: waits for the
+        writes under way."""
+        self._settle()
+        errors, self._errors = self._errors, []
+        return errors
+
     def files(self, exclude: str | None = None) -> list[tuple[str, str]]:
         """(image, segmentation) paths, oldest first, without the scan ``exclude`` names (the
-        one being worked on: its own slices teach it)."""
+        one being worked on: its own slices teach it). Waits for the writes under way."""
+        self._settle()
         return [(str(i), str(s)) for k, i, s in self._entries if k != exclude]
 
     def clear(self) -> None:
@@ -80,11 +91,41 @@ class FinishedScans:
 
     def close(self) -> None:
         self.clear()
+        self._writer.shutdown(wait=True)
         if self._own:
             shutil.rmtree(self.folder, ignore_errors=True)
 
+    def _settle(self) -> None:
+        """Wait for every write. A written scan replaces its earlier entry; one whose write
+        failed is forgotten (the earlier entry stays), and why is kept for take_errors."""
+        for entry, write in list(self._writes.items()):
+            error = write.exception()
+            del self._writes[entry]
+            if error is not None:
+                self._errors.append(f"{Path(entry[0]).name}: {error}")
+                self._remove(entry)
+            else:
+                for older in [e for e in self._entries if e[0] == entry[0] and e != entry]:
+                    self._remove(older)
+
     def _drop(self, key: str) -> None:
         for entry in [e for e in self._entries if e[0] == key]:
-            self._entries.remove(entry)
-            for path in entry[1:]:
-                path.unlink(missing_ok=True)
+            write = self._writes.pop(entry, None)
+            if write is not None:
+                write.exception()  # its files go below, whether the write failed or not
+            self._remove(entry)
+
+    def _remove(self, entry: tuple[str, Path, Path]) -> None:
+        self._entries.remove(entry)
+        for path in entry[1:]:
+            path.unlink(missing_ok=True)
+
+
+def _write(img_path: Path, seg_path: Path, image: np.ndarray, segmentation: np.ndarray) -> None:
+    try:
+        np.save(img_path, np.asarray(image))
+        np.save(seg_path, segmentation)
+    except BaseException:  # e.g. a full disk: no half-written scan stays behind
+        img_path.unlink(missing_ok=True)
+        seg_path.unlink(missing_ok=True)
+        raise

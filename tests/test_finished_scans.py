@@ -6,7 +6,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from napari_semiseg.finished_scans import FinishedScans
 from napari_semiseg.retrain_job import make_job, run_retrain
@@ -50,8 +49,8 @@ def test_only_painted_scans_are_kept_the_newest_few_each_scan_once(tmp_path):
     for s in sessions:
         assert finished.add(s)
     assert len(finished) == 2  # the oldest went, with its files
+    kept = [np.load(i) for i, _ in finished.files()]  # once the background writes are done
     assert len(list((tmp_path / "finished").iterdir())) == 4
-    kept = [np.load(i) for i, _ in finished.files()]
     np.testing.assert_array_equal(kept[0], sessions[1].image)
     assert finished.add(sessions[1])  # finished again: replaces its earlier entry
     assert len(finished) == 2
@@ -125,8 +124,36 @@ def test_a_full_disk_leaves_no_half_written_scan_and_keeps_the_earlier_one(tmp_p
         real_save(path, arr)
 
     monkeypatch.setattr(module.np, "save", full_disk)
-    with pytest.raises(OSError, match="No space"):
-        finished.add(s)  # the same scan again: would replace its entry
+    assert finished.add(s)  # the same scan again: would replace its entry, once written
     assert finished.files() == before  # the earlier entry stays, whole
+    [error] = finished.take_errors()
+    assert "scan-a.nii.gz" in error and "No space" in error
     assert sorted(p.name for p in (tmp_path / "finished").iterdir()) == sorted(
         Path(p).name for p in before[0])
+
+
+def test_a_write_that_fails_in_the_background_is_reported_and_leaves_nothing(tmp_path,
+                                                                          monkeypatch):
+    import napari_semiseg.finished_scans as fs
+
+    finished = FinishedScans(folder=tmp_path / "finished")
+    good, _ = _painted_session(0, "good.nii.gz")
+    assert finished.add(good)
+    assert len(finished.files()) == 1  # written
+    real_save = np.save
+
+    def full_disk(path, array):
+        if "segmentation" in str(path):
+            raise OSError(28, "No space left on device")
+        real_save(path, array)
+
+    monkeypatch.setattr(fs.np, "save", full_disk)
+    bad, _ = _painted_session(1, "/data/bad.nii.gz")
+    assert finished.add(bad)  # written in the background: its failure comes later
+    assert [Path(i).name for i, _ in finished.files()] == ["scan1-image.npy"]
+    [error] = finished.take_errors()
+    assert "bad.nii.gz" in error and "No space left" in error
+    assert finished.take_errors() == []  # said once
+    assert sorted(p.name for p in (tmp_path / "finished").iterdir()) == [
+        "scan1-image.npy", "scan1-segmentation.npy"]  # no half-written scan
+    finished.close()
