@@ -9,6 +9,7 @@ versions, Structures, Slice tags, Session; a job line at the bottom shows what r
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections import deque
 from pathlib import Path
@@ -35,7 +36,7 @@ from training.library.model_card import describe
 from ._dock_layout import AUTO, CHECKPOINT, NEW, DockLayout
 from .colors import label_colormap
 from .default_model import DEFAULT_MODEL, default_model_available
-from .finished_scans import FinishedScans
+from .finished_scans import FinishedScans, companion
 from .io import NOT_ANNOTATED, Geometry
 from .jobs import Job, JobSlot
 from .model_library import LibraryModel, choose, library, user_models_dir
@@ -184,7 +185,7 @@ class AssistantWidget(DockLayout):
                       None)
         if chosen is not None:  # a library model picked by name
             self.checkpoint_path = str(chosen.path)
-            self.model_label.setText(self._card_text(chosen))
+            self.model_label.setText(self._card_text(chosen) + self._adopt_finished(chosen.path))
             return
         if self.model_combo.currentText() != CHECKPOINT:
             self.checkpoint_path = None
@@ -206,10 +207,16 @@ class AssistantWidget(DockLayout):
             self.model_combo.setCurrentText(AUTO)
             return
         self.checkpoint_path = str(path)
-        self.model_label.setText(Path(path).name)
+        self.model_label.setText(Path(path).name + self._adopt_finished(path))
         if self.session is not None:
             self.session.add_version(path, note="loaded by the user", make_current=True)
             self._show_versions()
+
+    def _adopt_finished(self, model_path: str | os.PathLike) -> str:
+        """A saved model's finished scans teach its Retrains again; the dock's words for it."""
+        n = self.finished.adopt(companion(model_path))
+        return (f" Its Retrains learn from the {n} finished scan(s) saved with it." if n
+                else "")
 
     @staticmethod
     def _card_text(m: LibraryModel) -> str:
@@ -321,7 +328,7 @@ class AssistantWidget(DockLayout):
                             "then Retrain.")
         return session
 
-    def _keep_finished(self) -> None:
+    def _keep_finished(self, quiet: bool = False) -> None:
         """The scan being left, when it taught the model the next scan starts from: its
         segmentation teaches every later Retrain too."""
         s = self.session
@@ -333,7 +340,7 @@ class AssistantWidget(DockLayout):
             name = Path(s.image_path or "the last scan").name
             show_warning(f"Later Retrains will not learn from {name}: {e}")
             return
-        if kept:
+        if kept and not quiet:
             show_info(f"Retrains learn from the {len(self.finished)} scan(s) finished so far, "
                       f"as well as from the slices painted on this one.")
 
@@ -823,7 +830,17 @@ class AssistantWidget(DockLayout):
         except OSError as e:
             show_error(f"Could not save the model: {e}")
             return None
-        show_info(f"Model saved to {path}")
+        # the scans it learnt from go with it, so that after a restart its Retrains still
+        # learn from them (this scan too, as it stands now)
+        self._keep_finished(quiet=True)
+        try:
+            kept = self.finished.save_to(companion(path))
+        except OSError as e:
+            show_warning(f"Model saved to {path}, but not the scans it learnt from: {e}")
+            kept = 0
+        else:
+            show_info(f"Model saved to {path}" + (f", with the {kept} finished scan(s) its "
+                                                  f"Retrains learn from" if kept else ""))
         self._refresh_library()
         return str(path)
 

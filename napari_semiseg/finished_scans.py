@@ -15,6 +15,7 @@ window; a Retrain waits for a write still under way, and a write that failed is 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -43,6 +44,7 @@ class FinishedScans:
         # scan's earlier entry (same key) stays
         self._writes: dict[tuple[str, Path, Path], Future] = {}
         self._errors: list[str] = []
+        self._borrowed: set[Path] = set()  # a saved model's scans: read, never deleted here
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finished-scans")
         self._count = 0
 
@@ -70,6 +72,64 @@ class FinishedScans:
         while len(self) > self.limit:
             self._drop(self._entries[0][0])
         return True
+
+    def save_to(self, folder: str | os.PathLike) -> int:
+        """Copy the kept scans to ``folder`` (beside a saved model: see :func:`companion`),
+        replacing what it held; returns how many. Written aside, then moved into place."""
+        self._settle()
+        folder = Path(folder)
+        tmp = folder.with_name(folder.name + ".writing")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        listing = []
+        try:
+            for k, (key, img, seg) in enumerate(self._entries, 1):
+                names = (f"scan{k}-image.npy", f"scan{k}-segmentation.npy")
+                for src, name in zip((img, seg), names, strict=True):
+                    shutil.copyfile(src, tmp / name)
+                listing.append({"scan": key, "image": names[0], "segmentation": names[1]})
+            (tmp / LISTING).write_text(json.dumps(listing, indent=1))
+            old = folder.with_name(folder.name + ".old")
+            if folder.exists():
+                shutil.rmtree(old, ignore_errors=True)
+                folder.rename(old)
+            tmp.rename(folder)
+            shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        # from now on the saved copies are read (the files an earlier adopt pointed to may
+        # have been replaced), and the temporary ones go
+        for entry in list(self._entries):
+            self._remove(entry)
+        self._borrowed.clear()
+        return self.adopt(folder)
+
+    def adopt(self, folder: str | os.PathLike) -> int:
+        """Take on the scans a saved model learnt from (written by :meth:`save_to`), newest
+        last, as if finished here; their files are read where they are and never deleted.
+        Returns how many; a folder that is missing or unreadable adds none."""
+        folder = Path(folder)
+        try:
+            listing = json.loads((folder / LISTING).read_text())
+        except (OSError, ValueError):
+            return 0
+        added = 0
+        for item in listing[-self.limit:]:
+            try:
+                key = str(item["scan"])
+                img, seg = folder / item["image"], folder / item["segmentation"]
+            except (KeyError, TypeError):
+                continue
+            if not (img.is_file() and seg.is_file()):
+                continue
+            self._drop(key)
+            self._entries.append((key, img, seg))
+            self._borrowed.update((img, seg))
+            added += 1
+        while len(self) > self.limit:
+            self._drop(self._entries[0][0])
+        return added
 
     def take_errors(self) -> list[str]:
         """Why scans were not kept after all (e.g. a full disk), once each: waits for the
@@ -118,7 +178,16 @@ class FinishedScans:
     def _remove(self, entry: tuple[str, Path, Path]) -> None:
         self._entries.remove(entry)
         for path in entry[1:]:
-            path.unlink(missing_ok=True)
+            if path not in self._borrowed:
+                path.unlink(missing_ok=True)
+
+
+LISTING = "scans.json"
+
+
+def companion(model_path: str | os.PathLike) -> Path:
+    """Where a saved model's finished scans lie: ``liver.pt`` -> ``liver.finished``."""
+    return Path(model_path).with_suffix(".finished")
 
 
 def _write(img_path: Path, seg_path: Path, image: np.ndarray, segmentation: np.ndarray) -> None:

@@ -157,3 +157,38 @@ def test_a_write_that_fails_in_the_background_is_reported_and_leaves_nothing(tmp
     assert sorted(p.name for p in (tmp_path / "finished").iterdir()) == [
         "scan1-image.npy", "scan1-segmentation.npy"]  # no half-written scan
     finished.close()
+
+
+def test_a_saved_models_finished_scans_come_back_with_it(tmp_path):
+    from napari_semiseg.finished_scans import companion
+
+    finished = FinishedScans(limit=2, folder=tmp_path / "tmp")
+    sessions = [_painted_session(i, f"scan{i}.nii.gz")[0] for i in range(3)]
+    for s in sessions:
+        finished.add(s)
+    saved = companion(tmp_path / "models" / "liver.pt")
+    assert saved.name == "liver.finished"
+    saved.parent.mkdir()
+    assert finished.save_to(saved) == 2
+    assert not list((tmp_path / "tmp").iterdir())  # the saved copies are read from now on
+    again = FinishedScans(limit=2, folder=tmp_path / "tmp2")  # napari restarted
+    assert again.adopt(saved) == 2
+    for (img, seg), s in zip(again.files(), sessions[1:], strict=True):
+        np.testing.assert_array_equal(np.load(img), s.image)
+        np.testing.assert_array_equal(np.load(seg), s.finished_segmentation())
+    # a new scan pushes the oldest out of the list, never off the saved model's folder
+    again.add(_painted_session(5, "scan5.nii.gz")[0])
+    assert len(again.files()) == 2
+    again.clear()
+    assert len(list(saved.glob("*.npy"))) == 4
+    # saved again over the same folder: the old copies are replaced, nothing half-written stays
+    again.adopt(saved)
+    again.add(_painted_session(6, "scan6.nii.gz")[0])
+    assert again.save_to(saved) == 2
+    assert sorted(p.name for p in saved.parent.iterdir()) == ["liver.finished"]
+    assert [Path(i).parent for i, _ in again.files()] == [saved, saved]
+    np.testing.assert_array_equal(np.load(again.files()[-1][0]),
+                                  _painted_session(6, "scan6.nii.gz")[0].image)
+    assert FinishedScans().adopt(tmp_path / "nowhere") == 0
+    again.close()
+    assert saved.is_dir()  # closing the dock leaves the saved model's scans

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import SAMPLES
 
-from napari_semiseg._widget import PREDICTION, UNCERTAINTY, AssistantWidget
+from napari_semiseg._widget import NEW, PREDICTION, UNCERTAINTY, AssistantWidget
 from napari_semiseg.io import read_volume
 
 pytestmark = pytest.mark.gui
@@ -300,3 +302,45 @@ def test_the_dock_leaves_two_thirds_of_a_1500_px_window_to_the_scan(make_napari_
         assert not widget.retrain_btn.isVisible()
     finally:
         widget.bridge.close()
+
+
+def test_a_saved_model_keeps_learning_from_its_scans_after_a_restart(qtbot, assistant):
+    from napari_semiseg.finished_scans import companion
+    from napari_semiseg.model_library import user_models_dir
+
+    viewer, widget = assistant
+    _predict(qtbot, widget)
+    layer = viewer.layers[PREDICTION]
+    truth = read_volume(SAMPLES / "acdc/patient001_frame01_labels.nii.gz").data
+    widget.go_to_slice(5)
+    layer.paint((5, 5, 5), 2)
+    qtbot.waitUntil(lambda: 5 in widget.session.labelled_slices(0))
+    layer.data[5] = truth[5]
+    widget.retrain_form.steps.value = 2
+    widget.retrain_form.within_extent.value = False
+    widget.retrain_btn.click()
+    qtbot.waitUntil(lambda: not widget.training, timeout=240000)
+    assert widget.learned_model is not None, widget.status.text()  # one slice: not judged
+    path = user_models_dir() / "heart.pt"
+    user_models_dir().mkdir(parents=True)
+    assert widget.save_model(str(path)) == str(path)
+    saved = companion(path)
+    [(img, seg)] = widget.finished.files()  # this scan, as it stands, went with the model
+    assert Path(img).parent == saved
+    np.testing.assert_array_equal(np.load(seg)[5], truth[5])
+    # napari is restarted: a fresh dock, the saved model picked from the Model list
+    again = AssistantWidget(viewer)
+    viewer.window.add_dock_widget(again)
+    try:
+        label = next(m.label for m in again._library if m.path == path)
+        again.model_combo.setCurrentText(label)
+        again._model_chosen()
+        assert again.checkpoint_path == str(path)
+        assert again.finished.files() == [(img, seg)]
+        assert "1 finished scan" in again.model_label.text()
+        # another model chosen: its scans stop teaching, and stay saved with it
+        again.model_combo.setCurrentText(NEW)
+        again._model_chosen()
+        assert again.finished.files() == [] and Path(img).is_file()
+    finally:
+        again.bridge.close()
