@@ -6,9 +6,12 @@ scan's own slices: a model taught from a few slices per scan otherwise sees only
 scan's. Measured with ``semiseg benchmark effort --replay finished`` (from scratch, 4 LA train
 scans: 20 slices against 21; 5 LGG val patients: 16 against 17; on 10-scan series, where a
 model carried without them drifts, 35 against 38 on ACDC test, 39 against 39 on LGG test,
-48 against 53 on LA train scans;
-``benchmarks/results/effort_finished_choice.md``). The volumes wait on disk, in a folder of their
-own, and go to the training process as paths: nothing is read on the Qt thread at Retrain.
+48 against 53 on LA train scans, with 4 kept;
+``benchmarks/results/effort_finished_choice.md``); the newest 8 are kept
+(``benchmarks/results/finished_kept_choice.md``). The volumes wait on disk, in a folder of
+their own, and go to the training process as paths: nothing is read on the Qt thread at
+Retrain. Save model copies them beside the saved checkpoint (:func:`companion`), and picking
+that model again brings them back.
 They are written by a background thread, so that leaving a large scan does not freeze the
 window; a Retrain waits for a write still under way, and a write that failed is reported then.
 """
