@@ -431,3 +431,26 @@ def test_fuse_weight_taught_needs_a_blend(tmp_path, capsys):
     assert main(["benchmark", "effort", "--data", str(data), "--target", "90",
                  "--fuse-weight-taught", "0.8", "--out", str(tmp_path / "e.md")]) == 2
     assert "--fuse-weight" in capsys.readouterr().err
+
+
+def test_without_the_anchor_where_finished_scans_teach(tmp_path, monkeypatch):
+    from test_training_synth import blob_volume
+
+    import training.bench.effort as effort
+    from training.interactive.retrain import ANCHOR_CONFIDENCE
+
+    anchors = []
+    real = effort.retrain_once
+
+    def spy(*args, anchor=ANCHOR_CONFIDENCE, other_labelled=(), **kw):
+        anchors.append((anchor, len(other_labelled)))
+        return real(*args, anchor=anchor, other_labelled=other_labelled, **kw)
+
+    monkeypatch.setattr(effort, "retrain_once", spy)
+    cases = [(f"scan{i}", *blob_volume(i)) for i in range(2)]
+    for with_finished, expected in ((True, ANCHOR_CONFIDENCE), (False, None)):
+        anchors.clear()
+        effort.effort_benchmark(cases, ["bg", "disc", "square"], 1.01, k_max=1, steps=2,
+                                replay="finished", anchor_with_finished=with_finished,
+                                labeled_bs=2, unlabeled_bs=0, work_dir=tmp_path)
+        assert anchors == [(ANCHOR_CONFIDENCE, 0), (expected, 1)]

@@ -252,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     ef.add_argument("--fuse-weight", type=float, default=None, metavar="W",
                     help="blend predictions with the interpolation (network share W), as the "
                          "plugin's New model does with W = 0.3")
+    ef.add_argument("--anchor-with-finished", choices=["on", "off"], default="on",
+                    help="off: a Retrain that also learns from finished scans does without the "
+                         "anchor (the model's own confident voxels as pseudo-labels)")
     ef.add_argument("--fuse-weight-taught", type=float, default=None, metavar="W",
                     help="with --fuse-weight: the network's share on a scan that starts from a "
                          "model already taught (default: --fuse-weight on every scan)")
@@ -992,6 +995,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
                             consolidate=args.consolidate,
                             finished_kept=args.finished_kept,
                             fuse_weight_taught=args.fuse_weight_taught,
+                            anchor_with_finished=args.anchor_with_finished == "on",
                             **extra)
     header = _header(
         "Annotation effort: assistant vs interpolation", argv,
@@ -1001,7 +1005,8 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"{f' (a new model, weights: {start_weights})' if start is None else ''}; "
         f"{_replay_note(args.replay, args.finished_kept)}"
         f"{_consolidate_note(args.consolidate)}"
-        f"Retrain = `finetune` as the plugin calls it (anchored), "
+        f"Retrain = `finetune` as the plugin calls it (anchored"
+        f"{', not where finished scans teach' if args.anchor_with_finished == 'off' else ''}), "
         f"{args.method}, {args.steps} steps, prior {args.prior or 'none'}, fused with the fill "
         f"between painted slices (registered): {args.fuse_weight or 'no'}"
         f"{_taught_note(args.fuse_weight_taught)}"

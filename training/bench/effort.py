@@ -151,6 +151,7 @@ def learning_effort(
     rebase_to: str | None = None,
     ends_unless_right: float | None = None,
     fuse_weight_taught: float | None = None,
+    anchor_with_finished: bool = True,
     **config: Any,
 ) -> tuple[Row, str | None]:
     """Paint-and-retrain on one scan until ``target``; returns (row, the model to go on with).
@@ -173,6 +174,8 @@ def learning_effort(
     otherwise they paint the first and last slices too, as ``ends_every_scan``.
     ``fuse_weight_taught``: the network's share in the blend on a scan that starts from a model
     already taught (None: ``fuse_weight`` on every scan).
+    ``anchor_with_finished`` False: no anchor (the model's own confident voxels as
+    pseudo-labels) in a Retrain that also learns from ``earlier`` scans.
     """
     from dataclasses import replace
 
@@ -249,7 +252,9 @@ def learning_effort(
                               reference=sparse_labels(truth, held, axis),
                               held_back=[(axis, z) for z in held], method=method, steps=steps,
                               seed=seed, shown=shown, class_names=list(class_names),
-                              other_labelled=earlier, **config)
+                              other_labelled=earlier,
+                              **({**config, "anchor": None} if earlier and not anchor_with_finished
+                                 else config))
         assert result is not None  # nothing stops it
         retrain_s.append(result.train_s)
         if result.verdict.adopted:
@@ -317,6 +322,7 @@ def effort_benchmark(
     consolidate: int = 0,
     finished_kept: int = FINISHED_SCANS_KEPT,
     fuse_weight_taught: float | None = None,
+    anchor_with_finished: bool = True,
     **config: Any,
 ) -> list[Row]:
     """One row per scan, in order: slices painted and Dice for learning and interpolation,
@@ -360,7 +366,8 @@ def effort_benchmark(
                     earlier=list(earlier[-finished_kept:] if replay == "finished"
                                  else earlier),
                     ends_unless_right=ends_unless_right,
-                    fuse_weight_taught=fuse_weight_taught, **config)
+                    fuse_weight_taught=fuse_weight_taught,
+                    anchor_with_finished=anchor_with_finished, **config)
             finished = row.pop("segmentation", None)
             if replay == "finished" and finished is not None:
                 earlier.append((image, np.asarray(finished, dtype=np.uint8)))
