@@ -185,7 +185,8 @@ class AssistantWidget(DockLayout):
                       None)
         if chosen is not None:  # a library model picked by name
             self.checkpoint_path = str(chosen.path)
-            self.model_label.setText(self._card_text(chosen) + self._adopt_finished(chosen.path))
+            self.model_label.setText(self._card_text(chosen) + self._adopt_finished(chosen.path)
+                                     + self._continue_series(chosen.path))
             return
         if self.model_combo.currentText() != CHECKPOINT:
             self.checkpoint_path = None
@@ -207,7 +208,8 @@ class AssistantWidget(DockLayout):
             self.model_combo.setCurrentText(AUTO)
             return
         self.checkpoint_path = str(path)
-        self.model_label.setText(Path(path).name + self._adopt_finished(path))
+        self.model_label.setText(Path(path).name + self._adopt_finished(path)
+                                 + self._continue_series(path))
         if self.session is not None:
             self.session.add_version(path, note="loaded by the user", make_current=True)
             self._show_versions()
@@ -217,6 +219,27 @@ class AssistantWidget(DockLayout):
         n = self.finished.adopt(companion(model_path))
         return (f" Its Retrains learn from the {n} finished scan(s) saved with it." if n
                 else "")
+
+    def _continue_series(self, model_path: str | os.PathLike) -> str:
+        """A model the user taught from scratch (New model) and saved goes on as that series:
+        the next scan starts from it, its Retrains as a New model's (steps, shape prior,
+        method, no held-back judgement, the middle slice first). The dock's words for it."""
+        from training.engine.checkpoint import CheckpointError, read_meta
+
+        try:
+            meta = read_meta(model_path)
+        except (CheckpointError, OSError):
+            return ""
+        if not meta.get("new_model") or meta.get("untrained"):
+            return ""
+        self.new_model = True
+        self.learned_model = str(model_path)
+        form = self.retrain_form
+        form.steps.value = max(form.steps.value, NEW_MODEL_STEPS)
+        form.shape_prior.value = True
+        form.method.value = NEW_MODEL_METHOD
+        return (" Taught with New model: the next scan you open goes on from it as its "
+                "series did (paint the middle slice first).")
 
     @staticmethod
     def _card_text(m: LibraryModel) -> str:

@@ -228,3 +228,48 @@ def test_ticking_the_ends_box_keeps_the_retrain_between_the_painted_ends(
         assert (pred[3:5] == 1).any()  # between them, the structure
     finally:
         widget.bridge.close()
+
+
+def test_a_saved_new_model_goes_on_as_its_series(qtbot, make_napari_viewer, tmp_path,
+                                                 monkeypatch):
+    """Taught from scratch, saved, picked again after a restart: the next scan goes on as the
+    series did, not as a library model's would."""
+    from pathlib import Path
+
+    from napari_semiseg._widget import NEW_MODEL_METHOD, NEW_MODEL_STEPS
+    from napari_semiseg.model_library import user_models_dir
+    from training.engine.checkpoint import read_meta
+    from training.interactive.loop import finetune
+    from training.interactive.new_model import new_model
+
+    monkeypatch.setenv("NAPARI_SEMISEG_HOME", str(tmp_path / "home"))
+    image, truth = _two_structures()
+    start = new_model(tmp_path / "new.pt", ["background", "left kidney", "right kidney"])
+    labels = np.full(truth.shape, 255, np.uint8)
+    labels[[1, 6]] = truth[[1, 6]]
+    user_models_dir().mkdir(parents=True)
+    taught = finetune(start, image, labels, steps=2, out_path=user_models_dir() / "kidneys.pt",
+                      labeled_bs=2, unlabeled_bs=0, device="cpu")
+    meta = read_meta(taught)
+    assert meta["new_model"] and not meta.get("untrained")  # a fine-tune keeps what it is
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="kidneys")
+    widget = AssistantWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    try:
+        form = widget.retrain_form
+        form.steps.value = 60
+        form.shape_prior.value = False
+        label = next(m.label for m in widget._library if m.path == Path(taught))
+        widget.model_combo.setCurrentText(label)
+        widget._model_chosen()
+        assert widget.new_model and widget.learned_model == str(taught)
+        assert "New model" in widget.model_label.text()
+        assert form.steps.value >= NEW_MODEL_STEPS and form.shape_prior.value
+        assert form.method.value == NEW_MODEL_METHOD
+        s = widget.ensure_session()
+        assert not s.settings.judge_retrains  # every painted slice teaches, as in its series
+        assert widget._middle_first_scan(s)  # the middle slice first, the ends if it missed
+        assert s.settings.class_names == ["background", "left kidney", "right kidney"]
+    finally:
+        widget.bridge.close()

@@ -336,6 +336,7 @@ def test_a_saved_model_keeps_learning_from_its_scans_after_a_restart(qtbot, assi
         again.model_combo.setCurrentText(label)
         again._model_chosen()
         assert again.checkpoint_path == str(path)
+        assert not again.new_model  # not taught with New model: no series rules
         assert again.finished.files() == [(img, seg)]
         assert "1 finished scan" in again.model_label.text()
         # another model chosen: its scans stop teaching, and stay saved with it

@@ -237,6 +237,9 @@ def train(
     if init is not None and init["meta"].get("whole_slice_up_to"):
         # ... and predicts in the windows its figures were measured with
         meta_base["whole_slice_up_to"] = init["meta"]["whole_slice_up_to"]
+    if init is not None and init["meta"].get("new_model"):
+        # ... and a model a user taught from scratch stays one (the dock's series rules)
+        meta_base["new_model"] = True
 
     resume_path = companion_path(config.checkpoint, "resume")
     first_step = 0

@@ -62,6 +62,7 @@ def new_model(
     meta = {
         "num_classes": len(names), "class_names": names, "dims": 2, "size": list(size),
         "normalization": dict(DEFAULT_NORMALIZATION), "method": "none", "untrained": True,
+        "new_model": True,  # taught from scratch in the dock: kept by every fine-tune of it
         "downsample": 1.0, "steps_done": 0, "sampling": "patch",
         "whole_slice_up_to": float(whole_slice_up_to),
     }
