@@ -454,3 +454,25 @@ def test_without_the_anchor_where_finished_scans_teach(tmp_path, monkeypatch):
                                 replay="finished", anchor_with_finished=with_finished,
                                 labeled_bs=2, unlabeled_bs=0, work_dir=tmp_path)
         assert anchors == [(ANCHOR_CONFIDENCE, 0), (expected, 1)]
+
+
+def test_judge_taught_judges_retrains_on_scans_from_a_taught_model(tmp_path, monkeypatch):
+    from test_training_synth import blob_volume
+
+    import training.bench.effort as effort
+
+    seen = []
+    real = effort.learning_effort
+
+    def spy(*args, hold_back_from=None, **kw):
+        seen.append(hold_back_from)
+        return real(*args, hold_back_from=hold_back_from, **kw)
+
+    monkeypatch.setattr(effort, "learning_effort", spy)
+    cases = [(f"scan{i}", *blob_volume(i)) for i in range(2)]
+    for judge, expected in ((False, [4, 4]), (True, [4, 2])):
+        seen.clear()  # k_max 3: from scratch never judged (hold back from 4 slices)
+        effort.effort_benchmark(cases, ["bg", "disc", "square"], 1.01, k_max=3, steps=2,
+                                judge_taught=judge, labeled_bs=2, unlabeled_bs=0,
+                                work_dir=tmp_path)
+        assert seen == expected  # scan 2 starts from the model scan 1 taught

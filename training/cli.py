@@ -265,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="judge each Retrain on held-back painted slices once N slices are "
                          "painted (default as the plugin: never from scratch, 2 from --start; "
                          "above --k-max: never)")
+    ef.add_argument("--judge-taught", action="store_true",
+                    help="on a scan that starts from a taught model, judge each Retrain on "
+                         "held-back painted slices from 2 painted slices")
     ef.add_argument("--pretrained", default=None, metavar="PATH",
                     help="a new model starts from this label-free pretrained network "
                          "(semiseg pretrain); default: from random weights")
@@ -996,6 +999,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
                             finished_kept=args.finished_kept,
                             fuse_weight_taught=args.fuse_weight_taught,
                             anchor_with_finished=args.anchor_with_finished == "on",
+                            judge_taught=args.judge_taught,
                             **extra)
     header = _header(
         "Annotation effort: assistant vs interpolation", argv,
@@ -1007,6 +1011,8 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"{_consolidate_note(args.consolidate)}"
         f"Retrain = `finetune` as the plugin calls it (anchored"
         f"{', not where finished scans teach' if args.anchor_with_finished == 'off' else ''}), "
+        + ("judged from 2 painted slices on a scan from a taught model, "
+           if args.judge_taught else "") +
         f"{args.method}, {args.steps} steps, prior {args.prior or 'none'}, fused with the fill "
         f"between painted slices (registered): {args.fuse_weight or 'no'}"
         f"{_taught_note(args.fuse_weight_taught)}"

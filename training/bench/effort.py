@@ -323,6 +323,7 @@ def effort_benchmark(
     finished_kept: int = FINISHED_SCANS_KEPT,
     fuse_weight_taught: float | None = None,
     anchor_with_finished: bool = True,
+    judge_taught: bool = False,
     **config: Any,
 ) -> list[Row]:
     """One row per scan, in order: slices painted and Dice for learning and interpolation,
@@ -338,7 +339,8 @@ def effort_benchmark(
     ``finished_kept``, by default as many as the dock keeps).
     ``consolidate`` (with ``replay="finished"``): between scans, the carried model trains this
     many more steps on every finished segmentation, the last one's first (the time the user
-    takes to open the next scan)."""
+    takes to open the next scan). ``judge_taught``: on a scan that starts from a model already
+    taught, Retrains are judged on held-back painted slices from 2 painted slices."""
     if hold_back_from is None:
         hold_back_from = 2 if start is not None else k_max + 1
     rows = []
@@ -358,7 +360,8 @@ def effort_benchmark(
                 row, model = learning_effort(
                     image, truth, model, class_names, target, k_max, work, steps=steps,
                     method=method, device=device, seed=i, fuse_weight=fuse_weight,
-                    hold_back_from=hold_back_from, coverage=coverage, per_slice=per_slice,
+                    hold_back_from=(2 if judge_taught and _taught(model) else hold_back_from),
+                    coverage=coverage, per_slice=per_slice,
                     main_structure=main_structure, main_piece=main_piece, ends=ends,
                     body_first=body_first, pretrained=pretrained, network=network,
                     ends_first=ends_first, ends_every_scan=ends_every_scan,
@@ -619,3 +622,10 @@ def fixed_k_table(rows: Sequence[Row], k: int, header: str) -> str:
     lines += [f"- interpolation: **{100 * interp.mean():.1f} ± {100 * interp.std():.1f}** "
               f"(± = spread over scans)"]
     return "\n".join(lines) + "\n"
+
+
+def _taught(model: str | None) -> bool:
+    """A scan starts from a model that has learnt something."""
+    from training.interactive.new_model import is_untrained
+
+    return model is not None and not is_untrained(model)
