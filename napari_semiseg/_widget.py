@@ -208,7 +208,7 @@ class AssistantWidget(DockLayout):
             self.model_combo.setCurrentText(AUTO)
             return
         self.checkpoint_path = str(path)
-        self.model_label.setText(Path(path).name + self._adopt_finished(path)
+        self.model_label.setText(f"{Path(path).name}." + self._adopt_finished(path)
                                  + self._continue_series(path))
         if self.session is not None:
             self.session.add_version(path, note="loaded by the user", make_current=True)
@@ -244,7 +244,7 @@ class AssistantWidget(DockLayout):
     @staticmethod
     def _card_text(m: LibraryModel) -> str:
         if not m.card:
-            return m.path.name
+            return f"{m.path.name}."
         test = m.card.get("test")
         dice = f"; test Dice {100 * float(np.nanmean(test['dice'])):.1f}" if test else ""
         return f"{describe(m.card)}. Trained on {m.card['split']}{dice}."
