@@ -476,3 +476,25 @@ def test_judge_taught_judges_retrains_on_scans_from_a_taught_model(tmp_path, mon
                                 judge_taught=judge, labeled_bs=2, unlabeled_bs=0,
                                 work_dir=tmp_path)
         assert seen == expected  # scan 2 starts from the model scan 1 taught
+
+
+def test_where_the_model_had_the_middle_slice_right_the_network_weighs_as_asked(tmp_path,
+                                                                             monkeypatch):
+    from test_training_synth import blob_volume
+
+    import training.bench.effort as effort
+
+    shares = []
+    real = effort.retrain_once
+
+    def spy(*args, shown=None, **kw):
+        shares.append(shown.fuse_weight)
+        return real(*args, shown=shown, **kw)
+
+    monkeypatch.setattr(effort, "retrain_once", spy)
+    cases = [(f"scan{i}", *blob_volume(i)) for i in range(2)]
+    effort.effort_benchmark(cases, ["bg", "disc", "square"], 1.01, k_max=1, steps=2,
+                            fuse_weight=0.3, fuse_weight_right=0.8, ends_every_scan=True,
+                            ends_unless_right=0.0, labeled_bs=2, unlabeled_bs=0,
+                            work_dir=tmp_path)  # 0.0: any middle slice counts as right
+    assert shares == [0.3, 0.8]

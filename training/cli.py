@@ -265,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="judge each Retrain on held-back painted slices once N slices are "
                          "painted (default as the plugin: never from scratch, 2 from --start; "
                          "above --k-max: never)")
+    ef.add_argument("--fuse-weight-right", type=float, default=None, metavar="W",
+                    help="with --fuse-weight: the network's share on a scan where the model had "
+                         "the middle slice right (no ends painted)")
     ef.add_argument("--judge-taught", action="store_true",
                     help="on a scan that starts from a taught model, judge each Retrain on "
                          "held-back painted slices from 2 painted slices")
@@ -909,6 +912,8 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise DataError("--consolidate trains on finished scans: it needs --replay finished")
     if args.finished_kept is not None and (args.replay != "finished" or args.finished_kept < 1):
         raise DataError("--finished-kept N: N >= 1, with --replay finished")
+    if args.fuse_weight_right is not None and args.fuse_weight is None:
+        raise DataError("--fuse-weight-right W changes --fuse-weight's blend: give --fuse-weight")
     if args.fuse_weight_taught is not None and args.fuse_weight is None:
         raise DataError("--fuse-weight-taught W changes --fuse-weight's blend: give --fuse-weight")
     if args.finished_kept is None:
@@ -1000,6 +1005,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
                             fuse_weight_taught=args.fuse_weight_taught,
                             anchor_with_finished=args.anchor_with_finished == "on",
                             judge_taught=args.judge_taught,
+                            fuse_weight_right=args.fuse_weight_right,
                             **extra)
     header = _header(
         "Annotation effort: assistant vs interpolation", argv,
@@ -1016,6 +1022,8 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"{args.method}, {args.steps} steps, prior {args.prior or 'none'}, fused with the fill "
         f"between painted slices (registered): {args.fuse_weight or 'no'}"
         f"{_taught_note(args.fuse_weight_taught)}"
+        + (f" ({args.fuse_weight_right:g} where the model had the middle slice right)"
+           if args.fuse_weight_right is not None else "") +
         f"{' (its main 3-D piece kept)' if args.fuse_weight and main_piece else ''}"
         f"{f'; where a structure ends between painted slices: {ends}' if args.prior else ''}"
         + ("; on the first scan (no model yet) the structure's first, middle and last slices "

@@ -152,6 +152,7 @@ def learning_effort(
     ends_unless_right: float | None = None,
     fuse_weight_taught: float | None = None,
     anchor_with_finished: bool = True,
+    fuse_weight_right: float | None = None,
     **config: Any,
 ) -> tuple[Row, str | None]:
     """Paint-and-retrain on one scan until ``target``; returns (row, the model to go on with).
@@ -176,6 +177,8 @@ def learning_effort(
     already taught (None: ``fuse_weight`` on every scan).
     ``anchor_with_finished`` False: no anchor (the model's own confident voxels as
     pseudo-labels) in a Retrain that also learns from ``earlier`` scans.
+    ``fuse_weight_right``: the network's share on a scan where the model had the middle slice
+    right (``ends_unless_right``), so that no ends are painted.
     """
     from dataclasses import replace
 
@@ -217,6 +220,8 @@ def learning_effort(
             sl = slice_index(truth.ndim, axis, middle)
             middle_right = slice_agreement(prediction[sl], truth[sl]) >= ends_unless_right
             painted = [middle] if middle_right else []
+            if middle_right and fuse_weight is not None and fuse_weight_right is not None:
+                shown = replace(shown, fuse_weight=fuse_weight_right)
     if ((ends_first and current is None) or ends_every_scan) and dice < target \
             and not middle_right:
         if axis != 0:
@@ -324,6 +329,7 @@ def effort_benchmark(
     fuse_weight_taught: float | None = None,
     anchor_with_finished: bool = True,
     judge_taught: bool = False,
+    fuse_weight_right: float | None = None,
     **config: Any,
 ) -> list[Row]:
     """One row per scan, in order: slices painted and Dice for learning and interpolation,
@@ -370,7 +376,8 @@ def effort_benchmark(
                                  else earlier),
                     ends_unless_right=ends_unless_right,
                     fuse_weight_taught=fuse_weight_taught,
-                    anchor_with_finished=anchor_with_finished, **config)
+                    anchor_with_finished=anchor_with_finished,
+                    fuse_weight_right=fuse_weight_right, **config)
             finished = row.pop("segmentation", None)
             if replay == "finished" and finished is not None:
                 earlier.append((image, np.asarray(finished, dtype=np.uint8)))
