@@ -171,9 +171,7 @@ class AssistantWidget(DockLayout):
             self.model_label.setText("New model: name the structures under Structures, then "
                                      "paint the structure's first and last slices and a few "
                                      "between, with their label values, and Retrain.")
-            self.retrain_form.steps.value = max(self.retrain_form.steps.value, NEW_MODEL_STEPS)
-            self.retrain_form.shape_prior.value = True
-            self.retrain_form.method.value = NEW_MODEL_METHOD
+            self._new_model_retrains()
             self.retrain_form.within_extent.value = True
             self.sections["structures"].expand()
             if self._selected_image() is not None:
@@ -234,12 +232,16 @@ class AssistantWidget(DockLayout):
             return ""
         self.new_model = True
         self.learned_model = str(model_path)
+        self._new_model_retrains()
+        return (" Taught with New model: the next scan you open goes on from it as its "
+                "series did (paint the middle slice first).")
+
+    def _new_model_retrains(self) -> None:
+        """The Retrain settings a New model is taught with (and a saved one goes on with)."""
         form = self.retrain_form
         form.steps.value = max(form.steps.value, NEW_MODEL_STEPS)
         form.shape_prior.value = True
         form.method.value = NEW_MODEL_METHOD
-        return (" Taught with New model: the next scan you open goes on from it as its "
-                "series did (paint the middle slice first).")
 
     @staticmethod
     def _card_text(m: LibraryModel) -> str:

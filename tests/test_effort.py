@@ -402,9 +402,8 @@ def test_between_scans_the_carried_model_consolidates_on_the_finished_ones(tmp_p
     assert all((lab != 255).all() for lab, _, _ in calls)  # whole segmentations
 
 
-def test_a_scan_from_a_taught_model_blends_with_its_own_network_share(tmp_path, monkeypatch):
-    from test_training_synth import blob_volume
-
+def _blend_shares(monkeypatch) -> list:
+    """The network's share in the blend of each Retrain the effort benchmark runs."""
     import training.bench.effort as effort
 
     shares = []
@@ -415,6 +414,15 @@ def test_a_scan_from_a_taught_model_blends_with_its_own_network_share(tmp_path, 
         return real(*args, shown=shown, **kw)
 
     monkeypatch.setattr(effort, "retrain_once", spy)
+    return shares
+
+
+def test_a_scan_from_a_taught_model_blends_with_its_own_network_share(tmp_path, monkeypatch):
+    from test_training_synth import blob_volume
+
+    import training.bench.effort as effort
+
+    shares = _blend_shares(monkeypatch)
     cases = [(f"scan{i}", *blob_volume(i)) for i in range(2)]
     effort.effort_benchmark(cases, ["bg", "disc", "square"], 1.01, k_max=1, steps=2,
                             fuse_weight=0.3, fuse_weight_taught=0.8, labeled_bs=2,
@@ -484,14 +492,7 @@ def test_where_the_model_had_the_middle_slice_right_the_network_weighs_as_asked(
 
     import training.bench.effort as effort
 
-    shares = []
-    real = effort.retrain_once
-
-    def spy(*args, shown=None, **kw):
-        shares.append(shown.fuse_weight)
-        return real(*args, shown=shown, **kw)
-
-    monkeypatch.setattr(effort, "retrain_once", spy)
+    shares = _blend_shares(monkeypatch)
     cases = [(f"scan{i}", *blob_volume(i)) for i in range(2)]
     effort.effort_benchmark(cases, ["bg", "disc", "square"], 1.01, k_max=1, steps=2,
                             fuse_weight=0.3, fuse_weight_right=0.8, ends_every_scan=True,

@@ -198,8 +198,7 @@ def learning_effort(
     prediction = None
 
     # Retrain shows the network, or its blend with the interpolation between the trained slices
-    if fuse_weight is not None and fuse_weight_taught is not None and model is not None \
-            and not is_untrained(model):
+    if fuse_weight is not None and fuse_weight_taught is not None and _taught(model):
         fuse_weight = fuse_weight_taught
     shown = Shown(fuse_weight=fuse_weight, ends=ends, main_piece=main_piece, device=device)
     if current is not None:
