@@ -181,6 +181,27 @@ def test_channels_last_predict_matches_the_default_layout(monkeypatch):
     assert next(net.parameters()).is_contiguous()  # the caller's model is left as it was
 
 
+def test_predict_folds_batch_norm_and_gives_the_unfolded_networks_labels():
+    """A batch-norm model (act's student can be one) is folded into its convolutions for
+    Predict; the labels and uncertainty are the network's own, and the caller's model keeps
+    its BatchNorm layers."""
+    from training.engine.networks import has_batch_norm
+    from training.engine.normalization import normalize_intensity
+
+    torch.manual_seed(0)
+    img, _ = blob_volume(0, shape=(3, 16, 16))
+    net = UNet(2, 1, 3, base=4, depth=2, norm="batch")
+    with torch.no_grad():
+        net(torch.randn(4, 1, 16, 16) * 2 + 1)  # running statistics away from the identity
+    res = predict_volume(net, PATCH_META, img, device="cpu")
+    assert has_batch_norm(net) and not net.training
+    with torch.no_grad():
+        x = torch.from_numpy(normalize_intensity(img, None))[:, None]
+        direct = torch.softmax(net(x)["logits"], 1).movedim(1, 0).numpy()
+    assert np.allclose(res["probabilities"], direct, atol=1e-5)
+    assert np.array_equal(res["labels"], direct.argmax(0))
+
+
 def test_test_time_mirroring_makes_predict_mirror_symmetric():
     # averaged with its left-right mirror, the prediction of a mirrored scan is the mirror of
     # the scan's prediction; a random network alone is not, so the option really ran

@@ -320,6 +320,20 @@ def test_act_can_distil_into_a_student_at_half_resolution():
     assert student(lab["image"])["logits"].shape[2:] == lab["image"].shape[2:]
 
 
+def test_act_can_give_its_student_batch_norm_while_the_teacher_keeps_group_norm():
+    from training.engine.networks import has_batch_norm
+
+    m = get_method("act", student_norm="batch", student_base=8, student_depth=2)
+    m.setup(TINY, "cpu")
+    assert m.model_config["norm"] == "batch" and has_batch_norm(m.inference_model())
+    assert not has_batch_norm(m.teacher_model())
+    lab, unl = _batches()
+    assert all(math.isfinite(v) for v in m.step(lab, unl, 1, 4).values())
+    m = get_method("act")  # by default the student normalises as its teacher does
+    m.setup(TINY, "cpu")
+    assert m.model_config["norm"] == TINY.get("norm", "group")
+
+
 def test_act_keeps_a_3d_student_at_full_resolution():
     m = get_method("act")  # the 2-D default runs the student at half resolution; 3-D cannot
     m.setup({"kind": "unet", "dims": 3, "in_channels": 1, "num_classes": 2, "base": 4,

@@ -6,6 +6,8 @@ from training.engine.networks import (
     build_network,
     count_parameters,
     enable_mc_dropout,
+    fold_batch_norm,
+    has_batch_norm,
     network_config,
     tiny_student,
 )
@@ -95,3 +97,19 @@ def test_an_unshuffled_unet_gives_its_sdf_and_edge_heads_at_full_resolution():
     out = net(torch.randn(2, 1, 32, 24))
     assert out["sdf"].shape == (2, 2, 32, 24) and out["edge"].shape == (2, 1, 32, 24)
     assert out["sdf"].abs().max() <= 1
+
+
+def test_a_folded_batch_norm_network_gives_the_same_output_with_no_batch_norm_left():
+    torch.manual_seed(0)
+    net = tiny_student(2, 1, 3, base=4, depth=2, norm="batch", unshuffle=2, dropout=0.1)
+    net.train()
+    with torch.no_grad():  # running statistics far from the identity, as after training
+        for _ in range(3):
+            net(3 + 2 * torch.randn(4, 1, 32, 32))
+    net.eval()
+    x = 3 + 2 * torch.randn(2, 1, 32, 48)
+    folded = fold_batch_norm(net)
+    assert has_batch_norm(net) and not has_batch_norm(folded)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x)["logits"], net(x)["logits"], atol=1e-5, rtol=1e-4)
+    assert not has_batch_norm(fold_batch_norm(UNet(2, 1, 3, base=4, depth=2)))  # group: as is

@@ -20,7 +20,7 @@ from torch import nn
 
 from training.core.cpu_math import flush_denormals
 from training.core.device import pick_device
-from training.engine.networks import enable_mc_dropout
+from training.engine.networks import enable_mc_dropout, fold_batch_norm, has_batch_norm
 from training.engine.normalization import normalize_scan
 from training.engine.postprocess import keep_main_pieces, model_clean_up
 
@@ -259,6 +259,8 @@ def predict_volume(
         raise ValueError(f"expected a (z, y, x) volume, got shape {vol.shape}")
     dev = torch.device(device) if device is not None else pick_device()
     model = model.to(dev).eval()
+    if has_batch_norm(model):  # a copy: the caller's model keeps its BatchNorm layers
+        model = fold_batch_norm(model)
     if int(meta.get("dims", 2)) == 2:
         model = model.to(memory_format=MEMORY_FORMAT)
     mc = int(mc_samples)

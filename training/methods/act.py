@@ -35,6 +35,9 @@ class ACT(Method):
         "student_depth": (2, "resolution levels of the student"),
         "student_unshuffle": (2, "2-D: the student runs at 1/r resolution, r x r pixel blocks "
                                  "as channels (faster on CPU); 1 = full resolution"),
+        "student_norm": ("", "the student's normalisation, group or batch; empty = the "
+                             "teacher's. A batch-norm student folds into its convolutions at "
+                             "Predict and gives the same output for a patch or a whole slice"),
         "temperature": (2.0, "softmax temperature of the distillation term"),
         "kd_weight": (1.0, "weight of the distillation term"),
     }
@@ -47,7 +50,7 @@ class ACT(Method):
             int(model_config["num_classes"]),
             base=self.opt("student_base"),
             depth=self.opt("student_depth"),
-            norm=model_config.get("norm", "group"),
+            norm=self.opt("student_norm") or model_config.get("norm", "group"),
             unshuffle=self.opt("student_unshuffle") if int(model_config["dims"]) == 2 else 1,
         )
         self.nets["student"] = student
