@@ -165,12 +165,15 @@ def test_a_cached_run_scored_under_another_rule_is_scored_again_from_its_checkpo
 
     monkeypatch.setattr(bm, "_train_and_evaluate", lambda *a: pytest.fail("retrained"))
     scored = []
+    from training.engine.checkpoint import read_meta, save_checkpoint
+    from training.engine.networks import UNet
+
     monkeypatch.setattr(bm, "_score", lambda path, data: scored.append(path) or {
-        "dice": [0.9], "val": {"dice": [0.8]}, "scored_with": bm.scoring_rule()})
+        "dice": [0.9], "val": {"dice": [0.8]}, "scored_with": bm.scoring_rule(read_meta(path))})
     old = {"name": LABELED_ONLY, "dice": [0.5], "train_seconds": 7.0,
            "scored_with": "whole_slice_up_to=1.6"}
     (tmp_path / "labelled-only_seed0.json").write_text(json.dumps(old))
-    (tmp_path / "labelled-only_seed0.pt").write_bytes(b"weights")
+    save_checkpoint(tmp_path / "labelled-only_seed0.pt", UNet(2, 1, 2, base=4, depth=2), {})
     out = bm.run_one(LABELED_ONLY, 0, "d", "3", None, tmp_path, lambda m: None)
     assert out["dice"] == [0.9] and out["train_seconds"] == 7.0 and len(scored) == 1
     again = bm.run_one(LABELED_ONLY, 0, "d", "3", None, tmp_path, lambda m: None)
@@ -178,3 +181,11 @@ def test_a_cached_run_scored_under_another_rule_is_scored_again_from_its_checkpo
     (tmp_path / "bcp_seed0.json").write_text(json.dumps({**old, "name": "bcp"}))
     kept = bm.run_one("bcp", 0, "d", "3", None, tmp_path, lambda m: None)
     assert kept["dice"] == [0.5] and len(scored) == 1  # no checkpoint: kept, and the log says
+    # a batch-norm network is scored in whole slices (its default): a run scored in patch
+    # windows is scored again
+    (tmp_path / "act_seed0.json").write_text(json.dumps(
+        {**old, "name": "act", "scored_with": bm.scoring_rule()}))
+    save_checkpoint(tmp_path / "act_seed0.pt", UNet(2, 1, 2, base=4, depth=2, norm="batch"), {})
+    bn = bm.run_one("act", 0, "d", "3", None, tmp_path, lambda m: None)
+    assert bn["dice"] == [0.9] and len(scored) == 2
+    assert bn["scored_with"] == "whole_slice_up_to=1.6" != bm.scoring_rule()

@@ -152,6 +152,10 @@ def test_prediction_window_is_the_patch_unless_a_whole_slice_is_allowed(monkeypa
     fast = {**meta, "whole_slice_up_to": 2.0}
     assert inf.prediction_window(fast, (256, 232)) == [256, 256]  # rounded up to 32
     assert inf.prediction_window(fast, (400, 200)) == [160, 160]  # too large: windows again
+    # a batch-norm network's statistics do not shift with the window: whole slices by default
+    batch = {**meta, "network": {"depth": 4, "unshuffle": 2, "norm": "batch"}}
+    assert inf.prediction_window(batch, (256, 232)) == [256, 256]
+    assert inf.prediction_window({**batch, "whole_slice_up_to": 1.0}, (256, 232)) == [160, 160]
     monkeypatch.setattr(inf, "WHOLE_SLICE_UP_TO", 2.0)
     assert inf.prediction_window(meta, (256, 232)) == [256, 256]
     # a whole-slice window predicts the slice in one pass, as the network sees it

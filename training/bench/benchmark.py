@@ -16,7 +16,7 @@ import torch
 
 from training.core.atomic import atomic_write
 from training.core.io import read_image, read_labels
-from training.engine.checkpoint import load_checkpoint
+from training.engine.checkpoint import load_checkpoint, read_meta
 from training.engine.data import class_names_from_index, load_train_data, scan_dataset
 from training.engine.inference import model_channels, predict_volume
 from training.engine.metrics import classes_to_score, dice_hd95, mean_over_cases
@@ -99,12 +99,12 @@ def run_one(
         lock.unlink(missing_ok=True)
 
 
-def scoring_rule() -> str:
-    """How a run's checkpoint is predicted when scored; a cached run scored otherwise is
-    scored again, so one table never mixes rules."""
-    from training.engine.inference import WHOLE_SLICE_UP_TO
+def scoring_rule(meta: dict | None = None) -> str:
+    """How a run's checkpoint (its ``meta``) is predicted when scored; a cached run scored
+    otherwise is scored again, so one table never mixes rules."""
+    from training.engine.inference import whole_slice_factor
 
-    return f"whole_slice_up_to={WHOLE_SLICE_UP_TO:g}"
+    return f"whole_slice_up_to={whole_slice_factor(meta or {}):g}"
 
 
 def _score(path: str, data_dir: str) -> dict:
@@ -113,22 +113,23 @@ def _score(path: str, data_dir: str) -> dict:
     # The val split is what method options are chosen on; test is only reported.
     has_val = any(c.split == "val" and c.label is not None for c in scan_dataset(data_dir))
     val = evaluate_split(path, data_dir, "val") if has_val else None
-    return {**metrics, "val": val, "scored_with": scoring_rule()}
+    return {**metrics, "val": val, "scored_with": scoring_rule(read_meta(path))}
 
 
 def _rescored(cache: Path, data_dir: str, log: Callable[[str], None]) -> dict:
     """A cached result, scored again from its checkpoint when the scoring rule changed since
     (the training itself is kept)."""
     result = json.loads(cache.read_text(encoding="utf-8"))
-    if result.get("scored_with") == scoring_rule():
-        return result
     ckpt = cache.with_suffix(".pt")
     if not ckpt.exists():
-        log(f"{cache.name}: scored with {result.get('scored_with', 'an older rule')}, and its "
-            "checkpoint is gone: kept as it was")
+        if result.get("scored_with") != scoring_rule():
+            log(f"{cache.name}: scored with {result.get('scored_with', 'an older rule')}, and "
+                "its checkpoint is gone: kept as it was")
         return result
-    log(f"{cache.name}: scoring again ({result.get('scored_with', 'older rule')} -> "
-        f"{scoring_rule()})")
+    rule = scoring_rule(read_meta(ckpt))
+    if result.get("scored_with") == rule:
+        return result
+    log(f"{cache.name}: scoring again ({result.get('scored_with', 'older rule')} -> {rule})")
     result = {**result, **_score(str(ckpt), data_dir)}
     atomic_write(cache, lambda fh: fh.write(json.dumps(result).encode()))
     return result
@@ -316,7 +317,8 @@ def _write(out_path, results, data_dir, command, start, cfg, seeds, labeled, fin
         f"- budget: {cfg.steps} steps per run, batch {cfg.labeled_bs}+{cfg.unlabeled_bs}, "
         f"{cfg.dims}D, size {cfg.size}, U-Net base {cfg.base} depth {cfg.depth}, "
         f"{optimiser} lr {cfg.lr} poly, seeds {seeds}; evaluated on the test split "
-        f"(3D Dice per volume; predicted with {scoring_rule()}).",
+        f"(3D Dice per volume; predicted with {scoring_rule()}, a batch-norm network with "
+        f"{scoring_rule({'network': {'norm': 'batch'}})}).",
         f"- labelled patients: {labeled}",
     ])
     table = render_table(results, names, header)

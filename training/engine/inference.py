@@ -114,11 +114,22 @@ WINDOW_OVERLAP = 0.25
 # 1.6, which brings a 256x256x100 volume under the GUIDE's 2 s on 2 cores (ACDC 1.97 s against
 # 3.01 s; benchmarks/window_choice.py, benchmarks/results/window_choice_*_1.6.md).
 WHOLE_SLICE_UP_TO = 1.0
+# A batch-norm network's statistics are fixed at Predict, so a larger window shifts nothing:
+# whole slices are its default. On ACDC val act's batch-norm students scored 57.6 and 59.1
+# whole against 56.4 and 58.5 in patch windows (2 seeds, better on 9 and 10 of 14 scans;
+# benchmarks/results/window_choice_act_bn_student_seed*_val.md).
+BATCH_NORM_WHOLE_SLICE_UP_TO = 1.6
 
 
 def whole_slice_factor(meta: dict) -> float:
-    """How many times its patch (per side) a model predicts a slice as one window."""
-    return float(meta.get("whole_slice_up_to") or WHOLE_SLICE_UP_TO)
+    """How many times its patch (per side) a model predicts a slice as one window: its card's
+    choice, else :data:`BATCH_NORM_WHOLE_SLICE_UP_TO` for a batch-norm network, else
+    :data:`WHOLE_SLICE_UP_TO`."""
+    if meta.get("whole_slice_up_to"):
+        return float(meta["whole_slice_up_to"])
+    if (meta.get("network") or {}).get("norm") == "batch":
+        return BATCH_NORM_WHOLE_SLICE_UP_TO
+    return WHOLE_SLICE_UP_TO
 
 
 def prediction_window(meta: dict, slice_shape: Sequence[int]) -> list[int]:
