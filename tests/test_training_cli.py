@@ -113,7 +113,7 @@ def test_speed_benchmark_times_an_act_student_against_its_teacher(dataset, tmp_p
                                       if line.startswith("| act.pt"))}
     assert set(rows) == {(r, b) for r in ("student", "teacher") for b in ("16 (default)", "2")}
     student, teacher = rows["student", "2"], rows["teacher", "2"]
-    assert int(teacher[3].replace(",", "")) > 10 * int(student[3].replace(",", ""))
+    assert int(teacher[3].replace(",", "")) > 5 * int(student[3].replace(",", ""))
     assert float(student[7].rstrip("×")) > 0  # speed-up is a measured ratio
     assert 0 <= float(student[6]) <= 100 and 0 <= float(teacher[6]) <= 100  # test Dice
 

@@ -238,7 +238,7 @@ def test_act_student_is_small_and_is_the_output():
     m = get_method("act")
     m.setup({**TINY, "base": 16, "depth": 4, "num_classes": 4}, "cpu")
     ratio = count_parameters(m.teacher_model()) / count_parameters(m.inference_model())
-    assert ratio >= 50
+    assert ratio >= 20  # the default student: 68,692 weights against ACDC teachers' 1.1 M
     assert m.inference_model() is m.nets["student"]
 
 
@@ -329,16 +329,20 @@ def test_act_can_give_its_student_batch_norm_while_the_teacher_keeps_group_norm(
     assert not has_batch_norm(m.teacher_model())
     lab, unl = _batches()
     assert all(math.isfinite(v) for v in m.step(lab, unl, 1, 4).values())
-    m = get_method("act")  # by default the student normalises as its teacher does
+    m = get_method("act")  # the 2-D default, chosen on ACDC val
     m.setup(TINY, "cpu")
-    assert m.model_config["norm"] == TINY.get("norm", "group")
+    assert m.model_config["norm"] == "batch" and m.model_config["unshuffle"] == 4
+    m = get_method("act", student_norm="group")
+    m.setup(TINY, "cpu")
+    assert not has_batch_norm(m.inference_model())
 
 
 def test_act_keeps_a_3d_student_at_full_resolution():
-    m = get_method("act")  # the 2-D default runs the student at half resolution; 3-D cannot
+    m = get_method("act")  # the 2-D default runs the student at 1/4 resolution; 3-D cannot
     m.setup({"kind": "unet", "dims": 3, "in_channels": 1, "num_classes": 2, "base": 4,
              "depth": 2}, "cpu")
     assert m.inference_model().config.get("unshuffle", 1) == 1
+    assert m.model_config["norm"] == "group"  # the teacher's: 3-D batches are a few patches
 
 
 def test_mean_teacher_family_keeps_the_papers_schedule_unless_told_otherwise():

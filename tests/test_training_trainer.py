@@ -1,6 +1,7 @@
 import pickle
 
 import numpy as np
+import pytest
 import torch
 from test_training_synth import blob_volume
 
@@ -136,7 +137,7 @@ def test_act_keeps_its_teacher_beside_the_student(tmp_path):
     teacher, tmeta = load_checkpoint(companion_path(path, "teacher"))
     assert companion_path(path, "teacher").name == "m.teacher.pt"
     assert tmeta["role"] == "teacher" and meta["method"] == tmeta["method"] == "act"
-    assert count_parameters(teacher) > 10 * count_parameters(student)
+    assert count_parameters(teacher) > 5 * count_parameters(student)
 
 
 def test_a_stopped_run_resumes_to_the_same_weights(tmp_path):
@@ -258,3 +259,16 @@ def test_a_compiled_training_saves_a_plain_network_and_learns_as_eager(tmp_path,
     assert type(model).__name__ == "UNet"
     inner = torch.nn.Linear(2, 2)
     assert unwrap(real(inner, backend="eager")) is inner
+
+
+def test_a_size_acts_student_cannot_take_is_refused_before_training(tmp_path):
+    """The teacher takes 24 px (depth 2: multiples of 4); the default student halves twice
+    after a 1/4 unshuffle (multiples of 16): a clear error, not a shape error mid-run."""
+    from training.engine.data import DataError
+
+    with pytest.raises(DataError, match="multiple of 16.*student_unshuffle"):
+        train(_cfg(tmp_path, method="act", size=[24, 24]), _data())
+    assert not (tmp_path / "m.pt").exists()
+    path = train(_cfg(tmp_path, method="act", size=[24, 24],
+                      method_opts={"student_unshuffle": 2, "student_depth": 1}), _data())
+    assert load_checkpoint(path)[1]["network"]["unshuffle"] == 2

@@ -26,6 +26,18 @@ from training.methods import get_method, parse_spec
 Event = dict
 
 
+def _check_output_network_fits(net: dict, config: TrainConfig) -> None:
+    """The model a method outputs (``act``'s student may halve more often than its teacher)
+    must take the training size, or torch fails deep inside with a shape error."""
+    step = int(net.get("unshuffle", 1) or 1) * 2 ** int(net.get("depth", 0))
+    if any(int(v) % step for v in config.size):
+        raise DataError(
+            f"--size {' '.join(map(str, config.size))}: the {config.method} model halves it "
+            f"{net.get('depth')} times after a 1/{net.get('unshuffle', 1)} unshuffle, so each "
+            f"size must be a multiple of {step}; choose another size, or a smaller "
+            "student_unshuffle or student_depth")
+
+
 class TrainingDiverged(DataError):
     """The loss became NaN or Inf; no checkpoint is written from that point on."""
 
@@ -203,6 +215,7 @@ def train(
         weights_ema=config.weights_ema, **config.method_opts,
     )
     method.setup(model_config, device)
+    _check_output_network_fits(method.model_config, config)
     if init is not None:
         try:
             method.load_weights(init["state_dict"])
