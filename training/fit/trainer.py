@@ -29,13 +29,14 @@ Event = dict
 def _check_output_network_fits(net: dict, config: TrainConfig) -> None:
     """The model a method outputs (``act``'s student may halve more often than its teacher)
     must take the training size, or torch fails deep inside with a shape error."""
-    step = int(net.get("unshuffle", 1) or 1) * 2 ** int(net.get("depth", 0))
-    if any(int(v) % step for v in config.size):
-        raise DataError(
-            f"--size {' '.join(map(str, config.size))}: the {config.method} model halves it "
-            f"{net.get('depth')} times after a 1/{net.get('unshuffle', 1)} unshuffle, so each "
-            f"size must be a multiple of {step}; choose another size, or a smaller "
-            "student_unshuffle or student_depth")
+    from training.cli_checks import check_size
+
+    try:
+        check_size(config.size, int(net.get("depth", 0)),
+                   unshuffle=int(net.get("unshuffle", 1) or 1))
+    except DataError as exc:
+        raise DataError(f"{exc}, for the model {config.method} outputs: choose another size, "
+                        "or a smaller student_unshuffle or student_depth") from None
 
 
 class TrainingDiverged(DataError):
