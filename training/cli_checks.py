@@ -8,23 +8,11 @@ option, before hours of work, never as a traceback or a silently changed request
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 from pathlib import Path
 
 from training.core.io import DataError
 from training.engine.checkpoint import companion_path
-
-
-def check_size(size: Sequence[int], depth: int, what: str = "--size", unshuffle: int = 1
-               ) -> None:
-    """A U-Net of ``depth`` halves its input ``depth`` times (after an ``unshuffle`` by r):
-    each size must be a positive multiple of r * 2**depth, or torch fails deep inside with a
-    shape error."""
-    step = max(int(unshuffle), 1) * 2 ** max(int(depth), 0)
-    if any(int(v) < step or int(v) % step for v in size):
-        raise DataError(f"{what} {' '.join(map(str, size))}: each size must be a positive "
-                        f"multiple of {step} (r * 2**depth, depth {depth}), e.g. "
-                        f"{' '.join(str(max(step, round(int(v) / step) * step)) for v in size)}")
+from training.engine.networks import check_size  # noqa: F401 (the commands' check)
 
 
 def dataset_paths(root: str) -> tuple[list[Path], list[Path]]:

@@ -7,11 +7,14 @@ BatchNorm only: InstanceNorm is several times slower on CPU (GUIDE section 6).
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from monai.networks.blocks import Convolution
 from torch import nn
+
+from training.core.io import DataError
 
 NORMS = ("group", "batch")
 
@@ -166,6 +169,18 @@ def tiny_student(
 ) -> UNet:
     """The small, fast network that ``act`` distils into (>= 50x fewer parameters than default)."""
     return UNet(dims, in_channels, num_classes, base=base, depth=depth, **kw)
+
+
+def check_size(size: Sequence[int], depth: int, what: str = "--size", unshuffle: int = 1
+               ) -> None:
+    """A U-Net of ``depth`` halves its input ``depth`` times (after an ``unshuffle`` by r):
+    each size must be a positive multiple of r * 2**depth, or torch fails deep inside with a
+    shape error."""
+    step = max(int(unshuffle), 1) * 2 ** max(int(depth), 0)
+    if any(int(v) < step or int(v) % step for v in size):
+        raise DataError(f"{what} {' '.join(map(str, size))}: each size must be a positive "
+                        f"multiple of {step} (r * 2**depth, depth {depth}), e.g. "
+                        f"{' '.join(str(max(step, round(int(v) / step) * step)) for v in size)}")
 
 
 def has_batch_norm(model: nn.Module) -> bool:

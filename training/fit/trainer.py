@@ -18,6 +18,7 @@ from training.core.distributed import any_rank, barrier, init_distributed
 from training.engine.augment import Augmentation
 from training.engine.checkpoint import companion_path, read_checkpoint, save_checkpoint
 from training.engine.data import DataError, ResizedSliceSampler, TrainData
+from training.engine.networks import check_size
 from training.engine.patches import SliceSampler, fitted_patch
 from training.engine.patches3d import VolumePatchSampler
 from training.fit.collapse import CollapseWatch
@@ -29,8 +30,6 @@ Event = dict
 def _check_output_network_fits(net: dict, config: TrainConfig) -> None:
     """The model a method outputs (``act``'s student may halve more often than its teacher)
     must take the training size, or torch fails deep inside with a shape error."""
-    from training.cli_checks import check_size
-
     try:
         check_size(config.size, int(net.get("depth", 0)),
                    unshuffle=int(net.get("unshuffle", 1) or 1))
