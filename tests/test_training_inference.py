@@ -116,6 +116,32 @@ def test_windowed_predict_equals_one_pass_on_a_slice_the_size_of_the_window():
     assert np.allclose(res["probabilities"], direct, atol=1e-5)
 
 
+def test_one_window_per_slice_gives_monais_sliding_window_output():
+    """A slice no larger than the window skips MONAI's sliding window (one call on the padded
+    slice) and must give what MONAI gives, padding split the same way, odd margins included;
+    a larger slice still goes through MONAI's overlapping windows."""
+    from monai.inferers import sliding_window_inference
+
+    from training.engine.inference import WINDOW_OVERLAP, _windows
+
+    torch.manual_seed(0)
+    net = UNet(2, 1, 3, base=4, depth=2).eval()
+
+    def softmax(inp):
+        return torch.softmax(net(inp)["logits"], 1)
+
+    for shape, size in [((12, 16), (16, 16)), ((9, 13), (16, 16)), ((16, 16), (16, 16)),
+                        ((24, 20), (16, 16))]:
+        chunk = torch.randn(3, 1, *shape)
+        with torch.no_grad():
+            ours = _windows(softmax, chunk, size, 3)
+            monai = sliding_window_inference(
+                chunk, roi_size=size, sw_batch_size=3, predictor=softmax,
+                overlap=WINDOW_OVERLAP, mode="gaussian", padding_mode="constant")
+        assert ours.shape == (3, 3, *shape)
+        assert torch.allclose(ours, monai, atol=1e-5), (shape, (ours - monai).abs().max())
+
+
 def test_windowed_predict_combines_probabilities_on_the_native_grid():
     torch.manual_seed(0)
     img, _ = blob_volume(0, shape=(3, 21, 37))  # larger than the window, odd sizes
@@ -204,6 +230,30 @@ def test_predict_folds_batch_norm_and_gives_the_unfolded_networks_labels():
         direct = torch.softmax(net(x)["logits"], 1).movedim(1, 0).numpy()
     assert np.allclose(res["probabilities"], direct, atol=1e-5)
     assert np.array_equal(res["labels"], direct.argmax(0))
+
+
+def test_the_folded_copy_is_reused_until_the_model_changes():
+    """Predict keeps a batch-norm model's folded copy while its weights stay as they are, and
+    folds again once they change in place (training, loading): never a stale network."""
+    from training.engine.inference import folded_for_predict
+    from training.engine.normalization import normalize_intensity
+
+    torch.manual_seed(0)
+    img, _ = blob_volume(0, shape=(3, 16, 16))
+    net = UNet(2, 1, 3, base=4, depth=2, norm="batch").eval()
+    first = folded_for_predict(net)
+    assert folded_for_predict(net) is first
+    before = predict_volume(net, PATCH_META, img, device="cpu")["probabilities"]
+    other = UNet(2, 1, 3, base=4, depth=2, norm="batch")
+    with torch.no_grad():
+        other(torch.randn(4, 1, 16, 16) * 3 + 2)  # other weights and running statistics
+    net.load_state_dict(other.state_dict())  # in place, as a Retrain's reload does
+    assert folded_for_predict(net) is not first
+    after = predict_volume(net, PATCH_META, img, device="cpu")["probabilities"]
+    with torch.no_grad():
+        x = torch.from_numpy(normalize_intensity(img, None))[:, None]
+        direct = torch.softmax(net.eval()(x)["logits"], 1).movedim(1, 0).numpy()
+    assert np.allclose(after, direct, atol=1e-5) and not np.allclose(after, before, atol=1e-3)
 
 
 def test_test_time_mirroring_makes_predict_mirror_symmetric():

@@ -10,7 +10,9 @@ resized back. 3-D models use sliding windows on the (possibly downsampled) volum
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
+from itertools import chain
 
 import numpy as np
 import torch
@@ -170,13 +172,22 @@ def _predict_2d_windows(model, x, size, mc, batch_size, keep_probs=True, mirror=
             p = 0.5 * (p + torch.softmax(model(inp.flip(-1))["logits"], 1).flip(-1))
         return p
 
+    # one window per slice, one sample, no mirror: the log-probabilities come straight from
+    # the logits, one pass cheaper than the log of the softmax (benchmarks/results/
+    # act_speed_one_window.md)
+    one_pass = n == 1 and not mirror and fits_one_window(x.shape[-2:], size)
     for i in range(0, t.shape[0], batch_size):
         chunk = t[i:i + batch_size].to(dev)
-        probs = 0.0
-        for _ in range(n):
-            probs = probs + sliding_window_inference(
-                chunk, roi_size=tuple(size), sw_batch_size=batch_size, predictor=softmax,
-                overlap=WINDOW_OVERLAP, mode="gaussian", padding_mode="constant") / n
+        if one_pass:
+            log_probs = one_window(lambda inp: torch.log_softmax(model(inp)["logits"], 1),
+                                   chunk, size)
+            probs = log_probs.exp()
+        else:
+            probs = _windows(softmax, chunk, size, batch_size)
+            if n > 1:  # MC-dropout: the mean of n samples
+                probs = (probs + sum(_windows(softmax, chunk, size, batch_size)
+                                     for _ in range(n - 1))) / n
+            log_probs = torch.log(probs.clamp_min(1e-8))
         cam = _window_cam(model, chunk, size)
         if cam is not None:
             cam_out.append(cam.cpu())
@@ -184,7 +195,7 @@ def _predict_2d_windows(model, x, size, mc, batch_size, keep_probs=True, mirror=
             probs_out.append(probs.cpu())
         else:
             labels_out.append(probs.max(1).indices.to(torch.uint8).cpu())
-            unc_out.append((-(probs * torch.log(probs.clamp_min(1e-8))).sum(1)).cpu())
+            unc_out.append((-(probs * log_probs).sum(1)).cpu())
     cam = torch.cat(cam_out) if cam_out else None
     if not keep_probs:
         return None, cam, torch.cat(labels_out).numpy(), torch.cat(unc_out).numpy()
@@ -200,9 +211,39 @@ def _window_cam(model, chunk, size):
         out = model(inp)
         return _cam(out, model).unsqueeze(1)
 
+    # MONAI's windows here: the CAM comes at the network's inner resolution, which they rescale
     return sliding_window_inference(chunk, roi_size=tuple(size), sw_batch_size=len(chunk),
                                     predictor=cam_of, overlap=WINDOW_OVERLAP,
                                     mode="gaussian")[:, 0]
+
+
+def fits_one_window(slice_shape: Sequence[int], size: Sequence[int]) -> bool:
+    """Whether one window of ``size`` covers a whole slice of ``slice_shape``."""
+    return all(int(n) <= int(w) for n, w in zip(slice_shape, size, strict=True))
+
+
+def one_window(predictor, chunk: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """``predictor`` (output at its input's resolution) on slices ``chunk`` (n, c, y, x) that
+    one window of ``size`` covers: one call on the slices zero-padded to the window, split as
+    MONAI's sliding window splits it, whose single window's Gaussian weight would divide out
+    again. Skipping MONAI's weighting, sums and division is what makes a whole-slice student's
+    Predict cheaper (benchmarks/results/act_speed_one_window.md)."""
+    h, w = chunk.shape[-2:]
+    dy, dx = int(size[0]) - h, int(size[1]) - w
+    pad = (dx // 2, dx - dx // 2, dy // 2, dy - dy // 2)
+    out = predictor(F.pad(chunk, pad) if any(pad) else chunk)
+    return out[..., pad[2]:pad[2] + h, pad[0]:pad[0] + w]
+
+
+def _windows(predictor, chunk: torch.Tensor, size: Sequence[int], batch_size: int
+             ) -> torch.Tensor:
+    """``predictor`` over Gaussian-weighted sliding windows of ``size`` on each slice of
+    ``chunk``: :func:`one_window` where one covers the slice, else MONAI's overlapping ones."""
+    if fits_one_window(chunk.shape[-2:], size):
+        return one_window(predictor, chunk, size)
+    return sliding_window_inference(
+        chunk, roi_size=tuple(size), sw_batch_size=batch_size, predictor=predictor,
+        overlap=WINDOW_OVERLAP, mode="gaussian", padding_mode="constant")
 
 
 @torch.no_grad()
@@ -225,6 +266,24 @@ def _predict_3d(model, x, roi, factor, mc):
     if tuple(probs.shape[2:]) != tuple(shape):
         probs = F.interpolate(probs, size=shape, mode="trilinear", align_corners=False)
     return probs[0].cpu(), None
+
+
+# The folded copy of each batch-norm model Predict has seen, with the identity and version of
+# every weight it was folded from; weak keys, so a dropped model takes its copy with it.
+_FOLDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def folded_for_predict(model: nn.Module) -> nn.Module:
+    """:func:`fold_batch_norm` of ``model``, made again only when one of its weights or
+    statistics changed (moved, loaded or trained in place bumps a tensor's version): copying
+    and folding a student on every Predict cost about 15 ms of its 0.26 s."""
+    key = tuple((t.data_ptr(), t._version) for t in chain(model.parameters(), model.buffers()))
+    kept = _FOLDED.get(model)
+    if kept is not None and kept[0] == key:
+        return kept[1]
+    folded = fold_batch_norm(model)
+    _FOLDED[model] = (key, folded)
+    return folded
 
 
 def model_channels(meta: dict) -> int:
@@ -271,7 +330,7 @@ def predict_volume(
     dev = torch.device(device) if device is not None else pick_device()
     model = model.to(dev).eval()
     if has_batch_norm(model):  # a copy: the caller's model keeps its BatchNorm layers
-        model = fold_batch_norm(model)
+        model = folded_for_predict(model)
     if int(meta.get("dims", 2)) == 2:
         model = model.to(memory_format=MEMORY_FORMAT)
     mc = int(mc_samples)
@@ -296,7 +355,7 @@ def predict_volume(
     cam_np = cam.numpy().astype(np.float32) if cam is not None else None
     if probs is None:
         return {"labels": keep_main_pieces(labels, mode), "probabilities": None,
-                "uncertainty": unc.astype(np.float32), "cam": cam_np}
+                "uncertainty": unc.astype(np.float32, copy=False), "cam": cam_np}
     probs_np = probs.numpy().astype(np.float32)
     return {
         "labels": keep_main_pieces(probs_np.argmax(0).astype(np.uint8), mode),
