@@ -29,12 +29,15 @@ def main() -> None:
     ap.add_argument("--teacher", required=True)
     ap.add_argument("--student", required=True, help="a trained student, for its meta")
     ap.add_argument("--volume", default="sample_data/acdc/patient001_frame01.nii.gz")
+    ap.add_argument("--shapes", nargs="*", default=None,
+                    help="student shapes to time as base,depth,unshuffle (default: SHAPES)")
     a = ap.parse_args()
+    shapes = SHAPES if a.shapes is None else [tuple(int(v) for v in s.split(",")) for s in a.shapes]
     torch.set_num_threads(2)
     vol = benchmark_volume(a.volume)
     student, meta = load_checkpoint(a.student, device="cpu")
     models = {"teacher": load_checkpoint(a.teacher, device="cpu"), "trained": (student, meta)}
-    for base, depth, r in SHAPES:
+    for base, depth, r in shapes:
         net = tiny_student(2, 1, meta["network"]["num_classes"], base=base, depth=depth,
                            norm="batch", unshuffle=r).eval()
         models[f"b{base}d{depth}u{r}"] = (net, {**meta, "network": net.config})
