@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 TORCH_WHEEL := $(wildcard /opt/wheels/torch-2.13.0+cpu-*.whl)
 XVFB_PKGS := xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-image0 \
 	libxcb-render-util0 libxcb-randr0 libxcb-shape0 libxcb-xfixes0 libxkbcommon-x11-0 \
-	libgl1 libegl1 libfontconfig1 libdbus-1-3
+	libxcb-cursor0 libgl1 libegl1 libfontconfig1 libdbus-1-3
 
 .PHONY: install display demo test lint clean
 
@@ -19,11 +19,13 @@ $(PY):
 install: $(PY)
 	@$(PY) -c "import torch" 2>/dev/null || \
 	  $(PIP) install -q $(if $(TORCH_WHEEL),"$(TORCH_WHEEL)","torch>=2.1,<2.14")
-	$(PIP) install -q -e ".[pyqt5,testing,dicom]"
+	$(PIP) install -q -e ".[pyqt6,testing,dicom]"
 
-# The test display: Xvfb and the xcb libraries Qt needs, via apt when root and missing.
+# The test display: Xvfb and the xcb libraries Qt needs (Qt 6 also xcb-cursor), via apt when
+# root and missing.
 display:
-	@if ! command -v Xvfb >/dev/null 2>&1 || ! ldconfig -p | grep -q libxcb-icccm.so.4; then \
+	@if ! command -v Xvfb >/dev/null 2>&1 || ! ldconfig -p | grep -q libxcb-icccm.so.4 \
+	     || ! ldconfig -p | grep -q libxcb-cursor.so.0; then \
 	  if [ "$$(id -u)" = "0" ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(XVFB_PKGS); \
 	  else \
