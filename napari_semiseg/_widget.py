@@ -769,8 +769,9 @@ class AssistantWidget(DockLayout):
             show_warning(ev["message"])
         elif kind == "prediction" and s is not None:
             s.preview_prediction(np.load(ev["path"]))
-            if here:
-                self._show_prediction()
+            if here:  # the ranking over the whole scan in a thread, as at the end of a Retrain
+                self._show_prediction(rank=False)
+                self._rank_in_background(s)
         elif kind == "done" and s is not None:
             try:
                 version, adopted, reason = s.apply_retrain_result(ev)
