@@ -10,9 +10,7 @@ resized back. 3-D models use sliding windows on the (possibly downsampled) volum
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
-from itertools import chain
 
 import numpy as np
 import torch
@@ -268,24 +266,6 @@ def _predict_3d(model, x, roi, factor, mc):
     return probs[0].cpu(), None
 
 
-# The folded copy of each batch-norm model Predict has seen, with the identity and version of
-# every weight it was folded from; weak keys, so a dropped model takes its copy with it.
-_FOLDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def folded_for_predict(model: nn.Module) -> nn.Module:
-    """:func:`fold_batch_norm` of ``model``, made again only when one of its weights or
-    statistics changed (moved, loaded or trained in place bumps a tensor's version): copying
-    and folding a student on every Predict cost about 15 ms of its 0.26 s."""
-    key = tuple((t.data_ptr(), t._version) for t in chain(model.parameters(), model.buffers()))
-    kept = _FOLDED.get(model)
-    if kept is not None and kept[0] == key:
-        return kept[1]
-    folded = fold_batch_norm(model)
-    _FOLDED[model] = (key, folded)
-    return folded
-
-
 def model_channels(meta: dict) -> int:
     """How many image channels a model reads: 1 (grey), or 3 for an RGB-slice model."""
     return int((meta.get("network") or {}).get("in_channels", 1) or 1)
@@ -330,7 +310,7 @@ def predict_volume(
     dev = torch.device(device) if device is not None else pick_device()
     model = model.to(dev).eval()
     if has_batch_norm(model):  # a copy: the caller's model keeps its BatchNorm layers
-        model = folded_for_predict(model)
+        model = fold_batch_norm(model)
     if int(meta.get("dims", 2)) == 2:
         model = model.to(memory_format=MEMORY_FORMAT)
     mc = int(mc_samples)
