@@ -359,3 +359,25 @@ def test_mean_teacher_family_keeps_the_papers_schedule_unless_told_otherwise():
     assert (get_method("ug_mcl").rampup_fraction, get_method("ug_mcl").warmup_fraction) == (0.4, 0)
     m = get_method("mean_teacher", rampup_fraction=0.4, warmup_fraction=0.0)
     assert m.warmup_steps(total) == 0 and m.ramp(600, total) == pytest.approx(1.0)
+
+
+def test_act_distillation_phase_freezes_the_teachers_and_restarts_the_students_average():
+    torch.manual_seed(0)
+    m = get_method("act", warmup_fraction=0.0, distil_fraction=0.5, weights_ema=0.99,
+                   student_base=8, student_depth=2)
+    m.setup(TINY, "cpu")
+    lab, unl = _batches()
+    first = m.step(lab, unl, 0, 4)  # before the phase: the teacher learns
+    assert "teacher_sup" in first
+    teacher_before = _flat(m.teacher_model()).clone()
+    student_before = _flat(m.nets["student"]).clone()
+    second = m.step(lab, unl, 2, 4)  # the phase's first step
+    assert set(second) == {"student_sup", "distil", "loss", "lr"}
+    assert torch.equal(teacher_before, _flat(m.teacher_model()))
+    assert not torch.equal(student_before, _flat(m.nets["student"]))
+    # the average restarted from this phase: it holds the student's weights, not a blend
+    # with those learnt from the moving teachers
+    assert torch.allclose(_flat(m.inference_model()), _flat(m.nets["student"]))
+    m.step(lab, unl, 3, 4)
+    assert torch.equal(teacher_before, _flat(m.teacher_model()))
+    assert not torch.allclose(_flat(m.inference_model()), _flat(m.nets["student"]))

@@ -3,6 +3,10 @@
 A large teacher learns from the labels plus mean-teacher consistency with its own EMA (the
 co-teacher). A tiny student learns from the labels and from the averaged soft predictions of the
 teacher and co-teacher on labelled and unlabelled images. The output model is the student.
+
+With ``distil_fraction`` > 0 the last share of the steps is a distillation phase: the teachers
+stop learning, and the student learns from the settled co-teacher alone, so it ends on the
+teacher it is compared with instead of trailing one that still moves.
 """
 
 from __future__ import annotations
@@ -43,6 +47,9 @@ class ACT(Method):
                                  "and predicts whole slices"),
         "temperature": (2.0, "softmax temperature of the distillation term"),
         "kd_weight": (1.0, "weight of the distillation term"),
+        "distil_fraction": (0.0, "share of the steps at the end in which the teachers are "
+                                 "frozen and only the student learns, from the co-teacher; "
+                                 "the student's weight average restarts there"),
     }
     name = "act"
 
@@ -89,9 +96,18 @@ class ACT(Method):
             "student_sup": supervised_loss(self.nets["student"](xl)["logits"], yl),
         }
 
+    def distil_start(self, total: int) -> int:
+        """First step of the distillation phase (``total`` when there is none)."""
+        return total - int(round(self.opt("distil_fraction") * total))
+
+    def in_distillation(self, step: int, total: int) -> bool:
+        return step >= self.distil_start(total) and step >= self.warmup_steps(total)
+
     def losses(self, labeled: Batch, unlabeled: Batch, step: int, total: int) -> dict:
         xl, yl, xu = labeled["image"], labeled["label"], unlabeled["image"]
         n = len(xl)
+        if self.in_distillation(step, total):
+            return self._distillation_losses(xl, yl, xu, step, total)
         t_out = self.nets["teacher"](torch.cat([xl, perturb(xu)]))["logits"]
         with torch.no_grad():
             self.co_teacher.eval()
@@ -108,6 +124,25 @@ class ACT(Method):
             "student_sup": supervised_loss(s_out[:n], yl),
             "distil": self.kd_weight * w * distillation_loss(s_out, target, self.temperature),
         }
+
+    def _distillation_losses(self, xl, yl, xu, step: int, total: int) -> dict:
+        """The teachers are settled: no teacher pass, the co-teacher's softened output is the
+        target. The live teacher has stopped moving, so the co-teacher, still its moving
+        average, closes onto the teacher the student is compared with."""
+        with torch.no_grad():
+            self.co_teacher.eval()
+            co = self.co_teacher(torch.cat([xl, xu]))["logits"]
+        s_out = self.nets["student"](torch.cat([xl, xu]))["logits"]
+        target = torch.softmax(co / self.temperature, 1)
+        return {
+            "student_sup": supervised_loss(s_out[: len(xl)], yl),
+            "distil": self.kd_weight * distillation_loss(s_out, target, self.temperature),
+        }
+
+    def average_origin(self, step: int, total: int) -> int:
+        """In the distillation phase the student's weight average starts again with it: it
+        would otherwise hold mostly weights learnt from teachers that were still changing."""
+        return self.distil_start(total) if self.in_distillation(step, total) else 0
 
     def after_step(self, step: int, total: int, in_warmup: bool) -> None:
         if in_warmup:

@@ -280,9 +280,13 @@ class Method:
         if self.averaged is not None:
             from training.engine.ema import ema_update
 
+            origin = self.average_origin(step, total_steps)
+            if 0 < origin == step:
+                self._restart_average()
             # early on the average follows closely ((1 + t) / (10 + t)), so a short Retrain's
             # model is not dragged back towards its starting weights
-            decay = min(self.weights_ema, (1.0 + step) / (10.0 + step))
+            t = step - origin
+            decay = min(self.weights_ema, (1.0 + t) / (10.0 + t))
             ema_update(self.averaged, self.main(), decay)
         out = {k: float(v.detach()) for k, v in terms.items()}
         out["loss"] = float(loss.detach())
@@ -294,6 +298,11 @@ class Method:
         hardware (decided once, in :meth:`setup`); a no-op context otherwise. The weights,
         optimiser and EMA teachers stay float32; softmax and losses run in float32."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16)
+
+    def average_origin(self, step: int, total: int) -> int:
+        """The step from which the moving average of the weights counts (it restarts there
+        from the main network's weights); 0 for the whole run."""
+        return 0
 
     def warmup_losses(self, labeled: Batch) -> dict[str, torch.Tensor]:
         out = self.main()(labeled["image"])
