@@ -381,3 +381,16 @@ def test_act_distillation_phase_freezes_the_teachers_and_restarts_the_students_a
     m.step(lab, unl, 3, 4)
     assert torch.equal(teacher_before, _flat(m.teacher_model()))
     assert not torch.allclose(_flat(m.inference_model()), _flat(m.nets["student"]))
+
+
+def test_act_distillation_phase_keeps_the_teachers_schedule_and_restarts_the_students():
+    plain = get_method("act", lr_warmup=0.02)
+    phased = get_method("act", lr_warmup=0.02, distil_fraction=0.5)
+    for step in (0, 10, 700, 1499):  # the teacher of 3000 steps = a 1500-step run's
+        assert phased.learning_rate(step, 3000) == plain.learning_rate(step, 1500)
+        assert phased.ramp(step, 3000) == plain.ramp(step, 1500)
+    assert phased.warmup_steps(3000) == plain.warmup_steps(1500)
+    assert not phased.in_distillation(1499, 3000) and phased.in_distillation(1500, 3000)
+    # the student's rate rises again in the phase and decays to its end
+    assert phased.learning_rate(1500 + 40, 3000) == plain.learning_rate(40, 1500)
+    assert phased.learning_rate(2999, 3000) < 1e-5

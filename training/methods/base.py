@@ -246,6 +246,9 @@ class Method:
     def warmup_steps(self, total: int) -> int:
         return int(round(self.warmup_fraction * total))
 
+    def learning_rate(self, step: int, total: int) -> float:
+        return poly_lr(self.lr, step, total, warmup=self.lr_warmup)
+
     def ramp(self, step: int, total: int) -> float:
         from training.engine.losses import sigmoid_rampup
 
@@ -257,7 +260,7 @@ class Method:
         assert self.optimizer is not None, "call setup() first"
         for net in self.nets.values():
             net.train()
-        lr = poly_lr(self.lr, step, total_steps, warmup=self.lr_warmup)
+        lr = self.learning_rate(step, total_steps)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         labeled = {k: v.to(self.device) for k, v in labeled.items()}
