@@ -384,7 +384,7 @@ def test_act_distillation_phase_freezes_the_teachers_and_restarts_the_students_a
 
 
 def test_act_distillation_phase_keeps_the_teachers_schedule_and_restarts_the_students():
-    plain = get_method("act", lr_warmup=0.02)
+    plain = get_method("act", lr_warmup=0.02, distil_fraction=0.0)
     phased = get_method("act", lr_warmup=0.02, distil_fraction=0.5)
     for step in (0, 10, 700, 1499):  # the teacher of 3000 steps = a 1500-step run's
         assert phased.learning_rate(step, 3000) == plain.learning_rate(step, 1500)
