@@ -381,6 +381,9 @@ def test_act_distillation_phase_freezes_the_teachers_and_restarts_the_students_a
     m.step(lab, unl, 3, 4)
     assert torch.equal(teacher_before, _flat(m.teacher_model()))
     assert not torch.allclose(_flat(m.inference_model()), _flat(m.nets["student"]))
+    # with every image labelled (no unlabelled batch) the phase still distils
+    assert set(m.step(lab, None, 3, 4)) == {"student_sup", "distil", "loss", "lr"}
+    assert torch.equal(teacher_before, _flat(m.teacher_model()))
 
 
 def test_act_distillation_phase_keeps_the_teachers_schedule_and_restarts_the_students():

@@ -126,6 +126,13 @@ class ACT(Method):
             return super().learning_rate(step, start)
         return super().learning_rate(step - start, total - start)
 
+    def step(self, labeled: Batch, unlabeled: Batch | None, step: int, total_steps: int) -> dict:
+        if unlabeled is None and self.in_distillation(step, total_steps):
+            # every image labelled: the phase distils on the labelled images alone (without
+            # this the two networks would train supervised on a restarted schedule)
+            unlabeled = {"image": labeled["image"][:0]}
+        return super().step(labeled, unlabeled, step, total_steps)
+
     def losses(self, labeled: Batch, unlabeled: Batch, step: int, total: int) -> dict:
         xl, yl, xu = labeled["image"], labeled["label"], unlabeled["image"]
         n = len(xl)
