@@ -103,28 +103,12 @@ class ACT(Method):
             "student_sup": supervised_loss(self.nets["student"](xl)["logits"], yl),
         }
 
-    def distil_start(self, total: int) -> int:
-        """First step of the distillation phase (``total`` when there is none)."""
+    def schedule_steps(self, total: int) -> int:
+        """The teacher's steps: the distillation phase starts where they end."""
         return total - int(round(self.opt("distil_fraction") * total))
 
     def in_distillation(self, step: int, total: int) -> bool:
-        return step >= self.distil_start(total) and step >= self.warmup_steps(total)
-
-    def warmup_steps(self, total: int) -> int:
-        return int(round(self.warmup_fraction * self.distil_start(total)))
-
-    def ramp(self, step: int, total: int) -> float:
-        from training.engine.losses import sigmoid_rampup
-
-        warm = self.warmup_steps(total)
-        main = self.distil_start(total)
-        return sigmoid_rampup(step - warm, int(self.rampup_fraction * max(main - warm, 1)))
-
-    def learning_rate(self, step: int, total: int) -> float:
-        start = self.distil_start(total)
-        if step < start:
-            return super().learning_rate(step, start)
-        return super().learning_rate(step - start, total - start)
+        return step >= self.schedule_steps(total)
 
     def step(self, labeled: Batch, unlabeled: Batch | None, step: int, total_steps: int) -> dict:
         if unlabeled is None and self.in_distillation(step, total_steps):
@@ -168,11 +152,6 @@ class ACT(Method):
             "student_sup": supervised_loss(s_out[: len(xl)], yl),
             "distil": self.kd_weight * distillation_loss(s_out, target, self.temperature),
         }
-
-    def average_origin(self, step: int, total: int) -> int:
-        """In the distillation phase the student's weight average starts again with it: it
-        would otherwise hold mostly weights learnt from teachers that were still changing."""
-        return self.distil_start(total) if self.in_distillation(step, total) else 0
 
     def after_step(self, step: int, total: int, in_warmup: bool) -> None:
         if in_warmup:

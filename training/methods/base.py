@@ -243,17 +243,28 @@ class Method:
         return {}
 
     # ----- training -----------------------------------------------------------------------
+    def schedule_steps(self, total: int) -> int:
+        """The steps the warm-up and ramp-up are shares of: all of them, unless a method ends
+        with a phase of its own (``act``'s distillation)."""
+        return total
+
     def warmup_steps(self, total: int) -> int:
-        return int(round(self.warmup_fraction * total))
+        return int(round(self.warmup_fraction * self.schedule_steps(total)))
 
     def learning_rate(self, step: int, total: int) -> float:
-        return poly_lr(self.lr, step, total, warmup=self.lr_warmup)
+        """Poly decay over :meth:`schedule_steps`; a method's own final phase starts the
+        schedule again."""
+        main = self.schedule_steps(total)
+        if step < main:
+            return poly_lr(self.lr, step, main, warmup=self.lr_warmup)
+        return poly_lr(self.lr, step - main, total - main, warmup=self.lr_warmup)
 
     def ramp(self, step: int, total: int) -> float:
         from training.engine.losses import sigmoid_rampup
 
         warm = self.warmup_steps(total)
-        return sigmoid_rampup(step - warm, int(self.rampup_fraction * max(total - warm, 1)))
+        main = self.schedule_steps(total)
+        return sigmoid_rampup(step - warm, int(self.rampup_fraction * max(main - warm, 1)))
 
     def step(self, labeled: Batch, unlabeled: Batch | None, step: int, total_steps: int) -> dict:
         """One optimisation step; returns the losses as plain floats."""
@@ -303,9 +314,11 @@ class Method:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16)
 
     def average_origin(self, step: int, total: int) -> int:
-        """The step from which the moving average of the weights counts (it restarts there
-        from the main network's weights); 0 for the whole run."""
-        return 0
+        """The step from which the moving average of the weights counts: 0, or the start of a
+        method's own final phase (:meth:`schedule_steps`), where it restarts from the main
+        network's weights instead of holding mostly those learnt before."""
+        main = self.schedule_steps(total)
+        return main if step >= main else 0
 
     def warmup_losses(self, labeled: Batch) -> dict[str, torch.Tensor]:
         out = self.main()(labeled["image"])
