@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -58,6 +60,19 @@ def test_normalisation_is_zscore_after_clipping():
     assert n.max() < 5
     assert n.dtype == np.float32  # float64 input, float32 out: what the networks take
     assert normalize_intensity(np.full((2, 4, 4), 3.0)).dtype == np.float32  # constant too
+
+
+def test_normalisation_matches_numpys_and_reads_a_read_only_scan_without_warning():
+    # the clip, centring and scaling run in torch; the values are NumPy's formula's
+    v = np.random.default_rng(1).gamma(2.0, 50.0, (6, 32, 40)).astype(np.float32)
+    v.flags.writeable = False  # a memory-mapped or napari-held scan
+    lo, hi = np.percentile(v, [0.5, 99.5])
+    w = np.clip(v, lo, hi)
+    want = (w - w.mean()) / w.std()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = normalize_intensity(v)
+    assert out.dtype == np.float32 and np.abs(out - want).max() < 1e-4
 
 
 def test_from_arrays_validates():

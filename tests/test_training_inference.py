@@ -2,7 +2,13 @@ import numpy as np
 import torch
 from test_training_synth import blob_volume
 
-from training.engine.inference import disagreement, entropy_map, predict_volume
+from training.engine.inference import (
+    disagreement,
+    entropy_map,
+    labels_and_entropy,
+    labels_and_entropy_of_probabilities,
+    predict_volume,
+)
 from training.engine.networks import UNet
 
 META2 = {"dims": 2, "size": [16, 16], "normalization": None, "num_classes": 3}
@@ -53,6 +59,26 @@ def test_3d_sliding_window_with_downsampling():
     meta = {"dims": 3, "size": [8, 8, 8], "downsample": 2.0, "normalization": None}
     res = predict_volume(UNet(3, 1, 3, base=4, depth=2), meta, img, device="cpu")
     assert res["labels"].shape == img.shape and res["probabilities"].shape == (3, *img.shape)
+
+
+def test_labels_and_entropy_from_logits_match_the_softmax_they_skip():
+    # plane-by-plane argmax and entropy, as Predict takes them, against the softmax's own;
+    # logits as large as an over-confident network's, ties, and a channels-last layout
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 4, 9, 7, generator=g) * 30
+    logits[0, :, 0, 0] = 2.0  # a four-way tie goes to class 0, as max gives it
+    logits[1, 2, 1, 1] = logits[1, 3, 1, 1] = 500.0  # would overflow a plain exp
+    logits = logits.contiguous(memory_format=torch.channels_last)
+    labels, entropy = labels_and_entropy(logits)
+    p = torch.softmax(logits.double(), 1)
+    assert labels.dtype == torch.uint8
+    assert torch.equal(labels.long(), p.max(1).indices)
+    want = -(p * torch.log(p.clamp_min(1e-300))).sum(1)
+    assert torch.allclose(entropy.double(), want, atol=1e-5)
+    assert abs(float(entropy[0, 0, 0]) - np.log(4)) < 1e-6
+    assert abs(float(entropy[1, 1, 1]) - np.log(2)) < 1e-6
+    labels_p, entropy_p = labels_and_entropy_of_probabilities(p.float())
+    assert torch.equal(labels_p, labels) and torch.allclose(entropy_p, entropy, atol=1e-5)
 
 
 def test_entropy_and_disagreement():

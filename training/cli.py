@@ -819,8 +819,8 @@ def _cmd_benchmark_speed(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"{args.repeats} repeats, models interleaved; timing took "
         f"{time.perf_counter() - t0:.0f} s",
         "- predict + uncertainty = `predict_volume(probabilities=False)` (the plugin's "
-        "Predict): labels and the entropy map, taken at the network's resolution and "
-        "resized, on CPU.")
+        "Predict): the scan's normalisation, the network, labels and the entropy map "
+        "(from the same pass; for a native-grid model at the scan's resolution), on CPU.")
     table = speed_table(entries, medians, args.mc, dice, header, batches)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(table, encoding="utf-8")

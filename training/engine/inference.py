@@ -36,6 +36,47 @@ def entropy_map(probs: np.ndarray | torch.Tensor, axis: int = 0) -> np.ndarray:
     return (-(p * torch.log(p.clamp_min(1e-8))).sum(dim=axis)).numpy().astype(np.float32)
 
 
+def labels_and_entropy(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The argmax (uint8) and the softmax entropy (nats) of ``logits`` (n, C, ...) over C.
+
+    Computed class plane by class plane, with the entropy as log Z - sum_c e_c d_c / Z
+    (d_c = l_c - max_c l, e_c = exp(d_c), Z = sum_c e_c): a few passes over (n, ...) planes
+    instead of a log-softmax, an exp, a max and a product over all C maps. On a 256x256x100
+    volume those cost a small network more than its own layers (benchmarks/results/
+    act_speed_fused_post.md). Ties go to the lower class, as ``max`` gives them."""
+    planes = logits.float().unbind(1)
+    top = planes[0].clone()
+    labels = torch.zeros(top.shape, dtype=torch.uint8, device=logits.device)
+    for c, plane in enumerate(planes[1:], start=1):
+        labels.masked_fill_(plane > top, c)
+        torch.maximum(top, plane, out=top)
+    z = torch.zeros_like(top)
+    s = torch.zeros_like(top)
+    for plane in planes:
+        d = plane - top
+        e = d.exp()
+        z += e
+        s.addcmul_(e, d)
+    s /= z
+    return labels, z.log_().sub_(s)
+
+
+def labels_and_entropy_of_probabilities(probs: torch.Tensor
+                                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The argmax (uint8) and the entropy (nats) of class probabilities ``probs`` (n, C, ...),
+    class plane by class plane as in :func:`labels_and_entropy`."""
+    planes = probs.float().unbind(1)
+    top = planes[0].clone()
+    labels = torch.zeros(top.shape, dtype=torch.uint8, device=probs.device)
+    for c, plane in enumerate(planes[1:], start=1):
+        labels.masked_fill_(plane > top, c)
+        torch.maximum(top, plane, out=top)
+    entropy = torch.zeros_like(top)
+    for plane in planes:
+        entropy.addcmul_(plane, plane.clamp_min(1e-8).log_(), value=-1.0)
+    return labels, entropy
+
+
 def disagreement(probs_a: np.ndarray, probs_b: np.ndarray) -> np.ndarray:
     """Teacher/student disagreement: total-variation distance 0.5 * sum_c |a - b|, in [0, 1]."""
     a = np.asarray(probs_a, dtype=np.float32)
@@ -170,30 +211,33 @@ def _predict_2d_windows(model, x, size, mc, batch_size, keep_probs=True, mirror=
             p = 0.5 * (p + torch.softmax(model(inp.flip(-1))["logits"], 1).flip(-1))
         return p
 
-    # one window per slice, one sample, no mirror: the log-probabilities come straight from
-    # the logits, one pass cheaper than the log of the softmax (benchmarks/results/
-    # act_speed_one_window.md)
+    # one window per slice, one sample, no mirror: labels and entropy come straight from the
+    # logits, with no softmax map (benchmarks/results/act_speed_one_window.md,
+    # act_speed_fused_post.md)
     one_pass = n == 1 and not mirror and fits_one_window(x.shape[-2:], size)
     for i in range(0, t.shape[0], batch_size):
         chunk = t[i:i + batch_size].to(dev)
         if one_pass:
-            log_probs = one_window(lambda inp: torch.log_softmax(model(inp)["logits"], 1),
-                                   chunk, size)
-            probs = log_probs.exp()
+            logits = one_window(lambda inp: model(inp)["logits"], chunk, size)
+            probs = torch.softmax(logits, 1) if keep_probs else None
         else:
             probs = _windows(softmax, chunk, size, batch_size)
             if n > 1:  # MC-dropout: the mean of n samples
                 probs = (probs + sum(_windows(softmax, chunk, size, batch_size)
                                      for _ in range(n - 1))) / n
-            log_probs = torch.log(probs.clamp_min(1e-8))
         cam = _window_cam(model, chunk, size)
         if cam is not None:
             cam_out.append(cam.cpu())
         if keep_probs:
             probs_out.append(probs.cpu())
+        elif one_pass:
+            labels, unc = labels_and_entropy(logits)
+            labels_out.append(labels.cpu())
+            unc_out.append(unc.cpu())
         else:
-            labels_out.append(probs.max(1).indices.to(torch.uint8).cpu())
-            unc_out.append((-(probs * log_probs).sum(1)).cpu())
+            labels, unc = labels_and_entropy_of_probabilities(probs)
+            labels_out.append(labels.cpu())
+            unc_out.append(unc.cpu())
     cam = torch.cat(cam_out) if cam_out else None
     if not keep_probs:
         return None, cam, torch.cat(labels_out).numpy(), torch.cat(unc_out).numpy()
