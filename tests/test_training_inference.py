@@ -79,6 +79,8 @@ def test_labels_and_entropy_from_logits_match_the_softmax_they_skip():
     assert abs(float(entropy[1, 1, 1]) - np.log(2)) < 1e-6
     labels_p, entropy_p = labels_and_entropy_of_probabilities(p.float())
     assert torch.equal(labels_p, labels) and torch.allclose(entropy_p, entropy, atol=1e-5)
+    ties = torch.randint(-2, 3, (2, 6, 8, 8), generator=g).float()  # six classes, many ties
+    assert torch.equal(labels_and_entropy(ties)[0].long(), ties.max(1).indices)
 
 
 def test_entropy_and_disagreement():

@@ -234,6 +234,30 @@ def test_bcp_plain_supervised_term_is_the_loss_on_the_unmixed_batch():
     assert "plain" not in plain.step(lab, unl, 0, 4)  # off with sup=0, as in the paper
 
 
+def test_bcp_warm_paste_warms_up_on_labelled_images_pasted_into_each_other():
+    torch.manual_seed(0)
+    lab, unl = _batches()
+    m = get_method("bcp", warmup_fraction=1.0, warm_paste=1, edge=0)
+    m.setup(TINY, "cpu")
+    net = copy.deepcopy(m.inference_model())
+    gen = torch.Generator()
+    gen.set_state(m.generator.get_state())  # the box the step will draw
+    losses = m.step(lab, unl, 0, 4)
+    mask = box_mask(tuple(lab["image"].shape[2:]), 2 / 3, gen)
+    x, y = mix(lab["image"].roll(1, 0), lab["image"], lab["label"].roll(1, 0), lab["label"],
+               mask)
+    assert not torch.equal(y, lab["label"])  # the neighbour's labels came with its box
+    with torch.no_grad():
+        expected = supervised_loss(net.train()(x)["logits"], y)
+        unmixed = supervised_loss(net.train()(lab["image"])["logits"], lab["label"])
+    assert math.isclose(losses["sup"], float(expected), rel_tol=1e-4)
+    assert not math.isclose(float(expected), float(unmixed), rel_tol=1e-3)
+    plain = get_method("bcp", warmup_fraction=1.0, edge=0)  # the default: plain warm-up
+    plain.setup(TINY, "cpu")
+    plain.main().load_state_dict(net.state_dict())
+    assert math.isclose(plain.step(lab, unl, 0, 4)["sup"], float(unmixed), rel_tol=1e-4)
+
+
 def test_act_student_is_small_and_is_the_output():
     m = get_method("act")
     m.setup({**TINY, "base": 16, "depth": 4, "num_classes": 4}, "cpu")
