@@ -112,7 +112,7 @@ def speed_table(
             teacher = next((j for j, t in enumerate(entries)
                             if t.role == "teacher" and t.label == e.label), None)
             if e.role == "student" and teacher is not None:
-                cells.append(f"{medians[(teacher, mc0, b)] / medians[(i, mc0, b)]:.1f}×")
+                cells.append(f"{medians[(teacher, mc0, b)] / medians[(i, mc0, b)]:.2f}×")
                 cells.append(f"{(dice[teacher] - dice[i]) * 100:+.1f}" if dice else "—")
             else:
                 cells += ["—", "—"]
