@@ -188,4 +188,61 @@ def test_a_cached_run_scored_under_another_rule_is_scored_again_from_its_checkpo
     save_checkpoint(tmp_path / "act_seed0.pt", UNet(2, 1, 2, base=4, depth=2, norm="batch"), {})
     bn = bm.run_one("act", 0, "d", "3", None, tmp_path, lambda m: None)
     assert bn["dice"] == [0.9] and len(scored) == 2
-    assert bn["scored_with"] == "whole_slice_up_to=1.6" != bm.scoring_rule()
+    assert bn["scored_with"].startswith("whole_slice_up_to=1.6;") and bn["scored_with"] != \
+        bm.scoring_rule()
+
+
+def test_a_run_is_scored_with_the_clean_up_its_val_scans_choose_and_its_raw_dice_beside(
+        tmp_path, monkeypatch):
+    """A prediction with a speck far from the structure: the val split chooses a clean-up
+    that removes it, the test row is scored with that clean-up, and the raw Dice stays."""
+    import csv
+
+    import numpy as np
+    from test_training_synth import write_dataset
+
+    import training.bench.benchmark as bm
+    from training.core.io import read_labels
+    from training.engine.checkpoint import save_checkpoint
+    from training.engine.networks import UNet
+
+    data = write_dataset(tmp_path / "d", n=4)
+    rows = list(csv.DictReader(open(data / "index.csv")))
+    rows[2]["ssl4mis_split"] = "val"
+    with open(data / "index.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    ckpt = tmp_path / "bcp_seed0.pt"
+    save_checkpoint(ckpt, UNet(2, 1, 3, base=4, depth=2), {"num_classes": 3})
+
+    def speckled(model, meta, volume, *a, clean_up=True, **k):  # reference + a corner speck
+        assert clean_up is False  # scored from the network's own labels
+        labels = volume.astype(np.uint8).copy()
+        labels[0, :2, :2] = 1
+        return {"labels": labels}
+
+    # the "scan" is its label map, so the fake network returns the reference plus the speck
+    monkeypatch.setattr(bm, "read_image", lambda path, channels=1: read_labels(
+        str(path).replace("images", "labels")))
+    monkeypatch.setattr(bm, "predict_volume", speckled)
+    ref = read_labels(data / "labels" / "case03.nii.gz")[0]
+    assert ref[0, :2, :2].max() == 0 and (ref == 1).any() and (ref == 2).any()
+
+    got = bm._score(str(ckpt), str(data))
+    assert got["clean_up"] == "per_class"  # the two blobs apart: foreground would drop one
+    assert got["dice"] == pytest.approx([1.0, 1.0])
+    assert got["raw"]["dice"][0] < 0.999 and got["raw"]["dice"][1] == pytest.approx(1.0)
+    assert got["val_by_clean_up"]["none"]["dice"][0] < got["val"]["dice"][0]
+    assert got["scored_with"].endswith("clean-up chosen on val")
+    tie = {m: {"dice": [0.7, 0.9]} for m in ("none", "foreground", "per_class")}
+    assert bm.clean_up_chosen_on_val(tie) == "none"  # a tie keeps the simpler one
+    assert bm.clean_up_chosen_on_val(None) == "none"  # no val split: nothing is chosen
+
+    table = render_table({LABELED_ONLY: [{**_r(0.5, 0), "clean_up": "none", "raw": _r(0.5, 0)}],
+                          "bcp": [{**_r(0.8, 0), "clean_up": "per_class", "raw": _r(0.7, 0)}],
+                          ALL_LABELED: [{**_r(0.9, 0)}]}, ["bg", "a", "b"], "# t")
+    bcp_row = next(line for line in table.splitlines() if line.startswith("| bcp"))
+    assert "| per_class | 70.0 |" in bcp_row
+    old_row = next(line for line in table.splitlines() if line.startswith("| all-labelled"))
+    assert "| — | — |" in old_row  # scored before the rule: said so, not guessed
