@@ -157,6 +157,35 @@ def test_a_card_names_the_clean_up_and_predict_applies_it(dataset, tmp_path, cap
     assert refused.value.code == 2 and "invalid choice" in capsys.readouterr().err
 
 
+def test_a_card_can_choose_its_clean_up_on_val_scans_and_says_how(dataset, tmp_path, capsys):
+    import csv
+
+    from training.bench.benchmark import evaluate_clean_ups
+    from training.engine.checkpoint import read_checkpoint
+
+    model = tmp_path / "m.pt"
+    assert _train(dataset, model, "--steps", "2") == 0
+    card = ["card", "--model", str(model), "--data", str(dataset), "--anatomy", "Blobs",
+            "--modality", "synthetic", "--trained-with", "semiseg train …",
+            "--split-note", "2 train, 1 val, 1 test", "--postprocess", "val"]
+    capsys.readouterr()
+    assert main(card) == 2  # no val split yet: a clear refusal, and the model is untouched
+    assert "no labelled cases in split 'val'" in capsys.readouterr().err
+    assert "card" not in read_checkpoint(model)["meta"]
+    rows = list(csv.DictReader(open(dataset / "index.csv")))
+    rows[2]["ssl4mis_split"] = "val"
+    with open(dataset / "index.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    assert main(card) == 0
+    meta = read_checkpoint(model)["meta"]
+    val = evaluate_clean_ups(str(model), str(dataset), "val")
+    best = max(val, key=lambda m: (sum(val[m]["dice"]), -list(val).index(m)))
+    assert meta["postprocess"] == meta["card"]["postprocess"] == best
+    assert "chosen on the 1 'val' scans by mean Dice (none " in meta["card"]["postprocess_note"]
+
+
 def test_a_card_may_choose_whole_slice_windows_for_speed(dataset, tmp_path, capsys):
     """`semiseg card --whole-slice-up-to` stores the factor before measuring; the card's recipe
     line says which windows it was measured with; a factor below 1 is refused."""

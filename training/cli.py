@@ -180,10 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--train-patients", default=None, help="comma-separated (no split column)")
     c.add_argument("--test-patients", default=None, help="comma-separated (no split column)")
     c.add_argument("--markdown", default=None, help="also write the card as Markdown here")
-    c.add_argument("--postprocess", default=None, choices=POSTPROCESS_MODES,
-                   help="clean-up of every prediction from now on, chosen on validation scans "
-                        "(benchmarks/postprocess_choice.py): keep the largest 3-D piece of all "
-                        "structures, or of each class")
+    c.add_argument("--postprocess", default=None, choices=(*POSTPROCESS_MODES, "val"),
+                   help="clean-up of every prediction from now on: keep the largest 3-D piece "
+                        "of all structures (foreground), or of each class (per_class); val: "
+                        "the one with the best mean Dice on the --val-split scans, said in the "
+                        "card")
+    c.add_argument("--val-split", default="val",
+                   help="with --postprocess val: the scans the clean-up is chosen on")
     c.add_argument("--postprocess-note", default="", help="where and how the clean-up was chosen")
     c.add_argument("--whole-slice-up-to", type=float, default=None, metavar="F",
                    help="2-D models: predict a slice up to F times the patch (per side) as one "
@@ -735,6 +738,22 @@ def _read_pair(pred: Path, ref: Path) -> tuple[np.ndarray, np.ndarray, Geometry]
     return p, r, ref_geom
 
 
+def _clean_up_on_val(model: str, data: str, split: str) -> tuple[str, str]:
+    """The clean-up with the best mean Dice on a split's labelled scans, and a note that says
+    how each one scored there."""
+    from training.bench.benchmark import clean_up_chosen_on_val, evaluate_clean_ups
+
+    try:
+        scored = evaluate_clean_ups(model, data, split)
+    except ValueError as e:
+        raise DataError(f"--postprocess val: {e} in {data} (name another with --val-split)") \
+            from None
+    chosen = clean_up_chosen_on_val(scored)
+    means = ", ".join(f"{m} {100 * np.mean(r['dice']):.2f}" for m, r in scored.items())
+    cases = next(iter(scored.values()))["cases"]
+    return chosen, f"chosen on the {cases} {split!r} scans by mean Dice ({means})"
+
+
 def _cmd_card(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from training.library.model_card import build_card, render_markdown, write_card
 
@@ -746,6 +765,9 @@ def _cmd_card(args: argparse.Namespace, argv: Sequence[str]) -> int:
         if args.whole_slice_up_to < 1:
             raise DataError(f"--whole-slice-up-to must be at least 1, not {args.whole_slice_up_to}")
         update_meta(args.model, whole_slice_up_to=args.whole_slice_up_to)
+    if args.postprocess == "val":
+        args.postprocess, chosen_note = _clean_up_on_val(args.model, args.data, args.val_split)
+        args.postprocess_note = "; ".join(n for n in (args.postprocess_note, chosen_note) if n)
     card = build_card(args.model, args.data, args.anatomy, args.modality, args.trained_with,
                       args.split_note, args.train_split or None, args.test_split or None,
                       names(args.train_patients), names(args.test_patients),
