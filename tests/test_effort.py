@@ -499,3 +499,23 @@ def test_where_the_model_had_the_middle_slice_right_the_network_weighs_as_asked(
                             ends_unless_right=0.0, labeled_bs=2, unlabeled_bs=0,
                             work_dir=tmp_path)  # 0.0: any middle slice counts as right
     assert shares == [0.3, 0.8]
+
+
+def test_taught_lr_sets_the_rate_of_retrains_from_a_taught_model_only(tmp_path, monkeypatch):
+    from test_training_synth import blob_volume
+
+    import training.bench.effort as effort
+
+    rates = []
+    real = effort.retrain_once
+
+    def spy(*args, **kw):
+        rates.append(kw.get("lr"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(effort, "retrain_once", spy)
+    cases = [(f"scan{i}", *blob_volume(i)) for i in range(2)]
+    effort.effort_benchmark(cases, ["bg", "disc", "square"], 1.01, k_max=2, steps=2,
+                            taught_lr=5e-4, labeled_bs=2, unlabeled_bs=0, work_dir=tmp_path)
+    # a new model's first Retrain keeps the from-scratch rate; every later one starts taught
+    assert rates == [None, 5e-4, 5e-4, 5e-4]

@@ -271,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     ef.add_argument("--fuse-weight-right", type=float, default=None, metavar="W",
                     help="with --fuse-weight: the network's share on a scan where the model had "
                          "the middle slice right (no ends painted)")
+    ef.add_argument("--taught-lr", type=float, default=None, metavar="LR",
+                    help="learning rate of a Retrain that starts from a model that has learnt "
+                         "something (default: the plugin's fine-tune rate, "
+                         "FINETUNE_DEFAULTS['lr'])")
     ef.add_argument("--judge-taught", action="store_true",
                     help="on a scan that starts from a taught model, judge each Retrain on "
                          "held-back painted slices from 2 painted slices")
@@ -934,6 +938,8 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise DataError("--consolidate trains on finished scans: it needs --replay finished")
     if args.finished_kept is not None and (args.replay != "finished" or args.finished_kept < 1):
         raise DataError("--finished-kept N: N >= 1, with --replay finished")
+    if args.taught_lr is not None and not args.taught_lr > 0:
+        raise DataError(f"--taught-lr must be above 0, not {args.taught_lr}")
     if args.fuse_weight_right is not None and args.fuse_weight is None:
         raise DataError("--fuse-weight-right W changes --fuse-weight's blend: give --fuse-weight")
     if args.fuse_weight_taught is not None and args.fuse_weight is None:
@@ -1028,7 +1034,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
                             anchor_with_finished=args.anchor_with_finished == "on",
                             judge_taught=args.judge_taught,
                             fuse_weight_right=args.fuse_weight_right,
-                            **extra)
+                            taught_lr=args.taught_lr, **extra)
     header = _header(
         "Annotation effort: assistant vs interpolation", argv,
         f"{machine_description()}; took {time.perf_counter() - t0:.0f} s",
@@ -1041,7 +1047,9 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"{', not where finished scans teach' if args.anchor_with_finished == 'off' else ''}), "
         + ("judged from 2 painted slices on a scan from a taught model, "
            if args.judge_taught else "") +
-        f"{args.method}, {args.steps} steps, prior {args.prior or 'none'}, fused with the fill "
+        f"{args.method}, {args.steps} steps"
+        f"{f', learning rate {args.taught_lr:g} from a taught model' if args.taught_lr else ''}"
+        f", prior {args.prior or 'none'}, fused with the fill "
         f"between painted slices (registered): {args.fuse_weight or 'no'}"
         f"{_taught_note(args.fuse_weight_taught)}"
         + (f" ({args.fuse_weight_right:g} where the model had the middle slice right)"

@@ -153,6 +153,7 @@ def learning_effort(
     fuse_weight_taught: float | None = None,
     anchor_with_finished: bool = True,
     fuse_weight_right: float | None = None,
+    taught_lr: float | None = None,
     **config: Any,
 ) -> tuple[Row, str | None]:
     """Paint-and-retrain on one scan until ``target``; returns (row, the model to go on with).
@@ -179,6 +180,8 @@ def learning_effort(
     pseudo-labels) in a Retrain that also learns from ``earlier`` scans.
     ``fuse_weight_right``: the network's share on a scan where the model had the middle slice
     right (``ends_unless_right``), so that no ends are painted.
+    ``taught_lr``: the learning rate of a Retrain that starts from a model that has learnt
+    something (None: the fine-tune's default).
     """
     from dataclasses import replace
 
@@ -252,13 +255,14 @@ def learning_effort(
         train_z, held = (split_held_back(painted, HELD_BACK_FRACTION, seed) if judged
                          else (list(painted), []))
         out = work / f"v{len(painted)}-{time.monotonic_ns()}.pt"
+        lr = {"lr": taught_lr} if taught_lr is not None and not is_untrained(current) else {}
         result = retrain_once(current, image, sparse_labels(truth, train_z, axis), out,
                               reference=sparse_labels(truth, held, axis),
                               held_back=[(axis, z) for z in held], method=method, steps=steps,
                               seed=seed, shown=shown, class_names=list(class_names),
                               other_labelled=earlier,
                               **({**config, "anchor": None} if earlier and not anchor_with_finished
-                                 else config))
+                                 else config) | lr)
         assert result is not None  # nothing stops it
         retrain_s.append(result.train_s)
         if result.verdict.adopted:
@@ -329,6 +333,7 @@ def effort_benchmark(
     anchor_with_finished: bool = True,
     judge_taught: bool = False,
     fuse_weight_right: float | None = None,
+    taught_lr: float | None = None,
     **config: Any,
 ) -> list[Row]:
     """One row per scan, in order: slices painted and Dice for learning and interpolation,
@@ -376,7 +381,7 @@ def effort_benchmark(
                     ends_unless_right=ends_unless_right,
                     fuse_weight_taught=fuse_weight_taught,
                     anchor_with_finished=anchor_with_finished,
-                    fuse_weight_right=fuse_weight_right, **config)
+                    fuse_weight_right=fuse_weight_right, taught_lr=taught_lr, **config)
             finished = row.pop("segmentation", None)
             if replay == "finished" and finished is not None:
                 earlier.append((image, np.asarray(finished, dtype=np.uint8)))
