@@ -127,9 +127,13 @@ def run_one(
 def scoring_rule(meta: dict | None = None) -> str:
     """How a run's checkpoint (its ``meta``) is predicted when scored; a cached run scored
     otherwise is scored again, so one table never mixes rules."""
+    return f"{_windows(meta)}; clean-up chosen on val"
+
+
+def _windows(meta: dict | None = None) -> str:
     from training.engine.inference import whole_slice_factor
 
-    return f"whole_slice_up_to={whole_slice_factor(meta or {}):g}; clean-up chosen on val"
+    return f"whole_slice_up_to={whole_slice_factor(meta or {}):g}"
 
 
 def _score(path: str, data_dir: str) -> dict:
@@ -354,8 +358,9 @@ def _write(out_path, results, data_dir, command, start, cfg, seeds, labeled, fin
         f"- budget: {cfg.steps} steps per run, batch {cfg.labeled_bs}+{cfg.unlabeled_bs}, "
         f"{cfg.dims}D, size {cfg.size}, U-Net base {cfg.base} depth {cfg.depth}, "
         f"{optimiser} lr {cfg.lr} poly, seeds {seeds}; evaluated on the test split "
-        f"(3D Dice per volume; predicted with {scoring_rule()}, a batch-norm network with "
-        f"{scoring_rule({'network': {'norm': 'batch'}})}).",
+        f"(3D Dice per volume; predicted with {_windows()}, a batch-norm network with "
+        f"{_windows({'network': {'norm': 'batch'}})}; each run's clean-up chosen on its val "
+        "scans).",
         f"- labelled patients: {labeled}",
     ])
     table = render_table(results, names, header)
