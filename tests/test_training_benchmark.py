@@ -196,10 +196,8 @@ def test_a_run_is_scored_with_the_clean_up_its_val_scans_choose_and_its_raw_dice
         tmp_path, monkeypatch):
     """A prediction with a speck far from the structure: the val split chooses a clean-up
     that removes it, the test row is scored with that clean-up, and the raw Dice stays."""
-    import csv
-
     import numpy as np
-    from test_training_synth import write_dataset
+    from test_training_synth import set_split, write_dataset
 
     import training.bench.benchmark as bm
     from training.core.io import read_labels
@@ -207,12 +205,7 @@ def test_a_run_is_scored_with_the_clean_up_its_val_scans_choose_and_its_raw_dice
     from training.engine.networks import UNet
 
     data = write_dataset(tmp_path / "d", n=4)
-    rows = list(csv.DictReader(open(data / "index.csv")))
-    rows[2]["ssl4mis_split"] = "val"
-    with open(data / "index.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    set_split(data, 2, "val")
     ckpt = tmp_path / "bcp_seed0.pt"
     save_checkpoint(ckpt, UNet(2, 1, 3, base=4, depth=2), {"num_classes": 3})
 

@@ -158,7 +158,7 @@ def test_a_card_names_the_clean_up_and_predict_applies_it(dataset, tmp_path, cap
 
 
 def test_a_card_can_choose_its_clean_up_on_val_scans_and_says_how(dataset, tmp_path, capsys):
-    import csv
+    from test_training_synth import set_split
 
     from training.bench.benchmark import evaluate_clean_ups
     from training.engine.checkpoint import read_checkpoint
@@ -172,12 +172,7 @@ def test_a_card_can_choose_its_clean_up_on_val_scans_and_says_how(dataset, tmp_p
     assert main(card) == 2  # no val split yet: a clear refusal, and the model is untouched
     assert "no labelled cases in split 'val'" in capsys.readouterr().err
     assert "card" not in read_checkpoint(model)["meta"]
-    rows = list(csv.DictReader(open(dataset / "index.csv")))
-    rows[2]["ssl4mis_split"] = "val"
-    with open(dataset / "index.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    set_split(dataset, 2, "val")
     assert main(card) == 0
     meta = read_checkpoint(model)["meta"]
     val = evaluate_clean_ups(str(model), str(dataset), "val")

@@ -50,6 +50,17 @@ def write_dataset(root: Path, n: int = 4, with_index: bool = True, spacing=(0.8,
     return root
 
 
+def set_split(root: Path, case: int, split: str) -> None:
+    """Move one case of a :func:`write_dataset` folder to another split of its index.csv."""
+    with open(root / "index.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    rows[case]["ssl4mis_split"] = split
+    with open(root / "index.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
 def test_blob_volume_has_all_classes():
     img, lab = blob_volume(0)
     assert set(np.unique(lab)) == {0, 1, 2}
