@@ -219,6 +219,38 @@ def test_bcp_ignores_pseudo_labels_below_confidence():
     assert (labels[0.99] == IGNORE_INDEX).all()
 
 
+class _FixedTeacher(torch.nn.Module):
+    """A teacher whose logits are given: two blobs of class 1 and 2, and specks of both."""
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, x):
+        return {"logits": self.logits}
+
+
+def test_bcp_main_pieces_keeps_one_piece_of_each_class_per_pseudo_label():
+    truth = torch.zeros(2, 16, 16, dtype=torch.long)
+    truth[:, 2:8, 2:8] = 1
+    truth[:, 9:14, 9:15] = 2
+    truth[0, 0, 15] = 1  # far-off specks, as a weak teacher paints them
+    truth[0, 15, 0] = 2
+    truth[1, 12, 2] = 1
+    logits = 5.0 * torch.nn.functional.one_hot(truth, 3).movedim(-1, 1).float()
+    _, unl = _batches()
+    labels = {}
+    for pieces in (0, 1):
+        m = get_method("bcp", warmup_fraction=0.0, conf=0.0, main_pieces=pieces)
+        m.setup(TINY, "cpu")
+        m.ema_teacher = m.static_teacher = _FixedTeacher(logits)
+        labels[pieces] = m.pseudo_labels(unl["image"])
+    assert torch.equal(labels[0], truth)  # off (the default): the specks are taught
+    expected = truth.clone()
+    expected[0, 0, 15] = expected[0, 15, 0] = expected[1, 12, 2] = 0
+    assert torch.equal(labels[1], expected)  # on: they are taught as background
+
+
 def test_bcp_plain_supervised_term_is_the_loss_on_the_unmixed_batch():
     torch.manual_seed(0)
     lab, unl = _batches()

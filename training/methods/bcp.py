@@ -15,6 +15,7 @@ from training import IGNORE_INDEX
 from training.engine.copy_paste import box_mask, dynamic_ratio, label_edges, mix
 from training.engine.ema import copy_weights, ema_update, make_teacher
 from training.engine.losses import edge_loss, supervised_loss
+from training.engine.postprocess import main_pieces_per_sample
 from training.methods.base import Batch, Method
 
 # side of the box the paper pastes, as a share of the image's (its pre-training's fixed size)
@@ -40,6 +41,8 @@ class BCP(Method):
         "edge_weight": (0.1, "weight of the boundary term"),
         "warm_paste": (False, "warm up on labelled images pasted into each other, a box of 2/3"
                               " the side (1: paper)"),
+        "main_pieces": (False, "keep only each class's largest piece in each pseudo-label, the "
+                               "rest background (1: paper's code)"),
     }
 
     def build(self, model_config: dict) -> None:
@@ -68,6 +71,11 @@ class BCP(Method):
         p = torch.softmax(self.ema_teacher(x)["logits"], 1)
         p = 0.5 * (p + torch.softmax(self.static_teacher(x)["logits"], 1))
         conf, labels = p.max(1)
+        if self.opt("main_pieces"):
+            # the reference code's clean-up of its pseudo-labels: stray specks taught as
+            # background rather than as a structure far from the anatomy
+            cleaned = main_pieces_per_sample(labels.cpu().numpy(), self.num_classes)
+            labels = torch.from_numpy(cleaned).to(labels.device)
         if self.conf > 0:
             labels = torch.where(conf >= self.conf, labels, torch.full_like(labels, IGNORE_INDEX))
         return labels
