@@ -104,7 +104,7 @@ def test_runs_another_invocation_holds_are_done_last_so_both_keep_training(tmp_p
 
     order = []
 
-    def fake_run(name, seed, data_dir, labeled, cfg, workdir, log, wait=True):
+    def fake_run(name, seed, data_dir, labeled, cfg, workdir, log, wait=True, step_every=0):
         held = name == "mean_teacher" and seed == 0 and not wait
         order.append((name, seed, "skipped" if held else "ran"))
         return None if held else {"name": name, "dice": [0.5], "hd95": [1.0],
@@ -168,7 +168,7 @@ def test_a_cached_run_scored_under_another_rule_is_scored_again_from_its_checkpo
     from training.engine.checkpoint import read_meta, save_checkpoint
     from training.engine.networks import UNet
 
-    monkeypatch.setattr(bm, "_score", lambda path, data: scored.append(path) or {
+    monkeypatch.setattr(bm, "_score", lambda path, data, step_every=0: scored.append(path) or {
         "dice": [0.9], "val": {"dice": [0.8]}, "scored_with": bm.scoring_rule(read_meta(path))})
     old = {"name": LABELED_ONLY, "dice": [0.5], "train_seconds": 7.0,
            "scored_with": "whole_slice_up_to=1.6"}
@@ -239,3 +239,58 @@ def test_a_run_is_scored_with_the_clean_up_its_val_scans_choose_and_its_raw_dice
     assert "| per_class | 70.0 |" in bcp_row
     old_row = next(line for line in table.splitlines() if line.startswith("| all-labelled"))
     assert "| — | — |" in old_row  # scored before the rule: said so, not guessed
+
+
+def test_choose_step_on_val_keeps_snapshots_and_scores_the_one_val_prefers(tmp_path,
+                                                                            monkeypatch, capsys):
+    """A run whose weights were right at step 2 and wrong at its last step: with
+    --choose-step-on-val 2 its row is step 2's, and the last step's Dice stays beside it."""
+    import json
+
+    import numpy as np
+    from test_training_synth import set_split, write_dataset
+
+    import training.bench.benchmark as bm
+    from training.cli import main
+    from training.core.io import read_labels
+
+    data = write_dataset(tmp_path / "d", n=8)
+    set_split(data, 2, "val")
+    steps_seen = set()
+
+    def right_at_step_2(model, meta, volume, *a, clean_up=True, **k):
+        steps_seen.add(int(meta["steps_done"]))
+        labels = volume.astype(np.uint8)  # the "scan" is its label map
+        return {"labels": labels if int(meta["steps_done"]) == 2 else np.zeros_like(labels)}
+
+    monkeypatch.setattr(bm, "read_image", lambda path, channels=1: read_labels(
+        str(path).replace("images", "labels")))
+    monkeypatch.setattr(bm, "predict_volume", right_at_step_2)
+    out = tmp_path / "t.md"
+    argv = ["benchmark", "label-efficiency", "--data", str(data), "--labeled", "2",
+            "--methods", "mean_teacher", "--seeds", "1", "--steps", "4",
+            "--choose-step-on-val", "2", "--size", "16", "16", "--base", "4", "--depth", "2",
+            "--labeled-bs", "2", "--unlabeled-bs", "2", "--out", str(out)]
+    assert main(argv) == 0
+    assert steps_seen == {2, 4}
+    runs = out.with_suffix(".runs")
+    for name in ("labelled-only", "mean_teacher", "all-labelled"):
+        assert (runs / f"{name}_seed0.step2.pt").exists()
+        result = json.loads((runs / f"{name}_seed0.json").read_text())
+        assert result["step_chosen"] == 2
+        assert np.mean(result["dice"]) == pytest.approx(1.0)
+        assert np.mean(result["last_step"]["dice"]) == pytest.approx(0.0)
+        assert set(result["val_by_step"]) == {"2", "4"}
+        assert "snapshot (every 2 steps)" in result["scored_with"]
+    table = out.read_text()
+    assert "| step chosen on val | mean Dice, last step |" in table
+    row = next(line for line in table.splitlines() if line.startswith("| mean_teacher"))
+    assert "| 2 | 0.0 |" in row
+    # the same command again: cached, not trained or scored again
+    steps_seen.clear()
+    assert main(argv) == 0 and not steps_seen
+    negative = [("-1" if a == "2" and argv[i - 1] == "--choose-step-on-val" else a)
+                for i, a in enumerate(argv)]
+    capsys.readouterr()
+    assert main(negative) != 0 and not steps_seen
+    assert "--choose-step-on-val must be 0" in capsys.readouterr().err

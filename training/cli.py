@@ -222,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     le.add_argument("--seeds", type=int, default=2)
     le.add_argument("--labeled-set", type=int, default=0, metavar="K",
                     help="0: the first N patients; K >= 1: N patients drawn with seed K")
+    le.add_argument("--choose-step-on-val", type=int, default=0, metavar="N",
+                    help="keep each run's weights every N steps and score the snapshot its val "
+                         "scans choose, as the papers' code keeps its best checkpoint (0: the "
+                         "last step)")
     le.add_argument("--out", required=True)
     _train_options(le)
     sp = bsub.add_parser("speed", help="predict + uncertainty time; act student vs teacher")
@@ -812,8 +816,11 @@ def _cmd_benchmark(args: argparse.Namespace, argv: Sequence[str]) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
+    if args.choose_step_on_val < 0:
+        raise DataError("--choose-step-on-val must be 0 (off) or a number of steps")
     table = label_efficiency(args.data, args.labeled, methods, args.seeds, cfg, args.out,
-                             command, log, labeled_set=args.labeled_set)
+                             command, log, labeled_set=args.labeled_set,
+                             step_every=args.choose_step_on_val)
     print(table)
     return 0
 

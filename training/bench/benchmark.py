@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -16,7 +17,7 @@ import torch
 
 from training.core.atomic import atomic_write
 from training.core.io import read_image, read_labels
-from training.engine.checkpoint import load_checkpoint, read_meta
+from training.engine.checkpoint import companion_path, load_checkpoint, read_meta
 from training.engine.data import class_names_from_index, load_train_data, scan_dataset
 from training.engine.inference import model_channels, predict_volume
 from training.engine.metrics import classes_to_score, dice_hd95, mean_over_cases
@@ -89,16 +90,18 @@ def _stale(lock: Path) -> bool:
 
 def run_one(
     name: str, seed: int, data_dir: str, labeled: str, base_config: TrainConfig,
-    workdir: Path, log: Callable[[str], None], wait: bool = True,
+    workdir: Path, log: Callable[[str], None], wait: bool = True, step_every: int = 0,
 ) -> dict | None:
     """Train and evaluate one (method, seed) run, caching its result as JSON.
 
     When another invocation sharing ``workdir`` is training the same run, wait for it, or
-    with ``wait=False`` return None at once so the caller can do other runs first."""
+    with ``wait=False`` return None at once so the caller can do other runs first.
+    ``step_every`` > 0 keeps a snapshot every that many steps, and the run is scored with the
+    snapshot its val scans choose (:func:`_score`)."""
     stem = name.replace(":", "_").replace(",", "_").replace("=", "")
     cache = workdir / f"{stem}_seed{seed}.json"
     if cache.exists():
-        return _rescored(cache, data_dir, log)
+        return _rescored(cache, data_dir, log, step_every)
     lock = cache.with_suffix(".lock")
     if _stale(lock):  # its holder was killed (SIGTERM skips the cleanup below)
         log(f"{lock.name}: its process is gone; running {name} seed {seed} here")
@@ -114,20 +117,39 @@ def run_one(
         while not cache.exists():
             if not lock.exists() or _stale(lock):
                 lock.unlink(missing_ok=True)
-                return run_one(name, seed, data_dir, labeled, base_config, workdir, log)
+                return run_one(name, seed, data_dir, labeled, base_config, workdir, log,
+                               step_every=step_every)
             time.sleep(10)
         return json.loads(cache.read_text(encoding="utf-8"))
     try:
         return _train_and_evaluate(name, seed, data_dir, labeled, base_config, workdir, log,
-                                   cache, stem)
+                                   cache, stem, step_every)
     finally:
         lock.unlink(missing_ok=True)
 
 
-def scoring_rule(meta: dict | None = None) -> str:
+def scoring_rule(meta: dict | None = None, step_every: int = 0) -> str:
     """How a run's checkpoint (its ``meta``) is predicted when scored; a cached run scored
     otherwise is scored again, so one table never mixes rules."""
+    if step_every > 0:
+        return (f"{_windows(meta)}; snapshot (every {step_every} steps) and clean-up chosen "
+                "on val")
     return f"{_windows(meta)}; clean-up chosen on val"
+
+
+def snapshot_path(checkpoint: Path, step: int) -> Path:
+    """Where a run keeps its weights at ``step``, for the val split to choose among."""
+    return companion_path(checkpoint, f"step{step}")
+
+
+def snapshots(checkpoint: Path) -> list[tuple[int, Path]]:
+    """A run's kept snapshots as (step, path), by step."""
+    found = []
+    for p in checkpoint.parent.glob(f"{checkpoint.stem}.step*{checkpoint.suffix}"):
+        step = p.name[len(checkpoint.stem) + len(".step"):-len(checkpoint.suffix)]
+        if step.isdigit():
+            found.append((int(step), p))
+    return sorted(found)
 
 
 def _windows(meta: dict | None = None) -> str:
@@ -136,39 +158,71 @@ def _windows(meta: dict | None = None) -> str:
     return f"whole_slice_up_to={whole_slice_factor(meta or {}):g}"
 
 
-def _score(path: str, data_dir: str) -> dict:
+def _score(path: str, data_dir: str, step_every: int = 0) -> dict:
     """Test metrics with the clean-up chosen on the val split (the product's rule for a
-    shipped model), the raw test metrics beside them, and the val ones of each clean-up."""
+    shipped model), the raw test metrics beside them, and the val ones of each clean-up.
+
+    With ``step_every`` > 0 the run's snapshots (:func:`snapshots`) compete too, as the
+    papers' code keeps its best checkpoint on val: the test row is the (snapshot, clean-up)
+    with the best mean val Dice (a tie keeps the later step), and the last step's own row,
+    scored by the plain rule, is kept beside it."""
     # The val split is what method options are chosen on; test is only reported.
     has_val = any(c.split == "val" and c.label is not None for c in scan_dataset(data_dir))
     val = evaluate_clean_ups(path, data_dir, "val") if has_val else None
     chosen = clean_up_chosen_on_val(val)
     test = evaluate_clean_ups(path, data_dir, "test", sorted({"none", chosen}))
-    return {**test[chosen], "clean_up": chosen, "raw": test["none"],
+    last = {**test[chosen], "clean_up": chosen, "raw": test["none"],
             "val": val[chosen] if val else None, "val_by_clean_up": val,
             "scored_with": scoring_rule(read_meta(path))}
+    if step_every <= 0:
+        return last
+    steps = int(read_meta(path).get("steps_done") or 0)
+    best = {"step": steps, "path": path, "mode": chosen, "val": val}
+    val_by_step = {str(steps): val}
+    for step, snap in reversed(snapshots(Path(path))):
+        if not has_val:
+            break
+        sval = evaluate_clean_ups(str(snap), data_dir, "val")
+        val_by_step[str(step)] = sval
+        mode = clean_up_chosen_on_val(sval)
+        if np.mean(sval[mode]["dice"]) > np.mean(best["val"][best["mode"]]["dice"]):
+            best = {"step": step, "path": str(snap), "mode": mode, "val": sval}
+    if best["path"] == path:
+        test_best = test
+    else:
+        test_best = evaluate_clean_ups(best["path"], data_dir, "test",
+                                       sorted({"none", best["mode"]}))
+    return {**test_best[best["mode"]], "clean_up": best["mode"], "raw": test_best["none"],
+            "val": best["val"][best["mode"]], "val_by_clean_up": best["val"],
+            "step_chosen": best["step"], "val_by_step": val_by_step,
+            "last_step": {k: last[k] for k in ("dice", "hd95", "clean_up", "val")},
+            "scored_with": scoring_rule(read_meta(path), step_every)}
 
 
-def _rescored(cache: Path, data_dir: str, log: Callable[[str], None]) -> dict:
+def _rescored(cache: Path, data_dir: str, log: Callable[[str], None],
+              step_every: int = 0) -> dict:
     """A cached result, scored again from its checkpoint when the scoring rule changed since
     (the training itself is kept)."""
     result = json.loads(cache.read_text(encoding="utf-8"))
     ckpt = cache.with_suffix(".pt")
     if not ckpt.exists():
-        if result.get("scored_with") != scoring_rule():
+        if result.get("scored_with") != scoring_rule(step_every=step_every):
             log(f"{cache.name}: scored with {result.get('scored_with', 'an older rule')}, and "
                 "its checkpoint is gone: kept as it was")
         return result
-    rule = scoring_rule(read_meta(ckpt))
+    rule = scoring_rule(read_meta(ckpt), step_every)
     if result.get("scored_with") == rule:
         return result
+    if step_every > 0 and not snapshots(ckpt):
+        log(f"{cache.name}: trained without snapshots, so its last step competes alone")
     log(f"{cache.name}: scoring again ({result.get('scored_with', 'older rule')} -> {rule})")
-    result = {**result, **_score(str(ckpt), data_dir)}
+    result = {**result, **_score(str(ckpt), data_dir, step_every)}
     atomic_write(cache, lambda fh: fh.write(json.dumps(result).encode()))
     return result
 
 
-def _train_and_evaluate(name, seed, data_dir, labeled, base_config, workdir, log, cache, stem):
+def _train_and_evaluate(name, seed, data_dir, labeled, base_config, workdir, log, cache, stem,
+                        step_every=0):
     if name == LABELED_ONLY:
         data = load_train_data(data_dir, labeled, use_unlabeled=False)
         cfg = replace(base_config, method="supervised")
@@ -182,14 +236,24 @@ def _train_and_evaluate(name, seed, data_dir, labeled, base_config, workdir, log
         cfg = replace(base_config, **{**settings, "method_opts": {
             **base_config.method_opts, **settings["method_opts"]}})
     cfg = replace(cfg, seed=seed, checkpoint=str(workdir / f"{stem}_seed{seed}.pt"))
+    if step_every > 0:
+        cfg = replace(cfg, checkpoint_every=step_every, first_checkpoint_s=0.0)
     t0 = time.perf_counter()
     log(f"start {name} seed {seed}")
-    path = train(cfg, data, on_event=lambda e: e["type"] == "progress" and e["step"] % 250 == 0
-                 and log(f"  {name} s{seed} step {e['step']}/{e['total']} "
-                         f"loss {e['losses']['loss']:.3f}"))
+
+    def on_event(e: dict) -> None:
+        if e["type"] == "progress" and e["step"] % 250 == 0:
+            log(f"  {name} s{seed} step {e['step']}/{e['total']} "
+                f"loss {e['losses']['loss']:.3f}")
+        if e["type"] == "checkpoint" and step_every > 0:
+            # the next save overwrites the checkpoint: keep this step's weights aside
+            shutil.copyfile(e["path"], snapshot_path(Path(cfg.checkpoint), e["step"]))
+
+    path = train(cfg, data, on_event=on_event)
     train_s = time.perf_counter() - t0
     result = {"name": name, "seed": seed, "train_seconds": train_s,
-              "step_seconds": train_s / max(cfg.steps, 1), **_score(str(path), data_dir)}
+              "step_seconds": train_s / max(cfg.steps, 1),
+              **_score(str(path), data_dir, step_every)}
     cache.write_text(json.dumps(result), encoding="utf-8")
     log(f"done {name} seed {seed}: mean Dice {np.mean(result['dice']):.4f} ({train_s:.0f} s)")
     return result
@@ -225,9 +289,16 @@ def render_table(results: dict[str, list[dict]], class_names: list[str], header:
     mean_dice = {k: [float(np.mean(r["dice"])) for r in rs] for k, rs in results.items()}
     lo = np.mean(mean_dice.get(LABELED_ONLY, [np.nan]))
     hi = np.mean(mean_dice.get(ALL_LABELED, [np.nan]))
+    by_step = any("step_chosen" in r for rs in results.values() for r in rs)
     cols = ([f"Dice {c}" for c in fg] + ["mean Dice"] + [f"HD95 {c}" for c in fg]
             + ["mean HD95", "gap recovered", "vs labelled-only", "val mean Dice", "clean-up",
-               "mean Dice, no clean-up", "s/step"])
+               "mean Dice, no clean-up"]
+            + (["step chosen on val", "mean Dice, last step", "gap recovered, last step"]
+               if by_step else []) + ["s/step"])
+    last = {k: [float(np.mean(r.get("last_step", r)["dice"])) for r in rs]
+            for k, rs in results.items()}
+    lo_last = np.mean(last.get(LABELED_ONLY, [np.nan]))
+    hi_last = np.mean(last.get(ALL_LABELED, [np.nan]))
     lines = [header, "", "| run | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, rs in results.items():
         cells = [_ms([r["dice"][i] for r in rs], 100) for i in range(len(fg))]
@@ -248,6 +319,14 @@ def render_table(results: dict[str, list[dict]], class_names: list[str], header:
         cells.append(", ".join(str(r.get("clean_up", "—")) for r in rs))
         raw = [float(np.mean(r.get("raw", r)["dice"])) for r in rs]
         cells.append(_ms(raw, 100) if all("raw" in r for r in rs) else "—")
+        if by_step:
+            cells.append(", ".join(str(r.get("step_chosen", "—")) for r in rs))
+            cells.append(_ms(last[name], 100))
+            if name in (LABELED_ONLY, ALL_LABELED) or not hi_last - lo_last >= MIN_GAP:
+                cells.append("—")
+            else:
+                cells.append(_ms([(d - lo_last) / (hi_last - lo_last) * 100
+                                  for d in last[name]], 1, 0) + " %")
         cells.append(f"{np.mean([r['step_seconds'] for r in rs]):.2f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "Dice in %, HD95 in the images' spacing units (mm; ACDC's is a 1 mm "
@@ -261,6 +340,11 @@ def render_table(results: dict[str, list[dict]], class_names: list[str], header:
               "piece of all structures, foreground; or of each class, per_class), chosen on the "
               "val split as a shipped model's card chooses it; Dice and HD95 are with it, and "
               "the raw mean Dice is beside it (— for a run scored before this rule)."]
+    if by_step:
+        lines[-1] += (" Step chosen on val: each run kept its weights every few steps, and "
+                      "the row is the snapshot (with its clean-up) of best mean val Dice, as "
+                      "the papers' code keeps its best checkpoint; the last step's mean Dice "
+                      "and gap, scored by the plain rule, are beside it.")
     return "\n".join(lines) + "\n"
 
 
@@ -274,6 +358,7 @@ def label_efficiency(
     command: str,
     log: Callable[[str], None] = print,
     labeled_set: int = 0,
+    step_every: int = 0,
 ) -> str:
     """Run the whole benchmark and write the markdown table to ``out``; returns the table.
 
@@ -296,7 +381,8 @@ def label_efficiency(
         for name, seed in runs:
             if (name, seed) in done:
                 continue
-            result = run_one(name, seed, data_dir, labeled, base_config, workdir, log, wait)
+            result = run_one(name, seed, data_dir, labeled, base_config, workdir, log, wait,
+                             step_every)
             if result is None:
                 continue
             done[name, seed] = result
