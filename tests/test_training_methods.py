@@ -219,6 +219,28 @@ def test_bcp_ignores_pseudo_labels_below_confidence():
     assert (labels[0.99] == IGNORE_INDEX).all()
 
 
+def test_bcp_box_shrinks_to_box_end_and_stays_at_two_thirds_as_in_the_paper(monkeypatch):
+    import training.methods.bcp as bcp_module
+
+    drawn = []
+    real = bcp_module.box_mask
+    monkeypatch.setattr(bcp_module, "box_mask",
+                        lambda shape, ratio, gen=None: drawn.append(ratio) or real(shape, ratio,
+                                                                                   gen))
+    lab, unl = _batches()
+    for box_end in (None, 2 / 3):
+        opts = {} if box_end is None else {"box_end": box_end}
+        m = get_method("bcp", warmup_fraction=0.0, edge=0, **opts)
+        m.setup(TINY, "cpu")
+        drawn.clear()
+        for step in (0, 9):
+            m.step(lab, unl, step, 10)
+        if box_end is None:  # the default: 2/3 of the side at the start, near 1/3 at the end
+            assert drawn[0] == pytest.approx(2 / 3) and drawn[1] == pytest.approx(2 / 3 - 0.9 / 3)
+        else:  # the paper's fixed box
+            assert drawn == pytest.approx([2 / 3, 2 / 3])
+
+
 class _FixedTeacher(torch.nn.Module):
     """A teacher whose logits are given: two blobs of class 1 and 2, and specks of both."""
 

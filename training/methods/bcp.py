@@ -41,6 +41,8 @@ class BCP(Method):
         "edge_weight": (0.1, "weight of the boundary term"),
         "warm_paste": (False, "warm up on labelled images pasted into each other, a box of 2/3"
                               " the side (1: paper)"),
+        "box_end": (1 / 3, "side of the pasted box at the end of training, as a share of the "
+                           "image's; it shrinks from 2/3 (0.667: the paper's fixed box)"),
         "main_pieces": (False, "keep only each class's largest piece in each pseudo-label, the "
                                "rest background (1: paper's code)"),
     }
@@ -104,7 +106,7 @@ class BCP(Method):
         xl, yl = labeled["image"][:n], labeled["label"][:n]
         xu = unlabeled["image"][:n]
         pu = self.pseudo_labels(xu)
-        ratio = dynamic_ratio(step - warm, total - warm)
+        ratio = dynamic_ratio(step - warm, total - warm, PAPER_BOX, self.opt("box_end"))
         mask = box_mask(tuple(xl.shape[2:]), ratio, self.generator).to(xl.device)
         # labelled box into unlabelled surroundings, and unlabelled box into labelled surroundings
         img1, lab1 = mix(xl, xu, yl, pu, mask)
