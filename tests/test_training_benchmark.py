@@ -276,13 +276,13 @@ def test_choose_step_on_val_keeps_snapshots_and_scores_the_one_val_prefers(tmp_p
     runs = out.with_suffix(".runs")
     for name in ("labelled-only", "mean_teacher", "all-labelled"):
         assert (runs / f"{name}_seed0.step2.pt").exists()
-        result = json.loads((runs / f"{name}_seed0.json").read_text())
+        result = json.loads((runs / f"{name}_seed0.json").read_text(encoding="utf-8"))
         assert result["step_chosen"] == 2
         assert np.mean(result["dice"]) == pytest.approx(1.0)
         assert np.mean(result["last_step"]["dice"]) == pytest.approx(0.0)
         assert set(result["val_by_step"]) == {"2", "4"}
         assert "snapshot (every 2 steps)" in result["scored_with"]
-    table = out.read_text()
+    table = out.read_text(encoding="utf-8")
     assert "| step chosen on val | mean Dice, last step |" in table
     row = next(line for line in table.splitlines() if line.startswith("| mean_teacher"))
     assert "| 2 | 0.0 |" in row
