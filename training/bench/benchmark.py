@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -247,7 +246,9 @@ def _train_and_evaluate(name, seed, data_dir, labeled, base_config, workdir, log
                 f"loss {e['losses']['loss']:.3f}")
         if e["type"] == "checkpoint" and step_every > 0:
             # the next save overwrites the checkpoint: keep this step's weights aside
-            shutil.copyfile(e["path"], snapshot_path(Path(cfg.checkpoint), e["step"]))
+            weights = Path(e["path"]).read_bytes()
+            atomic_write(snapshot_path(Path(cfg.checkpoint), e["step"]),
+                         lambda fh: fh.write(weights))
 
     path = train(cfg, data, on_event=on_event)
     train_s = time.perf_counter() - t0

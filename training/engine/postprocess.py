@@ -43,19 +43,6 @@ def keep_main_pieces(labels: np.ndarray, mode: str = "per_class") -> np.ndarray:
     return out
 
 
-def main_pieces_per_sample(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Each sample of a batch ``labels`` (N, ...) with every class but its largest piece set to
-    background, sample by sample (a 2-D slice or a 3-D patch); other values (an ignore label)
-    are kept. BCP's reference code cleans its pseudo-labels this way."""
-    out = np.array(labels, copy=True)
-    for n in range(out.shape[0]):
-        for c in range(1, num_classes):
-            mask = out[n] == c
-            if mask.any():
-                out[n][mask & ~_largest_piece(mask)] = 0
-    return out
-
-
 def _largest_piece(mask: np.ndarray) -> np.ndarray:
     """The largest fully connected piece of a boolean ``mask`` (all of it if one piece)."""
     from scipy.ndimage import label

@@ -9,13 +9,14 @@ mask size). An edge head learns the boundaries of the mixed label map (edge-guid
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from training import IGNORE_INDEX
 from training.engine.copy_paste import box_mask, dynamic_ratio, label_edges, mix
 from training.engine.ema import copy_weights, ema_update, make_teacher
 from training.engine.losses import edge_loss, supervised_loss
-from training.engine.postprocess import main_pieces_per_sample
+from training.engine.postprocess import keep_main_pieces
 from training.methods.base import Batch, Method
 
 # side of the box the paper pastes, as a share of the image's (its pre-training's fixed size)
@@ -76,8 +77,9 @@ class BCP(Method):
         if self.opt("main_pieces"):
             # the reference code's clean-up of its pseudo-labels: stray specks taught as
             # background rather than as a structure far from the anatomy
-            cleaned = main_pieces_per_sample(labels.cpu().numpy(), self.num_classes)
-            labels = torch.from_numpy(cleaned).to(labels.device)
+            # (before the confidence mask, so no ignore label is taken for a class)
+            cleaned = [keep_main_pieces(lab, "per_class") for lab in labels.cpu().numpy()]
+            labels = torch.from_numpy(np.stack(cleaned)).to(labels.device)
         if self.conf > 0:
             labels = torch.where(conf >= self.conf, labels, torch.full_like(labels, IGNORE_INDEX))
         return labels
