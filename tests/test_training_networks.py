@@ -113,3 +113,26 @@ def test_a_folded_batch_norm_network_gives_the_same_output_with_no_batch_norm_le
     with torch.no_grad():
         torch.testing.assert_close(folded(x)["logits"], net(x)["logits"], atol=1e-5, rtol=1e-4)
     assert not has_batch_norm(fold_batch_norm(UNet(2, 1, 3, base=4, depth=2)))  # group: as is
+
+
+@pytest.mark.parametrize("unshuffle", [1, 2])
+def test_an_output_prior_makes_the_untrained_network_predict_it_at_every_pixel(unshuffle):
+    from training.engine.networks import set_output_prior
+
+    torch.manual_seed(0)
+    net = UNet(2, 1, 3, base=8, depth=2, unshuffle=unshuffle).eval()
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        equal_odds = torch.softmax(net(x)["logits"], 1)
+    assert float(equal_odds[:, 1].mean()) < 0.6
+    # class 1 is the common one: each pixel of each r x r block must say so (but the rare one
+    # the untrained weights push past a prior of 48:1)
+    assert set_output_prior(net, [0.02, 0.96, 0.02])
+    with torch.no_grad():
+        probs = torch.softmax(net(x)["logits"], 1)
+    said = probs.argmax(1) == 1
+    r = unshuffle
+    assert min(float(said[:, i::r, j::r].float().mean()) for i in range(r) for j in range(r)) > 0.98
+    assert float(probs[:, 1].mean()) > 0.85
+    with pytest.raises(ValueError, match="2 class shares for 3 classes"):
+        set_output_prior(net, [0.5, 0.5])

@@ -272,3 +272,61 @@ def test_a_size_acts_student_cannot_take_is_refused_before_training(tmp_path):
     path = train(_cfg(tmp_path, method="act", size=[24, 24],
                       method_opts={"student_unshuffle": 2, "student_depth": 1}), _data())
     assert load_checkpoint(path)[1]["network"]["unshuffle"] == 2
+
+
+def test_prior_init_starts_the_student_and_its_teacher_at_the_class_shares(tmp_path):
+    data = _data()
+    labels = np.concatenate([lab.ravel() for lab in data.labels])
+    shares = data.class_shares()
+    assert np.allclose(shares, np.bincount(labels, minlength=3) / labels.size, atol=1e-3)
+    want = torch.log(torch.as_tensor(shares, dtype=torch.float32)).repeat_interleave(4)
+
+    def seg_biases(prior_init, init=None, name="m"):
+        """The seg biases of every network after one step at a rate too small to move them."""
+        cfg = _cfg(tmp_path, method="mean_teacher", steps=3, lr=1e-12, checkpoint_every=1,
+                   unshuffle=2, prior_init=prior_init, checkpoint=str(tmp_path / f"{name}.pt"))
+        calls = []
+        path = train(cfg, data, should_stop=lambda: bool(calls.append(1)) or len(calls) > 1,
+                     init_checkpoint=init)
+        state = torch.load(companion_path(path, "resume"), weights_only=True)
+        mods = state["method"]["modules"]
+        return {k: m["seg.bias"] for k, m in mods.items() if "seg.bias" in m}, path
+
+    biases, path = seg_biases(True)
+    assert set(biases) >= {"nets.student", "teacher"}
+    assert all(torch.allclose(b, want, atol=1e-4) for b in biases.values())
+    plain, _ = seg_biases(False, name="plain")
+    assert not any(torch.allclose(b, want, atol=1e-2) for b in plain.values())
+    # fine-tuning keeps what the checkpoint learnt: no prior over it
+    trained = read_checkpoint(path)["state_dict"]["seg.bias"]
+    trained = trained + torch.arange(trained.numel())
+    ckpt = read_checkpoint(path)
+    ckpt["state_dict"]["seg.bias"] = trained
+    torch.save(ckpt, tmp_path / "init.pt")
+    tuned, _ = seg_biases(True, init=str(tmp_path / "init.pt"), name="tuned")
+    assert torch.allclose(tuned["nets.student"], trained, atol=1e-4)
+
+
+def test_class_shares_count_weak_voxels_as_their_class_and_skip_unannotated_ones():
+    image = np.zeros((2, 8, 8), np.float32)
+    labels = np.full((2, 8, 8), 255, np.uint8)
+    labels[0, :4] = 0  # 32 background
+    labels[0, 4:6] = 1  # 16 class 1
+    labels[1, :2] = 128 + 1  # 16 weak class 1
+    # weak labels come from the tags path, which builds its TrainData directly
+    shares = TrainData([image], [labels], num_classes=3).class_shares()
+    assert np.allclose(shares, [0.5, 0.5 - 1e-3, 1e-3], atol=2e-3)
+    assert shares.min() >= 1e-3 * 0.99 and np.isclose(shares.sum(), 1.0)
+
+
+def test_a_methods_lr_option_sets_its_runs_rate_over_the_commands(tmp_path):
+    from training.fit.trainer import method_settings
+
+    events = []
+    settings = method_settings("mean_teacher:lr=0.05")
+    assert settings["lr"] == 0.05 and "lr" not in settings["method_opts"]
+    # the command's --lr is 1e-3; the method's option wins, as the trainer's config takes it
+    cfg = _cfg(tmp_path, lr_warmup=0.0, **{"lr": 1e-3, **settings})
+    train(cfg, _data(), on_event=events.append)
+    rates = [e["losses"]["lr"] for e in events if e["type"] == "progress"]
+    assert rates[0] == pytest.approx(0.05) and max(rates) == pytest.approx(0.05)

@@ -214,6 +214,18 @@ class TrainData:
         return cls(imgs, labs, unl, num_classes, names_c, norm, list(names or []),
                    channels=channels)
 
+    def class_shares(self) -> np.ndarray:
+        """Share of each class among the annotated voxels (weak class c counts as c), each at
+        least 1e-3: the prior a from-scratch network's output starts from."""
+        counts = np.zeros(self.num_classes, dtype=np.float64)
+        for lab in self.labels:
+            values = lab[lab != IGNORE_INDEX].astype(np.int64)
+            values = np.where(values >= WEAK_BASE, values - WEAK_BASE, values)
+            counts += np.bincount(values[values < self.num_classes],
+                                  minlength=self.num_classes)[: self.num_classes]
+        shares = np.maximum(counts / max(counts.sum(), 1.0), 1e-3)
+        return shares / shares.sum()
+
     def summary(self) -> dict:
         """Plain-dict description stored in checkpoints."""
         annotated = sum(int((lab != IGNORE_INDEX).sum()) for lab in self.labels)

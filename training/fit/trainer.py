@@ -58,6 +58,9 @@ class TrainConfig:
     lr_warmup: float = 0.02
     clip_grad: float = 12.0
     weights_ema: float = 0.999
+    # a network trained from scratch starts its output at the labelled class shares
+    # (training.engine.networks.set_output_prior); a fine-tuned one keeps its checkpoint's
+    prior_init: bool = False
     # 2-D: "patch" takes patches of `size` from the native pixel grid (training.engine.patches);
     # "resize" squashes whole slices to `size` (the earlier recipe, kept for comparison)
     sampling: str = "patch"
@@ -214,7 +217,8 @@ def train(
         optimizer=config.optimizer, lr_warmup=config.lr_warmup, clip_grad=config.clip_grad,
         weights_ema=config.weights_ema, **config.method_opts,
     )
-    method.setup(model_config, device)
+    method.setup(model_config, device, output_prior=data.class_shares()
+                 if config.prior_init and init is None else None)
     _check_output_network_fits(method.model_config, config)
     if init is not None:
         try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -28,6 +28,7 @@ GENERAL_OPTIONS: dict[str, str] = {
     "warmup_fraction": "share of the steps trained supervised only, before the method's terms",
     "consistency": "weight of the unlabelled (consistency) term",
     "rampup_fraction": "share of the steps over which that weight ramps up (sigmoid)",
+    "lr": "this method's peak learning rate, over --lr (a table's arm at the rate its val chose)",
 }
 PASSED_TO_ALL = {"seed", "refresh_every"}  # the trainer hands these to every method
 PRECISIONS = ("fp32", "bf16")
@@ -161,7 +162,10 @@ class Method:
         return type(default)(self.opts.get(name, default))
 
     # ----- construction -------------------------------------------------------------------
-    def setup(self, model_config: dict, device: torch.device | str = "cpu") -> None:
+    def setup(self, model_config: dict, device: torch.device | str = "cpu",
+              output_prior: Sequence[float] | None = None) -> None:
+        """Build the networks on ``device`` and their optimiser. ``output_prior`` (class
+        shares) starts every trained U-Net's output there, before teachers copy it."""
         self.device = torch.device(device)
         self.use_bf16 = self.precision == "bf16" and (
             self.device.type == "cuda"
@@ -171,6 +175,11 @@ class Method:
         self.build(self.model_config)
         for net in self.nets.values():
             net.to(self.device)
+        if output_prior is not None:
+            from training.engine.networks import set_output_prior
+
+            for net in self.nets.values():
+                set_output_prior(unwrap(net), output_prior)
         self._after_build()
         params = [p for net in self.nets.values() for p in net.parameters() if p.requires_grad]
         kind, extra = {"sgd": (torch.optim.SGD, {"momentum": 0.9}),
