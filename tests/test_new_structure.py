@@ -240,3 +240,27 @@ def test_a_user_who_paints_the_ends_gets_nothing_beyond_them(tmp_path):
     for p, f in zip(limited, free, strict=True):
         assert not p[[0, 7]].any()
         np.testing.assert_array_equal(p[1:7], f[1:7])  # inside, the same prediction
+
+
+def test_a_new_models_first_retrain_starts_at_the_painted_class_shares(tmp_path):
+    image, truth = _scan()
+    start = new_model(tmp_path / "new.pt", ["background", "left kidney", "right kidney"],
+                      size=[32, 32], base=4, depth=2, unshuffle=2)
+    sparse = np.full(truth.shape, IGNORE_INDEX, np.uint8)
+    sparse[[1, 6]] = truth[[1, 6]]
+    painted = truth[[1, 6]].ravel()
+    shares = np.bincount(painted, minlength=3) / painted.size
+    want = torch.log(torch.as_tensor(shares, dtype=torch.float32)).repeat_interleave(4)
+    still = {**TINY, "lr": 1e-12}  # one step that moves nothing
+    first = finetune(start, image, sparse, steps=1, out_path=tmp_path / "v1.pt", device="cpu",
+                     prior_init=True, **still)
+    assert torch.allclose(read_checkpoint(first)["state_dict"]["seg.bias"], want, atol=1e-4)
+    plain = finetune(start, image, sparse, steps=1, out_path=tmp_path / "p1.pt", device="cpu",
+                     prior_init=False, **still)
+    assert not torch.allclose(read_checkpoint(plain)["state_dict"]["seg.bias"], want, atol=1e-2)
+    # the next Retrain starts from what the first one taught, prior or not
+    sparse[3] = 0
+    again = finetune(plain, image, sparse, steps=1, out_path=tmp_path / "v2.pt", device="cpu",
+                     prior_init=True, **still)
+    assert torch.allclose(read_checkpoint(again)["state_dict"]["seg.bias"],
+                          read_checkpoint(plain)["state_dict"]["seg.bias"], atol=1e-4)

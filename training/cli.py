@@ -292,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a new model's network instead of the plugin's, e.g. unshuffle=2 "
                          "base=12 (keys of NEW_MODEL_NETWORK), size=96 for its patch, and "
                          "whole_slice_up_to=1.0 for its prediction windows")
+    ef.add_argument("--prior-init", type=int, choices=(0, 1), default=None,
+                    help="1: a New model's first Retrain starts its output at the painted "
+                         "slices' class shares; 0: at equal odds (default: the plugin's)")
     ef.add_argument("--prior-fill", choices=["register", "interpolation"], default=None,
                     help="--fixed-k: the prior's pseudo-labels from the registered fill or "
                          "from shape interpolation (default: as the plugin)")
@@ -979,6 +982,8 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
     extra: dict = {"prior": args.prior} if args.prior else {}
     if args.pretrained:
         extra["pretrained"] = args.pretrained
+    if args.prior_init is not None:
+        extra["prior_init"] = bool(args.prior_init)
     if args.new_network:
         extra["network"] = _network_overrides(args.new_network)
     if args.prior_fill:

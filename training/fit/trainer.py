@@ -58,8 +58,9 @@ class TrainConfig:
     lr_warmup: float = 0.02
     clip_grad: float = 12.0
     weights_ema: float = 0.999
-    # a network trained from scratch starts its output at the labelled class shares
-    # (training.engine.networks.set_output_prior); a fine-tuned one keeps its checkpoint's
+    # a network trained from scratch (or a New model's untrained one) starts its output at the
+    # labelled class shares (training.engine.networks.set_output_prior); a fine-tuned one
+    # keeps its checkpoint's
     prior_init: bool = False
     # 2-D: "patch" takes patches of `size` from the native pixel grid (training.engine.patches);
     # "resize" squashes whole slices to `size` (the earlier recipe, kept for comparison)
@@ -217,14 +218,15 @@ def train(
         optimizer=config.optimizer, lr_warmup=config.lr_warmup, clip_grad=config.clip_grad,
         weights_ema=config.weights_ema, **config.method_opts,
     )
-    method.setup(model_config, device, output_prior=data.class_shares()
-                 if config.prior_init and init is None else None)
+    method.setup(model_config, device)
     _check_output_network_fits(method.model_config, config)
     if init is not None:
         try:
             method.load_weights(init["state_dict"])
         except ValueError as exc:
             raise DataError(str(exc)) from None
+    if config.prior_init and (init is None or init["meta"].get("untrained")):
+        method.start_outputs_at(data.class_shares())  # a New model has learnt nothing yet
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
         method.wrap(lambda m: DistributedDataParallel(m, device_ids=ids,

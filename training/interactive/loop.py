@@ -415,6 +415,10 @@ def split_held_back(
 # A fine-tune starts from a trained model: a gentler learning rate than training from scratch,
 # and no supervised warm-up (the starting model already gives sensible pseudo-labels). Half the
 # training batch: a few labelled slices need no batch of 8, and the user waits for each step.
+# A New model's first Retrain starts its output at the painted slices' class shares
+# (TrainConfig.prior_init)
+NEW_MODEL_PRIOR_INIT = False
+
 FINETUNE_DEFAULTS: dict[str, Any] = {"lr": 2e-3, "warmup_fraction": 0.0, "log_every": 1,
                                      "labeled_bs": 4, "unlabeled_bs": 4}
 
@@ -522,6 +526,7 @@ def finetune(
     if meta.get("untrained"):  # from scratch: the rate that converges in a few hundred steps
         config.setdefault("lr", 1e-2)
         config.setdefault("labeled_bs", 8)
+        config.setdefault("prior_init", NEW_MODEL_PRIOR_INIT)
     data = TrainData.from_arrays(
         images, label_vols, list(unlabelled_volumes), num_classes=num_classes,
         class_names=names if names and len(names) == num_classes else None,

@@ -162,10 +162,7 @@ class Method:
         return type(default)(self.opts.get(name, default))
 
     # ----- construction -------------------------------------------------------------------
-    def setup(self, model_config: dict, device: torch.device | str = "cpu",
-              output_prior: Sequence[float] | None = None) -> None:
-        """Build the networks on ``device`` and their optimiser. ``output_prior`` (class
-        shares) starts every trained U-Net's output there, before teachers copy it."""
+    def setup(self, model_config: dict, device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)
         self.use_bf16 = self.precision == "bf16" and (
             self.device.type == "cuda"
@@ -175,11 +172,6 @@ class Method:
         self.build(self.model_config)
         for net in self.nets.values():
             net.to(self.device)
-        if output_prior is not None:
-            from training.engine.networks import set_output_prior
-
-            for net in self.nets.values():
-                set_output_prior(unwrap(net), output_prior)
         self._after_build()
         params = [p for net in self.nets.values() for p in net.parameters() if p.requires_grad]
         kind, extra = {"sgd": (torch.optim.SGD, {"momentum": 0.9}),
@@ -209,6 +201,16 @@ class Method:
     def load_weights(self, state_dict: dict) -> None:
         """Initialise the main network (and its teachers) from a checkpoint's weights."""
         load_compatible(unwrap(self.main()), state_dict)
+        self._after_build()
+        self._restart_average()
+
+    def start_outputs_at(self, shares: Sequence[float]) -> None:
+        """Start every trained U-Net's output at the class ``shares`` (log-prior bias), and its
+        teachers and weight average from there: for a network that has learnt nothing yet."""
+        from training.engine.networks import set_output_prior
+
+        for net in self.nets.values():
+            set_output_prior(unwrap(net), shares)
         self._after_build()
         self._restart_average()
 
