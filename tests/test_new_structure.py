@@ -252,8 +252,9 @@ def test_a_new_models_first_retrain_starts_at_the_painted_class_shares(tmp_path)
     shares = np.bincount(painted, minlength=3) / painted.size
     want = torch.log(torch.as_tensor(shares, dtype=torch.float32)).repeat_interleave(4)
     still = {**TINY, "lr": 1e-12}  # one step that moves nothing
+    # the default, as the dock's New model calls it
     first = finetune(start, image, sparse, steps=1, out_path=tmp_path / "v1.pt", device="cpu",
-                     prior_init=True, **still)
+                     **still)
     assert torch.allclose(read_checkpoint(first)["state_dict"]["seg.bias"], want, atol=1e-4)
     plain = finetune(start, image, sparse, steps=1, out_path=tmp_path / "p1.pt", device="cpu",
                      prior_init=False, **still)
