@@ -330,3 +330,15 @@ def test_a_methods_lr_option_sets_its_runs_rate_over_the_commands(tmp_path):
     train(cfg, _data(), on_event=events.append)
     rates = [e["losses"]["lr"] for e in events if e["type"] == "progress"]
     assert rates[0] == pytest.approx(0.05) and max(rates) == pytest.approx(0.05)
+
+
+def test_a_models_card_says_whether_its_output_started_at_the_class_shares(tmp_path):
+    from training.library.model_card import recipe_summary
+
+    said = {}
+    for prior in (True, False):
+        path = train(_cfg(tmp_path, steps=1, prior_init=prior,
+                          checkpoint=str(tmp_path / f"{prior}.pt")), _data())
+        said[prior] = recipe_summary(read_checkpoint(path)["meta"])
+    assert "output started at the class shares" in said[True]
+    assert "class shares" not in said[False]

@@ -117,6 +117,7 @@ def recipe_summary(meta: dict[str, Any]) -> str:
     reads = model_channels(meta)
     channels = f"{reads} channels in; " if reads > 1 else ""
     ema = cfg.get("weights_ema") or 0
+    start = ", output started at the class shares" if cfg.get("prior_init") else ""
 
     if int(meta.get("dims", 2)) == 3:
         down = float(meta.get("downsample", 1) or 1)
@@ -127,13 +128,13 @@ def recipe_summary(meta: dict[str, Any]) -> str:
                 f"structure), {aug_words}; {cfg.get('optimizer', 'adamw')} lr {cfg.get('lr')}, "
                 f"warm-up {100 * float(cfg.get('lr_warmup', 0)):.0f} %, poly decay, gradient "
                 f"clip {cfg.get('clip_grad', 0)}" + (f", weight average {ema}" if ema else "")
-                + f"; {steps}; Gaussian sliding-window predict")
+                + f"{start}; {steps}; Gaussian sliding-window predict")
     return (f"{channels}native-grid patches {size} "
             f"({100 * float(cfg.get('foreground_share', 1 / 3)):.0f} "
             f"% centred on a structure), {aug_words}; {cfg.get('optimizer', 'adamw')} lr "
             f"{cfg.get('lr')}, warm-up {100 * float(cfg.get('lr_warmup', 0)):.0f} %, poly decay, "
             f"gradient clip {cfg.get('clip_grad', 0)}"
-            + (f", weight average {ema}" if ema else "") + f"; {steps}; Gaussian "
+            + (f", weight average {ema}" if ema else "") + f"{start}; {steps}; Gaussian "
             f"sliding-window predict" + _whole_words(whole_slice_factor(meta)))
 
 
