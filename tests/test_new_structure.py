@@ -54,7 +54,9 @@ def test_a_new_model_learns_two_named_structures_from_painted_slices(tmp_path):
     assert read_checkpoint(start)["meta"]["untrained"] is True
     sparse = np.full(truth.shape, IGNORE_INDEX, np.uint8)
     sparse[[1, 6]] = truth[[1, 6]]
-    out = finetune(start, image, sparse, steps=60, out_path=tmp_path / "v1.pt", device="cpu",
+    # the dock's 200 steps (NEW_MODEL_STEPS): started at the class shares, the smaller kidney
+    # was still missed after 60-100 steps in 3 of 5 seeds of this toy, never after 200
+    out = finetune(start, image, sparse, steps=200, out_path=tmp_path / "v1.pt", device="cpu",
                    anchor=0.9, **TINY)
     model, meta = load_checkpoint(out)
     assert meta["class_names"] == ["background", "left kidney", "right kidney"]

@@ -76,9 +76,10 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip-grad", type=float, default=12.0, help="max gradient norm (0 = off)")
     p.add_argument("--weights-ema", type=float, default=0.999,
                    help="decay of the moving average of the weights kept as the model (0 = off)")
-    p.add_argument("--prior-init", type=int, default=0, choices=(0, 1),
-                   help="1: a network trained from scratch starts its output at the labelled "
-                        "class shares (log-prior bias), not at equal odds")
+    p.add_argument("--prior-init", type=int, default=1, choices=(0, 1),
+                   help="1 (default): a network trained from scratch starts its output at the "
+                        "labelled class shares (log-prior bias); 0: at equal odds, as models "
+                        "trained before 2026-12-05 (the shipped ones among them)")
     p.add_argument("--base", type=int, default=12,
                    help="channels of the first U-Net level (12: the shipped models' network)")
     p.add_argument("--depth", type=int, default=4)
@@ -400,7 +401,7 @@ def _config(args: argparse.Namespace, **extra):
         missing_channels=getattr(args, "missing_channels", None),
         foreground_share=args.foreground_share, lr_warmup=args.lr_warmup,
         clip_grad=args.clip_grad, weights_ema=args.weights_ema, unshuffle=unshuffle,
-        prior_init=bool(getattr(args, "prior_init", 0)),
+        prior_init=bool(getattr(args, "prior_init", 1)),
         deterministic=not getattr(args, "fast_kernels", False),
         compile=getattr(args, "compile", None),
     )
