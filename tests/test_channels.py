@@ -72,8 +72,12 @@ def test_a_three_channel_model_trains_and_predicts_from_rgb(tmp_path):
 
     scans = [_rgb_scan(k) for k in range(3)]
     data = TrainData.from_arrays([s[0] for s in scans], [s[1] for s in scans], num_classes=2)
+    # equal odds: 60-120 steps of this 4-channel toy network never lifted the square out of a
+    # start at the class shares (Dice 0.0 and 0.15), while from equal odds it reaches 0.9 in 60;
+    # the default start is chosen on real scans (benchmarks/results/acdc_prior_init.md)
     cfg = TrainConfig(steps=60, size=[32, 32], labeled_bs=4, unlabeled_bs=0, base=4, depth=2,
-                      device="cpu", checkpoint=str(tmp_path / "rgb.pt"), lr=3e-3)
+                      device="cpu", checkpoint=str(tmp_path / "rgb.pt"), lr=3e-3,
+                      prior_init=False)
     model, meta = load_checkpoint(train(cfg, data))
     assert model_channels(meta) == 3
     image, labels = _rgb_scan(7)  # an unseen scan

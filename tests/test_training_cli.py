@@ -257,3 +257,17 @@ def test_a_folder_of_patients_png_folders_gives_one_volume_each(dataset, tmp_pat
     assert sorted(p.name for p in out.iterdir()) == ["alice.nii.gz", "bob.nii.gz"]
     assert read_labels(out / "alice.nii.gz")[0].shape == (3, 32, 32)
     assert read_labels(out / "bob.nii.gz")[0].shape == (2, 32, 32)
+
+
+def test_prior_init_is_on_for_training_from_scratch_and_off_for_weak_labels_unless_asked():
+    from training.cli import _config, _prior_init, build_parser
+
+    def parsed(*extra):
+        return build_parser().parse_args(["train", "--data", "d", "--out", "m.pt",
+                                          "--labeled", "2", *extra])
+
+    assert _config(parsed()).prior_init is True
+    assert _config(parsed("--prior-init", "0")).prior_init is False
+    # the weak path (--tags) asks for default 0: equal odds unless the command says 1
+    assert _prior_init(parsed(), default=0) is False
+    assert _prior_init(parsed("--prior-init", "1"), default=0) is True
