@@ -475,3 +475,15 @@ def test_act_distillation_phase_keeps_the_teachers_schedule_and_restarts_the_stu
     # the student's rate rises again in the phase and decays to its end
     assert phased.learning_rate(1500 + 40, 3000) == plain.learning_rate(40, 1500)
     assert phased.learning_rate(2999, 3000) < 1e-5
+
+
+def test_bcp_weighs_the_mixed_unlabelled_term_as_the_labelled_one_by_default():
+    lab, unl = _batches()
+    unsup = {}
+    for opts in ({}, {"u_weight": 0.5}):  # the default (chosen on ACDC val), then the paper's
+        torch.manual_seed(0)
+        m = get_method("bcp", warmup_fraction=0.0, conf=0.0, **opts)  # every pseudo-label
+        m.setup(TINY, "cpu")
+        unsup[opts.get("u_weight", 1.0)] = float(m.step(lab, unl, 0, 4)["unsup"])
+    assert unsup[1.0] > 0
+    assert math.isclose(unsup[1.0], 2 * unsup[0.5], rel_tol=1e-5)

@@ -30,14 +30,17 @@ def should_refresh(step: int, warmup_steps: int, period: int) -> bool:
 
 class BCP(Method):
     name = "bcp"
-    # Defaults are the variant chosen on the ACDC val split (conf 0.9, sup 1, warm-up 0.3;
-    # benchmarks/results/acdc_label_efficiency_2000.md); the paper's own setting is
-    # bcp:conf=0,sup=0,warmup_fraction=0.5,warm_paste=1
+    # Defaults are the variant chosen on the ACDC val split (conf 0.9, sup 1, warm-up 0.3:
+    # benchmarks/results/acdc_label_efficiency_2000.md; u_weight 1 once the output started at
+    # the class shares: acdc_prior_init_bcp_uw1.md); the paper's own setting is
+    # bcp:conf=0,sup=0,u_weight=0.5,warmup_fraction=0.5,warm_paste=1
     default_warmup = 0.3
     options = {
         "conf": (0.9, "ignore pseudo-labels below this mean teacher probability (0: paper)"),
         "sup": (1.0, "weight of a plain supervised term on the unmixed labelled batch (0: paper)"),
-        "u_weight": (0.5, "weight of the mixed unlabelled term"),
+        # with conf masking the teachers' unsure pixels, their pseudo-labels earn the labels' weight
+        "u_weight": (1.0, "weight of the mixed unlabelled term, against 1 for the mixed labelled"
+                          " one (0.5: paper)"),
         "edge": (True, "train the boundary head (1/0)"),
         "edge_weight": (0.1, "weight of the boundary term"),
         "warm_paste": (False, "warm up on labelled images pasted into each other, a box of 2/3"
