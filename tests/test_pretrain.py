@@ -93,3 +93,43 @@ def test_unlabelled_slices_read_single_channel_scans_and_leave_the_first_ones_ou
     assert unlabelled_slices([root], [16, 16], per_volume=2).shape == (6, 16, 16)
     with pytest.raises(ValueError, match="no single-channel"):
         unlabelled_slices([root], [16, 16], skip=3)
+
+
+def test_a_new_models_network_trained_with_another_anatomys_labels_starts_new_models(
+        tmp_path, capsys, monkeypatch):
+    """`semiseg train --new-model-network`: the dock's New-model network, learnt with labels of
+    structures the user will not teach; a New model copies all of it but the output layer."""
+    import tempfile
+
+    from test_training_synth import write_dataset
+
+    from training.cli import main
+    from training.interactive.new_model import NEW_MODEL_NETWORK
+
+    data = write_dataset(tmp_path / "data", n=4)
+    out = tmp_path / "start.pt"
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    argv = ["train", "--data", str(data), "--method", "supervised", "--labeled", "1",
+            "--dims", "2d", "--steps", "4", "--size", "32", "32", "--labeled-bs", "2",
+            "--unlabeled-bs", "0", "--device", "cpu", "--class-names", "background,blob,ring",
+            "--new-model-network", "--out", str(out)]
+    assert main(argv) == 0
+    net, meta = load_checkpoint(out)
+    assert {k: meta["network"][k] for k in NEW_MODEL_NETWORK} == NEW_MODEL_NETWORK
+    assert meta["class_names"] == ["background", "blob", "ring"] and not meta.get("untrained")
+    assert not list((tmp_path / "tmp").iterdir())  # its untrained start was removed
+    # it learnt: its weights left the untrained start that new_model draws with the same seed
+    start = load_checkpoint(new_model(tmp_path / "untrained.pt", ["background", "blob", "ring"]))[0]
+    trained = net.state_dict()
+    assert any(not torch.equal(trained[k], v) for k, v in start.state_dict().items())
+
+    started = new_model(tmp_path / "new.pt", ["background", "a", "b"], pretrained=out)
+    own = load_checkpoint(started)[0].state_dict()
+    body = [k for k in trained if not k.startswith("seg.")]
+    assert body and all(torch.equal(own[k], trained[k]) for k in body)
+    assert own["seg.weight"].shape[0] == 3 * NEW_MODEL_NETWORK["unshuffle"] ** 2
+
+    capsys.readouterr()
+    assert main([*argv[:-2], "--init", str(out), "--out", str(tmp_path / "x.pt")]) != 0
+    assert "leave out --init" in capsys.readouterr().err

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -134,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", required=True)
     t.add_argument("--init", default=None, help="fine-tune from this checkpoint")
+    t.add_argument("--new-model-network", action="store_true",
+                   help="train the network a New model has in the dock (base 8, group norm, "
+                        "half resolution), to start New models from (--pretrained, and the "
+                        "dock's models/pretrained/new_model_unet2d.pt)")
     t.add_argument("--resume", action="store_true",
                    help="continue a stopped run from OUT's .resume.pt (same command otherwise)")
     t.add_argument("--num-classes", type=int, default=None)
@@ -289,8 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="on a scan that starts from a taught model, judge each Retrain on "
                          "held-back painted slices from 2 painted slices")
     ef.add_argument("--pretrained", default=None, metavar="PATH",
-                    help="a new model starts from this label-free pretrained network "
-                         "(semiseg pretrain); default: from random weights")
+                    help="a new model starts from this network of its shape (semiseg train "
+                         "--new-model-network on another anatomy, or semiseg pretrain without "
+                         "labels); default: from random weights")
     ef.add_argument("--new-network", nargs="+", default=None, metavar="KEY=VALUE",
                     help="a new model's network instead of the plugin's, e.g. unshuffle=2 "
                          "base=12 (keys of NEW_MODEL_NETWORK), size=96 for its patch, and "
@@ -431,6 +438,18 @@ def train_steps(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    if not args.new_model_network:
+        return _train_command(args, None)
+    if args.tags:
+        raise DataError("--new-model-network learns from dense labels (--labeled), not --tags")
+    work = tempfile.mkdtemp(prefix="semiseg_new_model_")  # its untrained start, read once
+    try:
+        return _train_command(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _train_command(args: argparse.Namespace, work: str | None) -> int:
     from training.core.distributed import cleanup
     from training.engine.data import load_train_data
     from training.fit.trainer import method_settings, train
@@ -459,6 +478,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if len(names) != data.num_classes or any(not n for n in names):
             raise DataError(f"--class-names needs {data.num_classes} names (background first)")
         data.class_names = names
+    if work is not None:
+        if args.init:
+            raise DataError("--new-model-network starts a new network: leave out --init")
+        args.init = _new_model_network(work, data.class_names, args.seed)
+        init_meta = load_checkpoint(args.init)[1]
+        args.depth = int(init_meta["network"]["depth"])
+        args.unshuffle = int(init_meta["network"].get("unshuffle", 1))
     if init_meta is not None:
         check_init_fits(args.init, init_meta, data.class_names)
     cfg = _config(args, **method_settings(args.method), seed=args.seed, checkpoint=args.out,
@@ -482,6 +508,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
         # while another still talks to it (a rank died of SIGABRT at exit once in CI)
         cleanup()
     return 0
+
+
+def _pretrained_on(path: str) -> str:
+    """How a New model's starting network learnt: with labels (and which), or without."""
+    from training.engine.checkpoint import read_meta
+
+    meta = read_meta(path)
+    if meta.get("method") == "pretrain_restore":
+        return "pretrained without labels"
+    names = list(meta.get("class_names", [])[1:])
+    return f"trained with labels of {', '.join(names) or 'another data set'}"
+
+
+def _new_model_network(folder: str, class_names: Sequence[str], seed: int) -> str:
+    """An untrained checkpoint of the New model's network for ``class_names``, to train."""
+    from training.interactive.new_model import new_model
+
+    return new_model(Path(folder) / "untrained_new_model_network.pt", class_names, seed=seed)
 
 
 def _print_event(e: dict) -> None:
@@ -1001,7 +1045,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         if not args.fixed_k:
             raise DataError("--prior-fill goes with --fixed-k (a Retrain follows the plugin)")
         extra["prior_fill"] = args.prior_fill
-    start_weights = (f"pretrained without labels: {args.pretrained}" if args.pretrained
+    start_weights = (f"{_pretrained_on(args.pretrained)}: {args.pretrained}" if args.pretrained
                      else "random")
     if args.new_network:
         start_weights += f"; network {' '.join(args.new_network)}"
