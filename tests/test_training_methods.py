@@ -206,7 +206,7 @@ def test_bcp_ignores_pseudo_labels_below_confidence():
     _, unl = _batches()
     labels = {}
     for conf in (0.0, 0.5, 0.99):
-        m = get_method("bcp", warmup_fraction=0.0, conf=conf)
+        m = get_method("bcp", warmup_fraction=0.0, conf=conf, main_pieces=0)
         m.setup(TINY, "cpu")
         with torch.no_grad():
             p = 0.5 * (torch.softmax(m.ema_teacher(unl["image"])["logits"], 1)
@@ -262,15 +262,17 @@ def test_bcp_main_pieces_keeps_one_piece_of_each_class_per_pseudo_label():
     logits = 5.0 * torch.nn.functional.one_hot(truth, 3).movedim(-1, 1).float()
     _, unl = _batches()
     labels = {}
-    for pieces in (0, 1):
-        m = get_method("bcp", warmup_fraction=0.0, conf=0.0, main_pieces=pieces)
+    for pieces in (0, 1, None):  # None: the default, chosen on ACDC val
+        opts = {} if pieces is None else {"main_pieces": pieces}
+        m = get_method("bcp", warmup_fraction=0.0, conf=0.0, **opts)
         m.setup(TINY, "cpu")
         m.ema_teacher = m.static_teacher = _FixedTeacher(logits)
         labels[pieces] = m.pseudo_labels(unl["image"])
-    assert torch.equal(labels[0], truth)  # off (the default): the specks are taught
+    assert torch.equal(labels[0], truth)  # off: the specks are taught
     expected = truth.clone()
     expected[0, 0, 15] = expected[0, 15, 0] = expected[1, 12, 2] = 0
     assert torch.equal(labels[1], expected)  # on: they are taught as background
+    assert torch.equal(labels[None], expected)  # on by default
 
 
 def test_bcp_plain_supervised_term_is_the_loss_on_the_unmixed_batch():
