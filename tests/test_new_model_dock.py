@@ -177,7 +177,8 @@ def test_a_fourth_structure_on_the_shipped_cardiac_model(qtbot, make_napari_view
 
 def test_new_model_starts_from_a_shipped_pretrained_network(make_napari_viewer, tmp_path,
                                                            monkeypatch):
-    """When a label-free pretrained network is shipped, New model starts from its weights."""
+    """When a starting network is shipped (here a label-free one), New model starts from its
+    weights."""
     import napari_semiseg.default_model as dm
     from training.interactive.new_model import NEW_MODEL_SIZE
     from training.interactive.pretrain import pretrain
