@@ -357,9 +357,10 @@ def test_method_options_are_declared_typed_and_checked():
     with pytest.raises(ValueError, match="no option"):  # nor when built directly
         get_method("mean_teacher", mc_passes=4)
     m = get_method("bcp")  # defaults: the variant validation chose
-    assert (m.opt("conf"), m.opt("sup"), m.warmup_fraction) == (0.9, 1.0, 0.3)
+    assert (m.opt("conf"), m.opt("sup"), m.warmup_fraction) == (0.8, 1.0, 0.3)
+    assert (m.opt("u_weight"), m.opt("main_pieces")) == (1.0, True)
     text = options_help()
-    for name in ("bcp:conf=0.9", "ua_mt:mc_passes=4", "dtml:heaviside_k", "act:student_base",
+    for name in ("bcp:conf=0.8", "ua_mt:mc_passes=4", "dtml:heaviside_k", "act:student_base",
                  "cam_weak:confidence", "any:warmup_fraction"):
         assert name in text
 
