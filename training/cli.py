@@ -460,8 +460,7 @@ def _train_command(args: argparse.Namespace, work: str | None) -> int:
     check_train_paths(args)
     init_meta = load_checkpoint(args.init)[1] if args.init else None  # checked before reading
     if init_meta is not None:  # fine-tuning keeps the --init network: check sizes against it
-        args.depth = int(init_meta["network"].get("depth", args.depth))
-        args.unshuffle = int(init_meta["network"].get("unshuffle", 1))
+        _keep_init_network(args, init_meta)
         check_init_fits(args.init, init_meta, [], args.num_classes)
     if args.tags:
         return _train_from_tags(args)
@@ -483,8 +482,7 @@ def _train_command(args: argparse.Namespace, work: str | None) -> int:
             raise DataError("--new-model-network starts a new network: leave out --init")
         args.init = _new_model_network(work, data.class_names, args.seed)
         init_meta = load_checkpoint(args.init)[1]
-        args.depth = int(init_meta["network"]["depth"])
-        args.unshuffle = int(init_meta["network"].get("unshuffle", 1))
+        _keep_init_network(args, init_meta)
     if init_meta is not None:
         check_init_fits(args.init, init_meta, data.class_names)
     cfg = _config(args, **method_settings(args.method), seed=args.seed, checkpoint=args.out,
@@ -508,6 +506,12 @@ def _train_command(args: argparse.Namespace, work: str | None) -> int:
         # while another still talks to it (a rank died of SIGABRT at exit once in CI)
         cleanup()
     return 0
+
+
+def _keep_init_network(args: argparse.Namespace, init_meta: dict) -> None:
+    """Training from a checkpoint keeps its network: the size checks read its depth."""
+    args.depth = int(init_meta["network"].get("depth", args.depth))
+    args.unshuffle = int(init_meta["network"].get("unshuffle", 1))
 
 
 def _pretrained_on(path: str) -> str:
