@@ -12,7 +12,9 @@ through :class:`~napari_semiseg.training_bridge.TrainingBridge`:
 - ``warning`` (message): unlabelled scans that could not be used;
 - ``done``: ``checkpoint``, ``prediction``, ``uncertainty`` (``.npy`` paths) and the verdict:
   ``adopted``, ``reason``, ``old_score``, ``new_score``, ``old_scores`` / ``new_scores`` (Dice per
-  held-back slice), with ``parent``, ``method``, ``steps``; or ``cancelled``.
+  held-back slice), with ``parent``, ``method``, ``steps``, and, when slices were held back,
+  ``kept_prediction`` / ``kept_uncertainty``: the previous model shown with every painted
+  slice, for a Retrain not adopted; or ``cancelled``.
 """
 
 from __future__ import annotations
@@ -236,10 +238,16 @@ def run_retrain(job: RetrainJob, emit: Callable[[Event], None],
     pred_path, unc_path = out / "prediction.npy", out / "uncertainty.npy"
     np.save(pred_path, result.prediction)
     np.save(unc_path, result.uncertainty)
+    kept: dict = {}
+    if result.kept_prediction is not None:  # shown if the Retrain is not adopted
+        kept = {"kept_prediction": str(out / "kept_prediction.npy"),
+                "kept_uncertainty": str(out / "kept_uncertainty.npy")}
+        np.save(kept["kept_prediction"], result.kept_prediction)
+        np.save(kept["kept_uncertainty"], result.kept_uncertainty)
     v = result.verdict
     emit({
         "type": "done", "checkpoint": result.checkpoint, "prediction": str(pred_path),
-        "uncertainty": str(unc_path), "adopted": v.adopted, "reason": v.reason,
+        "uncertainty": str(unc_path), **kept, "adopted": v.adopted, "reason": v.reason,
         "old_score": v.old_score, "new_score": v.new_score, "old_scores": v.old_scores,
         "new_scores": v.new_scores, "parent": job.parent, "method": job.method,
         "steps": job.steps, "extent": job.extent,

@@ -622,18 +622,15 @@ class Session(SessionFiles):
         with its verdict, then refresh or restore. Returns (version, adopted, reason).
 
         Adopted: the new prediction replaces the old one off the labelled slices. Rejected: the
-        prediction from before any mid-training preview comes back, with nothing beyond the
+        previous model's prediction as shown with every painted slice
+        (``event["kept_prediction"]``) or, without one, the prediction from before any
+        mid-training preview comes back, with nothing beyond the
         painted extent when the Retrain was asked to keep within it (``event["extent"]``):
         the user said the structure lies between those slices, whichever model is kept.
         """
-        pred = unc = None
-        if event.get("prediction"):  # read and check first: a bad result changes nothing
-            pred = self._check_fits(np.load(event["prediction"], allow_pickle=False),
-                                    "new prediction")
-            self._check_label_values(pred, "new prediction")
-            if event.get("uncertainty"):
-                unc = self._checked_uncertainty(np.load(event["uncertainty"],
-                                                        allow_pickle=False))
+        pred, unc = self._read_result(event, "prediction", "uncertainty", "new prediction")
+        kept, kept_unc = self._read_result(event, "kept_prediction", "kept_uncertainty",
+                                           "kept prediction")
         ok, reason = bool(event["adopted"]), str(event["reason"])
         v = self.add_retrain(
             event["checkpoint"], adopted=ok, reason=reason, score=event.get("new_score"),
@@ -644,6 +641,21 @@ class Session(SessionFiles):
             self._before_preview = None
         else:
             self.restore_prediction()
+            if kept is not None:
+                self.merge_prediction(kept, kept_unc)
             if event.get("extent") is not None:
                 self.merge_prediction(limit_to_extent(self.prediction, event["extent"]))
         return v, ok, reason
+
+    def _read_result(self, event: dict, labels_key: str, uncertainty_key: str, what: str
+                     ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """A Retrain's labels and uncertainty (``.npy`` paths in ``event``), checked against
+        this scan before anything changes; (None, None) where the event has none."""
+        pred = unc = None
+        if event.get(labels_key):
+            pred = self._check_fits(np.load(event[labels_key], allow_pickle=False), what)
+            self._check_label_values(pred, what)
+            if event.get(uncertainty_key):
+                unc = self._checked_uncertainty(np.load(event[uncertainty_key],
+                                                        allow_pickle=False))
+        return pred, unc

@@ -74,3 +74,40 @@ def test_the_benchmark_and_the_docks_training_process_give_the_same_result(tiny_
     assert dock == pytest.approx(row["dice_after"], abs=1e-12)
     assert (done["adopted"], done["reason"]) == (row["adopted"], row["reason"])
     s.close()
+
+
+def test_what_the_user_sees_after_a_retrain_uses_every_painted_slice_held_back_ones_too(
+        tiny_model, tmp_path):
+    """The held-back slices judge the networks unseen, then count like every other painted slice
+    in the blend the user sees: adopted or not. Left out, a held-back middle slice left only
+    the two ends' thin sections to fill between."""
+    from training.engine.metrics import mean_dice
+    from training.interactive.loop import sparse_labels
+    from training.interactive.retrain import Shown, retrain_once
+
+    z, y, x = np.ogrid[:21, :32, :32]
+    truth = (((z - 10) / 8.5) ** 2 + ((y - 16) / 10) ** 2 + ((x - 16) / 10) ** 2 <= 1)
+    truth = truth.astype(np.uint8)
+    # a scan that does not show the outline: only the painted slices can tell the fill
+    image = np.random.default_rng(0).normal(0, 1, truth.shape).astype(np.float32)
+    ends, middle = [2, 18], 10
+    assert truth[ends[0]].sum() < truth[middle].sum() / 3  # the ends' sections are thin
+    result = retrain_once(tiny_model, image, sparse_labels(truth, ends), tmp_path / "new.pt",
+                          reference=sparse_labels(truth, [middle]), held_back=[(0, middle)],
+                          method="supervised", steps=2, shown=Shown(fuse_weight=0.0),
+                          labeled_bs=2, unlabeled_bs=0)
+    assert result is not None
+    # judged unseen: with the network's share at 0 a slice in the fill scores 1 exactly
+    assert result.verdict.new_scores[(0, middle)] < 0.9
+    assert result.verdict.old_scores[(0, middle)] < 0.9
+    between = [k for k in range(3, 18) if k != middle]
+    seen = [mean_dice(shown[between], truth[between])
+            for shown in (result.prediction, result.kept_prediction)]
+    for shown in (result.prediction, result.kept_prediction):
+        np.testing.assert_array_equal(shown[middle], truth[middle])
+    ends_only = retrain_once(tiny_model, image, sparse_labels(truth, ends), tmp_path / "e.pt",
+                             method="supervised", steps=2, shown=Shown(fuse_weight=0.0),
+                             labeled_bs=2, unlabeled_bs=0)
+    assert ends_only.kept_prediction is None  # nothing held back: nothing else to show
+    ends_dice = mean_dice(ends_only.prediction[between], truth[between])
+    assert min(seen) > 0.7 and min(seen) > ends_dice + 0.4, (seen, ends_dice)

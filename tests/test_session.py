@@ -256,6 +256,38 @@ def test_a_rejected_retrain_asked_to_keep_within_the_ends_leaves_nothing_beyond_
     assert (s.prediction[[1, 3]] == 2).all() and (s.user_labels[[1, 3]] == 2).all()
 
 
+def test_a_rejected_retrain_shows_the_kept_model_with_every_painted_slice(tmp_path):
+    # the Retrain held slice 3 back to judge the new network; not adopted, the previous model
+    # comes back as blended with all the painted slices, slice 3 included
+    s = Session(_image(), prediction=np.ones(SHAPE, np.uint8))
+    s.add_version(_checkpoint(tmp_path, "base.pt"))
+    for z in (1, 3):
+        s.prediction[z] = 2
+        s.mark_labelled(0, z)
+    kept = np.full(SHAPE, 2, np.uint8)
+    kept[5] = 0
+    np.save(tmp_path / "p.npy", np.zeros(SHAPE, np.uint8))
+    np.save(tmp_path / "k.npy", kept)
+    unc = np.full(SHAPE, 0.25, np.float32)
+    np.save(tmp_path / "ku.npy", unc)
+    done = {"type": "done", "checkpoint": str(_checkpoint(tmp_path, "r.pt", b"r")),
+            "prediction": str(tmp_path / "p.npy"), "uncertainty": None,
+            "kept_prediction": str(tmp_path / "k.npy"),
+            "kept_uncertainty": str(tmp_path / "ku.npy"),
+            "adopted": False, "reason": "rejected", "old_score": 0.9, "new_score": 0.1,
+            "parent": "v0", "method": "supervised", "steps": 3}
+    _, ok, _ = s.apply_retrain_result(done)
+    assert not ok and s.current == "v0"
+    np.testing.assert_array_equal(s.prediction, kept)
+    np.testing.assert_array_equal(s.uncertainty, unc)
+    # a kept prediction that does not fit the scan changes nothing
+    np.save(tmp_path / "bad.npy", np.zeros((2, 2, 2), np.uint8))
+    before = s.prediction.copy()
+    with pytest.raises(LabelShapeError):
+        s.apply_retrain_result({**done, "kept_prediction": str(tmp_path / "bad.npy")})
+    np.testing.assert_array_equal(s.prediction, before)
+
+
 def test_autosave_and_reopen_restore_everything(tmp_path, scan):
     folder = tmp_path / "session"
     s = Session.from_file(scan, folder=folder,

@@ -270,6 +270,9 @@ def learning_effort(
             uncertainty = result.uncertainty
         else:
             rejected += 1
+            if result.kept_prediction is not None:  # the kept model with every painted slice
+                prediction = result.kept_prediction.copy()
+                uncertainty = result.kept_uncertainty
             if extent is not None:  # as the dock: the kept prediction stays within the ends
                 prediction = limit_to_extent(prediction, extent, axis)
         for z in painted:  # the user's slices are kept as painted

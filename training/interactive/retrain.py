@@ -109,6 +109,21 @@ def judge(old_scores: Mapping[Any, float], new_scores: Mapping[Any, float],
 UNJUDGED = Verdict(True, "adopted: no held-back labelled slice to check it against")
 
 
+def with_held_back(labels: np.ndarray, reference: np.ndarray | None,
+                   held_back: Sequence[Any], axis: int = 0) -> np.ndarray:
+    """``labels`` (the training slices, 255 elsewhere) with the ``held_back`` slices of
+    ``reference`` added: every slice the user painted. ``labels`` itself when none is held
+    back."""
+    if reference is None or not len(held_back):
+        return labels
+    out = np.array(labels, copy=True)
+    for s in held_back:
+        ax, i = (s if isinstance(s, tuple) else (axis, s))
+        sl = slice_index(out.ndim, ax, int(i))
+        out[sl] = np.asarray(reference)[sl]
+    return out
+
+
 # ----- one retrain -------------------------------------------------------------------------------
 
 
@@ -127,23 +142,34 @@ class Shown:
     mc_samples: int = 0
     device: str | None = None
 
-    def predict(self, model_path: str | Path, image: np.ndarray, labels: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray]:
-        """(labels as the dock shows them, uncertainty) of the checkpoint on ``image``;
-        ``labels`` are the painted slices the shape prior interpolates."""
+    def network(self, model_path: str | Path, image: np.ndarray) -> dict:
+        """The checkpoint's own pass over ``image`` (labels, uncertainty, and probabilities when
+        they are to be blended), before anything is drawn from the painted slices."""
         from training.engine.checkpoint import load_checkpoint
         from training.engine.inference import predict_volume
-        from training.interactive.loop import limit_to_extent, shape_prior_prediction
 
         model, meta = load_checkpoint(model_path, device=self.device)
-        res = predict_volume(model, meta, image, mc_samples=self.mc_samples, device=self.device,
-                             probabilities=self.fuse_weight is not None)
+        return predict_volume(model, meta, image, mc_samples=self.mc_samples, device=self.device,
+                              probabilities=self.fuse_weight is not None)
+
+    def show(self, res: dict, labels: np.ndarray) -> np.ndarray:
+        """Labels as the dock shows them, from a :meth:`network` pass and the painted ``labels``
+        (255 elsewhere) that the shape prior interpolates."""
+        from training.interactive.loop import limit_to_extent, shape_prior_prediction
+
         shown = res["labels"]
         if self.fuse_weight is not None:
             shown = shape_prior_prediction(res["probabilities"], labels, self.fuse_weight,
                                            ends=self.ends, main_piece=self.main_piece,
                                            filled=self.fill)
-        return limit_to_extent(shown, self.extent), res["uncertainty"]
+        return limit_to_extent(shown, self.extent)
+
+    def predict(self, model_path: str | Path, image: np.ndarray, labels: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """(labels as the dock shows them, uncertainty) of the checkpoint on ``image``;
+        ``labels`` are the painted slices the shape prior interpolates."""
+        res = self.network(model_path, image)
+        return self.show(res, labels), res["uncertainty"]
 
 
 @dataclass
@@ -156,6 +182,10 @@ class RetrainResult:
     verdict: Verdict
     train_s: float = 0.0
     predict_s: float = 0.0
+    # the previous model as shown with every painted slice, held-back ones included: what the
+    # user sees when the Retrain is not adopted (None when nothing was held back)
+    kept_prediction: np.ndarray | None = None
+    kept_uncertainty: np.ndarray | None = None
 
 
 # Whether the shape prior's pseudo-labels come from the registered fill the Retrain shows
@@ -208,7 +238,12 @@ def retrain_once(
     import torch
 
     shown = shown or Shown()
+    # every painted slice: the held-back ones judge the networks, then count like the others in
+    # what the user sees. Left out of the fill, a held-back middle slice left a blend of the
+    # two ends' thin sections: Dice 0.29 on an LA scan where the model alone had 0.88.
+    everything = with_held_back(labels, reference, held_back)
     painted = (np.asarray(labels) != IGNORE_INDEX).any()
+    user_shown = shown
     if shown.fuse_weight is not None and shown.fill is None and painted:
         # the painted slices carried through the scan by registration (it beat shape
         # interpolation on 19 of 20 LA train scans at K = 5, benchmarks/results/prior_choice.md):
@@ -219,10 +254,14 @@ def retrain_once(
         # registration reads the grey scan (an RGB scan's FLAIR), whatever the model reads
         grey = image if np.ndim(image) == 3 else rgb_to_grey(image)
         shown = replace(shown, fill=fill_between_slices(labels, grey, "register"))
+        user_shown = (replace(shown, fill=fill_between_slices(everything, grey, "register"))
+                      if everything is not labels else shown)
     old_scores: dict = {}
+    kept = kept_unc = None
     if reference is not None and len(held_back):  # the parent's Dice, for the judgement
-        old, _ = shown.predict(model_path, image, labels)
-        old_scores = score_slices(old, reference, held_back)
+        old_res = shown.network(model_path, image)
+        old_scores = score_slices(shown.show(old_res, labels), reference, held_back)
+        kept, kept_unc = user_shown.show(old_res, everything), old_res["uncertainty"]
     state = {"cancelled": False}
 
     def events(ev: Event) -> None:
@@ -237,11 +276,11 @@ def retrain_once(
             # building the network to load it draws from torch's generator: restored after,
             # so the training does not depend on when (after how many steps) a preview came
             with torch.random.fork_rng(devices=[]):
-                pred, unc = shown.predict(ev["path"], image, labels)
+                pred, unc = user_shown.predict(ev["path"], image, everything)
             on_preview(pred, unc, int(ev["step"]), "network")
 
-    if on_preview is not None and shown.fill is not None:
-        on_preview(shown.fill, None, 0, "registration")  # while the network learns
+    if on_preview is not None and user_shown.fill is not None:
+        on_preview(user_shown.fill, None, 0, "registration")  # while the network learns
     if on_preview is not None and preview_every and preview_every < steps:
         config.setdefault("checkpoint_every", preview_every)
     if on_preview is not None and first_preview_s:
@@ -257,8 +296,10 @@ def retrain_once(
     if state["cancelled"] or ckpt is None or (should_stop is not None and should_stop()):
         return None
     t1 = time.perf_counter()
-    new, uncertainty = shown.predict(ckpt, image, labels)
+    res = shown.network(ckpt, image)
+    new, uncertainty = user_shown.show(res, everything), res["uncertainty"]
     predict_s = time.perf_counter() - t1
-    verdict = (judge(old_scores, score_slices(new, reference, held_back), tolerance)
+    verdict = (judge(old_scores, score_slices(shown.show(res, labels), reference, held_back),
+                     tolerance)
                if old_scores else UNJUDGED)
-    return RetrainResult(ckpt, new, uncertainty, verdict, train_s, predict_s)
+    return RetrainResult(ckpt, new, uncertainty, verdict, train_s, predict_s, kept, kept_unc)
