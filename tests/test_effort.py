@@ -519,3 +519,12 @@ def test_taught_lr_sets_the_rate_of_retrains_from_a_taught_model_only(tmp_path, 
                             taught_lr=5e-4, labeled_bs=2, unlabeled_bs=0, work_dir=tmp_path)
     # a new model's first Retrain keeps the from-scratch rate; every later one starts taught
     assert rates == [None, 5e-4, 5e-4, 5e-4]
+
+
+def test_the_effort_header_says_never_when_judgement_starts_beyond_the_slices_painted():
+    from training.cli import _judging_note
+
+    assert _judging_note(None, 8) == "as the plugin"
+    assert _judging_note(2, 8) == "from 2 painted slices on"
+    assert _judging_note(8, 8) == "from 8 painted slices on"  # the last slice can still judge
+    assert _judging_note(99, 8).startswith("never")

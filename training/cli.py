@@ -947,6 +947,15 @@ def _ends_unless_right(value: str | None, start: str | None) -> float | None:
     return dice
 
 
+def _judging_note(hold_back_from: int | None, k_max: int) -> str:
+    """The effort header's words for ``--hold-back-from``: above ``--k-max`` it never happens."""
+    if hold_back_from is None:
+        return "as the plugin"
+    if hold_back_from > k_max:
+        return "never (more slices than --k-max)"
+    return f"from {hold_back_from} painted slices on"
+
+
 def _consolidate_note(steps: int) -> str:
     """The effort header's words for ``--consolidate``."""
     return (f"between scans, {steps} more steps on the finished segmentations; " if steps > 0
@@ -1092,8 +1101,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
     ends = args.ends or ENDS
     body_first = (SUGGEST_BODY_FIRST if args.first_suggestion is None
                   else args.first_suggestion == "body")
-    judging = ("as the plugin" if args.hold_back_from is None
-               else f"from {args.hold_back_from} painted slices on")
+    judging = _judging_note(args.hold_back_from, args.k_max)
     rows = effort_benchmark(cases, names, target, start, args.k_max, args.steps, args.method,
                             args.device, log=lambda m: print(m, file=sys.stderr, flush=True),
                             fuse_weight=args.fuse_weight, hold_back_from=args.hold_back_from,
