@@ -640,9 +640,11 @@ class Session(SessionFiles):
             self.merge_prediction(pred, unc)
             self._before_preview = None
         else:
-            self.restore_prediction()
-            if kept is not None:
+            if kept is not None and not ok:  # the kept model, every painted slice in its blend
+                self._before_preview = None
                 self.merge_prediction(kept, kept_unc)
+            else:
+                self.restore_prediction()
             if event.get("extent") is not None:
                 self.merge_prediction(limit_to_extent(self.prediction, event["extent"]))
         return v, ok, reason

@@ -109,19 +109,13 @@ def judge(old_scores: Mapping[Any, float], new_scores: Mapping[Any, float],
 UNJUDGED = Verdict(True, "adopted: no held-back labelled slice to check it against")
 
 
-def with_held_back(labels: np.ndarray, reference: np.ndarray | None,
-                   held_back: Sequence[Any], axis: int = 0) -> np.ndarray:
-    """``labels`` (the training slices, 255 elsewhere) with the ``held_back`` slices of
-    ``reference`` added: every slice the user painted. ``labels`` itself when none is held
-    back."""
-    if reference is None or not len(held_back):
+def with_held_back(labels: np.ndarray, reference: np.ndarray | None) -> np.ndarray:
+    """``labels`` (the training slices, 255 elsewhere) with the painted voxels of ``reference``
+    (the held-back slices, 255 elsewhere) added: every slice the user painted."""
+    if reference is None:
         return labels
-    out = np.array(labels, copy=True)
-    for s in held_back:
-        ax, i = (s if isinstance(s, tuple) else (axis, s))
-        sl = slice_index(out.ndim, ax, int(i))
-        out[sl] = np.asarray(reference)[sl]
-    return out
+    reference = np.asarray(reference)
+    return np.where(reference != IGNORE_INDEX, reference, labels).astype(np.asarray(labels).dtype)
 
 
 # ----- one retrain -------------------------------------------------------------------------------
@@ -241,7 +235,8 @@ def retrain_once(
     # every painted slice: the held-back ones judge the networks, then count like the others in
     # what the user sees. Left out of the fill, a held-back middle slice left a blend of the
     # two ends' thin sections: Dice 0.29 on an LA scan where the model alone had 0.88.
-    everything = with_held_back(labels, reference, held_back)
+    held = reference is not None and len(held_back) > 0
+    everything = with_held_back(labels, reference) if held else labels
     painted = (np.asarray(labels) != IGNORE_INDEX).any()
     user_shown = shown
     if shown.fuse_weight is not None and shown.fill is None and painted:
@@ -255,10 +250,10 @@ def retrain_once(
         grey = image if np.ndim(image) == 3 else rgb_to_grey(image)
         shown = replace(shown, fill=fill_between_slices(labels, grey, "register"))
         user_shown = (replace(shown, fill=fill_between_slices(everything, grey, "register"))
-                      if everything is not labels else shown)
+                      if held else shown)
     old_scores: dict = {}
     kept = kept_unc = None
-    if reference is not None and len(held_back):  # the parent's Dice, for the judgement
+    if held:  # the parent's Dice, for the judgement
         old_res = shown.network(model_path, image)
         old_scores = score_slices(shown.show(old_res, labels), reference, held_back)
         kept, kept_unc = user_shown.show(old_res, everything), old_res["uncertainty"]
