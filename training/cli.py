@@ -287,6 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     ef.add_argument("--fuse-weight-right", type=float, default=None, metavar="W",
                     help="with --fuse-weight: the network's share on a scan where the model had "
                          "the middle slice right (no ends painted)")
+    ef.add_argument("--fuse-weight-from-painted", action="store_true",
+                    help="with --fuse-weight: each Retrain reads the network's share off the "
+                         "scan's painted slices that the network had not trained on (the "
+                         "share that would have drawn them best); --fuse-weight until there "
+                         "are some")
     ef.add_argument("--taught-lr", type=float, default=None, metavar="LR",
                     help="learning rate of a Retrain that starts from a model that has learnt "
                          "something (default: the plugin's fine-tune rate, "
@@ -1026,6 +1031,9 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise DataError("--fuse-weight-right W changes --fuse-weight's blend: give --fuse-weight")
     if args.fuse_weight_taught is not None and args.fuse_weight is None:
         raise DataError("--fuse-weight-taught W changes --fuse-weight's blend: give --fuse-weight")
+    if args.fuse_weight_from_painted and args.fuse_weight is None:
+        raise DataError("--fuse-weight-from-painted reads --fuse-weight's blend share off the "
+                        "painted slices: give --fuse-weight")
     if args.finished_kept is None:
         from training.interactive.loop import FINISHED_SCANS_KEPT
 
@@ -1117,7 +1125,8 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
                             anchor_with_finished=args.anchor_with_finished == "on",
                             judge_taught=args.judge_taught,
                             fuse_weight_right=args.fuse_weight_right,
-                            taught_lr=args.taught_lr, **extra)
+                            taught_lr=args.taught_lr,
+                            share_from_painted=args.fuse_weight_from_painted, **extra)
     header = _header(
         "Annotation effort: assistant vs interpolation", argv,
         f"{machine_description()}; took {time.perf_counter() - t0:.0f} s",
@@ -1137,6 +1146,8 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"{_taught_note(args.fuse_weight_taught)}"
         + (f" ({args.fuse_weight_right:g} where the model had the middle slice right)"
            if args.fuse_weight_right is not None else "") +
+        (" (each Retrain's share read off the painted slices the network had not trained "
+         "on, where there are some)" if args.fuse_weight_from_painted else "") +
         f"{' (its main 3-D piece kept)' if args.fuse_weight and main_piece else ''}"
         f"{f'; where a structure ends between painted slices: {ends}' if args.prior else ''}"
         + ("; on the first scan (no model yet) the structure's first, middle and last slices "

@@ -154,6 +154,7 @@ def learning_effort(
     anchor_with_finished: bool = True,
     fuse_weight_right: float | None = None,
     taught_lr: float | None = None,
+    share_from_painted: bool = False,
     **config: Any,
 ) -> tuple[Row, str | None]:
     """Paint-and-retrain on one scan until ``target``; returns (row, the model to go on with).
@@ -182,6 +183,9 @@ def learning_effort(
     right (``ends_unless_right``), so that no ends are painted.
     ``taught_lr``: the learning rate of a Retrain that starts from a model that has learnt
     something (None: the fine-tune's default).
+    ``share_from_painted``: each Retrain reads the blend's share off this scan's painted slices
+    that the network had not trained on (:mod:`training.interactive.blend_share`);
+    ``fuse_weight`` where there are none yet.
     """
     from dataclasses import replace
 
@@ -203,7 +207,11 @@ def learning_effort(
     # Retrain shows the network, or its blend with the interpolation between the trained slices
     if fuse_weight is not None and fuse_weight_taught is not None and _taught(model):
         fuse_weight = fuse_weight_taught
-    shown = Shown(fuse_weight=fuse_weight, ends=ends, main_piece=main_piece, device=device)
+    shown = Shown(fuse_weight=fuse_weight, ends=ends, main_piece=main_piece, device=device,
+                  share_from_painted=share_from_painted)
+    evidence: list = []  # per painted slice: Dice of the blend at each share
+    seen: set[int] = set()  # this scan's slices the current model trained on, or was judged by
+    shares: list[float] = []
     if current is not None:
         net, meta = load_checkpoint(current, device=device)
         res = predict_volume(net, meta, image, device=device)
@@ -256,7 +264,11 @@ def learning_effort(
                          else (list(painted), []))
         out = work / f"v{len(painted)}-{time.monotonic_ns()}.pt"
         lr = {"lr": taught_lr} if taught_lr is not None and not is_untrained(current) else {}
+        fresh = [z for z in painted if z not in seen]
+        seen |= set(fresh)  # scored once: by the network that never saw them
         result = retrain_once(current, image, sparse_labels(truth, train_z, axis), out,
+                              fresh=fresh if share_from_painted and axis == 0 else (),
+                              share_evidence=evidence,
                               reference=sparse_labels(truth, held, axis),
                               held_back=[(axis, z) for z in held], method=method, steps=steps,
                               seed=seed, shown=shown, class_names=list(class_names),
@@ -265,6 +277,9 @@ def learning_effort(
                                  else config) | lr)
         assert result is not None  # nothing stops it
         retrain_s.append(result.train_s)
+        evidence = result.share_evidence
+        if result.share is not None:
+            shares.append(result.share)
         if result.verdict.adopted:
             current, prediction = result.checkpoint, result.prediction.copy()
             uncertainty = result.uncertainty
@@ -284,7 +299,7 @@ def learning_effort(
     row = {"painted": len(painted), "slices": painted, "dice": dice, "rejected": rejected,
            "reached": dice >= target, "retrain_s": retrain_s, "trajectory": trajectory,
            "rebased": rebased, "start_dice": start_dice, "middle_right": middle_right,
-           "segmentation": prediction}
+           "shares": shares, "segmentation": prediction}
     return row, current
 
 
@@ -337,6 +352,7 @@ def effort_benchmark(
     judge_taught: bool = False,
     fuse_weight_right: float | None = None,
     taught_lr: float | None = None,
+    share_from_painted: bool = False,
     **config: Any,
 ) -> list[Row]:
     """One row per scan, in order: slices painted and Dice for learning and interpolation,
@@ -384,7 +400,8 @@ def effort_benchmark(
                     ends_unless_right=ends_unless_right,
                     fuse_weight_taught=fuse_weight_taught,
                     anchor_with_finished=anchor_with_finished,
-                    fuse_weight_right=fuse_weight_right, taught_lr=taught_lr, **config)
+                    fuse_weight_right=fuse_weight_right, taught_lr=taught_lr,
+                    share_from_painted=share_from_painted, **config)
             finished = row.pop("segmentation", None)
             if replay == "finished" and finished is not None:
                 earlier.append((image, np.asarray(finished, dtype=np.uint8)))
@@ -411,7 +428,8 @@ def effort_benchmark(
                     log(f"{name}: first Predict, before any painting: Dice "
                         f"{row['start_dice']:.3f}")
                 log(f"{name}: slices {row['slices']}, Dice after each Retrain "
-                    f"{[round(d, 3) for d in row['trajectory']]}")
+                    f"{[round(d, 3) for d in row['trajectory']]}"
+                    + (f", network's share {row['shares']}" if row.get("shares") else ""))
                 log(f"{name}: learning {row['painted']} slices (Dice {row['dice']:.3f}), "
                     f"interpolation {k_interp} slices (Dice {d_interp:.3f}), "
                     f"{row['wall_s']:.0f} s")

@@ -135,6 +135,9 @@ class Shown:
     main_piece: bool = KEEP_MAIN_PIECE
     mc_samples: int = 0
     device: str | None = None
+    # the share read off this scan's painted slices (training.interactive.blend_share), with
+    # ``fuse_weight`` where there is nothing to read it from
+    share_from_painted: bool = False
 
     def network(self, model_path: str | Path, image: np.ndarray) -> dict:
         """The checkpoint's own pass over ``image`` (labels, uncertainty, and probabilities when
@@ -180,6 +183,9 @@ class RetrainResult:
     # user sees when the Retrain is not adopted (None when nothing was held back)
     kept_prediction: np.ndarray | None = None
     kept_uncertainty: np.ndarray | None = None
+    # the network's share in what is shown, and the per-slice Dice it was read from
+    share: float | None = None
+    share_evidence: list = field(default_factory=list)
 
 
 # Whether the shape prior's pseudo-labels come from the registered fill the Retrain shows
@@ -212,6 +218,8 @@ def retrain_once(
     on_preview: Preview | None = None,
     preview_every: int = 0,
     first_preview_s: float = 0.0,
+    fresh: Sequence[int] = (),
+    share_evidence: Sequence[Mapping[float, float]] = (),
     **config: Any,
 ) -> RetrainResult | None:
     """Fine-tune ``model_path`` on ``labels`` (the training slices, 255 elsewhere), predict
@@ -228,6 +236,10 @@ def retrain_once(
     ``preview_every`` steps and one after ``first_preview_s`` seconds of training. Extra keyword
     arguments go to :func:`training.interactive.loop.finetune` (``class_names``, ``prior``, ``lr``,
     ...).
+
+    With ``shown.share_from_painted``, the blend's share is read off ``fresh`` (slices along z
+    painted since ``model_path`` was trained, which it never saw) and ``share_evidence`` (what
+    earlier Retrains of this scan read): :mod:`training.interactive.blend_share`.
     """
     import torch
 
@@ -252,9 +264,29 @@ def retrain_once(
         user_shown = (replace(shown, fill=fill_between_slices(everything, grey, "register"))
                       if held else shown)
     old_scores: dict = {}
-    kept = kept_unc = None
+    kept = kept_unc = old_res = None
+    evidence = list(share_evidence)
+    if shown.share_from_painted and shown.fuse_weight is not None and painted:
+        from training.interactive.new_model import is_untrained
+
+        if fresh and not is_untrained(model_path):
+            from training.core.io import rgb_to_grey
+            from training.interactive.blend_share import share_scores
+
+            old_res = shown.network(model_path, image)
+            grey = image if np.ndim(image) == 3 else rgb_to_grey(image)
+            for z in fresh:
+                row = share_scores(old_res["probabilities"], everything, grey, int(z),
+                                   ends=shown.ends)
+                if row is not None:
+                    evidence.append(row)
+        from training.interactive.blend_share import choose_share
+
+        share = choose_share(evidence, shown.fuse_weight)
+        shown, user_shown = (replace(shown, fuse_weight=share),
+                             replace(user_shown, fuse_weight=share))
     if held:  # the parent's Dice, for the judgement
-        old_res = shown.network(model_path, image)
+        old_res = old_res if old_res is not None else shown.network(model_path, image)
         old_scores = score_slices(shown.show(old_res, labels), reference, held_back)
         kept, kept_unc = user_shown.show(old_res, everything), old_res["uncertainty"]
     state = {"cancelled": False}
@@ -297,4 +329,5 @@ def retrain_once(
     verdict = (judge(old_scores, score_slices(shown.show(res, labels), reference, held_back),
                      tolerance)
                if old_scores else UNJUDGED)
-    return RetrainResult(ckpt, new, uncertainty, verdict, train_s, predict_s, kept, kept_unc)
+    return RetrainResult(ckpt, new, uncertainty, verdict, train_s, predict_s, kept, kept_unc,
+                         shown.fuse_weight, evidence)
