@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     n = int(models[0][1]["num_classes"])
     patients = [s for s in a.patients.split(",") if s] or None
     rows = []
-    for name, im, lab, sp, channels in dataset_scans(a.data, a.split or None, patients,
+    for name, im, lab, sp, _ in dataset_scans(a.data, a.split or None, patients,
                                                      keep_channels=True):
         probs = []
         for model, meta in models:

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.interactive.blend_share import (SHARES, choose_share, painted_between,
-                                              share_scores)
+from training.interactive.blend_share import SHARES, choose_share, painted_between, share_scores
 from training.interactive.loop import sparse_labels
 
 

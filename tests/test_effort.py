@@ -434,10 +434,41 @@ def test_a_scan_from_a_taught_model_blends_with_its_own_network_share(tmp_path, 
     assert shares == [0.3, 0.3]
 
 
+def test_each_painted_slice_is_read_once_by_a_network_that_never_saw_it(tmp_path,
+                                                                        monkeypatch):
+    """--fuse-weight-from-painted: every Retrain gets the slices painted since the last one
+    (the previous network's unseen ones) and what the earlier Retrains of the scan read."""
+    from test_training_synth import blob_volume
+
+    import training.bench.effort as effort
+
+    calls, real = [], effort.retrain_once
+
+    def spy(*args, fresh=(), share_evidence=(), **kw):
+        calls.append((list(fresh), len(share_evidence)))
+        return real(*args, fresh=fresh, share_evidence=share_evidence, **kw)
+
+    monkeypatch.setattr(effort, "retrain_once", spy)
+    image, truth = blob_volume(0)
+    rows = effort.effort_benchmark([("scan0", image, truth)], ["bg", "disc", "square"], 1.01,
+                                   k_max=5, steps=2, fuse_weight=0.3, ends_first=True,
+                                   share_from_painted=True, labeled_bs=2, unlabeled_bs=0,
+                                   work_dir=tmp_path)
+    painted = rows[0]["slices"]
+    assert len(painted) > 3 and len(calls) == len(painted) - 2
+    assert sorted(calls[0][0]) == sorted(painted[:3])  # the ends and the middle, at once
+    assert [c[0] for c in calls[1:]] == [[z] for z in painted[3:]]  # then one at a time
+    assert len(rows[0]["shares"]) == len(calls) and all(0 <= w <= 1 for w in rows[0]["shares"])
+    assert calls[0][1] == 0 and calls[1][1] == 0  # nothing read off an untaught network
+
+
 def test_fuse_weight_taught_needs_a_blend(tmp_path, capsys):
     data = write_dataset(tmp_path / "data", n=2)
     assert main(["benchmark", "effort", "--data", str(data), "--target", "90",
                  "--fuse-weight-taught", "0.8", "--out", str(tmp_path / "e.md")]) == 2
+    assert "--fuse-weight" in capsys.readouterr().err
+    assert main(["benchmark", "effort", "--data", str(data), "--target", "90",
+                 "--fuse-weight-from-painted", "--out", str(tmp_path / "f.md")]) == 2
     assert "--fuse-weight" in capsys.readouterr().err
 
 
