@@ -16,7 +16,7 @@ import shlex
 import sys
 
 import numpy as np
-from held_out import add_arguments
+from held_out import add_arguments, write_report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,11 +64,7 @@ def main(argv: list[str] | None = None) -> int:
               f"**{both.mean():.2f} ± {both.std():.1f}** |", "",
               f"- average − --model: {both.mean() - first.mean():+.2f} mean; better on "
               f"{int((both > first).sum())}, worse on {int((both < first).sum())} of {len(rows)}"]
-    text = "\n".join(lines) + "\n"
-    with open(a.out, "w") as fh:
-        fh.write(text)
-    print(text)
-    return 0
+    return write_report(a.out, lines)
 
 
 if __name__ == "__main__":

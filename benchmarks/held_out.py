@@ -29,3 +29,12 @@ def model_and_scans(a: argparse.Namespace):
     scans = dataset_scans(a.data, a.split or None, patients,
                           keep_channels=model_channels(meta) > 1)
     return model, meta, scans
+
+
+def write_report(path: str, lines: list[str]) -> int:
+    """Write a choice script's Markdown ``lines`` to ``path``, echo them, and return 0."""
+    text = "\n".join(lines) + "\n"
+    with open(path, "w") as fh:
+        fh.write(text)
+    print(text)
+    return 0

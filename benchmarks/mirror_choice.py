@@ -18,7 +18,7 @@ import sys
 import time
 
 import numpy as np
-from held_out import add_arguments, model_and_scans
+from held_out import add_arguments, model_and_scans, write_report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,11 +63,7 @@ def main(argv: list[str] | None = None) -> int:
               f"- mirrored − plain: {mirrored.mean() - plain.mean():+.2f} mean; better on "
               f"{int((mirrored > plain).sum())}, worse on {int((mirrored < plain).sum())} of "
               f"{len(rows)}"]
-    text = "\n".join(lines) + "\n"
-    with open(a.out, "w") as fh:
-        fh.write(text)
-    print(text)
-    return 0
+    return write_report(a.out, lines)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import sys
 import time
 
 import numpy as np
+from held_out import write_report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,11 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, (name, *_rest) in enumerate(rows[a.settings[0]]):
         lines.append(f"| {name} | " + " | ".join(
             f"{rows[s][i][1]:.1f}, {rows[s][i][3]}" for s in a.settings) + " |")
-    text = "\n".join(lines) + "\n"
-    with open(a.out, "w") as fh:
-        fh.write(text)
-    print(text)
-    return 0
+    return write_report(a.out, lines)
 
 
 if __name__ == "__main__":

@@ -99,6 +99,22 @@ def tiny_model(tmp_path_factory) -> str:
     return train(cfg, data)
 
 
+@pytest.fixture
+def disc_model(tmp_path) -> str:
+    """A tiny untrained 2-D U-Net (base 4) of two classes, background and disc, on 32 px."""
+    import torch
+
+    from training.engine.checkpoint import save_checkpoint
+    from training.engine.networks import UNet
+
+    torch.manual_seed(0)
+    meta = {"num_classes": 2, "class_names": ["background", "disc"], "dims": 2,
+            "size": [32, 32],
+            "normalization": {"kind": "percentile_zscore", "low": 0.5, "high": 99.5}}
+    return save_checkpoint(tmp_path / "disc.pt", UNet(2, 1, 2, base=4, depth=2, dropout=0.1),
+                           meta)
+
+
 LGG_SAMPLE = SAMPLES / "lgg/TCGA_CS_4941_19960909"
 
 

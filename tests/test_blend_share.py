@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from training.interactive.blend_share import SHARES, choose_share, painted_between, share_scores
 from training.interactive.loop import sparse_labels
@@ -56,42 +55,29 @@ def test_the_share_is_the_best_on_average_and_ties_keep_the_default():
     assert choose_share([{**rising, 1.0: float("nan")}], 0.3) == 0.85  # NaN: not scored
 
 
-@pytest.fixture
-def taught_model(tmp_path) -> str:
-    from training.engine.checkpoint import save_checkpoint
-    from training.engine.networks import UNet
-
-    torch.manual_seed(0)
-    meta = {"num_classes": 2, "class_names": ["background", "disc"], "dims": 2,
-            "size": [32, 32],
-            "normalization": {"kind": "percentile_zscore", "low": 0.5, "high": 99.5}}
-    return save_checkpoint(tmp_path / "tiny.pt", UNet(2, 1, 2, base=4, depth=2, dropout=0.1),
-                           meta)
-
-
 def test_a_retrain_reads_its_share_off_the_fresh_slices_and_carries_the_evidence(
-        taught_model, tmp_path):
+        disc_model, tmp_path):
     from training.interactive.retrain import Shown, retrain_once
 
     image, truth = _ellipsoid()
     shown = Shown(fuse_weight=0.3, share_from_painted=True)
     labels = sparse_labels(truth, [2, 10, 18])
     kw = {"method": "supervised", "steps": 1, "labeled_bs": 2, "unlabeled_bs": 0}
-    first = retrain_once(taught_model, image, labels, tmp_path / "a.pt", shown=shown,
+    first = retrain_once(disc_model, image, labels, tmp_path / "a.pt", shown=shown,
                          fresh=[2, 10, 18], **kw)
     # one slice lies between two painted ones: one row of evidence, and the share it chose
     assert len(first.share_evidence) == 1
     assert first.share == choose_share(first.share_evidence, 0.3)
     # nothing fresh: the evidence so far decides; here it says the network draws best
     told = [{s: 0.5 + 0.4 * s for s in SHARES}]
-    second = retrain_once(taught_model, image, labels, tmp_path / "b.pt", shown=shown,
+    second = retrain_once(disc_model, image, labels, tmp_path / "b.pt", shown=shown,
                           share_evidence=told, **kw)
     assert second.share == 1.0 and second.share_evidence == told
-    alone = retrain_once(taught_model, image, labels, tmp_path / "c.pt",
+    alone = retrain_once(disc_model, image, labels, tmp_path / "c.pt",
                          shown=Shown(fuse_weight=1.0), **kw)
     np.testing.assert_array_equal(second.prediction, alone.prediction)  # same seed, same net
     # without the option the share stays as set
-    fixed = retrain_once(taught_model, image, labels, tmp_path / "d.pt",
+    fixed = retrain_once(disc_model, image, labels, tmp_path / "d.pt",
                          shown=Shown(fuse_weight=0.3), fresh=[10], share_evidence=told, **kw)
     assert fixed.share == 0.3 and fixed.share_evidence == told
 

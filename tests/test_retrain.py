@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from napari_semiseg.retrain_job import make_job, run_retrain
 from napari_semiseg.session import Session, Settings
@@ -37,31 +36,18 @@ def test_held_back_slices_without_structure_judge_by_what_each_model_paints():
     assert mean_score({0: float("nan"), 1: 0.5}) == 0.5 and mean_score({0: float("nan")}) is None
 
 
-@pytest.fixture
-def tiny_model(tmp_path) -> str:
-    from training.engine.checkpoint import save_checkpoint
-    from training.engine.networks import UNet
-
-    torch.manual_seed(0)
-    meta = {"num_classes": 2, "class_names": ["background", "disc"], "dims": 2,
-            "size": [32, 32],
-            "normalization": {"kind": "percentile_zscore", "low": 0.5, "high": 99.5}}
-    return save_checkpoint(tmp_path / "tiny.pt", UNet(2, 1, 2, base=4, depth=2, dropout=0.1),
-                           meta)
-
-
-def test_the_benchmark_and_the_docks_training_process_give_the_same_result(tiny_model,
+def test_the_benchmark_and_the_docks_training_process_give_the_same_result(disc_model,
                                                                          tmp_path):
     """`semiseg simulate` and the dock's Retrain run the same job through one function: the
     same held-back slices, the same new prediction, the same verdict."""
     image, truth = synthetic_case((6, 32, 32), seed=3)
     tiny = {"labeled_bs": 2, "unlabeled_bs": 2}
-    row = simulate_case(image, truth, tiny_model, corrections=3, strategy="even",
+    row = simulate_case(image, truth, disc_model, corrections=3, strategy="even",
                         retrain_steps=3, method="supervised", seed=0, device="cpu",
                         hold_back=True, **tiny)
     # the same job in the dock: the clinician's slices painted, Retrain clicked
     s = Session(image, folder=tmp_path / "session", settings=Settings(method="supervised"))
-    s.add_version(tiny_model, note="starting model")
+    s.add_version(disc_model, note="starting model")
     for z in row["slices"]:
         s.mark_labelled(0, z, truth[z])
     job = make_job(s, tmp_path / "job", steps=3, preview_every=0, device="cpu", **tiny)
@@ -77,7 +63,7 @@ def test_the_benchmark_and_the_docks_training_process_give_the_same_result(tiny_
 
 
 def test_what_the_user_sees_after_a_retrain_uses_every_painted_slice_held_back_ones_too(
-        tiny_model, tmp_path):
+        disc_model, tmp_path):
     """The held-back slices judge the networks unseen, then count like every other painted slice
     in the blend the user sees: adopted or not. Left out, a held-back middle slice left only
     the two ends' thin sections to fill between."""
@@ -92,7 +78,7 @@ def test_what_the_user_sees_after_a_retrain_uses_every_painted_slice_held_back_o
     image = np.random.default_rng(0).normal(0, 1, truth.shape).astype(np.float32)
     ends, middle = [2, 18], 10
     assert truth[ends[0]].sum() < truth[middle].sum() / 3  # the ends' sections are thin
-    result = retrain_once(tiny_model, image, sparse_labels(truth, ends), tmp_path / "new.pt",
+    result = retrain_once(disc_model, image, sparse_labels(truth, ends), tmp_path / "new.pt",
                           reference=sparse_labels(truth, [middle]), held_back=[(0, middle)],
                           method="supervised", steps=2, shown=Shown(fuse_weight=0.0),
                           labeled_bs=2, unlabeled_bs=0)
@@ -105,7 +91,7 @@ def test_what_the_user_sees_after_a_retrain_uses_every_painted_slice_held_back_o
             for shown in (result.prediction, result.kept_prediction)]
     for shown in (result.prediction, result.kept_prediction):
         np.testing.assert_array_equal(shown[middle], truth[middle])
-    ends_only = retrain_once(tiny_model, image, sparse_labels(truth, ends), tmp_path / "e.pt",
+    ends_only = retrain_once(disc_model, image, sparse_labels(truth, ends), tmp_path / "e.pt",
                              method="supervised", steps=2, shown=Shown(fuse_weight=0.0),
                              labeled_bs=2, unlabeled_bs=0)
     assert ends_only.kept_prediction is None  # nothing held back: nothing else to show

@@ -62,6 +62,14 @@ def share_scores(network_probs: np.ndarray, labels: np.ndarray, grey: np.ndarray
     return scores
 
 
+def slices_read(network_probs: np.ndarray, labels: np.ndarray, grey: np.ndarray,
+                slices: Sequence[int], ends: str | None = None) -> list[dict[float, float]]:
+    """:func:`share_scores` of each of ``slices`` that can be read (between two painted ones,
+    showing something)."""
+    rows = (share_scores(network_probs, labels, grey, int(z), ends=ends) for z in slices)
+    return [row for row in rows if row is not None]
+
+
 def choose_share(evidence: Sequence[Mapping[float, float]], default: float) -> float:
     """The share with the best mean Dice over the scored slices; ties, or no evidence, go to
     the share nearest ``default``."""

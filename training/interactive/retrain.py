@@ -121,6 +121,14 @@ def with_held_back(labels: np.ndarray, reference: np.ndarray | None) -> np.ndarr
 # ----- one retrain -------------------------------------------------------------------------------
 
 
+def _grey(image: np.ndarray) -> np.ndarray:
+    """What registration reads: the grey scan, or an RGB scan's FLAIR, whatever the model
+    reads."""
+    from training.core.io import rgb_to_grey
+
+    return image if np.ndim(image) == 3 else rgb_to_grey(image)
+
+
 @dataclass
 class Shown:
     """How a model's prediction is shown: blended with the fill between the painted slices
@@ -255,11 +263,9 @@ def retrain_once(
         # the painted slices carried through the scan by registration (it beat shape
         # interpolation on 19 of 20 LA train scans at K = 5, benchmarks/results/prior_choice.md):
         # shown at once, and what every later prediction of this Retrain is fused with
-        from training.core.io import rgb_to_grey
         from training.interactive.image_priors import fill_between_slices
 
-        # registration reads the grey scan (an RGB scan's FLAIR), whatever the model reads
-        grey = image if np.ndim(image) == 3 else rgb_to_grey(image)
+        grey = _grey(image)
         shown = replace(shown, fill=fill_between_slices(labels, grey, "register"))
         user_shown = (replace(shown, fill=fill_between_slices(everything, grey, "register"))
                       if held else shown)
@@ -267,21 +273,13 @@ def retrain_once(
     kept = kept_unc = old_res = None
     evidence = list(share_evidence)
     if shown.share_from_painted and shown.fuse_weight is not None and painted:
+        from training.interactive.blend_share import choose_share, slices_read
         from training.interactive.new_model import is_untrained
 
-        if fresh and not is_untrained(model_path):
-            from training.core.io import rgb_to_grey
-            from training.interactive.blend_share import share_scores
-
+        if fresh and not is_untrained(model_path):  # the parent never saw the fresh slices
             old_res = shown.network(model_path, image)
-            grey = image if np.ndim(image) == 3 else rgb_to_grey(image)
-            for z in fresh:
-                row = share_scores(old_res["probabilities"], everything, grey, int(z),
-                                   ends=shown.ends)
-                if row is not None:
-                    evidence.append(row)
-        from training.interactive.blend_share import choose_share
-
+            evidence += slices_read(old_res["probabilities"], everything, _grey(image), fresh,
+                                    ends=shown.ends)
         share = choose_share(evidence, shown.fuse_weight)
         shown, user_shown = (replace(shown, fuse_weight=share),
                              replace(user_shown, fuse_weight=share))
