@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from training.engine.inference import predict_volume
-from training.engine.postprocess import keep_main_pieces, model_clean_up
+from training.engine.postprocess import drop_small_pieces, keep_main_pieces, model_clean_up
 
 
 def _heart_with_specks() -> np.ndarray:
@@ -47,6 +47,26 @@ def test_none_and_empty_volumes_are_left_alone_and_unknown_modes_refused():
     assert model_clean_up({}) == "none"
     with pytest.raises(ValueError, match="unknown clean-up"):
         model_clean_up({"postprocess": "biggest"})
+
+
+def test_small_pieces_go_and_pieces_of_like_size_stay():
+    lab = np.zeros((12, 40, 40), np.uint8)
+    lab[1:6, 5:15, 5:15] = 1  # 500 voxels
+    lab[7:11, 25:35, 25:35] = 1  # 400: a second focus, apart from the first
+    lab[0, 35:38, 2:5] = 1  # 9: a speck
+    lab[11, 2:8, 30:35] = 1  # 30: 6 % of the largest
+    out = drop_small_pieces(lab, 0.1)
+    expected = lab.copy()
+    expected[0], expected[11] = 0, 0
+    np.testing.assert_array_equal(out, expected)
+    assert out.dtype == lab.dtype
+    assert (drop_small_pieces(lab, 0.05) == 1).sum() == 930  # the 30-voxel piece stays
+    assert (drop_small_pieces(lab, 0.9) == 1).sum() == 500  # only the largest is left
+    np.testing.assert_array_equal(drop_small_pieces(lab, 0.0), lab)
+    empty = np.zeros((3, 8, 8), np.uint8)
+    np.testing.assert_array_equal(drop_small_pieces(empty, 0.1), empty)
+    with pytest.raises(ValueError, match="fraction"):
+        drop_small_pieces(lab, 1.5)
 
 
 class _Brightness(torch.nn.Module):
