@@ -1,8 +1,8 @@
 """Which clean-up of a shipped model's prediction to put on its card, chosen on held-out scans.
 
-Predicts each scan once (the dock's Predict: ``predict_volume(probabilities=False)``) and scores
-the labels as they are, with the largest 3-D piece of all structures, and with each class's
-largest piece (``training.engine.postprocess``), by the same 3-D Dice / HD95 per scan as the card.
+Predicts each scan once (the dock's Predict, without the clean-up the model already names) and
+scores the labels as they are and with each clean-up of ``training.engine.postprocess``, by the
+same 3-D Dice / HD95 per scan as the card.
 
     PYTHONPATH=. .venv/bin/python benchmarks/postprocess_choice.py --model M.pt --data DIR \
         --split val --out benchmarks/results/FILE.md
@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     n = int(meta["num_classes"])
     rows, t0 = [], time.time()
     for name, im, lab, sp, _ in scans:
-        pred = predict_volume(model, meta, im, device="cpu", probabilities=False)["labels"]
+        pred = predict_volume(model, meta, im, device="cpu", probabilities=False,
+                              clean_up=False)["labels"]  # the network's own labels
         scores = {}
         for mode in POSTPROCESS_MODES:
             r = dice_hd95(keep_main_pieces(pred, mode), lab, classes_to_score([(pred, lab)], n),

@@ -13,6 +13,7 @@ from conftest import SAMPLES
 from napari_semiseg.model_library import SHIPPED_DIR, choose, library
 from napari_semiseg.session import grey_scan
 from training.core.io import read_volume
+from training.engine.postprocess import POSTPROCESS_MODES
 from training.library.model_card import match, scan_statistics, summarise
 
 SAMPLE_SCANS = {
@@ -44,7 +45,7 @@ def test_every_shipped_checkpoint_loads_safely_and_carries_its_card():
         # the clean-up chosen on validation scans is the one every prediction gets, and the
         # card's test Dice was measured with it
         assert payload["meta"]["postprocess"] == card["postprocess"]
-        assert card["postprocess"] in ("none", "foreground", "per_class")
+        assert card["postprocess"] in POSTPROCESS_MODES
         table = re.search(r"benchmarks/results/\S+\.md", card["postprocess_note"])
         assert table and (REPO / table.group(0)).is_file()  # the choice's table ships with it
         assert p.stat().st_size <= 5 * 1024 * 1024  # the wheel stays small

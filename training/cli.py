@@ -194,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--markdown", default=None, help="also write the card as Markdown here")
     c.add_argument("--postprocess", default=None, choices=(*POSTPROCESS_MODES, "val"),
                    help="clean-up of every prediction from now on: keep the largest 3-D piece "
-                        "of all structures (foreground), or of each class (per_class); val: "
+                        "of all structures (foreground), or of each class (per_class), or drop "
+                        "pieces under a quarter of the largest (small_pieces); val: "
                         "the one with the best mean Dice on the --val-split scans, said in the "
                         "card")
     c.add_argument("--val-split", default="val",

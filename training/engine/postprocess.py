@@ -11,8 +11,13 @@ from __future__ import annotations
 import numpy as np
 
 #: The clean-ups a card can name. "none": the network's labels as they are; "foreground": the
-#: largest 3-D piece of all structures together; "per_class": each class's largest piece.
-POSTPROCESS_MODES = ("none", "foreground", "per_class")
+#: largest 3-D piece of all structures together; "per_class": each class's largest piece;
+#: "small_pieces": pieces of all structures together under SMALL_PIECE_SHARE of the largest
+#: dropped (a lesion in several parts keeps them).
+POSTPROCESS_MODES = ("none", "foreground", "per_class", "small_pieces")
+
+#: chosen for the LGG card on out-of-fold patients (benchmarks/results/lgg_folds_clean_up.md)
+SMALL_PIECE_SHARE = 0.25
 
 
 def model_clean_up(meta: dict) -> str:
@@ -33,6 +38,8 @@ def keep_main_pieces(labels: np.ndarray, mode: str = "per_class") -> np.ndarray:
     labels = np.asarray(labels)
     if mode == "none":
         return labels
+    if mode == "small_pieces":
+        return drop_small_pieces(labels, SMALL_PIECE_SHARE)
     if mode == "foreground":
         return np.where(_largest_piece(labels != 0), labels, 0).astype(labels.dtype)
     out = labels.copy()

@@ -143,7 +143,8 @@ def _whole_words(factor: float) -> str:
 
 
 _CLEAN_UP_WORDS = {"none": "none", "foreground": "the largest 3-D piece of all structures kept",
-                   "per_class": "each structure's largest 3-D piece kept"}
+                   "per_class": "each structure's largest 3-D piece kept",
+                   "small_pieces": "3-D pieces under a quarter of the largest one dropped"}
 
 
 def render_markdown(card: dict[str, Any], file_name: str) -> str:
