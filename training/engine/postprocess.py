@@ -1,9 +1,10 @@
-"""Clean-up of a shipped model's prediction: keep each structure's main 3-D piece.
+"""Clean-up of a shipped model's prediction: keep each structure's main 3-D piece(s).
 
 A 2-D network predicts slice by slice, so a few slices far from the structure can carry
-specks of it (for example a right ventricle painted in a slice below the heart). A model's card
-says which clean-up won on its validation scans (``card["postprocess"]``); the same function
-serves ``semiseg predict``, ``semiseg card`` and the dock's Predict.
+specks of it (for example a right ventricle painted in a slice below the heart). A structure
+that may lie in several parts (a brain lesion) keeps every piece of like size instead. A
+model's card says which clean-up won on its validation scans (``card["postprocess"]``); the same
+function serves ``semiseg predict``, ``semiseg card`` and the dock's Predict.
 """
 
 from __future__ import annotations
