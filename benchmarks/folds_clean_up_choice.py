@@ -20,9 +20,6 @@ import time
 import numpy as np
 from held_out import write_report
 
-#: the clean-ups compared, in the order of the table; "none" first
-CANDIDATES = ("none", "largest piece", "drop < 10 %", "drop < 25 %")
-
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -40,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     clean = {"none": lambda x: x,
              "largest piece": lambda x: keep_main_pieces(x, "foreground"),
              "drop < 10 %": lambda x: drop_small_pieces(x, 0.10),
-             "drop < 25 %": lambda x: drop_small_pieces(x, 0.25)}
+             "drop < 25 %": lambda x: drop_small_pieces(x, 0.25)}  # "none" first: the base
     rows, t0 = [], time.time()
     for k, spec in enumerate(a.fold):
         path, _, names = spec.partition("=")
@@ -57,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
             pred = predict_volume(model, {**meta, "postprocess": "none"}, im,
                                   device="cpu", probabilities=False)["labels"]
             scores = []
-            for c in CANDIDATES:
-                out = clean[c](pred)
+            for clean_up in clean.values():
+                out = clean_up(pred)
                 r = dice_hd95(out, lab, classes_to_score([(out, lab)], n), sp)
                 scores.append(100 * float(np.mean(r["dice"])))
             rows.append((k, name, scores))
@@ -70,14 +67,14 @@ def main(argv: list[str] | None = None) -> int:
              f"- command: `PYTHONPATH=. python benchmarks/folds_clean_up_choice.py {cmd}`",
              f"- {len(rows)} patients in {len(a.fold)} folds; each scored by the model that "
              f"never trained on it; 3-D Dice per scan, mean over classes; {time.time() - t0:.0f} s",
-             "", "| fold | patient | " + " | ".join(CANDIDATES) + " |",
-             "|---|---|" + "---|" * len(CANDIDATES)]
+             "", "| fold | patient | " + " | ".join(clean) + " |",
+             "|---|---|" + "---|" * len(clean)]
     lines += [f"| {k} | {name} | " + " | ".join(f"{v:.1f}" for v in sc) + " |"
               for k, name, sc in rows]
     lines.append("| | **mean ± sd** | " + " | ".join(
         f"**{m:.2f} ± {d:.1f}**" for m, d in zip(s.mean(0), s.std(0), strict=True)) + " |")
     lines.append("")
-    for j, c in enumerate(CANDIDATES[1:], start=1):
+    for j, c in enumerate(list(clean)[1:], start=1):
         diff = s[:, j] - s[:, 0]
         fold_diff = [float(diff[folds == k].mean()) for k in range(len(a.fold))]
         lines.append(f"- {c} − none: mean {diff.mean():+.2f}; better on {(diff > 0).sum()}, "

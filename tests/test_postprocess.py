@@ -67,7 +67,7 @@ def test_small_pieces_go_and_pieces_of_like_size_stay():
     np.testing.assert_array_equal(drop_small_pieces(empty, 0.1), empty)
     with pytest.raises(ValueError, match="fraction"):
         drop_small_pieces(lab, 1.5)
-    # the card's name for it drops what is under a quarter of the largest piece
+    # the card's name for it drops what is under SMALL_PIECE_SHARE (25 %) of the largest piece
     np.testing.assert_array_equal(keep_main_pieces(lab, "small_pieces"), expected)
     assert model_clean_up({"postprocess": "small_pieces"}) == "small_pieces"
 

@@ -40,7 +40,7 @@ from training.engine.checkpoint import (
     load_checkpoint,
     update_meta,
 )
-from training.engine.postprocess import POSTPROCESS_MODES
+from training.engine.postprocess import POSTPROCESS_MODES, SMALL_PIECE_SHARE
 from training.methods import METHODS, options_help, parse_spec
 from training.methods.base import OPTIMIZERS, PRECISIONS
 from training.weak.localise import DEFAULT_LOCALISER, LOCALISERS
@@ -195,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--postprocess", default=None, choices=(*POSTPROCESS_MODES, "val"),
                    help="clean-up of every prediction from now on: keep the largest 3-D piece "
                         "of all structures (foreground), or of each class (per_class), or drop "
-                        "pieces under a quarter of the largest (small_pieces); val: "
+                        f"pieces under {100 * SMALL_PIECE_SHARE:.0f} % of the largest "
+                        "(small_pieces); val: "
                         "the one with the best mean Dice on the --val-split scans, said in the "
                         "card")
     c.add_argument("--val-split", default="val",

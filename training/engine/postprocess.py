@@ -20,6 +20,12 @@ POSTPROCESS_MODES = ("none", "foreground", "per_class", "small_pieces")
 #: chosen for the LGG card on out-of-fold patients (benchmarks/results/lgg_folds_clean_up.md)
 SMALL_PIECE_SHARE = 0.25
 
+#: each clean-up in words, for cards and help
+CLEAN_UP_WORDS = {"none": "none", "foreground": "the largest 3-D piece of all structures kept",
+                  "per_class": "each structure's largest 3-D piece kept",
+                  "small_pieces": f"3-D pieces under {100 * SMALL_PIECE_SHARE:.0f} % of the "
+                                  "largest one dropped"}
+
 
 def model_clean_up(meta: dict) -> str:
     """The clean-up a checkpoint's metadata names (``meta["postprocess"]``); "none" if unset."""
@@ -58,27 +64,28 @@ def drop_small_pieces(labels: np.ndarray, fraction: float) -> np.ndarray:
     Softer than keeping the largest piece alone: a lesion in two parts of like size keeps both,
     while a speck far from the structure goes. 26-connected, as :func:`keep_main_pieces`.
     """
-    from scipy.ndimage import label
-
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"fraction must lie in [0, 1], not {fraction}")
     labels = np.asarray(labels)
-    pieces, n = label(labels != 0, structure=np.ones((3,) * labels.ndim, bool))
-    if n <= 1:
+    pieces, sizes = _pieces(labels != 0)
+    if len(sizes) <= 2:  # background and at most one piece
         return labels
-    sizes = np.bincount(pieces.ravel())
-    sizes[0] = 0
     small = np.flatnonzero(sizes < fraction * sizes.max())
     return np.where(np.isin(pieces, small[small > 0]), 0, labels).astype(labels.dtype)
 
 
 def _largest_piece(mask: np.ndarray) -> np.ndarray:
     """The largest fully connected piece of a boolean ``mask`` (all of it if one piece)."""
+    pieces, sizes = _pieces(mask)
+    return mask if len(sizes) <= 2 else pieces == int(sizes.argmax())
+
+
+def _pieces(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The fully connected pieces of a boolean ``mask`` (0 outside it) and each one's voxel
+    count (index 0, outside, counted as 0)."""
     from scipy.ndimage import label
 
     pieces, n = label(mask, structure=np.ones((3,) * mask.ndim, bool))
-    if n <= 1:
-        return mask
-    sizes = np.bincount(pieces.ravel())
+    sizes = np.bincount(pieces.ravel(), minlength=n + 1)
     sizes[0] = 0
-    return pieces == int(sizes.argmax())
+    return pieces, sizes

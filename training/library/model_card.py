@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from training.engine.postprocess import CLEAN_UP_WORDS
+
 HIST_BINS = 16
 
 
@@ -142,11 +144,6 @@ def _whole_words(factor: float) -> str:
     return f", slices up to {factor:g}x the patch whole" if factor > 1 else " in patch windows"
 
 
-_CLEAN_UP_WORDS = {"none": "none", "foreground": "the largest 3-D piece of all structures kept",
-                   "per_class": "each structure's largest 3-D piece kept",
-                   "small_pieces": "3-D pieces under a quarter of the largest one dropped"}
-
-
 def render_markdown(card: dict[str, Any], file_name: str) -> str:
     """A card as a Markdown section for ``docs/models.md``."""
     s = card["scans"]
@@ -159,7 +156,7 @@ def render_markdown(card: dict[str, Any], file_name: str) -> str:
              f"- training data: {card['data']}",
              f"- split: {card['split']}",
              f"- command: `{card['command']}`",
-             f"- clean-up of the prediction: {_CLEAN_UP_WORDS[card.get('postprocess', 'none')]}"
+             f"- clean-up of the prediction: {CLEAN_UP_WORDS[card.get('postprocess', 'none')]}"
              + (f" ({card['postprocess_note']})" if card.get("postprocess_note") else ""),
              f"- training scans: {s['count']}; spacing (z, y, x) {s['spacing_min']} – "
              f"{s['spacing_max']} mm; shape {s['shape_min']} – {s['shape_max']}; channels "
