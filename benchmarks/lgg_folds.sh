@@ -5,6 +5,7 @@
 # 9bee266:napari_semiseg/models/lgg_flair_unet2d.pt`); folds 1-5 each hold out every 5th
 # train patient and train the shipped command, seed 0, on the other 20 train + the 5 val.
 # Usage: benchmarks/lgg_folds.sh FOLD [WORK]   (FOLD 1-5; about 40 min on one core)
+# EXTRA='--augment mirror-left-right' appends training options: a recipe candidate's folds.
 set -euo pipefail
 F=${1:?usage: lgg_folds.sh FOLD [WORK]}
 W=${2:-runs/lgg_folds}
@@ -26,4 +27,4 @@ PY
   --missing-channels 0.2 --class-names 'background,FLAIR abnormality' --dims 2d --steps 8000 \
   --size 256 256 --unshuffle 2 --base 12 --depth 4 --dropout 0.1 --labeled-bs 4 \
   --unlabeled-bs 0 --seed 0 --prior-init 0 --checkpoint-every 500 --log-every 100 \
-  --out "$W/fold$F.pt"
+  --out "$W/fold$F.pt" ${EXTRA:-}

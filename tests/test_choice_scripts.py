@@ -76,3 +76,28 @@ def test_folds_choice_scores_each_patient_once_and_reports_every_candidate(tmp_p
     assert "drop < 25 % − none: mean +" in text and "worse on 0 of 3 patients" in text
     with pytest.raises(SystemExit):  # a fold must name its patients
         folds_clean_up_choice.main(["--data", str(data), "--fold", f"{a}=", "--out", str(out)])
+
+
+def test_predict_options_smooth_fill_and_drop_as_named(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    from folds_predict_options import drop_unsure_pieces, fill_slice_holes, z_smooth
+
+    flat = np.full((4, 3, 3), 0.6, np.float32)
+    np.testing.assert_allclose(z_smooth(flat), flat, rtol=1e-6)  # edges renormalised
+    one = np.zeros((3, 1, 1), np.float32)
+    one[1] = 1.0
+    np.testing.assert_allclose(z_smooth(one)[:, 0, 0], [1 / 3, 0.5, 1 / 3], rtol=1e-6)
+
+    ring = np.zeros((1, 7, 7), np.uint8)
+    ring[0, 1:6, 1:6] = 1
+    ring[0, 3, 3] = 0
+    assert fill_slice_holes(ring)[0, 3, 3] == 1 and fill_slice_holes(ring).sum() == 25
+
+    labels = np.zeros((1, 10, 10), np.uint8)
+    labels[0, :4, :4] = 1  # the largest piece: kept even when unsure
+    labels[0, 8:, 8:] = 1
+    fg = np.full(labels.shape, 0.6, np.float32)
+    out = drop_unsure_pieces(labels, fg)
+    assert out[0, :4, :4].all() and not out[0, 8:, 8:].any()
+    fg[0, 8:, 8:] = 0.9  # a sure small piece stays
+    assert drop_unsure_pieces(labels, fg)[0, 8:, 8:].all()

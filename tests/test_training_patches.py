@@ -143,3 +143,23 @@ def test_a_small_scan_trains_and_predicts_in_a_fitted_patch(tmp_path):
                       device="cpu", checkpoint=str(tmp_path / "m.pt"))
     _, meta = load_checkpoint(train(cfg, data))
     assert meta["size"] == [20, 32]  # predict's window is the patch it trained on
+
+
+def test_mirror_left_right_mirrors_half_the_samples_and_keeps_up_up():
+    aug = Augmentation.named("mirror-left-right")
+    assert aug.mirror_x and not aug.flips and not Augmentation.named("anatomy").mirror_x
+    labels = np.zeros((1, 48, 48), np.uint8)
+    labels[:, 4:14, 6:18] = 1  # top left
+    labels[:, 4:14, 30:42] = 2  # top right
+    data = TrainData(images=[labels.astype(np.float32)], labels=[labels], num_classes=3)
+    s = SliceSampler(data, (48, 48), labeled_bs=200, unlabeled_bs=0, seed=3,
+                     augmentation=aug, foreground_share=0.0)
+    lab = s.next()[0]["label"].numpy()
+    xs, ys = np.arange(48)[None, None, :], np.arange(48)[None, :, None]
+
+    def centre(c: int, axis: np.ndarray) -> np.ndarray:
+        return ((lab == c) * axis).sum((1, 2)) / np.maximum((lab == c).sum((1, 2)), 1)
+
+    mirrored = centre(1, xs) > centre(2, xs)
+    assert 0.3 < mirrored.mean() < 0.7  # about half swap sides
+    assert (centre(1, ys) < 24).all() and (centre(2, ys) < 24).all()  # none turned upside down

@@ -342,3 +342,14 @@ def test_a_models_card_says_whether_its_output_started_at_the_class_shares(tmp_p
         said[prior] = recipe_summary(read_checkpoint(path)["meta"])
     assert "output started at the class shares" in said[True]
     assert "class shares" not in said[False]
+
+
+def test_a_models_card_says_it_was_mirrored_left_right(tmp_path):
+    from training.library.model_card import recipe_summary
+
+    path = train(_cfg(tmp_path, steps=1, augment="mirror-left-right"), _data())
+    meta = read_checkpoint(path)["meta"]
+    assert meta["config"]["augment"] == "mirror-left-right"
+    assert "mirrored left-right" in recipe_summary(meta)
+    assert "mirror" not in recipe_summary({**meta, "config": {**meta["config"],
+                                                              "augment": "anatomy"}})

@@ -64,7 +64,9 @@ def _train_options(p: argparse.ArgumentParser) -> None:
                         "squashed to --size (the earlier recipe)")
     p.add_argument("--augment", default="anatomy", choices=AUGMENTATIONS,
                    help="2D patches: anatomy keeps orientation (small turns, scale, gamma, "
-                        "contrast, noise); any-orientation adds 90-degree turns and mirroring")
+                        "contrast, noise); mirror-left-right adds left-right mirroring (anatomy "
+                        "whose halves mirror each other: the brain); any-orientation adds "
+                        "90-degree turns and mirroring")
     p.add_argument("--foreground-share", type=float, default=1 / 3,
                    help="2D patches: share centred on a labelled structure voxel")
     p.add_argument("--labeled-bs", type=int, default=None)

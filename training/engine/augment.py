@@ -4,7 +4,8 @@ One ``grid_sample`` call crops, turns and scales a whole batch of 2-D slices at 
 per-slice Python loop), so a GPU step is not bound by the CPU and a CPU step spends its time in
 the network. Orientation is kept by default: anatomy with a fixed orientation (the heart in
 cine-MRI: the RV always on the -x side of the LV) loses a cue under 90-degree turns and flips,
-so those are opt-in (``flips``), for data without an orientation.
+so those are opt-in (``flips``), for data without an orientation. Anatomy that is its own
+mirror image left to right (the brain) may be mirrored left-right alone (``mirror_x``).
 
 Labels follow the image by nearest-neighbour sampling; whatever comes from outside the slice is
 "not annotated" (255), never background: nothing is known there.
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 
 from training import IGNORE_INDEX
 
-AUGMENTATIONS = ("anatomy", "any-orientation", "none")
+AUGMENTATIONS = ("anatomy", "mirror-left-right", "any-orientation", "none")
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class Augmentation:
     rotate: float = 15.0  # degrees, either way
     scale: tuple[float, float] = (0.85, 1.2)
     flips: bool = False  # random 90-degree turns and mirroring (only for orientation-free data)
+    # left-right mirroring alone, half the samples: up stays up (a brain's two halves)
+    mirror_x: bool = False
     p_gamma: float = 0.3
     gamma: tuple[float, float] = (0.7, 1.5)
     p_contrast: float = 0.15
@@ -57,7 +60,8 @@ class Augmentation:
         extra: dict = {} if rotate is None else {"rotate": float(rotate)}
         if missing_channels is not None:
             extra["p_missing_channels"] = float(missing_channels)
-        return cls(flips=name == "any-orientation", **extra)
+        return cls(flips=name == "any-orientation", mirror_x=name == "mirror-left-right",
+                   **extra)
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -97,6 +101,7 @@ def patch_grid(
         scale = torch.where(spatial, _uniform(n, *aug.scale, gen), scale)
         if aug.flips:
             turns = torch.randint(0, 4, (n,), generator=gen)
+        if aug.flips or aug.mirror_x:
             flip_x = torch.where(_coin(n, 0.5, gen), -1.0, 1.0)
     theta = torch.deg2rad(angle) + turns.float() * (math.pi / 2)
     cos, sin = torch.cos(theta) * scale, torch.sin(theta) * scale

@@ -40,6 +40,8 @@ def patch_grid_3d(
     if aug is not None and aug.flips:
         turns = int(torch.randint(0, 4, (1,), generator=gen))
         mirror = [-1.0 if float(torch.rand(1, generator=gen)) < 0.5 else 1.0 for _ in range(3)]
+    elif aug is not None and aug.mirror_x and float(torch.rand(1, generator=gen)) < 0.5:
+        mirror[2] = -1.0
     theta = angle + turns * math.pi / 2
     c, s = math.cos(theta) * scale, math.sin(theta) * scale
     # source offset (x, y, z) = M @ patch offset (x, y, z), in voxels

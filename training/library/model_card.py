@@ -108,6 +108,9 @@ def recipe_summary(meta: dict[str, Any]) -> str:
     turn = cfg.get("rotate") or 15
     aug_words = {"anatomy": f"orientation kept: turns up to {turn:g} degrees, scale, gamma, "
                             "contrast, brightness, noise",
+                 "mirror-left-right": f"up kept, mirrored left-right: turns up to {turn:g} "
+                                      "degrees, left-right mirroring, scale, gamma, contrast, "
+                                      "brightness, noise",
                  "any-orientation": f"turns up to {turn:g} degrees plus 90-degree turns and "
                                     "mirroring, scale, gamma, contrast, brightness, noise",
                  "none": "no augmentation"}.get(aug, aug)
