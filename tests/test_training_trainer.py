@@ -38,6 +38,10 @@ def test_events_checkpoints_and_meta(tmp_path):
     assert meta["normalization"]["kind"] == "percentile_zscore"
     assert meta["method"] == "supervised" and meta["size"] == [16, 16]
     assert meta["data"]["labeled_volumes"] == 2 and meta["steps_done"] == 4
+    # the machine it ran on, read back through the safe loader
+    assert meta["trained_on"]["device"] == "cpu"
+    assert meta["trained_on"]["torch"] == torch.__version__
+    assert meta["trained_on"]["threads"] == torch.get_num_threads()
 
 
 def test_cancel_stops_with_a_valid_checkpoint(tmp_path):

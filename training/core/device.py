@@ -26,3 +26,21 @@ def pick_device(prefer: str = "auto") -> torch.device:
         if mps is None or not mps.is_available():
             raise ValueError("MPS was requested but is not available")
     return torch.device(prefer)
+
+
+def machine_words(device: torch.device | str) -> dict[str, str | int]:
+    """What a model was trained on, for its checkpoint: float rounding differs between CPU
+    instruction sets, thread counts and torch versions, so a long run of the same command and
+    seed can end elsewhere on another machine; this says which machine a figure came from."""
+    import platform
+
+    dev = torch.device(device)
+    words: dict[str, str | int] = {"torch": str(torch.__version__), "device": dev.type,
+                                   "threads": int(torch.get_num_threads()),
+                                   "cpu": platform.processor() or platform.machine()}
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", None)
+    if capability is not None:
+        words["cpu_instructions"] = str(capability())
+    if dev.type == "cuda":
+        words["gpu"] = torch.cuda.get_device_name(dev)
+    return words

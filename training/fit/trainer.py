@@ -13,7 +13,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from training.core.atomic import atomic_write
-from training.core.device import pick_device
+from training.core.device import machine_words, pick_device
 from training.core.distributed import any_rank, barrier, init_distributed
 from training.engine.augment import Augmentation
 from training.engine.checkpoint import companion_path, read_checkpoint, save_checkpoint
@@ -250,6 +250,7 @@ def train(
         "sampling": config.sampling if config.dims == 2 else "patch3d",
         "total_steps": config.steps, "config": _plain(asdict(config)),
         "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
+        "trained_on": machine_words(device),
     }
     if init is not None and init["meta"].get("postprocess"):
         # A fine-tuned model is still that anatomy's model: it keeps the clean-up chosen for it.
