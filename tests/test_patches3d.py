@@ -110,3 +110,19 @@ def test_a_3d_model_says_its_recipe(tmp_path):
     assert "turns about z up to 15 degrees" in line and "Gaussian sliding-window" in line
     # a 3-D model of the earlier sampling keeps its short line
     assert recipe_summary({**meta, "sampling": "patch"}).startswith("3-D patches [8, 16, 16];")
+
+
+def test_mirror_left_right_flips_only_x_in_3d():
+    from training.engine.patches3d import patch_grid_3d
+
+    aug = Augmentation(p_spatial=0.0, mirror_x=True)  # no turn or scale: only the mirror
+    plain = patch_grid_3d((5, 8, 8), (10, 16, 16), (4, 6, 6), None, torch.Generator())
+    gen = torch.Generator().manual_seed(0)
+    mirrored = 0
+    for _ in range(40):
+        g = patch_grid_3d((5, 8, 8), (10, 16, 16), (4, 6, 6), aug, gen)
+        assert torch.allclose(g[..., 1:], plain[..., 1:])  # y and z as they are
+        if not torch.allclose(g[..., 0], plain[..., 0]):
+            assert torch.allclose(g[..., 0], plain[..., 0].flip(-1), atol=1e-6)
+            mirrored += 1
+    assert 8 < mirrored < 32
