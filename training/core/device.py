@@ -29,9 +29,9 @@ def pick_device(prefer: str = "auto") -> torch.device:
 
 
 def machine_words(device: torch.device | str) -> dict[str, str | int]:
-    """What a model was trained on, for its checkpoint: float rounding differs between CPU
-    instruction sets, thread counts and torch versions, so a long run of the same command and
-    seed can end elsewhere on another machine; this says which machine a figure came from."""
+    """What a model was trained on, for its checkpoint: float rounding may differ between CPU
+    instruction sets, thread counts and torch versions, so when two runs of one command differ,
+    this tells a machine difference from a command difference."""
     import platform
 
     dev = torch.device(device)
