@@ -18,38 +18,25 @@ import sys
 import time
 
 import numpy as np
-from held_out import write_report
+from held_out import add_fold_arguments, fold_scans, fold_table, write_report
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True)
-    p.add_argument("--fold", action="append", required=True, metavar="MODEL=P1,P2,...")
-    p.add_argument("--out", required=True)
+    add_fold_arguments(p)
     a = p.parse_args(argv)
 
-    from training.engine.checkpoint import load_checkpoint
-    from training.engine.inference import model_channels, predict_volume
+    from training.engine.inference import predict_volume
     from training.engine.metrics import classes_to_score, dice_hd95
     from training.engine.postprocess import drop_small_pieces, keep_main_pieces
-    from training.library.model_card import dataset_scans
 
     clean = {"none": lambda x: x,
              "largest piece": lambda x: keep_main_pieces(x, "foreground"),
              "drop < 10 %": lambda x: drop_small_pieces(x, 0.10),
              "drop < 25 %": lambda x: drop_small_pieces(x, 0.25)}  # "none" first: the base
     rows, t0 = [], time.time()
-    for k, spec in enumerate(a.fold):
-        path, _, names = spec.partition("=")
-        patients = [s for s in names.split(",") if s]
-        if not patients:
-            p.error(f"--fold {spec!r} names no patients")
-        model, meta = load_checkpoint(path, device="cpu")
+    for k, model, meta, scans in fold_scans(p, a):
         n = int(meta["num_classes"])
-        scans = list(dataset_scans(a.data, None, patients,
-                                   keep_channels=model_channels(meta) > 1))
-        if len(scans) != len(patients):
-            p.error(f"fold {k}: {len(scans)} labelled scans found for {len(patients)} patients")
         for name, im, lab, sp, _ in scans:
             pred = predict_volume(model, {**meta, "postprocess": "none"}, im,
                                   device="cpu", probabilities=False)["labels"]
@@ -60,27 +47,12 @@ def main(argv: list[str] | None = None) -> int:
                 scores.append(100 * float(np.mean(r["dice"])))
             rows.append((k, name, scores))
             print(k, name, [round(s, 1) for s in scores], flush=True)
-    s = np.array([r[2] for r in rows])
-    folds = np.array([r[0] for r in rows])
     cmd = " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
     lines = ["# Clean-up of the prediction, chosen on out-of-fold patients", "",
              f"- command: `PYTHONPATH=. python benchmarks/folds_clean_up_choice.py {cmd}`",
              f"- {len(rows)} patients in {len(a.fold)} folds; each scored by the model that "
              f"never trained on it; 3-D Dice per scan, mean over classes; {time.time() - t0:.0f} s",
-             "", "| fold | patient | " + " | ".join(clean) + " |",
-             "|---|---|" + "---|" * len(clean)]
-    lines += [f"| {k} | {name} | " + " | ".join(f"{v:.1f}" for v in sc) + " |"
-              for k, name, sc in rows]
-    lines.append("| | **mean ± sd** | " + " | ".join(
-        f"**{m:.2f} ± {d:.1f}**" for m, d in zip(s.mean(0), s.std(0), strict=True)) + " |")
-    lines.append("")
-    for j, c in enumerate(list(clean)[1:], start=1):
-        diff = s[:, j] - s[:, 0]
-        fold_diff = [float(diff[folds == k].mean()) for k in range(len(a.fold))]
-        lines.append(f"- {c} − none: mean {diff.mean():+.2f}; better on {(diff > 0).sum()}, "
-                     f"worse on {(diff < 0).sum()} of {len(diff)} patients; lower on "
-                     f"{sum(d < 0 for d in fold_diff)} of {len(fold_diff)} folds "
-                     f"({', '.join(f'{d:+.2f}' for d in fold_diff)})")
+             "", *fold_table(rows, list(clean), len(a.fold), "none")]
     return write_report(a.out, lines)
 
 

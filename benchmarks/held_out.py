@@ -38,3 +38,56 @@ def write_report(path: str, lines: list[str]) -> int:
         fh.write(text)
     print(text)
     return 0
+
+
+def add_fold_arguments(p: argparse.ArgumentParser) -> None:
+    """The out-of-fold scripts' arguments: ``--fold MODEL=P1,P2,...`` (a model and the patients
+    it never trained on), repeated."""
+    p.add_argument("--data", required=True)
+    p.add_argument("--fold", action="append", required=True, metavar="MODEL=P1,P2,...")
+    p.add_argument("--out", required=True)
+
+
+def fold_scans(p: argparse.ArgumentParser, a: argparse.Namespace):
+    """Per fold, (k, model, meta, scans): every patient a fold names, read as its model reads
+    it; a fold naming no patient, or one whose patients are not all found, is refused."""
+    from training.engine.checkpoint import load_checkpoint
+    from training.engine.inference import model_channels
+    from training.library.model_card import dataset_scans
+
+    for k, spec in enumerate(a.fold):
+        path, _, names = spec.partition("=")
+        patients = [s for s in names.split(",") if s]
+        if not patients:
+            p.error(f"--fold {spec!r} names no patients")
+        model, meta = load_checkpoint(path, device="cpu")
+        scans = list(dataset_scans(a.data, None, patients,
+                                   keep_channels=model_channels(meta) > 1))
+        if len(scans) != len(patients):
+            p.error(f"fold {k}: {len(scans)} labelled scans found for {len(patients)} patients")
+        yield k, model, meta, scans
+
+
+def fold_table(rows: list, columns: list[str], n_folds: int, base: str) -> list[str]:
+    """Markdown table of ``rows`` ((fold, patient, scores per column)), its mean ± sd row, and
+    each column against the first (``base``): mean difference, patients better and worse,
+    folds lower."""
+    import numpy as np
+
+    s = np.array([r[2] for r in rows])
+    folds = np.array([r[0] for r in rows])
+    lines = ["| fold | patient | " + " | ".join(columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    lines += [f"| {k} | {name} | " + " | ".join(f"{v:.1f}" for v in sc) + " |"
+              for k, name, sc in rows]
+    lines.append("| | **mean ± sd** | " + " | ".join(
+        f"**{m:.2f} ± {d:.1f}**" for m, d in zip(s.mean(0), s.std(0), strict=True)) + " |")
+    lines.append("")
+    for j, c in enumerate(columns[1:], start=1):
+        diff = s[:, j] - s[:, 0]
+        fold_diff = [float(diff[folds == k].mean()) for k in range(n_folds)]
+        lines.append(f"- {c} − {base}: mean {diff.mean():+.2f}; better on {(diff > 0).sum()}, "
+                     f"worse on {(diff < 0).sum()} of {len(diff)} patients; lower on "
+                     f"{sum(d < 0 for d in fold_diff)} of {len(fold_diff)} folds "
+                     f"({', '.join(f'{d:+.2f}' for d in fold_diff)})")
+    return lines
