@@ -271,3 +271,16 @@ def test_prior_init_is_on_for_training_from_scratch_and_off_for_weak_labels_unle
     # the weak path (--tags) asks for default 0: equal odds unless the command says 1
     assert _prior_init(parsed(), default=0) is False
     assert _prior_init(parsed("--prior-init", "1"), default=0) is True
+
+
+def test_unlabelled_scans_are_the_ones_named_and_none_are_read_without_an_unlabelled_batch(
+        dataset, tmp_path, capsys):
+    # case02 is the one unlabelled train case by default; a corrupt file there shows whether
+    # a run reads it
+    (dataset / "images" / "case02.nii.gz").write_bytes(b"not a nifti file")
+    assert _train(dataset, tmp_path / "a.pt") != 0  # mean teacher reads its unlabelled pool
+    assert "case02" in capsys.readouterr().err
+    assert _train(dataset, tmp_path / "b.pt", "--unlabeled-bs", "0") == 0
+    assert _train(dataset, tmp_path / "c.pt", "--unlabeled", "case03") == 0
+    assert _train(dataset, tmp_path / "d.pt", "--unlabeled", "case01") != 0  # it is labelled
+    assert "both labelled and unlabelled" in capsys.readouterr().err

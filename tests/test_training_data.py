@@ -158,3 +158,14 @@ def test_normalisation_of_a_big_scan_matches_exact_percentiles():
     out = normalize_intensity(v)
     assert out.dtype == np.float32 and np.abs(out - exact).max() < 0.05
     assert v.max() > hi  # the caller's array is left as it was
+
+
+def test_load_train_data_takes_the_unlabelled_cases_it_is_given(tmp_path):
+    write_dataset(tmp_path, n=5, with_index=False)  # no splits: every other case is in the pool
+    assert len(load_train_data(tmp_path, "case00").unlabeled) == 4
+    assert len(load_train_data(tmp_path, "case00", unlabeled="case03, case04").unlabeled) == 2
+    assert len(load_train_data(tmp_path, "case00", use_unlabeled=False).unlabeled) == 0
+    with pytest.raises(DataError, match="unknown unlabelled"):
+        load_train_data(tmp_path, "case00", unlabeled="case09")
+    with pytest.raises(DataError, match="both labelled and unlabelled"):
+        load_train_data(tmp_path, "case00,case01", unlabeled="case01")

@@ -126,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "e.g. bcp:conf=0.9,sup=1")
     t.add_argument("--labeled", default=None,
                    help="N patients or case,case,... (dense labels; optional with --tags)")
+    t.add_argument("--unlabeled", default=None, metavar="CASE,CASE,...",
+                   help="the unlabelled cases or patients (default: every other train case; "
+                        "in a folder without splits that includes test patients). None are "
+                        "read with --unlabeled-bs 0")
     t.add_argument("--tags", default=None, metavar="FILE.csv",
                    help="slice tags (case,slice,tag; LGG index.csv; ACDC slices.csv): "
                         "localisation maps -> weak masks -> --method (cam_weak)")
@@ -472,6 +476,8 @@ def _train_command(args: argparse.Namespace, work: str | None) -> int:
         _keep_init_network(args, init_meta)
         check_init_fits(args.init, init_meta, [], args.num_classes)
     if args.tags:
+        if args.unlabeled is not None:
+            raise DataError("--unlabeled goes with --labeled; --tags picks its own slices")
         return _train_from_tags(args)
     if args.labeled is None:
         raise DataError("--labeled is required (or give --tags FILE.csv)")
@@ -480,7 +486,8 @@ def _train_command(args: argparse.Namespace, work: str | None) -> int:
     with series_dataset(args.data) as root:  # images/<case>/ may be a DICOM series folder
         check_labeled(root, args.labeled)
         data = load_train_data(root, args.labeled, num_classes=args.num_classes,
-                               channels=args.channels)
+                               channels=args.channels, unlabeled=args.unlabeled,
+                               use_unlabeled=args.unlabeled_bs != 0)
     if args.class_names:
         names = [n.strip() for n in args.class_names.split(",")]
         if len(names) != data.num_classes or any(not n for n in names):

@@ -312,14 +312,19 @@ def load_train_data(
     use_unlabeled: bool = True,
     normalization: dict | None = None,
     channels: int = 1,
+    unlabeled: str | Sequence[str] | None = None,
 ) -> TrainData:
     """Read a dataset folder into :class:`TrainData` (labelled + unlabelled train cases).
 
     A patient's 2-D slices (LGG) become one scan, normalised together (:func:`patient_stacks`).
     ``channels`` > 1 keeps every channel of RGB scans (the LGG sequences) instead of FLAIR.
+    ``unlabeled`` names the unlabelled cases or patients; by default every other case of the
+    train pool, which in a folder without splits includes patients kept for testing.
     """
     cases = scan_dataset(root)
     lab_cases, unl_cases = select_labeled(cases, labeled)
+    if unlabeled is not None and use_unlabeled:
+        unl_cases = select_unlabeled(cases, lab_cases, unlabeled)
     lab_groups = patient_stacks(lab_cases)
     images, labels = [], []
     for group in lab_groups:
@@ -333,6 +338,25 @@ def load_train_data(
         if num_classes is None else None, normalization=normalization,
         names=[g[0].patient or g[0].name if len(g) > 1 else g[0].name for g in lab_groups],
     )
+
+
+def select_unlabeled(
+    cases: Sequence[Case], lab_cases: Sequence[Case], unlabeled: str | Sequence[str]
+) -> list[Case]:
+    """The named cases or patients (their images only), which must not be labelled ones."""
+    names = [n.strip() for n in (unlabeled.split(",") if isinstance(unlabeled, str)
+                                 else unlabeled)]
+    names = [n for n in names if n]
+    known = {c.name for c in cases} | {c.patient for c in cases if c.patient}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise DataError(f"unknown unlabelled case or patient: {unknown[0]}")
+    lab_names = {c.name for c in lab_cases}
+    chosen = [c for c in cases if c.name in names or c.patient in names]
+    both = [c.name for c in chosen if c.name in lab_names]
+    if both:
+        raise DataError(f"case {both[0]} is named both labelled and unlabelled")
+    return chosen
 
 
 # ----- sampling ----------------------------------------------------------------------------
