@@ -102,6 +102,9 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--missing-channels", type=float, default=None, metavar="P",
                    help="--channels 3: share of training patches whose channels all become "
                         "FLAIR, as in scans whose missing sequences were filled with it")
+    p.add_argument("--context-slices", type=int, default=0, metavar="K",
+                   help="2D patches: each slice's K neighbouring slices on either side as "
+                        "extra input channels (2.5-D); a fine-tune keeps its checkpoint's")
     p.add_argument("--refresh-every", type=int, default=100, help="bcp static-teacher period")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
@@ -409,6 +412,15 @@ def _prior_init(args: argparse.Namespace, default: int = 1) -> bool:
     return bool(default if given is None else given)
 
 
+def _context_slices(args: argparse.Namespace) -> int:
+    k = int(getattr(args, "context_slices", 0) or 0)
+    if k < 0:
+        raise DataError("--context-slices must be 0 or more")
+    if k and args.dims != 2:
+        raise DataError("--context-slices is for 2-D networks (--dims 2d)")
+    return k
+
+
 def _config(args: argparse.Namespace, **extra):
     from training.fit.trainer import TrainConfig
 
@@ -427,6 +439,7 @@ def _config(args: argparse.Namespace, **extra):
         precision=getattr(args, "precision", "fp32"), optimizer=args.optimizer,
         rotate=args.rotate, sampling=args.sampling, augment=args.augment,
         missing_channels=getattr(args, "missing_channels", None),
+        context_slices=_context_slices(args),
         foreground_share=args.foreground_share, lr_warmup=args.lr_warmup,
         clip_grad=args.clip_grad, weights_ema=args.weights_ema, unshuffle=unshuffle,
         prior_init=_prior_init(args),
@@ -478,6 +491,9 @@ def _train_command(args: argparse.Namespace, work: str | None) -> int:
     if args.tags:
         if args.unlabeled is not None:
             raise DataError("--unlabeled goes with --labeled; --tags picks its own slices")
+        if getattr(args, "context_slices", 0):
+            raise DataError("--context-slices goes with --labeled; weak labels from --tags "
+                            "train on single slices")
         return _train_from_tags(args)
     if args.labeled is None:
         raise DataError("--labeled is required (or give --tags FILE.csv)")

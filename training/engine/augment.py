@@ -173,15 +173,19 @@ def intensity(x: torch.Tensor, aug: Augmentation | None, gen: torch.Generator) -
 
 
 def missing_channels(x: torch.Tensor, aug: Augmentation | None,
-                     gen: torch.Generator) -> torch.Tensor:
+                     gen: torch.Generator, scan_channels: int | None = None) -> torch.Tensor:
     """Samples of a (N, C, ...) batch with C > 1 whose every channel becomes the grey one
-    (:data:`training.core.io.RGB_CHANNEL`), each with probability ``aug.p_missing_channels``."""
+    (:data:`training.core.io.RGB_CHANNEL`), each with probability ``aug.p_missing_channels``.
+    With context slices (C = slices x ``scan_channels``) each slice's own channels become its
+    grey one."""
     from training.core.io import RGB_CHANNEL
 
-    if aug is None or aug.p_missing_channels <= 0 or x.shape[1] < 2:
+    group = int(scan_channels or x.shape[1])
+    if aug is None or aug.p_missing_channels <= 0 or group < 2:
         return x
     pick = _coin(x.shape[0], aug.p_missing_channels, gen).to(x.device)
     if not bool(pick.any()):
         return x
-    grey = x[:, RGB_CHANNEL:RGB_CHANNEL + 1].expand_as(x)
+    g = x.reshape(x.shape[0], -1, group, *x.shape[2:])
+    grey = g[:, :, RGB_CHANNEL:RGB_CHANNEL + 1].expand_as(g).reshape(x.shape)
     return torch.where(pick.view(-1, *([1] * (x.dim() - 1))), grey, x)

@@ -167,6 +167,9 @@ class TrainData:
     # voxels could then settle on "background everywhere" (issue 13: tags + 8 dense gave 0 Dice)
     trusted_share: float = 0.0
     channels: int = 1
+    # neighbouring slices given on each side as channels (training.engine.context): ``channels``
+    # then counts them all, ``scan_channels`` the scan's own
+    context_slices: int = 0
 
     @classmethod
     def from_arrays(
@@ -213,6 +216,25 @@ class TrainData:
                for k, u in enumerate(unlabeled)]
         return cls(imgs, labs, unl, num_classes, names_c, norm, list(names or []),
                    channels=channels)
+
+    @property
+    def scan_channels(self) -> int:
+        """The scan's own channels (1 grey, 3 for the LGG sequences), context slices aside."""
+        return self.channels // (2 * self.context_slices + 1)
+
+    def with_context(self, k: int) -> TrainData:
+        """The same scans with ``k`` neighbouring slices on each side as channels (2-D only)."""
+        from dataclasses import replace
+
+        from training.engine.context import network_inputs, with_context_slices
+
+        if k <= 0 or k == self.context_slices:
+            return self
+        if self.context_slices:
+            raise DataError("these scans already carry context slices")
+        return replace(self, images=[with_context_slices(v, k) for v in self.images],
+                       unlabeled=[with_context_slices(v, k) for v in self.unlabeled],
+                       channels=network_inputs(self.channels, k), context_slices=int(k))
 
     def class_shares(self) -> np.ndarray:
         """Share of each class among the annotated voxels (weak class c counts as c), each at

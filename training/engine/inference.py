@@ -20,6 +20,7 @@ from torch import nn
 
 from training.core.cpu_math import flush_denormals
 from training.core.device import pick_device
+from training.engine.context import with_context_slices
 from training.engine.networks import enable_mc_dropout, fold_batch_norm, has_batch_norm
 from training.engine.normalization import normalize_scan
 from training.engine.postprocess import keep_main_pieces, model_clean_up
@@ -315,8 +316,15 @@ def _predict_3d(model, x, roi, factor, mc):
 
 
 def model_channels(meta: dict) -> int:
-    """How many image channels a model reads: 1 (grey), or 3 for an RGB-slice model."""
-    return int((meta.get("network") or {}).get("in_channels", 1) or 1)
+    """How many channels of a scan a model reads: 1 (grey), or 3 for an RGB-slice model (its
+    network may take each slice's neighbours too: :func:`context_slices`)."""
+    net = meta.get("network") or {}
+    return int(net.get("in_channels", 1) or 1) // (2 * context_slices(meta) + 1)
+
+
+def context_slices(meta: dict) -> int:
+    """Neighbouring slices a 2-D model reads on each side of a slice (0: the slice alone)."""
+    return int((meta.get("network") or {}).get("context_slices", 0) or 0)
 
 
 def predict_volume(
@@ -365,7 +373,8 @@ def predict_volume(
     if mc > 0 and enable_mc_dropout(model, True) == 0:
         mc = 0
     try:
-        x = normalize_scan(vol, meta.get("normalization"), channels)
+        x = with_context_slices(normalize_scan(vol, meta.get("normalization"), channels),
+                                context_slices(meta))
         if int(meta.get("dims", 2)) == 2:
             if meta.get("sampling") == "patch":
                 probs, cam, labels, unc = _predict_2d_windows(

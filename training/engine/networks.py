@@ -68,6 +68,7 @@ class UNet(nn.Module):
         edge_head: bool = False,
         cls_head: bool = False,
         unshuffle: int = 1,
+        context_slices: int = 0,
     ) -> None:
         super().__init__()
         if dims not in (2, 3):
@@ -85,6 +86,10 @@ class UNet(nn.Module):
         }
         if unshuffle > 1:  # older checkpoints have no such key; they rebuild with 1
             self.config["unshuffle"] = unshuffle
+        if context_slices:  # how the input is laid out (training.engine.context), no layer
+            if dims != 2 or in_channels % (2 * int(context_slices) + 1):
+                raise ValueError("context slices need a 2-D network whose inputs hold them")
+            self.config["context_slices"] = int(context_slices)
         self.unshuffle = unshuffle
         in_channels *= unshuffle**2
         conv = nn.Conv2d if dims == 2 else nn.Conv3d

@@ -82,6 +82,7 @@ class SliceSampler(SlicePicker):
         self.size = (int(size[0]), int(size[1]))
         self.aug = augmentation
         self.foreground_share = float(foreground_share)
+        self.scan_channels = data.scan_channels
         lab_s, lab_l, unl_s, counts = [], [], [], []
         for im, lab in zip(data.images, data.labels, strict=True):
             annotated = (lab != IGNORE_INDEX).reshape(len(lab), -1).any(1)
@@ -144,7 +145,7 @@ class SliceSampler(SlicePicker):
         img = img[:, None] if img.dim() == 3 else img
         lab = labels.data[at] if labels is not None else None
         img, lab = sample_patches(img, lab, grid)
-        img = missing_channels(img, self.aug, self.gen)
+        img = missing_channels(img, self.aug, self.gen, self.scan_channels)
         batch = {"image": intensity(img, self.aug, self.gen)}
         if lab is not None:
             batch["label"] = lab

@@ -17,6 +17,7 @@ from training.core.device import machine_words, pick_device
 from training.core.distributed import any_rank, barrier, init_distributed
 from training.engine.augment import Augmentation
 from training.engine.checkpoint import companion_path, read_checkpoint, save_checkpoint
+from training.engine.context import network_inputs
 from training.engine.data import DataError, ResizedSliceSampler, TrainData
 from training.engine.networks import check_size
 from training.engine.patches import SliceSampler, fitted_patch
@@ -79,6 +80,9 @@ class TrainConfig:
     # scans with channels: share of patches whose channels all become the grey (FLAIR) one
     # (None: the augmentation's own, 0)
     missing_channels: float | None = None
+    # 2-D patches: neighbouring slices given on each side as extra input channels ("2.5-D",
+    # training.engine.context); a fine-tune keeps its checkpoint's
+    context_slices: int = 0
     seed: int = 0
     warmup_fraction: float | None = None
     rampup_fraction: float | None = None  # None: the method's own
@@ -137,8 +141,10 @@ def make_sampler(config: TrainConfig, data: TrainData, seed: int,
     than the largest slice needs, given the network in ``model_config``), squashed 2-D slices
     (the earlier recipe), or 3-D patches."""
     if data.channels > 1 and (config.dims == 3 or config.sampling != "patch"):
-        raise DataError(f"scans with {data.channels} channels train as 2-D native-grid patches"
-                        " only (--dims 2d --sampling patch)")
+        what = ("context slices" if data.context_slices
+                else f"scans with {data.channels} channels")
+        raise DataError(f"{what} train as 2-D native-grid patches only (--dims 2d"
+                        " --sampling patch)")
     try:
         aug = Augmentation.named(config.augment, config.rotate, config.missing_channels)
     except ValueError as exc:
@@ -167,15 +173,18 @@ def _model_config(config: TrainConfig, data: TrainData, init: dict | None) -> di
         net = dict(init["meta"]["network"])
         if int(net["dims"]) != config.dims:
             raise DataError(f"checkpoint is {net['dims']}D but training is {config.dims}D")
-        if int(net.get("in_channels", 1)) != int(data.channels):
-            raise DataError(f"the checkpoint reads {net.get('in_channels', 1)} channel(s) but"
-                            f" the scans have {data.channels}")
+        k = int(net.get("context_slices", 0))
+        if int(net.get("in_channels", 1)) != network_inputs(data.channels, k):
+            raise DataError(f"the checkpoint reads {int(net.get('in_channels', 1)) // (2 * k + 1)}"
+                            f" channel(s) but the scans have {data.channels}")
         if data.num_classes > int(net["num_classes"]):
             # a structure added to a trained model: its head grows, old classes keep weights
             net = {**net, "num_classes": int(data.num_classes)}
         return net
     return {
-        "kind": "unet", "dims": config.dims, "in_channels": int(data.channels),
+        "kind": "unet", "dims": config.dims,
+        "in_channels": network_inputs(data.channels, config.context_slices),
+        **({"context_slices": int(config.context_slices)} if config.context_slices > 0 else {}),
         "num_classes": int(config.num_classes or data.num_classes), "base": config.base,
         "depth": config.depth, "dropout": config.dropout, "norm": config.norm,
         **({"unshuffle": config.unshuffle} if config.unshuffle > 1 else {}),
@@ -234,6 +243,8 @@ def train(
                                                       find_unused_parameters=True))
     if config.compile:
         method.wrap(lambda m: torch.compile(m, backend=config.compile))
+    # the network's neighbouring slices, as its checkpoint says (a fine-tune keeps them)
+    data = data.with_context(int(model_config.get("context_slices", 0)))
     sampler = make_sampler(config, data, seed=config.seed + 1000 * rank, device=device,
                            model_config=model_config)
     meta_base = {

@@ -117,10 +117,13 @@ def recipe_summary(meta: dict[str, Any]) -> str:
     missing = float(cfg.get("missing_channels") or 0)
     if missing > 0 and aug != "none":
         aug_words += f", every channel FLAIR in {100 * missing:.0f} % of patches"
-    from training.engine.inference import model_channels, whole_slice_factor
+    from training.engine.inference import context_slices, model_channels, whole_slice_factor
 
     reads = model_channels(meta)
     channels = f"{reads} channels in; " if reads > 1 else ""
+    k = context_slices(meta)
+    if k:
+        channels += f"each slice with {k} neighbouring slice{'s' if k > 1 else ''} on either side; "
     ema = cfg.get("weights_ema") or 0
     start = ", output started at the class shares" if cfg.get("prior_init") else ""
 
