@@ -88,6 +88,9 @@ def test_the_cli_trains_predicts_and_fine_tunes_a_model_with_context_slices(tmp_
     _, meta = load_checkpoint(model)
     assert meta["network"]["in_channels"] == 9 and meta["network"]["context_slices"] == 1
     assert model_channels(meta) == 3  # what a scan must bring: its own three channels
+    from training.library.model_card import recipe_summary
+
+    assert "each slice with 1 neighbouring slice on either side" in recipe_summary(meta)
     out = tmp_path / "q.nii.gz"
     assert main(["predict", "--model", str(model), "--input", str(data / "images" / "Q_001.png"),
                  "--output", str(out)]) == 0  # one slice: its neighbours are itself
