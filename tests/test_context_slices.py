@@ -111,3 +111,19 @@ def test_scans_with_context_cannot_take_more_context():
     assert data.with_context(1) is data
     with pytest.raises(DataError, match="already carry"):
         data.with_context(2)
+
+
+@pytest.mark.parametrize("method", ["mean_teacher", "bcp", "act"])
+def test_semi_supervised_methods_take_context_slices_on_unlabelled_scans_too(tmp_path, method):
+    from test_training_synth import write_dataset
+
+    from training.cli import main
+
+    data = write_dataset(tmp_path / "data", n=4)  # one patient labelled, one train scan not
+    out = tmp_path / f"{method}.pt"
+    assert main(["train", "--data", str(data), "--method", method, "--labeled", "1", "--dims",
+                 "2d", "--steps", "3", "--size", "16", "16", "--base", "4", "--depth", "2",
+                 "--labeled-bs", "2", "--device", "cpu", "--context-slices", "1",
+                 "--out", str(out)]) == 0
+    _, meta = load_checkpoint(out)
+    assert meta["data"]["unlabeled_volumes"] == 1 and context_slices(meta) == 1

@@ -69,6 +69,7 @@ class ACT(Method):
             depth=self.opt("student_depth"),
             norm=self._student_norm(model_config),
             unshuffle=self.opt("student_unshuffle") if int(model_config["dims"]) == 2 else 1,
+            context_slices=int(model_config.get("context_slices", 0)),  # it reads what they read
         )
         self.nets["student"] = student
         self.model_config = student.config
