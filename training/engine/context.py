@@ -29,3 +29,8 @@ def with_context_slices(scan: np.ndarray, k: int) -> np.ndarray:
 def network_inputs(scan_channels: int, k: int) -> int:
     """Input channels of a network that reads ``k`` context slices of a ``scan_channels`` scan."""
     return int(scan_channels) * (2 * int(k) + 1)
+
+
+def scan_channels(network_inputs: int, k: int) -> int:
+    """The scan's own channels behind a network's ``network_inputs`` with ``k`` context slices."""
+    return int(network_inputs) // (2 * int(k) + 1)

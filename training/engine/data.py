@@ -102,6 +102,18 @@ def class_names_from_index(root: str | Path) -> list[str] | None:
     return ["background", *names] if names else None
 
 
+def named_cases(cases: Sequence[Case], names: str | Sequence[str], what: str) -> list[Case]:
+    """The cases named, by case or patient name (``a,b,...`` or a list); an unknown name is
+    an error that says ``what`` it was meant to be."""
+    wanted = [n.strip() for n in (names.split(",") if isinstance(names, str) else names)]
+    wanted = [n for n in wanted if n]
+    known = {c.name for c in cases} | {c.patient for c in cases if c.patient}
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise DataError(f"unknown {what}case or patient: {unknown[0]}")
+    return [c for c in cases if c.name in wanted or c.patient in wanted]
+
+
 def select_labeled(
     cases: Sequence[Case], labeled: int | str | Sequence[str], split: str = "train"
 ) -> tuple[list[Case], list[Case]]:
@@ -126,15 +138,9 @@ def select_labeled(
         chosen = set(patients[:labeled])
         lab = [c for c in pool if (c.patient or c.name) in chosen]
     else:
-        names = [n.strip() for n in (labeled.split(",") if isinstance(labeled, str) else labeled)]
-        names = [n for n in names if n]
-        if not names:
+        lab = named_cases(cases, labeled, "")
+        if not lab:
             raise DataError("the labelled set is empty")
-        known = {c.name for c in cases} | {c.patient for c in cases if c.patient}
-        unknown = [n for n in names if n not in known]
-        if unknown:
-            raise DataError(f"unknown case or patient: {unknown[0]}")
-        lab = [c for c in cases if c.name in names or c.patient in names]
     missing = [c.name for c in lab if c.label is None]
     if missing:
         raise DataError(f"labelled case has no label file: {missing[0]}")
@@ -220,7 +226,9 @@ class TrainData:
     @property
     def scan_channels(self) -> int:
         """The scan's own channels (1 grey, 3 for the LGG sequences), context slices aside."""
-        return self.channels // (2 * self.context_slices + 1)
+        from training.engine.context import scan_channels
+
+        return scan_channels(self.channels, self.context_slices)
 
     def with_context(self, k: int) -> TrainData:
         """The same scans with ``k`` neighbouring slices on each side as channels (2-D only)."""
@@ -366,15 +374,8 @@ def select_unlabeled(
     cases: Sequence[Case], lab_cases: Sequence[Case], unlabeled: str | Sequence[str]
 ) -> list[Case]:
     """The named cases or patients (their images only), which must not be labelled ones."""
-    names = [n.strip() for n in (unlabeled.split(",") if isinstance(unlabeled, str)
-                                 else unlabeled)]
-    names = [n for n in names if n]
-    known = {c.name for c in cases} | {c.patient for c in cases if c.patient}
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise DataError(f"unknown unlabelled case or patient: {unknown[0]}")
     lab_names = {c.name for c in lab_cases}
-    chosen = [c for c in cases if c.name in names or c.patient in names]
+    chosen = named_cases(cases, unlabeled, "unlabelled ")
     both = [c.name for c in chosen if c.name in lab_names]
     if both:
         raise DataError(f"case {both[0]} is named both labelled and unlabelled")

@@ -20,7 +20,7 @@ from torch import nn
 
 from training.core.cpu_math import flush_denormals
 from training.core.device import pick_device
-from training.engine.context import with_context_slices
+from training.engine.context import scan_channels, with_context_slices
 from training.engine.networks import enable_mc_dropout, fold_batch_norm, has_batch_norm
 from training.engine.normalization import normalize_scan
 from training.engine.postprocess import keep_main_pieces, model_clean_up
@@ -319,7 +319,7 @@ def model_channels(meta: dict) -> int:
     """How many channels of a scan a model reads: 1 (grey), or 3 for an RGB-slice model (its
     network may take each slice's neighbours too: :func:`context_slices`)."""
     net = meta.get("network") or {}
-    return int(net.get("in_channels", 1) or 1) // (2 * context_slices(meta) + 1)
+    return scan_channels(int(net.get("in_channels", 1) or 1), context_slices(meta))
 
 
 def context_slices(meta: dict) -> int:

@@ -17,7 +17,7 @@ from training.core.device import machine_words, pick_device
 from training.core.distributed import any_rank, barrier, init_distributed
 from training.engine.augment import Augmentation
 from training.engine.checkpoint import companion_path, read_checkpoint, save_checkpoint
-from training.engine.context import network_inputs
+from training.engine.context import network_inputs, scan_channels
 from training.engine.data import DataError, ResizedSliceSampler, TrainData
 from training.engine.networks import check_size
 from training.engine.patches import SliceSampler, fitted_patch
@@ -173,10 +173,10 @@ def _model_config(config: TrainConfig, data: TrainData, init: dict | None) -> di
         net = dict(init["meta"]["network"])
         if int(net["dims"]) != config.dims:
             raise DataError(f"checkpoint is {net['dims']}D but training is {config.dims}D")
-        k = int(net.get("context_slices", 0))
-        if int(net.get("in_channels", 1)) != network_inputs(data.channels, k):
-            raise DataError(f"the checkpoint reads {int(net.get('in_channels', 1)) // (2 * k + 1)}"
-                            f" channel(s) but the scans have {data.channels}")
+        k, inputs = int(net.get("context_slices", 0)), int(net.get("in_channels", 1))
+        if inputs != network_inputs(data.channels, k):
+            raise DataError(f"the checkpoint reads {scan_channels(inputs, k)} channel(s) but"
+                            f" the scans have {data.channels}")
         if data.num_classes > int(net["num_classes"]):
             # a structure added to a trained model: its head grows, old classes keep weights
             net = {**net, "num_classes": int(data.num_classes)}
