@@ -98,7 +98,15 @@ def test_the_cli_trains_predicts_and_fine_tunes_a_model_with_context_slices(tmp_
     tuned = tmp_path / "tuned.pt"  # a fine-tune keeps the network's context slices
     assert main(["train", *common, "--init", str(model), "--out", str(tuned)]) == 0
     assert load_checkpoint(tuned)[1]["network"]["context_slices"] == 1
-    capsys.readouterr()
+    capsys.readouterr()  # network options that differ from the --init network are refused
+    for flag, value in (("--context-slices", "0"), ("--base", "8"), ("--depth", "3")):
+        other = tmp_path / f"other{flag}.pt"
+        assert main(["train", *common, "--init", str(model), flag, value,
+                     "--out", str(other)]) != 0
+        err = capsys.readouterr().err
+        assert f"{flag} {value} differs from the --init network's" in err
+        assert f"leave {flag} out" in err
+        assert not other.exists()
     assert main(["train", *common, "--dims", "3d", "--size", "8", "16", "16",
                  "--context-slices", "1", "--out", str(tmp_path / "x.pt")]) != 0
     assert "--context-slices is for 2-D" in capsys.readouterr().err

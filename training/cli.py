@@ -86,9 +86,10 @@ def _train_options(p: argparse.ArgumentParser) -> None:
                         "equal odds, as models trained before 2026-12-05 (the shipped ones "
                         "among them) and weak labels from --tags (the default there: not "
                         "measured with the prior)")
-    p.add_argument("--base", type=int, default=12,
-                   help="channels of the first U-Net level (12: the shipped models' network)")
-    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--base", type=int, default=None,
+                   help="channels of the first U-Net level (default 12: the shipped models' "
+                        "network)")
+    p.add_argument("--depth", type=int, default=None, help="U-Net levels (default 4)")
     p.add_argument("--unshuffle", type=int, default=None, metavar="R",
                    help="2D: run the U-Net at 1/R resolution (pixel unshuffle in, pixel shuffle "
                         "out): about R*R times less compute, output still on the native grid "
@@ -102,9 +103,10 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--missing-channels", type=float, default=None, metavar="P",
                    help="--channels 3: share of training patches whose channels all become "
                         "FLAIR, as in scans whose missing sequences were filled with it")
-    p.add_argument("--context-slices", type=int, default=0, metavar="K",
+    p.add_argument("--context-slices", type=int, default=None, metavar="K",
                    help="2D patches: each slice's K neighbouring slices on either side as "
-                        "extra input channels (2.5-D); a fine-tune keeps its checkpoint's")
+                        "extra input channels (2.5-D; default 0); a fine-tune keeps its "
+                        "checkpoint's")
     p.add_argument("--refresh-every", type=int, default=100, help="bcp static-teacher period")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
@@ -428,12 +430,14 @@ def _config(args: argparse.Namespace, **extra):
     if len(size) != args.dims:
         raise DataError(f"--size needs {args.dims} numbers for {args.dims}D")
     unshuffle = getattr(args, "unshuffle", None) or (2 if args.dims == 2 else 1)
-    check_size(size, args.depth, unshuffle=unshuffle)
+    depth = 4 if args.depth is None else args.depth
+    check_size(size, depth, unshuffle=unshuffle)
     lbs = args.labeled_bs or (8 if args.dims == 2 else 2)
     ubs = args.unlabeled_bs if args.unlabeled_bs is not None else lbs
     kw = dict(
         dims=args.dims, steps=args.steps, size=list(size), labeled_bs=lbs, unlabeled_bs=ubs,
-        lr=args.lr, base=args.base, depth=args.depth, dropout=args.dropout,
+        lr=args.lr, base=12 if args.base is None else args.base, depth=depth,
+        dropout=args.dropout,
         warmup_fraction=args.warmup, downsample=args.downsample,
         refresh_every=args.refresh_every, device=args.device,
         precision=getattr(args, "precision", "fp32"), optimizer=args.optimizer,
@@ -540,10 +544,23 @@ def _train_command(args: argparse.Namespace, work: str | None) -> int:
     return 0
 
 
+# network options a fine-tune takes from its --init checkpoint: (option, default there)
+_INIT_NETWORK = {"base": 12, "depth": 4, "unshuffle": 1, "context_slices": 0}
+
+
 def _keep_init_network(args: argparse.Namespace, init_meta: dict) -> None:
-    """Training from a checkpoint keeps its network: the size checks read its depth."""
-    args.depth = int(init_meta["network"].get("depth", args.depth))
-    args.unshuffle = int(init_meta["network"].get("unshuffle", 1))
+    """Training from a checkpoint keeps its network, so the size checks and the recorded
+    config read its settings; one given otherwise on the command line is refused, not
+    silently dropped."""
+    network = init_meta.get("network", {})
+    for name, default in _INIT_NETWORK.items():
+        kept = int(network.get(name, default))
+        given = getattr(args, name, None)
+        if given is not None and int(given) != kept:
+            flag = "--" + name.replace("_", "-")
+            raise DataError(f"{flag} {given} differs from the --init network's {kept}: a "
+                            f"fine-tune keeps its checkpoint's network; leave {flag} out")
+        setattr(args, name, kept)
 
 
 def _pretrained_on(path: str) -> str:
