@@ -326,7 +326,7 @@ class AssistantWidget(DockLayout):
         prediction layer (all "not annotated") to paint on."""
         import tempfile
 
-        from training.interactive.new_model import new_model
+        from training.interactive.new_model import NEW_MODEL_CHANNELS, new_model
 
         from .default_model import new_model_start
 
@@ -338,9 +338,12 @@ class AssistantWidget(DockLayout):
             session.settings.method = self.retrain_form.method.value
             session.settings.judge_retrains = False  # taught from scratch (see Settings)
             session.set_class_names(names)
+            # a scan with several channels (the LGG sequences) is read whole or as its grey
+            reads = (1 if session.channels is None or NEW_MODEL_CHANNELS == "grey"
+                     else int(session.channels.shape[-1]))
             with tempfile.TemporaryDirectory() as tmp:
                 start = new_model(Path(tmp) / "new-model.pt", names,
-                                  pretrained=new_model_start())
+                                  pretrained=new_model_start(), in_channels=reads)
                 session.add_version(start, note="new model (untrained)")
             session.prediction[...] = NOT_ANNOTATED
             session._dirty.add("prediction")

@@ -290,6 +290,24 @@ def test_the_effort_benchmark_starts_from_a_model_that_reads_three_channels(tmp_
     assert "on every scan the structure's first" in text
 
 
+def test_the_effort_benchmark_can_give_a_new_model_every_channel(tmp_path, capsys):
+    from training.cli import main
+
+    data = _lgg_like(tmp_path / "lgg")
+    out = tmp_path / "effort.md"
+    common = ["benchmark", "effort", "--data", str(data), "--cases", "1", "--target", "99",
+              "--k-max", "3", "--steps", "2", "--split", ""]
+    assert main([*common, "--new-model-channels", "all", "--out", str(out)]) == 0
+    assert "reads the scan's 3 channels" in out.read_text(encoding="utf-8")
+    assert main([*common, "--new-model-channels", "grey", "--out", str(out)]) == 0
+    assert "channels" not in out.read_text(encoding="utf-8").split("- start:")[1].split(";")[0]
+    model = _train_rgb(data, tmp_path / "rgb.pt", steps=1)
+    capsys.readouterr()
+    assert main([*common, "--start", str(model), "--new-model-channels", "all",
+                 "--out", str(out)]) != 0
+    assert "--new-model-channels is for a New model" in capsys.readouterr().err
+
+
 def test_the_effort_benchmark_takes_named_patients_in_their_order(tmp_path):
     # LGG keeps its val and test patients in benchmarks/splits, not in index.csv
     from training.bench.effort import load_cases

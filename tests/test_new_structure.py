@@ -265,3 +265,49 @@ def test_a_new_models_first_retrain_starts_at_the_painted_class_shares(tmp_path)
                      prior_init=True, **still)
     assert torch.allclose(read_checkpoint(again)["state_dict"]["seg.bias"],
                           read_checkpoint(plain)["state_dict"]["seg.bias"], atol=1e-4)
+
+
+def test_a_pretrained_start_reads_the_mean_of_a_scans_channels(tmp_path):
+    """A New model on a scan with three channels, started from a one-channel network, reads
+    their mean at first: the pretrained first layer is spread over the channels in the layout
+    pixel unshuffle gives them."""
+    net = {"size": [32, 32], "base": 4, "depth": 2, "unshuffle": 2}
+    pretrained = new_model(tmp_path / "pre.pt", ["background", "a"], seed=3, **net)
+    one = load_checkpoint(new_model(tmp_path / "one.pt", ["background", "b"],
+                                    pretrained=pretrained, **net))[0]
+    three = load_checkpoint(new_model(tmp_path / "three.pt", ["background", "b"],
+                                      pretrained=pretrained, in_channels=3, **net))[0]
+    assert three.config["in_channels"] == 3
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        got = three.down[0](torch.nn.functional.pixel_unshuffle(x, 2))
+        want = one.down[0](torch.nn.functional.pixel_unshuffle(x.mean(1, keepdim=True), 2))
+    assert torch.allclose(got, want, atol=1e-5)
+    with pytest.raises(ValueError, match="at least one channel"):
+        new_model(tmp_path / "none.pt", ["background", "b"], in_channels=0)
+
+
+def test_a_new_model_that_reads_every_channel_finds_what_only_one_shows(tmp_path):
+    """A structure bright in one channel and invisible in the grey one (an LGG abnormality can
+    show in one sequence far more than in FLAIR): from two painted slices, a New model reading
+    the three channels finds it on the other slices; one reading the grey channel cannot."""
+    from training.engine.inference import predict_volume
+
+    z, y, x = np.mgrid[0:8, 0:32, 0:32]  # a disc that moves from slice to slice, so that
+    truth = (((y - 8 - 2 * z) ** 2 + (x - 24 + 2 * z) ** 2) < 25).astype(np.uint8)  # its place
+    rng = np.random.default_rng(1)  # on the painted slices does not tell where it is between
+    scan = rng.normal(100, 30, (*truth.shape, 3)).astype(np.float32)
+    scan[..., 2] += 300.0 * truth  # only the third channel shows it; the grey is channel 1
+    sparse = np.full(truth.shape, IGNORE_INDEX, np.uint8)
+    sparse[[1, 6]] = truth[[1, 6]]
+    net = {"size": [32, 32], "base": 4, "depth": 2, "unshuffle": 1}
+    dice = {}
+    for reads, image in ((3, scan), (1, scan[..., 1])):
+        start = new_model(tmp_path / f"n{reads}.pt", ["background", "kidney"], in_channels=reads,
+                          **net)
+        out = finetune(start, image, sparse, steps=60, out_path=tmp_path / f"v{reads}.pt",
+                       device="cpu", **TINY)
+        model, meta = load_checkpoint(out)
+        pred = predict_volume(model, meta, image, device="cpu")["labels"][2:6] == 1
+        dice[reads] = 2 * (pred & (truth[2:6] == 1)).sum() / (pred.sum() + truth[2:6].sum())
+    assert dice[3] > 0.7 and dice[1] < 0.3, dice

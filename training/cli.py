@@ -316,6 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a new model starts from this network of its shape (semiseg train "
                          "--new-model-network on another anatomy, or semiseg pretrain without "
                          "labels); default: from random weights")
+    ef.add_argument("--new-model-channels", choices=["grey", "all"], default=None,
+                    help="on scans with several channels (LGG): a New model reads the grey "
+                         "(FLAIR) channel or all of them (default: the plugin's, "
+                         "NEW_MODEL_CHANNELS)")
     ef.add_argument("--new-network", nargs="+", default=None, metavar="KEY=VALUE",
                     help="a new model's network instead of the plugin's, e.g. unshuffle=2 "
                          "base=12 (keys of NEW_MODEL_NETWORK), size=96 for its patch, and "
@@ -1086,13 +1090,19 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
                    "this and the carried model")
     if args.rebase and start is None:
         raise DataError("--rebase chooses between the carried model and --start MODEL: give one")
+    from training.interactive.new_model import NEW_MODEL_CHANNELS
+
+    new_model_channels = args.new_model_channels or NEW_MODEL_CHANNELS
     channels = 1
     if start is not None:  # a bad checkpoint is refused before any work
         from training.engine.inference import model_channels
 
+        if args.new_model_channels:
+            raise DataError("--new-model-channels is for a New model: leave out --start")
         channels = model_channels(load_checkpoint(start)[1])
     cases, names = load_cases(args.data, args.cases, args.split or None, args.offset,
-                              keep_channels=channels > 1,
+                              keep_channels=channels > 1 or (start is None
+                                                             and new_model_channels == "all"),
                               patients=[p for p in args.patients.split(",") if p])
     if not cases:
         raise DataError(f"no labelled scans in split {args.split!r} of {args.data}")
@@ -1114,6 +1124,8 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
                      else "random")
     if args.new_network:
         start_weights += f"; network {' '.join(args.new_network)}"
+    if start is None and any(c[1].ndim == 4 for c in cases):
+        start_weights += f"; reads the scan's {cases[0][1].shape[-1]} channels"
     if args.fixed_k:
         from training.bench.effort import fixed_k_rows, fixed_k_table
 

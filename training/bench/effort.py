@@ -253,6 +253,7 @@ def learning_effort(
             painted.append(nxt)
         if current is None:
             current = new_model(work / "new.pt", class_names, seed=seed, pretrained=pretrained,
+                                in_channels=scan_channel_count(image),
                                 **(network or {}))
         elif rebase_to is not None and not retrain_s and current != rebase_to:
             current, rebased = _better_base(current, rebase_to, image, truth, painted, axis,
@@ -495,6 +496,11 @@ def effort_table(rows: Sequence[Row], target: float, k_max: int, header: str) ->
     return "\n".join(lines) + "\n"
 
 
+def scan_channel_count(image: np.ndarray) -> int:
+    """Channels of a scan as :func:`load_cases` gives it: (z, y, x) grey, (z, y, x, c)."""
+    return int(image.shape[-1]) if image.ndim == 4 else 1
+
+
 def load_cases(data_dir: str | Path, n: int, split: str | None, offset: int = 0,
                keep_channels: bool = False, patients: Sequence[str] | None = None
                ) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], list[str]]:
@@ -582,7 +588,8 @@ def fixed_k_rows(
             # what the dock shows at once, and fuses the network with
             registered = fill_between_slices(sparse, image, "register", painted)
             start = new_model(Path(tmp) / f"new{i}.pt", class_names, seed=i,
-                              pretrained=pretrained, **(network or {}))
+                              pretrained=pretrained, in_channels=scan_channel_count(image),
+                              **(network or {}))
             t0 = time.perf_counter()
             if (prior_fill or ("register" if PRIOR_FROM_FILL else "interpolation")) \
                     == "register" and config.get("prior") == "interpolation":

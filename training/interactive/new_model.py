@@ -24,6 +24,9 @@ NEW_MODEL_SIZE = [128, 128]
 # slices up to 1.6x the patch whole, the fused result shown 90.3 against 90.2, Retrain time
 # alike (benchmarks/results/la_new_structure_k5_train_window_*.md)
 NEW_MODEL_WHOLE_SLICE_UP_TO = 1.0
+# What a New model reads of a scan with several channels (the LGG PNGs' pre-contrast, FLAIR
+# and post-contrast): "grey" its grey channel (FLAIR), "all" every channel.
+NEW_MODEL_CHANNELS = "grey"
 
 
 def new_model(
@@ -33,13 +36,15 @@ def new_model(
     seed: int = 0,
     pretrained: str | os.PathLike | None = None,
     whole_slice_up_to: float = NEW_MODEL_WHOLE_SLICE_UP_TO,
+    in_channels: int = 1,
     **network: object,
 ) -> str:
     """Write an untrained 2-D U-Net for ``class_names`` (background first) to ``path``.
 
     With ``pretrained`` (a checkpoint of :mod:`training.interactive.pretrain` with the same
     network), every weight but the output layer starts from it; the output layer is new, for
-    these classes. ``whole_slice_up_to``: its prediction windows (see
+    these classes. A network that reads ``in_channels`` > 1 channels where the pretrained one
+    read one starts by reading their mean. ``whole_slice_up_to``: its prediction windows (see
     :func:`training.engine.inference.prediction_window`)."""
     import torch
 
@@ -56,7 +61,10 @@ def new_model(
         raise ValueError("at most 254 structures (255 means 'not annotated')")
     cfg = {**NEW_MODEL_NETWORK, **network}
     torch.manual_seed(seed)
-    model = UNet(dims=2, in_channels=1, num_classes=len(names), **cfg)  # type: ignore[arg-type]
+    if int(in_channels) < 1:
+        raise ValueError("a new model reads at least one channel")
+    model = UNet(dims=2, in_channels=int(in_channels), num_classes=len(names),
+                 **cfg)  # type: ignore[arg-type]
     if pretrained:
         _copy_pretrained(model, pretrained)
     meta = {
@@ -77,13 +85,28 @@ def _copy_pretrained(model: object, path: str | os.PathLike) -> None:
 
     state = read_checkpoint(path)["state_dict"]
     own = model.state_dict()  # type: ignore[attr-defined]
-    body = {k: v for k, v in state.items() if not k.startswith("seg.")}
+    first = next(k for k, v in own.items() if v.ndim > 2)  # the layer that reads the scan
+    body = {k: _spread_over_channels(v, own[k]) if k == first and k in state else v
+            for k, v in state.items() if not k.startswith("seg.")}
     wrong = [k for k, v in body.items() if k not in own or own[k].shape != v.shape]
     missing = [k for k in own if not k.startswith("seg.") and k not in body]
     if wrong or missing:
         raise CheckpointError(f"{path} was pretrained for another network "
                               f"({(wrong or missing)[0]} does not fit)")
     model.load_state_dict(body, strict=False)  # type: ignore[attr-defined]
+
+
+def _spread_over_channels(weight, like):
+    """A first layer pretrained on one channel, for a network that reads c: each channel gets
+    the weight / c, so the new network starts by reading the channels' mean. Pixel unshuffle
+    lays a channel's r x r block out as consecutive inputs, channel after channel, hence the
+    tiling. A weight of another shape is returned as it is (and refused by the caller)."""
+    if (weight.ndim == like.ndim > 2 and weight.shape[0] == like.shape[0]
+            and weight.shape[2:] == like.shape[2:] and like.shape[1] != weight.shape[1]
+            and like.shape[1] % weight.shape[1] == 0):
+        c = like.shape[1] // weight.shape[1]
+        return weight.repeat(1, c, *([1] * (weight.ndim - 2))) / c
+    return weight
 
 
 def is_untrained(path: str | os.PathLike | None) -> bool:
