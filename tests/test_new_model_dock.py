@@ -274,3 +274,44 @@ def test_a_saved_new_model_goes_on_as_its_series(qtbot, make_napari_viewer, tmp_
         assert s.settings.class_names == ["background", "left kidney", "right kidney"]
     finally:
         widget.bridge.close()
+
+
+@pytest.mark.parametrize("reads", ["grey", "all"])
+def test_a_new_model_on_the_lgg_sample_reads_what_new_model_channels_says(
+        qtbot, make_napari_viewer, tmp_path, monkeypatch, reads):
+    """The LGG sample opens as an RGB stack (pre-contrast, FLAIR, post-contrast): a New model
+    started on it reads its three channels or its FLAIR, as NEW_MODEL_CHANNELS says, and its
+    first Retrain gets the scan as that network reads it."""
+    from conftest import SAMPLES
+
+    import training.interactive.new_model as nm
+
+    monkeypatch.setattr(nm, "NEW_MODEL_CHANNELS", reads)
+    monkeypatch.setenv("NAPARI_SEMISEG_HOME", str(tmp_path / "home"))
+    viewer = make_napari_viewer()
+    viewer.open(str(SAMPLES / "lgg/TCGA_CS_4941_19960909/images"), plugin=PLUGIN)
+    widget = AssistantWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    try:
+        widget.structures.rename(1, "FLAIR abnormality")
+        widget.model_combo.setCurrentText(NEW)
+        widget._model_chosen()
+        s = widget.session
+        assert s is not None and s.channels is not None
+        network = read_checkpoint(s.current_model_path)["meta"]["network"]
+        want = 3 if reads == "all" else 1
+        assert network["in_channels"] == want
+        assert s.model_input(want).shape == ((*s.image.shape, 3) if want == 3 else s.image.shape)
+        if reads == "all":  # a Retrain in the background trains and predicts on the channels
+            layer = viewer.layers[PREDICTION]
+            z = s.image.shape[0] // 2
+            widget.go_to_slice(z)
+            ys, xs = np.nonzero(s.channels[z, ..., 1] > np.percentile(s.channels[z, ..., 1], 99))
+            layer.data_setitem((np.full(len(ys), z), ys, xs), 1)
+            widget.retrain_form.steps.value = 3
+            widget.retrain_btn.click()
+            _wait_retrain(qtbot, widget)
+            assert s.current != "v0", widget.status.text()
+            assert read_checkpoint(s.current_model_path)["meta"]["network"]["in_channels"] == 3
+    finally:
+        widget.bridge.close()
