@@ -133,3 +133,6 @@ def test_a_new_models_network_trained_with_another_anatomys_labels_starts_new_mo
     capsys.readouterr()
     assert main([*argv[:-2], "--init", str(out), "--out", str(tmp_path / "x.pt")]) != 0
     assert "leave out --init" in capsys.readouterr().err
+    assert main([*argv[:-2], "--base", "12", "--out", str(tmp_path / "y.pt")]) != 0
+    assert (f"--base 12 differs from the New model network's {NEW_MODEL_NETWORK['base']}"
+            in capsys.readouterr().err)

@@ -522,7 +522,7 @@ def _train_command(args: argparse.Namespace, work: str | None) -> int:
             raise DataError("--new-model-network starts a new network: leave out --init")
         args.init = _new_model_network(work, data.class_names, args.seed)
         init_meta = load_checkpoint(args.init)[1]
-        _keep_init_network(args, init_meta)
+        _keep_init_network(args, init_meta, "the New model network's")
     if init_meta is not None:
         check_init_fits(args.init, init_meta, data.class_names)
     cfg = _config(args, **method_settings(args.method), seed=args.seed, checkpoint=args.out,
@@ -552,7 +552,8 @@ def _train_command(args: argparse.Namespace, work: str | None) -> int:
 _INIT_NETWORK = {"base": 12, "depth": 4, "unshuffle": 1, "context_slices": 0}
 
 
-def _keep_init_network(args: argparse.Namespace, init_meta: dict) -> None:
+def _keep_init_network(args: argparse.Namespace, init_meta: dict,
+                       whose: str = "the --init network's") -> None:
     """Training from a checkpoint keeps its network, so the size checks and the recorded
     config read its settings; one given otherwise on the command line is refused, not
     silently dropped."""
@@ -562,8 +563,8 @@ def _keep_init_network(args: argparse.Namespace, init_meta: dict) -> None:
         given = getattr(args, name, None)
         if given is not None and int(given) != kept:
             flag = "--" + name.replace("_", "-")
-            raise DataError(f"{flag} {given} differs from the --init network's {kept}: a "
-                            f"fine-tune keeps its checkpoint's network; leave {flag} out")
+            raise DataError(f"{flag} {given} differs from {whose} {kept}: training from a "
+                            f"network keeps its settings; leave {flag} out")
         setattr(args, name, kept)
 
 
