@@ -7,7 +7,8 @@ clean-up the shipped LGG card uses; "base" is that card's Predict.
 
 Options: z-smooth (foreground probability averaged with the neighbouring slices, 1/4-1/2-1/4,
 before the 0.5 threshold), mirror, both, 2-D holes filled in each slice, and 3-D pieces whose
-mean foreground probability is under 0.7 dropped (the largest always kept).
+mean foreground probability is under 0.7 dropped (the largest always kept); with
+``--thresholds``, the structure called above each probability T instead of 0.5.
 
     OMP_NUM_THREADS=1 PYTHONPATH=benchmarks:. .venv/bin/python \\
         benchmarks/folds_predict_options.py \\
@@ -68,14 +69,17 @@ def drop_unsure_pieces(labels: np.ndarray, fg: np.ndarray, sure: float = SURE) -
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_fold_arguments(p)
+    p.add_argument("--thresholds", type=float, nargs="*", default=[], metavar="T",
+                   help="also score calling the structure where its probability is above T "
+                        "(the argmax of two classes is 0.5)")
     a = p.parse_args(argv)
 
     from training.engine.inference import predict_volume
     from training.engine.metrics import classes_to_score, dice_hd95
     from training.engine.postprocess import SMALL_PIECE_SHARE, drop_small_pieces
 
-    def clean(fg: np.ndarray) -> np.ndarray:
-        return drop_small_pieces((fg > 0.5).astype(np.uint8), SMALL_PIECE_SHARE)
+    def clean(fg: np.ndarray, t: float = 0.5) -> np.ndarray:
+        return drop_small_pieces((fg > t).astype(np.uint8), SMALL_PIECE_SHARE)
 
     options = {
         "base": lambda fg, fgm: clean(fg),
@@ -85,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         "holes filled": lambda fg, fgm: fill_slice_holes(clean(fg)),
         f"unsure pieces (< {SURE})": lambda fg, fgm: drop_unsure_pieces(clean(fg), fg),
     }  # "base" first: every other option is compared with it
+    for t in a.thresholds:
+        options[f"threshold {t:g}"] = lambda fg, fgm, t=t: clean(fg, t)
     rows, t0 = [], time.time()
     for k, model, meta, scans in fold_scans(p, a):
         if int(meta["num_classes"]) != 2:
