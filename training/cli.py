@@ -434,13 +434,13 @@ def _config(args: argparse.Namespace, **extra):
     if len(size) != args.dims:
         raise DataError(f"--size needs {args.dims} numbers for {args.dims}D")
     unshuffle = getattr(args, "unshuffle", None) or (2 if args.dims == 2 else 1)
-    depth = 4 if args.depth is None else args.depth
+    depth = _INIT_NETWORK["depth"] if args.depth is None else args.depth
     check_size(size, depth, unshuffle=unshuffle)
     lbs = args.labeled_bs or (8 if args.dims == 2 else 2)
     ubs = args.unlabeled_bs if args.unlabeled_bs is not None else lbs
     kw = dict(
         dims=args.dims, steps=args.steps, size=list(size), labeled_bs=lbs, unlabeled_bs=ubs,
-        lr=args.lr, base=12 if args.base is None else args.base, depth=depth,
+        lr=args.lr, base=_INIT_NETWORK["base"] if args.base is None else args.base, depth=depth,
         dropout=args.dropout,
         warmup_fraction=args.warmup, downsample=args.downsample,
         refresh_every=args.refresh_every, device=args.device,
@@ -548,7 +548,8 @@ def _train_command(args: argparse.Namespace, work: str | None) -> int:
     return 0
 
 
-# network options a fine-tune takes from its --init checkpoint: (option, default there)
+# network options a fine-tune takes from its --init checkpoint, and their defaults (a new
+# network's too, for base and depth)
 _INIT_NETWORK = {"base": 12, "depth": 4, "unshuffle": 1, "context_slices": 0}
 
 
