@@ -296,3 +296,72 @@ def test_test_time_mirroring_makes_predict_mirror_symmetric():
     flipped = img[..., ::-1].copy()
     assert np.allclose(probs(flipped, True), probs(img, True)[..., ::-1], atol=1e-5)
     assert not np.allclose(probs(flipped, False), probs(img, False)[..., ::-1], atol=1e-3)
+
+
+class _Pointwise(torch.nn.Module):
+    """Logits from each pixel's own intensity (a 1x1 convolution): what it predicts does not
+    depend on the slice's scale, so any shift a resampling round trip adds shows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([[[[-4.0]]], [[[4.0]]]]))
+            self.conv.bias.zero_()
+
+    def forward(self, x):
+        return {"logits": self.conv(x)}
+
+
+SCALE_META = {**META2, "num_classes": 2, "sampling": "patch", "size": [48, 64],
+              "network": {"depth": 2}}
+
+
+def _blob(shape=(2, 48, 64), centre=(20.3, 37.6), sigma=6.0):
+    y, x = np.mgrid[: shape[1], : shape[2]].astype(np.float32)
+    g = np.exp(-((y - centre[0]) ** 2 + (x - centre[1]) ** 2) / (2 * sigma**2))
+    return np.repeat(g[None], shape[0], 0).astype(np.float32)
+
+
+def test_a_slice_predicted_shrunk_comes_back_on_the_scans_grid_unshifted():
+    img = _blob()
+    native = predict_volume(_Pointwise(), SCALE_META, img, device="cpu")["probabilities"][1]
+    for scale in (0.5, 0.75):
+        shrunk = predict_volume(_Pointwise(), {**SCALE_META, "test_time_scales": [scale]}, img,
+                                device="cpu")["probabilities"][1]
+        assert shrunk.shape == native.shape
+
+        def centre(p):
+            w = p - p.min()
+            ys, xs = np.mgrid[: p.shape[-2], : p.shape[-1]]
+            return (w * ys).sum() / w.sum(), (w * xs).sum() / w.sum()
+
+        for a, b in zip(centre(shrunk[0]), centre(native[0]), strict=True):
+            assert abs(a - b) < 0.1, (scale, a, b)
+        assert np.abs(shrunk - native).max() < 0.1  # the shrunk pass smooths the peak
+
+
+def test_test_time_scales_average_the_passes_and_agree_with_the_fast_path():
+    torch.manual_seed(0)
+    img, _ = blob_volume(0, shape=(3, 48, 64))
+    net = UNet(2, 1, 2, base=4, depth=2)
+    meta = {**SCALE_META, "test_time_scales": [1.0, 0.6]}
+    both = predict_volume(net, meta, img, device="cpu")
+    one = {s: predict_volume(net, {**SCALE_META, "test_time_scales": [s]}, img,
+                             device="cpu")["probabilities"] for s in (1.0, 0.6)}
+    assert np.allclose(both["probabilities"], (one[1.0] + one[0.6]) / 2, atol=1e-5)
+    assert not np.allclose(one[1.0], one[0.6], atol=1e-3)  # the shrunk pass really differs
+    assert np.array_equal(both["labels"], both["probabilities"].argmax(0))
+    fast = predict_volume(net, meta, img, device="cpu", probabilities=False)
+    assert fast["probabilities"] is None
+    assert np.array_equal(fast["labels"], both["labels"])
+    assert np.allclose(fast["uncertainty"], both["uncertainty"], atol=1e-5)
+
+
+def test_test_time_scales_out_of_range_are_refused():
+    import pytest
+
+    img, _ = blob_volume(0, shape=(1, 48, 64))
+    with pytest.raises(ValueError, match="test-time scales"):
+        predict_volume(_Pointwise(), {**SCALE_META, "test_time_scales": [1.0, 0.0]}, img,
+                       device="cpu")

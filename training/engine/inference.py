@@ -198,6 +198,50 @@ def mirrors_at_predict(meta: dict) -> bool:
     return bool(meta.get("test_time_mirror", False))
 
 
+def test_time_scales(meta: dict) -> list[float]:
+    """The scales a model's card chose to predict each slice at, averaged on the scan's grid
+    (``meta["test_time_scales"]``; 1 alone unless chosen on validation scans: each other
+    scale adds its share of the pixels to Predict). A scale under 1 shows the network a
+    shrunk slice, so a structure larger than most it trained on looks as large as those."""
+    scales = [float(s) for s in meta.get("test_time_scales") or [1.0]]
+    if any(not 0.25 <= s <= 4.0 for s in scales):
+        raise ValueError(f"test-time scales must lie in [0.25, 4], not {scales}")
+    return scales
+
+
+def rescale_slices(x: np.ndarray, scale: float) -> np.ndarray:
+    """Slices (z, y, x) or (z, c, y, x) resized by ``scale`` in-plane (bilinear, antialiased
+    when shrinking, so that a shrunk slice is not aliased)."""
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    grey = t.dim() == 3
+    t = t.unsqueeze(1) if grey else t
+    shape = [max(1, int(round(n * scale))) for n in t.shape[-2:]]
+    out = F.interpolate(t, size=shape, mode="bilinear", align_corners=False,
+                        antialias=scale < 1)
+    return (out[:, 0] if grey else out).numpy()
+
+
+@torch.no_grad()
+def _predict_2d_scales(model, x, meta, scales, mc, batch_size, mirror=False):
+    """(probabilities (C, z, y, x), cam) of a native-grid model, each slice predicted at every
+    scale in ``scales`` and the probabilities averaged on the scan's own grid; the CAM is the
+    native pass's."""
+    h, w = x.shape[-2:]
+    total, cam = 0.0, None
+    for s in scales:
+        xs = x if s == 1.0 else rescale_slices(x, s)
+        probs, c, _, _ = _predict_2d_windows(
+            model, xs, prediction_window(meta, xs.shape[-2:]), mc, batch_size,
+            keep_probs=True, mirror=mirror)
+        if s != 1.0:
+            probs = F.interpolate(probs.movedim(0, 1), size=(h, w), mode="bilinear",
+                                  align_corners=False).movedim(1, 0)
+        elif c is not None:
+            cam = c
+        total = total + probs
+    return total / len(scales), cam
+
+
 @torch.no_grad()
 def _predict_2d_windows(model, x, size, mc, batch_size, keep_probs=True, mirror=False):
     """Like :func:`_predict_2d` for a native-grid model: Gaussian-weighted sliding windows of
@@ -376,7 +420,16 @@ def predict_volume(
         x = with_context_slices(normalize_scan(vol, meta.get("normalization"), channels),
                                 context_slices(meta))
         if int(meta.get("dims", 2)) == 2:
-            if meta.get("sampling") == "patch":
+            scales = test_time_scales(meta)
+            if meta.get("sampling") == "patch" and scales != [1.0]:
+                probs, cam = _predict_2d_scales(model, x, meta, scales, mc, batch_size,
+                                                mirror=mirrors_at_predict(meta))
+                labels = unc = None
+                if not probabilities:
+                    labels, unc = (v.numpy() for v in
+                                   labels_and_entropy_of_probabilities(probs.movedim(0, 1)))
+                    probs = None
+            elif meta.get("sampling") == "patch":
                 probs, cam, labels, unc = _predict_2d_windows(
                     model, x, prediction_window(meta, x.shape[-2:]), mc, batch_size,
                     keep_probs=probabilities, mirror=mirrors_at_predict(meta))
