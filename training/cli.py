@@ -40,6 +40,7 @@ from training.engine.checkpoint import (
     load_checkpoint,
     update_meta,
 )
+from training.engine.normalization import DEFAULT_NORMALIZATION, OUTSIDE_MODES, outside_mode
 from training.engine.postprocess import POSTPROCESS_MODES, SMALL_PIECE_SHARE
 from training.methods import METHODS, options_help, parse_spec
 from training.methods.base import OPTIMIZERS, PRECISIONS
@@ -103,6 +104,10 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--missing-channels", type=float, default=None, metavar="P",
                    help="--channels 3: share of training patches whose channels all become "
                         "FLAIR, as in scans whose missing sequences were filled with it")
+    p.add_argument("--air-outside", default=None, choices=OUTSIDE_MODES,
+                   help="--channels 3: the air around the body as read: keep it, or set it "
+                        "darkest in a channel that shows it grey (darkest) or in every channel "
+                        "(darkest_everywhere); default keep, or the --init network's")
     p.add_argument("--context-slices", type=int, default=None, metavar="K",
                    help="2D patches: each slice's K neighbouring slices on either side as "
                         "extra input channels (2.5-D; default 0); a fine-tune keeps its "
@@ -213,6 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--val-split", default="val",
                    help="with --postprocess val: the scans the clean-up is chosen on")
     c.add_argument("--postprocess-note", default="", help="where and how the clean-up was chosen")
+    c.add_argument("--air-outside", default=None, choices=OUTSIDE_MODES,
+                   help="models that read a scan's channels: set the air around the body "
+                        "darkest in a channel that shows it grey (darkest), in every channel "
+                        "(darkest_everywhere), or read it as it is (keep), stored in the model "
+                        "before the card is measured")
     c.add_argument("--whole-slice-up-to", type=float, default=None, metavar="F",
                    help="2-D models: predict a slice up to F times the patch (per side) as one "
                         "window, for speed, stored in the model before the card is measured "
@@ -511,7 +521,8 @@ def _train_command(args: argparse.Namespace, work: str | None) -> int:
         check_labeled(root, args.labeled)
         data = load_train_data(root, args.labeled, num_classes=args.num_classes,
                                channels=args.channels, unlabeled=args.unlabeled,
-                               use_unlabeled=args.unlabeled_bs != 0)
+                               use_unlabeled=args.unlabeled_bs != 0,
+                               normalization=_training_normalization(args, init_meta))
     if args.class_names:
         names = [n.strip() for n in args.class_names.split(",")]
         if len(names) != data.num_classes or any(not n for n in names):
@@ -883,13 +894,39 @@ def _clean_up_on_val(model: str, data: str, split: str) -> tuple[str, str]:
     return chosen, f"chosen on the {cases} {split!r} scans by mean Dice ({means})"
 
 
+def _training_normalization(args: argparse.Namespace, init_meta: dict | None) -> dict:
+    """The normalisation a training reads its scans with: the --init network's (a fine-tune
+    keeps it), else the default, with ``--air-outside`` where given."""
+    base = dict((init_meta or {}).get("normalization") or DEFAULT_NORMALIZATION)
+    given = getattr(args, "air_outside", None)
+    if given is None:
+        return base
+    if int(getattr(args, "channels", 1) or 1) == 1:
+        raise DataError("--air-outside is for scans read with their channels (--channels 3); "
+                        "a grey scan's air is read as it is")
+    if init_meta is not None and outside_mode(base) != given:
+        raise DataError(f"--air-outside {given} differs from the --init network's "
+                        f"{outside_mode(base)}: a fine-tune keeps its normalisation; leave "
+                        "--air-outside out")
+    return {**base, "outside": given}
+
+
 def _cmd_card(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from training.library.model_card import build_card, render_markdown, write_card
 
     def names(v: str | None) -> list[str] | None:
         return [x.strip() for x in v.split(",") if x.strip()] if v else None
 
-    load_checkpoint(args.model)
+    meta = load_checkpoint(args.model)[1]
+    if args.air_outside is not None:
+        from training.engine.inference import model_channels
+
+        if model_channels(meta) == 1:
+            raise DataError("--air-outside is for models that read a scan's channels; this one "
+                            "reads one")
+        update_meta(args.model, normalization={**(meta.get("normalization")
+                                                  or DEFAULT_NORMALIZATION),
+                                               "outside": args.air_outside})
     if args.whole_slice_up_to is not None:
         if args.whole_slice_up_to < 1:
             raise DataError(f"--whole-slice-up-to must be at least 1, not {args.whole_slice_up_to}")

@@ -118,9 +118,13 @@ def recipe_summary(meta: dict[str, Any]) -> str:
     if missing > 0 and aug != "none":
         aug_words += f", every channel FLAIR in {100 * missing:.0f} % of patches"
     from training.engine.inference import context_slices, model_channels, whole_slice_factor
+    from training.engine.normalization import AIR_WORDS, outside_mode
 
     reads = model_channels(meta)
     channels = f"{reads} channels in; " if reads > 1 else ""
+    air = outside_mode(meta.get("normalization"))
+    if reads > 1 and air != "keep":
+        channels += f"{AIR_WORDS[air]}; "
     k = context_slices(meta)
     if k:
         channels += f"each slice with {k} neighbouring slice{'s' if k > 1 else ''} on either side; "
