@@ -5,7 +5,7 @@ Each ``--fold MODEL=P1,P2,...`` names a model and the patients it never trained 
 key by key, e.g. ``'air darkest={"normalization": {"outside": "darkest"}}'``); every patient is
 predicted once per arm by Predict itself and scored by the card's 3-D Dice per scan after the
 clean-up. The first arm is the base every other is compared with; ``base={}`` is the model as
-it is. Besides the fold table it reports each arm's largest loss on one patient.
+it is. Besides the fold table it reports each arm's worst change on one patient.
 
     OMP_NUM_THREADS=1 PYTHONPATH=benchmarks:. .venv/bin/python benchmarks/folds_meta_choice.py \\
         --data ../shared/data/lgg_brain_mri_2d --fold runs/f0.pt=P1,P2 \\
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((k, name, row))
             print(k, name, [round(v, 1) for v in row], flush=True)
     s = np.array([r[2] for r in rows])
-    worst = [f"- {arm[0]}: its largest loss on one patient {(s[:, j] - s[:, 0]).min():+.2f}"
+    worst = [f"- {arm[0]}: its worst change on one patient {(s[:, j] - s[:, 0]).min():+.2f}"
              for j, arm in enumerate(a.arm) if j]
     cmd = " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
     lines = ["# Card settings at Predict, chosen on out-of-fold patients", "",

@@ -139,3 +139,43 @@ def test_scales_choice_averages_each_arms_passes_before_the_argmax(tmp_path, mon
     with pytest.raises(SystemExit):
         folds_scales_choice.main(["--data", str(data), "--fold", f"{a}=case00", "--arms",
                                   "1,0", "--out", str(out)])
+
+
+def test_meta_choice_merges_each_arms_settings_and_reports_the_largest_loss(tmp_path,
+                                                                          monkeypatch):
+    """Predict reads the arm's settings from the metadata it is given: nested settings are
+    merged into the model's own (its normalisation keeps its other keys), and the clean-up
+    named on the command line is the one Predict applies."""
+    seen = []
+
+    def predict(model, meta, volume, *a, **k):
+        seen.append((meta["normalization"], meta["postprocess"]))
+        v = np.asarray(volume, np.float32)
+        truth = np.where(v > 325, 1, np.where(v > 175, 2, 0)).astype(np.uint8)
+        if meta["normalization"].get("outside") != "darkest":
+            truth[truth == 2] = 0  # as it is, class 2 is missed
+        return {"labels": truth}
+
+    monkeypatch.setattr(inference, "predict_volume", predict)
+    monkeypatch.syspath_prepend(str(BENCH))
+    import folds_meta_choice
+
+    data = write_dataset(tmp_path / "d", n=2)
+    path = tmp_path / "a.pt"
+    save_checkpoint(path, build_network(TINY), {**TINY, "num_classes": 3, "postprocess": "none",
+                                                "normalization": {"kind": "percentile_zscore",
+                                                                  "low": 0.5, "high": 99.5}})
+    out = tmp_path / "meta.md"
+    assert folds_meta_choice.main([
+        "--data", str(data), "--fold", f"{path}=case00,case01", "--arm", "as it is={}",
+        "--arm", 'air={"normalization": {"outside": "darkest"}}', "--clean-up", "per_class",
+        "--out", str(out)]) == 0
+    base, air = _means(out)
+    assert air == pytest.approx(100.0) and base < 90.0
+    assert {n.get("outside") for n, _ in seen} == {None, "darkest"}
+    assert all(n["low"] == 0.5 and pp == "per_class" for n, pp in seen)
+    assert "- air: its worst change on one patient +50.00" in out.read_text()
+    for bad in (["--arm", "only one={}"], ["--arm", "a={}", "--arm", "b=[1]"]):
+        with pytest.raises(SystemExit):
+            folds_meta_choice.main(["--data", str(data), "--fold", f"{path}=case00", *bad,
+                                    "--out", str(out)])
