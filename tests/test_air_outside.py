@@ -93,7 +93,10 @@ def test_the_cli_trains_carries_and_refuses_the_air_setting(tmp_path, capsys):
     assert "--air-outside keep differs from the --init network's darkest" in capsys.readouterr().err
     assert main([*common, "--air-outside", "darkest", "--out", str(tmp_path / "grey.pt")]) != 0
     assert "--air-outside is for scans read with their channels" in capsys.readouterr().err
-    assert not (tmp_path / "grey.pt").exists() and not (tmp_path / "other.pt").exists()
+    assert main([*common[:3], "--tags", str(tmp_path / "tags.csv"), "--air-outside", "darkest",
+                 "--out", str(tmp_path / "weak.pt")]) != 0  # weak labels read the grey channel
+    assert "--air-outside goes with --labeled" in capsys.readouterr().err
+    assert not any((tmp_path / n).exists() for n in ("grey.pt", "other.pt", "weak.pt"))
 
 
 def test_a_card_stores_the_air_setting_and_names_it(tmp_path, capsys):

@@ -512,6 +512,9 @@ def _train_command(args: argparse.Namespace, work: str | None) -> int:
         if getattr(args, "context_slices", 0):
             raise DataError("--context-slices goes with --labeled; weak labels from --tags "
                             "train on single slices")
+        if getattr(args, "air_outside", None) is not None:
+            raise DataError("--air-outside goes with --labeled and --channels 3; weak labels "
+                            "from --tags read the grey channel")
         return _train_from_tags(args)
     if args.labeled is None:
         raise DataError("--labeled is required (or give --tags FILE.csv)")
