@@ -13,12 +13,10 @@ of the largest dropped (``training.engine.postprocess``).
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 import time
 
 import numpy as np
-from held_out import add_fold_arguments, fold_scans, fold_table, write_report
+from held_out import add_fold_arguments, fold_report, fold_scans, write_report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,12 +45,9 @@ def main(argv: list[str] | None = None) -> int:
                 scores.append(100 * float(np.mean(r["dice"])))
             rows.append((k, name, scores))
             print(k, name, [round(s, 1) for s in scores], flush=True)
-    cmd = " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
-    lines = ["# Clean-up of the prediction, chosen on out-of-fold patients", "",
-             f"- command: `PYTHONPATH=. python benchmarks/folds_clean_up_choice.py {cmd}`",
-             f"- {len(rows)} patients in {len(a.fold)} folds; each scored by the model that "
-             f"never trained on it; 3-D Dice per scan, mean over classes; {time.time() - t0:.0f} s",
-             "", *fold_table(rows, list(clean), len(a.fold), "none")]
+    lines = fold_report("Clean-up of the prediction, chosen on out-of-fold patients",
+                        "folds_clean_up_choice.py", argv, len(a.fold), rows, list(clean),
+                        "3-D Dice per scan, mean over classes", t0)
     return write_report(a.out, lines)
 
 

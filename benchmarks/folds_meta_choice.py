@@ -2,7 +2,8 @@
 
 Each ``--fold MODEL=P1,P2,...`` names a model and the patients it never trained on. Each
 ``--arm NAME=JSON`` is a set of card settings merged into the model's metadata (dicts merged
-key by key, e.g. ``'air darkest={"normalization": {"outside": "darkest"}}'``); every patient is
+key by key, e.g. ``'air darkest={"normalization": {"outside": "darkest"}}'`` or
+``'scales={"test_time_scales": [1, 0.75]}'``); every patient is
 predicted once per arm by Predict itself and scored by the card's 3-D Dice per scan after the
 clean-up. The first arm is the base every other is compared with; ``base={}`` is the model as
 it is. Besides the fold table it reports each arm's worst change on one patient.
@@ -17,12 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 import time
 
 import numpy as np
-from held_out import add_fold_arguments, fold_scans, fold_table, write_report
+from held_out import add_fold_arguments, fold_report, fold_scans, write_report
 
 
 def parse_arm(text: str) -> tuple[str, dict]:
@@ -81,15 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     s = np.array([r[2] for r in rows])
     worst = [f"- {arm[0]}: its worst change on one patient {(s[:, j] - s[:, 0]).min():+.2f}"
              for j, arm in enumerate(a.arm) if j]
-    cmd = " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
-    lines = ["# Card settings at Predict, chosen on out-of-fold patients", "",
-             f"- command: `PYTHONPATH=benchmarks:. python benchmarks/folds_meta_choice.py "
-             f"{cmd}`",
-             f"- {len(rows)} patients in {len(a.fold)} folds; each scored by the model that "
-             f"never trained on it; 3-D Dice per scan, mean over classes, after the clean-up "
-             f"({a.clean_up}); {time.time() - t0:.0f} s",
-             "", *fold_table(rows, [arm[0] for arm in a.arm], len(a.fold), a.arm[0][0]), "",
-             *worst]
+    lines = [*fold_report("Card settings at Predict, chosen on out-of-fold patients",
+                          "folds_meta_choice.py", argv, len(a.fold), rows,
+                          [arm[0] for arm in a.arm], "3-D Dice per scan, mean over classes, "
+                          f"after the clean-up ({a.clean_up})", t0), "", *worst]
     return write_report(a.out, lines)
 
 

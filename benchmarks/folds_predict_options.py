@@ -19,12 +19,10 @@ mean foreground probability is under 0.7 dropped (the largest always kept); with
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 import time
 
 import numpy as np
-from held_out import add_fold_arguments, fold_scans, fold_table, write_report
+from held_out import add_fold_arguments, fold_report, fold_scans, write_report
 from scipy import ndimage
 
 SURE = 0.7  # mean foreground probability under which a 3-D piece is dropped (option C5)
@@ -106,14 +104,9 @@ def main(argv: list[str] | None = None) -> int:
                 scores.append(100 * float(np.mean(r["dice"])))
             rows.append((k, name, scores))
             print(k, name, [round(s, 1) for s in scores], flush=True)
-    cmd = " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
-    lines = ["# Predict-time options, chosen on out-of-fold patients", "",
-             f"- command: `PYTHONPATH=benchmarks:. python benchmarks/folds_predict_options.py "
-             f"{cmd}`",
-             f"- {len(rows)} patients in {len(a.fold)} folds; each scored by the model that "
-             f"never trained on it; 3-D Dice per scan; every option ends with the small-pieces "
-             f"clean-up; {time.time() - t0:.0f} s",
-             "", *fold_table(rows, list(options), len(a.fold), "base")]
+    lines = fold_report("Predict-time options, chosen on out-of-fold patients",
+                        "folds_predict_options.py", argv, len(a.fold), rows, list(options),
+                        "3-D Dice per scan; every option ends with the small-pieces clean-up", t0)
     return write_report(a.out, lines)
 
 

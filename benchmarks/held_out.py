@@ -8,6 +8,9 @@ for each, as the model reads them (every channel of an RGB scan for a model that
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
+import time
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -91,3 +94,15 @@ def fold_table(rows: list, columns: list[str], n_folds: int, base: str) -> list[
                      f"{sum(d < 0 for d in fold_diff)} of {len(fold_diff)} folds "
                      f"({', '.join(f'{d:+.2f}' for d in fold_diff)})")
     return lines
+
+
+def fold_report(title: str, script: str, argv: list[str] | None, n_folds: int, rows: list,
+                columns: list[str], scoring: str, started: float) -> list[str]:
+    """An out-of-fold script's Markdown: ``title``, the command that ran ``script``, what was
+    scored and how long it took, then :func:`fold_table` against the first column."""
+    cmd = " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
+    return [f"# {title}", "",
+            f"- command: `PYTHONPATH=benchmarks:. python benchmarks/{script} {cmd}`",
+            f"- {len(rows)} patients in {n_folds} folds; each scored by the model that never "
+            f"trained on it; {scoring}; {time.time() - started:.0f} s",
+            "", *fold_table(rows, columns, n_folds, columns[0])]

@@ -103,44 +103,6 @@ def test_predict_options_smooth_fill_and_drop_as_named(monkeypatch):
     assert drop_unsure_pieces(labels, fg)[0, 8:, 8:].all()
 
 
-def test_scales_choice_averages_each_arms_passes_before_the_argmax(tmp_path, monkeypatch):
-    """At its own size the network misses class 2 (background at 0.6); shrunk to 0.5 it finds
-    it (0.8): averaged, class 2 wins, so only the arm with both passes scores every class."""
-    seen = []
-
-    def predict(model, meta, volume, *a, clean_up=True, **k):
-        (s,) = meta["test_time_scales"]
-        seen.append((s, clean_up))
-        v = np.asarray(volume, np.float32)
-        truth = np.where(v > 325, 1, np.where(v > 175, 2, 0))
-        probs = np.stack([truth == c for c in range(3)]).astype(np.float32)
-        if s == 1.0:
-            probs[0][truth == 2], probs[2][truth == 2] = 0.6, 0.4
-        else:
-            probs[0][truth == 2], probs[2][truth == 2] = 0.2, 0.8
-        return {"probabilities": probs}
-
-    monkeypatch.setattr(inference, "predict_volume", predict)
-    monkeypatch.syspath_prepend(str(BENCH))
-    import folds_scales_choice
-
-    data = write_dataset(tmp_path / "d", n=2)
-    a = _model(tmp_path / "a.pt", "none")
-    out = tmp_path / "scales.md"
-    assert folds_scales_choice.main(["--data", str(data), "--fold", f"{a}=case00,case01",
-                                     "--arms", "1", "1,0.5", "--clean-up", "small_pieces",
-                                     "--out", str(out)]) == 0
-    base, both = _means(out)
-    assert both == pytest.approx(100.0) and base < 90.0
-    assert sorted(set(seen)) == [(0.5, False), (1.0, False)]  # one pass per scale, raw
-    assert len(seen) == 4  # two patients, each predicted once per scale
-    text = out.read_text()
-    assert "scales 1 + 0.5 − scales 1: mean +" in text and "clean-up (small_pieces)" in text
-    with pytest.raises(SystemExit):
-        folds_scales_choice.main(["--data", str(data), "--fold", f"{a}=case00", "--arms",
-                                  "1,0", "--out", str(out)])
-
-
 def test_meta_choice_merges_each_arms_settings_and_reports_the_largest_loss(tmp_path,
                                                                           monkeypatch):
     """Predict reads the arm's settings from the metadata it is given: nested settings are
