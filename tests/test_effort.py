@@ -46,12 +46,14 @@ def test_the_effort_table_adds_itk_columns_and_shows_baselines_alone():
     learnt = [{**base, "painted": 4, "dice": 0.92, "reached": True, "retrain_s": [30.0],
                "trajectory": [0.8, 0.92], "itk_painted": 7, "itk_dice": 0.9},
               {**base, "case": "b", "painted": 2, "dice": 0.9, "reached": True,
+               "start_dice": 0.61,
                "retrain_s": [20.0], "trajectory": [0.9], "itk_painted": None, "itk_dice": 0.8},
               {**base, "case": "c", "painted": 1, "dice": 0.95, "reached": True,
                "retrain_s": [20.0], "trajectory": [0.95], "itk_painted": 5, "itk_dice": 0.9}]
     text = effort_table(learnt, 0.9, 8, "# t")
     assert "ITK contour interpolation (Slicer): slices needed" in text
-    assert "| 2 | b | 2 | 90.0 | 90 | 0 | 20 | 6 | 91.0 | >8 | 80.0 |" in text
+    assert "| 2 | b | 61.0 | 2 | 90.0 | 90 | 0 | 20 | 6 | 91.0 | >8 | 80.0 |" in text
+    assert "| 1 | a | — | 4 |" in text  # no model yet on the first scan
     assert "learning **7**, interpolation **18** (39 %), ITK contour interpolation **20** " \
            "(35 %)" in text
     assert "from the third scan on: 1.0 slices per scan" in text

@@ -449,8 +449,8 @@ def effort_table(rows: Sequence[Row], target: float, k_max: int, header: str) ->
 
     cols = ["#", "scan"]
     if learnt:
-        cols += ["learning: slices painted", "Dice reached", "Dice after each Retrain",
-                 "retrains rejected", "s per retrain (median)"]
+        cols += ["first Predict, before painting", "learning: slices painted", "Dice reached",
+                 "Dice after each Retrain", "retrains rejected", "s per retrain (median)"]
     cols += ["interpolation: slices needed", "its Dice"]
     if itk:
         cols += ["ITK contour interpolation (Slicer): slices needed", "its Dice"]
@@ -460,7 +460,9 @@ def effort_table(rows: Sequence[Row], target: float, k_max: int, header: str) ->
         if learnt:
             med = f"{np.median(r['retrain_s']):.0f}" if r["retrain_s"] else "—"
             steps = " ".join(f"{100 * d:.0f}" for d in r.get("trajectory", []))
-            cells += [f"{r['painted']}" + ("" if r["reached"] else " (target not reached)"),
+            first = r.get("start_dice")  # None: no model yet on this scan
+            cells += ["—" if first is None else f"{100 * first:.1f}",
+                      f"{r['painted']}" + ("" if r["reached"] else " (target not reached)"),
                       f"{100 * r['dice']:.1f}", steps, str(r.get("rejected", 0)), med]
         cells += [needed(r["interp_painted"]), f"{100 * r['interp_dice']:.1f}"]
         if itk:
