@@ -4,6 +4,7 @@
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
 PY=.venv/bin/python
+mkdir -p runs/acdc_probe
 $PY - <<'PY'
 from training.interactive.new_model import new_model
 new_model("runs/acdc_probe/start.pt", ["background", "RV", "Myo", "LV"], seed=0)
