@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from training.engine.normalization import (
     DEFAULT_NORMALIZATION,
@@ -125,3 +126,39 @@ def test_a_card_stores_the_air_setting_and_names_it(tmp_path, capsys):
     card[card.index("--model") + 1] = str(grey)
     assert main(card) != 0
     assert "--air-outside is for models that read a scan's channels" in capsys.readouterr().err
+
+
+def test_a_card_can_store_the_weights_as_float16_and_scores_what_ships(tmp_path):
+    """A shipped model under its size cap: the card halves the file first, says so, and its
+    test Dice is that of the stored weights (float16 rounding moves it by a hair at most)."""
+    import shutil
+
+    from test_channels import _lgg_like, _train_rgb
+
+    from training.cli import main
+    from training.engine.checkpoint import load_checkpoint
+
+    data = _lgg_like(tmp_path / "lgg")
+    full = _train_rgb(data, tmp_path / "full.pt", steps=2)
+    half = tmp_path / "half.pt"
+    shutil.copy(full, half)
+    card = ["--data", str(data), "--anatomy", "Brain", "--modality", "MRI", "--trained-with",
+            "semiseg train ...", "--split-note", "toy", "--train-patients", "P",
+            "--test-patients", "Q"]
+    assert main(["card", "--model", str(full), *card]) == 0
+    assert main(["card", "--model", str(half), *card, "--store", "float16"]) == 0
+
+    def weights(path):
+        state = torch.load(path, weights_only=True)["state_dict"]
+        return {v.dtype for v in state.values() if v.is_floating_point()}, sum(
+            v.numel() * v.element_size() for v in state.values() if v.is_floating_point())
+
+    (dtypes, stored), (_, before) = weights(half), weights(full)
+    assert dtypes == {torch.float16} and stored == before // 2
+    assert half.stat().st_size < full.stat().st_size - before // 3
+    meta = load_checkpoint(half)[1]
+    assert meta["stored_dtype"] == "float16"
+    assert "weights stored as float16" in meta["card"]["network"]
+    full_meta = load_checkpoint(full)[1]
+    assert "float16" not in full_meta["card"]["network"]
+    assert abs(meta["card"]["test"]["dice"][0] - full_meta["card"]["test"]["dice"][0]) < 0.02

@@ -37,6 +37,7 @@ from training.engine.augment import AUGMENTATIONS
 from training.engine.checkpoint import (
     CheckpointError,
     check_init_fits,
+    compact_checkpoint,
     load_checkpoint,
     update_meta,
 )
@@ -223,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "darkest in a channel that shows it grey (darkest), in every channel "
                         "(darkest_everywhere), or read it as it is (keep), stored in the model "
                         "before the card is measured")
+    c.add_argument("--store", default=None, choices=("float16",),
+                   help="float16: store the weights at half precision (half the file, for a "
+                        "shipped model under its size cap) before the card is measured, so the "
+                        "card scores the weights that ship")
     c.add_argument("--whole-slice-up-to", type=float, default=None, metavar="F",
                    help="2-D models: predict a slice up to F times the patch (per side) as one "
                         "window, for speed, stored in the model before the card is measured "
@@ -934,6 +939,8 @@ def _cmd_card(args: argparse.Namespace, argv: Sequence[str]) -> int:
         if args.whole_slice_up_to < 1:
             raise DataError(f"--whole-slice-up-to must be at least 1, not {args.whole_slice_up_to}")
         update_meta(args.model, whole_slice_up_to=args.whole_slice_up_to)
+    if args.store == "float16":
+        compact_checkpoint(args.model)
     if args.postprocess == "val":
         args.postprocess, chosen_note = _clean_up_on_val(args.model, args.data, args.val_split)
         args.postprocess_note = "; ".join(n for n in (args.postprocess_note, chosen_note) if n)

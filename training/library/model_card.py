@@ -272,7 +272,9 @@ def build_card(model_path: str, data_dir: str, anatomy: str, modality: str, comm
                     for k, nm in enumerate(names)],
         "network": f"{net['dims']}-D U-Net, base {net['base']}, depth {net['depth']}, "
                    f"{net.get('norm', 'group')} norm, dropout {net.get('dropout', 0)}; input "
-                   f"{meta.get('size')}",
+                   f"{meta.get('size')}"
+                   + ("; weights stored as float16" if meta.get("stored_dtype") == "float16"
+                      else ""),
         "recipe": recipe_summary(meta),
         "data": str(data_dir), "split": split_note, "command": command,
         "scans": summarise(stats),
