@@ -103,8 +103,8 @@ def test_predict_options_smooth_fill_and_drop_as_named(monkeypatch):
     assert drop_unsure_pieces(labels, fg)[0, 8:, 8:].all()
 
 
-def test_meta_choice_merges_each_arms_settings_and_reports_the_largest_loss(tmp_path,
-                                                                          monkeypatch):
+def test_meta_choice_merges_each_arms_settings_and_reports_the_worst_change(tmp_path,
+                                                                           monkeypatch):
     """Predict reads the arm's settings from the metadata it is given: nested settings are
     merged into the model's own (its normalisation keeps its other keys), and the clean-up
     named on the command line is the one Predict applies."""
