@@ -56,6 +56,11 @@ def _maybe_dicom(f: Path) -> bool:
     return f.suffix.lower() in (".dcm", ".ima", "") or f.name.upper() == "DICOMDIR"
 
 
+def scan_axis_labels(ndim: int) -> tuple[str, ...] | None:
+    """The scan's own axes under the slider, not napari's default "-3, -2, -1"; 3-D only."""
+    return ("z", "y", "x") if ndim == 3 else None
+
+
 def volume_layer_data(vol: Volume) -> tuple:
     """A napari LayerData tuple for a read volume; geometry travels in the metadata."""
     from .colors import label_colormap
@@ -68,6 +73,8 @@ def volume_layer_data(vol: Volume) -> tuple:
         "translate": geom.translate[-ndim:],
         "metadata": {"geometry": geom.to_dict()},
     }
+    if ndim == 3:
+        kwargs["axis_labels"] = scan_axis_labels(ndim)
     if "dicom_series" in vol.extra:  # which series: a DICOM-SEG opened later finds it by this
         kwargs["metadata"]["dicom_series"] = vol.extra["dicom_series"]
     if vol.is_labels:

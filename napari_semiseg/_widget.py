@@ -34,6 +34,7 @@ from training.interactive.retrain import SHAPE_PRIOR_WEIGHT
 from training.library.model_card import describe
 
 from ._dock_layout import AUTO, CHECKPOINT, NEW, DockLayout
+from ._reader import scan_axis_labels
 from .colors import label_colormap
 from .default_model import DEFAULT_MODEL, default_model_available
 from .finished_scans import FinishedScans, companion
@@ -432,7 +433,7 @@ class AssistantWidget(DockLayout):
             meta["geometry"] = self.session.geometry.to_dict()
         kw: dict = {"name": name, "metadata": meta}
         if ref is not None:
-            kw.update(scale=ref.scale, translate=ref.translate)
+            kw.update(scale=ref.scale, translate=ref.translate, axis_labels=ref.axis_labels)
         return kw
 
     def _layer(self, name: str):
@@ -914,6 +915,7 @@ class AssistantWidget(DockLayout):
         name = Path(s.image_path).name if s.image_path else "scan"
         layer = self.viewer.add_image(s.image, name=name, scale=s.geometry.scale,
                                       translate=s.geometry.translate,
+                                      axis_labels=scan_axis_labels(len(s.geometry.scale)),
                                       metadata={"geometry": s.geometry.to_dict()})
         self._refresh_images()
         self.image_combo.setCurrentText(layer.name)

@@ -37,6 +37,9 @@ def test_predict_adds_prediction_and_uncertainty_on_the_scan(qtbot, assistant):
     np.testing.assert_allclose(pred.translate, scan.translate)
     assert pred.data.max() < 4 and np.isfinite(unc.data).all() and unc.data.max() > 0
     assert "geometry" in pred.metadata
+    # the slider names the scan's axes, and the assistant's layers share them
+    assert tuple(scan.axis_labels) == tuple(pred.axis_labels) == ("z", "y", "x")
+    assert tuple(viewer.dims.axis_labels) == ("z", "y", "x")
 
 
 def test_a_scan_from_a_library_model_keeps_retrains_within_its_painted_ends(qtbot, assistant):
