@@ -915,7 +915,7 @@ class AssistantWidget(DockLayout):
         name = Path(s.image_path).name if s.image_path else "scan"
         layer = self.viewer.add_image(s.image, name=name, scale=s.geometry.scale,
                                       translate=s.geometry.translate,
-                                      axis_labels=scan_axis_labels(len(s.geometry.scale)),
+                                      axis_labels=scan_axis_labels(s.image.ndim),
                                       metadata={"geometry": s.geometry.to_dict()})
         self._refresh_images()
         self.image_combo.setCurrentText(layer.name)
@@ -930,7 +930,9 @@ class AssistantWidget(DockLayout):
         if s is None:
             self.labelled_label.setText("Labelled slices: 0")
             return
-        parts = [f"axis {a}: {', '.join(map(str, s.labelled_slices(a)))}"
+        names = scan_axis_labels(s.image.ndim)
+        parts = [f"{names[a] if names else f'axis {a}'}: "
+                 f"{', '.join(map(str, s.labelled_slices(a)))}"
                  for a in sorted(s.labelled) if s.labelled[a]]
         self.labelled_label.setText(f"Labelled slices: {s.n_labelled}"
                                     + (f" ({'; '.join(parts)})" if parts else ""))

@@ -110,7 +110,7 @@ def test_painting_marks_slice_labelled_and_undo_still_works(qtbot, assistant):
     layer.brush_size = 6
     layer.paint((4, 100, 100), 3)  # what a brush stroke does
     assert widget.session.labelled_slices(0) == [4]
-    assert "Labelled slices: 1" in widget.labelled_label.text()
+    assert "Labelled slices: 1 (z: 4)" in widget.labelled_label.text()
     assert (widget.session.user_labels[4, 100, 100] == 3)
     layer.undo()
     np.testing.assert_array_equal(layer.data[4], before)
