@@ -163,7 +163,7 @@ def test_effort_refuses_a_bad_target(tmp_path, capsys):
 
 def test_effort_refuses_a_bad_ends_unless_right_and_takes_the_plugins_by_default(tmp_path,
                                                                               capsys):
-    from training.cli import _ends_unless_right
+    from training.cli_benchmark import _ends_unless_right
     from training.interactive.loop import ENDS_UNLESS_RIGHT
 
     data = write_dataset(tmp_path / "data", n=2)
@@ -555,7 +555,7 @@ def test_taught_lr_sets_the_rate_of_retrains_from_a_taught_model_only(tmp_path, 
 
 
 def test_the_effort_header_says_never_when_judgement_starts_beyond_the_slices_painted():
-    from training.cli import _judging_note
+    from training.cli_benchmark import _judging_note
 
     assert _judging_note(None, 8) == "as the plugin"
     assert _judging_note(2, 8) == "from 2 painted slices on"
