@@ -1,4 +1,4 @@
-"""The ``semiseg`` command line: train, predict, evaluate, benchmark label-efficiency."""
+"""The ``semiseg`` command line: the napari-semiseg engine without a window."""
 
 from __future__ import annotations
 
@@ -125,7 +125,9 @@ def _train_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="semiseg", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="semiseg", description="The napari-semiseg engine without a window: train, "
+        "predict, evaluate and card models, simulate the correction loop, benchmark.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model on a dataset folder", epilog=options_help(),
@@ -251,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_simulate(sub)
 
-    b = sub.add_parser("benchmark", help="benchmarks")
+    b = sub.add_parser("benchmark", help="label efficiency, Predict speed, annotation "
+                                          "effort and weak labels, as Markdown tables")
     bsub = b.add_subparsers(dest="benchmark", required=True)
     le = bsub.add_parser("label-efficiency")
     le.add_argument("--data", required=True)
