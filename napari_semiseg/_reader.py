@@ -73,8 +73,8 @@ def volume_layer_data(vol: Volume) -> tuple:
         "translate": geom.translate[-ndim:],
         "metadata": {"geometry": geom.to_dict()},
     }
-    if ndim == 3:
-        kwargs["axis_labels"] = scan_axis_labels(ndim)
+    if (names := scan_axis_labels(ndim)) is not None:
+        kwargs["axis_labels"] = names
     if "dicom_series" in vol.extra:  # which series: a DICOM-SEG opened later finds it by this
         kwargs["metadata"]["dicom_series"] = vol.extra["dicom_series"]
     if vol.is_labels:
