@@ -35,6 +35,7 @@ from training.library.model_card import describe
 
 from ._dock_layout import AUTO, CHECKPOINT, NEW, DockLayout
 from ._reader import scan_axis_labels
+from .between_scans import BetweenScans, Landed
 from .colors import label_colormap
 from .default_model import DEFAULT_MODEL, default_model_available
 from .finished_scans import FinishedScans, companion
@@ -109,6 +110,11 @@ class AssistantWidget(DockLayout):
         self.learned_model: str | None = None
         # the scans the user finished with it: each later Retrain learns from them too
         self.finished = FinishedScans()
+        # ... and, as the user opens the next scan, the model trains more on them meanwhile
+        self.between = BetweenScans(self.bridge, work_dir=self.finished.folder)
+        self._between_again = False  # a scan was finished during a run: run again after it
+        self._retrain_waits = False  # Retrain was clicked during a run: it starts after it
+        self._predict_again = False  # the model changed during a Predict: predict again
         # the session of a later scan of a New model's series (see _middle_first_scan)
         self._series_session: Session | None = None
         self.unlabelled_folder: str | None = None
@@ -166,6 +172,8 @@ class AssistantWidget(DockLayout):
             return
         self.new_model = self.model_combo.currentText() == NEW
         self.learned_model = None  # the user picked a model: earlier learning is not carried
+        self.between.stop(discard=True)
+        self._between_again = self._retrain_waits = False
         self.finished.clear()
         if self.new_model:
             self.checkpoint_path = None
@@ -289,7 +297,8 @@ class AssistantWidget(DockLayout):
             return self.session
         if self.refused_while_busy():  # another scan would take this one's place
             return None
-        self._keep_finished()
+        kept = self._keep_finished()
+        self._retrain_waits = False  # it was asked for on the scan being left
         geometry = layer.metadata.get("geometry")
         geom = (Geometry.from_dict(geometry) if geometry else
                 Geometry.identity(layer.ndim, layer.scale, layer.translate))
@@ -320,6 +329,8 @@ class AssistantWidget(DockLayout):
         self._series_session = (session if self.new_model and model == self.learned_model
                                 else None)
         self._bind(session, layer)
+        if kept and self._series_session is session:
+            self._train_between_scans(session)
         return session
 
     def _start_new_model(self, layer: Image, geom: Geometry, source: str | None) -> Session | None:
@@ -357,21 +368,110 @@ class AssistantWidget(DockLayout):
                             "then Retrain.")
         return session
 
-    def _keep_finished(self, quiet: bool = False) -> None:
+    def _keep_finished(self, quiet: bool = False) -> bool:
         """The scan being left, when it taught the model the next scan starts from: its
-        segmentation teaches every later Retrain too."""
+        segmentation teaches every later Retrain too. Returns whether it was kept."""
         s = self.session
         if s is None or self.learned_model is None or s.n_labelled == 0:
-            return
+            return False
         try:
             kept = self.finished.add(s, self._model_channels(self.learned_model))
         except Exception as e:  # noqa: BLE001 - a full disk must not stop the next scan
             name = Path(s.image_path or "the last scan").name
             show_warning(f"Later Retrains will not learn from {name}: {e}")
-            return
+            return False
         if kept and not quiet:
             show_info(f"Retrains learn from the {len(self.finished)} scan(s) finished so far, "
                       f"as well as from the slices painted on this one.")
+        return kept
+
+    # ----- training between scans (napari_semiseg.between_scans) --------------------------------
+
+    def _train_between_scans(self, session: Session) -> None:
+        """A New model's series moved on to ``session``'s scan: the carried model trains on the
+        finished scans in the background; its model then becomes ``session``'s version."""
+        if self.between.running:  # a scan was finished during a run: once it ends, again
+            self._between_again = True
+            self.between.stop()
+            return
+        if self.bridge.running or self.learned_model is None:
+            return
+        files = self.finished.files()
+        for error in self.finished.take_errors():
+            show_warning(f"Retrains will not learn from {error}")
+        try:
+            job = self.between.start(self.learned_model, files, self.retrain_form.method.value,
+                                     session)
+        except Exception as e:  # noqa: BLE001 - the next scan goes on with the carried model
+            show_warning(f"Could not train on the finished scans between scans: {e}")
+            return
+        if job is None:
+            return
+        self.status.setText(f"Learning more from the {len(files)} finished scan(s) in the "
+                            f"background ({job.steps} steps). Predict shows the model as it "
+                            f"is; the prediction is refreshed when this ends.")
+        self._timer.start()
+        self._update_state()
+
+    def _poll_between(self) -> None:
+        landed = self.between.poll()
+        if landed is None:
+            p = self.between.progress
+            if p is not None and not self.jobs.busy:  # a Predict owns the job line meanwhile
+                self.job_progress(p["step"], p["total"],
+                                  f"Learning from the finished scans: step {p['step']}/"
+                                  f"{p['total']} · ETA {p.get('eta', 0):.0f} s")
+            return
+        self._timer.stop()  # whatever starts next restarts it
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self._between_landed(landed)
+        self._update_state()
+
+    def _between_landed(self, landed: Landed) -> None:
+        """Carry the run's model on, make it the next scan's version (if that scan still
+        starts from the model the run started from) and refresh its prediction; then what
+        waited: another run, a Retrain."""
+        version = None
+        if landed.error is not None:
+            show_warning(f"Learning from the finished scans failed: {landed.error}. The model "
+                         f"stays as it was.")
+            self.status.setText("Learning from the finished scans failed; the model stays "
+                                "as it was.")
+        elif landed.checkpoint is not None and not landed.discarded:
+            if self.learned_model == landed.from_model:
+                self.learned_model = landed.checkpoint
+            s = self.session
+            try:
+                version = landed.add_to(s) if s is not None else None
+            except Exception as e:  # noqa: BLE001 - e.g. a full disk: the scan goes on as is
+                show_warning(f"Could not keep the model learnt between scans: {e}")
+            said = (f"The model learnt {landed.steps_done} more steps from your "
+                    f"{landed.n_scans} finished scan(s)")
+            if version is not None:
+                self._show_versions()
+                show_info(f"{said} (version {version.id}); the prediction is refreshed, your "
+                          f"painted slices are kept.")
+            else:
+                show_info(f"{said}; the next scan starts from it.")
+        if self._between_again and self.session is self._series_session:
+            self._between_again = False
+            self._train_between_scans(self.session)
+            return
+        self._between_again = False
+        if version is not None:
+            self._refresh_after_between()
+        elif self._retrain_waits:
+            self._retrain_waits = False
+            self.retrain()
+
+    def _refresh_after_between(self) -> None:
+        """Predict with the new version, now or after the Predict that runs; a waiting Retrain
+        starts after it (Retrain's ends check reads the new prediction)."""
+        if self.jobs.running(PREDICT):
+            self._predict_again = True
+        elif not self.jobs.busy:
+            self.predict()
 
     def _drop_session(self) -> None:
         if self.session is not None:
@@ -631,6 +731,12 @@ class AssistantWidget(DockLayout):
         self._worker = None
         self.progress.setRange(0, 1)
         self.jobs.finish(job)
+        if self._predict_again:  # the model changed while it ran (training between scans)
+            self._predict_again = False
+            self.predict()
+        elif self._retrain_waits and not self.between.running:
+            self._retrain_waits = False
+            self.retrain()
 
     # ----- Review and correct -------------------------------------------------------------------
 
@@ -671,6 +777,16 @@ class AssistantWidget(DockLayout):
 
     def retrain(self) -> None:
         if self.refused_while_busy():
+            return
+        if self.between.running:  # two trainings never run at once: this one waits its turn
+            self._retrain_waits = True
+            p = self.between.progress
+            at = f" (step {p['step']}/{p['total']})" if p is not None else ""
+            message = (f"Retrain starts when the learning from your finished scans ends{at}. "
+                       f"Cancel stops that learning now, keeping its steps so far, and the "
+                       f"Retrain starts at once.")
+            show_info(message)
+            self.status.setText(message)
             return
         s = self.session
         if s is None or self._layer(PREDICTION) is None:
@@ -731,8 +847,13 @@ class AssistantWidget(DockLayout):
                                       f" (up to {MAX_UNLABELLED} used per Retrain)")
 
     def cancel(self) -> None:
-        """Stop the training that runs (Retrain or Train from tags); the model stays."""
-        if self.bridge.running:
+        """Stop the training that runs (Retrain or Train from tags); the model stays. The
+        training between scans stops too, keeping the steps trained so far."""
+        if self.between.running:
+            self.between.stop()
+            self.status.setText("Stopping the learning from the finished scans; the steps "
+                                "trained so far are kept.")
+        elif self.bridge.running:
             self.bridge.cancel()
             self.status.setText("Cancelling…")
         elif self.tags_panel.bridge.running:
@@ -745,6 +866,9 @@ class AssistantWidget(DockLayout):
 
     def _poll_training(self) -> None:
         """One timer tick: at most one heavy event, so the event loop gets back in between."""
+        if self.between.running:  # the bridge runs the training between scans
+            self._poll_between()
+            return
         self._pending.extend(self.bridge.poll())
         while self._pending and self._pending[0].get("type") == "progress":
             ev = self._pending.popleft()
@@ -997,7 +1121,7 @@ class AssistantWidget(DockLayout):
         for control, tip in self._guarded():
             control.setEnabled(not why)
             control.setToolTip(why or tip)
-        self.cancel_btn.setEnabled(self.jobs.running(RETRAIN)
+        self.cancel_btn.setEnabled(self.jobs.running(RETRAIN) or self.between.running
                                    or self.jobs.running(self.tags_panel.JOB))
         if not why and self.session is not None and self._layer(PREDICTION) is not None:
             self.bridge.prepare()  # Retrain is possible: have a process ready with torch loaded

@@ -217,8 +217,10 @@ class TrainingBridge:
     def pid(self) -> int | None:
         return None if self._proc is None else self._proc.pid
 
-    def start(self, job: Any) -> None:
-        """Start the child on ``job``; refuses while another run is going.
+    def start(self, job: Any, target: Target | None = None) -> None:
+        """Start the child on ``job``, with ``target`` (default: the bridge's); refuses while
+        another run is going. Another target shares the spare process and the one-run rule
+        (the dock's training between scans runs where its Retrains do).
 
         Raises ``ValueError`` for a target the child cannot import by name, and ``OSError`` or
         ``RuntimeError`` when the process cannot be started; the bridge then stays idle.
@@ -227,7 +229,7 @@ class TrainingBridge:
             raise RuntimeError("a retrain is already running; cancel it or wait for it")
         if not sys.executable:
             raise RuntimeError("cannot start the training process: sys.executable is empty")
-        init = {"target": target_reference(self.target),
+        init = {"target": target_reference(target or self.target),
                 "job": pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL),
                 "threads": self.threads, "sys_path": list(sys.path),
                 "grace_s": self.cancel_grace_s}

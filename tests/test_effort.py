@@ -68,10 +68,12 @@ def test_effort_benchmark_runs_from_scratch_and_writes_its_table(tmp_path, capsy
     data = write_dataset(tmp_path / "data", n=4)
     out = tmp_path / "effort.md"
     assert main(["benchmark", "effort", "--data", str(data), "--cases", "2", "--target", "99",
-                 "--k-max", "2", "--steps", "3", "--split", "train", "--out", str(out)]) == 0
+                 "--k-max", "2", "--steps", "3", "--split", "train", "--consolidate", "2",
+                 "--out", str(out)]) == 0
     text = out.read_text(encoding="utf-8")
     rows = [ln for ln in text.splitlines() if ln.startswith("| 1 |") or ln.startswith("| 2 |")]
     assert len(rows) == 2
+    assert "between scans, 2 more steps on the finished segmentations" in text
     assert "total slices painted" in text and "case00" in text and "case01" in text
     err = capsys.readouterr().err
     assert "learning" in err and "interpolation" in err
@@ -385,15 +387,17 @@ def test_between_scans_the_carried_model_consolidates_on_the_finished_ones(tmp_p
     from test_training_synth import blob_volume
 
     import training.bench.effort as effort
+    import training.interactive.between_scans as between
 
     calls = []
-    real = effort.finetune
+    real = between.finetune
 
     def spy(model, image, labels, *args, other_labelled=(), **kw):
         calls.append((labels.copy(), len(other_labelled), kw["steps"]))
         return real(model, image, labels, *args, other_labelled=other_labelled, **kw)
 
-    monkeypatch.setattr(effort, "finetune", spy)
+    # the dock's own step (training.interactive.between_scans), not a copy of it
+    monkeypatch.setattr(between, "finetune", spy)
     cases = [(f"scan{i}", *blob_volume(i)) for i in range(3)]
     effort.effort_benchmark(cases, ["bg", "disc", "square"], 1.01, k_max=1, steps=2,
                             replay="finished", consolidate=3, labeled_bs=2, unlabeled_bs=0,
@@ -561,3 +565,27 @@ def test_the_effort_header_says_never_when_judgement_starts_beyond_the_slices_pa
     assert _judging_note(2, 8) == "from 2 painted slices on"
     assert _judging_note(8, 8) == "from 8 painted slices on"  # the last slice can still judge
     assert _judging_note(99, 8).startswith("never")
+
+
+def test_the_effort_benchmark_trains_between_scans_as_the_dock_does(tmp_path, monkeypatch):
+    """By default a New model's series trains between scans as many steps as the dock; from a
+    shipped model (--start) it does not, as in the dock; --consolidate 0 turns it off."""
+    import training.bench.effort as effort
+    from training.interactive.between_scans import TRAIN_BETWEEN_SCANS_STEPS
+
+    asked = []
+    monkeypatch.setattr(effort, "effort_benchmark",
+                        lambda *a, consolidate=0, **kw: asked.append(consolidate) or [])
+    monkeypatch.setattr(effort, "effort_table", lambda *a, **kw: "")
+    data = write_dataset(tmp_path / "data", n=2)
+    common = ["benchmark", "effort", "--data", str(data), "--cases", "1", "--target", "90",
+              "--split", "train", "--out", str(tmp_path / "e.md")]
+    assert main(common) == 0
+    assert main([*common, "--consolidate", "0"]) == 0
+    model = tmp_path / "m.pt"
+    from training.interactive.new_model import new_model
+
+    new_model(model, ["background", "disc"])
+    assert main([*common, "--start", str(model)]) == 0
+    assert asked == [TRAIN_BETWEEN_SCANS_STEPS, 0, 0]
+    assert main([*common, "--consolidate", "-1"]) != 0

@@ -80,6 +80,7 @@ def test_new_model_two_named_structures_paint_retrain(qtbot, make_napari_viewer,
 
         # the next scan starts from what this one taught, and a folder of unlabelled scans
         # feeds the next Retrain
+        widget.between.steps = 5  # trained between scans: a few steps in a test
         image2, truth2 = _two_structures(seed=1)
         viewer.add_image(image2, name="next kidneys")
         widget.image_combo.setCurrentText("next kidneys")
@@ -94,6 +95,11 @@ def test_new_model_two_named_structures_paint_retrain(qtbot, make_napari_viewer,
         qtbot.waitUntil(lambda: widget._worker is None and widget.session is not s
                         and widget.session.uncertainty is not None, timeout=60000)
         s2 = widget.session
+        # the model trained on the scan just left meanwhile: its version is in use on this
+        # one, whose prediction was refreshed with it
+        qtbot.waitUntil(lambda: not widget.between.running and not widget.jobs.busy,
+                        timeout=60000)
+        assert "5 steps between scans on 1 finished scan(s)" in s2.current_version.note
         assert s2.settings.class_names == s.settings.class_names
         assert not s2.settings.judge_retrains  # still the model taught from scratch
         # the next scan is painted as the first: its ends, then suggestions between them
@@ -313,5 +319,88 @@ def test_a_new_model_on_the_lgg_sample_reads_what_new_model_channels_says(
             _wait_retrain(qtbot, widget)
             assert s.current != "v0", widget.status.text()
             assert read_checkpoint(s.current_model_path)["meta"]["network"]["in_channels"] == 3
+    finally:
+        widget.bridge.close()
+
+
+def test_the_next_scan_is_refreshed_by_training_between_scans(qtbot, make_napari_viewer,
+                                                              tmp_path, monkeypatch):
+    """Leaving a finished scan of a New model's series, the model trains on it in the
+    training process while the next scan shows the model as it is. A Retrain clicked meanwhile
+    waits; Cancel stops the run, keeping its steps: they become the next scan's version, its
+    prediction is refreshed with them (the painted slice kept bit for bit), and the Retrain
+    then starts from that version."""
+    import napari_semiseg._widget as dock
+    from napari_semiseg.model_library import user_models_dir
+    from training.interactive.loop import finetune
+    from training.interactive.new_model import new_model
+
+    monkeypatch.setenv("NAPARI_SEMISEG_HOME", str(tmp_path / "home"))
+    image, truth = _two_structures()
+    image_b, truth_b = _two_structures(seed=1)
+    start = new_model(tmp_path / "new.pt", ["background", "left kidney", "right kidney"])
+    labels = np.full(truth.shape, 255, np.uint8)
+    labels[[1, 6]] = truth[[1, 6]]
+    user_models_dir().mkdir(parents=True)
+    taught = finetune(start, image, labels, steps=2, out_path=user_models_dir() / "kidneys.pt",
+                      labeled_bs=2, unlabeled_bs=0, device="cpu")
+    predicted_with = []
+    real_predict = dock._predict
+    monkeypatch.setattr(dock, "_predict",
+                        lambda model, *a: predicted_with.append(model) or real_predict(model, *a))
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="scan A")
+    viewer.add_image(image_b, name="scan B")
+    widget = AssistantWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    started = []
+    real_start = widget.bridge.start
+    monkeypatch.setattr(widget.bridge, "start",
+                        lambda job, target=None: started.append(job) or real_start(job, target))
+    try:
+        widget.between.steps = 5000  # stopped below long before its end
+        label = next(m.label for m in widget._library if str(m.path) == str(taught))
+        widget.model_combo.setCurrentText(label)
+        widget._model_chosen()
+        widget.image_combo.setCurrentText("scan A")
+        widget.predict()
+        qtbot.waitUntil(lambda: not widget.jobs.busy, timeout=60000)
+        assert not widget.between.running  # nothing finished yet
+        layer = viewer.layers[PREDICTION]
+        for z in (1, 6):
+            ys, xs = np.nonzero(np.ones_like(truth[z]))
+            layer.data_setitem((np.full(len(ys), z), ys, xs), truth[z][ys, xs])
+
+        widget.image_combo.setCurrentText("scan B")  # the user moves on
+        widget.predict()
+        s_b = widget.session
+        assert widget.between.running and widget.cancel_btn.isEnabled()
+        [job] = started
+        assert job.model_path == str(taught) and len(job.finished) == 1
+        # the next scan shows the model as it is at once
+        qtbot.waitUntil(lambda: s_b.uncertainty is not None and not widget.jobs.busy,
+                        timeout=60000)
+        assert predicted_with[-1] == s_b.model_file(s_b.versions[0])
+        layer = viewer.layers[PREDICTION]
+        ys, xs = np.nonzero(np.ones_like(truth_b[4]))
+        layer.data_setitem((np.full(len(ys), 4), ys, xs), truth_b[4][ys, xs])
+        painted = s_b.prediction[4].copy()
+        widget.retrain_form.within_extent.value = False
+        widget.retrain_form.steps.value = 2
+        widget.retrain_btn.click()
+        assert len(started) == 1 and not widget.jobs.busy  # the Retrain waits its turn
+        assert "Retrain starts when" in widget.status.text()
+        qtbot.waitUntil(lambda: widget.between.progress is not None, timeout=60000)
+        widget.cancel_btn.click()
+        qtbot.waitUntil(lambda: len(s_b.versions) >= 3 and not widget.training
+                        and not widget.jobs.busy, timeout=120000)
+        v1 = s_b.versions[1]
+        assert "steps between scans on 1 finished scan(s)" in v1.note
+        assert 0 < v1.steps < 5000  # stopped early, its steps kept
+        assert predicted_with[-1] == s_b.model_file(v1)  # the prediction refreshed with it
+        assert started[-1].model_path == s_b.model_file(v1)  # the Retrain went on from it
+        assert s_b.versions[2].parent == v1.id
+        np.testing.assert_array_equal(s_b.prediction[4], painted)
+        assert widget.learned_model != str(taught)  # the next scan starts from what it learnt
     finally:
         widget.bridge.close()

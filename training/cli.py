@@ -357,9 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "model's prediction on the middle slice fell short of this Dice; off: "
                          "always the ends (default: the plugin's, for a New model's series "
                          "only: 0.9)")
-    ef.add_argument("--consolidate", type=int, default=0, metavar="STEPS",
+    ef.add_argument("--consolidate", type=int, default=None, metavar="STEPS",
                     help="with --replay finished: between scans, the carried model trains "
-                         "this many more steps on every finished segmentation")
+                         "this many more steps on every finished segmentation, as the dock "
+                         "does while the user opens the next scan (default: the dock's, "
+                         "TRAIN_BETWEEN_SCANS_STEPS from scratch, 0 with --start; 0 = none)")
     ef.add_argument("--finished-kept", type=int, default=None, metavar="N",
                     help="with --replay finished: how many of the most recent finished scans "
                          "the Retrains train on (default: as many as the dock keeps)")

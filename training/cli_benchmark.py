@@ -175,6 +175,13 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         args.replay = "finished" if REPLAY_FINISHED else "none"
     if args.replay == "none":
         args.replay = None
+    if args.consolidate is None:  # as the dock: a New model's series only
+        from training.interactive.between_scans import TRAIN_BETWEEN_SCANS_STEPS
+
+        args.consolidate = (TRAIN_BETWEEN_SCANS_STEPS
+                            if start is None and args.replay == "finished" else 0)
+    if args.consolidate < 0:
+        raise DataError("--consolidate STEPS: STEPS >= 0")
     if args.consolidate and args.replay != "finished":
         raise DataError("--consolidate trains on finished scans: it needs --replay finished")
     if args.finished_kept is not None and (args.replay != "finished" or args.finished_kept < 1):

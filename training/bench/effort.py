@@ -22,6 +22,7 @@ import numpy as np
 
 from training import IGNORE_INDEX
 from training.engine.metrics import mean_dice
+from training.interactive.between_scans import train_between_scans
 from training.interactive.interpolation import (
     even_slices,
     fuse_with_interpolation,
@@ -407,12 +408,12 @@ def effort_benchmark(
             if replay == "finished" and finished is not None:
                 earlier.append((image, np.asarray(finished, dtype=np.uint8)))
                 if consolidate > 0 and model is not None and i + 1 < len(cases):
-                    model = finetune(model, image, earlier[-1][1], method=method,
-                                     steps=consolidate, out_path=work / "consolidated.pt",
-                                     seed=i, device=device,
-                                     other_labelled=earlier[-finished_kept:-1],
-                                     **{k: v for k, v in config.items()
-                                        if k in ("labeled_bs", "unlabeled_bs", "lr")})
+                    # as the dock does while the user opens the next scan
+                    model = train_between_scans(
+                        model, earlier[-finished_kept:], work / "consolidated.pt",
+                        consolidate, method=method, seed=i, device=device,
+                        **{k: v for k, v in config.items()
+                           if k in ("labeled_bs", "unlabeled_bs", "lr")})
             elif replay:
                 earlier.append((image, sparse_labels(truth, row["slices"])))
             k_interp, d_interp = interpolation_effort(truth, target, k_max)
