@@ -192,5 +192,9 @@ class DockLayout(QWidget):
                                   "Stop the training that runs; the model in use stays")
         line.addLayout(_row(self.progress, self.cancel_btn))
         self.status = _wrapped("Idle")
+        # a wrapped label at the dock's foot got one line's height and clipped the rest (a
+        # waiting Retrain's two lines, seen in a screenshot): room for three
+        self.status.setMinimumHeight(3 * self.status.fontMetrics().lineSpacing() + 4)
+        self.status.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         line.addWidget(self.status)
         return line

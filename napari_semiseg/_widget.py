@@ -407,9 +407,10 @@ class AssistantWidget(DockLayout):
             return
         if job is None:
             return
-        self.status.setText(f"Learning more from the {len(files)} finished scan(s) in the "
-                            f"background ({job.steps} steps). Predict shows the model as it "
-                            f"is; the prediction is refreshed when this ends.")
+        self.model_label.setText(f"Starts from what your {len(files)} finished scan(s) taught. "
+                                 f"It learns more from them in the background ({job.steps} "
+                                 f"steps); this scan's prediction is refreshed then.")
+        self.status.setText("Learning from the finished scans in the background.")
         self._timer.start()
         self._update_state()
 
@@ -450,6 +451,9 @@ class AssistantWidget(DockLayout):
                     f"{landed.n_scans} finished scan(s)")
             if version is not None:
                 self._show_versions()
+                self.model_label.setText(f"Version {version.id}: {landed.steps_done} more steps "
+                                         f"on your {landed.n_scans} finished scan(s). Retrains "
+                                         f"go on from it.")
                 show_info(f"{said} (version {version.id}); the prediction is refreshed, your "
                           f"painted slices are kept.")
             else:
@@ -782,11 +786,11 @@ class AssistantWidget(DockLayout):
             self._retrain_waits = True
             p = self.between.progress
             at = f" (step {p['step']}/{p['total']})" if p is not None else ""
-            message = (f"Retrain starts when the learning from your finished scans ends{at}. "
-                       f"Cancel stops that learning now, keeping its steps so far, and the "
-                       f"Retrain starts at once.")
-            show_info(message)
-            self.status.setText(message)
+            show_info(f"Retrain starts when the learning from your finished scans ends{at}. "
+                      f"Cancel stops that learning now, keeping its steps so far, and the "
+                      f"Retrain starts at once.")
+            self.status.setText(f"Retrain waits for the learning from finished scans{at}; "
+                                f"Cancel starts it now.")
             return
         s = self.session
         if s is None or self._layer(PREDICTION) is None:

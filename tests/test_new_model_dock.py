@@ -389,7 +389,8 @@ def test_the_next_scan_is_refreshed_by_training_between_scans(qtbot, make_napari
         widget.retrain_form.steps.value = 2
         widget.retrain_btn.click()
         assert len(started) == 1 and not widget.jobs.busy  # the Retrain waits its turn
-        assert "Retrain starts when" in widget.status.text()
+        assert "Retrain waits for the learning from finished scans" in widget.status.text()
+        assert "learns more from them in the background" in widget.model_label.text()
         qtbot.waitUntil(lambda: widget.between.progress is not None, timeout=60000)
         widget.cancel_btn.click()
         qtbot.waitUntil(lambda: len(s_b.versions) >= 3 and not widget.training
