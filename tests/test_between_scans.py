@@ -145,3 +145,23 @@ def test_a_discarded_run_is_not_carried_and_steps_zero_turns_it_off(tmp_path):
         assert BetweenScans(bridge, steps=0).start(model, files, "supervised") is None
     finally:
         bridge.close()
+
+
+def test_a_failed_run_says_why_and_carries_nothing(tmp_path):
+    """A finished scan's file gone before the run read it: the run ends with an error that
+    names the cause, and no version is made of it."""
+    model = _tiny_model(tmp_path / "m.pt")
+    files = _finished(tmp_path, 1)
+    Path(files[0][1]).unlink()
+    bridge = TrainingBridge(run_between_scans)
+    try:
+        between = BetweenScans(bridge, steps=3, work_dir=tmp_path)
+        nxt = Session(np.zeros((4, 16, 16), np.float32), autosave=False)
+        nxt.add_version(model)
+        between.start(model, files, "supervised", nxt)
+        landed = _wait(between)
+        assert landed.checkpoint is None and landed.error
+        assert "segmentation.npy" in landed.error or "No such file" in landed.error
+        assert landed.add_to(nxt) is None and nxt.current == "v0"
+    finally:
+        bridge.close()

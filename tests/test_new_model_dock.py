@@ -405,3 +405,27 @@ def test_the_next_scan_is_refreshed_by_training_between_scans(qtbot, make_napari
         assert widget.learned_model != str(taught)  # the next scan starts from what it learnt
     finally:
         widget.bridge.close()
+
+
+def test_a_failed_run_between_scans_is_said_and_the_waiting_retrain_goes_on(
+        make_napari_viewer, tmp_path, monkeypatch):
+    from napari.utils.notifications import notification_manager
+
+    from napari_semiseg.between_scans import Landed
+
+    viewer, widget, _ = _dock_on_two_structures(make_napari_viewer, tmp_path, monkeypatch)
+    try:
+        retrains = []
+        monkeypatch.setattr(widget, "retrain", lambda: retrains.append(1))
+        widget.learned_model = "carried.pt"
+        widget._retrain_waits = True
+        seen = len(notification_manager.records)
+        widget._between_landed(Landed(None, 0, 1, "carried.pt",
+                                      error="the training process was killed (SIGKILL)"))
+        assert any("Learning from the finished scans failed" in str(n.message)
+                   and "SIGKILL" in str(n.message)
+                   for n in notification_manager.records[seen:])
+        assert widget.learned_model == "carried.pt"  # nothing carried from it
+        assert retrains == [1] and not widget._retrain_waits
+    finally:
+        widget.bridge.close()
