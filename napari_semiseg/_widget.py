@@ -331,6 +331,9 @@ class AssistantWidget(DockLayout):
         self._bind(session, layer)
         if kept and self._series_session is session:
             self._train_between_scans(session)
+        elif self._series_session is session and self.between.running:
+            # moved on again before the run landed, leaving nothing new: it lands here
+            self.between.target = (session, session.current)
         return session
 
     def _start_new_model(self, layer: Image, geom: Geometry, source: str | None) -> Session | None:

@@ -429,3 +429,43 @@ def test_a_failed_run_between_scans_is_said_and_the_waiting_retrain_goes_on(
         assert retrains == [1] and not widget._retrain_waits
     finally:
         widget.bridge.close()
+
+
+def test_a_run_between_scans_lands_on_the_scan_the_user_moved_on_to(make_napari_viewer, tmp_path,
+                                                                   monkeypatch):
+    """Leaving the next scan unpainted for a third while the run goes: the run's model is
+    meant for the third scan, which started from the same carried model."""
+    from napari_semiseg.model_library import user_models_dir
+    from training.interactive.loop import finetune
+    from training.interactive.new_model import new_model
+
+    monkeypatch.setenv("NAPARI_SEMISEG_HOME", str(tmp_path / "home"))
+    image, truth = _two_structures()
+    start = new_model(tmp_path / "new.pt", ["background", "left kidney", "right kidney"])
+    labels = np.full(truth.shape, 255, np.uint8)
+    labels[[1, 6]] = truth[[1, 6]]
+    user_models_dir().mkdir(parents=True)
+    taught = finetune(start, image, labels, steps=2, out_path=user_models_dir() / "kidneys.pt",
+                      labeled_bs=2, unlabeled_bs=0, device="cpu")
+    viewer = make_napari_viewer()
+    for name, seed in (("scan A", 0), ("scan B", 1), ("scan C", 2)):
+        viewer.add_image(_two_structures(seed=seed)[0], name=name)
+    widget = AssistantWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    try:
+        widget.between.steps = 5000
+        label = next(m.label for m in widget._library if str(m.path) == str(taught))
+        widget.model_combo.setCurrentText(label)
+        widget._model_chosen()
+        widget.image_combo.setCurrentText("scan A")
+        s_a = widget.ensure_session()
+        s_a.mark_labelled(0, 1, truth[1])
+        widget.image_combo.setCurrentText("scan B")
+        s_b = widget.ensure_session()
+        assert widget.between.running and widget.between.target[0] is s_b
+        widget.image_combo.setCurrentText("scan C")  # B left unpainted
+        s_c = widget.ensure_session()
+        assert s_c is not s_b and widget.between.target == (s_c, s_c.current)
+        assert len(widget.finished) == 1  # B taught nothing: not kept, no second run
+    finally:
+        widget.bridge.close()
