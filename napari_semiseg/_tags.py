@@ -105,7 +105,8 @@ class TagsPanel(QWidget):
         if self.assistant.refused_while_busy():  # one job at a time
             return
         s = self.assistant.ensure_session()
-        if s is None:
+        # one training at a time: opening this scan may have started the training between scans
+        if s is None or self.assistant.refused_while_busy(training=True):
             return
         try:
             job = make_weak_job(s, steps=self.steps_spin.value(), **self.model_kwargs)

@@ -133,10 +133,15 @@ class AssistantWidget(DockLayout):
 
     # ----- the job slot -------------------------------------------------------------------------
 
-    def refused_while_busy(self) -> bool:
-        """True, and a notification saying which job runs, while the slot is taken."""
+    def refused_while_busy(self, training: bool = False) -> bool:
+        """True, and a notification saying which job runs, while the slot is taken; for a
+        ``training`` job, also while the training between scans runs (one training at a time)."""
         if self.jobs.busy:
             show_warning(self.jobs.why_busy())
+            return True
+        if training and self.between.running:
+            show_warning("Learning from the finished scans is running: wait for it to end, or "
+                         "click Cancel (its steps so far are kept).")
             return True
         return False
 

@@ -467,5 +467,13 @@ def test_a_run_between_scans_lands_on_the_scan_the_user_moved_on_to(make_napari_
         s_c = widget.ensure_session()
         assert s_c is not s_b and widget.between.target == (s_c, s_c.current)
         assert len(widget.finished) == 1  # B taught nothing: not kept, no second run
+        # one training at a time: Train from tags waits for the run, and says so
+        from napari.utils.notifications import notification_manager
+
+        seen = len(notification_manager.records)
+        widget.tags_panel.train_from_tags()
+        assert not widget.jobs.busy and not widget.tags_panel.bridge.running
+        assert any("Learning from the finished scans is running" in str(n.message)
+                   for n in notification_manager.records[seen:])
     finally:
         widget.bridge.close()
