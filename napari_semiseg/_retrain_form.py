@@ -1,4 +1,5 @@
-"""The Retrain settings of the dock, as a magicgui form: method, steps, shape prior, extent."""
+"""The Retrain settings of the dock, as a magicgui form: method, steps, shape prior, extent,
+learning between scans."""
 
 from __future__ import annotations
 
@@ -26,8 +27,14 @@ class RetrainForm:
             tooltip="As for 'fill between slices': paint the structure's first and last "
                     "slices, and the Retrain predicts nothing beyond them. Leave off while "
                     "painting suggested slices.")
+        self.between_scans = CheckBox(
+            text="Learn between scans", value=True,
+            tooltip="New model: as you open the next scan, the model trains more on the scans "
+                    "you finished, in the background (about a minute on 2 cores), and that "
+                    "scan's prediction is refreshed. Untick to keep the cores free.")
         self.container = Container(widgets=[self.method, self.steps, self.shape_prior,
-                                            self.within_extent], labels=True)
+                                            self.within_extent, self.between_scans],
+                                   labels=True)
         self.container.margins = (0, 0, 0, 0)
 
     @property

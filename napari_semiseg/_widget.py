@@ -402,7 +402,8 @@ class AssistantWidget(DockLayout):
             self._between_again = True
             self.between.stop()
             return
-        if self.bridge.running or self.learned_model is None:
+        if (self.bridge.running or self.learned_model is None
+                or not self.retrain_form.between_scans.value):
             return
         files = self.finished.files()
         for error in self.finished.take_errors():

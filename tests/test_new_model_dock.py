@@ -466,6 +466,7 @@ def test_a_run_between_scans_lands_on_the_scan_the_user_moved_on_to(make_napari_
         widget.image_combo.setCurrentText("scan C")  # B left unpainted
         s_c = widget.ensure_session()
         assert s_c is not s_b and widget.between.target == (s_c, s_c.current)
+        assert widget.retrain_form.between_scans.value  # on unless the user unticks it
         assert len(widget.finished) == 1  # B taught nothing: not kept, no second run
         # one training at a time: Train from tags waits for the run, and says so
         from napari.utils.notifications import notification_manager
@@ -475,5 +476,40 @@ def test_a_run_between_scans_lands_on_the_scan_the_user_moved_on_to(make_napari_
         assert not widget.jobs.busy and not widget.tags_panel.bridge.running
         assert any("Learning from the finished scans is running" in str(n.message)
                    for n in notification_manager.records[seen:])
+    finally:
+        widget.bridge.close()
+
+
+def test_unticking_learn_between_scans_keeps_the_cores_free(make_napari_viewer, tmp_path,
+                                                            monkeypatch):
+    from napari_semiseg.model_library import user_models_dir
+    from training.interactive.loop import finetune
+    from training.interactive.new_model import new_model
+
+    monkeypatch.setenv("NAPARI_SEMISEG_HOME", str(tmp_path / "home"))
+    image, truth = _two_structures()
+    start = new_model(tmp_path / "new.pt", ["background", "left kidney", "right kidney"])
+    labels = np.full(truth.shape, 255, np.uint8)
+    labels[[1, 6]] = truth[[1, 6]]
+    user_models_dir().mkdir(parents=True)
+    taught = finetune(start, image, labels, steps=2, out_path=user_models_dir() / "kidneys.pt",
+                      labeled_bs=2, unlabeled_bs=0, device="cpu")
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="scan A")
+    viewer.add_image(_two_structures(seed=1)[0], name="scan B")
+    widget = AssistantWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    try:
+        label = next(m.label for m in widget._library if str(m.path) == str(taught))
+        widget.model_combo.setCurrentText(label)
+        widget._model_chosen()
+        widget.retrain_form.between_scans.value = False
+        widget.image_combo.setCurrentText("scan A")
+        widget.ensure_session().mark_labelled(0, 1, truth[1])
+        widget.image_combo.setCurrentText("scan B")
+        s_b = widget.ensure_session()
+        assert len(widget.finished) == 1  # the finished scan still teaches the Retrains
+        assert not widget.between.running and not widget.bridge.running
+        assert s_b.current_model_path is not None and len(s_b.versions) == 1
     finally:
         widget.bridge.close()
