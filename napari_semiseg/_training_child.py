@@ -117,8 +117,11 @@ def main() -> int:
         return 2
     parent_path = list(init["sys_path"])  # the parent's, whatever PYTHONPATH says
     sys.path[:] = parent_path + [p for p in sys.path if p not in parent_path]
-    # torch reads these when it is first imported (by the target)
+    # torch reads these when it is first imported (by the target); a spare process imported it
+    # already (--preload), so it is told here, once for every target
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(init["threads"])
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(init["threads"]))
     stop = threading.Event()
     events = _Events(stream, stop)
     threading.Thread(target=_watch_stdin, args=(stdin, stop, events, float(init["grace_s"])),

@@ -47,12 +47,9 @@ def run_between_scans(job: BetweenScansJob, emit: Callable[[Event], None],
                       should_stop: Callable[[], bool]) -> None:
     """The training process's target: ``progress`` events, then ``done`` (checkpoint,
     steps_done, stopped) or ``cancelled`` when stopped before any step."""
-    import torch
 
     from training.interactive.between_scans import train_between_scans
 
-    if os.environ.get("OMP_NUM_THREADS"):  # set by the bridge in its child
-        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     pairs = [(np.load(i), np.load(s)) for i, s in job.finished]
     reached = {"step": job.steps}
 

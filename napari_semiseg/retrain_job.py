@@ -198,12 +198,9 @@ def run_retrain(job: RetrainJob, emit: Callable[[Event], None],
     """The child's target: one Retrain (:func:`training.interactive.retrain.retrain_once`), its
     previews
     and its result saved in the job folder, and the events described above."""
-    import torch
 
     from training.interactive.retrain import Shown, retrain_once
 
-    if os.environ.get("OMP_NUM_THREADS"):  # set by the bridge in its child
-        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     out = Path(job.out_dir)
     image = np.load(job.image)
     unlabelled, skipped = unlabelled_scans(job, image.ndim)

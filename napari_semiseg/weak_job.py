@@ -83,15 +83,12 @@ def make_weak_job(
 def run_weak(job: WeakJob, emit: Callable[[Event], None],
              should_stop: Callable[[], bool]) -> None:
     """Child side: localisation map -> weak masks -> cam_weak, then predict the scan."""
-    import torch
 
     from training.engine.checkpoint import load_checkpoint
     from training.engine.inference import predict_volume
     from training.fit.trainer import TrainConfig
     from training.weak.from_tags import train_from_tags
 
-    if os.environ.get("OMP_NUM_THREADS"):  # set by the bridge in its child
-        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     out = Path(job.out_dir)
     image = np.load(job.image)
     labels = np.load(job.labels)

@@ -81,6 +81,13 @@ def test_a_stopped_run_keeps_the_steps_trained_so_far(tmp_path):
     assert events[-1]["type"] == "cancelled"
 
 
+def _next_scan(model: str) -> Session:
+    """The next scan's session, started from ``model``."""
+    s = Session(np.zeros((4, 16, 16), np.float32), autosave=False)
+    s.add_version(model, note="starting model")
+    return s
+
+
 def _wait(between: BetweenScans, timeout: float = 120.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -100,8 +107,7 @@ def test_the_run_becomes_the_next_scans_version_only_if_it_still_starts_there(tm
     bridge = TrainingBridge(run_between_scans)  # the dock passes its Retrain's bridge
     try:
         between = BetweenScans(bridge, steps=4, work_dir=tmp_path)
-        nxt = Session(np.zeros((4, 16, 16), np.float32), autosave=False)
-        nxt.add_version(model, note="starting model")
+        nxt = _next_scan(model)
         assert between.start(model, [], "supervised", nxt) is None  # nothing finished
         job = between.start(model, files, "supervised", nxt)
         assert job is not None and between.running and job.finished == files
@@ -115,8 +121,7 @@ def test_the_run_becomes_the_next_scans_version_only_if_it_still_starts_there(tm
         assert "4 steps between scans on 2 finished scan(s)" in version.note
         assert _digest(nxt.current_model_path) == _digest(landed.checkpoint)
 
-        moved = Session(np.zeros((4, 16, 16), np.float32), autosave=False)
-        moved.add_version(model, note="starting model")
+        moved = _next_scan(model)
         between.start(model, files, "supervised", moved)
         moved.add_version(model, note="loaded by the user")  # another version in use
         landed = _wait(between)
@@ -132,8 +137,7 @@ def test_a_discarded_run_is_not_carried_and_steps_zero_turns_it_off(tmp_path):
     bridge = TrainingBridge(run_between_scans)
     try:
         between = BetweenScans(bridge, steps=2000, work_dir=tmp_path)
-        nxt = Session(np.zeros((4, 16, 16), np.float32), autosave=False)
-        nxt.add_version(model)
+        nxt = _next_scan(model)
         between.start(model, files, "supervised", nxt)
         while between.progress is None:  # stopped once training is under way
             assert between.poll() is None
@@ -156,8 +160,7 @@ def test_a_failed_run_says_why_and_carries_nothing(tmp_path):
     bridge = TrainingBridge(run_between_scans)
     try:
         between = BetweenScans(bridge, steps=3, work_dir=tmp_path)
-        nxt = Session(np.zeros((4, 16, 16), np.float32), autosave=False)
-        nxt.add_version(model)
+        nxt = _next_scan(model)
         between.start(model, files, "supervised", nxt)
         landed = _wait(between)
         assert landed.checkpoint is None and landed.error

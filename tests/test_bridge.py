@@ -85,6 +85,12 @@ def quick_target(job, emit, should_stop):
     emit({"type": "done", "job": job})
 
 
+def torch_threads_target(job, emit, should_stop):
+    import torch
+
+    emit({"type": "done", "threads": torch.get_num_threads()})
+
+
 # ----- helpers --------------------------------------------------------------------------------
 
 
@@ -478,3 +484,16 @@ def test_the_user_is_told_when_the_ends_cut_the_prediction(session, tmp_path):
     assert shows_beyond(session.prediction, extent)
     session.prediction[5] = 255  # "not annotated" is not a structure
     assert not shows_beyond(session.prediction, extent)
+
+
+@pytest.mark.parametrize("preload", [(), ("torch",)])
+def test_every_target_trains_on_the_threads_the_bridge_gives_it(preload):
+    """Told once by the child, whether torch was imported ahead of the job (a spare process)
+    or by the target: no target sets it itself."""
+    bridge = TrainingBridge(target=torch_threads_target, threads=1, preload=preload)
+    try:
+        bridge.prepare()
+        bridge.start({})
+        assert bridge.wait(timeout=120)[-1]["threads"] == 1
+    finally:
+        bridge.close()

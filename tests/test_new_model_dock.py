@@ -37,6 +37,31 @@ def _wait_retrain(qtbot, widget, timeout=180000):
     qtbot.waitUntil(lambda: not widget.training, timeout=timeout)
 
 
+def _saved_series_model(tmp_path, monkeypatch):
+    """A New model taught on two painted slices of a two-structure scan and saved in a fresh
+    home's models folder, as Save model does: (image, truth, its path)."""
+    from napari_semiseg.model_library import user_models_dir
+    from training.interactive.loop import finetune
+    from training.interactive.new_model import new_model
+
+    monkeypatch.setenv("NAPARI_SEMISEG_HOME", str(tmp_path / "home"))
+    image, truth = _two_structures()
+    start = new_model(tmp_path / "new.pt", ["background", "left kidney", "right kidney"])
+    labels = np.full(truth.shape, 255, np.uint8)
+    labels[[1, 6]] = truth[[1, 6]]
+    user_models_dir().mkdir(parents=True)
+    taught = finetune(start, image, labels, steps=2, out_path=user_models_dir() / "kidneys.pt",
+                      labeled_bs=2, unlabeled_bs=0, device="cpu")
+    return image, truth, taught
+
+
+def _pick(widget, model_path) -> None:
+    """Choose a saved model from the dock's Model list by its path."""
+    label = next(m.label for m in widget._library if str(m.path) == str(model_path))
+    widget.model_combo.setCurrentText(label)
+    widget._model_chosen()
+
+
 def test_new_model_two_named_structures_paint_retrain(qtbot, make_napari_viewer, tmp_path,
                                                       monkeypatch):
     viewer, widget, truth = _dock_on_two_structures(make_napari_viewer, tmp_path, monkeypatch)
@@ -241,22 +266,10 @@ def test_a_saved_new_model_goes_on_as_its_series(qtbot, make_napari_viewer, tmp_
                                                  monkeypatch):
     """Taught from scratch, saved, picked again after a restart: the next scan goes on as the
     series did, not as a library model's would."""
-    from pathlib import Path
-
     from napari_semiseg._widget import NEW_MODEL_METHOD, NEW_MODEL_STEPS
-    from napari_semiseg.model_library import user_models_dir
     from training.engine.checkpoint import read_meta
-    from training.interactive.loop import finetune
-    from training.interactive.new_model import new_model
 
-    monkeypatch.setenv("NAPARI_SEMISEG_HOME", str(tmp_path / "home"))
-    image, truth = _two_structures()
-    start = new_model(tmp_path / "new.pt", ["background", "left kidney", "right kidney"])
-    labels = np.full(truth.shape, 255, np.uint8)
-    labels[[1, 6]] = truth[[1, 6]]
-    user_models_dir().mkdir(parents=True)
-    taught = finetune(start, image, labels, steps=2, out_path=user_models_dir() / "kidneys.pt",
-                      labeled_bs=2, unlabeled_bs=0, device="cpu")
+    image, truth, taught = _saved_series_model(tmp_path, monkeypatch)
     meta = read_meta(taught)
     assert meta["new_model"] and not meta.get("untrained")  # a fine-tune keeps what it is
     viewer = make_napari_viewer()
@@ -267,9 +280,7 @@ def test_a_saved_new_model_goes_on_as_its_series(qtbot, make_napari_viewer, tmp_
         form = widget.retrain_form
         form.steps.value = 60
         form.shape_prior.value = False
-        label = next(m.label for m in widget._library if m.path == Path(taught))
-        widget.model_combo.setCurrentText(label)
-        widget._model_chosen()
+        _pick(widget, taught)
         assert widget.new_model and widget.learned_model == str(taught)
         assert "New model" in widget.model_label.text()
         assert form.steps.value >= NEW_MODEL_STEPS and form.shape_prior.value
@@ -331,19 +342,9 @@ def test_the_next_scan_is_refreshed_by_training_between_scans(qtbot, make_napari
     prediction is refreshed with them (the painted slice kept bit for bit), and the Retrain
     then starts from that version."""
     import napari_semiseg._widget as dock
-    from napari_semiseg.model_library import user_models_dir
-    from training.interactive.loop import finetune
-    from training.interactive.new_model import new_model
 
-    monkeypatch.setenv("NAPARI_SEMISEG_HOME", str(tmp_path / "home"))
-    image, truth = _two_structures()
+    image, truth, taught = _saved_series_model(tmp_path, monkeypatch)
     image_b, truth_b = _two_structures(seed=1)
-    start = new_model(tmp_path / "new.pt", ["background", "left kidney", "right kidney"])
-    labels = np.full(truth.shape, 255, np.uint8)
-    labels[[1, 6]] = truth[[1, 6]]
-    user_models_dir().mkdir(parents=True)
-    taught = finetune(start, image, labels, steps=2, out_path=user_models_dir() / "kidneys.pt",
-                      labeled_bs=2, unlabeled_bs=0, device="cpu")
     predicted_with = []
     real_predict = dock._predict
     monkeypatch.setattr(dock, "_predict",
@@ -359,9 +360,7 @@ def test_the_next_scan_is_refreshed_by_training_between_scans(qtbot, make_napari
                         lambda job, target=None: started.append(job) or real_start(job, target))
     try:
         widget.between.steps = 5000  # stopped below long before its end
-        label = next(m.label for m in widget._library if str(m.path) == str(taught))
-        widget.model_combo.setCurrentText(label)
-        widget._model_chosen()
+        _pick(widget, taught)
         widget.image_combo.setCurrentText("scan A")
         widget.predict()
         qtbot.waitUntil(lambda: not widget.jobs.busy, timeout=60000)
@@ -435,18 +434,8 @@ def test_a_run_between_scans_lands_on_the_scan_the_user_moved_on_to(make_napari_
                                                                    monkeypatch):
     """Leaving the next scan unpainted for a third while the run goes: the run's model is
     meant for the third scan, which started from the same carried model."""
-    from napari_semiseg.model_library import user_models_dir
-    from training.interactive.loop import finetune
-    from training.interactive.new_model import new_model
 
-    monkeypatch.setenv("NAPARI_SEMISEG_HOME", str(tmp_path / "home"))
-    image, truth = _two_structures()
-    start = new_model(tmp_path / "new.pt", ["background", "left kidney", "right kidney"])
-    labels = np.full(truth.shape, 255, np.uint8)
-    labels[[1, 6]] = truth[[1, 6]]
-    user_models_dir().mkdir(parents=True)
-    taught = finetune(start, image, labels, steps=2, out_path=user_models_dir() / "kidneys.pt",
-                      labeled_bs=2, unlabeled_bs=0, device="cpu")
+    image, truth, taught = _saved_series_model(tmp_path, monkeypatch)
     viewer = make_napari_viewer()
     for name, seed in (("scan A", 0), ("scan B", 1), ("scan C", 2)):
         viewer.add_image(_two_structures(seed=seed)[0], name=name)
@@ -454,9 +443,7 @@ def test_a_run_between_scans_lands_on_the_scan_the_user_moved_on_to(make_napari_
     viewer.window.add_dock_widget(widget)
     try:
         widget.between.steps = 5000
-        label = next(m.label for m in widget._library if str(m.path) == str(taught))
-        widget.model_combo.setCurrentText(label)
-        widget._model_chosen()
+        _pick(widget, taught)
         widget.image_combo.setCurrentText("scan A")
         s_a = widget.ensure_session()
         s_a.mark_labelled(0, 1, truth[1])
@@ -482,27 +469,15 @@ def test_a_run_between_scans_lands_on_the_scan_the_user_moved_on_to(make_napari_
 
 def test_unticking_learn_between_scans_keeps_the_cores_free(make_napari_viewer, tmp_path,
                                                             monkeypatch):
-    from napari_semiseg.model_library import user_models_dir
-    from training.interactive.loop import finetune
-    from training.interactive.new_model import new_model
 
-    monkeypatch.setenv("NAPARI_SEMISEG_HOME", str(tmp_path / "home"))
-    image, truth = _two_structures()
-    start = new_model(tmp_path / "new.pt", ["background", "left kidney", "right kidney"])
-    labels = np.full(truth.shape, 255, np.uint8)
-    labels[[1, 6]] = truth[[1, 6]]
-    user_models_dir().mkdir(parents=True)
-    taught = finetune(start, image, labels, steps=2, out_path=user_models_dir() / "kidneys.pt",
-                      labeled_bs=2, unlabeled_bs=0, device="cpu")
+    image, truth, taught = _saved_series_model(tmp_path, monkeypatch)
     viewer = make_napari_viewer()
     viewer.add_image(image, name="scan A")
     viewer.add_image(_two_structures(seed=1)[0], name="scan B")
     widget = AssistantWidget(viewer)
     viewer.window.add_dock_widget(widget)
     try:
-        label = next(m.label for m in widget._library if str(m.path) == str(taught))
-        widget.model_combo.setCurrentText(label)
-        widget._model_chosen()
+        _pick(widget, taught)
         widget.retrain_form.between_scans.value = False
         widget.image_combo.setCurrentText("scan A")
         widget.ensure_session().mark_labelled(0, 1, truth[1])
