@@ -63,7 +63,8 @@ def main(argv=None) -> int:
 
     import napari
 
-    from napari_semiseg._widget import NEW, NEW_MODEL_STEPS, dock_assistant
+    from napari_semiseg._series_dock import NEW_MODEL_STEPS
+    from napari_semiseg._widget import NEW, dock_assistant
     from napari_semiseg.io import read_volume
     from training.interactive.interpolation import even_slices
 

@@ -39,7 +39,8 @@ def main(argv=None) -> int:
 
     import napari
 
-    from napari_semiseg._widget import FIRST_PREVIEW_S, NEW, NEW_MODEL_STEPS, dock_assistant
+    from napari_semiseg._series_dock import NEW_MODEL_STEPS
+    from napari_semiseg._widget import FIRST_PREVIEW_S, NEW, dock_assistant
     from napari_semiseg.io import read_volume
     from training.engine.metrics import dice
     from training.interactive.interpolation import even_slices, interpolate_between_slices

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+#: The dock's jobs, by the name the user clicked (Train from tags is :mod:`._tags`'s).
+RETRAIN, PREDICT = "Retrain", "Predict"
+
 
 class JobSlotBusy(RuntimeError):
     """A job was asked for while another one runs; the message says which."""

@@ -266,7 +266,7 @@ def test_a_saved_new_model_goes_on_as_its_series(qtbot, make_napari_viewer, tmp_
                                                  monkeypatch):
     """Taught from scratch, saved, picked again after a restart: the next scan goes on as the
     series did, not as a library model's would."""
-    from napari_semiseg._widget import NEW_MODEL_METHOD, NEW_MODEL_STEPS
+    from napari_semiseg._series_dock import NEW_MODEL_METHOD, NEW_MODEL_STEPS
     from training.engine.checkpoint import read_meta
 
     image, truth, taught = _saved_series_model(tmp_path, monkeypatch)
