@@ -760,8 +760,8 @@ class AssistantWidget(SeriesDock, DockLayout):
                                          f" (version {version.id}); the next scan starts "
                                          f"from it, and its Retrains learn from this scan "
                                          f"as you leave it.")
-                show_info(f"New model version {version.id} is in use. {reason}")
-                self.status.setText(f"Done: version {version.id} in use. {reason}")
+                show_info(f"New model version {version.id} is in use ({reason}).")
+                self.status.setText(f"Done: version {version.id} in use ({reason}).")
             else:
                 show_warning(f"Retrain not adopted, the previous version stays: {reason}")
                 self.status.setText(f"Version {version.id} not adopted: {reason}")

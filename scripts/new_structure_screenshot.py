@@ -40,6 +40,7 @@ def main(out: str = "docs/new_structure.png") -> int:
     widget.retrain_form.steps.value = 200
     widget.retrain_btn.click()
     pump_until(lambda: not widget.training, 900)
+    pump_until(lambda: widget.uncertain_list.count() > 0, 60)  # ranked in a thread
     widget.go_to_slice(int(np.median(np.nonzero(truth.any((1, 2)))[0])) + 3)
     viewer.reset_view()
     viewer.layers["uncertainty"].visible = False  # the prediction itself, on the scan

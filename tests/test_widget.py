@@ -159,6 +159,8 @@ def test_full_loop_retrain_keeps_painted_slice_and_refreshes_others(qtbot, assis
     if v.adopted:
         assert s.current == v.id
         assert not np.array_equal(layer.data[[0, 1, 2, 4, 6, 8, 9]], old_other)
+        # one sentence: the version, then why it was adopted
+        assert widget.status.text().startswith(f"Done: version {v.id} in use (adopted: ")
     else:
         assert s.current == s.versions[0].id
         np.testing.assert_array_equal(layer.data[[0, 1, 2, 4, 6, 8, 9]], old_other)
