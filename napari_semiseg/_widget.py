@@ -4,8 +4,9 @@ Decisions live in :mod:`napari_semiseg.session`; Predict, Retrain and Train from
 job slot (:mod:`napari_semiseg.jobs`), and training runs in another process
 (:mod:`napari_semiseg.training_bridge`); this module only wires buttons, layers and
 notifications. A New model's series, carried from scan to scan, is wired in
-:mod:`napari_semiseg._series_dock`. The sections follow the loop: Model and Predict, Review and correct, Retrain and
-versions, Structures, Slice tags, Session; a job line at the bottom shows what runs.
+:mod:`napari_semiseg._series_dock`. The sections follow the loop: Model and Predict, Review and
+correct, Retrain and versions, Structures, Slice tags, Session; a job line at the bottom shows
+what runs.
 """
 
 from __future__ import annotations
