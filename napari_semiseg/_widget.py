@@ -123,6 +123,7 @@ class AssistantWidget(SeriesDock, DockLayout):
         self.viewer.layers.events.inserted.connect(self._refresh_images)
         self.viewer.layers.events.removed.connect(self._refresh_images)
         self._refresh_images()
+        self._series_options()
         self._update_state()
 
     # ----- the job slot -------------------------------------------------------------------------
@@ -170,6 +171,7 @@ class AssistantWidget(SeriesDock, DockLayout):
         if self.refused_while_busy():  # a job holds this session and its model
             return
         self.new_model = self.model_combo.currentText() == NEW
+        self._series_options()
         self.learned_model = None  # the user picked a model: earlier learning is not carried
         self.between.stop(discard=True)
         self._between_again = self._retrain_waits = False

@@ -62,3 +62,23 @@ def test_a_scan_like_no_model_gets_a_warning_not_another_anatomys_classes(
         assert any("does not look like" in w for w in warnings)
     finally:
         widget.bridge.close()
+
+
+def test_learn_between_scans_is_offered_for_a_new_models_series_only(qtbot, make_napari_viewer,
+                                                                      monkeypatch, tmp_path):
+    from napari_semiseg._dock_layout import AUTO, NEW
+
+    viewer, widget = _assistant(make_napari_viewer,
+                                SAMPLES / "left_atrium/UPT6DX9IQY9JAZ7HJKA7.nii.gz",
+                                monkeypatch, tmp_path)
+    box = widget.retrain_form.between_scans
+    try:
+        assert not box.enabled  # a library model's scans do not train between scans
+        widget.model_combo.setCurrentText(NEW)
+        widget._model_chosen()
+        assert box.enabled and box.value
+        widget.model_combo.setCurrentText(AUTO)
+        widget._model_chosen()
+        assert not box.enabled
+    finally:
+        widget.bridge.close()

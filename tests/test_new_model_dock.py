@@ -280,8 +280,10 @@ def test_a_saved_new_model_goes_on_as_its_series(qtbot, make_napari_viewer, tmp_
         form = widget.retrain_form
         form.steps.value = 60
         form.shape_prior.value = False
+        assert not form.between_scans.enabled  # only a New model's series learns between scans
         _pick(widget, taught)
         assert widget.new_model and widget.learned_model == str(taught)
+        assert form.between_scans.enabled  # its series goes on, training between scans too
         assert "New model" in widget.model_label.text()
         assert form.steps.value >= NEW_MODEL_STEPS and form.shape_prior.value
         assert form.method.value == NEW_MODEL_METHOD
