@@ -5,8 +5,10 @@ included) and a model that learnt the structure elsewhere predicts the rest. Arm
 the unpainted slices between the ends (mean Dice over structures):
 
 - ``net``: the network alone; ``fill``: shape interpolation between the painted slices;
-- ``blend``: the dock's blend, the network's probabilities weighing 0.3 against the soft
-  interpolation (:func:`training.interactive.interpolation.fuse_with_interpolation`);
+- ``blend``: the dock's blend function, the network's probabilities weighing 0.3 against the
+  soft interpolation (:func:`training.interactive.interpolation.fuse_with_interpolation`); the
+  dock fills the gaps by registration instead and keeps the main 3-D piece, which this probe
+  leaves out for every arm alike;
 - ``resid C``: the network's signed distance per slice plus its error on the two neighbouring
   painted slices (truth's signed distance minus the network's, clipped to +-C pixels; "inf" no
   clip) interpolated between them: where the network is right nothing moves, where it is off

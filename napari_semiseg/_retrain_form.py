@@ -28,7 +28,7 @@ class RetrainForm:
                     "slices, and the Retrain predicts nothing beyond them. Leave off while "
                     "painting suggested slices.")
         self.between_scans = CheckBox(
-            text="Learn between scans", value=True,
+            text="Learn between scans", value=True, enabled=False,  # until New model
             tooltip="New model: as you open the next scan, the model trains more on the scans "
                     "you finished, in the background (about a minute on 2 cores), and that "
                     "scan's prediction is refreshed. Untick to keep the cores free.")

@@ -53,15 +53,21 @@ class SeriesDock:
             return ""
         self.new_model = True
         self.learned_model = str(model_path)
-        self._series_options()
         self._new_model_retrains()
         return (" Taught with New model: the next scan you open goes on from it as its "
                 "series did (paint the middle slice first).")
 
-    def _series_options(self) -> None:
-        """"Learn between scans" applies to a New model's series only: greyed out otherwise,
-        so that a library model's user does not read it as something it does."""
-        self.retrain_form.between_scans.enabled = self.new_model
+    @property
+    def new_model(self) -> bool:
+        """The user chose New model, or a model taught with it: a series from scratch."""
+        return self._new_model
+
+    @new_model.setter
+    def new_model(self, value: bool) -> None:
+        self._new_model = bool(value)
+        # only such a series trains between scans: greyed out otherwise, so that a library
+        # model's user does not read the box as something it does
+        self.retrain_form.between_scans.enabled = self._new_model
 
     def _new_model_retrains(self) -> None:
         """The Retrain settings a New model is taught with (and a saved one goes on with)."""

@@ -99,7 +99,7 @@ class AssistantWidget(SeriesDock, DockLayout):
         self.jobs = JobSlot(on_change=self._update_state)
         self.bridge = TrainingBridge(run_retrain, preload=RETRAIN_PRELOAD)
         self.checkpoint_path: str | None = None
-        self.new_model = False  # the user chose New model: the next session starts untrained
+        self._new_model = False  # the user chose New model: the next session starts untrained
         # the model taught on earlier scans: the next scan starts from it
         self.learned_model: str | None = None
         # the scans the user finished with it: each later Retrain learns from them too
@@ -123,7 +123,6 @@ class AssistantWidget(SeriesDock, DockLayout):
         self.viewer.layers.events.inserted.connect(self._refresh_images)
         self.viewer.layers.events.removed.connect(self._refresh_images)
         self._refresh_images()
-        self._series_options()
         self._update_state()
 
     # ----- the job slot -------------------------------------------------------------------------
@@ -171,7 +170,6 @@ class AssistantWidget(SeriesDock, DockLayout):
         if self.refused_while_busy():  # a job holds this session and its model
             return
         self.new_model = self.model_combo.currentText() == NEW
-        self._series_options()
         self.learned_model = None  # the user picked a model: earlier learning is not carried
         self.between.stop(discard=True)
         self._between_again = self._retrain_waits = False
