@@ -33,6 +33,7 @@ from ._structures import StructuresPanel
 from ._tags import TagsPanel
 from .default_model import DEFAULT_MODEL
 from .model_library import library
+from .shortcuts import shortcut_of
 
 AUTO, CHECKPOINT = "Automatic: the library model that fits the scan", "Checkpoint file…"
 NEW = "New model (name the structures, then paint)"
@@ -132,9 +133,12 @@ class DockLayout(QWidget):
 
     def _review_section(self) -> QWidget:
         box, lay = _box()
-        self.next_btn = _button("Next uncertain slice", self.next_uncertain_slice)
+        self.next_btn = _button("Next uncertain slice", self.next_uncertain_slice,
+                                "Go to the unlabelled slice where a correction helps most"
+                                f" ({shortcut_of('next_uncertain_slice')})")
         self.accept_btn = _button("Accept slice", self.accept_slice,
-                                  "The slice on screen is right as it is: it becomes labelled")
+                                  "The slice on screen is right as it is: it becomes labelled"
+                                  f" ({shortcut_of('accept_slice')})")
         lay.addLayout(_row(self.next_btn, self.accept_btn))
         lay.addWidget(QLabel("Most uncertain unlabelled slices:"))
         self.uncertain_list = QListWidget()

@@ -20,6 +20,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
 
 from .jobs import Job
+from .shortcuts import bind_shortcuts
 from .training_bridge import TrainingBridge
 from .weak_job import make_weak_job, run_weak
 
@@ -77,8 +78,8 @@ class TagsPanel(QWidget):
         self.promote_btn.clicked.connect(self.promote_current)
         lay.addWidget(self.promote_btn)
         self.model_kwargs: dict = {}  # e.g. base/depth for tests; passed to make_weak_job
-        viewer.bind_key(KEY_POSITIVE, lambda v: self.tag_current(1), overwrite=True)
-        viewer.bind_key(KEY_NEGATIVE, lambda v: self.tag_current(0), overwrite=True)
+        bind_shortcuts(viewer, self,
+                       {KEY_POSITIVE: "tag_structure", KEY_NEGATIVE: "tag_no_structure"})
         self.show_counts()
 
     # ----- tags ---------------------------------------------------------------------------------
@@ -92,6 +93,12 @@ class TagsPanel(QWidget):
         s.tag_slice(index, tag)
         self.show_counts()
         return index
+
+    def tag_structure(self) -> int | None:
+        return self.tag_current(1)
+
+    def tag_no_structure(self) -> int | None:
+        return self.tag_current(0)
 
     def show_counts(self) -> None:
         s = self.assistant.session

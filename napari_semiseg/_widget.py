@@ -51,6 +51,7 @@ from .retrain_job import (
     scan_files,
 )
 from .session import Session, SessionError, default_folder, grey_scan, scan_channels
+from .shortcuts import bind_shortcuts, shortcut_of
 from .training_bridge import TrainingBridge
 
 PREDICTION, UNCERTAINTY, CAM = "prediction", "uncertainty", "CAM"
@@ -120,6 +121,7 @@ class AssistantWidget(SeriesDock, DockLayout):
         self._timer.setInterval(100)
         self._timer.timeout.connect(self._poll_training)
         self._build()
+        bind_shortcuts(self.viewer, self)
         self.viewer.layers.events.inserted.connect(self._refresh_images)
         self.viewer.layers.events.removed.connect(self._refresh_images)
         self._refresh_images()
@@ -967,7 +969,8 @@ class AssistantWidget(SeriesDock, DockLayout):
             (self.image_combo, "The scan the assistant works on"),
             (self.model_combo, "The model to predict with, or New model"),
             (self.predict_btn, "Predict the scan with the model, and its uncertainty"),
-            (self.retrain_btn, "Fine-tune the model on the labelled slices, in the background"),
+            (self.retrain_btn, "Fine-tune the model on the labelled slices, in the background"
+                               f" ({shortcut_of('retrain')})"),
             (self.use_btn, "Go back (or forward) to the version selected above"),
             (self.open_session_btn, "Open a saved session folder"),
             (self.tags_panel.train_btn, self.tags_panel.TRAIN_TIP),

@@ -1,0 +1,48 @@
+"""Keyboard shortcuts of the correction loop.
+
+Bound on the viewer, so that they work while the brush is in the canvas: a clinician who
+corrects slice after slice need not move to the dock between them. napari leaves these keys
+free on an image or labels layer; the tag panel's are Shift-Y and Shift-N.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+# key -> the dock's method it calls; the method's button tooltip names the key
+SHORTCUTS = {
+    "Shift-U": "next_uncertain_slice",
+    "Shift-A": "accept_slice",
+    "Shift-R": "retrain",
+}
+
+
+def shortcut_of(method: str) -> str:
+    """The key that calls ``method``, spelled as the user presses it (e.g. ``Shift+U``)."""
+    for key, name in SHORTCUTS.items():
+        if name == method:
+            return key.replace("-", "+")
+    raise KeyError(method)
+
+
+def bind_shortcuts(viewer: Any, dock: Any, keys: dict[str, str] = SHORTCUTS) -> None:
+    """Bind ``keys`` on ``viewer`` to ``dock``'s methods, until the dock is destroyed.
+
+    The viewer holds only a weak reference, and the keys are unbound when Qt destroys the
+    dock, so a closed dock never answers a key press.
+    """
+    ref = weakref.ref(dock)
+    for key, method in keys.items():
+        def press(_viewer: Any, method: str = method) -> None:
+            widget = ref()
+            if widget is not None:
+                getattr(widget, method)()
+
+        viewer.bind_key(key, press, overwrite=True)
+    dock.destroyed.connect(lambda *_: unbind_shortcuts(viewer, keys))
+
+
+def unbind_shortcuts(viewer: Any, keys: dict[str, str] = SHORTCUTS) -> None:
+    for key in keys:
+        viewer.bind_key(key, None, overwrite=True)

@@ -1,0 +1,54 @@
+"""The loop's keyboard shortcuts, pressed on the canvas as a user presses them while painting."""
+
+from __future__ import annotations
+
+import pytest
+from qtpy.QtCore import Qt
+
+from napari_semiseg._widget import PREDICTION
+from napari_semiseg.shortcuts import SHORTCUTS, shortcut_of
+
+pytestmark = pytest.mark.gui
+
+
+def _press(qtbot, viewer, key: int) -> None:
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    qtbot.keyClick(canvas, key, Qt.ShiftModifier)
+
+
+def test_shift_u_a_r_walk_the_loop_without_leaving_the_canvas(qtbot, assistant):
+    viewer, widget = assistant
+    widget.predict_btn.click()
+    qtbot.waitUntil(lambda: widget._worker is None and widget.session is not None
+                    and widget.session.uncertainty is not None, timeout=60000)
+    viewer.layers.selection.active = viewer.layers[PREDICTION]  # the brush's layer
+    ranked = widget.session.ranked_uncertain_slices(0)
+    widget.go_to_slice(ranked[-1][0])
+
+    _press(qtbot, viewer, Qt.Key_U)  # next uncertain slice
+    assert widget.current_slice() == ranked[0][0]
+
+    _press(qtbot, viewer, Qt.Key_A)  # accept it
+    assert widget.session.labelled_slices(0) == [ranked[0][0]]
+
+    widget.retrain_form.steps.value = 2000
+    _press(qtbot, viewer, Qt.Key_R)  # retrain, in the background
+    assert widget.training
+    widget.cancel_btn.click()
+    qtbot.waitUntil(lambda: not widget.training, timeout=60000)
+    assert len(widget.session.versions) == 1
+
+
+def test_the_buttons_name_their_keys_and_a_closed_dock_lets_them_go(qtbot, assistant):
+    viewer, widget = assistant
+    assert "Shift+U" in widget.next_btn.toolTip()
+    assert "Shift+A" in widget.accept_btn.toolTip()
+    assert shortcut_of("retrain") == "Shift+R"
+    bound = {str(k) for k in viewer.keymap}
+    assert all(key.replace("-", "+") in bound for key in SHORTCUTS)
+
+    widget.bridge.close()
+    widget.deleteLater()
+    qtbot.waitUntil(lambda: not any(key.replace("-", "+") in {str(k) for k in viewer.keymap}
+                                    for key in SHORTCUTS), timeout=5000)
