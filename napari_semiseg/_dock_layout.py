@@ -146,7 +146,10 @@ class DockLayout(QWidget):
         self.uncertain_list.itemClicked.connect(self._jump_to_listed)
         lay.addWidget(self.uncertain_list)
         self.labelled_label = _wrapped("Labelled slices: 0")
-        lay.addWidget(self.labelled_label)
+        self.forget_btn = _button("Forget slice", self.forget_slice,
+                                  "The slice on screen stops being labelled: Retrain no longer"
+                                  " learns from it, and the model fills it again")
+        lay.addLayout(_row(self.labelled_label, self.forget_btn))
         return box
 
     def _retrain_section(self) -> QWidget:

@@ -599,6 +599,19 @@ class AssistantWidget(SeriesDock, DockLayout):
         self._show_labelled()
         self._show_uncertain()
 
+    def forget_slice(self) -> None:
+        """Undo a slice's labelling (a slip of the brush, or an Accept too soon)."""
+        s = self.session
+        axis, index = self._slicing_axis(), self.current_slice()
+        if s is None or not s.is_labelled(axis, index):
+            show_info(f"Slice {index} is not labelled: there is nothing to forget.")
+            return
+        s.unmark_labelled(axis, index)
+        self._show_labelled()
+        self._show_uncertain()
+        self.status.setText(f"Slice {index} is no longer labelled: Retrain will not learn from "
+                            "it, and the next prediction fills it.")
+
     # ----- Retrain ------------------------------------------------------------------------------
 
     @staticmethod

@@ -377,3 +377,29 @@ def test_a_saved_model_keeps_learning_from_its_scans_after_a_restart(qtbot, assi
         assert again.finished.files() == [] and Path(img).is_file()
     finally:
         again.bridge.close()
+
+
+def test_forget_slice_unlabels_a_slip_and_the_next_predict_fills_it(qtbot, assistant):
+    viewer, widget = assistant
+    _predict(qtbot, widget)
+    layer = viewer.layers[PREDICTION]
+    model_slice = layer.data[4].copy()
+    layer.brush_size = 6
+    meant = 1 if layer.data[6, 100, 100] != 1 else 2  # not what the model draws there
+    widget.go_to_slice(6)
+    layer.paint((6, 100, 100), meant)  # a slice the user means
+    widget.go_to_slice(4)
+    layer.paint((4, 100, 100), 1 if model_slice[100, 100] != 1 else 2)  # a slip of the brush
+    assert widget.session.labelled_slices(0) == [4, 6]
+
+    widget.forget_btn.click()
+    assert widget.session.labelled_slices(0) == [6]
+    assert (widget.session.user_labels[4] == 255).all()
+    assert "Labelled slices: 1 (z: 6)" in widget.labelled_label.text()
+    assert "no longer labelled" in widget.status.text()
+    widget.forget_btn.click()  # twice: nothing left to forget there, and it says so
+    assert widget.session.labelled_slices(0) == [6]
+
+    _predict(qtbot, widget)
+    np.testing.assert_array_equal(layer.data[4], model_slice)  # the model's again
+    assert layer.data[6, 100, 100] == meant  # the meant slice keeps its voxels
