@@ -589,3 +589,35 @@ def test_the_effort_benchmark_trains_between_scans_as_the_dock_does(tmp_path, mo
     assert main([*common, "--start", str(model)]) == 0
     assert asked == [TRAIN_BETWEEN_SCANS_STEPS, 0, 0]
     assert main([*common, "--consolidate", "-1"]) != 0
+
+
+def test_another_seed_repeats_the_run_with_other_training_seeds(tmp_path, monkeypatch):
+    from test_training_synth import blob_volume
+
+    import training.bench.effort as effort
+    import training.interactive.retrain as retrain
+
+    seeds = []
+    real = retrain.finetune
+
+    def spy(*args, seed=0, **kw):
+        seeds.append(seed)
+        return real(*args, seed=seed, **kw)
+
+    monkeypatch.setattr(retrain, "finetune", spy)
+    cases = [(f"scan{i}", *blob_volume(i)) for i in range(2)]
+    for seed in (0, 1):
+        effort.effort_benchmark(cases, ["bg", "disc", "square"], 1.01, k_max=1, steps=2,
+                                labeled_bs=2, unlabeled_bs=0, work_dir=tmp_path, seed=seed)
+    assert seeds == [0, 1, 1000, 1001]  # seed 0 is the runs of before; one seed per scan
+    assert "--seed" in main_help("benchmark", "effort")
+
+
+def main_help(*command: str) -> str:
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+        main([*command, "--help"])
+    return out.getvalue()

@@ -42,6 +42,7 @@ from training.engine.checkpoint import (
 )
 from training.engine.normalization import DEFAULT_NORMALIZATION, OUTSIDE_MODES, outside_mode
 from training.engine.postprocess import POSTPROCESS_MODES, SMALL_PIECE_SHARE
+from training.interactive.loop import ENDS_UNLESS_RIGHT
 from training.methods import METHODS, options_help, parse_spec
 from training.methods.base import OPTIMIZERS, PRECISIONS
 from training.weak.localise import DEFAULT_LOCALISER, LOCALISERS
@@ -290,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     ef.add_argument("--start", default="scratch", help="scratch, or a checkpoint to start from")
     ef.add_argument("--k-max", type=int, default=12, help="most slices painted on one scan")
     ef.add_argument("--steps", type=int, default=200, help="steps per Retrain")
+    ef.add_argument("--seed", type=int, default=0,
+                    help="scan i's Retrains train with seed 1000 * SEED + i; another seed "
+                         "repeats the run to show how much one run varies (default 0)")
     ef.add_argument("--method", default="supervised", choices=METHODS)
     ef.add_argument("--split", default="test", help="split to draw the scans from ('' = all)")
     ef.add_argument("--offset", type=int, default=0, help="skip this many scans first")
@@ -356,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "middle slice first, and its first and last slices too only where the "
                          "model's prediction on the middle slice fell short of this Dice; off: "
                          "always the ends (default: the plugin's, for a New model's series "
-                         "only: 0.9)")
+                         f"only: {ENDS_UNLESS_RIGHT:g})")
     ef.add_argument("--consolidate", type=int, default=None, metavar="STEPS",
                     help="with --replay finished: between scans, the carried model trains "
                          "this many more steps on every finished segmentation, as the dock "

@@ -295,7 +295,8 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
                             judge_taught=args.judge_taught,
                             fuse_weight_right=args.fuse_weight_right,
                             taught_lr=args.taught_lr,
-                            share_from_painted=args.fuse_weight_from_painted, **extra)
+                            share_from_painted=args.fuse_weight_from_painted,
+                            seed=args.seed, **extra)
     header = _header(
         "Annotation effort: assistant vs interpolation", argv,
         f"{machine_description()}; took {time.perf_counter() - t0:.0f} s",

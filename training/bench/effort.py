@@ -355,6 +355,7 @@ def effort_benchmark(
     fuse_weight_right: float | None = None,
     taught_lr: float | None = None,
     share_from_painted: bool = False,
+    seed: int = 0,
     **config: Any,
 ) -> list[Row]:
     """One row per scan, in order: slices painted and Dice for learning and interpolation,
@@ -380,6 +381,7 @@ def effort_benchmark(
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp, ExitStack() as stack:
         itk = _itk_baseline(stack)
         for i, (name, image, truth) in enumerate(cases):
+            run_seed = 1000 * seed + i
             work = Path(tmp) / f"scan{i}"
             work.mkdir()
             t0 = time.perf_counter()
@@ -390,7 +392,7 @@ def effort_benchmark(
             else:
                 row, model = learning_effort(
                     image, truth, model, class_names, target, k_max, work, steps=steps,
-                    method=method, device=device, seed=i, fuse_weight=fuse_weight,
+                    method=method, device=device, seed=run_seed, fuse_weight=fuse_weight,
                     hold_back_from=(2 if judge_taught and _taught(model) else hold_back_from),
                     coverage=coverage, per_slice=per_slice,
                     main_structure=main_structure, main_piece=main_piece, ends=ends,
@@ -411,7 +413,7 @@ def effort_benchmark(
                     # as the dock does while the user opens the next scan
                     model = train_between_scans(
                         model, earlier[-finished_kept:], work / "consolidated.pt",
-                        consolidate, method=method, seed=i, device=device,
+                        consolidate, method=method, seed=run_seed, device=device,
                         **{k: v for k, v in config.items()
                            if k in ("labeled_bs", "unlabeled_bs", "lr")})
             elif replay:
