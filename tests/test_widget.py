@@ -114,6 +114,9 @@ def test_painting_marks_slice_labelled_and_undo_still_works(qtbot, assistant):
     assert (widget.session.user_labels[4, 100, 100] == 3)
     layer.undo()
     np.testing.assert_array_equal(layer.data[4], before)
+    # napari's undo sends no event: the slice stays labelled, as the model drew it, until
+    # Forget slice (the guide says so)
+    assert widget.session.labelled_slices(0) == [4]
 
 
 def test_accept_slice_marks_current_slice(qtbot, assistant):
