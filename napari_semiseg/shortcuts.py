@@ -30,9 +30,10 @@ def bind_shortcuts(viewer: Any, dock: Any, keys: dict[str, str] = SHORTCUTS) -> 
     """Bind ``keys`` on ``viewer`` to ``dock``'s methods, until the dock is destroyed.
 
     The viewer holds only a weak reference, and the keys are unbound when Qt destroys the
-    dock, so a closed dock never answers a key press.
+    dock, so a closed dock never answers a key press (nor takes away another dock's keys).
     """
     ref = weakref.ref(dock)
+    ours = {}
     for key, method in keys.items():
         def press(_viewer: Any, method: str = method) -> None:
             widget = ref()
@@ -40,9 +41,13 @@ def bind_shortcuts(viewer: Any, dock: Any, keys: dict[str, str] = SHORTCUTS) -> 
                 getattr(widget, method)()
 
         viewer.bind_key(key, press, overwrite=True)
-    dock.destroyed.connect(lambda *_: unbind_shortcuts(viewer, keys))
+        ours[key] = press
+    dock.destroyed.connect(lambda *_: unbind_shortcuts(viewer, ours))
 
 
-def unbind_shortcuts(viewer: Any, keys: dict[str, str] = SHORTCUTS) -> None:
-    for key in keys:
-        viewer.bind_key(key, None, overwrite=True)
+def unbind_shortcuts(viewer: Any, ours: dict[str, Any]) -> None:
+    """Unbind each key still bound to the function in ``ours``; leave others' in place."""
+    for key, press in ours.items():
+        unbound = viewer.bind_key(key, None, overwrite=True)
+        if unbound is not None and unbound is not press:  # a later dock's: give it back
+            viewer.bind_key(key, unbound, overwrite=True)

@@ -52,3 +52,27 @@ def test_the_buttons_name_their_keys_and_a_closed_dock_lets_them_go(qtbot, assis
     widget.deleteLater()
     qtbot.waitUntil(lambda: not any(key.replace("-", "+") in {str(k) for k in viewer.keymap}
                                     for key in SHORTCUTS), timeout=5000)
+
+
+def test_closing_one_of_two_docks_leaves_the_other_its_keys(qtbot, assistant):
+    from napari_semiseg._widget import AssistantWidget
+
+    viewer, first = assistant
+    second = AssistantWidget(viewer)  # the newest dock takes the keys
+    calls = []
+    first.accept_slice = lambda: calls.append("first")
+    second.accept_slice = lambda: calls.append("second")
+    viewer.keymap[_key(viewer, "Shift-A")](viewer)
+    first.bridge.close()
+    first.deleteLater()
+    qtbot.wait(200)
+    viewer.keymap[_key(viewer, "Shift-A")](viewer)  # still bound, to the second dock
+    assert calls == ["second", "second"]
+    second.bridge.close()
+    second.deleteLater()
+    qtbot.waitUntil(lambda: _key(viewer, "Shift-A") is None, timeout=5000)
+
+
+def _key(viewer, key: str):
+    """The keymap entry napari stored for ``key``, or None."""
+    return next((k for k in viewer.keymap if str(k) == key.replace("-", "+")), None)
