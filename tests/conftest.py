@@ -148,3 +148,11 @@ def assistant(make_napari_viewer, tiny_model, tmp_path, monkeypatch):
     widget.set_checkpoint(tiny_model)
     yield viewer, widget
     widget.bridge.close()
+
+
+def key_binding(viewer, key: str):
+    """The keymap entry napari stored for ``key`` (it normalises the key's spelling), or None."""
+    from app_model.types import KeyBinding
+
+    wanted = KeyBinding.from_str(key.replace("-", "+"))
+    return next((k for k in viewer.keymap if k == wanted or str(k) == str(wanted)), None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import key_binding
 from qtpy.QtCore import Qt
 
 from napari_semiseg._widget import PREDICTION
@@ -45,13 +46,12 @@ def test_the_buttons_name_their_keys_and_a_closed_dock_lets_them_go(qtbot, assis
     assert "Shift+U" in widget.next_btn.toolTip()
     assert "Shift+A" in widget.accept_btn.toolTip()
     assert shortcut_of("retrain") == "Shift+R"
-    bound = {str(k) for k in viewer.keymap}
-    assert all(key.replace("-", "+") in bound for key in SHORTCUTS)
+    assert all(key_binding(viewer, key) is not None for key in SHORTCUTS)
 
     widget.bridge.close()
     widget.deleteLater()
-    qtbot.waitUntil(lambda: not any(key.replace("-", "+") in {str(k) for k in viewer.keymap}
-                                    for key in SHORTCUTS), timeout=5000)
+    qtbot.waitUntil(lambda: all(key_binding(viewer, key) is None for key in SHORTCUTS),
+                    timeout=5000)
 
 
 def test_closing_one_of_two_docks_leaves_the_other_its_keys(qtbot, assistant):
@@ -62,17 +62,12 @@ def test_closing_one_of_two_docks_leaves_the_other_its_keys(qtbot, assistant):
     calls = []
     first.accept_slice = lambda: calls.append("first")
     second.accept_slice = lambda: calls.append("second")
-    viewer.keymap[_key(viewer, "Shift-A")](viewer)
+    viewer.keymap[key_binding(viewer, "Shift-A")](viewer)
     first.bridge.close()
     first.deleteLater()
     qtbot.wait(200)
-    viewer.keymap[_key(viewer, "Shift-A")](viewer)  # still bound, to the second dock
+    viewer.keymap[key_binding(viewer, "Shift-A")](viewer)  # still bound, to the second dock
     assert calls == ["second", "second"]
     second.bridge.close()
     second.deleteLater()
-    qtbot.waitUntil(lambda: _key(viewer, "Shift-A") is None, timeout=5000)
-
-
-def _key(viewer, key: str):
-    """The keymap entry napari stored for ``key``, or None."""
-    return next((k for k in viewer.keymap if str(k) == key.replace("-", "+")), None)
+    qtbot.waitUntil(lambda: key_binding(viewer, "Shift-A") is None, timeout=5000)

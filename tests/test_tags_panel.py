@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SAMPLES, train_tiny_lgg
+from conftest import SAMPLES, key_binding, train_tiny_lgg
 
 from napari_semiseg._tags import CAM_LAYER, KEY_NEGATIVE, KEY_POSITIVE, WEAK_LAYER, TagsPanel
 from napari_semiseg._widget import AssistantWidget
@@ -42,7 +42,7 @@ def test_tag_train_from_tags_and_promote_on_an_lgg_stack(make_napari_viewer, qtb
             btn.click()
         for index, key in ((15, KEY_POSITIVE), (20, KEY_NEGATIVE), (5, KEY_NEGATIVE)):
             widget.go_to_slice(index)
-            viewer.keymap[_binding(viewer, key)](viewer)
+            viewer.keymap[key_binding(viewer, key)](viewer)
         s = widget.session
         assert s.image.shape == (23, 256, 256)  # the FLAIR channel of the RGB stack
         np.testing.assert_array_equal(s.image, np.asarray(scan.data)[..., 1])
@@ -111,11 +111,3 @@ def test_cancel_train_from_tags_keeps_the_model(make_napari_viewer, qtbot, tiny_
     finally:
         panel.close_bridge()
         widget.bridge.close()
-
-
-def _binding(viewer, key: str):
-    """The keymap entry napari stored for ``key`` (it normalises the key's spelling)."""
-    from app_model.types import KeyBinding
-
-    wanted = KeyBinding.from_str(key.replace("-", "+"))
-    return next(k for k in viewer.keymap if k == wanted or str(k) == str(wanted))
