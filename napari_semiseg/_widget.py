@@ -3,15 +3,17 @@
 Decisions live in :mod:`napari_semiseg.session`; Predict, Retrain and Train from tags share one
 job slot (:mod:`napari_semiseg.jobs`), and training runs in another process
 (:mod:`napari_semiseg.training_bridge`); this module only wires buttons, layers and
-notifications. A New model's series, carried from scan to scan, is wired in
-:mod:`napari_semiseg._series_dock`. The sections follow the loop: Model and Predict, Review and
+notifications. Its sections' own wiring lives in mixins: the Model choice in
+:mod:`napari_semiseg._model_dock`, Review and correct in :mod:`napari_semiseg._review_dock`,
+versions and session files in :mod:`napari_semiseg._keep_dock`, a New model's series, carried
+from scan to scan, in :mod:`napari_semiseg._series_dock`, and the layout in
+:mod:`napari_semiseg._dock_layout`. The sections follow the loop: Model and Predict, Review and
 correct, Retrain and versions, Structures, Slice tags, Session; a job line at the bottom shows
 what runs.
 """
 
 from __future__ import annotations
 
-import shutil
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,6 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QFileDialog, QWidget
 
-from training.core.atomic import atomic_write
 from training.interactive.loop import (
     PAINT_ENDS_EVERY_SCAN,
     REPLAY_FINISHED,
@@ -31,20 +32,19 @@ from training.interactive.loop import (
 )
 from training.interactive.new_model import is_untrained
 from training.interactive.retrain import SHAPE_PRIOR_WEIGHT
-from training.library.model_card import describe
 
-from ._dock_layout import AUTO, CHECKPOINT, NEW, DockLayout
-from ._reader import scan_axis_labels
+from ._dock_layout import DockLayout
+from ._keep_dock import KeepDock
+from ._model_dock import ModelDock
 from ._review_dock import ReviewDock
 from ._series_dock import SeriesDock
 from .between_scans import BetweenScans
 from .colors import label_colormap
-from .default_model import DEFAULT_MODEL, default_model_available
-from .finished_scans import FinishedScans, companion
+from .default_model import DEFAULT_MODEL
+from .finished_scans import FinishedScans
 from .io import NOT_ANNOTATED, Geometry
 from .jobs import PREDICT, RETRAIN, Job, JobSlot
 from .layer_names import CAM, PREDICTION, UNCERTAINTY
-from .model_library import LibraryModel, choose, library, user_models_dir
 from .retrain_job import (
     MAX_UNLABELLED,
     RETRAIN_PRELOAD,
@@ -75,7 +75,7 @@ def _predict(model_path: str, session: Session, mc_samples: int) -> dict:
     return predict_volume(model, meta, image, mc_samples=mc_samples, probabilities=False)
 
 
-class AssistantWidget(ReviewDock, SeriesDock, DockLayout):
+class AssistantWidget(ReviewDock, SeriesDock, ModelDock, KeepDock, DockLayout):
     """Predict, review uncertain slices, correct, retrain in the background, keep versions.
 
     Public API for the dock's other sections (:mod:`napari_semiseg._tags`): ``session``,
@@ -162,91 +162,6 @@ class AssistantWidget(ReviewDock, SeriesDock, DockLayout):
         self.image_combo.addItems(names)
         if current in names:
             self.image_combo.setCurrentText(current)
-
-    def _model_chosen(self, index: int = 0, path: str | None = None) -> None:
-        if self.refused_while_busy():  # a job holds this session and its model
-            return
-        self.new_model = self.model_combo.currentText() == NEW
-        self.learned_model = None  # the user picked a model: earlier learning is not carried
-        self.between.stop(discard=True)
-        self._between_again = self._retrain_waits = False
-        self.finished.clear()
-        if self.new_model:
-            self.checkpoint_path = None
-            self.model_label.setText("New model: name the structures under Structures, then "
-                                     "paint the structure's first and last slices and a few "
-                                     "between, with their label values, and Retrain.")
-            self._new_model_retrains()
-            self.retrain_form.within_extent.value = True
-            self.sections["structures"].expand()
-            if self._selected_image() is not None:
-                self._drop_session()
-                self.ensure_session()
-                self._update_state()
-            return
-        chosen = next((m for m in self._library if m.label == self.model_combo.currentText()),
-                      None)
-        if chosen is not None:  # a library model picked by name
-            self.checkpoint_path = str(chosen.path)
-            self.model_label.setText(self._card_text(chosen) + self._adopt_finished(chosen.path)
-                                     + self._continue_series(chosen.path))
-            return
-        if self.model_combo.currentText() != CHECKPOINT:
-            self.checkpoint_path = None
-            self.model_label.setText("The library model that fits the scan is chosen at "
-                                     "Predict.")
-            return
-        if path is None:
-            path, _ = QFileDialog.getOpenFileName(self, "Model checkpoint", "",
-                                                  "Checkpoints (*.pt *.pth)")
-        if not path:
-            self.model_combo.setCurrentText(AUTO)
-            return
-        from training.engine.checkpoint import CheckpointError, read_checkpoint
-
-        try:
-            read_checkpoint(path)  # refuse a corrupt file now, not at Predict
-        except (CheckpointError, OSError) as e:
-            show_error(f"Cannot use this model: {e}")
-            self.model_combo.setCurrentText(AUTO)
-            return
-        self.checkpoint_path = str(path)
-        self.model_label.setText(f"{Path(path).name}." + self._adopt_finished(path)
-                                 + self._continue_series(path))
-        if self.session is not None:
-            self.session.add_version(path, note="loaded by the user", make_current=True)
-            self._show_versions()
-
-    @staticmethod
-    def _card_text(m: LibraryModel) -> str:
-        if not m.card:
-            return f"{m.path.name}."
-        test = m.card.get("test")
-        dice = f"; test Dice {100 * float(np.nanmean(test['dice'])):.1f}" if test else ""
-        return f"{describe(m.card)}. Trained on {m.card['split']}{dice}."
-
-    def _auto_model(self, layer: Image, geom: Geometry) -> str | None:
-        """The library model for this scan, said in the dock; None (and why) if none fits."""
-        if not any(m.card for m in self._library):
-            return str(DEFAULT_MODEL) if default_model_available() else None
-        grey = grey_scan(layer.data, layer.rgb)
-        channels = int(layer.data.shape[-1]) if layer.rgb else 1
-        spacing = list(geom.spacing)[::-1]
-        spacing = [1.0, *spacing] if len(spacing) == 2 else spacing
-        best, why = choose(self._library, grey, spacing, channels)
-        self.model_label.setText(why)
-        if best is None:  # the details go to the notification; the dock keeps what to do
-            self.model_label.setText("No shipped model fits this scan: choose New model.")
-            show_warning(why)
-            return None
-        return str(best.path)
-
-    def set_checkpoint(self, path: str) -> None:
-        """Choose a checkpoint file as the model (what the file dialog does)."""
-        if self.refused_while_busy():
-            return
-        self.model_combo.setCurrentText(CHECKPOINT)
-        self._model_chosen(path=path)
 
     def _selected_image(self) -> Image | None:
         name = self.image_combo.currentText()
@@ -726,125 +641,6 @@ class AssistantWidget(ReviewDock, SeriesDock, DockLayout):
             else:
                 show_error(f"Retrain failed: {ev.get('message')}")
                 self.status.setText(f"Retrain failed: {ev.get('message')}")
-
-    # ----- versions -----------------------------------------------------------------------------
-
-    def use_version(self, version_id: str | None = None) -> None:
-        s = self.session
-        if s is None or self.refused_while_busy():
-            return
-        if version_id is None:
-            item = self.versions_list.currentItem()
-            if item is None:
-                show_warning("Select a version in the list first.")
-                return
-            version_id = item.text().split(" ")[0]
-        try:
-            s.use_version(version_id)
-        except Exception as e:
-            show_error(str(e))
-            return
-        self._show_versions()
-        self.predict()
-
-    def save_model(self, path: str | None = None) -> str | None:
-        s = self.session
-        if s is None or s.current_model_path is None:
-            show_warning("No model to save yet.")
-            return None
-        if path is None:  # the user's models folder: saved models join the Model list
-            user_models_dir().mkdir(parents=True, exist_ok=True)
-            path, _ = QFileDialog.getSaveFileName(self, "Save model",
-                                                  str(user_models_dir() / "model.pt"),
-                                                  "Checkpoints (*.pt)")
-        if not path:
-            return None
-        try:
-            with open(s.current_model_path, "rb") as fin:
-                atomic_write(path, lambda fh: shutil.copyfileobj(fin, fh))
-        except OSError as e:
-            show_error(f"Could not save the model: {e}")
-            return None
-        # the scans it learnt from go with it, so that after a restart its Retrains still
-        # learn from them (this scan too, as it stands now)
-        self._keep_finished(quiet=True)
-        try:
-            kept = self.finished.save_to(companion(path))
-        except OSError as e:
-            show_warning(f"Model saved to {path}, but not the scans it learnt from: {e}")
-            kept = 0
-        else:
-            show_info(f"Model saved to {path}" + (f", with the {kept} finished scan(s) its "
-                                                  f"Retrains learn from" if kept else ""))
-        self._refresh_library()
-        return str(path)
-
-    def _refresh_library(self) -> None:
-        current = self.model_combo.currentText()
-        self._library = library()
-        self.model_combo.clear()
-        self.model_combo.addItems([AUTO, *[m.label for m in self._library], NEW, CHECKPOINT])
-        self.model_combo.setCurrentText(current)
-
-    # ----- Session ------------------------------------------------------------------------------
-
-    def save_session(self, folder: str | None = None) -> str | None:
-        s = self.session
-        if s is None:
-            show_warning("Nothing to save yet: run Predict first.")
-            return None
-        if folder is None:
-            folder = QFileDialog.getExistingDirectory(self, "Save session in folder")
-        if not folder:
-            return None
-        try:
-            out = s.save(folder)
-        except Exception as e:
-            show_error(f"Could not save the session: {e}")
-            return None
-        show_info(f"Session saved to {out}")
-        return str(out)
-
-    def open_session(self, folder: str | None = None) -> Session | None:
-        if self.refused_while_busy():  # the running job's result must land on its own scan
-            return None
-        if folder is None:
-            folder = QFileDialog.getExistingDirectory(self, "Open session folder")
-        if not folder:
-            return None
-        try:  # this window's own folder stays autosaved unless the reopen succeeds
-            s = Session.reopen(folder, self.session)
-        except Exception as e:
-            show_error(f"Could not open the session: {e}")
-            return None
-        name = Path(s.image_path).name if s.image_path else "scan"
-        layer = self.viewer.add_image(s.image, name=name, scale=s.geometry.scale,
-                                      translate=s.geometry.translate,
-                                      axis_labels=scan_axis_labels(s.image.ndim),
-                                      metadata={"geometry": s.geometry.to_dict()})
-        self._refresh_images()
-        self.image_combo.setCurrentText(layer.name)
-        self._bind(s, layer)
-        self._show_prediction()
-        return s
-
-    # ----- dock text ----------------------------------------------------------------------------
-
-    def _show_versions(self) -> None:
-        s = self.session
-        self.versions_list.clear()
-        if s is None:
-            return
-        for v in s.versions:
-            bits = [v.id]
-            bits.append(f"{v.method} {v.steps} steps" if v.method else v.note or "model")
-            if v.score is not None and v.parent_score is not None:
-                bits.append(f"held-back Dice {v.parent_score:.3f} → {v.score:.3f}")
-            if not v.adopted:
-                bits.append("not adopted")
-            if v.id == s.current:
-                bits.append("(in use)")
-            self.versions_list.addItem(" · ".join(bits))
 
     def _update_state(self) -> None:
         """Enable what the slot allows; a control that would change the running job's session

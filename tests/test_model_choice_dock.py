@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import SAMPLES
 
-import napari_semiseg._widget as widget_module
+import napari_semiseg._model_dock as model_dock
 from napari_semiseg._widget import PREDICTION, AssistantWidget
 from napari_semiseg.model_library import SHIPPED_DIR
 
@@ -54,7 +54,7 @@ def test_a_scan_like_no_model_gets_a_warning_not_another_anatomys_classes(
     widget = AssistantWidget(viewer)
     viewer.window.add_dock_widget(widget)
     warnings: list[str] = []
-    monkeypatch.setattr(widget_module, "show_warning", warnings.append)
+    monkeypatch.setattr(model_dock, "show_warning", warnings.append)
     try:
         widget.predict_btn.click()
         assert widget.session is None and PREDICTION not in viewer.layers

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from test_widget import PLUGIN
 
-from napari_semiseg._widget import NEW, PREDICTION, AssistantWidget
+from napari_semiseg._dock_layout import NEW
+from napari_semiseg._widget import PREDICTION, AssistantWidget
 from training.engine.checkpoint import read_checkpoint
 
 pytestmark = pytest.mark.gui

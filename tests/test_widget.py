@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from conftest import SAMPLES
 
-from napari_semiseg._widget import NEW, PREDICTION, UNCERTAINTY, AssistantWidget
+from napari_semiseg._dock_layout import NEW
+from napari_semiseg._widget import PREDICTION, UNCERTAINTY, AssistantWidget
 from napari_semiseg.io import read_volume
 
 pytestmark = pytest.mark.gui
