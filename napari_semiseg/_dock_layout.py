@@ -143,6 +143,9 @@ class DockLayout(QWidget):
         lay.addWidget(QLabel("Most uncertain unlabelled slices:"))
         self.uncertain_list = QListWidget()
         self.uncertain_list.setMaximumHeight(90)
+        self.uncertain_list.setToolTip("Ranked by the uncertainty summed near the structure on "
+                                       "the slice, times its distance to your nearest labelled "
+                                       "slice; click a line to go there")
         self.uncertain_list.itemClicked.connect(self._jump_to_listed)
         lay.addWidget(self.uncertain_list)
         self.labelled_label = _wrapped("Labelled slices: 0")

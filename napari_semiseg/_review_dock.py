@@ -133,7 +133,7 @@ class ReviewDock:
         body = s.starting_slice(self._slicing_axis())
         for i, u in ranked[:10]:
             why = ("the structure's largest section: start here" if i == body
-                   else f"mean entropy {u:.3f}")
+                   else f"unsure near the structure: {u:.3g}")
             self.uncertain_list.addItem(f"slice {i}   {why}")
 
     def _jump_to_listed(self, item: Any) -> None:

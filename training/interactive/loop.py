@@ -65,10 +65,15 @@ def _labelled_flags(labelled: Iterable[int] | np.ndarray | None, n: int) -> np.n
 #: train scans (``semiseg benchmark effort --split train``): final Dice 88.2 with 1, against
 #: 70.2 with 0, 8 slices each (benchmarks/results/la_effort_train_coverage1.md).
 SUGGEST_COVERAGE = 1.0
-#: ... and scores a slice by the "mean" or the "sum" of the uncertainty near the structure, or
-#: by the mean times the section's "area" share. "sum" and "area" did worse on the same
-#: scans (benchmarks/results/logs/la_effort_train_coverage1_*_partial.log).
-SUGGEST_PER_SLICE = "mean"
+#: ... and scores a slice by the "sum" of the uncertainty near the structure (about the voxels a
+#: correction there fixes; Dice counts voxels), or by its "mean", or by the mean times the
+#: section's "area" share. "mean" was chosen first, from scratch on 3 train scans before the
+#: ends were painted first (sum and area trailed: benchmarks/results/logs/
+#: la_effort_train_coverage1_*_partial.log). Asked again on today's loop, rule written before
+#: the runs: LA train scans 5-14 series, seeds 1 and 2, "sum" 41 + 36 = 77 slices against 51 +
+#: 41 = 92 for "mean" (coverage 2: 44 + 42 = 86); LGG 10-patient series 30 = 30
+#: (benchmarks/results/suggest_rule_series10_choice.md).
+SUGGEST_PER_SLICE = "sum"
 #: ... and counts as "the structure" only the prediction's main 3-D piece (its largest connected
 #: component, plus any piece on a painted slice): a young model's specks on empty end slices
 #: otherwise rank first, being farthest from the painted ones.
