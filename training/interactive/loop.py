@@ -72,7 +72,8 @@ SUGGEST_COVERAGE = 1.0
 #: la_effort_train_coverage1_*_partial.log). Asked again on today's loop, rule written before
 #: the runs: LA train scans 5-14 series, seeds 1 and 2, "sum" 41 + 36 = 77 slices against 51 +
 #: 41 = 92 for "mean" (coverage 2: 44 + 42 = 86); LGG 10-patient series 30 = 30
-#: (benchmarks/results/suggest_rule_series10_choice.md).
+#: (benchmarks/results/suggest_rule_series10_choice.md). Measured after, not chosen on: the
+#: test series painted more with it (effort_test5_seeds.md), on their first scans.
 SUGGEST_PER_SLICE = "sum"
 #: ... and counts as "the structure" only the prediction's main 3-D piece (its largest connected
 #: component, plus any piece on a painted slice): a young model's specks on empty end slices
