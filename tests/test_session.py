@@ -160,6 +160,22 @@ def test_ranked_uncertain_slices_skip_labelled():
     assert s.ranked_uncertain_slices(0)[0] == (5, pytest.approx(0.5))
 
 
+def test_next_uncertain_slice_goes_where_most_voxels_are_unsure_not_to_a_speck():
+    # Dice counts voxels: a large, moderately unsure section outranks a very unsure speck of
+    # structure at the same distance from the painted slice (the shipped "sum" score)
+    pred = np.zeros(SHAPE, np.uint8)
+    unc = np.zeros(SHAPE, np.float32)
+    pred[0, 2:10, 2:8] = 1  # a large section, a little unsure inside
+    unc[0, 2:10, 2:8] = 0.4
+    pred[2, 3:9, 3:7] = 1  # the slice the user accepts
+    pred[4, 0, 0] = 1  # a speck, very unsure around it
+    unc[4, :3, :3] = 0.9
+    s = Session(_image(), prediction=pred)
+    s.merge_prediction(pred, uncertainty=unc)
+    s.accept_slice(0, 2)
+    assert s.next_uncertain_slice() == 0
+
+
 def test_training_labels_and_held_back_split():
     s = Session(_image(), prediction=_random_labels(0))
     with pytest.raises(NoLabelledSlicesError):
