@@ -32,7 +32,6 @@ from ._sections import Section
 from ._structures import StructuresPanel
 from ._tags import TagsPanel
 from .default_model import DEFAULT_MODEL
-from .model_library import library
 from .shortcuts import shortcut_of
 
 AUTO, CHECKPOINT = "Automatic: the library model that fits the scan", "Checkpoint file…"
@@ -119,8 +118,7 @@ class DockLayout(QWidget):
         self.image_combo = _narrow(QComboBox())
         form.addRow("Image", self.image_combo)
         self.model_combo = _narrow(QComboBox())
-        self._library = library()
-        self.model_combo.addItems([AUTO, *[m.label for m in self._library], NEW, CHECKPOINT])
+        self._refresh_library()  # Automatic, the library's models, New model, a file
         self.model_combo.activated.connect(self._model_chosen)
         form.addRow("Model", self.model_combo)
         self.model_label = _wrapped(Path(DEFAULT_MODEL).name)
