@@ -1,8 +1,10 @@
 """Keyboard shortcuts of the correction loop.
 
 Bound on the viewer, so that they work while the brush is in the canvas: a clinician who
-corrects slice after slice need not move to the dock between them. napari leaves these keys
-free on an image or labels layer; the tag panel's are Shift-Y and Shift-N.
+corrects slice after slice need not move to the dock between them. None of these keys is one of
+napari's own on any layer (a layer's key wins over the viewer's: Shift-A, which accepted a slice
+before, selects every point when a Points layer is active); the tag panel's are Shift-Y and
+Shift-N.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 # key -> the dock's method it calls; the method's button tooltip names the key
 SHORTCUTS = {
     "Shift-U": "next_uncertain_slice",
-    "Shift-A": "accept_slice",
+    "Shift-Enter": "accept_slice",
     "Shift-R": "retrain",
 }
 
