@@ -145,6 +145,26 @@ def test_a_first_scan_starts_from_its_painted_ends_and_middle(tmp_path):
     assert len(plain["trajectory"]) == 2  # without: one slice per Retrain from the middle
 
 
+def test_spreading_paints_the_middles_of_the_longest_gaps_between_the_painted_ends(tmp_path):
+    import training.bench.effort as effort
+
+    truth = _cone(n=16, size=40)
+    truth[[0, 1, 14, 15]] = 0  # the structure spans slices 2..13
+    rng = np.random.default_rng(0)
+    image = (truth * 2.0 + rng.normal(0, 0.3, truth.shape)).astype(np.float32)
+    row, _ = effort.learning_effort(
+        image, truth, None, ["bg", "cone"], 1.01, 5, tmp_path, steps=2, labeled_bs=2,
+        unlabeled_bs=0, ends_first=True, fuse_weight=0.3, network={"unshuffle": 1},
+        spread_until=5)
+    first, middle, last = sorted(row["slices"][:3])
+    gaps = sorted([(middle - first, (first + middle) // 2), (last - middle, (middle + last) // 2)],
+                  reverse=True)
+    if gaps[0][0] == gaps[1][0]:  # equal gaps: either middle may come first
+        assert set(row["slices"][3:]) == {gaps[0][1], gaps[1][1]}
+    else:
+        assert row["slices"][3:] == [gaps[0][1], gaps[1][1]]
+
+
 def test_baselines_only_trains_nothing(tmp_path, monkeypatch):
     import training.bench.effort as effort
 

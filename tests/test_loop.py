@@ -155,6 +155,32 @@ def test_summed_uncertainty_ranks_a_large_unsure_section_over_a_speck():
         rank_uncertain_slices(u, [], prediction=pred, per_slice="max")
 
 
+def test_spreading_fills_the_longest_gap_between_painted_ends_first_then_goes_by_uncertainty():
+    u = np.full((41, 12, 12), 0.02)
+    pred = np.zeros((41, 12, 12), np.uint8)
+    pred[:, 3:9, 3:9] = 1
+    u[19:22] = 0.9  # the model doubts the slices next to the painted middle most
+    ends = [0, 20, 40]  # the structure's first, middle and last slices
+
+    assert rank_uncertain_slices(u, ends, prediction=pred, coverage=1)[0][0] in (19, 21)
+    spread = rank_uncertain_slices(u, ends, prediction=pred, coverage=1, spread_until=5)
+    assert [z for z, _ in spread[:2]] == [10, 30]  # the quarters: two runs of 19 slices
+    # the runs' order: the longer first; equal runs by the score at their middle
+    u[30] = 0.95
+    assert rank_uncertain_slices(u, ends, prediction=pred, spread_until=5)[0][0] == 30
+    assert rank_uncertain_slices(u, [0, 20, 34], prediction=pred, spread_until=5)[0][0] == 10
+    # until spread_until slices are painted; with fewer than two, no run is known
+    five = [0, 10, 20, 30, 40]
+    assert rank_uncertain_slices(u, five, prediction=pred, spread_until=5)[0][0] in (19, 21)
+    assert rank_uncertain_slices(u, five, prediction=pred, spread_until=99)[0][0] == 5
+    assert (rank_uncertain_slices(u, [20], prediction=pred, spread_until=5)
+            == rank_uncertain_slices(u, [20], prediction=pred))
+    # the rest keeps its order behind the middles
+    tail = [z for z, _ in spread[2:]]
+    plain = [z for z, _ in rank_uncertain_slices(u, ends, prediction=pred, coverage=1)]
+    assert tail == [z for z in plain if z not in (10, 30)]
+
+
 def test_sparse_labels_keep_only_labelled_slices():
     lab = np.random.default_rng(0).integers(0, 3, (4, 6, 5)).astype(np.uint8)
     sp = sparse_labels(lab, [1, 3])

@@ -266,8 +266,10 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         SUGGEST_COVERAGE,
         SUGGEST_MAIN_STRUCTURE,
         SUGGEST_PER_SLICE,
+        SUGGEST_SPREAD_UNTIL,
     )
 
+    spread = SUGGEST_SPREAD_UNTIL if args.spread_until is None else args.spread_until
     coverage = SUGGEST_COVERAGE if args.coverage is None else args.coverage
     every_scan = (PAINT_ENDS_EVERY_SCAN if args.ends_every_scan is None
                   else args.ends_every_scan)
@@ -284,7 +286,8 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
                             fuse_weight=args.fuse_weight, hold_back_from=args.hold_back_from,
                             coverage=coverage, per_slice=per_slice, main_structure=main,
                             main_piece=main_piece, ends=ends, body_first=body_first,
-                            replay=args.replay, ends_first=args.first_scan == "ends",
+                            spread_until=spread, replay=args.replay,
+                            ends_first=args.first_scan == "ends",
                             baselines_only=args.baselines_only,
                             ends_every_scan=every_scan, rebase=args.rebase,
                             ends_unless_right=args.ends_unless_right,
@@ -335,7 +338,9 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"to the painted slices with power {coverage:g}, slice score: {per_slice} "
         f"uncertainty near the structure"
         f"{' (its main 3-D piece only)' if main else ''}"
-        f"{'; on a scan with nothing painted, its largest section first' if body_first else ''}",
+        f"{'; on a scan with nothing painted, its largest section first' if body_first else ''}"
+        + (f"; between painted ends, the middle of the longest unpainted run first until "
+           f"{spread} slices are painted" if spread else ""),
         "- interpolation: K evenly spaced slices from the structure's first to its last, "
         "filled by shape-based interpolation; smallest K that reaches the target",
         "- Dice: mean over structures, whole scan (painted slices included, as the user "

@@ -35,6 +35,7 @@ from training.interactive.loop import (
     SUGGEST_COVERAGE,
     SUGGEST_MAIN_STRUCTURE,
     SUGGEST_PER_SLICE,
+    SUGGEST_SPREAD_UNTIL,
     finetune,
     keep_main_structure,
     limit_to_extent,
@@ -119,7 +120,9 @@ def _next_slice(truth: np.ndarray, painted: Sequence[int], prediction: np.ndarra
     ranked = rank_uncertain_slices(uncertainty, list(painted), axis, prediction=prediction,
                                    coverage=suggest["coverage"], per_slice=suggest["per_slice"],
                                    main_structure=suggest["main_structure"],
-                                   start_at_body=suggest["body_first"])
+                                   start_at_body=suggest["body_first"],
+                                   # the gaps between painted ends (none known: no gaps)
+                                   spread_until=suggest["spread_until"] if extent else 0)
     return next((int(z) for z, *_ in ranked if inside(int(z))), None)
 
 
@@ -144,6 +147,7 @@ def learning_effort(
     main_piece: bool = KEEP_MAIN_PIECE,
     ends: str | None = None,
     body_first: bool = SUGGEST_BODY_FIRST,
+    spread_until: int = SUGGEST_SPREAD_UNTIL,
     pretrained: str | None = None,
     earlier: Sequence[tuple[np.ndarray, np.ndarray]] = (),
     network: dict | None = None,
@@ -248,7 +252,8 @@ def learning_effort(
         else:
             nxt = _next_slice(truth, painted, prediction, uncertainty, axis, extent,
                               coverage=coverage, per_slice=per_slice,
-                              main_structure=main_structure, body_first=body_first)
+                              main_structure=main_structure, body_first=body_first,
+                              spread_until=spread_until)
             if nxt is None:
                 break
             painted.append(nxt)
@@ -339,6 +344,7 @@ def effort_benchmark(
     main_piece: bool = KEEP_MAIN_PIECE,
     ends: str | None = None,
     body_first: bool = SUGGEST_BODY_FIRST,
+    spread_until: int = SUGGEST_SPREAD_UNTIL,
     pretrained: str | None = None,
     replay: bool | str = False,
     network: dict | None = None,
@@ -396,7 +402,8 @@ def effort_benchmark(
                     hold_back_from=(2 if judge_taught and _taught(model) else hold_back_from),
                     coverage=coverage, per_slice=per_slice,
                     main_structure=main_structure, main_piece=main_piece, ends=ends,
-                    body_first=body_first, pretrained=pretrained, network=network,
+                    body_first=body_first, spread_until=spread_until,
+                    pretrained=pretrained, network=network,
                     ends_first=ends_first, ends_every_scan=ends_every_scan,
                     rebase_to=start if rebase else None,
                     earlier=list(earlier[-finished_kept:] if replay == "finished"

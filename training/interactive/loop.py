@@ -85,6 +85,9 @@ SUGGEST_MAIN_STRUCTURE = False
 #: Retrains). Chosen on 3 LA train scans + LGG patients 6-10: mean final Dice 85.3 against 84.3
 #: (benchmarks/results/effort_choice_ends.md, second table).
 SUGGEST_BODY_FIRST = True
+#: ... and, between painted ends, first the middles of the longest unpainted runs until this many
+#: slices are painted (0: never; ``rank_uncertain_slices``'s ``spread_until``).
+SUGGEST_SPREAD_UNTIL = 0
 #: On every scan of a New model (not only the first) the user paints the structure's first,
 #: middle and last slices before its first Retrain, and the prediction stays between the
 #: painted ends; then suggested slices between them. On 4 LA train scans: 22 slices against 28
@@ -139,6 +142,7 @@ def rank_uncertain_slices(
     per_slice: str = "mean",
     main_structure: bool = False,
     start_at_body: bool = False,
+    spread_until: int = 0,
 ) -> list[tuple[int, float]]:
     """Slices along ``axis`` by decreasing mean uncertainty, leaving out labelled ones.
 
@@ -157,7 +161,11 @@ def rank_uncertain_slices(
     structure only the prediction's largest 3-D connected piece and the pieces that reach a
     labelled slice (:func:`main_structure_mask`). ``start_at_body``: with nothing labelled yet,
     the slice with the largest predicted section comes first (a learnt model's first guess on a
-    new scan is surest there, and its specks at the ends would otherwise win). Ties keep slice
+    new scan is surest there, and its specks at the ends would otherwise win). ``spread_until``:
+    while 2 to ``spread_until`` - 1 slices are labelled (the structure's ends among them), the
+    middle of the longest run of unlabelled slices between two labelled ones comes first (the
+    next longest next; equal runs by their middle's score): painted ends, middle and quarters
+    are the evenly spaced slices where interpolation between them is surest. Ties keep slice
     order, so the ranking is deterministic.
     """
     u = np.asarray(uncertainty, dtype=np.float64)
@@ -183,7 +191,20 @@ def rank_uncertain_slices(
         body = largest_section(np.asarray(prediction), axis)
         if body is not None:  # nothing painted on this scan yet: the body first
             ranked = [r for r in ranked if r[0] == body] + [r for r in ranked if r[0] != body]
+    if 2 <= flags.sum() < spread_until:
+        first = gap_middles(flags, value)
+        ranked.sort(key=lambda r: first.get(r[0], len(first)))  # stable: the rest as ranked
     return ranked
+
+
+def gap_middles(labelled: np.ndarray, value: np.ndarray) -> dict[int, int]:
+    """{middle slice of a run of unlabelled slices between two labelled ones: its rank}, the
+    longest run first; equal runs by the middle's ``value`` (higher first), then slice order."""
+    painted = np.flatnonzero(labelled)
+    runs = [(int(b - a - 1), (int(a) + int(b)) // 2)
+            for a, b in zip(painted[:-1], painted[1:], strict=True) if b - a > 1]
+    runs.sort(key=lambda r: (-r[0], -value[r[1]], r[1]))
+    return {middle: rank for rank, (_, middle) in enumerate(runs)}
 
 
 def largest_section(prediction: np.ndarray, axis: int) -> int | None:
