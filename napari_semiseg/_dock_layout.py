@@ -143,7 +143,10 @@ class DockLayout(QWidget):
         self.uncertain_list.setMaximumHeight(90)
         self.uncertain_list.setToolTip("Ranked by the uncertainty summed near the structure on "
                                        "the slice, times its distance to your nearest labelled "
-                                       "slice; click a line to go there")
+                                       "slice. On a New model's first scan, with the "
+                                       "structure's ends painted, the middles of the widest "
+                                       "gaps between painted slices come first, until five "
+                                       "are painted. Click a line to go there")
         self.uncertain_list.itemClicked.connect(self._jump_to_listed)
         lay.addWidget(self.uncertain_list)
         self.labelled_label = _wrapped("Labelled slices: 0")
@@ -158,6 +161,8 @@ class DockLayout(QWidget):
 
         box, lay = _box()
         self.retrain_form = RetrainForm(METHODS)
+        # whether the outer painted slices are the ends changes what is suggested next
+        self.retrain_form.within_extent.changed.connect(self._rerank)
         lay.addWidget(self.retrain_form.native)
         self.unlabelled_btn = _button("Unlabelled scans folder…", self.choose_unlabelled_folder)
         lay.addWidget(self.unlabelled_btn)

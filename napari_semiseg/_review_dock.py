@@ -20,9 +20,9 @@ from .session import Session
 
 
 @thread_worker
-def _rank(session: Session, axis: int) -> list:
+def _rank(session: Session, axis: int, within_ends: bool) -> list:
     """The ranked uncertain slices along ``axis``, off the UI thread."""
-    return session.ranked_uncertain_slices(axis)
+    return session.ranked_uncertain_slices(axis, within_ends)
 
 
 class ReviewDock:
@@ -36,6 +36,10 @@ class ReviewDock:
         not_shown = list(self.viewer.dims.not_displayed)
         world_axis = not_shown[0] if not_shown else 0
         return world_axis - (self.viewer.dims.ndim - 3)
+
+    def _within_ends(self) -> bool:
+        """Whether the outer painted slices are the structure's ends (the Retrain box)."""
+        return bool(self.retrain_form.within_extent.value)
 
     def current_slice(self) -> int:
         """The index of the slice on screen, along the axis the user steps through."""
@@ -60,7 +64,7 @@ class ReviewDock:
         if s is None or s.uncertainty is None:
             show_warning("Run Predict first: there is no uncertainty map yet.")
             return None
-        ranked = s.ranked_uncertain_slices(self._slicing_axis())
+        ranked = s.ranked_uncertain_slices(self._slicing_axis(), self._within_ends())
         self._show_uncertain(ranked)
         if not ranked:
             show_info("Every slice along this axis is labelled.")
@@ -109,7 +113,7 @@ class ReviewDock:
             self.uncertain_list.clear()
             return
         axis = self._slicing_axis()
-        worker = _rank(s, axis)
+        worker = _rank(s, axis, self._within_ends())
 
         def show(ranked: list) -> None:
             if self.session is not s:  # another scan is on screen now
@@ -123,16 +127,23 @@ class ReviewDock:
         worker.errored.connect(lambda e: show_warning(f"Could not rank uncertain slices: {e}"))
         worker.start()
 
+    def _rerank(self, *_: Any) -> None:
+        if self.session is not None:
+            self._rank_in_background(self.session)
+
     def _show_uncertain(self, ranked: list | None = None) -> None:
         s = self.session
         self.uncertain_list.clear()
         if s is None or s.uncertainty is None:
             return
+        axis = self._slicing_axis()
         if ranked is None:
-            ranked = s.ranked_uncertain_slices(self._slicing_axis())
-        body = s.starting_slice(self._slicing_axis())
+            ranked = s.ranked_uncertain_slices(axis, self._within_ends())
+        body = s.starting_slice(axis)
+        gaps = s.gaps_to_fill(axis, self._within_ends())
         for i, u in ranked[:10]:
             why = ("the structure's largest section: start here" if i == body
+                   else "halfway between painted slices {} and {}".format(*gaps[i]) if i in gaps
                    else f"unsure near the structure: {u:.3g}")
             self.uncertain_list.addItem(f"slice {i}   {why}")
 

@@ -39,6 +39,7 @@ from training.interactive.loop import (
     SUGGEST_COVERAGE,
     SUGGEST_MAIN_STRUCTURE,
     SUGGEST_PER_SLICE,
+    SUGGEST_SPREAD_UNTIL,
     NoLabelledSlicesError,
     largest_section,
     limit_to_extent,
@@ -444,10 +445,15 @@ class Session(SessionFiles):
             self.merge_prediction(before)
         return self.prediction
 
-    def ranked_uncertain_slices(self, axis: int | None = None) -> list[tuple[int, float]]:
+    def ranked_uncertain_slices(self, axis: int | None = None, within_ends: bool = False
+                                ) -> list[tuple[int, float]]:
         """Unlabelled slices along ``axis``: those showing the structure first, by decreasing
         uncertainty near it, then the others
-        (:func:`training.interactive.loop.rank_uncertain_slices`)."""
+        (:func:`training.interactive.loop.rank_uncertain_slices`). ``within_ends``: the outer
+        labelled slices are the structure's ends (the dock's "Structure ends at outer painted
+        slices"); then, on a scan that started from an untrained New model, the middles of the
+        longest runs between labelled slices come first until ``SUGGEST_SPREAD_UNTIL`` slices
+        are labelled (:meth:`gaps_to_fill`)."""
         axis = self.settings.axis if axis is None else axis
         if self.uncertainty is None:
             raise SessionError("no uncertainty map yet: run Predict first")
@@ -455,7 +461,20 @@ class Session(SessionFiles):
                                      prediction=self.prediction, coverage=SUGGEST_COVERAGE,
                                      per_slice=SUGGEST_PER_SLICE,
                                      main_structure=SUGGEST_MAIN_STRUCTURE,
-                                     start_at_body=SUGGEST_BODY_FIRST)
+                                     start_at_body=SUGGEST_BODY_FIRST,
+                                     spread_until=self._spread_until(within_ends))
+
+    def gaps_to_fill(self, axis: int | None = None, within_ends: bool = False
+                     ) -> dict[int, tuple[int, int]]:
+        """{slice: the labelled slices either side of it} for the slices that
+        :meth:`ranked_uncertain_slices` puts first as the middle of a run between labelled
+        slices; empty when it ranks by uncertainty alone."""
+        axis = self.settings.axis if axis is None else axis
+        labelled = sorted(self.labelled.get(axis, ()))
+        if not 2 <= len(labelled) < self._spread_until(within_ends):
+            return {}
+        return {(a + b) // 2: (a, b) for a, b in zip(labelled[:-1], labelled[1:], strict=True)
+                if b - a > 1}
 
     def starting_slice(self, axis: int | None = None) -> int | None:
         """The slice a scan with nothing painted along ``axis`` starts with (its largest
@@ -466,8 +485,24 @@ class Session(SessionFiles):
             return None
         return largest_section(self.prediction, axis)
 
-    def next_uncertain_slice(self, axis: int | None = None) -> int | None:
-        ranked = self.ranked_uncertain_slices(axis)
+    def _spread_until(self, within_ends: bool) -> int:
+        return SUGGEST_SPREAD_UNTIL if within_ends and self.started_untrained else 0
+
+    @property
+    def started_untrained(self) -> bool:
+        """Whether this scan started from an untrained New model: nothing had learnt the
+        structure before its slices were painted."""
+        from training.interactive.new_model import is_untrained
+
+        first = self.model_file(self.versions[0]) if self.versions else None
+        known = getattr(self, "_started_untrained", (None, False))  # a reopened session too
+        if known[0] != first:  # the checkpoint is read once per starting model
+            known = self._started_untrained = (first, is_untrained(first))
+        return known[1]
+
+    def next_uncertain_slice(self, axis: int | None = None, within_ends: bool = False
+                             ) -> int | None:
+        ranked = self.ranked_uncertain_slices(axis, within_ends)
         return ranked[0][0] if ranked else None
 
     # ----- training inputs ----------------------------------------------------------------------

@@ -103,6 +103,15 @@ def test_new_model_two_named_structures_paint_retrain(qtbot, make_napari_viewer,
             inter = ((pred == c) & (truth == c))[2:6].sum()
             assert 2 * inter / ((pred == c)[2:6].sum() + (truth == c)[2:6].sum()) > 0.6
         assert list(viewer.layers[PREDICTION].features["name"])[2] == "right kidney"
+        # painted between the ends on a New model's first scan: the gap's middle comes next
+        qtbot.waitUntil(lambda: widget.uncertain_list.count() > 0, timeout=10000)
+        top = widget.uncertain_list.item(0).text()
+        assert top.startswith("slice 3 ") and "halfway between painted slices 1 and 6" in top
+        assert widget.next_uncertain_slice() == 3
+        widget.retrain_form.within_extent.value = False  # the outer slices are not the ends
+        qtbot.waitUntil(lambda: "halfway" not in widget.uncertain_list.item(0).text(),
+                        timeout=10000)
+        widget.retrain_form.within_extent.value = True
 
         # the next scan starts from what this one taught, and a folder of unlabelled scans
         # feeds the next Retrain

@@ -176,6 +176,40 @@ def test_next_uncertain_slice_goes_where_most_voxels_are_unsure_not_to_a_speck()
     assert s.next_uncertain_slice() == 0
 
 
+def test_a_new_models_first_scan_fills_the_longest_gaps_between_its_painted_ends_first(
+        tmp_path, disc_model):
+    from training.interactive.new_model import new_model
+
+    shape = (41, 12, 12)
+    pred = np.zeros(shape, np.uint8)
+    pred[:, 3:9, 3:9] = 1
+    unc = np.full(shape, 0.02, np.float32)
+    unc[19:22] = 0.9  # the model doubts the slices next to the painted middle most
+
+    def session(start) -> Session:  # in a folder: versions are kept there, by relative path
+        s = Session(np.zeros(shape, np.float32), prediction=pred,
+                    folder=tmp_path / Path(start).stem)
+        s.add_version(start, note="start")
+        s.merge_prediction(pred, uncertainty=unc)
+        for z in (0, 20, 40):  # the structure's first, middle and last slices
+            s.accept_slice(0, z)
+        return s
+
+    new = session(new_model(tmp_path / "new.pt", ["background", "atrium"], seed=0))
+    assert new.started_untrained
+    assert new.next_uncertain_slice(within_ends=True) in (10, 30)  # a quarter
+    assert new.gaps_to_fill(within_ends=True) == {10: (0, 20), 30: (20, 40)}
+    assert new.next_uncertain_slice() in (19, 21)  # outer painted slices not the ends
+    assert new.gaps_to_fill() == {}
+    new.accept_slice(0, 10)
+    new.accept_slice(0, 30)  # five painted: by uncertainty again
+    assert new.next_uncertain_slice(within_ends=True) in (19, 21)
+
+    later = session(disc_model)  # a model not made by New model: by uncertainty
+    assert not later.started_untrained
+    assert later.next_uncertain_slice(within_ends=True) in (19, 21)
+
+
 def test_training_labels_and_held_back_split():
     s = Session(_image(), prediction=_random_labels(0))
     with pytest.raises(NoLabelledSlicesError):

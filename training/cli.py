@@ -405,8 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: the plugin's)")
     ef.add_argument("--spread-until", type=int, default=None, metavar="K",
                     help="between painted ends, suggest the middle of the longest unpainted run "
-                         "until K slices are painted on the scan; 0: never (default: the "
-                         "plugin's)")
+                         "until K slices are painted, on every scan; 0: never (default: the "
+                         "plugin's, on a scan that starts with no model)")
     ef.add_argument("--first-suggestion", choices=["body", "uncertain"], default=None,
                     help="on a scan with nothing painted, suggest the largest predicted "
                          "section first, or the most uncertain slice (default: the plugin's)")

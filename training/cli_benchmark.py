@@ -269,7 +269,9 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         SUGGEST_SPREAD_UNTIL,
     )
 
+    # the plugin's: on a New model's first scan; asked for: on every scan with painted ends
     spread = SUGGEST_SPREAD_UNTIL if args.spread_until is None else args.spread_until
+    spread_new_only = args.spread_until is None
     coverage = SUGGEST_COVERAGE if args.coverage is None else args.coverage
     every_scan = (PAINT_ENDS_EVERY_SCAN if args.ends_every_scan is None
                   else args.ends_every_scan)
@@ -286,7 +288,8 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
                             fuse_weight=args.fuse_weight, hold_back_from=args.hold_back_from,
                             coverage=coverage, per_slice=per_slice, main_structure=main,
                             main_piece=main_piece, ends=ends, body_first=body_first,
-                            spread_until=spread, replay=args.replay,
+                            spread_until=spread, spread_new_only=spread_new_only,
+                            replay=args.replay,
                             ends_first=args.first_scan == "ends",
                             baselines_only=args.baselines_only,
                             ends_every_scan=every_scan, rebase=args.rebase,
@@ -340,7 +343,9 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"{' (its main 3-D piece only)' if main else ''}"
         f"{'; on a scan with nothing painted, its largest section first' if body_first else ''}"
         + (f"; between painted ends, the middle of the longest unpainted run first until "
-           f"{spread} slices are painted" if spread else ""),
+           f"{spread} slices are painted"
+           f"{' (on a scan that starts with no model)' if spread_new_only else ''}"
+           if spread else ""),
         "- interpolation: K evenly spaced slices from the structure's first to its last, "
         "filled by shape-based interpolation; smallest K that reaches the target",
         "- Dice: mean over structures, whole scan (painted slices included, as the user "

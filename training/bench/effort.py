@@ -345,6 +345,7 @@ def effort_benchmark(
     ends: str | None = None,
     body_first: bool = SUGGEST_BODY_FIRST,
     spread_until: int = SUGGEST_SPREAD_UNTIL,
+    spread_new_only: bool = True,
     pretrained: str | None = None,
     replay: bool | str = False,
     network: dict | None = None,
@@ -378,7 +379,9 @@ def effort_benchmark(
     ``consolidate`` (with ``replay="finished"``): between scans, the carried model trains this
     many more steps on every finished segmentation, the last one's first (the time the user
     takes to open the next scan). ``judge_taught``: on a scan that starts from a model already
-    taught, Retrains are judged on held-back painted slices from 2 painted slices."""
+    taught, Retrains are judged on held-back painted slices from 2 painted slices.
+    ``spread_until`` (:func:`training.interactive.loop.rank_uncertain_slices`) applies on the
+    scans that start with no model when ``spread_new_only``, else on every scan."""
     if hold_back_from is None:
         hold_back_from = 2 if start is not None else k_max + 1
     rows = []
@@ -402,7 +405,8 @@ def effort_benchmark(
                     hold_back_from=(2 if judge_taught and _taught(model) else hold_back_from),
                     coverage=coverage, per_slice=per_slice,
                     main_structure=main_structure, main_piece=main_piece, ends=ends,
-                    body_first=body_first, spread_until=spread_until,
+                    body_first=body_first,
+                    spread_until=0 if spread_new_only and model is not None else spread_until,
                     pretrained=pretrained, network=network,
                     ends_first=ends_first, ends_every_scan=ends_every_scan,
                     rebase_to=start if rebase else None,
