@@ -138,7 +138,7 @@ class DockLayout(QWidget):
                                   "The slice on screen is right as it is: it becomes labelled"
                                   f" ({shortcut_of('accept_slice')})")
         lay.addLayout(_row(self.next_btn, self.accept_btn))
-        lay.addWidget(QLabel("Most uncertain unlabelled slices:"))
+        lay.addWidget(QLabel("Unlabelled slices to paint next, best first:"))
         self.uncertain_list = QListWidget()
         self.uncertain_list.setMaximumHeight(90)
         self.uncertain_list.setToolTip("Ranked by the uncertainty summed near the structure on "

@@ -5,6 +5,9 @@ slices (the expert's labels stand in for the user's brush), clicks Retrain and s
 once the retrained model's prediction fills the slices nobody painted.
 
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/new_structure_screenshot.py
+
+With ``OUT 3`` it paints the structure's first, middle and last slices only: the dock then
+suggests the slices halfway between them.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ import numpy as np
 from readme_screenshot import ROOT, pump_until, shoot_and_close
 
 
-def main(out: str = "docs/new_structure.png") -> int:
+def main(out: str = "docs/new_structure.png", painted: str = "5") -> int:
     os.environ.setdefault("NAPARI_SEMISEG_HOME", "/tmp/napari-semiseg-screenshot")
     import napari
 
-    from napari_semiseg._widget import NEW, dock_assistant
+    from napari_semiseg._dock_layout import NEW
+    from napari_semiseg._widget import dock_assistant
     from napari_semiseg.io import read_volume
     from training.interactive.interpolation import even_slices
 
@@ -34,7 +38,7 @@ def main(out: str = "docs/new_structure.png") -> int:
     widget._model_chosen()
     truth = read_volume(f"{case}_labels.nii.gz").data
     layer = viewer.layers["prediction"]
-    for z in even_slices(truth, 5):
+    for z in even_slices(truth, int(painted)):
         ys, xs = np.nonzero(truth[z] == 1)
         layer.data_setitem((np.full(len(ys), z), ys, xs), 1)  # what the brush does
     widget.retrain_form.steps.value = 200
