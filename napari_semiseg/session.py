@@ -41,6 +41,7 @@ from training.interactive.loop import (
     SUGGEST_PER_SLICE,
     SUGGEST_SPREAD_UNTIL,
     NoLabelledSlicesError,
+    gaps_between,
     largest_section,
     limit_to_extent,
     rank_uncertain_slices,
@@ -470,11 +471,10 @@ class Session(SessionFiles):
         :meth:`ranked_uncertain_slices` puts first as the middle of a run between labelled
         slices; empty when it ranks by uncertainty alone."""
         axis = self.settings.axis if axis is None else axis
-        labelled = sorted(self.labelled.get(axis, ()))
+        labelled = self.labelled.get(axis, ())
         if not 2 <= len(labelled) < self._spread_until(within_ends):
             return {}
-        return {(a + b) // 2: (a, b) for a, b in zip(labelled[:-1], labelled[1:], strict=True)
-                if b - a > 1}
+        return gaps_between(labelled)
 
     def starting_slice(self, axis: int | None = None) -> int | None:
         """The slice a scan with nothing painted along ``axis`` starts with (its largest

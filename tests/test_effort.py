@@ -17,6 +17,14 @@ def _cone(n=21, size=48):
     return ((y - 24) ** 2 + (x - 24) ** 2 <= (4 + z) ** 2).astype(np.uint8)
 
 
+def _cone_scan(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(image, truth): a noisy cone of ``n`` slices, 40 px, empty on its two first and last."""
+    truth = _cone(n=n, size=40)
+    truth[[0, 1, n - 2, n - 1]] = 0
+    rng = np.random.default_rng(0)
+    return (truth * 2.0 + rng.normal(0, 0.3, truth.shape)).astype(np.float32), truth
+
+
 def test_interpolation_effort_on_a_known_shape():
     truth = _cone()
     truth[0] = 0  # the structure spans slices 1..20
@@ -121,10 +129,7 @@ def test_a_first_scan_starts_from_its_painted_ends_and_middle(tmp_path):
     before the first Retrain, and nothing is predicted or suggested beyond the ends."""
     import training.bench.effort as effort
 
-    truth = _cone(n=12, size=40)
-    truth[[0, 1, 10, 11]] = 0  # the structure spans slices 2..9
-    rng = np.random.default_rng(0)
-    image = (truth * 2.0 + rng.normal(0, 0.3, truth.shape)).astype(np.float32)
+    image, truth = _cone_scan(12)  # the structure spans slices 2..9
     row, model = effort.learning_effort(
         image, truth, None, ["bg", "cone"], 1.01, 4, tmp_path, steps=2, labeled_bs=2,
         unlabeled_bs=0, ends_first=True, fuse_weight=0.3, network={"unshuffle": 1})
@@ -148,10 +153,7 @@ def test_a_first_scan_starts_from_its_painted_ends_and_middle(tmp_path):
 def test_spreading_paints_the_middles_of_the_longest_gaps_between_the_painted_ends(tmp_path):
     import training.bench.effort as effort
 
-    truth = _cone(n=16, size=40)
-    truth[[0, 1, 14, 15]] = 0  # the structure spans slices 2..13
-    rng = np.random.default_rng(0)
-    image = (truth * 2.0 + rng.normal(0, 0.3, truth.shape)).astype(np.float32)
+    image, truth = _cone_scan(16)  # the structure spans slices 2..13
     row, _ = effort.learning_effort(
         image, truth, None, ["bg", "cone"], 1.01, 5, tmp_path, steps=2, labeled_bs=2,
         unlabeled_bs=0, ends_first=True, fuse_weight=0.3, network={"unshuffle": 1},
@@ -355,10 +357,7 @@ def test_a_rejected_retrain_within_the_ends_keeps_nothing_beyond_them(tmp_path, 
     import training.bench.effort as effort
     import training.interactive.retrain as retrain
 
-    truth = _cone(n=12, size=40)
-    truth[[0, 1, 10, 11]] = 0  # the structure spans slices 2..9
-    rng = np.random.default_rng(0)
-    image = (truth * 2.0 + rng.normal(0, 0.3, truth.shape)).astype(np.float32)
+    image, truth = _cone_scan(12)  # the structure spans slices 2..9
     _, model = effort.learning_effort(image, truth, None, ["bg", "cone"], 1.01, 2, tmp_path,
                                       steps=2, labeled_bs=2, unlabeled_bs=0,
                                       network={"unshuffle": 1})

@@ -201,14 +201,19 @@ def rank_uncertain_slices(
     return ranked
 
 
+def gaps_between(labelled: Iterable[int]) -> dict[int, tuple[int, int]]:
+    """{middle slice of a run of unlabelled slices between two labelled ones: the two}."""
+    painted = sorted(int(z) for z in labelled)
+    return {(a + b) // 2: (a, b) for a, b in zip(painted[:-1], painted[1:], strict=True)
+            if b - a > 1}
+
+
 def gap_middles(labelled: np.ndarray, value: np.ndarray) -> dict[int, int]:
-    """{middle slice of a run of unlabelled slices between two labelled ones: its rank}, the
-    longest run first; equal runs by the middle's ``value`` (higher first), then slice order."""
-    painted = np.flatnonzero(labelled)
-    runs = [(int(b - a - 1), (int(a) + int(b)) // 2)
-            for a, b in zip(painted[:-1], painted[1:], strict=True) if b - a > 1]
-    runs.sort(key=lambda r: (-r[0], -value[r[1]], r[1]))
-    return {middle: rank for rank, (_, middle) in enumerate(runs)}
+    """{middle of each gap (:func:`gaps_between`): its rank}, the longest gap first; equal
+    gaps by the middle's ``value`` (higher first), then slice order."""
+    gaps = gaps_between(np.flatnonzero(labelled))
+    order = sorted(gaps, key=lambda m: (gaps[m][0] - gaps[m][1], -value[m], m))
+    return {middle: rank for rank, middle in enumerate(order)}
 
 
 def largest_section(prediction: np.ndarray, axis: int) -> int | None:
