@@ -146,7 +146,9 @@ class DockLayout(QWidget):
                                        "slice. On a New model's first scan, with the "
                                        "structure's ends painted, the middles of the widest "
                                        "gaps between painted slices come first, until five "
-                                       "are painted. Click a line to go there")
+                                       "are painted. The figure is a slice's score as a share "
+                                       "of the most unsure listed one's. Click a line to go "
+                                       "there")
         self.uncertain_list.itemClicked.connect(self._jump_to_listed)
         lay.addWidget(self.uncertain_list)
         self.labelled_label = _wrapped("Labelled slices: 0")

@@ -139,12 +139,9 @@ class ReviewDock:
         axis = self._slicing_axis()
         if ranked is None:
             ranked = s.ranked_uncertain_slices(axis, self._within_ends())
-        body = s.starting_slice(axis)
-        gaps = s.gaps_to_fill(axis, self._within_ends())
-        for i, u in ranked[:10]:
-            why = ("the structure's largest section: start here" if i == body
-                   else "halfway between painted slices {} and {}".format(*gaps[i]) if i in gaps
-                   else f"unsure near the structure: {u:.3g}")
+        ranked = ranked[:10]
+        for (i, _), why in zip(ranked, s.why_suggested(ranked, axis, self._within_ends()),
+                               strict=True):
             self.uncertain_list.addItem(f"slice {i}   {why}")
 
     def _jump_to_listed(self, item: Any) -> None:

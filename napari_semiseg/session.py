@@ -34,6 +34,7 @@ from napari_semiseg.session_files import (
     grey_scan,
     scan_channels,
 )
+from training import IGNORE_INDEX
 from training.interactive.loop import (
     SUGGEST_BODY_FIRST,
     SUGGEST_COVERAGE,
@@ -499,6 +500,38 @@ class Session(SessionFiles):
         if known[0] != first:  # the checkpoint is read once per starting model
             known = self._started_untrained = (first, is_untrained(first))
         return known[1]
+
+    def why_suggested(self, ranked: Sequence[tuple[int, float]], axis: int | None = None,
+                      within_ends: bool = False) -> list[str]:
+        """A reason, in the user's words, for each slice of ``ranked`` (as
+        :meth:`ranked_uncertain_slices` returns it). Uncertainty scores are shown as a share
+        of the most unsure listed slice's: the raw sums (hundreds near a large section,
+        thousandths near a speck) mean nothing to a reader."""
+        axis = self.settings.axis if axis is None else axis
+        body = self.starting_slice(axis)
+        gaps = self.gaps_to_fill(axis, within_ends)
+        def structure_on(i: int) -> bool:
+            if self.prediction is None:
+                return False
+            section = np.take(self.prediction, i, axis=axis)
+            return bool(((section != 0) & (section != IGNORE_INDEX)).any())
+
+        seen = {i: structure_on(i) for i, _ in ranked}
+        scored = [u for i, u in ranked if seen[i] and i != body and i not in gaps]
+        top = max(scored, default=0.0)
+        why = []
+        for i, u in ranked:
+            if i == body:
+                why.append("the structure's largest section: start here")
+            elif i in gaps:
+                why.append("halfway between painted slices {} and {}".format(*gaps[i]))
+            elif not seen[i]:
+                why.append("no structure predicted: check it is empty")
+            else:
+                share = 100.0 * u / top if top > 0 else 0.0
+                why.append("unsure near the structure: "
+                           + (f"{share:.0f} %" if share >= 1 else "< 1 %"))
+        return why
 
     def next_uncertain_slice(self, axis: int | None = None, within_ends: bool = False
                              ) -> int | None:

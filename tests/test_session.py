@@ -210,6 +210,36 @@ def test_a_new_models_first_scan_fills_the_longest_gaps_between_its_painted_ends
     assert later.next_uncertain_slice(within_ends=True) in (19, 21)
 
 
+def test_each_suggested_slice_says_why_with_uncertainty_as_a_share_of_the_most_unsure(
+        tmp_path, disc_model):
+    shape = (12, 16, 16)
+    pred = np.zeros(shape, np.uint8)
+    pred[2:10, 4:12, 4:12] = 1  # the structure spans slices 2-9; slices 0, 1, 10, 11 empty
+    pred[5, 2:14, 2:14] = 1  # its largest section
+    unc = np.full(shape, 1e-4, np.float32)
+    unc[7] = 0.5  # doubted most
+    unc[3] = 0.25  # half as much
+    unc[11] = 0.9  # an empty slice, noisy
+    s = Session(np.zeros(shape, np.float32), prediction=pred)
+    s.add_version(disc_model, note="start")
+    s.merge_prediction(pred, uncertainty=unc)
+
+    ranked = s.ranked_uncertain_slices()
+    why = dict(zip([i for i, _ in ranked], s.why_suggested(ranked), strict=True))
+    assert ranked[0][0] == 5 and why[5] == "the structure's largest section: start here"
+
+    s.accept_slice(0, 5)
+    ranked = s.ranked_uncertain_slices()
+    why = dict(zip([i for i, _ in ranked], s.why_suggested(ranked), strict=True))
+    assert ranked[0][0] == 7 and why[7] == "unsure near the structure: 100 %"
+    share = int(why[3].split(": ")[1].rstrip(" %"))
+    # slice 3 has half slice 7's uncertainty; the ranking also weighs the distance to the
+    # painted slice 5 (both are 2 away), so the share is the uncertainty's
+    assert share == 50
+    assert why[9] == "unsure near the structure: < 1 %"
+    assert why[11] == "no structure predicted: check it is empty"  # noisy, yet listed last
+    assert [i for i, _ in ranked][-4:] == [11, 0, 1, 10]
+
 def test_training_labels_and_held_back_split():
     s = Session(_image(), prediction=_random_labels(0))
     with pytest.raises(NoLabelledSlicesError):

@@ -72,7 +72,8 @@ def test_next_uncertain_slice_goes_to_the_top_ranked_slice(qtbot, assistant):
     assert widget.uncertain_list.item(0).text().startswith(f"slice {expected} ")
     if SUGGEST_BODY_FIRST:  # the list says why a low-entropy slice comes first
         assert widget.uncertain_list.item(0).text().endswith("largest section: start here")
-        assert "unsure near the structure" in widget.uncertain_list.item(1).text()
+        # and the next by its uncertainty, as a share of the most unsure listed slice's
+        assert widget.uncertain_list.item(1).text().endswith("unsure near the structure: 100 %")
 
 
 def test_a_preview_is_drawn_at_once_and_its_suggestions_ranked_off_the_ui_thread(
