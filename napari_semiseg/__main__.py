@@ -37,10 +37,14 @@ def open_viewer(args: argparse.Namespace):
         for rel in paths:
             viewer.open(str(sample_dir() / rel), plugin="napari-semiseg")
     viewer.window._qt_window.resize(1500, 950)
-    viewer.reset_view()  # fit the scan to the resized window
+    from qtpy.QtWidgets import QApplication
+
     from ._widget import dock_assistant
 
     widget = dock_assistant(viewer)
+    QApplication.processEvents()  # let the window take its size and the dock its width
+    viewer.reset_view()  # then fit the scan to the canvas that is left (fitted before the
+    # dock, the left-atrium sample opened at 1.6x, cut off at both sides)
     if not args.no_predict and widget._selected_image() is not None:
         widget.predict()
     return viewer, widget

@@ -11,7 +11,7 @@ from pathlib import Path
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QFileDialog
 
-from ._reader import scan_axis_labels
+from ._reader import display_range, scan_axis_labels
 from .session import Session
 
 
@@ -69,6 +69,7 @@ class KeepDock:
         layer = self.viewer.add_image(s.image, name=name, scale=s.geometry.scale,
                                       translate=s.geometry.translate,
                                       axis_labels=scan_axis_labels(s.image.ndim),
+                                      contrast_limits=display_range(s.image),
                                       metadata={"geometry": s.geometry.to_dict()})
         self._refresh_images()
         self.image_combo.setCurrentText(layer.name)

@@ -65,6 +65,24 @@ def test_open_sample_menu_entries(make_napari_viewer):
     assert set(np.unique(layers[1].data)) == {0, 1, 2, 3}
 
 
+def test_a_scan_opens_windowed_on_its_anatomy_not_on_a_few_bright_voxels(make_napari_viewer):
+    # the real left-atrium sample: 99.5 % of its voxels lie at or under 33, its maximum is 65;
+    # windowed to the maximum, as napari fits by itself, the atrium showed dark
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(SAMPLES / "left_atrium/UPT6DX9IQY9JAZ7HJKA7.nii.gz"),
+                           plugin=PLUGIN)
+    lo, hi = layer.contrast_limits
+    data = np.asarray(layer.data)
+    assert lo == 0 and 30 <= hi <= 36 < data.max()
+    assert np.mean(data <= hi) >= 0.99  # nearly every voxel is still told apart
+    from napari_semiseg._reader import display_range
+
+    assert display_range(np.full((4, 5, 5), 7.0)) == (7.0, 8.0)  # a constant scan still opens
+    flat = np.zeros((4, 5, 5))
+    flat[0, 0, :2] = 9.0  # nearly all one value: the full range, not an empty window
+    assert display_range(flat) == (0.0, 9.0)
+
+
 def test_anisotropic_scan_opens_with_scale_and_translate(make_napari_viewer, tmp_path, disc_scan):
     image, _ = disc_scan
     img = sitk.GetImageFromArray(image)
@@ -150,6 +168,27 @@ def test_demo_launch_screenshot_is_not_blank(tmp_path):
     r, g, b = (rgb[..., i].astype(int) for i in range(3))
     assert ((r > 200) & (g < 120) & (b < 120)).sum() > 50
     assert ((b > 200) & (r < 150)).sum() > 50
+
+
+def test_the_demo_fits_the_scan_to_the_canvas_the_dock_leaves():
+    # fitted before the dock took its width, the left-atrium sample opened at 1.6x its fit,
+    # the atrium cut off at both sides
+    script = (
+        "from napari_semiseg.__main__ import build_parser, open_viewer\n"
+        "viewer, _ = open_viewer(build_parser().parse_args(['--sample', 'left_atrium', "
+        "'--no-predict']))\n"
+        "from qtpy.QtWidgets import QApplication\n"
+        "for _ in range(20):\n"
+        "    QApplication.processEvents()  # the window as the user first sees it\n"
+        "shown = viewer.camera.zoom\n"
+        "viewer.reset_view()\n"
+        "print(shown / viewer.camera.zoom)\n"
+        "viewer.close()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         encoding="utf-8", errors="replace", timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert float(out.stdout.split()[-1]) == pytest.approx(1.0, abs=0.02)
 
 
 def test_cli_help_needs_no_display():

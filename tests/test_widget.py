@@ -250,6 +250,11 @@ def test_save_and_open_session_restore_labels_and_versions(qtbot, assistant, tmp
     viewer.layers.clear()
     s = widget.open_session(folder)
     assert s.labelled_slices(0) == [2]
+    from napari_semiseg._reader import display_range
+
+    # the reopened scan is windowed as File > Open windows it
+    assert viewer.layers[widget._image_layer.name].contrast_limits == list(
+        display_range(s.image))
     np.testing.assert_array_equal(viewer.layers[PREDICTION].data[2], labelled)
     assert len(s.versions) == 1
 
