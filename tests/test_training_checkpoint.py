@@ -1,4 +1,6 @@
 import os
+import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -54,12 +56,37 @@ class _Evil:
 def test_pickled_code_is_refused(tmp_path):
     p = tmp_path / "evil.pt"
     torch.save({"format": "napari-semiseg-checkpoint/1", "meta": _Evil()}, p)
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match="Python objects besides weights") as err:
         load_checkpoint(p)
+    assert "system" in str(err.value)  # what it tried to call
+    # torch's own advice, loading again with weights_only=False, never reaches the user
+    assert "weights_only" not in str(err.value)
+    plain = tmp_path / "plain.pkl"
+    plain.write_bytes(pickle.dumps(_Evil()))
+    with pytest.raises(CheckpointError, match="Python objects besides weights"):
+        load_checkpoint(plain)
+
+
+def test_a_file_that_is_no_model_says_so(tmp_path, disc_scan):
+    import SimpleITK as sitk
+
+    scan = tmp_path / "scan.nii.gz"  # a scan picked where a model was asked for
+    sitk.WriteImage(sitk.GetImageFromArray(disc_scan[0]), str(scan))
+    with pytest.raises(CheckpointError, match="not a model file .it looks compressed") as err:
+        load_checkpoint(scan)
+    assert "weights_only" not in str(err.value)
+    net = UNet(2, 1, 2, base=4, depth=2)
+    whole = Path(save_checkpoint(tmp_path / "m.pt", net, {"num_classes": 2, "dims": 2}))
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="damaged or incomplete"):
+        load_checkpoint(cut)
+    cut.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="the file is empty"):
+        load_checkpoint(cut)
 
 
 def test_a_compacted_checkpoint_is_half_the_size_and_predicts_the_same(tmp_path):
-    from pathlib import Path
 
     import numpy as np
 

@@ -7,6 +7,7 @@ holds only dicts, lists, strings and numbers, so ``torch.load(weights_only=True)
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +60,7 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"unreadable checkpoint {path}: {first[:200]}") from None
+        raise CheckpointError(_unreadable(path, exc)) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a napari-semiseg checkpoint")
     for key in ("state_dict", "meta"):
@@ -71,6 +71,31 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict:
     if not mmap:  # every reader of weights (predict, --init, Retrain) gets only finite ones
         check_weights(payload["state_dict"], path)
     return payload
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused ``path``, in the user's terms. Torch's own
+    message advises loading again with ``weights_only=False``: exactly what a model file from
+    elsewhere must never get."""
+    text = str(exc).strip()
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if not head:
+        return f"unreadable checkpoint {path}: the file is empty"
+    if "Weights only load failed" in text:
+        if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch zip / a pickle
+            found = re.search(r"GLOBAL (\S+)", text)
+            what = f" ({found.group(1)})" if found else ""
+            return (f"unreadable checkpoint {path}: it holds Python objects besides "
+                    f"weights{what}. napari-semiseg loads weights only, so that a model file "
+                    f"cannot run code; models it saved (Save model, semiseg train) load")
+        kind = " (it looks compressed: a scan?)" if head.startswith(b"\x1f\x8b") else ""
+        return f"unreadable checkpoint {path}: not a model file{kind}"
+    if head.startswith(b"PK\x03\x04") or "PytorchStreamReader" in text:
+        return (f"unreadable checkpoint {path}: the file is damaged or incomplete (cut off "
+                f"while it was written or copied?)")
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return f"unreadable checkpoint {path}: {first[:200]}"
 
 
 def check_weights(state: dict, path: str | os.PathLike) -> None:
