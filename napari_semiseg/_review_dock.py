@@ -103,8 +103,11 @@ class ReviewDock:
         parts = [f"{names[a] if names else f'axis {a}'}: "
                  f"{', '.join(map(str, s.labelled_slices(a)))}"
                  for a in sorted(s.labelled) if s.labelled[a]]
-        self.labelled_label.setText(f"Labelled slices: {s.n_labelled}"
-                                    + (f" ({'; '.join(parts)})" if parts else ""))
+        earlier = self.finished.painted_per_scan(exclude=s.image_path) if self.new_model else []
+        self.labelled_label.setText(
+            f"Labelled slices: {s.n_labelled}" + (f" ({'; '.join(parts)})" if parts else "")
+            + (f". Painted on the series' earlier scans: {', '.join(map(str, earlier[-8:]))}"
+               if earlier else ""))
 
     def _rank_in_background(self, s: Session) -> None:
         """Rank the uncertain slices in a thread: over a whole scan it blocked the event loop

@@ -50,6 +50,9 @@ class FinishedScans:
         self._borrowed: set[Path] = set()  # a saved model's scans: read, never deleted here
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finished-scans")
         self._count = 0
+        # slices painted on every scan finished in this series, oldest first (not only the
+        # kept ones): what the user sees the learning save
+        self._painted: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len({key for key, *_ in self._entries})
@@ -61,6 +64,7 @@ class FinishedScans:
         if session.n_labelled == 0:
             return False
         key = session.image_path or f"scan-{id(session)}"
+        self._painted[key] = int(session.n_labelled)
         image = session.model_input(channels)
         segmentation = session.finished_segmentation()
         if not (segmentation != 255).any():
@@ -92,6 +96,8 @@ class FinishedScans:
                     shutil.copyfile(src, tmp / name)
                 listing.append({"scan": key, "image": names[0], "segmentation": names[1]})
             (tmp / LISTING).write_text(json.dumps(listing, indent=1))
+            (tmp / PAINTED).write_text(json.dumps(
+                [{"scan": k, "painted": n} for k, n in self._painted.items()], indent=1))
             old = folder.with_name(folder.name + ".old")
             if folder.exists():
                 shutil.rmtree(old, ignore_errors=True)
@@ -117,6 +123,7 @@ class FinishedScans:
             listing = json.loads((folder / LISTING).read_text())
         except (OSError, ValueError):
             return 0
+        self._adopt_painted(folder)
         added = 0
         for item in listing[-self.limit:]:
             try:
@@ -133,6 +140,21 @@ class FinishedScans:
         while len(self) > self.limit:
             self._drop(self._entries[0][0])
         return added
+
+    def _adopt_painted(self, folder: Path) -> None:
+        try:  # a model saved before the count was kept has none: the series goes on without
+            painted = json.loads((folder / PAINTED).read_text())
+            counts = [(str(item["scan"]), int(item["painted"])) for item in painted]
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        for key, n in counts:
+            self._painted.pop(key, None)
+            self._painted[key] = n
+
+    def painted_per_scan(self, exclude: str | None = None) -> list[int]:
+        """Slices painted on each scan finished in this series, oldest first, without the
+        scan ``exclude`` names (the one on screen)."""
+        return [n for key, n in self._painted.items() if key != exclude]
 
     def take_errors(self) -> list[str]:
         """Why scans were not kept after all (e.g. a full disk), once each: waits for the
@@ -151,6 +173,7 @@ class FinishedScans:
         """Forget every scan (the user chose another model: earlier learning is not carried)."""
         for key, *_ in list(self._entries):
             self._drop(key)
+        self._painted.clear()
 
     def close(self) -> None:
         self.clear()
@@ -164,11 +187,15 @@ class FinishedScans:
         for entry, write in list(self._writes.items()):
             error = write.exception()
             del self._writes[entry]
+            if entry not in self._entries:
+                continue
             if error is not None:
                 self._errors.append(f"{Path(entry[0]).name}: {error}")
                 self._remove(entry)
-            else:
-                for older in [e for e in self._entries if e[0] == entry[0] and e != entry]:
+            else:  # the entries before it go: a later finish of the same scan, still
+                # being written, is newer and stays
+                before = self._entries[:self._entries.index(entry)]
+                for older in [e for e in before if e[0] == entry[0]]:
                     self._remove(older)
 
     def _drop(self, key: str) -> None:
@@ -186,6 +213,7 @@ class FinishedScans:
 
 
 LISTING = "scans.json"
+PAINTED = "painted.json"  # slices painted per finished scan, every one of the series
 
 
 def companion(model_path: str | os.PathLike) -> Path:

@@ -192,3 +192,46 @@ def test_a_saved_models_finished_scans_come_back_with_it(tmp_path):
     assert FinishedScans().adopt(tmp_path / "nowhere") == 0
     again.close()
     assert saved.is_dir()  # closing the dock leaves the saved model's scans
+
+
+def test_the_series_counts_the_slices_painted_on_every_finished_scan(tmp_path):
+    # what the user sees the learning save: all the series' scans, not only the kept few
+    from napari_semiseg.finished_scans import companion
+
+    finished = FinishedScans(limit=2, folder=tmp_path / "tmp")
+    painted = [(0, 1, 2, 4, 5), (1, 4, 5), (2,)]
+    for i, slices in enumerate(painted):
+        finished.add(_painted_session(i, f"scan{i}.nii.gz", painted=slices)[0])
+    assert finished.painted_per_scan() == [5, 3, 1]
+    assert finished.painted_per_scan(exclude="scan1.nii.gz") == [5, 1]  # the scan on screen
+    again, _ = _painted_session(1, "scan1.nii.gz", painted=(1, 4))  # finished again, 2 now
+    finished.add(again)
+    assert finished.painted_per_scan() == [5, 2, 1]  # in its place in the series
+    saved = companion(tmp_path / "models" / "liver.pt")
+    saved.parent.mkdir()
+    finished.save_to(saved)
+    restarted = FinishedScans(limit=2, folder=tmp_path / "tmp2")
+    restarted.adopt(saved)
+    assert restarted.painted_per_scan() == [5, 2, 1]
+    restarted.clear()  # another model chosen: a series of its own
+    assert restarted.painted_per_scan() == []
+    (saved / "painted.json").unlink()  # a model saved before the count was kept
+    assert restarted.adopt(saved) == 2 and restarted.painted_per_scan() == []
+    restarted.close()
+    finished.close()
+
+
+def test_a_scan_finished_again_before_its_first_copy_is_written_keeps_the_new_copy(tmp_path):
+    # the older copy's write, checked first, used to drop the newer entry of the same scan:
+    # the series then forgot the scan the user had just finished again
+    finished = FinishedScans(folder=tmp_path / "finished")
+    first, _ = _painted_session(0, "a.nii.gz", painted=(1,))
+    other, _ = _painted_session(1, "b.nii.gz")
+    again, _ = _painted_session(2, "a.nii.gz", painted=(1, 4))
+    for s in (first, other, again):  # no Retrain between: nothing checked the writes
+        finished.add(s)
+    files = finished.files()
+    assert len(files) == 2
+    np.testing.assert_array_equal(np.load(files[-1][0]), again.image)
+    np.testing.assert_array_equal(np.load(files[-1][1]), again.finished_segmentation())
+    finished.close()

@@ -396,6 +396,9 @@ def test_the_next_scan_is_refreshed_by_training_between_scans(qtbot, make_napari
         ys, xs = np.nonzero(np.ones_like(truth_b[4]))
         layer.data_setitem((np.full(len(ys), 4), ys, xs), truth_b[4][ys, xs])
         painted = s_b.prediction[4].copy()
+        # the series' effort, scan by scan, where the user counts this scan's slices
+        assert widget.labelled_label.text() == ("Labelled slices: 1 (z: 4). Painted on the "
+                                                "series' earlier scans: 2")
         widget.retrain_form.within_extent.value = False
         widget.retrain_form.steps.value = 2
         widget.retrain_btn.click()
