@@ -120,6 +120,12 @@ def read_layers(path, series: str | None = None) -> list[tuple]:
         from napari.utils.notifications import show_warning
 
         show_warning(vol.extra["not_labels"])
+    elif not vol.is_labels and vol.data.size and vol.data.min() == vol.data.max():
+        from napari.utils.notifications import show_warning
+
+        # a failed export often leaves a scan of zeros: it opens black and predicts nothing
+        show_warning(f"{p.name}: every voxel holds the same value ({vol.data.flat[0]}): there "
+                     f"is nothing to segment. Is it the right file?")
     return [volume_layer_data(vol)]
 
 

@@ -510,6 +510,7 @@ class Session(SessionFiles):
         axis = self.settings.axis if axis is None else axis
         body = self.starting_slice(axis)
         gaps = self.gaps_to_fill(axis, within_ends)
+
         def structure_on(i: int) -> bool:
             if self.prediction is None:
                 return False

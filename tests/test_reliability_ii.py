@@ -435,6 +435,19 @@ def test_a_label_named_file_with_300_opens_as_image_and_says_why(tmp_path, notif
     assert "f.nii.gz" in notifications()[-1] and "float32" in notifications()[-1]
 
 
+def test_a_scan_of_one_value_opens_and_says_there_is_nothing_to_segment(tmp_path,
+                                                                          notifications):
+    blank = _nifti(tmp_path / "export.nii.gz", np.zeros((3, 8, 8), np.float32))
+    [(data, kwargs, kind)] = read_layers(str(blank))  # it still opens: the user sees it
+    assert kind == "image" and kwargs["contrast_limits"] == (0.0, 1.0)
+    [message] = notifications()
+    assert "export.nii.gz" in message and "same value (0.0)" in message
+    scan = np.zeros((3, 8, 8), np.float32)
+    scan[1, 2:5, 2:5] = 1.0
+    read_layers(str(_nifti(tmp_path / "scan.nii.gz", scan)))
+    assert len(notifications()) == 1  # a real scan says nothing
+
+
 def test_an_all_255_png_mask_stays_not_annotated(tmp_path):
     masks = tmp_path / "masks"
     masks.mkdir()

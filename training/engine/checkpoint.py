@@ -78,8 +78,11 @@ def _unreadable(path: Path, exc: Exception) -> str:
     message advises loading again with ``weights_only=False``: exactly what a model file from
     elsewhere must never get."""
     text = str(exc).strip()
-    with open(path, "rb") as fh:
-        head = fh.read(4)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as e:
+        return f"unreadable checkpoint {path}: {e.strerror or e}"
     if not head:
         return f"unreadable checkpoint {path}: the file is empty"
     if "Weights only load failed" in text:
