@@ -52,6 +52,14 @@ def test_train_predict_evaluate_keeps_geometry(dataset, tmp_path, capsys):
     res = json.loads(report.read_text(encoding="utf-8"))
     assert len(res["cases"]) == 4 and len(res["mean"]["dice"]) == 2
     assert all(0 <= d <= 1 for d in res["mean"]["dice"])
+    capsys.readouterr()
+    # a scan of one value (a failed export) is predicted, and the user is told
+    blank = tmp_path / "blank.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((3, 16, 16), np.float32)), str(blank))
+    assert main(["predict", "--model", str(model), "--input", str(blank), "--output",
+                 str(tmp_path / "blank_pred.nii.gz"), "--device", "cpu"]) == 0
+    assert "blank.nii.gz: predicted (warning: every voxel holds the same value" in (
+        capsys.readouterr().err)
 
 
 def _error(capsys, argv):
