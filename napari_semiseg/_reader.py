@@ -70,7 +70,7 @@ def volume_layer_data(vol: Volume) -> tuple:
     ndim = vol.data.ndim - (1 if vol.rgb else 0)
     geom = vol.geometry
     kwargs = {
-        "name": vol.name,
+        "name": scan_name(vol),
         "scale": geom.scale[-ndim:],
         "translate": geom.translate[-ndim:],
         "metadata": {"geometry": geom.to_dict()},
@@ -86,6 +86,22 @@ def volume_layer_data(vol: Volume) -> tuple:
     if not vol.rgb:
         kwargs["contrast_limits"] = display_range(vol.data)
     return (vol.data, kwargs, "image")
+
+
+# folder names that say what a folder holds, not which scan: a PNG stack laid out as
+# <patient>/images and <patient>/masks opened as two layers called "images" and "masks"
+GENERIC_FOLDERS = {"images", "image", "imgs", "slices", "png", "pngs", "dicom", "dcm", "series",
+                   "masks", "mask", "labels", "label", "segmentation", "segmentations"}
+
+
+def scan_name(vol: Volume) -> str:
+    """The layer name of a read scan: its case name, with the parent folder's in front where
+    the scan is a folder with a generic name ("TCGA_CS_4941_19960909 images")."""
+    source = Path(vol.geometry.source) if vol.geometry.source else None
+    if (source is not None and source.name.lower() in GENERIC_FOLDERS and source.parent.name
+            and source.is_dir()):
+        return f"{source.parent.name} {source.name}"
+    return vol.name
 
 
 def display_range(data: np.ndarray, low: float = 0.5, high: float = 99.5) -> tuple[float, float]:

@@ -55,6 +55,11 @@ def test_open_each_sample_file(make_napari_viewer, relpath, kind, shape, scale):
     np.testing.assert_allclose(layer.scale, scale)
     np.testing.assert_allclose(layer.translate, [0, 0, 0])
     assert "geometry" in layer.metadata
+    # named after the scan: a folder called "images" or "masks" takes its patient's name too
+    patient = relpath.split("/")[1]
+    expected = (f"{patient} {relpath.split('/')[-1]}" if relpath.startswith("lgg")
+                else relpath.split("/")[-1].removesuffix(".nii.gz"))
+    assert layer.name == expected
 
 
 def test_open_sample_menu_entries(make_napari_viewer):
