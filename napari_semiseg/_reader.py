@@ -23,6 +23,7 @@ from training.core.dicom import (
 from .io import (
     VOLUME_SUFFIXES,
     Geometry,
+    TimeSeriesError,
     Volume,
     VolumeReadError,
     case_name,
@@ -129,7 +130,14 @@ def read_layers(path, series: str | None = None) -> list[tuple]:
                 raise VolumeReadError(f"{p}: not opened, no series chosen (the folder holds "
                                       f"{len(found)}: {series_listing(found)})")
             series = chosen.uid
-    vol = read_volume(path, series=series)
+    try:
+        vol = read_volume(path, series=series)
+    except TimeSeriesError as e:  # a cine: one time point is one scan to segment
+        time_point = choose_time_point(p, e)
+        if time_point is None:
+            raise VolumeReadError(f"{p}: not opened, no time point chosen (the series has "
+                                  f"{e.time_points})") from None
+        vol = read_volume(path, series=series, time_point=time_point)
     if vol.is_labels:
         _check_against_open_images(vol)
     if vol.extra.get("not_labels"):  # the user expected labels: say why this is an image
@@ -161,6 +169,20 @@ def choose_series(folder: Path, series: list[SeriesInfo]) -> SeriesInfo | None:
                                     f"{folder.name} holds {len(series)} series. Open:",
                                     items, 0, False)
     return series[items.index(item)] if ok and item in items else None
+
+
+def choose_time_point(path: Path, error: TimeSeriesError) -> int | None:
+    """Ask which time point (from 1) of a 4-D scan to open; None if cancelled. Without a
+    running Qt application there is no one to ask: the scan is refused, saying why."""
+    from qtpy.QtWidgets import QApplication, QInputDialog
+
+    if QApplication.instance() is None:
+        raise error
+    value, ok = QInputDialog.getInt(
+        QApplication.activeWindow(), "Open a time point",
+        f"{path.name} is a time series of {error.time_points} time points; napari-semiseg "
+        f"segments one at a time. Open time point:", 1, 1, error.time_points, 1)
+    return int(value) if ok else None
 
 
 def read_dicom_file(path) -> list[tuple]:

@@ -21,6 +21,7 @@ from training.core.io import (
     DataError,
     Geometry,
     LabelShapeError,
+    TimeSeriesError,
     Volume,
     VolumeReadError,
     WriteError,
@@ -38,7 +39,8 @@ from training.core.io import read_volume as _read_volume
 
 __all__ = [
     "MAX_VOXELS", "NOT_ANNOTATED", "SLICE_SUFFIXES", "VOLUME_SUFFIXES", "WRITE_SUFFIXES",
-    "DataError", "Geometry", "LabelShapeError", "Volume", "VolumeReadError", "WriteError",
+    "DataError", "Geometry", "LabelShapeError", "TimeSeriesError", "Volume", "VolumeReadError",
+    "WriteError",
     "case_name", "check_labels_fit", "dicom_series_files", "has_suffix", "looks_like_label_path",
     "png_slices", "read_volume", "strip_suffix", "to_sitk", "write_volume",
 ]
@@ -58,16 +60,16 @@ def looks_like_label_path(path: str | os.PathLike) -> bool:
 
 
 def read_volume(path: str | os.PathLike, as_labels: bool | None = None,
-                series: str | None = None) -> Volume:
+                series: str | None = None, time_point: int | None = None) -> Volume:
     """:func:`training.core.io.read_volume`; ``as_labels=None`` decides from the name and dtype.
 
     A grey integer file named like a label map (``labels/``, ``*_seg.nrrd``) opens as labels
     when its values are those of a label map (0..254 plus 255 = not annotated); with other values
     it is a scan after all and opens as an image, unchanged, and ``vol.extra["not_labels"]``
     says why, for the reader to tell the user. ``series`` chooses one DICOM series of a folder
-    holding several.
+    holding several; ``time_point`` one time point of a 4-D scan.
     """
-    vol = _read_volume(path, as_labels=bool(as_labels), series=series)
+    vol = _read_volume(path, as_labels=bool(as_labels), series=series, time_point=time_point)
     if as_labels is None and looks_like_label_path(path):
         why = None
         if vol.rgb:

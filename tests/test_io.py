@@ -175,8 +175,36 @@ def test_4d_and_5d_volumes_are_refused(tmp_path, ndim):
     arr = np.zeros((2,) * (ndim - 3) + (3, 4, 5), np.float32)
     p = tmp_path / f"series{ndim}d.nii.gz"
     sitk.WriteImage(sitk.GetImageFromArray(arr, isVector=False), str(p))
-    with pytest.raises(VolumeReadError, match=f"{ndim}-D"):
+    what = "a time series of 2 time points" if ndim == 4 else f"{ndim}-D"
+    with pytest.raises(VolumeReadError, match=what):
         read_volume(p)
+
+
+def test_one_time_point_of_a_cine_reads_as_a_3d_scan_with_its_geometry(tmp_path):
+    from training.core.io import TimeSeriesError
+
+    cine = np.stack([np.full((3, 4, 5), t, np.float32) + np.arange(5) for t in range(6)])
+    img = sitk.GetImageFromArray(cine, isVector=False)  # (x, y, z, t) = (5, 4, 3, 6)
+    img.SetSpacing((1.25, 1.5, 8.0, 30.0))
+    img.SetOrigin((-10.0, 20.0, 5.0, 0.0))
+    p = tmp_path / "patient001_4d.nii.gz"
+    sitk.WriteImage(img, str(p))
+    with pytest.raises(TimeSeriesError, match="6 time points") as err:
+        read_volume(p)
+    assert err.value.time_points == 6
+    vol = read_volume(p, time_point=4)  # from 1, as the user counts
+    np.testing.assert_array_equal(vol.data, cine[3])
+    assert vol.geometry.spacing == (1.25, 1.5, 8.0)
+    assert vol.geometry.origin == (-10.0, 20.0, 5.0)
+    assert vol.geometry.source == ""  # not a file of its own: a session keeps its copy
+    assert vol.name == "patient001_4d t=4"
+    for bad in (0, 7):
+        with pytest.raises(VolumeReadError, match="time points 1 to 6"):
+            read_volume(p, time_point=bad)
+    flat = tmp_path / "flat.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(cine[0]), str(flat))
+    with pytest.raises(VolumeReadError, match="not a time series"):
+        read_volume(flat, time_point=1)
 
 
 def test_nan_and_inf_voxels_are_refused(tmp_path):

@@ -104,6 +104,42 @@ def test_anisotropic_scan_opens_with_scale_and_translate(make_napari_viewer, tmp
                                atol=1e-6)
 
 
+def test_a_cine_opens_the_time_point_the_user_picks_and_the_assistant_segments_it(
+        make_napari_viewer, qtbot, tmp_path, monkeypatch, disc_model):
+    import napari_semiseg._reader as reader_module
+    from napari_semiseg._widget import AssistantWidget
+
+    cine = np.stack([np.full((3, 24, 24), t, np.float32) for t in range(5)])
+    cine[:, :, 8:16, 8:16] += 10.0  # something to see
+    img = sitk.GetImageFromArray(cine, isVector=False)
+    img.SetSpacing((1.5, 1.5, 10.0, 40.0))
+    path = tmp_path / "patient001_4d.nii.gz"
+    sitk.WriteImage(img, str(path))
+    asked = []
+    monkeypatch.setattr(reader_module, "choose_time_point",
+                        lambda where, error: asked.append(error.time_points) or 2)
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(path), plugin=PLUGIN)
+    assert asked == [5]
+    np.testing.assert_array_equal(layer.data, cine[1])
+    assert layer.name == "patient001_4d t=2"
+    np.testing.assert_allclose(layer.scale, (10.0, 1.5, 1.5))
+    widget = AssistantWidget(viewer)
+    try:  # the time point is a scan the assistant works on: Predict gives its layers
+        widget.set_checkpoint(disc_model)
+        widget.predict()
+        qtbot.waitUntil(lambda: not widget.jobs.busy, timeout=60000)
+        s = widget.session
+        assert s.image_path is None and s.prediction.shape == (3, 24, 24)
+        assert viewer.layers["prediction"].data.shape == (3, 24, 24)
+    finally:
+        widget.bridge.close()
+    monkeypatch.setattr(reader_module, "choose_time_point", lambda where, error: None)
+    with pytest.raises(Exception, match="no time point chosen"):
+        viewer.open(str(path), plugin=PLUGIN)
+    assert len(viewer.layers) == 3  # nothing added: the scan, prediction and uncertainty
+
+
 def test_save_labels_through_napari_keeps_scan_geometry(make_napari_viewer, tmp_path, disc_scan):
     image, label = disc_scan
     img = sitk.GetImageFromArray(image)

@@ -292,3 +292,35 @@ def test_unlabelled_scans_are_the_ones_named_and_none_are_read_without_an_unlabe
     assert _train(dataset, tmp_path / "c.pt", "--unlabeled", "case03") == 0
     assert _train(dataset, tmp_path / "d.pt", "--unlabeled", "case01") != 0  # it is labelled
     assert "both labelled and unlabelled" in capsys.readouterr().err
+
+
+def test_predict_segments_one_time_point_of_a_cine(dataset, tmp_path, capsys):
+    model = tmp_path / "m.pt"
+    assert _train(dataset, model) == 0
+    scan = sitk.GetArrayFromImage(sitk.ReadImage(str(dataset / "images" / "case03.nii.gz")))
+    cine = np.stack([scan, scan[:, ::-1], scan])  # three time points, the second mirrored
+    img = sitk.GetImageFromArray(cine.astype(np.float32), isVector=False)
+    img.SetSpacing((0.8, 0.8, 3.0, 25.0))
+    path = tmp_path / "cine.nii.gz"
+    sitk.WriteImage(img, str(path))
+    capsys.readouterr()
+    err = _error(capsys, ["predict", "--model", str(model), "--input", str(path), "--output",
+                          str(tmp_path / "out.nii.gz"), "--device", "cpu"])
+    assert "time series of 3 time points" in err and "--time-point N" in err
+    assert not (tmp_path / "out.nii.gz").exists()
+    outs = []
+    for t in (1, 2):
+        out = tmp_path / f"t{t}.nii.gz"
+        assert main(["predict", "--model", str(model), "--input", str(path), "--output",
+                     str(out), "--time-point", str(t), "--device", "cpu"]) == 0
+        written = sitk.ReadImage(str(out))
+        assert written.GetDimension() == 3 and written.GetSize() == img.GetSize()[:3]
+        assert np.allclose(written.GetSpacing(), (0.8, 0.8, 3.0))
+        outs.append(sitk.GetArrayFromImage(written))
+    # time point 1 is the scan itself: segmented as the scan alone is
+    alone = tmp_path / "alone.nii.gz"
+    assert main(["predict", "--model", str(model), "--input",
+                 str(dataset / "images" / "case03.nii.gz"), "--output", str(alone),
+                 "--device", "cpu"]) == 0
+    np.testing.assert_array_equal(outs[0], sitk.GetArrayFromImage(sitk.ReadImage(str(alone))))
+    assert not np.array_equal(outs[1], outs[0])  # and time point 2 is another image

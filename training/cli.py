@@ -180,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="FILE or DIR; FILE.dcm writes a DICOM-SEG onto the input's DICOM series")
     p.add_argument("--series", default=None, metavar="NUMBER|DESCRIPTION|UID",
                    help="which DICOM series of an input folder that holds several")
+    p.add_argument("--time-point", type=int, default=None, metavar="N",
+                   help="which time point (from 1) of a 4-D input (a cine MRI) to segment")
     p.add_argument("--uncertainty", default=None)
     p.add_argument("--mc", type=int, default=0, help="MC-dropout samples")
     p.add_argument("--cam", default=None, metavar="FILE_OR_DIR",
@@ -773,7 +775,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                               f"its network was trained at); it cannot predict")
     channels = model_channels(meta)
     for f, outs in plan:  # refuse a bad input before hours of predicting, with nothing written
-        arr, ref = read_image(f, series=args.series, channels=channels)
+        arr, ref = read_image(f, series=args.series, channels=channels,
+                              time_point=args.time_point)
         if outs[0][1].name.lower().endswith(SEG_SUFFIX):
             from training.core.dicom_seg import check_writable
 
@@ -782,7 +785,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     # bad file midway leaves every earlier output as it was (no half old, half new folder)
     with StagedWrites() as staged:
         for f, outs in plan:
-            arr, ref = read_image(f, series=args.series, channels=channels)
+            arr, ref = read_image(f, series=args.series, channels=channels,
+                                  time_point=args.time_point)
             res = predict_volume(model, meta, arr, mc_samples=args.mc, device=device,
                                  probabilities=False, clean_up=not args.no_clean_up)
             for what, path in outs:

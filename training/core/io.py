@@ -414,8 +414,17 @@ def _read_png_stack(folder: Path, pngs: list[Path]) -> sitk.Image:
         raise VolumeReadError(f"{folder}: PNG stack is unreadable ({_reason(e, folder)})") from e
 
 
+class TimeSeriesError(VolumeReadError):
+    """A 4-D scan (a cine MRI, a perfusion series) read without saying which time point."""
+
+    def __init__(self, message: str, time_points: int):
+        super().__init__(message)
+        self.time_points = time_points
+
+
 def read_volume(path: str | os.PathLike, as_labels: bool = False, series: str | None = None,
-                like: tuple[tuple[int, ...], Geometry] | None = None) -> Volume:
+                like: tuple[tuple[int, ...], Geometry] | None = None,
+                time_point: int | None = None) -> Volume:
     """Read a scan (file, DICOM folder or PNG slice folder) as a (z, y, x) array with geometry.
 
     Raises :class:`VolumeReadError` with the file and the reason for anything that is not a
@@ -425,11 +434,26 @@ def read_volume(path: str | os.PathLike, as_labels: bool = False, series: str | 
     ``series`` chooses one DICOM series of a folder holding several (``extra["dicom_series"]``
     says which was read). A DICOM-SEG file is a label map: read onto ``like`` (the shape and
     geometry of its scan) when given, else on its own frames (:mod:`training.core.dicom_seg`).
+    ``time_point`` (from 1) reads that time point of a 4-D scan as a 3-D one; it is not a file
+    of its own, so its geometry names no source, and its name says which time point it is.
+    A 4-D scan read without one raises :class:`TimeSeriesError`.
     """
     path = Path(path)
     if _is_seg(path):
         return _read_seg_volume(path, as_labels, like)
     img = _read_sitk(path, series)
+    dim = img.GetDimension()
+    if dim == 4 and img.GetNumberOfComponentsPerPixel() == 1:
+        n = img.GetSize()[3]
+        if time_point is None:
+            raise TimeSeriesError(
+                f"{path}: a time series of {n} time points (size {img.GetSize()}); "
+                f"napari-semiseg segments one 3-D scan at a time: open one time point "
+                f"(napari asks which; semiseg predict takes --time-point N)", n)
+        img = _time_point(img, time_point, path)
+    elif time_point is not None:
+        raise VolumeReadError(f"{path}: time point {time_point} asked for, but the scan is "
+                              f"{dim}-D, not a time series")
     dim = img.GetDimension()
     if dim > 3:
         raise VolumeReadError(
@@ -459,7 +483,7 @@ def read_volume(path: str | os.PathLike, as_labels: bool = False, series: str | 
                 f"{path}: {int(bad.sum()):,} voxels are NaN or Inf; fix or mask them before "
                 f"segmenting"
             )
-    geometry = Geometry.of(img, str(path.resolve()))
+    geometry = Geometry.of(img, "" if time_point is not None else str(path.resolve()))
     if as_labels:
         if rgb:
             raise LabelShapeError(f"{path}: a label map must have one value per voxel, "
@@ -467,8 +491,24 @@ def read_volume(path: str | os.PathLike, as_labels: bool = False, series: str | 
         data = label_values(data, str(path), png_binary=is_png(path))
     extra = ({"dicom_series": img.GetMetaData(DICOM_SERIES_KEY)}
              if img.HasMetaDataKey(DICOM_SERIES_KEY) else {})
+    name = case_name(path) + (f" t={time_point}" if time_point is not None else "")
     return Volume(data=data, geometry=geometry, is_labels=bool(as_labels), rgb=rgb,
-                  name=case_name(path), extra=extra)
+                  name=name, extra=extra)
+
+
+def _time_point(img: sitk.Image, time_point: int, path: Path) -> sitk.Image:
+    """Time point ``time_point`` (from 1) of a 4-D image, as a 3-D image with its geometry."""
+    n = img.GetSize()[3]
+    if not 1 <= time_point <= n:
+        raise VolumeReadError(f"{path}: time point {time_point} asked for; the series has "
+                              f"time points 1 to {n}")
+    size = [*img.GetSize()[:3], 0]
+    try:
+        return sitk.Extract(img, size, [0, 0, 0, time_point - 1],
+                            sitk.ExtractImageFilter.DIRECTIONCOLLAPSETOSUBMATRIX)
+    except RuntimeError as e:  # a direction that mixes space and time
+        raise VolumeReadError(f"{path}: time point {time_point} cannot be taken out as a 3-D "
+                              f"scan ({_reason(e, path)})") from e
 
 
 def _is_seg(path: Path) -> bool:
@@ -558,12 +598,12 @@ def rgb_channels(array: np.ndarray) -> np.ndarray:
 
 
 def read_image(path: str | os.PathLike, series: str | None = None,
-               channels: int = 1) -> tuple[np.ndarray, Geometry]:
+               channels: int = 1, time_point: int | None = None) -> tuple[np.ndarray, Geometry]:
     """A scan as the networks see it: grey (z, y, x) array (2-D -> one slice) and geometry.
     ``series`` chooses one DICOM series of a folder holding several. ``channels`` > 1 is for a
     model that reads every channel of an RGB scan: (z, y, x, channels), refused for a scan
-    with other channels."""
-    vol = read_volume(path, series=series)
+    with other channels. ``time_point``: that time point of a 4-D scan (:func:`read_volume`)."""
+    vol = read_volume(path, series=series, time_point=time_point)
     if channels > 1:
         have = min(int(vol.data.shape[-1]), 3) if vol.rgb else 1
         if have != channels:
