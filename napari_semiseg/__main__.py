@@ -42,7 +42,8 @@ def open_viewer(args: argparse.Namespace):
     from ._widget import dock_assistant
 
     widget = dock_assistant(viewer)
-    QApplication.processEvents()  # let the window take its size and the dock its width
+    for _ in range(5):  # let the window take its size and the dock its width
+        QApplication.processEvents()
     viewer.reset_view()  # then fit the scan to the canvas that is left (fitted before the
     # dock, the left-atrium sample opened at 1.6x, cut off at both sides)
     if not args.no_predict and widget._selected_image() is not None:
