@@ -143,8 +143,10 @@ class DockLayout(QWidget):
         self.uncertain_list.setMaximumHeight(90)
         self.uncertain_list.setToolTip("Ranked by the uncertainty summed near the structure on "
                                        "the slice, times its distance to your nearest labelled "
-                                       "slice. On a New model's first scan, with the "
-                                       "structure's ends painted, the middles of the widest "
+                                       "slice; with \"Structure ends at outer painted "
+                                       "slices\" ticked, only the slices between them. On a "
+                                       "New model's first scan, with the structure's ends "
+                                       "painted, the middles of the widest "
                                        "gaps between painted slices come first, until five "
                                        "are painted. The figure is a slice's score as a share "
                                        "of the most unsure listed one's. Click a line to go "

@@ -46,6 +46,7 @@ from training.interactive.loop import (
     largest_section,
     limit_to_extent,
     rank_uncertain_slices,
+    retrain_extent,
     slice_index,
     split_held_back,
 )
@@ -453,18 +454,25 @@ class Session(SessionFiles):
         uncertainty near it, then the others
         (:func:`training.interactive.loop.rank_uncertain_slices`). ``within_ends``: the outer
         labelled slices are the structure's ends (the dock's "Structure ends at outer painted
-        slices"); then, on a scan that started from an untrained New model, the middles of the
-        longest runs between labelled slices come first until ``SUGGEST_SPREAD_UNTIL`` slices
-        are labelled (:meth:`gaps_to_fill`)."""
+        slices"); then only slices between those ends are suggested (once two painted slices
+        show the structure, as a Retrain keeps within them), and on a scan that started from
+        an untrained New model, the middles of the longest runs between labelled slices come
+        first until ``SUGGEST_SPREAD_UNTIL`` slices are labelled (:meth:`gaps_to_fill`)."""
         axis = self.settings.axis if axis is None else axis
         if self.uncertainty is None:
             raise SessionError("no uncertainty map yet: run Predict first")
-        return rank_uncertain_slices(self.uncertainty, sorted(self.labelled[axis]), axis,
-                                     prediction=self.prediction, coverage=SUGGEST_COVERAGE,
-                                     per_slice=SUGGEST_PER_SLICE,
-                                     main_structure=SUGGEST_MAIN_STRUCTURE,
-                                     start_at_body=SUGGEST_BODY_FIRST,
-                                     spread_until=self._spread_until(within_ends))
+        ranked = rank_uncertain_slices(self.uncertainty, sorted(self.labelled[axis]), axis,
+                                       prediction=self.prediction, coverage=SUGGEST_COVERAGE,
+                                       per_slice=SUGGEST_PER_SLICE,
+                                       main_structure=SUGGEST_MAIN_STRUCTURE,
+                                       start_at_body=SUGGEST_BODY_FIRST,
+                                       spread_until=self._spread_until(within_ends))
+        ends = retrain_extent(self.user_labels, axis) if within_ends else None
+        if ends is not None:  # the structure ends there: nothing beyond is worth a look (the
+            # effort benchmark suggests within them too)
+            inside = [r for r in ranked if ends[0] <= r[0] <= ends[1]]
+            ranked = inside or ranked
+        return ranked
 
     def gaps_to_fill(self, axis: int | None = None, within_ends: bool = False
                      ) -> dict[int, tuple[int, int]]:

@@ -461,3 +461,25 @@ def test_how_right_the_model_was_where_the_user_painted():
     assert s.model_agreement(0, 2) == 1.0
     # the layer shows the user's slice, while the model's own is kept for the comparison
     np.testing.assert_array_equal(s.prediction[1], truth[1])
+
+
+def test_with_the_ends_box_ticked_only_slices_between_the_painted_ends_are_suggested(
+        disc_model):
+    shape = (12, 16, 16)
+    pred = np.zeros(shape, np.uint8)
+    pred[2:10, 4:12, 4:12] = 1
+    unc = np.full(shape, 0.1, np.float32)
+    unc[[0, 1, 10, 11]] = 0.9  # noisy empty slices beyond the structure
+    s = Session(np.zeros(shape, np.float32), prediction=pred)
+    s.add_version(disc_model, note="start")
+    s.merge_prediction(pred, uncertainty=unc)
+    s.accept_slice(0, 3)
+    assert len(s.ranked_uncertain_slices(within_ends=True)) == 11  # one end: none known yet
+    s.accept_slice(0, 8)  # the structure's ends, as the user paints them
+    assert sorted(i for i, _ in s.ranked_uncertain_slices(within_ends=True)) == [4, 5, 6, 7]
+    assert len(s.ranked_uncertain_slices()) == 10  # unticked: every unlabelled slice
+    for z in (4, 5, 6, 7):
+        s.accept_slice(0, z)
+    # nothing left between the ends: the rest is listed rather than nothing
+    assert sorted(i for i, _ in s.ranked_uncertain_slices(within_ends=True)) == [0, 1, 2, 9,
+                                                                                   10, 11]
