@@ -29,6 +29,7 @@ from .io import (
     case_name,
     check_labels_fit,
     has_suffix,
+    one_value_note,
     png_slices,
     read_volume,
 )
@@ -140,16 +141,13 @@ def read_layers(path, series: str | None = None) -> list[tuple]:
         vol = read_volume(path, series=series, time_point=time_point)
     if vol.is_labels:
         _check_against_open_images(vol)
-    if vol.extra.get("not_labels"):  # the user expected labels: say why this is an image
+    note = vol.extra.get("not_labels")  # the user expected labels: say why this is an image
+    if note is None and not vol.is_labels and (blank := one_value_note(vol.data)):
+        note = f"{p.name}: {blank}"
+    if note:
         from napari.utils.notifications import show_warning
 
-        show_warning(vol.extra["not_labels"])
-    elif not vol.is_labels and vol.data.size and vol.data.min() == vol.data.max():
-        from napari.utils.notifications import show_warning
-
-        # a failed export often leaves a scan of zeros: it opens black and predicts nothing
-        show_warning(f"{p.name}: every voxel holds the same value ({vol.data.flat[0]}): there "
-                     f"is nothing to segment. Is it the right file?")
+        show_warning(note)
     return [volume_layer_data(vol)]
 
 

@@ -31,6 +31,7 @@ from training.core.io import (
     has_suffix,
     is_png,
     label_values,
+    one_value_note,
     png_slices,
     to_sitk,
     write_volume,
@@ -42,7 +43,7 @@ __all__ = [
     "DataError", "Geometry", "LabelShapeError", "TimeSeriesError", "Volume", "VolumeReadError",
     "WriteError",
     "case_name", "check_labels_fit", "dicom_series_files", "has_suffix", "looks_like_label_path",
-    "png_slices", "read_volume", "strip_suffix", "to_sitk", "write_volume",
+    "one_value_note", "png_slices", "read_volume", "strip_suffix", "to_sitk", "write_volume",
 ]
 
 LABEL_HINTS = ("label", "labels", "seg", "segmentation", "mask", "masks")

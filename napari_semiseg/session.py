@@ -461,18 +461,19 @@ class Session(SessionFiles):
         axis = self.settings.axis if axis is None else axis
         if self.uncertainty is None:
             raise SessionError("no uncertainty map yet: run Predict first")
-        ranked = rank_uncertain_slices(self.uncertainty, sorted(self.labelled[axis]), axis,
-                                       prediction=self.prediction, coverage=SUGGEST_COVERAGE,
-                                       per_slice=SUGGEST_PER_SLICE,
-                                       main_structure=SUGGEST_MAIN_STRUCTURE,
-                                       start_at_body=SUGGEST_BODY_FIRST,
-                                       spread_until=self._spread_until(within_ends))
+        def rank(within: tuple[int, int] | None) -> list[tuple[int, float]]:
+            return rank_uncertain_slices(self.uncertainty, sorted(self.labelled[axis]), axis,
+                                         prediction=self.prediction, coverage=SUGGEST_COVERAGE,
+                                         per_slice=SUGGEST_PER_SLICE,
+                                         main_structure=SUGGEST_MAIN_STRUCTURE,
+                                         start_at_body=SUGGEST_BODY_FIRST,
+                                         spread_until=self._spread_until(within_ends),
+                                         within=within)
+
+        # the structure ends at the painted ends: nothing beyond is worth a look, unless
+        # nothing unlabelled is left between them
         ends = retrain_extent(self.user_labels, axis) if within_ends else None
-        if ends is not None:  # the structure ends there: nothing beyond is worth a look (the
-            # effort benchmark suggests within them too)
-            inside = [r for r in ranked if ends[0] <= r[0] <= ends[1]]
-            ranked = inside or ranked
-        return ranked
+        return (rank(ends) if ends is not None else []) or rank(None)
 
     def gaps_to_fill(self, axis: int | None = None, within_ends: bool = False
                      ) -> dict[int, tuple[int, int]]:

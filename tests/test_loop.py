@@ -294,3 +294,13 @@ def test_slice_agreement_is_the_dice_between_what_was_shown_and_painted():
     assert slice_agreement(nothing, painted) == 0.0
     with pytest.raises(ValueError, match="shapes differ"):
         slice_agreement(painted[:4], painted)
+
+
+def test_ranking_within_the_painted_ends_leaves_out_the_slices_beyond():
+    from training.interactive.loop import rank_uncertain_slices
+
+    unc = np.full((10, 8, 8), 0.1, np.float32)
+    unc[[0, 9]] = 0.9  # most unsure beyond the ends
+    ranked = rank_uncertain_slices(unc, [2, 7], 0, within=(2, 7))
+    assert sorted(i for i, _ in ranked) == [3, 4, 5, 6]
+    assert {0, 9} <= {i for i, _ in rank_uncertain_slices(unc, [2, 7], 0)}

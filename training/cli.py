@@ -28,6 +28,7 @@ from training.core.io import (
     Geometry,
     WriteError,
     case_name,
+    one_value_note,
     read_image,
     read_labels,
     write_like,
@@ -804,9 +805,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 except WriteError as e:  # name the output the user asked for, not the stage
                     raise WriteError(f"{str(e).replace(str(target), str(path))}; no output was "
                                      f"changed") from e
-            note = ("" if np.ptp(arr) > 0 else " (warning: every voxel holds the same value: "
-                    "nothing to segment; is it the right file?)")
-            print(f"{f.name}: predicted{note}", file=sys.stderr)
+            note = one_value_note(arr)
+            print(f"{f.name}: predicted" + (f" (warning: {note})" if note else ""),
+                  file=sys.stderr)
         for path in staged.commit():
             print(f"wrote {path}", file=sys.stderr)
     return 0

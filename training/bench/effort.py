@@ -122,8 +122,9 @@ def _next_slice(truth: np.ndarray, painted: Sequence[int], prediction: np.ndarra
                                    main_structure=suggest["main_structure"],
                                    start_at_body=suggest["body_first"],
                                    # the gaps between painted ends (none known: no gaps)
-                                   spread_until=suggest["spread_until"] if extent else 0)
-    return next((int(z) for z, *_ in ranked if inside(int(z))), None)
+                                   spread_until=suggest["spread_until"] if extent else 0,
+                                   within=extent)
+    return int(ranked[0][0]) if ranked else None
 
 
 def learning_effort(

@@ -496,6 +496,16 @@ def read_volume(path: str | os.PathLike, as_labels: bool = False, series: str | 
                   name=name, extra=extra)
 
 
+def one_value_note(data: np.ndarray) -> str | None:
+    """What to tell the user about a scan of one value everywhere (a failed export often leaves
+    zeros: it shows black and predicts nothing); None for any other scan."""
+    data = np.asarray(data)
+    if data.size and data.min() == data.max():
+        return (f"every voxel holds the same value ({data.flat[0]}): there is nothing to "
+                f"segment. Is it the right file?")
+    return None
+
+
 def _time_point(img: sitk.Image, time_point: int, path: Path) -> sitk.Image:
     """Time point ``time_point`` (from 1) of a 4-D image, as a 3-D image with its geometry."""
     n = img.GetSize()[3]

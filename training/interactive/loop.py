@@ -147,6 +147,7 @@ def rank_uncertain_slices(
     main_structure: bool = False,
     start_at_body: bool = False,
     spread_until: int = 0,
+    within: tuple[int, int] | None = None,
 ) -> list[tuple[int, float]]:
     """Slices along ``axis`` by decreasing mean uncertainty, leaving out labelled ones.
 
@@ -169,8 +170,9 @@ def rank_uncertain_slices(
     while 2 to ``spread_until`` - 1 slices are labelled (the structure's ends among them), the
     middle of the longest run of unlabelled slices between two labelled ones comes first (the
     next longest next; equal runs by their middle's score): painted ends, middle and quarters
-    are the evenly spaced slices where interpolation between them is surest. Ties keep slice
-    order, so the ranking is deterministic.
+    are the evenly spaced slices where interpolation between them is surest. ``within``: only
+    the slices from its first to its last (the structure's painted ends, as a Retrain keeps
+    within them). Ties keep slice order, so the ranking is deterministic.
     """
     u = np.asarray(uncertainty, dtype=np.float64)
     axis = _check_axis(u, axis)
@@ -198,6 +200,8 @@ def rank_uncertain_slices(
     if 2 <= flags.sum() < spread_until:
         first = gap_middles(flags, value)
         ranked.sort(key=lambda r: first.get(r[0], len(first)))  # stable: the rest as ranked
+    if within is not None:
+        ranked = [r for r in ranked if within[0] <= r[0] <= within[1]]
     return ranked
 
 
