@@ -634,3 +634,33 @@ def test_another_seed_repeats_the_run_with_other_training_seeds(tmp_path, monkey
     with pytest.raises(SystemExit):
         main(["benchmark", "effort", "--help"])
     assert "--seed" in capsys.readouterr().out
+
+
+def test_a_scan_from_a_taught_model_can_retrain_without_the_shape_prior(tmp_path, monkeypatch):
+    from test_training_synth import blob_volume
+
+    import training.bench.effort as effort
+    import training.interactive.retrain as retrain
+
+    priors = []
+    real = retrain.finetune
+
+    def spy(*args, prior=None, **kw):
+        priors.append(prior)
+        return real(*args, prior=prior, **kw)
+
+    monkeypatch.setattr(retrain, "finetune", spy)
+    cases = [(f"scan{i}", *blob_volume(i)) for i in range(2)]
+    for taught, expected in ((None, ["interpolation"] * 2), ("none", ["interpolation", None])):
+        priors.clear()
+        effort.effort_benchmark(cases, ["bg", "disc", "square"], 1.01, k_max=1, steps=2,
+                                prior="interpolation", prior_taught=taught, labeled_bs=2,
+                                unlabeled_bs=0, work_dir=tmp_path)
+        assert priors == expected  # scan 1 from scratch, scan 2 from the model scan 1 taught
+
+
+def test_prior_taught_needs_a_prior(tmp_path, capsys):
+    data = write_dataset(tmp_path / "d", n=2)
+    assert main(["benchmark", "effort", "--data", str(data), "--cases", "1", "--target", "0.9",
+                 "--prior-taught", "none", "--out", str(tmp_path / "e.md")]) == 2
+    assert "give --prior" in capsys.readouterr().err

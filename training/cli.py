@@ -305,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "instead of the split's first ones")
     ef.add_argument("--prior", default=None, choices=["interpolation"],
                     help="also train on the interpolation between painted slices")
+    ef.add_argument("--prior-taught", default=None, choices=["interpolation", "none"],
+                    help="with --prior: the prior on a scan that starts from a model already "
+                         "taught (default: --prior on every scan)")
     ef.add_argument("--fuse-weight", type=float, default=None, metavar="W",
                     help="blend predictions with the interpolation (network share W), as the "
                          "plugin's New model does with W = 0.3")

@@ -186,6 +186,8 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise DataError("--consolidate trains on finished scans: it needs --replay finished")
     if args.finished_kept is not None and (args.replay != "finished" or args.finished_kept < 1):
         raise DataError("--finished-kept N: N >= 1, with --replay finished")
+    if args.prior_taught is not None and not args.prior:
+        raise DataError("--prior-taught changes --prior on later scans: give --prior")
     if args.taught_lr is not None and not args.taught_lr > 0:
         raise DataError(f"--taught-lr must be above 0, not {args.taught_lr}")
     if args.fuse_weight_right is not None and args.fuse_weight is None:
@@ -302,6 +304,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
                             fuse_weight_right=args.fuse_weight_right,
                             taught_lr=args.taught_lr,
                             share_from_painted=args.fuse_weight_from_painted,
+                            prior_taught=args.prior_taught,
                             seed=args.seed, **extra)
     header = _header(
         "Annotation effort: assistant vs interpolation", argv,
@@ -317,7 +320,9 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
            if args.judge_taught else "") +
         f"{args.method}, {args.steps} steps"
         f"{f', learning rate {args.taught_lr:g} from a taught model' if args.taught_lr else ''}"
-        f", prior {args.prior or 'none'}, fused with the fill "
+        f", prior {args.prior or 'none'}"
+        f"{f' ({args.prior_taught} on a scan from a taught model)' if args.prior_taught else ''}"
+        f", fused with the fill "
         f"between painted slices (registered): {args.fuse_weight or 'no'}"
         f"{_taught_note(args.fuse_weight_taught)}"
         + (f" ({args.fuse_weight_right:g} where the model had the middle slice right)"

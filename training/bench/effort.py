@@ -161,6 +161,7 @@ def learning_effort(
     fuse_weight_right: float | None = None,
     taught_lr: float | None = None,
     share_from_painted: bool = False,
+    prior_taught: str | None = None,
     **config: Any,
 ) -> tuple[Row, str | None]:
     """Paint-and-retrain on one scan until ``target``; returns (row, the model to go on with).
@@ -192,6 +193,8 @@ def learning_effort(
     ``share_from_painted``: each Retrain reads the blend's share off this scan's painted slices
     that the network had not trained on (:mod:`training.interactive.blend_share`);
     ``fuse_weight`` where there are none yet.
+    ``prior_taught``: the shape prior (``config["prior"]``) of a Retrain on a scan that starts
+    from a model already taught ("none": without it; None: as on every scan).
     """
     from dataclasses import replace
 
@@ -213,6 +216,8 @@ def learning_effort(
     # Retrain shows the network, or its blend with the interpolation between the trained slices
     if fuse_weight is not None and fuse_weight_taught is not None and _taught(model):
         fuse_weight = fuse_weight_taught
+    if prior_taught is not None and _taught(model):
+        config = {**config, "prior": None if prior_taught == "none" else prior_taught}
     shown = Shown(fuse_weight=fuse_weight, ends=ends, main_piece=main_piece, device=device,
                   share_from_painted=share_from_painted)
     evidence: list = []  # per painted slice: Dice of the blend at each share
@@ -363,6 +368,7 @@ def effort_benchmark(
     fuse_weight_right: float | None = None,
     taught_lr: float | None = None,
     share_from_painted: bool = False,
+    prior_taught: str | None = None,
     seed: int = 0,
     **config: Any,
 ) -> list[Row]:
@@ -417,7 +423,8 @@ def effort_benchmark(
                     fuse_weight_taught=fuse_weight_taught,
                     anchor_with_finished=anchor_with_finished,
                     fuse_weight_right=fuse_weight_right, taught_lr=taught_lr,
-                    share_from_painted=share_from_painted, **config)
+                    share_from_painted=share_from_painted, prior_taught=prior_taught,
+                    **config)
             finished = row.pop("segmentation", None)
             if replay == "finished" and finished is not None:
                 earlier.append((image, np.asarray(finished, dtype=np.uint8)))
