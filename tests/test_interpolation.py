@@ -132,6 +132,25 @@ def test_soft_interpolation_and_fusion():
     assert (fuse_with_interpolation(blind, sparse, weight=1.0) == 0).all()
 
 
+def test_the_blend_is_unsure_where_the_network_and_the_fill_disagree():
+    from training.engine.inference import entropy_map
+    from training.interactive.loop import shape_prior_prediction, shape_prior_with_uncertainty
+
+    truth = _cone()
+    sparse = np.full(truth.shape, IGNORE_INDEX, np.uint8)
+    sparse[[2, 18]] = truth[[2, 18]]
+    # a network sure of the truth on slices 3-9 and sure there is nothing on 10-17
+    sure = np.stack([1.0 - truth, truth]).astype(np.float32)
+    sure[:, 10:18] = np.stack([np.ones(truth.shape), np.zeros(truth.shape)])[:, 10:18]
+    shown, unc = shape_prior_with_uncertainty(sure, sparse, 0.3)
+    assert (shown == shape_prior_prediction(sure, sparse, 0.3)).all()
+    assert entropy_map(sure).max() < 1e-6  # the network alone is sure everywhere
+    inside = truth == 1
+    agree, disagree = unc[3:10][inside[3:10]].mean(), unc[10:18][inside[10:18]].mean()
+    assert disagree > 0.6 and disagree > 1.5 * agree  # agreeing, unsure only near the outline
+    assert unc[:2].max() < 1e-6  # outside the painted range: the network's own
+
+
 def test_where_a_structure_ends_between_painted_slices_can_be_left_to_the_network():
     from training.interactive.interpolation import (
         fuse_with_interpolation,

@@ -97,3 +97,27 @@ def test_what_the_user_sees_after_a_retrain_uses_every_painted_slice_held_back_o
     assert ends_only.kept_prediction is None  # nothing held back: nothing else to show
     ends_dice = mean_dice(ends_only.prediction[between], truth[between])
     assert min(seen) > 0.7 and min(seen) > ends_dice + 0.4, (seen, ends_dice)
+
+
+def test_the_uncertainty_of_what_is_shown_counts_where_the_fill_and_the_network_disagree():
+    from training.interactive.loop import sparse_labels
+    from training.interactive.retrain import Shown
+
+    z, y, x = np.ogrid[:21, :32, :32]
+    truth = ((y - 16) ** 2 + (x - 16) ** 2 <= 64).repeat(21, axis=0).astype(np.uint8)
+    # the network is sure there is nothing; the painted slices 2 and 18 show a disc
+    probs = np.stack([np.ones(truth.shape), np.zeros(truth.shape)]).astype(np.float32)
+    res = {"labels": np.zeros(truth.shape, np.uint8), "probabilities": probs,
+           "uncertainty": np.zeros(truth.shape, np.float32)}
+    painted = sparse_labels(truth, [2, 18])
+    network_only = Shown(fuse_weight=0.3, uncertainty_of_shown=False)
+    shown, unc = network_only.show_with_uncertainty(res, painted)
+    assert unc is res["uncertainty"] and (shown == network_only.show(res, painted)).all()
+    of_shown = Shown(fuse_weight=0.3, uncertainty_of_shown=True)
+    shown2, unc2 = of_shown.show_with_uncertainty(res, painted)
+    assert (shown2 == shown).all()  # what is shown does not change, only where it is unsure
+    assert unc2[10][truth[10] == 1].min() > 0.5  # the fill says disc, the network nothing
+    far = ((y - 16) ** 2 + (x - 16) ** 2 > 256)[0]  # 8 px beyond the disc: both say nothing
+    assert unc2[10][far].max() < 0.1
+    assert Shown(uncertainty_of_shown=True).show_with_uncertainty(res, painted)[1] is \
+        res["uncertainty"]  # no blend: the network's own

@@ -305,6 +305,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
                             taught_lr=args.taught_lr,
                             share_from_painted=args.fuse_weight_from_painted,
                             prior_taught=args.prior_taught,
+                            uncertainty_of_shown=_of_shown(args),
                             seed=args.seed, **extra)
     header = _header(
         "Annotation effort: assistant vs interpolation", argv,
@@ -345,6 +346,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"held-back judgement of each Retrain: {judging}; suggestions weighted by distance "
         f"to the painted slices with power {coverage:g}, slice score: {per_slice} "
         f"uncertainty near the structure"
+        f"{' (of the blend shown)' if args.fuse_weight and _of_shown(args) else ''}"
         f"{' (its main 3-D piece only)' if main else ''}"
         f"{'; on a scan with nothing painted, its largest section first' if body_first else ''}"
         + (f"; between painted ends, the middle of the longest unpainted run first until "
@@ -376,3 +378,10 @@ def _cmd_benchmark_weak(args: argparse.Namespace, argv: Sequence[str]) -> int:
         Path(args.table).write_text(table, encoding="utf-8")
     print(table)
     return 0
+
+
+def _of_shown(args: argparse.Namespace) -> bool:
+    """Whether the suggestions read the uncertainty of the blend shown (--suggest-from)."""
+    from training.interactive.retrain import UNCERTAINTY_OF_SHOWN
+
+    return UNCERTAINTY_OF_SHOWN if args.suggest_from is None else args.suggest_from == "shown"

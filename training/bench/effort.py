@@ -162,6 +162,7 @@ def learning_effort(
     taught_lr: float | None = None,
     share_from_painted: bool = False,
     prior_taught: str | None = None,
+    uncertainty_of_shown: bool | None = None,
     **config: Any,
 ) -> tuple[Row, str | None]:
     """Paint-and-retrain on one scan until ``target``; returns (row, the model to go on with).
@@ -219,7 +220,9 @@ def learning_effort(
     if prior_taught is not None and _taught(model):
         config = {**config, "prior": None if prior_taught == "none" else prior_taught}
     shown = Shown(fuse_weight=fuse_weight, ends=ends, main_piece=main_piece, device=device,
-                  share_from_painted=share_from_painted)
+                  share_from_painted=share_from_painted,
+                  **({} if uncertainty_of_shown is None
+                     else {"uncertainty_of_shown": uncertainty_of_shown}))
     evidence: list = []  # per painted slice: Dice of the blend at each share
     seen: set[int] = set()  # this scan's slices the current model trained on, or was judged by
     shares: list[float] = []
@@ -369,6 +372,7 @@ def effort_benchmark(
     taught_lr: float | None = None,
     share_from_painted: bool = False,
     prior_taught: str | None = None,
+    uncertainty_of_shown: bool | None = None,
     seed: int = 0,
     **config: Any,
 ) -> list[Row]:
@@ -424,7 +428,7 @@ def effort_benchmark(
                     anchor_with_finished=anchor_with_finished,
                     fuse_weight_right=fuse_weight_right, taught_lr=taught_lr,
                     share_from_painted=share_from_painted, prior_taught=prior_taught,
-                    **config)
+                    uncertainty_of_shown=uncertainty_of_shown, **config)
             finished = row.pop("segmentation", None)
             if replay == "finished" and finished is not None:
                 earlier.append((image, np.asarray(finished, dtype=np.uint8)))

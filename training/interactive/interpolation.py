@@ -221,10 +221,19 @@ def fuse_with_interpolation(network_probs: np.ndarray, labels: np.ndarray, weigh
     the painted slices where it covers (``weight`` = the network's share); the network alone
     elsewhere. The shape prior keeps a young model on the user's outline; the image decides
     the rest. ``filled``: see :func:`interpolation_probabilities`."""
+    return fused_probabilities(network_probs, labels, weight, axis, softness, ends,
+                               filled).argmax(0).astype(np.uint8)
+
+
+def fused_probabilities(network_probs: np.ndarray, labels: np.ndarray, weight: float = 0.5,
+                        axis: int = 0, softness: float = 2.0, ends: str | None = None,
+                        filled: np.ndarray | None = None) -> np.ndarray:
+    """The class probabilities (C, ...) whose argmax :func:`fuse_with_interpolation` shows:
+    ``weight`` x the network's + the rest x the soft fill where it covers, the network's
+    elsewhere. Their entropy is high where the two disagree."""
     prior, covered = interpolation_probabilities(labels, network_probs.shape[0], axis, softness,
                                                  ends, filled)
     shape = [1] * network_probs.ndim
     shape[axis + 1] = -1
     mask = covered.reshape(shape)
-    fused = np.where(mask, weight * network_probs + (1 - weight) * prior, network_probs)
-    return fused.argmax(0).astype(np.uint8)
+    return np.where(mask, weight * network_probs + (1 - weight) * prior, network_probs)

@@ -330,11 +330,26 @@ def shape_prior_prediction(network_probs: np.ndarray, labels: np.ndarray, weight
     outlines of another fill, e.g. the registered one), then, with
     ``main_piece``, only
     its main 3-D piece and the pieces on painted slices (:func:`keep_main_structure`)."""
-    from training.interactive.interpolation import fuse_with_interpolation
+    return shape_prior_with_uncertainty(network_probs, labels, weight, axis, ends, main_piece,
+                                        filled)[0]
 
-    fused = fuse_with_interpolation(network_probs, labels, weight=weight, axis=axis, ends=ends,
-                                    filled=filled)
-    return keep_main_structure(fused, labels, axis) if main_piece else fused
+
+def shape_prior_with_uncertainty(network_probs: np.ndarray, labels: np.ndarray, weight: float,
+                                 axis: int = 0, ends: str | None = None,
+                                 main_piece: bool = KEEP_MAIN_PIECE,
+                                 filled: np.ndarray | None = None
+                                 ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`shape_prior_prediction` and the entropy (nats) of the blended probabilities it
+    is the argmax of: unsure where the network and the fill between painted slices disagree,
+    as well as where the network is unsure."""
+    from training.engine.inference import entropy_map
+    from training.interactive.interpolation import fused_probabilities
+
+    probs = fused_probabilities(network_probs, labels, weight=weight, axis=axis, ends=ends,
+                                filled=filled)
+    fused = probs.argmax(0).astype(np.uint8)
+    shown = keep_main_structure(fused, labels, axis) if main_piece else fused
+    return shown, entropy_map(probs)
 
 
 def _distance_weight(labelled: np.ndarray, candidates: np.ndarray, power: float) -> np.ndarray:

@@ -129,6 +129,11 @@ def _grey(image: np.ndarray) -> np.ndarray:
     return image if np.ndim(image) == 3 else rgb_to_grey(image)
 
 
+# Whether the suggestions (and the dock's uncertainty layer) read the uncertainty of the blend
+# the user sees rather than the network's alone. Asked in runs/shown_unc/rule.md.
+UNCERTAINTY_OF_SHOWN = False
+
+
 @dataclass
 class Shown:
     """How a model's prediction is shown: blended with the fill between the painted slices
@@ -146,6 +151,9 @@ class Shown:
     # the share read off this scan's painted slices (training.interactive.blend_share), with
     # ``fuse_weight`` where there is nothing to read it from
     share_from_painted: bool = False
+    # the uncertainty that ranks the suggestions (and the dock shows) is that of what is shown,
+    # the blend's, rather than the network's alone (:func:`shape_prior_with_uncertainty`)
+    uncertainty_of_shown: bool = UNCERTAINTY_OF_SHOWN
 
     def network(self, model_path: str | Path, image: np.ndarray) -> dict:
         """The checkpoint's own pass over ``image`` (labels, uncertainty, and probabilities when
@@ -169,12 +177,24 @@ class Shown:
                                            filled=self.fill)
         return limit_to_extent(shown, self.extent)
 
+    def show_with_uncertainty(self, res: dict, labels: np.ndarray
+                              ) -> tuple[np.ndarray, np.ndarray]:
+        """(:meth:`show`, its uncertainty): the network's, or with ``uncertainty_of_shown``
+        and a blend, the blend's."""
+        from training.interactive.loop import limit_to_extent, shape_prior_with_uncertainty
+
+        if self.fuse_weight is None or not self.uncertainty_of_shown:
+            return self.show(res, labels), res["uncertainty"]
+        shown, unc = shape_prior_with_uncertainty(res["probabilities"], labels,
+                                                  self.fuse_weight, ends=self.ends,
+                                                  main_piece=self.main_piece, filled=self.fill)
+        return limit_to_extent(shown, self.extent), unc
+
     def predict(self, model_path: str | Path, image: np.ndarray, labels: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray]:
         """(labels as the dock shows them, uncertainty) of the checkpoint on ``image``;
         ``labels`` are the painted slices the shape prior interpolates."""
-        res = self.network(model_path, image)
-        return self.show(res, labels), res["uncertainty"]
+        return self.show_with_uncertainty(self.network(model_path, image), labels)
 
 
 @dataclass
@@ -286,7 +306,7 @@ def retrain_once(
     if held:  # the parent's Dice, for the judgement
         old_res = old_res if old_res is not None else shown.network(model_path, image)
         old_scores = score_slices(shown.show(old_res, labels), reference, held_back)
-        kept, kept_unc = user_shown.show(old_res, everything), old_res["uncertainty"]
+        kept, kept_unc = user_shown.show_with_uncertainty(old_res, everything)
     state = {"cancelled": False}
 
     def events(ev: Event) -> None:
@@ -322,7 +342,7 @@ def retrain_once(
         return None
     t1 = time.perf_counter()
     res = shown.network(ckpt, image)
-    new, uncertainty = user_shown.show(res, everything), res["uncertainty"]
+    new, uncertainty = user_shown.show_with_uncertainty(res, everything)
     predict_s = time.perf_counter() - t1
     verdict = (judge(old_scores, score_slices(shown.show(res, labels), reference, held_back),
                      tolerance)
