@@ -1,0 +1,22 @@
+#!/bin/bash
+# usage: arm.sh ARM SET [SEED]   (ARM: A0|P|Q|R; SET: S1|S2|S3)
+# A0 = the dock before runs/shown_unc/rule.md (suggestions by the network's uncertainty)
+set -euo pipefail
+cd /work/main
+export OMP_NUM_THREADS=1
+ARM=$1; SET=$2; SEED=${3:-0}
+COMMON="--k-max 8 --steps 200 --prior interpolation --fuse-weight 0.3 --seed $SEED"
+PRE="--pretrained napari_semiseg/models/pretrained/new_model_unet2d.pt"
+case $SET in
+  S1) S="--data ../shared/data/left_atrium_2018 --cases 4 --target 90 --split train $PRE";;
+  S2) S="--data ../shared/data/lgg_brain_mri_2d --cases 5 --offset 5 --target 80 --split '' $PRE";;
+  S3) S="--data ../shared/data/left_atrium_2018 --cases 4 --offset 16 --target 90 --split train --start runs/ceiling/la16.pt --hold-back-from 99 --ends-every-scan";;
+esac
+case $ARM in
+  A0) A="--suggest-from network";;
+  R) A="--suggest-from shown";;
+  P) A="--suggest-from network --prior-taught none";;
+  Q) A="--suggest-from network --prior-taught none --fuse-weight-taught 1.0";;
+esac
+SUF=""; [ "$SEED" != 0 ] && SUF="_seed$SEED"
+eval .venv/bin/semiseg benchmark effort $S $COMMON $A --out runs/prior_taught/${SET}_${ARM}${SUF}.md > runs/prior_taught/${SET}_${ARM}${SUF}.log 2>&1
