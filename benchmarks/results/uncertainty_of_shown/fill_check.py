@@ -1,10 +1,13 @@
-"""Register fill alone on the slices the loop painted vs evenly spaced slices (S3 scans)."""
-import numpy as np
+"""Register fill alone on the slices the loop painted vs evenly spaced slices (S3 scans).
+
+Run from the repository root:
+    PYTHONPATH=. .venv/bin/python benchmarks/results/uncertainty_of_shown/fill_check.py
+"""
 from training.bench.effort import load_cases
-from training.interactive.image_priors import fill_between_slices
-from training.interactive.loop import sparse_labels
-from training.interactive.interpolation import even_slices
 from training.engine.metrics import mean_dice
+from training.interactive.image_priors import fill_between_slices
+from training.interactive.interpolation import even_slices
+from training.interactive.loop import sparse_labels
 
 cases, names = load_cases("../shared/data/left_atrium_2018", 4, "train", offset=16)
 loops = {
