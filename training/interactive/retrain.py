@@ -129,12 +129,13 @@ def _grey(image: np.ndarray) -> np.ndarray:
     return image if np.ndim(image) == 3 else rgb_to_grey(image)
 
 
-# The suggestions (and the dock's uncertainty layer) read the uncertainty of the blend the user
-# sees, not the network's alone: where the fill between painted slices and a sure network
-# disagree, the user sees the fill, and it was never suggested. Rule written first, off the
-# reported scans: 55 slices against 60 (LA train series 16 against 17, LGG 14 = 14, LA train
-# scans from a 16-scan network 25 against 29; benchmarks/results/uncertainty_of_shown_choice.md).
-UNCERTAINTY_OF_SHOWN = True
+# Whether the suggestions (and the dock's uncertainty layer) read the uncertainty of the blend
+# the user sees (the entropy of network and fill blended) rather than the network's alone. Not
+# kept: it won on LA and LGG series, 55 slices against 60 (rule written first), then lost on
+# ACDC train series, 44 against 42 over two seeds, where its second rule allowed 43. A likely
+# cause, not measured: the soft fill's outline band counts as unsure on every slice between
+# painted ones (benchmarks/results/uncertainty_of_shown_choice.md).
+UNCERTAINTY_OF_SHOWN = False
 
 
 @dataclass
