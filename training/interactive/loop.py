@@ -330,8 +330,7 @@ def shape_prior_prediction(network_probs: np.ndarray, labels: np.ndarray, weight
     outlines of another fill, e.g. the registered one), then, with
     ``main_piece``, only
     its main 3-D piece and the pieces on painted slices (:func:`keep_main_structure`)."""
-    return shape_prior_with_uncertainty(network_probs, labels, weight, axis, ends, main_piece,
-                                        filled)[0]
+    return _blended(network_probs, labels, weight, axis, ends, main_piece, filled)[0]
 
 
 def shape_prior_with_uncertainty(network_probs: np.ndarray, labels: np.ndarray, weight: float,
@@ -343,13 +342,21 @@ def shape_prior_with_uncertainty(network_probs: np.ndarray, labels: np.ndarray, 
     is the argmax of: unsure where the network and the fill between painted slices disagree,
     as well as where the network is unsure."""
     from training.engine.inference import entropy_map
+
+    shown, probs = _blended(network_probs, labels, weight, axis, ends, main_piece, filled)
+    return shown, entropy_map(probs)
+
+
+def _blended(network_probs: np.ndarray, labels: np.ndarray, weight: float, axis: int,
+             ends: str | None, main_piece: bool, filled: np.ndarray | None
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """(the labels shown, the blended probabilities they are the argmax of)."""
     from training.interactive.interpolation import fused_probabilities
 
     probs = fused_probabilities(network_probs, labels, weight=weight, axis=axis, ends=ends,
                                 filled=filled)
     fused = probs.argmax(0).astype(np.uint8)
-    shown = keep_main_structure(fused, labels, axis) if main_piece else fused
-    return shown, entropy_map(probs)
+    return (keep_main_structure(fused, labels, axis) if main_piece else fused), probs
 
 
 def _distance_weight(labelled: np.ndarray, candidates: np.ndarray, power: float) -> np.ndarray:
