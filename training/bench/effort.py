@@ -196,6 +196,8 @@ def learning_effort(
     ``fuse_weight`` where there are none yet.
     ``prior_taught``: the shape prior (``config["prior"]``) of a Retrain on a scan that starts
     from a model already taught ("none": without it; None: as on every scan).
+    ``uncertainty_of_shown``: the suggestions read the uncertainty of the blend shown rather
+    than the network's (None: the plugin's, ``retrain.UNCERTAINTY_OF_SHOWN``).
     """
     from dataclasses import replace
 
