@@ -178,3 +178,21 @@ def test_where_a_structure_ends_between_painted_slices_can_be_left_to_the_networ
     assert np.array_equal(kept[11:19], truth[11:19])
     with pytest.raises(ValueError, match="ends"):
         interpolation_prior(sparse, ends="guess")
+
+
+def test_disagreement_counts_only_where_the_network_and_the_fill_differ():
+    from training.engine.inference import entropy_map
+    from training.interactive.loop import disagreement_uncertainty
+
+    truth = _cone()
+    sparse = np.full(truth.shape, IGNORE_INDEX, np.uint8)
+    sparse[[2, 18]] = truth[[2, 18]]
+    sure = np.stack([1.0 - truth, truth]).astype(np.float32)
+    sure[:, 10:18] = np.stack([np.ones(truth.shape), np.zeros(truth.shape)])[:, 10:18]
+    own = entropy_map(sure)
+    unc = disagreement_uncertainty(sure, own, sparse, 0.3)
+    inside = truth == 1
+    # agreeing (but on a pixel of outline): the network's own, 0; the fill's band left out
+    assert unc[3:10][inside[3:10]].mean() < 0.1
+    assert unc[10:18][inside[10:18]].mean() > 0.5  # the fill says cone, the network nothing
+    assert (unc[:2] == own[:2]).all()  # outside the painted range: the network's own

@@ -305,9 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "instead of the split's first ones")
     ef.add_argument("--prior", default=None, choices=["interpolation"],
                     help="also train on the interpolation between painted slices")
-    ef.add_argument("--suggest-from", choices=["shown", "network"], default=None,
+    ef.add_argument("--suggest-from", choices=["shown", "network", "disagreement"],
+                    default=None,
                     help="with --fuse-weight: rank the suggestions by the uncertainty of the "
-                         "blend shown, or of the network alone (default: the plugin's)")
+                         "blend shown, of the network alone, or of the network raised to the "
+                         "blend's where it and the fill disagree (default: the plugin's)")
     ef.add_argument("--prior-taught", default=None, choices=["interpolation", "none"],
                     help="with --prior: the prior on a scan that starts from a model already "
                          "taught (default: --prior on every scan)")

@@ -346,7 +346,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"held-back judgement of each Retrain: {judging}; suggestions weighted by distance "
         f"to the painted slices with power {coverage:g}, slice score: {per_slice} "
         f"uncertainty near the structure"
-        f"{' (of the blend shown)' if args.fuse_weight and _of_shown(args) else ''}"
+        f"{_suggest_note(_of_shown(args)) if args.fuse_weight else ''}"
         f"{' (its main 3-D piece only)' if main else ''}"
         f"{'; on a scan with nothing painted, its largest section first' if body_first else ''}"
         + (f"; between painted ends, the middle of the longest unpainted run first until "
@@ -380,8 +380,17 @@ def _cmd_benchmark_weak(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
-def _of_shown(args: argparse.Namespace) -> bool:
-    """Whether the suggestions read the uncertainty of the blend shown (--suggest-from)."""
+def _of_shown(args: argparse.Namespace) -> bool | str:
+    """What uncertainty the suggestions read (--suggest-from): True or "shown" for the blend
+    shown, "disagreement", or False for the network's."""
     from training.interactive.retrain import UNCERTAINTY_OF_SHOWN
 
-    return UNCERTAINTY_OF_SHOWN if args.suggest_from is None else args.suggest_from == "shown"
+    if args.suggest_from is None:
+        return UNCERTAINTY_OF_SHOWN
+    return False if args.suggest_from == "network" else args.suggest_from
+
+
+def _suggest_note(of_shown: bool | str) -> str:
+    if of_shown == "disagreement":
+        return " (the network's, raised to the blend's where it and the fill disagree)"
+    return " (of the blend shown)" if of_shown else ""

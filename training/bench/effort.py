@@ -162,7 +162,7 @@ def learning_effort(
     taught_lr: float | None = None,
     share_from_painted: bool = False,
     prior_taught: str | None = None,
-    uncertainty_of_shown: bool | None = None,
+    uncertainty_of_shown: bool | str | None = None,
     **config: Any,
 ) -> tuple[Row, str | None]:
     """Paint-and-retrain on one scan until ``target``; returns (row, the model to go on with).
@@ -197,7 +197,8 @@ def learning_effort(
     ``prior_taught``: the shape prior (``config["prior"]``) of a Retrain on a scan that starts
     from a model already taught ("none": without it; None: as on every scan).
     ``uncertainty_of_shown``: the suggestions read the uncertainty of the blend shown rather
-    than the network's (None: the plugin's, ``retrain.UNCERTAINTY_OF_SHOWN``).
+    than the network's (True or "shown"), or the network's raised where it and the fill
+    disagree ("disagreement"); None: the plugin's, ``retrain.UNCERTAINTY_OF_SHOWN``.
     """
     from dataclasses import replace
 
@@ -224,7 +225,9 @@ def learning_effort(
     shown = Shown(fuse_weight=fuse_weight, ends=ends, main_piece=main_piece, device=device,
                   share_from_painted=share_from_painted,
                   **({} if uncertainty_of_shown is None
-                     else {"uncertainty_of_shown": uncertainty_of_shown}))
+                     else {"uncertainty_of_shown": uncertainty_of_shown == "shown"
+                           or uncertainty_of_shown is True,
+                           "uncertainty_where_disagree": uncertainty_of_shown == "disagreement"}))
     evidence: list = []  # per painted slice: Dice of the blend at each share
     seen: set[int] = set()  # this scan's slices the current model trained on, or was judged by
     shares: list[float] = []
@@ -374,7 +377,7 @@ def effort_benchmark(
     taught_lr: float | None = None,
     share_from_painted: bool = False,
     prior_taught: str | None = None,
-    uncertainty_of_shown: bool | None = None,
+    uncertainty_of_shown: bool | str | None = None,
     seed: int = 0,
     **config: Any,
 ) -> list[Row]:

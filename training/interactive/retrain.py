@@ -158,6 +158,9 @@ class Shown:
     # the uncertainty that ranks the suggestions (and the dock shows) is that of what is shown,
     # the blend's, rather than the network's alone (:func:`shape_prior_with_uncertainty`)
     uncertainty_of_shown: bool = UNCERTAINTY_OF_SHOWN
+    # instead: the network's uncertainty, raised to the blend's where the network's class
+    # differs from the fill's (:func:`disagreement_uncertainty`)
+    uncertainty_where_disagree: bool = False
 
     def network(self, model_path: str | Path, image: np.ndarray) -> dict:
         """The checkpoint's own pass over ``image`` (labels, uncertainty, and probabilities when
@@ -187,6 +190,12 @@ class Shown:
         and a blend, the blend's."""
         from training.interactive.loop import limit_to_extent, shape_prior_with_uncertainty
 
+        if self.fuse_weight is not None and self.uncertainty_where_disagree:
+            from training.interactive.loop import disagreement_uncertainty
+
+            return self.show(res, labels), disagreement_uncertainty(
+                res["probabilities"], res["uncertainty"], labels, self.fuse_weight,
+                ends=self.ends, filled=self.fill)
         if self.fuse_weight is None or not self.uncertainty_of_shown:
             return self.show(res, labels), res["uncertainty"]
         shown, unc = shape_prior_with_uncertainty(res["probabilities"], labels,
