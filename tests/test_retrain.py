@@ -121,3 +121,8 @@ def test_the_uncertainty_of_what_is_shown_counts_where_the_fill_and_the_network_
     assert unc2[10][far].max() < 0.1
     assert Shown(uncertainty_of_shown=True).show_with_uncertainty(res, painted)[1] is \
         res["uncertainty"]  # no blend: the network's own
+    # by disagreement: the same inside the disc, nothing added on the fill's band outside it
+    shown3, unc3 = Shown(fuse_weight=0.3, uncertainty_where_disagree=True).show_with_uncertainty(
+        res, painted)
+    assert (shown3 == shown).all() and unc3[10][truth[10] == 1].min() > 0.5
+    assert unc3[10][truth[10] == 0].max() == 0  # network and fill both say nothing there
