@@ -10,11 +10,13 @@ PRE="--pretrained napari_semiseg/models/pretrained/new_model_unet2d.pt"
 case $SET in
   S1) S="--data ../shared/data/left_atrium_2018 --cases 4 --target 90 --split train $PRE";;
   S2) S="--data ../shared/data/lgg_brain_mri_2d --cases 5 --offset 5 --target 80 --split '' $PRE";;
+  LV) S="--data ../shared/data/lgg_brain_mri_2d --cases 5 --patients TCGA_CS_5395_19981004,TCGA_DU_6401_19831001,TCGA_DU_8164_19970111,TCGA_FG_7643_20021104,TCGA_HT_7877_19980917 --target 80 --split '' $PRE";;
   S3) S="--data ../shared/data/left_atrium_2018 --cases 4 --offset 16 --target 90 --split train --start runs/ceiling/la16.pt --hold-back-from 99 --ends-every-scan";;
 esac
 case $ARM in
   A0) A="--suggest-from network";;
   R) A="--suggest-from shown";;
+  D) A="--suggest-from disagreement";;
   P) A="--suggest-from network --prior-taught none";;
   Q) A="--suggest-from network --prior-taught none --fuse-weight-taught 1.0";;
 esac
