@@ -132,16 +132,22 @@ def test_soft_interpolation_and_fusion():
     assert (fuse_with_interpolation(blind, sparse, weight=1.0) == 0).all()
 
 
+def _cone_half_missed() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(truth, its slices 2 and 18 painted, the probabilities of a network sure of the truth
+    on slices 3-9 and sure there is nothing on 10-17)."""
+    truth = _cone()
+    sparse = np.full(truth.shape, IGNORE_INDEX, np.uint8)
+    sparse[[2, 18]] = truth[[2, 18]]
+    sure = np.stack([1.0 - truth, truth]).astype(np.float32)
+    sure[:, 10:18] = np.stack([np.ones(truth.shape), np.zeros(truth.shape)])[:, 10:18]
+    return truth, sparse, sure
+
+
 def test_the_blend_is_unsure_where_the_network_and_the_fill_disagree():
     from training.engine.inference import entropy_map
     from training.interactive.loop import shape_prior_prediction, shape_prior_with_uncertainty
 
-    truth = _cone()
-    sparse = np.full(truth.shape, IGNORE_INDEX, np.uint8)
-    sparse[[2, 18]] = truth[[2, 18]]
-    # a network sure of the truth on slices 3-9 and sure there is nothing on 10-17
-    sure = np.stack([1.0 - truth, truth]).astype(np.float32)
-    sure[:, 10:18] = np.stack([np.ones(truth.shape), np.zeros(truth.shape)])[:, 10:18]
+    truth, sparse, sure = _cone_half_missed()
     shown, unc = shape_prior_with_uncertainty(sure, sparse, 0.3)
     assert (shown == shape_prior_prediction(sure, sparse, 0.3)).all()
     assert entropy_map(sure).max() < 1e-6  # the network alone is sure everywhere
@@ -184,11 +190,7 @@ def test_disagreement_counts_only_where_the_network_and_the_fill_differ():
     from training.engine.inference import entropy_map
     from training.interactive.loop import disagreement_uncertainty
 
-    truth = _cone()
-    sparse = np.full(truth.shape, IGNORE_INDEX, np.uint8)
-    sparse[[2, 18]] = truth[[2, 18]]
-    sure = np.stack([1.0 - truth, truth]).astype(np.float32)
-    sure[:, 10:18] = np.stack([np.ones(truth.shape), np.zeros(truth.shape)])[:, 10:18]
+    truth, sparse, sure = _cone_half_missed()
     own = entropy_map(sure)
     unc = disagreement_uncertainty(sure, own, sparse, 0.3)
     inside = truth == 1

@@ -1,5 +1,7 @@
 #!/bin/bash
-# usage: test.sh SET SEED   (SET: la|acdc|lgg) -- the 5-scan test series of spread_choice.md
+# usage: run.sh SET SEED [SUGGEST]   (SET: la|acdc|lgg; SUGGEST: a --suggest-from value)
+# The 5-scan test series of spread_choice.md; with SUGGEST=disagreement, D's series
+# (written to runs/shown_unc/test_d/, copied to ../test_disagreement/).
 set -euo pipefail
 cd /work/main
 export OMP_NUM_THREADS=1
@@ -9,4 +11,7 @@ case $1 in
   acdc) D="--data ../shared/data/acdc --target 85 --split test";;
   lgg) D="--data ../shared/data/lgg_brain_mri_2d --target 80 --split ''";;
 esac
-eval .venv/bin/semiseg benchmark effort $C $D --seed $2 --out runs/shown_unc/test/$1_series5_seed$2.md > runs/shown_unc/test/$1_seed$2.log 2>&1
+S=""; W=runs/shown_unc/test
+if [ -n "${3:-}" ]; then S="--suggest-from $3"; W=runs/shown_unc/test_d; fi
+mkdir -p $W
+eval .venv/bin/semiseg benchmark effort $C $D --seed $2 $S --out $W/$1_series5_seed$2.md > $W/$1_seed$2.log 2>&1
