@@ -18,18 +18,10 @@ import argparse
 import numpy as np
 import torch
 
+from training.interactive.interpolation import gap_position
+
 ARMS = ["net", "w0.3", "w0.5", "w0.7", "fill", "gap0.5", "gap0.7", "gap1.0", "gapsq0.7",
         "gapsq1.0"]
-
-
-def gap_position(n: int, painted: list[int]) -> np.ndarray:
-    """Per slice: 0 at a painted slice, 1 midway between two painted ones (1 outside)."""
-    t = np.ones(n)
-    ps = sorted(painted)
-    for lo, hi in zip(ps, ps[1:], strict=False):
-        for z in range(lo, hi + 1):
-            t[z] = min(z - lo, hi - z) / max((hi - lo) / 2, 1e-6)
-    return t
 
 
 def network_share(arm: str, t: np.ndarray) -> np.ndarray:

@@ -496,6 +496,30 @@ def test_fuse_weight_taught_needs_a_blend(tmp_path, capsys):
     assert main(["benchmark", "effort", "--data", str(data), "--target", "90",
                  "--fuse-weight-from-painted", "--out", str(tmp_path / "f.md")]) == 2
     assert "--fuse-weight" in capsys.readouterr().err
+    assert main(["benchmark", "effort", "--data", str(data), "--target", "90",
+                 "--fuse-by-gap", "all", "--out", str(tmp_path / "g.md")]) == 2
+    assert "--fuse-weight" in capsys.readouterr().err
+
+
+def test_the_share_by_gap_can_start_once_a_model_is_taught(tmp_path, monkeypatch):
+    from test_training_synth import blob_volume
+
+    import training.bench.effort as effort
+
+    by_gap, real = [], effort.retrain_once
+
+    def spy(*args, shown=None, **kw):
+        by_gap.append((kw["seed"], shown.share_by_gap, shown.fuse_weight))
+        return real(*args, shown=shown, **kw)
+
+    monkeypatch.setattr(effort, "retrain_once", spy)
+    scans = [(f"scan{i}", *blob_volume(i)) for i in range(2)]
+    effort.effort_benchmark(scans, ["bg", "disc", "square"], 1.01, k_max=4, steps=2,
+                            fuse_weight=0.3, fuse_weight_taught=0.7, fuse_by_gap="taught",
+                            ends_first=True, labeled_bs=2, unlabeled_bs=0, work_dir=tmp_path)
+    first = {(g, w) for s, g, w in by_gap if s == 0}
+    later = {(g, w) for s, g, w in by_gap if s != 0}
+    assert first == {(False, 0.3)} and later == {(True, 0.7)}
 
 
 def test_without_the_anchor_where_finished_scans_teach(tmp_path, monkeypatch):

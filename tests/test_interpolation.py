@@ -198,3 +198,51 @@ def test_disagreement_counts_only_where_the_network_and_the_fill_differ():
     assert unc[3:10][inside[3:10]].mean() < 0.1
     assert unc[10:18][inside[10:18]].mean() > 0.5  # the fill says cone, the network nothing
     assert (unc[:2] == own[:2]).all()  # outside the painted range: the network's own
+
+
+def test_the_network_share_by_gap_is_zero_on_painted_slices_and_full_midway():
+    from training.interactive.interpolation import gap_position, gap_shares
+
+    t = gap_position(11, [2, 6, 10])
+    np.testing.assert_allclose(t[[2, 6, 10]], 0)
+    np.testing.assert_allclose(t[[4, 8]], 1)  # midway between two painted slices
+    np.testing.assert_allclose(t[[3, 5]], 0.5)
+    np.testing.assert_allclose(gap_shares(11, [2, 6, 10], 0.7)[[2, 3, 4]],
+                               [0, 0.7 * np.sqrt(0.5), 0.7])
+
+
+def _bulge(n=21, size=64):
+    """Discs whose radius bulges along z (6 at the ends, 26 in the middle): shape
+    interpolation between the first, middle and last slices cuts the bulge's sides."""
+    z, y, x = np.mgrid[0:n, 0:size, 0:size]
+    radius = 6 + 20 * np.sin(np.pi * z / (n - 1))
+    return ((y - 32) ** 2 + (x - 32) ** 2 <= radius**2).astype(np.uint8)
+
+
+def test_a_share_by_gap_lets_a_good_network_show_midway_and_keeps_the_fill_by_painted_slices():
+    from training.interactive.interpolation import fuse_with_interpolation
+
+    truth = _bulge()
+    sparse = np.full(truth.shape, IGNORE_INDEX, np.uint8)
+    sparse[[0, 10, 20]] = truth[[0, 10, 20]]
+    right = np.stack([1.0 - truth, truth]).astype(np.float32)  # a network that has it right
+    mid = [4, 5, 6, 14, 15, 16]
+    fill = fuse_with_interpolation(right, sparse, weight=0.0)
+    constant = fuse_with_interpolation(right, sparse, weight=0.3)
+    by_gap = fuse_with_interpolation(right, sparse, weight=0.7, by_gap=True)
+    assert _dice(fill[mid] == 1, truth[mid] == 1) < 0.9  # the fill misses the bulge there
+    assert _dice(constant[mid] == 1, truth[mid] == 1) < 0.9  # and 0.3 of the network keeps it
+    assert _dice(by_gap[mid] == 1, truth[mid] == 1) > 0.99
+    np.testing.assert_array_equal(by_gap[[0, 10, 20]], truth[[0, 10, 20]])
+    # what the dock shows takes the same blend
+    from training.interactive.retrain import Shown
+
+    shown = Shown(fuse_weight=0.7, share_by_gap=True).show(
+        {"labels": right.argmax(0).astype(np.uint8), "probabilities": right}, sparse)
+    np.testing.assert_array_equal(shown, by_gap)
+    # next to a painted slice the fill outweighs a network sure there is nothing
+    blind = np.stack([np.ones(truth.shape), np.zeros(truth.shape)]).astype(np.float32)
+    near = [1, 9, 11, 19]
+    kept = fuse_with_interpolation(blind, sparse, weight=0.7, by_gap=True)[near] == 1
+    lost = fuse_with_interpolation(blind, sparse, weight=0.7)[near] == 1
+    assert kept.sum() > 0.8 * (fill[near] == 1).sum() and lost.sum() == 0

@@ -126,6 +126,17 @@ def _taught_note(weight: float | None) -> str:
     return f" ({weight:g} on a scan that starts from a taught model)" if weight is not None else ""
 
 
+def _gap_note(by_gap: str | None) -> str:
+    """The effort header's words for ``--fuse-by-gap`` (None: the plugin's)."""
+    if by_gap is None:
+        from training.interactive.retrain import SHARE_BY_GAP
+
+        by_gap = "all" if SHARE_BY_GAP else "off"
+    where = {"all": "", "taught": " on a scan that starts from a taught model"}
+    return (f" (rising from 0 on a painted slice to that x sqrt(t), t = 1 midway between two"
+            f"{where[by_gap]})" if by_gap in where else "")
+
+
 def _replay_note(replay: str | None, kept: int | None = None) -> str:
     """The effort header's words for ``--replay``."""
     if replay == "finished":
@@ -194,6 +205,8 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise DataError("--fuse-weight-right W changes --fuse-weight's blend: give --fuse-weight")
     if args.fuse_weight_taught is not None and args.fuse_weight is None:
         raise DataError("--fuse-weight-taught W changes --fuse-weight's blend: give --fuse-weight")
+    if args.fuse_by_gap is not None and args.fuse_weight is None:
+        raise DataError("--fuse-by-gap shapes --fuse-weight's blend: give --fuse-weight")
     if args.fuse_weight_from_painted and args.fuse_weight is None:
         raise DataError("--fuse-weight-from-painted reads --fuse-weight's blend share off the "
                         "painted slices: give --fuse-weight")
@@ -306,6 +319,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
                             share_from_painted=args.fuse_weight_from_painted,
                             prior_taught=args.prior_taught,
                             uncertainty_of_shown=_of_shown(args),
+                            fuse_by_gap=args.fuse_by_gap,
                             seed=args.seed, **extra)
     header = _header(
         "Annotation effort: assistant vs interpolation", argv,
@@ -326,6 +340,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f", fused with the fill "
         f"between painted slices (registered): {args.fuse_weight or 'no'}"
         f"{_taught_note(args.fuse_weight_taught)}"
+        f"{_gap_note(args.fuse_by_gap) if args.fuse_weight else ''}"
         + (f" ({args.fuse_weight_right:g} where the model had the middle slice right)"
            if args.fuse_weight_right is not None else "") +
         (" (each Retrain's share read off the painted slices the network had not trained "

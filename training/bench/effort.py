@@ -163,6 +163,7 @@ def learning_effort(
     share_from_painted: bool = False,
     prior_taught: str | None = None,
     uncertainty_of_shown: bool | str | None = None,
+    fuse_by_gap: str | None = None,
     **config: Any,
 ) -> tuple[Row, str | None]:
     """Paint-and-retrain on one scan until ``target``; returns (row, the model to go on with).
@@ -199,6 +200,9 @@ def learning_effort(
     ``uncertainty_of_shown``: the suggestions read the uncertainty of the blend shown rather
     than the network's (True or "shown"), or the network's raised where it and the fill
     disagree ("disagreement"); None: the plugin's, ``retrain.UNCERTAINTY_OF_SHOWN``.
+    ``fuse_by_gap``: the network's share grows from 0 on a painted slice to the share midway
+    between two, on every scan ("all") or on a scan that starts from a taught model
+    ("taught"); None: the plugin's, ``retrain.SHARE_BY_GAP``.
     """
     from dataclasses import replace
 
@@ -222,8 +226,11 @@ def learning_effort(
         fuse_weight = fuse_weight_taught
     if prior_taught is not None and _taught(model):
         config = {**config, "prior": None if prior_taught == "none" else prior_taught}
+    by_gap = ({} if fuse_by_gap is None else
+              {"share_by_gap": fuse_by_gap == "all" or (fuse_by_gap == "taught"
+                                                        and _taught(model))})
     shown = Shown(fuse_weight=fuse_weight, ends=ends, main_piece=main_piece, device=device,
-                  share_from_painted=share_from_painted,
+                  share_from_painted=share_from_painted, **by_gap,
                   **({} if uncertainty_of_shown is None
                      else {"uncertainty_of_shown": uncertainty_of_shown == "shown"
                            or uncertainty_of_shown is True,
@@ -378,6 +385,7 @@ def effort_benchmark(
     share_from_painted: bool = False,
     prior_taught: str | None = None,
     uncertainty_of_shown: bool | str | None = None,
+    fuse_by_gap: str | None = None,
     seed: int = 0,
     **config: Any,
 ) -> list[Row]:
@@ -433,7 +441,8 @@ def effort_benchmark(
                     anchor_with_finished=anchor_with_finished,
                     fuse_weight_right=fuse_weight_right, taught_lr=taught_lr,
                     share_from_painted=share_from_painted, prior_taught=prior_taught,
-                    uncertainty_of_shown=uncertainty_of_shown, **config)
+                    uncertainty_of_shown=uncertainty_of_shown, fuse_by_gap=fuse_by_gap,
+                    **config)
             finished = row.pop("segmentation", None)
             if replay == "finished" and finished is not None:
                 earlier.append((image, np.asarray(finished, dtype=np.uint8)))

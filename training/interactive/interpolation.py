@@ -214,26 +214,51 @@ def interpolation_probabilities(labels: np.ndarray, num_classes: int, axis: int 
     return np.moveaxis(probs, 1, axis + 1), covered
 
 
+def gap_position(n: int, painted: Sequence[int]) -> np.ndarray:
+    """Per slice of ``n``: 0 on a painted slice, rising to 1 midway between two painted ones
+    (1 outside the painted range): how far the fill between them has to guess."""
+    t = np.ones(n)
+    ps = sorted({int(z) for z in painted})
+    for lo, hi in zip(ps, ps[1:], strict=False):
+        z = np.arange(lo, hi + 1)
+        t[lo:hi + 1] = np.minimum(z - lo, hi - z) / max((hi - lo) / 2, 1e-6)
+    return t
+
+
+def gap_shares(n: int, painted: Sequence[int], far: float) -> np.ndarray:
+    """The network's share per slice when it grows with the distance from the painted slices:
+    ``far`` x sqrt(t) (:func:`gap_position`). Next to a painted slice the fill is nearly the
+    user's outline; midway across a wide gap it guesses, and a good network knows better."""
+    return far * np.sqrt(gap_position(n, painted))
+
+
 def fuse_with_interpolation(network_probs: np.ndarray, labels: np.ndarray, weight: float = 0.5,
                             axis: int = 0, softness: float = 2.0, ends: str | None = None,
-                            filled: np.ndarray | None = None) -> np.ndarray:
+                            filled: np.ndarray | None = None, by_gap: bool = False
+                            ) -> np.ndarray:
     """Labels from the network's probabilities (C, ...) blended with the soft interpolation of
     the painted slices where it covers (``weight`` = the network's share); the network alone
     elsewhere. The shape prior keeps a young model on the user's outline; the image decides
-    the rest. ``filled``: see :func:`interpolation_probabilities`."""
+    the rest. ``filled``, ``by_gap``: see :func:`interpolation_probabilities` and
+    :func:`fused_probabilities`."""
     return fused_probabilities(network_probs, labels, weight, axis, softness, ends,
-                               filled).argmax(0).astype(np.uint8)
+                               filled, by_gap).argmax(0).astype(np.uint8)
 
 
 def fused_probabilities(network_probs: np.ndarray, labels: np.ndarray, weight: float = 0.5,
                         axis: int = 0, softness: float = 2.0, ends: str | None = None,
-                        filled: np.ndarray | None = None) -> np.ndarray:
+                        filled: np.ndarray | None = None, by_gap: bool = False) -> np.ndarray:
     """The class probabilities (C, ...) whose argmax :func:`fuse_with_interpolation` shows:
     ``weight`` x the network's + the rest x the soft fill where it covers, the network's
-    elsewhere. Their entropy is high where the two disagree."""
+    elsewhere. With ``by_gap`` the share grows from 0 on a painted slice to ``weight`` midway
+    between two (:func:`gap_shares`). Their entropy is high where the two disagree."""
     prior, covered = interpolation_probabilities(labels, network_probs.shape[0], axis, softness,
                                                  ends, filled)
     shape = [1] * network_probs.ndim
     shape[axis + 1] = -1
     mask = covered.reshape(shape)
-    return np.where(mask, weight * network_probs + (1 - weight) * prior, network_probs)
+    share: float | np.ndarray = weight
+    if by_gap:
+        painted = painted_slices(labels, None, axis)[1]
+        share = gap_shares(len(covered), painted, weight).reshape(shape).astype(np.float32)
+    return np.where(mask, share * network_probs + (1 - share) * prior, network_probs)

@@ -323,27 +323,29 @@ def within_painted_extent(prediction: np.ndarray, labels: np.ndarray, axis: int 
 def shape_prior_prediction(network_probs: np.ndarray, labels: np.ndarray, weight: float,
                            axis: int = 0, ends: str | None = None,
                            main_piece: bool = KEEP_MAIN_PIECE,
-                           filled: np.ndarray | None = None) -> np.ndarray:
+                           filled: np.ndarray | None = None, by_gap: bool = False
+                           ) -> np.ndarray:
     """What a Retrain with the shape prior shows: the network's probabilities (C, ...) fused
     with the interpolation of the painted ``labels``
     (:func:`training.interactive.interpolation.fuse_with_interpolation`; ``filled``: the
-    outlines of another fill, e.g. the registered one), then, with
-    ``main_piece``, only
+    outlines of another fill, e.g. the registered one; ``by_gap``: the network's share grows
+    with the distance from the painted slices), then, with ``main_piece``, only
     its main 3-D piece and the pieces on painted slices (:func:`keep_main_structure`)."""
-    return _blended(network_probs, labels, weight, axis, ends, main_piece, filled)[0]
+    return _blended(network_probs, labels, weight, axis, ends, main_piece, filled, by_gap)[0]
 
 
 def shape_prior_with_uncertainty(network_probs: np.ndarray, labels: np.ndarray, weight: float,
                                  axis: int = 0, ends: str | None = None,
                                  main_piece: bool = KEEP_MAIN_PIECE,
-                                 filled: np.ndarray | None = None
+                                 filled: np.ndarray | None = None, by_gap: bool = False
                                  ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`shape_prior_prediction` and the entropy (nats) of the blended probabilities it
     is the argmax of: unsure where the network and the fill between painted slices disagree,
     as well as where the network is unsure."""
     from training.engine.inference import entropy_map
 
-    shown, probs = _blended(network_probs, labels, weight, axis, ends, main_piece, filled)
+    shown, probs = _blended(network_probs, labels, weight, axis, ends, main_piece, filled,
+                            by_gap)
     return shown, entropy_map(probs)
 
 
@@ -369,13 +371,13 @@ def disagreement_uncertainty(network_probs: np.ndarray, network_uncertainty: np.
 
 
 def _blended(network_probs: np.ndarray, labels: np.ndarray, weight: float, axis: int,
-             ends: str | None, main_piece: bool, filled: np.ndarray | None
-             ) -> tuple[np.ndarray, np.ndarray]:
+             ends: str | None, main_piece: bool, filled: np.ndarray | None,
+             by_gap: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(the labels shown, the blended probabilities they are the argmax of)."""
     from training.interactive.interpolation import fused_probabilities
 
     probs = fused_probabilities(network_probs, labels, weight=weight, axis=axis, ends=ends,
-                                filled=filled)
+                                filled=filled, by_gap=by_gap)
     fused = probs.argmax(0).astype(np.uint8)
     return (keep_main_structure(fused, labels, axis) if main_piece else fused), probs
 

@@ -137,6 +137,11 @@ def _grey(image: np.ndarray) -> np.ndarray:
 # painted ones (benchmarks/results/uncertainty_of_shown_choice.md).
 UNCERTAINTY_OF_SHOWN = False
 
+# Whether the network's share in the blend grows with the distance from the painted slices
+# (SHAPE_PRIOR_WEIGHT x sqrt(t), t = 0 on a painted slice, 1 midway between two) instead of
+# being SHAPE_PRIOR_WEIGHT everywhere the fill covers (runs/gap/rule.md).
+SHARE_BY_GAP = False
+
 
 @dataclass
 class Shown:
@@ -161,6 +166,8 @@ class Shown:
     # instead: the network's uncertainty, raised to the blend's where the network's class
     # differs from the fill's (:func:`disagreement_uncertainty`)
     uncertainty_where_disagree: bool = False
+    # the network's share grows from 0 on a painted slice to ``fuse_weight`` midway between two
+    share_by_gap: bool = SHARE_BY_GAP
 
     def network(self, model_path: str | Path, image: np.ndarray) -> dict:
         """The checkpoint's own pass over ``image`` (labels, uncertainty, and probabilities when
@@ -181,7 +188,7 @@ class Shown:
         if self.fuse_weight is not None:
             shown = shape_prior_prediction(res["probabilities"], labels, self.fuse_weight,
                                            ends=self.ends, main_piece=self.main_piece,
-                                           filled=self.fill)
+                                           filled=self.fill, by_gap=self.share_by_gap)
         return limit_to_extent(shown, self.extent)
 
     def show_with_uncertainty(self, res: dict, labels: np.ndarray
@@ -200,7 +207,8 @@ class Shown:
             return self.show(res, labels), res["uncertainty"]
         shown, unc = shape_prior_with_uncertainty(res["probabilities"], labels,
                                                   self.fuse_weight, ends=self.ends,
-                                                  main_piece=self.main_piece, filled=self.fill)
+                                                  main_piece=self.main_piece, filled=self.fill,
+                                                  by_gap=self.share_by_gap)
         return limit_to_extent(shown, self.extent), unc
 
     def predict(self, model_path: str | Path, image: np.ndarray, labels: np.ndarray
