@@ -127,11 +127,9 @@ def _taught_note(weight: float | None) -> str:
 
 
 def _gap_note(by_gap: str | None) -> str:
-    """The effort header's words for ``--fuse-by-gap`` (None: the plugin's)."""
+    """The effort header's words for ``--fuse-by-gap`` (None: off)."""
     if by_gap is None:
-        from training.interactive.retrain import SHARE_BY_GAP
-
-        by_gap = "all" if SHARE_BY_GAP else "off"
+        by_gap = "off"
     where = {"all": "", "taught": " on a scan that starts from a taught model"}
     return (f" (rising from 0 on a painted slice to that x sqrt(t), t = 1 midway between two"
             f"{where[by_gap]})" if by_gap in where else "")

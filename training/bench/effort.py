@@ -202,7 +202,7 @@ def learning_effort(
     disagree ("disagreement"); None: the plugin's, ``retrain.UNCERTAINTY_OF_SHOWN``.
     ``fuse_by_gap``: the network's share grows from 0 on a painted slice to the share midway
     between two, on every scan ("all") or on a scan that starts from a taught model
-    ("taught"); None: the plugin's, ``retrain.SHARE_BY_GAP``.
+    ("taught"); None or "off": a constant share, as the dock.
     """
     from dataclasses import replace
 
@@ -226,9 +226,8 @@ def learning_effort(
         fuse_weight = fuse_weight_taught
     if prior_taught is not None and _taught(model):
         config = {**config, "prior": None if prior_taught == "none" else prior_taught}
-    by_gap = ({} if fuse_by_gap is None else
-              {"share_by_gap": fuse_by_gap == "all" or (fuse_by_gap == "taught"
-                                                        and _taught(model))})
+    by_gap = {"share_by_gap": fuse_by_gap == "all" or (fuse_by_gap == "taught"
+                                                       and _taught(model))}
     shown = Shown(fuse_weight=fuse_weight, ends=ends, main_piece=main_piece, device=device,
                   share_from_painted=share_from_painted, **by_gap,
                   **({} if uncertainty_of_shown is None

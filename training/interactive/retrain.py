@@ -137,10 +137,9 @@ def _grey(image: np.ndarray) -> np.ndarray:
 # painted ones (benchmarks/results/uncertainty_of_shown_choice.md).
 UNCERTAINTY_OF_SHOWN = False
 
-# Whether the network's share in the blend grows with the distance from the painted slices
-# (SHAPE_PRIOR_WEIGHT x sqrt(t), t = 0 on a painted slice, 1 midway between two) instead of
-# being SHAPE_PRIOR_WEIGHT everywhere the fill covers (runs/gap/rule.md).
-SHARE_BY_GAP = False
+# A share of the network that grows with the distance from the painted slices (Shown's
+# ``share_by_gap``) is not the dock's: it saved slices on LA series and cost more on ACDC
+# train series (benchmarks/results/share_by_gap_choice.md).
 
 
 @dataclass
@@ -167,7 +166,7 @@ class Shown:
     # differs from the fill's (:func:`disagreement_uncertainty`)
     uncertainty_where_disagree: bool = False
     # the network's share grows from 0 on a painted slice to ``fuse_weight`` midway between two
-    share_by_gap: bool = SHARE_BY_GAP
+    share_by_gap: bool = False
 
     def network(self, model_path: str | Path, image: np.ndarray) -> dict:
         """The checkpoint's own pass over ``image`` (labels, uncertainty, and probabilities when
