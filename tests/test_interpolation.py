@@ -209,6 +209,15 @@ def test_the_network_share_by_gap_is_zero_on_painted_slices_and_full_midway():
     np.testing.assert_allclose(t[[3, 5]], 0.5)
     np.testing.assert_allclose(gap_shares(11, [2, 6, 10], 0.7)[[2, 3, 4]],
                                [0, 0.7 * np.sqrt(0.5), 0.7])
+    # laid out along the painted axis, to weigh (C, ...) probabilities
+    from training.interactive.interpolation import network_share
+
+    labels = np.full((4, 11, 5), IGNORE_INDEX, np.uint8)
+    labels[:, [2, 6, 10]] = 0
+    share = network_share(labels, 0.7, axis=1, by_gap=True)
+    assert share.shape == (1, 1, 11, 1)
+    np.testing.assert_allclose(share.ravel(), gap_shares(11, [2, 6, 10], 0.7), rtol=1e-6)
+    assert network_share(labels, 0.3, axis=1) == 0.3
 
 
 def _bulge(n=21, size=64):

@@ -325,8 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     ef.add_argument("--fuse-by-gap", choices=["all", "taught", "off"], default=None,
                     help="with --fuse-weight: the network's share grows from 0 on a painted "
                          "slice to W x sqrt(t) (t = 1 midway between two), on every scan, on "
-                         "a scan that starts from a taught model, or nowhere (default: off; "
-                         "write the dock's choice out)")
+                         "a scan that starts from a taught model, or nowhere (default: off, as "
+                         "the dock)")
     ef.add_argument("--fixed-k", type=int, default=None, metavar="K",
                     help="instead: paint the same K evenly spaced slices for both, one Retrain "
                          "of a new model, Dice on the other slices")

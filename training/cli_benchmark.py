@@ -127,9 +127,7 @@ def _taught_note(weight: float | None) -> str:
 
 
 def _gap_note(by_gap: str | None) -> str:
-    """The effort header's words for ``--fuse-by-gap`` (None: off)."""
-    if by_gap is None:
-        by_gap = "off"
+    """The effort header's words for ``--fuse-by-gap`` (None or "off": nothing to say)."""
     where = {"all": "", "taught": " on a scan that starts from a taught model"}
     return (f" (rising from 0 on a painted slice to that x sqrt(t), t = 1 midway between two"
             f"{where[by_gap]})" if by_gap in where else "")

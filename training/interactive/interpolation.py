@@ -257,8 +257,18 @@ def fused_probabilities(network_probs: np.ndarray, labels: np.ndarray, weight: f
     shape = [1] * network_probs.ndim
     shape[axis + 1] = -1
     mask = covered.reshape(shape)
-    share: float | np.ndarray = weight
-    if by_gap:
-        painted = painted_slices(labels, None, axis)[1]
-        share = gap_shares(len(covered), painted, weight).reshape(shape).astype(np.float32)
+    share = network_share(labels, weight, axis, by_gap)
     return np.where(mask, share * network_probs + (1 - share) * prior, network_probs)
+
+
+def network_share(labels: np.ndarray, weight: float, axis: int = 0, by_gap: bool = False
+                  ) -> float | np.ndarray:
+    """The network's share in a blend with the fill between the painted ``labels``: ``weight``,
+    or with ``by_gap`` :func:`gap_shares` shaped to broadcast over (C, ...) probabilities."""
+    if not by_gap:
+        return weight
+    painted = painted_slices(labels, None, axis)[1]
+    shape = [1] * (np.ndim(labels) + 1)
+    shape[axis + 1] = -1
+    n = np.shape(labels)[axis]
+    return gap_shares(n, painted, weight).reshape(shape).astype(np.float32)

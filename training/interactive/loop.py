@@ -351,21 +351,22 @@ def shape_prior_with_uncertainty(network_probs: np.ndarray, labels: np.ndarray, 
 
 def disagreement_uncertainty(network_probs: np.ndarray, network_uncertainty: np.ndarray,
                              labels: np.ndarray, weight: float, axis: int = 0,
-                             ends: str | None = None, filled: np.ndarray | None = None
-                             ) -> np.ndarray:
+                             ends: str | None = None, filled: np.ndarray | None = None,
+                             by_gap: bool = False) -> np.ndarray:
     """The network's uncertainty, except where the fill between painted slices covers and its
     class differs from the network's: there, the entropy of the blend. Unlike the blend's
     entropy everywhere, the fill's soft band around its outline does not count where the two
     agree."""
     from training.engine.inference import entropy_map
-    from training.interactive.interpolation import interpolation_probabilities
+    from training.interactive.interpolation import interpolation_probabilities, network_share
 
     prior, covered = interpolation_probabilities(labels, network_probs.shape[0], axis,
                                                  ends=ends, filled=filled)
     shape = [1] * (network_probs.ndim - 1)
     shape[axis] = -1
     disagree = covered.reshape(shape) & (prior.argmax(0) != network_probs.argmax(0))
-    blend = entropy_map(weight * network_probs + (1 - weight) * prior)
+    share = network_share(labels, weight, axis, by_gap)
+    blend = entropy_map(share * network_probs + (1 - share) * prior)
     return np.where(disagree, np.maximum(blend, network_uncertainty),
                     network_uncertainty).astype(np.float32)
 

@@ -137,10 +137,6 @@ def _grey(image: np.ndarray) -> np.ndarray:
 # painted ones (benchmarks/results/uncertainty_of_shown_choice.md).
 UNCERTAINTY_OF_SHOWN = False
 
-# A share of the network that grows with the distance from the painted slices (Shown's
-# ``share_by_gap``) is not the dock's: it saved slices on LA series and cost more on ACDC
-# train series (benchmarks/results/share_by_gap_choice.md).
-
 
 @dataclass
 class Shown:
@@ -165,7 +161,9 @@ class Shown:
     # instead: the network's uncertainty, raised to the blend's where the network's class
     # differs from the fill's (:func:`disagreement_uncertainty`)
     uncertainty_where_disagree: bool = False
-    # the network's share grows from 0 on a painted slice to ``fuse_weight`` midway between two
+    # the network's share grows from 0 on a painted slice to ``fuse_weight`` midway between two.
+    # Not the dock's: it saved slices on LA series and cost more on ACDC train series
+    # (benchmarks/results/share_by_gap_choice.md).
     share_by_gap: bool = False
 
     def network(self, model_path: str | Path, image: np.ndarray) -> dict:
@@ -201,7 +199,7 @@ class Shown:
 
             return self.show(res, labels), disagreement_uncertainty(
                 res["probabilities"], res["uncertainty"], labels, self.fuse_weight,
-                ends=self.ends, filled=self.fill)
+                ends=self.ends, filled=self.fill, by_gap=self.share_by_gap)
         if self.fuse_weight is None or not self.uncertainty_of_shown:
             return self.show(res, labels), res["uncertainty"]
         shown, unc = shape_prior_with_uncertainty(res["probabilities"], labels,
