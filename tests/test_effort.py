@@ -428,19 +428,24 @@ def test_between_scans_the_carried_model_consolidates_on_the_finished_ones(tmp_p
     assert all((lab != 255).all() for lab, _, _ in calls)  # whole segmentations
 
 
+def _calls(monkeypatch, owner, name: str, pick) -> list:
+    """What ``pick(keyword arguments)`` reads off each call of ``owner.name`` from now on."""
+    seen = []
+    real = getattr(owner, name)
+
+    def spy(*args, **kw):
+        seen.append(pick(kw))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(owner, name, spy)
+    return seen
+
+
 def _blend_shares(monkeypatch) -> list:
     """The network's share in the blend of each Retrain the effort benchmark runs."""
     import training.bench.effort as effort
 
-    shares = []
-    real = effort.retrain_once
-
-    def spy(*args, shown=None, **kw):
-        shares.append(shown.fuse_weight)
-        return real(*args, shown=shown, **kw)
-
-    monkeypatch.setattr(effort, "retrain_once", spy)
-    return shares
+    return _calls(monkeypatch, effort, "retrain_once", lambda kw: kw["shown"].fuse_weight)
 
 
 def test_a_scan_from_a_taught_model_blends_with_its_own_network_share(tmp_path, monkeypatch):
@@ -506,20 +511,16 @@ def test_the_share_by_gap_can_start_once_a_model_is_taught(tmp_path, monkeypatch
 
     import training.bench.effort as effort
 
-    by_gap, real = [], effort.retrain_once
-
-    def spy(*args, shown=None, **kw):
-        by_gap.append((kw["seed"], shown.share_by_gap, shown.fuse_weight))
-        return real(*args, shown=shown, **kw)
-
-    monkeypatch.setattr(effort, "retrain_once", spy)
+    shown = _calls(monkeypatch, effort, "retrain_once", lambda kw: (kw["seed"], kw["shown"]))
     scans = [(f"scan{i}", *blob_volume(i)) for i in range(2)]
     effort.effort_benchmark(scans, ["bg", "disc", "square"], 1.01, k_max=4, steps=2,
                             fuse_weight=0.3, fuse_weight_taught=0.7, fuse_by_gap="taught",
-                            ends_first=True, labeled_bs=2, unlabeled_bs=0, work_dir=tmp_path)
-    first = {(g, w) for s, g, w in by_gap if s == 0}
-    later = {(g, w) for s, g, w in by_gap if s != 0}
+                            suggest_from="disagreement", ends_first=True, labeled_bs=2,
+                            unlabeled_bs=0, work_dir=tmp_path)
+    first = {(s.share_by_gap, s.fuse_weight) for seed, s in shown if seed == 0}
+    later = {(s.share_by_gap, s.fuse_weight) for seed, s in shown if seed != 0}
     assert first == {(False, 0.3)} and later == {(True, 0.7)}
+    assert {s.suggest_from for _, s in shown} == {"disagreement"}
 
 
 def test_without_the_anchor_where_finished_scans_teach(tmp_path, monkeypatch):
@@ -666,14 +667,7 @@ def test_a_scan_from_a_taught_model_can_retrain_without_the_shape_prior(tmp_path
     import training.bench.effort as effort
     import training.interactive.retrain as retrain
 
-    priors = []
-    real = retrain.finetune
-
-    def spy(*args, prior=None, **kw):
-        priors.append(prior)
-        return real(*args, prior=prior, **kw)
-
-    monkeypatch.setattr(retrain, "finetune", spy)
+    priors = _calls(monkeypatch, retrain, "finetune", lambda kw: kw.get("prior"))
     cases = [(f"scan{i}", *blob_volume(i)) for i in range(2)]
     for taught, expected in ((None, ["interpolation"] * 2), ("none", ["interpolation", None])):
         priors.clear()

@@ -110,19 +110,19 @@ def test_the_uncertainty_of_what_is_shown_counts_where_the_fill_and_the_network_
     res = {"labels": np.zeros(truth.shape, np.uint8), "probabilities": probs,
            "uncertainty": np.zeros(truth.shape, np.float32)}
     painted = sparse_labels(truth, [2, 18])
-    network_only = Shown(fuse_weight=0.3, uncertainty_of_shown=False)
+    network_only = Shown(fuse_weight=0.3, suggest_from="network")
     shown, unc = network_only.show_with_uncertainty(res, painted)
     assert unc is res["uncertainty"] and (shown == network_only.show(res, painted)).all()
-    of_shown = Shown(fuse_weight=0.3, uncertainty_of_shown=True)
+    of_shown = Shown(fuse_weight=0.3, suggest_from="shown")
     shown2, unc2 = of_shown.show_with_uncertainty(res, painted)
     assert (shown2 == shown).all()  # what is shown does not change, only where it is unsure
     assert unc2[10][truth[10] == 1].min() > 0.5  # the fill says disc, the network nothing
     far = ((y - 16) ** 2 + (x - 16) ** 2 > 256)[0]  # 8 px beyond the disc: both say nothing
     assert unc2[10][far].max() < 0.1
-    assert Shown(uncertainty_of_shown=True).show_with_uncertainty(res, painted)[1] is \
+    assert Shown(suggest_from="shown").show_with_uncertainty(res, painted)[1] is \
         res["uncertainty"]  # no blend: the network's own
     # by disagreement: the same inside the disc, nothing added on the fill's band outside it
-    shown3, unc3 = Shown(fuse_weight=0.3, uncertainty_where_disagree=True).show_with_uncertainty(
+    shown3, unc3 = Shown(fuse_weight=0.3, suggest_from="disagreement").show_with_uncertainty(
         res, painted)
     assert (shown3 == shown).all() and unc3[10][truth[10] == 1].min() > 0.5
     assert unc3[10][truth[10] == 0].max() == 0  # network and fill both say nothing there

@@ -314,7 +314,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
                             taught_lr=args.taught_lr,
                             share_from_painted=args.fuse_weight_from_painted,
                             prior_taught=args.prior_taught,
-                            uncertainty_of_shown=_of_shown(args),
+                            suggest_from=args.suggest_from,
                             fuse_by_gap=args.fuse_by_gap,
                             seed=args.seed, **extra)
     header = _header(
@@ -357,7 +357,7 @@ def _cmd_benchmark_effort(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"held-back judgement of each Retrain: {judging}; suggestions weighted by distance "
         f"to the painted slices with power {coverage:g}, slice score: {per_slice} "
         f"uncertainty near the structure"
-        f"{_suggest_note(_of_shown(args)) if args.fuse_weight else ''}"
+        f"{_suggest_note(args.suggest_from) if args.fuse_weight else ''}"
         f"{' (its main 3-D piece only)' if main else ''}"
         f"{'; on a scan with nothing painted, its largest section first' if body_first else ''}"
         + (f"; between painted ends, the middle of the longest unpainted run first until "
@@ -391,17 +391,10 @@ def _cmd_benchmark_weak(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
-def _of_shown(args: argparse.Namespace) -> bool | str:
-    """What uncertainty the suggestions read (--suggest-from): True or "shown" for the blend
-    shown, "disagreement", or False for the network's."""
-    from training.interactive.retrain import UNCERTAINTY_OF_SHOWN
+def _suggest_note(suggest_from: str | None) -> str:
+    """The effort header's words for ``--suggest-from`` (None: the plugin's)."""
+    from training.interactive.retrain import SUGGEST_FROM
 
-    if args.suggest_from is None:
-        return UNCERTAINTY_OF_SHOWN
-    return False if args.suggest_from == "network" else args.suggest_from
-
-
-def _suggest_note(of_shown: bool | str) -> str:
-    if of_shown == "disagreement":
-        return " (the network's, raised to the blend's where it and the fill disagree)"
-    return " (of the blend shown)" if of_shown else ""
+    return {"disagreement": " (the network's, raised to the blend's where it and the fill "
+                            "disagree)",
+            "shown": " (of the blend shown)"}.get(suggest_from or SUGGEST_FROM, "")

@@ -162,7 +162,7 @@ def learning_effort(
     taught_lr: float | None = None,
     share_from_painted: bool = False,
     prior_taught: str | None = None,
-    uncertainty_of_shown: bool | str | None = None,
+    suggest_from: str | None = None,
     fuse_by_gap: str | None = None,
     **config: Any,
 ) -> tuple[Row, str | None]:
@@ -197,9 +197,8 @@ def learning_effort(
     ``fuse_weight`` where there are none yet.
     ``prior_taught``: the shape prior (``config["prior"]``) of a Retrain on a scan that starts
     from a model already taught ("none": without it; None: as on every scan).
-    ``uncertainty_of_shown``: the suggestions read the uncertainty of the blend shown rather
-    than the network's (True or "shown"), or the network's raised where it and the fill
-    disagree ("disagreement"); None: the plugin's, ``retrain.UNCERTAINTY_OF_SHOWN``.
+    ``suggest_from``: the uncertainty the suggestions read where a Retrain blends ("network",
+    "shown" or "disagreement"; :class:`Shown`); None: the plugin's, ``retrain.SUGGEST_FROM``.
     ``fuse_by_gap``: the network's share grows from 0 on a painted slice to the share midway
     between two, on every scan ("all") or on a scan that starts from a taught model
     ("taught"); None or "off": a constant share, as the dock.
@@ -230,10 +229,7 @@ def learning_effort(
                                                        and _taught(model))}
     shown = Shown(fuse_weight=fuse_weight, ends=ends, main_piece=main_piece, device=device,
                   share_from_painted=share_from_painted, **by_gap,
-                  **({} if uncertainty_of_shown is None
-                     else {"uncertainty_of_shown": uncertainty_of_shown == "shown"
-                           or uncertainty_of_shown is True,
-                           "uncertainty_where_disagree": uncertainty_of_shown == "disagreement"}))
+                  **({} if suggest_from is None else {"suggest_from": suggest_from}))
     evidence: list = []  # per painted slice: Dice of the blend at each share
     seen: set[int] = set()  # this scan's slices the current model trained on, or was judged by
     shares: list[float] = []
@@ -383,7 +379,7 @@ def effort_benchmark(
     taught_lr: float | None = None,
     share_from_painted: bool = False,
     prior_taught: str | None = None,
-    uncertainty_of_shown: bool | str | None = None,
+    suggest_from: str | None = None,
     fuse_by_gap: str | None = None,
     seed: int = 0,
     **config: Any,
@@ -440,7 +436,7 @@ def effort_benchmark(
                     anchor_with_finished=anchor_with_finished,
                     fuse_weight_right=fuse_weight_right, taught_lr=taught_lr,
                     share_from_painted=share_from_painted, prior_taught=prior_taught,
-                    uncertainty_of_shown=uncertainty_of_shown, fuse_by_gap=fuse_by_gap,
+                    suggest_from=suggest_from, fuse_by_gap=fuse_by_gap,
                     **config)
             finished = row.pop("segmentation", None)
             if replay == "finished" and finished is not None:

@@ -129,13 +129,15 @@ def _grey(image: np.ndarray) -> np.ndarray:
     return image if np.ndim(image) == 3 else rgb_to_grey(image)
 
 
-# Whether the suggestions (and the dock's uncertainty layer) read the uncertainty of the blend
-# the user sees (the entropy of network and fill blended) rather than the network's alone. Not
+# Which uncertainty ranks the suggestions (and fills the dock's uncertainty layer) where a
+# Retrain blends the network with the fill: the "network"'s own; the "shown" blend's entropy;
+# or the network's raised to the blend's where the two "disagreement". "shown" was not
 # kept: it won on LA and LGG series, 55 slices against 60 (rule written first), then lost on
 # ACDC train series, 44 against 42 over two seeds, where its second rule allowed 43. A likely
 # cause, not measured: the soft fill's outline band counts as unsure on every slice between
-# painted ones (benchmarks/results/uncertainty_of_shown_choice.md).
-UNCERTAINTY_OF_SHOWN = False
+# painted ones. "disagreement" passed its rule but its test series were not all read in the
+# same stop (benchmarks/results/uncertainty_of_shown_choice.md).
+SUGGEST_FROM = "network"
 
 
 @dataclass
@@ -155,12 +157,10 @@ class Shown:
     # the share read off this scan's painted slices (training.interactive.blend_share), with
     # ``fuse_weight`` where there is nothing to read it from
     share_from_painted: bool = False
-    # the uncertainty that ranks the suggestions (and the dock shows) is that of what is shown,
-    # the blend's, rather than the network's alone (:func:`shape_prior_with_uncertainty`)
-    uncertainty_of_shown: bool = UNCERTAINTY_OF_SHOWN
-    # instead: the network's uncertainty, raised to the blend's where the network's class
-    # differs from the fill's (:func:`disagreement_uncertainty`)
-    uncertainty_where_disagree: bool = False
+    # the uncertainty that ranks the suggestions (and the dock shows) with a blend: "network",
+    # "shown" (:func:`shape_prior_with_uncertainty`) or "disagreement"
+    # (:func:`disagreement_uncertainty`); see SUGGEST_FROM
+    suggest_from: str = SUGGEST_FROM
     # the network's share grows from 0 on a painted slice to ``fuse_weight`` midway between two.
     # Not the dock's: it saved slices on LA series and cost more on ACDC train series
     # (benchmarks/results/share_by_gap_choice.md).
@@ -190,17 +190,17 @@ class Shown:
 
     def show_with_uncertainty(self, res: dict, labels: np.ndarray
                               ) -> tuple[np.ndarray, np.ndarray]:
-        """(:meth:`show`, its uncertainty): the network's, or with ``uncertainty_of_shown``
-        and a blend, the blend's."""
+        """(:meth:`show`, its uncertainty): the network's, or with a blend, the one
+        ``suggest_from`` names."""
         from training.interactive.loop import limit_to_extent, shape_prior_with_uncertainty
 
-        if self.fuse_weight is not None and self.uncertainty_where_disagree:
+        if self.fuse_weight is not None and self.suggest_from == "disagreement":
             from training.interactive.loop import disagreement_uncertainty
 
             return self.show(res, labels), disagreement_uncertainty(
                 res["probabilities"], res["uncertainty"], labels, self.fuse_weight,
                 ends=self.ends, filled=self.fill, by_gap=self.share_by_gap)
-        if self.fuse_weight is None or not self.uncertainty_of_shown:
+        if self.fuse_weight is None or self.suggest_from != "shown":
             return self.show(res, labels), res["uncertainty"]
         shown, unc = shape_prior_with_uncertainty(res["probabilities"], labels,
                                                   self.fuse_weight, ends=self.ends,
